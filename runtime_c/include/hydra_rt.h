@@ -1,0 +1,151 @@
+/*
+ * hydra_rt.h - the hydra-edge int8 operator library.
+ *
+ * One function per op and type (hydra_<op>_s8), arguments in a small param
+ * struct, a status code returned, and *_get_buffer_size() beside each kernel
+ * that needs scratch. The arithmetic of every kernel is specified in
+ * docs/numerics.md; the numpy reference interpreter implements the same
+ * spec and the tests compare the two bit for bit.
+ *
+ * C99, no allocation, no global state. Requantisation uses double rounding
+ * unless the library is built with -DHYDRA_SINGLE_ROUNDING=1.
+ *
+ * Aliasing: elementwise kernels (add, lut, layernorm) accept output == input
+ * (in place). hydra_attention accepts output == q. Other kernels need
+ * disjoint input and output buffers.
+ */
+#ifndef HYDRA_RT_H
+#define HYDRA_RT_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    HYDRA_OK = 0,
+    HYDRA_ERR_ARG = 1,   /* a null pointer or a parameter out of its documented range */
+    HYDRA_ERR_SHAPE = 2  /* dimensions that are not positive or do not agree */
+} hydra_status;
+
+/* ---- fixed-point arithmetic (hydra_requantize.c) -------------------- */
+
+/* requant(x, M, shift) of docs/numerics.md; shift in [-31, 30]. */
+int32_t hydra_requantize_double(int32_t x, int32_t multiplier, int32_t shift);
+int32_t hydra_requantize_single(int32_t x, int32_t multiplier, int32_t shift);
+
+#if defined(HYDRA_SINGLE_ROUNDING) && HYDRA_SINGLE_ROUNDING
+#define hydra_requantize hydra_requantize_single
+#else
+#define hydra_requantize hydra_requantize_double
+#endif
+
+/* round_shift(x, n): floor((x + 2^(n-1)) / 2^n), n in [0, 62]. */
+int64_t hydra_round_shift_s64(int64_t x, int32_t n);
+
+/* inv_sqrt(v): 1/sqrt(v) ~= inv * 2^p / 2^61, for 1 <= v < 2^62. */
+void hydra_inv_sqrt(int64_t v, int32_t *inv, int32_t *p);
+
+static inline int8_t hydra_clamp_s8(int32_t x)
+{
+    return (int8_t)(x < -128 ? -128 : (x > 127 ? 127 : x));
+}
+
+/* ---- linear (hydra_linear.c) ----------------------------------------- */
+
+typedef struct {
+    int32_t rows;          /* T: input rows (tokens) */
+    int32_t in_features;   /* K */
+    int32_t out_features;  /* N */
+    const int8_t *weights; /* [N][K] */
+    const int32_t *bias;   /* [N], input zero point folded in */
+    const int32_t *multiplier; /* [N] */
+    const int32_t *shift;      /* [N] */
+    int32_t output_zero_point;
+} hydra_linear_params;
+
+hydra_status hydra_linear_s8(const hydra_linear_params *params, const int8_t *input, int8_t *output);
+
+/* ---- patch embedding (hydra_patch_embed.c) -------------------------- */
+
+typedef struct {
+    int32_t channels, height, width; /* input [C][H][W] */
+    int32_t patch;                   /* kernel = stride */
+    int32_t embed_dim;               /* D */
+    const int8_t *weights;           /* [D][C][patch][patch] */
+    const int32_t *bias;             /* [D], input zero point folded in */
+    const int32_t *multiplier;       /* [D] */
+    const int32_t *shift;            /* [D] */
+    int32_t output_zero_point;
+} hydra_patch_embed_params;
+
+hydra_status hydra_patch_embed_s8(const hydra_patch_embed_params *params, const int8_t *input, int8_t *output);
+
+/* ---- layernorm (hydra_layernorm.c) ---------------------------------- */
+
+typedef struct {
+    int32_t tokens, dim;
+    int32_t input_zero_point;
+    int64_t eps;           /* eps_q */
+    const int32_t *gamma;  /* gamma_q [dim] */
+    const int64_t *beta;   /* beta_q [dim] */
+    int32_t output_shift;
+    int32_t output_zero_point;
+} hydra_layernorm_params;
+
+hydra_status hydra_layernorm_s8(const hydra_layernorm_params *params, const int8_t *input, int8_t *output);
+
+/* ---- table lookup (hydra_lut.c) ------------------------------------- */
+
+typedef struct {
+    int32_t size;          /* number of elements */
+    const int8_t *table;   /* [256], indexed by x + 128 */
+} hydra_lut_params;
+
+hydra_status hydra_lut_s8(const hydra_lut_params *params, const int8_t *input, int8_t *output);
+
+/* ---- hydra attention (hydra_attention.c) ---------------------------- */
+
+typedef struct {
+    int32_t tokens, dim;
+    int32_t q_zero_point, k_zero_point, v_zero_point;
+    int32_t kv_shift;
+    int32_t multiplier, shift;
+    int32_t output_zero_point;
+} hydra_attention_params;
+
+/* Scratch bytes: the int32 attention state and one phi row. */
+int32_t hydra_attention_s8_get_buffer_size(const hydra_attention_params *params);
+
+hydra_status hydra_attention_s8(const hydra_attention_params *params, const int8_t *q, const int8_t *k,
+                                const int8_t *v, void *scratch, int8_t *output);
+
+/* ---- add (hydra_add.c) ---------------------------------------------- */
+
+typedef struct {
+    int32_t size;
+    int32_t left_shift;
+    int32_t a_zero_point, a_multiplier, a_shift;
+    int32_t b_zero_point, b_multiplier, b_shift;
+    int32_t output_multiplier, output_shift, output_zero_point;
+} hydra_add_params;
+
+hydra_status hydra_add_s8(const hydra_add_params *params, const int8_t *a, const int8_t *b, int8_t *output);
+
+/* ---- mean pool over tokens (hydra_mean_pool.c) ---------------------- */
+
+typedef struct {
+    int32_t tokens, dim;
+    int32_t input_zero_point;
+    int32_t multiplier, shift;
+    int32_t output_zero_point;
+} hydra_mean_pool_params;
+
+hydra_status hydra_mean_pool_s8(const hydra_mean_pool_params *params, const int8_t *input, int8_t *output);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HYDRA_RT_H */

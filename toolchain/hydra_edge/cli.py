@@ -1,0 +1,186 @@
+"""The `hydra-edge` command line: a thin layer over driver.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+import warnings
+from pathlib import Path
+
+import click
+import numpy as np
+
+from . import __version__, driver
+
+DEBUG_ENV = "HYDRA_EDGE_DEBUG"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions whose message is meant for the user: printed as one line, no traceback."""
+    from .frontend.errors import FrontendError
+    from .ir.graph import IRError
+    from .passes.errors import LoweringError
+    from .quant.calibrate import CalibrationError
+    from .quant.quantize import QuantizationError
+    from .targets.board import BoardError
+    from .targets.host import BuildError
+
+    return (FrontendError, LoweringError, QuantizationError, CalibrationError, IRError, BoardError, BuildError,
+            FileNotFoundError, click.ClickException)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.UsageError):
+            raise
+        except _user_errors() as exc:
+            if isinstance(exc, click.ClickException):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except Exception as exc:  # a bug: still one line unless the user asks for the trace
+            if os.environ.get(DEBUG_ENV):
+                traceback.print_exc()
+            else:
+                click.echo(f"internal error: {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)", err=True)
+            sys.exit(70)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hydra-edge")
+def main() -> None:
+    """Compile small Hydra-attention Vision Transformers to bit-exact int8 C."""
+    warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecation chatter
+
+
+def _warn_line(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--lowered/--aten", default=True, help="Show the lowered IR (default) or the graph as exported.")
+def inspect(model: Path, lowered: bool) -> None:
+    """Print the graph of MODEL (.pt2)."""
+    from .ir.printer import format_graph
+    from .passes.pipeline import lower_to_ir
+
+    graph = driver.load_model(model)
+    click.echo(format_graph(lower_to_ir(graph) if lowered else graph))
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--board", default="host", show_default=True, help="Target board (see 'hydra-edge boards').")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=Path("build"), show_default=True,
+              help="Build folder to write.")
+@click.option("--calib", type=click.Path(path_type=Path), help=".npz of float inputs (key 'x', shape (N, C, H, W)) for PTQ.")
+@click.option("--rounding", type=click.Choice(["double", "single"]), default="double", show_default=True,
+              help="Requantisation rounding: TFLM/CMSIS-NN double rounding, or LiteRT single rounding.")
+def compile(model: Path, board: str, out: Path, calib: Path | None, rounding: str) -> None:  # noqa: A001
+    """Compile MODEL to int8 C in a self-contained build folder."""
+    from rich.progress import Progress
+
+    from .codegen.report import format_report
+
+    warnings.showwarning = _warn_line
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("calibrating", total=None)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=stage)
+
+        result = driver.compile_model(model, board, out, calib, rounding, progress)
+    click.echo(format_report(result.report))
+    click.echo(f"wrote {result.folder}/ (build with 'make -C {result.folder}', check with 'hydra-edge validate {result.folder}')")
+
+
+@main.command()
+@click.argument("build", type=click.Path(path_type=Path))
+@click.option("--input", "inputs", type=click.Path(path_type=Path), help="int8 .npy inputs (N, ...); default: the build's test vectors.")
+@click.option("--sanitize", is_flag=True, help="Build and run with AddressSanitizer and UBSan.")
+def validate(build: Path, inputs: Path | None, sanitize: bool) -> None:
+    """Build the C of BUILD, run it, and compare every output byte with the reference interpreter."""
+    from .validate.bitexact import validate_build
+
+    manifest, graph = driver.load_build(build)
+    x = np.load(inputs if inputs else build / driver.TEST_VECTORS)
+    x = _as_int8_batch(x, manifest, inputs or build / driver.TEST_VECTORS)
+    result = validate_build(build, graph, x, sanitize=sanitize)
+    verdict = "BIT-EXACT" if result.ok else "MISMATCH"
+    click.echo(f"{verdict}: {result.samples} inputs, {result.bytes_compared} output bytes compared, "
+               f"{result.mismatched_bytes} differ (board {manifest['board']}, rounding {manifest['rounding']})")
+    for m in result.mismatches:
+        click.echo(f"  input {m.sample} byte {m.byte}: reference {m.expected}, target {m.actual}")
+    if not result.ok:
+        sys.exit(1)
+
+
+def _as_int8_batch(x: np.ndarray, manifest: dict, path: Path) -> np.ndarray:
+    shape = tuple(manifest["input"]["shape"])
+    if x.dtype != np.int8:
+        raise click.ClickException(f"{path}: expected int8 inputs, got {x.dtype} (use 'hydra-edge run' for float inputs)")
+    if x.shape == shape:
+        x = x[None]
+    if tuple(x.shape[1:]) != shape:
+        raise click.ClickException(f"{path}: inputs have shape {x.shape}, the model takes (N, {', '.join(map(str, shape))})")
+    return x
+
+
+@main.command()
+@click.argument("build", type=click.Path(path_type=Path))
+@click.option("--input", "input_path", type=click.Path(path_type=Path), required=True,
+              help=".npy input: float (quantised with the model's input scale) or int8; (N, C, H, W) or (C, H, W).")
+@click.option("-o", "--output", "output_path", type=click.Path(path_type=Path), required=True, help=".npy to write.")
+@click.option("--dequantize", is_flag=True, help="Write float outputs (scale * (q - zero_point)) instead of int8.")
+def run(build: Path, input_path: Path, output_path: Path, dequantize: bool) -> None:
+    """Run the compiled model of BUILD on the target (here: the host) and save its outputs."""
+    from .targets import host
+
+    manifest = driver.read_manifest(build)
+    if not input_path.is_file():
+        raise click.ClickException(f"{input_path}: input file not found")
+    try:
+        x = np.load(input_path, allow_pickle=False)
+    except ValueError as exc:
+        raise click.ClickException(f"{input_path}: not a .npy array ({exc})") from None
+    inp = manifest["input"]
+    if np.issubdtype(x.dtype, np.floating):
+        x = driver.quantize_input(x, inp["scale"], inp["zero_point"])
+    x = _as_int8_batch(x, manifest, input_path)
+    y = host.run(build, x.reshape(len(x), -1))
+    out = manifest["outputs"][0]
+    y = y.reshape(len(x), *out["shape"])
+    if dequantize:
+        y = driver.dequantize(y, out["scale"], out["zero_point"])
+    np.save(output_path, y)
+    click.echo(f"wrote {output_path}: {y.shape} {y.dtype}")
+
+
+@main.command()
+@click.argument("build", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def report(build: Path, as_json: bool) -> None:
+    """RAM, flash and MACs of BUILD, per op."""
+    from .codegen.report import format_report
+
+    driver.read_manifest(build)
+    data = json.loads((build / "report.json").read_text())
+    click.echo(json.dumps(data, indent=2) if as_json else format_report(data))
+
+
+@main.command()
+def boards() -> None:
+    """List the boards hydra-edge can compile for."""
+    from .targets.board import list_boards
+
+    for b in list_boards():
+        click.echo(f"{b.name:<14} {b.description}")
+
+
+if __name__ == "__main__":
+    main()
