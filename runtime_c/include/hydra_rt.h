@@ -115,7 +115,8 @@ typedef struct {
     int32_t output_zero_point;
 } hydra_attention_params;
 
-/* Scratch bytes: the int32 attention state and one phi row. */
+/* Scratch bytes: the int32 attention state and one phi row (0 for invalid params).
+ * The scratch pointer must be 4-byte aligned (HYDRA_ERR_ARG otherwise). */
 int32_t hydra_attention_s8_get_buffer_size(const hydra_attention_params *params);
 
 hydra_status hydra_attention_s8(const hydra_attention_params *params, const int8_t *q, const int8_t *k,

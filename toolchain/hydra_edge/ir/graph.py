@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-DTYPES = ("float32", "int8", "int32")
+DTYPES = ("float32", "int8", "int32", "int64")
 
 
 class IRError(ValueError):

@@ -118,11 +118,13 @@ class _Quantizer:
         gamma_q = round_half_away(g * 2.0**gshift)
         if np.abs(gamma_q).max() > INT32_MAX:
             raise QuantizationError(f"node {node.name} (layernorm): gamma / output scale does not fit int32")
-        eps_q = max(1, int(round_half_away(d * d * float(node.attrs["eps"]) / (sx * sx))))
+        eps_q = max(1, int(round_half_away(min(d * d * float(node.attrs["eps"]) / (sx * sx), 2.0**61))))
+        beta_q = round_half_away(beta * 2.0**out_shift)
+        if np.abs(beta_q).max() > 2.0**62:
+            raise QuantizationError(f"node {node.name} (layernorm): beta / output scale does not fit the int64 contract")
         self.emit(
             node,
-            [x, self.const(node, "gamma", gamma_q.astype(np.int32)),
-             self.const(node, "beta", round_half_away(beta * 2.0**out_shift).astype(np.int64))],
+            [x, self.const(node, "gamma", gamma_q.astype(np.int32)), self.const(node, "beta", beta_q.astype(np.int64))],
             in_zp=self.zp(x), eps_q=eps_q, out_shift=out_shift, out_zp=self.zp(y),
         )
 

@@ -1,0 +1,58 @@
+/*
+ * hydra_layernorm.c - integer LayerNorm per token, docs/numerics.md "layernorm":
+ * z = D (x - mean) / sqrt(D^2 (var + eps)) in Q20, then y = z * gamma_q + beta_q
+ * shifted down by out_shift. Works in place (output == input).
+ */
+#include <stddef.h>
+
+#include "hydra_rt.h"
+
+#define HYDRA_LAYERNORM_MAX_DIM 4096 /* the spec's bound: every intermediate then fits */
+
+hydra_status hydra_layernorm_s8(const hydra_layernorm_params *params, const int8_t *input, int8_t *output)
+{
+    if (params == NULL || input == NULL || output == NULL || params->gamma == NULL || params->beta == NULL)
+        return HYDRA_ERR_ARG;
+    const int32_t T = params->tokens, D = params->dim;
+    const int32_t zx = params->input_zero_point, zy = params->output_zero_point;
+    const int32_t out_shift = params->output_shift;
+    const int64_t eps = params->eps;
+    if (T <= 0 || D <= 0 || D > HYDRA_LAYERNORM_MAX_DIM)
+        return HYDRA_ERR_SHAPE;
+    if (zx < -128 || zx > 127 || zy < -128 || zy > 127 || out_shift < 0 || out_shift > 62)
+        return HYDRA_ERR_ARG;
+    /* eps_q in [1, 2^61] keeps 1 <= v < 2^62, since D * S2 - S1^2 < 2^40 */
+    if (eps < 1 || eps > (INT64_C(1) << 61))
+        return HYDRA_ERR_ARG;
+    /* |z * gamma_q| < 2^26 * 2^31, so |beta_q| <= 2^62 keeps a_i inside int64 */
+    for (int32_t i = 0; i < D; i++)
+        if (params->beta[i] < -(INT64_C(1) << 62) || params->beta[i] > (INT64_C(1) << 62))
+            return HYDRA_ERR_ARG;
+
+    for (int32_t t = 0; t < T; t++) {
+        const int8_t *x = input + (size_t)t * (size_t)D;
+        int8_t *y = output + (size_t)t * (size_t)D;
+
+        /* |xi| <= 255, so S2 <= 4096 * 255^2 < 2^31 */
+        int32_t s1 = 0, s2 = 0;
+        for (int32_t i = 0; i < D; i++) {
+            const int32_t xi = x[i] - zx;
+            s1 += xi;
+            s2 += xi * xi;
+        }
+        /* D * S2 - S1^2 >= 0 (Cauchy-Schwarz) and eps >= 1, so v >= 1 */
+        const int64_t v = (int64_t)D * s2 - (int64_t)s1 * s1 + eps;
+        int32_t inv, P;
+        hydra_inv_sqrt(v, &inv, &P);
+
+        for (int32_t i = 0; i < D; i++) {
+            const int32_t xi = x[i] - zx; /* read x[i] before y[i] is written: in place is fine */
+            /* |D xi - S1| < 2^21 and inv < 2^31; |z| <= sqrt(D) * 2^20 <= 2^26 fits int32 */
+            const int32_t z = (int32_t)hydra_round_shift_s64(((int64_t)D * xi - s1) * inv, 41 - P);
+            const int64_t a = (int64_t)z * params->gamma[i] + params->beta[i];
+            const int64_t r = hydra_round_shift_s64(a, out_shift) + zy;
+            y[i] = (int8_t)(r < -128 ? -128 : (r > 127 ? 127 : r));
+        }
+    }
+    return HYDRA_OK;
+}

@@ -1,0 +1,52 @@
+/*
+ * hydra_linear.c - y[t, n] = clamp(zy + requant(bias[n] + x[t, :] . w[n, :], M[n], shift[n])).
+ * docs/numerics.md, "linear". The input zero point is folded into the bias.
+ */
+#include <stddef.h>
+
+#include "hydra_rt.h"
+
+/* K products of at most 128 * 128 = 2^14 each: K < 2^17 keeps the int32 dot exact. */
+#define HYDRA_LINEAR_MAX_K 131071
+
+static int32_t saturate_s32(int64_t x)
+{
+    return (int32_t)(x < INT32_MIN ? INT32_MIN : (x > INT32_MAX ? INT32_MAX : x));
+}
+
+/* zy + r as int8; r is saturated to 9 bits first so the sum cannot overflow. */
+static int8_t add_zero_point_s8(int32_t r, int32_t zy)
+{
+    return hydra_clamp_s8((r < -256 ? -256 : (r > 255 ? 255 : r)) + zy);
+}
+
+hydra_status hydra_linear_s8(const hydra_linear_params *params, const int8_t *input, int8_t *output)
+{
+    if (params == NULL || input == NULL || output == NULL || params->weights == NULL ||
+        params->bias == NULL || params->multiplier == NULL || params->shift == NULL)
+        return HYDRA_ERR_ARG;
+    const int32_t T = params->rows, K = params->in_features, N = params->out_features;
+    const int32_t zy = params->output_zero_point;
+    if (T <= 0 || K <= 0 || N <= 0 || K > HYDRA_LINEAR_MAX_K)
+        return HYDRA_ERR_SHAPE;
+    if (zy < -128 || zy > 127)
+        return HYDRA_ERR_ARG;
+    for (int32_t n = 0; n < N; n++)
+        if (params->shift[n] < -31 || params->shift[n] > 30)
+            return HYDRA_ERR_ARG;
+
+    for (int32_t t = 0; t < T; t++) {
+        const int8_t *x = input + (size_t)t * (size_t)K;
+        int8_t *y = output + (size_t)t * (size_t)N;
+        for (int32_t n = 0; n < N; n++) {
+            const int8_t *w = params->weights + (size_t)n * (size_t)K;
+            int32_t dot = 0;
+            for (int32_t k = 0; k < K; k++)
+                dot += (int32_t)x[k] * w[k];
+            /* The compiler proves bias + dot fits int32; saturate (never wrap) if a caller breaks that. */
+            const int32_t acc = saturate_s32((int64_t)params->bias[n] + dot);
+            y[n] = add_zero_point_s8(hydra_requantize(acc, params->multiplier[n], params->shift[n]), zy);
+        }
+    }
+    return HYDRA_OK;
+}

@@ -1,0 +1,202 @@
+"""The greedy arena planner: lifetimes, placement, the overlap checker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hydra_edge.ir.graph import Graph, IRError, Node, Tensor
+from hydra_edge.memory.planner import (
+    ALIGNMENT,
+    Buffer,
+    MemoryPlan,
+    MemoryPlanError,
+    check_no_overlap,
+    format_plan,
+    live_bytes_per_node,
+    peak_bytes,
+    place,
+    plan_memory,
+    scratch_name,
+)
+
+
+@st.composite
+def random_graphs(draw) -> tuple[Graph, dict[str, int]]:
+    """A random DAG in topological order: each node reads 1-3 earlier tensors (and maybe a constant)."""
+    size = st.integers(1, 3000)
+    g = Graph()
+    g.add_tensor(Tensor("in", (draw(size),), "int8"))
+    g.add_constant("w", np.zeros(7, np.int8))
+    produced = ["in"]
+    n_nodes = draw(st.integers(1, 20))
+    for i in range(n_nodes):
+        # Bias towards recent tensors (chains), with some long-lived skips.
+        recent = produced[-3:]
+        ins = draw(st.lists(st.sampled_from(recent) | st.sampled_from(produced), min_size=1, max_size=3, unique=True))
+        if draw(st.booleans()):
+            ins.append("w")
+        out = f"t{i}"
+        g.add_tensor(Tensor(out, (draw(size),), draw(st.sampled_from(["int8", "int32"]))))
+        g.add_node(Node(f"n{i}", "op", ins, [out]))
+        produced.append(out)
+    g.inputs = ["in"]
+    g.outputs = draw(st.lists(st.sampled_from(produced[1:]), min_size=1, max_size=2, unique=True))
+    scratch = draw(st.dictionaries(st.sampled_from([n.name for n in g.nodes]), st.integers(0, 2000), max_size=4))
+    return g, scratch
+
+
+def _brute_force_overlap(plan: MemoryPlan) -> bool:
+    for i, a in enumerate(plan.buffers):
+        for b in plan.buffers[i + 1 :]:
+            steps = set(range(a.first, a.last + 1)) & set(range(b.first, b.last + 1))
+            bytes_ = set(range(a.offset, a.offset + a.size)) & set(range(b.offset, b.offset + b.size))
+            if steps and bytes_:
+                return True
+    return False
+
+
+@settings(max_examples=150, deadline=None)
+@given(random_graphs())
+def test_random_graph_plans_have_no_overlap(case):
+    g, scratch = case
+    plan = plan_memory(g, scratch)
+    check_no_overlap(plan)
+    assert not _brute_force_overlap(plan)
+    n = len(g.nodes)
+    live = live_bytes_per_node(plan, n)
+    assert plan.arena_bytes >= peak_bytes(plan) == max(live)
+    assert plan.arena_bytes % ALIGNMENT == 0
+    assert all(b.offset % ALIGNMENT == 0 for b in plan.buffers)
+
+    # Lifetimes follow the node order; constants are not planned.
+    names = {b.name for b in plan.buffers}
+    assert "w" not in names
+    assert {t.name for t in g.activations()} <= names
+    for b in plan.buffers:
+        if b.name.endswith("#scratch"):
+            i = next(i for i, node in enumerate(g.nodes) if scratch_name(node.name) == b.name)
+            assert (b.first, b.last) == (i, i)
+            continue
+        writer = next((i for i, node in enumerate(g.nodes) if b.name in node.outputs), 0)
+        readers = [i for i, node in enumerate(g.nodes) if b.name in node.inputs]
+        last = n - 1 if b.name in g.outputs else max(readers + [writer])
+        assert (b.first, b.last) == (writer, last), b.name
+        assert b.size == g.tensor(b.name).nbytes
+    # Per-step live bytes, recomputed from the graph directly.
+    for i in range(n):
+        expect = sum(b.size for b in plan.buffers if b.first <= i <= b.last)
+        assert live[i] == expect
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 64), st.integers(0, 5), st.integers(0, 3), st.integers(0, 8)),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_checker_agrees_with_brute_force(specs):
+    """Arbitrary (not greedy) placements: the checker raises exactly when two live buffers share a byte."""
+    bufs = [Buffer(f"b{i}", size, first, first + span, 16 * slot) for i, (size, first, span, slot) in enumerate(specs)]
+    plan = MemoryPlan(bufs, max(b.end for b in bufs) + 15 & ~15)
+    if _brute_force_overlap(plan):
+        with pytest.raises(MemoryPlanError, match="overlap"):
+            check_no_overlap(plan)
+    else:
+        check_no_overlap(plan)
+
+
+def _chain(sizes: list[int]) -> Graph:
+    g = Graph()
+    g.add_tensor(Tensor("x", (sizes[0],), "int8"))
+    prev = "x"
+    for i, s in enumerate(sizes[1:]):
+        g.add_tensor(Tensor(f"t{i}", (s,), "int8"))
+        g.add_node(Node(f"n{i}", "op", [prev], [f"t{i}"]))
+        prev = f"t{i}"
+    g.inputs, g.outputs = ["x"], [prev]
+    return g
+
+
+def test_chain_reuses_memory():
+    g = _chain([100, 100, 100, 100])
+    plan = plan_memory(g)
+    check_no_overlap(plan)
+    # Two slots of 100 bytes (the second at offset 112) are enough for a chain.
+    assert plan.arena_bytes == 224
+    assert peak_bytes(plan) == 200
+    assert {b.offset for b in plan.buffers} == {0, 112}
+    assert live_bytes_per_node(plan, 3) == [200, 200, 200]
+
+
+def test_largest_first_and_scratch_lives_one_step():
+    g = _chain([10, 500, 20])
+    plan = plan_memory(g, {"n1": 64})
+    check_no_overlap(plan)
+    assert plan.buffer("t0").offset == 0  # the largest buffer goes first, at 0
+    s = plan.buffer(scratch_name("n1"))
+    assert (s.first, s.last, s.size) == (1, 1, 64)
+    assert live_bytes_per_node(plan, 2) == [510, 500 + 20 + 64]
+
+
+def test_checker_catches_a_planted_overlap():
+    g = _chain([64, 64, 64, 64])
+    plan = plan_memory(g)
+    check_no_overlap(plan)
+    # t0 (steps 0..1) and t1 (steps 1..2) are both live at step 1: put them on the same bytes.
+    plan.buffer("t1").offset = plan.buffer("t0").offset
+    with pytest.raises(MemoryPlanError, match="'t0'.*'t1'|'t1'.*'t0'"):
+        check_no_overlap(plan)
+
+
+def test_checker_allows_sharing_between_disjoint_lifetimes():
+    bufs = [Buffer("a", 32, 0, 1, 0), Buffer("b", 32, 2, 3, 0)]
+    check_no_overlap(MemoryPlan(bufs, 32))
+    bufs[1].first = 1  # now both live at step 1
+    with pytest.raises(MemoryPlanError):
+        check_no_overlap(MemoryPlan(bufs, 32))
+
+
+def test_checker_rejects_out_of_arena_and_misaligned():
+    with pytest.raises(MemoryPlanError, match="past the arena"):
+        check_no_overlap(MemoryPlan([Buffer("a", 32, 0, 0, 16)], 32))
+    with pytest.raises(MemoryPlanError, match="aligned"):
+        check_no_overlap(MemoryPlan([Buffer("a", 8, 0, 0, 8)], 32))
+
+
+def test_graph_inputs_live_from_zero_and_outputs_to_the_end():
+    g = _chain([8, 8, 8, 8])
+    g.outputs = ["t0", "t2"]
+    plan = plan_memory(g)
+    assert (plan.buffer("x").first, plan.buffer("x").last) == (0, 0)
+    assert (plan.buffer("t0").first, plan.buffer("t0").last) == (0, 2)
+
+
+def test_bad_graphs_are_refused():
+    g = _chain([8, 8])
+    g.nodes[0].inputs = ["nowhere_written"]
+    g.add_tensor(Tensor("nowhere_written", (4,), "int8"))
+    with pytest.raises(IRError, match="before any node writes it"):
+        plan_memory(g)
+    with pytest.raises(IRError, match="unknown node"):
+        plan_memory(_chain([8, 8]), {"nope": 4})
+
+
+def test_format_plan_lists_buffers_and_steps():
+    g = _chain([40, 300, 40])
+    plan = plan_memory(g, {"n0": 16})
+    text = format_plan(plan)
+    for b in plan.buffers:
+        assert b.name in text
+    assert f"arena {plan.arena_bytes} bytes" in text
+    timeline = [line for line in text.splitlines() if line.strip().split(" ")[0].isdigit() and "|" in line]
+    assert len(timeline) == 2
+
+
+def test_place_is_deterministic():
+    bufs = lambda: [Buffer(f"b{i}", 16, 0, 0) for i in range(4)]  # noqa: E731
+    assert [b.offset for b in place(bufs()).buffers] == [b.offset for b in place(bufs()).buffers] == [0, 16, 32, 48]

@@ -1,0 +1,642 @@
+"""Emit a quantised Graph as a self-contained C project for one board.
+
+The build folder stands alone (nothing in it refers back to the repository):
+
+    model.c            weights (static const, 16-byte aligned), the arena,
+                       one param struct per node, hydra_model_run()
+    model.h            HYDRA_MODEL_{INPUT,OUTPUT,ARENA}_BYTES, the prototype
+    main.c             the board's harness (boards/<board>/main.c)
+    Makefile           `make` -> ./model, `make SANITIZE=1` -> ./model-asan
+    runtime/include/hydra_rt.h
+    runtime/src/*.c    hydra_requantize.c and the kernels the model uses
+    build.json         what the Python side needs to drive the binary
+                       (board, input/output shapes, bytes and quantisation)
+    graph.json, constants.npz
+                       the quantised graph (ir.serialize), so that
+                       validate / run / report can reload it
+
+The emitter knows the runtime only through include/hydra_rt.h: one param
+struct and one call per node, in graph order, with arena offsets from the
+memory plan. Files are rewritten only when their content changes, so that
+`make` rebuilds only what changed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..ir.graph import Graph, Node, Tensor
+from ..ir.ops import check_shapes
+from ..ir.serialize import save_graph
+from ..memory.planner import MemoryPlan, check_no_overlap, scratch_name
+from ..targets.board import Board, get_board
+
+RUNTIME_DIR = Path(__file__).resolve().parents[3] / "runtime_c"
+
+OP_SOURCES = {
+    "linear": "hydra_linear.c",
+    "patch_embed": "hydra_patch_embed.c",
+    "layernorm": "hydra_layernorm.c",
+    "lut": "hydra_lut.c",
+    "hydra_attention": "hydra_attention.c",
+    "add": "hydra_add.c",
+    "mean_pool": "hydra_mean_pool.c",
+}
+ALWAYS_SOURCES = ("hydra_requantize.c",)
+
+BINARY = "model"
+SANITIZE_BINARY = "model-asan"
+BUILD_MANIFEST = "build.json"
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+_C_KEYWORDS = set(
+    """auto break case char const continue default do double else enum extern float for goto if inline int long
+    register restrict return short signed sizeof static struct switch typedef union unsigned void volatile while
+    _Bool _Complex _Imaginary main input output status NULL memcpy""".split()
+)
+
+
+class CodegenError(ValueError):
+    """A graph the C emitter cannot lower (unquantised, an unknown op, a value out of range)."""
+
+
+def kernel_scratch(graph: Graph) -> dict[str, int]:
+    """Scratch bytes per node, as the runtime's *_get_buffer_size() computes them."""
+    scratch: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "hydra_attention":
+            dim = graph.tensor(node.inputs[0]).shape[-1]
+            scratch[node.name] = 5 * dim  # int32 state [D] + one int8 phi row [D]
+    return scratch
+
+
+# -- C literals -----------------------------------------------------------------
+
+
+def _c_int(value: Any, ctype: str, where: str) -> str:
+    v = int(value)
+    lo, hi = {"int8_t": (-128, 127), "int32_t": (INT32_MIN, INT32_MAX), "int64_t": (INT64_MIN, INT64_MAX)}[ctype]
+    if not lo <= v <= hi:
+        raise CodegenError(f"{where}: {v} does not fit {ctype}")
+    if ctype == "int64_t":
+        return "(-INT64_C(9223372036854775807) - 1)" if v == INT64_MIN else f"INT64_C({v})"
+    if v == INT32_MIN:
+        return "(-2147483647 - 1)"
+    return str(v)
+
+
+_CTYPES = {"int8": "int8_t", "int32": "int32_t", "int64": "int64_t"}
+
+
+def _c_comment(text: str) -> str:
+    return " ".join(text.replace("*/", "* /").replace("/*", "/ *").split())
+
+
+class _Namer:
+    """Unique C identifiers derived from IR names."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def __call__(self, name: str, suffix: str = "") -> str:
+        base = re.sub(r"[^0-9A-Za-z_]", "_", name + suffix)
+        base = re.sub(r"_+", "_", base) or "t"
+        if base[0].isdigit() or base[0] == "_" or base in _C_KEYWORDS or base.lower().startswith("hydra_"):
+            base = "t_" + base.lstrip("_")
+        ident, i = base, 2
+        while ident in self.used:
+            ident, i = f"{base}_{i}", i + 1
+        self.used.add(ident)
+        return ident
+
+
+# -- the emitter ------------------------------------------------------------------
+
+
+@dataclass
+class _Call:
+    node: Node
+    params_decl: str
+    call: str
+    check: str = ""  # C statements run before the call (scratch size check)
+
+
+@dataclass
+class _ModelC:
+    graph: Graph
+    plan: MemoryPlan
+    namer: _Namer = field(default_factory=_Namer)
+    arrays: list[str] = field(default_factory=list)  # C definitions of const arrays
+    const_names: dict[str, str] = field(default_factory=dict)  # tensor name -> C identifier
+
+    # operands ---------------------------------------------------------------
+    def tensor(self, node: Node, index: int, kind: str = "input") -> Tensor:
+        names = node.inputs if kind == "input" else node.outputs
+        if index >= len(names):
+            raise CodegenError(f"node {node.name} ({node.op}): expected an {kind} #{index}, it has {len(names)}")
+        return self.graph.tensor(names[index])
+
+    def act(self, node: Node, index: int, kind: str = "input") -> str:
+        """A pointer expression for an int8 activation operand (a const array when constant)."""
+        t = self.tensor(node, index, kind)
+        if t.dtype != "int8":
+            raise CodegenError(
+                f"node {node.name} ({node.op}): {kind} {t.name!r} is {t.dtype}; the emitter needs a quantised graph"
+            )
+        if t.is_constant:
+            if kind == "output":
+                raise CodegenError(f"node {node.name}: output {t.name!r} is a constant")
+            return self.const_array(t, "int8")
+        return f"HYDRA_ARENA_S8({self.offset(t.name)})"
+
+    def offset(self, buffer: str) -> int:
+        try:
+            return self.plan.offset(buffer)
+        except KeyError:
+            raise CodegenError(f"the memory plan has no buffer for {buffer!r}") from None
+
+    def const(self, node: Node, index: int, dtype: str) -> str:
+        t = self.tensor(node, index)
+        if not t.is_constant:
+            raise CodegenError(f"node {node.name} ({node.op}): input {t.name!r} must be a constant")
+        return self.const_array(t, dtype)
+
+    def const_array(self, t: Tensor, dtype: str) -> str:
+        data = np.asarray(t.data)
+        if str(data.dtype) != dtype:
+            raise CodegenError(f"constant {t.name!r} is {data.dtype}, the kernel needs {dtype}")
+        if t.name not in self.const_names:
+            ident = self.namer(t.name)
+            self.const_names[t.name] = ident
+            self.arrays.append(self._array(ident, data, f"{t.name}: {dtype} {list(data.shape)}"))
+        return self.const_names[t.name]
+
+    def attr_array(self, node: Node, key: str, length: int) -> str:
+        data = np.asarray(self.attr(node, key))
+        if data.shape != (length,):
+            raise CodegenError(f"node {node.name} ({node.op}): attr {key} has shape {data.shape}, expected ({length},)")
+        if data.dtype.kind not in "iu":
+            raise CodegenError(f"node {node.name} ({node.op}): attr {key} is {data.dtype}, expected integers")
+        ident = self.namer(node.name, "_" + key)
+        self.arrays.append(self._array(ident, data.astype(np.int64), f"{node.name}.{key}: int32 [{length}]", "int32_t"))
+        return ident
+
+    def _array(self, ident: str, data: np.ndarray, comment: str, ctype: str | None = None) -> str:
+        ctype = ctype or _CTYPES[str(data.dtype)]
+        flat = data.reshape(-1).tolist()
+        per_line = {"int8_t": 16, "int32_t": 8, "int64_t": 4}[ctype]
+        body = ",\n".join(
+            "    " + ", ".join(_c_int(v, ctype, comment) for v in flat[i : i + per_line])
+            for i in range(0, len(flat), per_line)
+        )
+        return (
+            f"/* {_c_comment(comment)} */\n"
+            f"static const {ctype} {ident}[{max(len(flat), 1)}] HYDRA_ALIGNED(16) = {{\n{body or '    0'}\n}};\n"
+        )
+
+    # attrs ----------------------------------------------------------------------
+    def attr(self, node: Node, key: str) -> Any:
+        if key not in node.attrs:
+            raise CodegenError(f"node {node.name} ({node.op}): missing attr {key!r} (is the graph quantised?)")
+        return node.attrs[key]
+
+    def scalar(self, node: Node, key: str, ctype: str = "int32_t", lo: int | None = None, hi: int | None = None) -> str:
+        value = self.attr(node, key)
+        try:
+            v = int(np.asarray(value).reshape(()))
+        except (TypeError, ValueError):
+            raise CodegenError(f"node {node.name} ({node.op}): attr {key} = {value!r} is not an integer scalar") from None
+        if np.asarray(value).dtype.kind not in "iu":
+            raise CodegenError(f"node {node.name} ({node.op}): attr {key} = {value!r} is not an integer")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise CodegenError(f"node {node.name} ({node.op}): attr {key} = {v} is outside [{lo}, {hi}]")
+        return _c_int(v, ctype, f"node {node.name} attr {key}")
+
+    def zp(self, node: Node, key: str) -> str:
+        return self.scalar(node, key, lo=-128, hi=127)
+
+    def shift(self, node: Node, key: str) -> str:
+        return self.scalar(node, key, lo=-31, hi=30)
+
+    def multiplier(self, node: Node, key: str) -> str:
+        return self.scalar(node, key, lo=0, hi=INT32_MAX)
+
+    def check_array_range(self, node: Node, key: str, lo: int, hi: int) -> None:
+        data = np.asarray(self.attr(node, key)).astype(np.int64)
+        if data.size and (data.min() < lo or data.max() > hi):
+            raise CodegenError(f"node {node.name} ({node.op}): attr {key} has values outside [{lo}, {hi}]")
+
+    # ops --------------------------------------------------------------------------
+    def params(self, node: Node, ctype: str, fields: list[tuple[str, str]]) -> tuple[str, str]:
+        ident = self.namer(node.name, "_params")
+        body = "\n".join(f"    .{k} = {v}," for k, v in fields)
+        return ident, f"static const {ctype} {ident} = {{\n{body}\n}};\n"
+
+    def linear(self, node: Node) -> _Call:
+        x, w = self.tensor(node, 0), self.tensor(node, 1)
+        n, k = w.shape
+        rows = int(np.prod(x.shape[:-1], dtype=np.int64))
+        self.check_array_range(node, "multiplier", 0, INT32_MAX)
+        self.check_array_range(node, "shift", -31, 30)
+        ident, decl = self.params(
+            node,
+            "hydra_linear_params",
+            [
+                ("rows", str(rows)),
+                ("in_features", str(k)),
+                ("out_features", str(n)),
+                ("weights", self.const(node, 1, "int8")),
+                ("bias", self.const(node, 2, "int32")),
+                ("multiplier", self.attr_array(node, "multiplier", n)),
+                ("shift", self.attr_array(node, "shift", n)),
+                ("output_zero_point", self.zp(node, "out_zp")),
+            ],
+        )
+        return _Call(node, decl, f"hydra_linear_s8(&{ident}, {self.act(node, 0)}, {self.act(node, 0, 'output')})")
+
+    def patch_embed(self, node: Node) -> _Call:
+        (c, h, wd), w = self.tensor(node, 0).shape, self.tensor(node, 1)
+        d = w.shape[0]
+        self.check_array_range(node, "multiplier", 0, INT32_MAX)
+        self.check_array_range(node, "shift", -31, 30)
+        ident, decl = self.params(
+            node,
+            "hydra_patch_embed_params",
+            [
+                ("channels", str(c)),
+                ("height", str(h)),
+                ("width", str(wd)),
+                ("patch", self.scalar(node, "patch", lo=1)),
+                ("embed_dim", str(d)),
+                ("weights", self.const(node, 1, "int8")),
+                ("bias", self.const(node, 2, "int32")),
+                ("multiplier", self.attr_array(node, "multiplier", d)),
+                ("shift", self.attr_array(node, "shift", d)),
+                ("output_zero_point", self.zp(node, "out_zp")),
+            ],
+        )
+        return _Call(node, decl, f"hydra_patch_embed_s8(&{ident}, {self.act(node, 0)}, {self.act(node, 0, 'output')})")
+
+    def layernorm(self, node: Node) -> _Call:
+        shape = self.tensor(node, 0).shape
+        ident, decl = self.params(
+            node,
+            "hydra_layernorm_params",
+            [
+                ("tokens", str(int(np.prod(shape[:-1], dtype=np.int64)))),
+                ("dim", str(shape[-1])),
+                ("input_zero_point", self.zp(node, "in_zp")),
+                ("eps", self.scalar(node, "eps_q", "int64_t", lo=1)),
+                ("gamma", self.const(node, 1, "int32")),
+                ("beta", self.const(node, 2, "int64")),
+                ("output_shift", self.scalar(node, "out_shift", lo=0, hi=62)),
+                ("output_zero_point", self.zp(node, "out_zp")),
+            ],
+        )
+        return _Call(node, decl, f"hydra_layernorm_s8(&{ident}, {self.act(node, 0)}, {self.act(node, 0, 'output')})")
+
+    def lut(self, node: Node) -> _Call:
+        x, table = self.tensor(node, 0), self.tensor(node, 1)
+        if table.shape != (256,):
+            raise CodegenError(f"node {node.name} (lut): table {table.name!r} has shape {table.shape}, expected (256,)")
+        ident, decl = self.params(
+            node, "hydra_lut_params", [("size", str(x.numel)), ("table", self.const(node, 1, "int8"))]
+        )
+        return _Call(node, decl, f"hydra_lut_s8(&{ident}, {self.act(node, 0)}, {self.act(node, 0, 'output')})")
+
+    def hydra_attention(self, node: Node) -> _Call:
+        t, d = self.tensor(node, 0).shape
+        max_tokens = node.attrs.get("max_tokens")
+        if max_tokens is not None and t > int(max_tokens):
+            raise CodegenError(
+                f"node {node.name} (hydra_attention): {t} tokens exceed max_tokens = {int(max_tokens)}, "
+                "beyond which the int32 attention state could overflow"
+            )
+        ident, decl = self.params(
+            node,
+            "hydra_attention_params",
+            [
+                ("tokens", str(t)),
+                ("dim", str(d)),
+                ("q_zero_point", self.zp(node, "zq")),
+                ("k_zero_point", self.zp(node, "zk")),
+                ("v_zero_point", self.zp(node, "zv")),
+                ("kv_shift", self.scalar(node, "kv_shift", lo=0, hi=62)),
+                ("multiplier", self.multiplier(node, "multiplier")),
+                ("shift", self.shift(node, "shift")),
+                ("output_zero_point", self.zp(node, "out_zp")),
+            ],
+        )
+        sname = scratch_name(node.name)
+        soff, ssize = self.offset(sname), self.plan.buffer(sname).size
+        check = (
+            f"    if (hydra_attention_s8_get_buffer_size(&{ident}) > {ssize}) {{\n"
+            f"        return (int)HYDRA_ERR_ARG; /* the plan gave this node less scratch than the kernel needs */\n"
+            f"    }}\n"
+        )
+        call = (
+            f"hydra_attention_s8(&{ident}, {self.act(node, 0)}, {self.act(node, 1)}, {self.act(node, 2)}, "
+            f"(void *)(hydra_arena + {soff}), {self.act(node, 0, 'output')})"
+        )
+        return _Call(node, decl, call, check)
+
+    def add(self, node: Node) -> _Call:
+        ident, decl = self.params(
+            node,
+            "hydra_add_params",
+            [
+                ("size", str(self.tensor(node, 0).numel)),
+                ("left_shift", self.scalar(node, "left_shift", lo=0, hi=30)),
+                ("a_zero_point", self.zp(node, "za")),
+                ("a_multiplier", self.multiplier(node, "ma")),
+                ("a_shift", self.shift(node, "sa")),
+                ("b_zero_point", self.zp(node, "zb")),
+                ("b_multiplier", self.multiplier(node, "mb")),
+                ("b_shift", self.shift(node, "sb")),
+                ("output_multiplier", self.multiplier(node, "my")),
+                ("output_shift", self.shift(node, "sy")),
+                ("output_zero_point", self.zp(node, "out_zp")),
+            ],
+        )
+        call = f"hydra_add_s8(&{ident}, {self.act(node, 0)}, {self.act(node, 1)}, {self.act(node, 0, 'output')})"
+        return _Call(node, decl, call)
+
+    def mean_pool(self, node: Node) -> _Call:
+        t, d = self.tensor(node, 0).shape
+        ident, decl = self.params(
+            node,
+            "hydra_mean_pool_params",
+            [
+                ("tokens", str(t)),
+                ("dim", str(d)),
+                ("input_zero_point", self.zp(node, "in_zp")),
+                ("multiplier", self.multiplier(node, "multiplier")),
+                ("shift", self.shift(node, "shift")),
+                ("output_zero_point", self.zp(node, "out_zp")),
+            ],
+        )
+        return _Call(node, decl, f"hydra_mean_pool_s8(&{ident}, {self.act(node, 0)}, {self.act(node, 0, 'output')})")
+
+    def lower(self, node: Node) -> _Call:
+        fn: Callable[[Node], _Call] | None = getattr(self, node.op, None) if node.op in OP_SOURCES else None
+        if fn is None:
+            raise CodegenError(
+                f"node {node.name}: op {node.op!r} has no C kernel (supported: {', '.join(OP_SOURCES)}); "
+                "quantise the graph first (gelu becomes lut)"
+            )
+        return fn(node)
+
+
+# -- files ----------------------------------------------------------------------
+
+
+def _io_tensor(graph: Graph, names: list[str], what: str) -> Tensor:
+    if len(names) != 1:
+        raise CodegenError(f"the emitter supports one graph {what}, this graph has {len(names)}: {names}")
+    t = graph.tensor(names[0])
+    if t.dtype != "int8" or t.is_constant:
+        raise CodegenError(f"graph {what} {t.name!r} must be an int8 activation (is the graph quantised?), got {t.dtype}")
+    return t
+
+
+def _rounding(graph: Graph) -> str:
+    rounding = graph.meta.get("rounding", "double")
+    if rounding not in ("double", "single"):
+        raise CodegenError(f'graph.meta["rounding"] must be "double" or "single", got {rounding!r}')
+    return rounding
+
+
+def runtime_sources(graph: Graph) -> list[str]:
+    """The runtime_c/src files this graph needs: hydra_requantize.c and one per op used, in a fixed order."""
+    used = {node.op for node in graph.nodes}
+    return list(ALWAYS_SOURCES) + [src for op, src in OP_SOURCES.items() if op in used]
+
+
+def _model_c(graph: Graph, plan: MemoryPlan, board: Board, x: Tensor, y: Tensor) -> str:
+    m = _ModelC(graph, plan)
+    calls = [m.lower(node) for node in graph.nodes]
+    x_off, y_off = m.offset(x.name), m.offset(y.name)
+    lines = [
+        "/*",
+        " * model.c - generated by hydra-edge; do not edit.",
+        f" * {len(graph.nodes)} nodes, arena {plan.arena_bytes} bytes, {_rounding(graph)} rounding, board {board.name}.",
+        " */",
+        "#include <string.h>",
+        "",
+        '#include "hydra_rt.h"',
+        '#include "model.h"',
+        "",
+        "#if defined(__GNUC__) || defined(__clang__)",
+        "#define HYDRA_ALIGNED(n) __attribute__((aligned(n)))",
+        "#else",
+        "#define HYDRA_ALIGNED(n)",
+        "#endif",
+        "",
+        "/* ---- weights and constants (flash) ---- */",
+        "",
+        *m.arrays,
+        "/* ---- activation arena (RAM): offsets from the memory plan ---- */",
+        "",
+        "static uint8_t hydra_arena[HYDRA_MODEL_ARENA_BYTES] HYDRA_ALIGNED(16);",
+        "#define HYDRA_ARENA_S8(offset) ((int8_t *)(hydra_arena + (offset)))",
+        "",
+        "/* ---- kernel parameters ---- */",
+        "",
+        *[c.params_decl for c in calls],
+        "int hydra_model_run(const int8_t *input, int8_t *output)",
+        "{",
+        "    hydra_status status;",
+        "    if (input == NULL || output == NULL) {",
+        "        return (int)HYDRA_ERR_ARG;",
+        "    }",
+        f"    memcpy(hydra_arena + {x_off}, input, HYDRA_MODEL_INPUT_BYTES); /* {_c_comment(x.name)} */",
+    ]
+    for c in calls:
+        src = f" <- {c.node.source}" if c.node.source else ""
+        lines.append("")
+        lines.append(f"    /* {_c_comment(f'{c.node.name} ({c.node.op}){src}')} */")
+        if c.check:
+            lines.append(c.check.rstrip("\n"))
+        lines.append(f"    status = {c.call};")
+        lines.append("    if (status != HYDRA_OK) {")
+        lines.append("        return (int)status;")
+        lines.append("    }")
+    lines += [
+        "",
+        f"    memcpy(output, hydra_arena + {y_off}, HYDRA_MODEL_OUTPUT_BYTES); /* {_c_comment(y.name)} */",
+        "    return 0;",
+        "}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _model_h(graph: Graph, plan: MemoryPlan, x: Tensor, y: Tensor) -> str:
+    def quant(t: Tensor) -> str:
+        q = t.quant
+        if q is None:
+            return "no quantisation parameters"
+        return f"scale {float(np.asarray(q.scale).reshape(-1)[0])!r}, zero point {int(np.asarray(q.zero_point).reshape(-1)[0])}"
+
+    return "\n".join(
+        [
+            "/* model.h - generated by hydra-edge; do not edit. */",
+            "#ifndef HYDRA_MODEL_H",
+            "#define HYDRA_MODEL_H",
+            "",
+            "#include <stdint.h>",
+            "",
+            f"/* input {_c_comment(x.name)}: int8 {list(x.shape)}, {quant(x)} */",
+            f"#define HYDRA_MODEL_INPUT_BYTES {x.nbytes}",
+            f"/* output {_c_comment(y.name)}: int8 {list(y.shape)}, {quant(y)} */",
+            f"#define HYDRA_MODEL_OUTPUT_BYTES {y.nbytes}",
+            "/* the static activation arena (inside model.c) */",
+            f"#define HYDRA_MODEL_ARENA_BYTES {max(plan.arena_bytes, 1)}",
+            "",
+            "#ifdef __cplusplus",
+            'extern "C" {',
+            "#endif",
+            "",
+            "/* Runs the model once: input[HYDRA_MODEL_INPUT_BYTES] -> output[HYDRA_MODEL_OUTPUT_BYTES].",
+            " * Returns 0, or the hydra_status of the first kernel that failed. Not reentrant (one static arena). */",
+            "int hydra_model_run(const int8_t *input, int8_t *output);",
+            "",
+            "#ifdef __cplusplus",
+            "}",
+            "#endif",
+            "",
+            "#endif /* HYDRA_MODEL_H */",
+            "",
+        ]
+    )
+
+
+def _makefile(graph: Graph, board: Board, sources: list[str]) -> str:
+    defines = " -DHYDRA_SINGLE_ROUNDING=1" if _rounding(graph) == "single" else ""
+    cc = "CC ?= cc" if board.cc == "cc" else f"ifeq ($(origin CC),default)\nCC = {board.cc}\nendif"
+    srcs = " \\\n       ".join(["main.c", "model.c", *[f"runtime/src/{s}" for s in sources]])
+    return f"""# Makefile - generated by hydra-edge for board {board.name}; do not edit.
+#   make              builds ./{BINARY}
+#   make SANITIZE=1   builds ./{SANITIZE_BINARY} with AddressSanitizer and UBSan
+{cc}
+CFLAGS = -std=c99 -O2 -Wall -Wextra -Werror -pedantic
+BOARD_CFLAGS = {" ".join(board.cflags)}
+CPPFLAGS = -I. -Iruntime/include{defines}
+SRCS = {srcs}
+
+ifeq ($(SANITIZE),1)
+TARGET = {SANITIZE_BINARY}
+OBJDIR = obj-asan
+SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -g -fno-omit-frame-pointer
+else
+TARGET = {BINARY}
+OBJDIR = obj
+SANFLAGS =
+endif
+OBJS = $(SRCS:%.c=$(OBJDIR)/%.o)
+
+all: $(TARGET)
+
+$(TARGET): $(OBJS)
+\t$(CC) $(CFLAGS) $(BOARD_CFLAGS) $(SANFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(LDLIBS)
+
+$(OBJDIR)/%.o: %.c
+\t@mkdir -p $(@D)
+\t$(CC) $(CPPFLAGS) $(CFLAGS) $(BOARD_CFLAGS) $(SANFLAGS) -c -o $@ $<
+
+$(OBJS): runtime/include/hydra_rt.h Makefile
+$(OBJDIR)/main.o $(OBJDIR)/model.o: model.h
+
+clean:
+\trm -rf obj obj-asan {BINARY} {SANITIZE_BINARY}
+
+.PHONY: all clean
+"""
+
+
+def _write(path: Path, data: str | bytes) -> None:
+    """Write only when the content changes, so that make's timestamps stay meaningful."""
+    raw = data.encode() if isinstance(data, str) else data
+    if path.is_file() and path.read_bytes() == raw:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(raw)
+
+
+def _io_info(t: Tensor) -> dict[str, Any]:
+    q = t.quant
+    return {
+        "name": t.name,
+        "shape": list(t.shape),
+        "bytes": t.nbytes,
+        "scale": None if q is None else float(np.asarray(q.scale).reshape(-1)[0]),
+        "zero_point": None if q is None else int(np.asarray(q.zero_point).reshape(-1)[0]),
+    }
+
+
+def emit_project(
+    graph: Graph, plan: MemoryPlan, folder: str | Path, board: Board | str = "host", runtime_dir: Path = RUNTIME_DIR
+) -> Path:
+    """Write the build folder for `graph` on `board`; returns the folder."""
+    board = get_board(board)
+    folder = Path(folder)
+    graph.validate()
+    check_shapes(graph)
+    check_no_overlap(plan)
+    x = _io_tensor(graph, graph.inputs, "input")
+    y = _io_tensor(graph, graph.outputs, "output")
+    for t in graph.activations():
+        if t.dtype != "int8":
+            raise CodegenError(f"activation {t.name!r} is {t.dtype}; the emitter needs a quantised (int8) graph")
+    sources = runtime_sources(graph)
+    missing = [s for s in sources if not (runtime_dir / "src" / s).is_file()]
+    header = runtime_dir / "include" / "hydra_rt.h"
+    if missing or not header.is_file():
+        raise CodegenError(f"runtime files missing in {runtime_dir}: {', '.join(missing or ['include/hydra_rt.h'])}")
+    if not board.harness.is_file():
+        raise CodegenError(f"board {board.name} has no harness {board.harness}")
+
+    model_c = _model_c(graph, plan, board, x, y)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write(folder / "model.c", model_c)
+    _write(folder / "model.h", _model_h(graph, plan, x, y))
+    _write(folder / "main.c", board.harness.read_bytes())
+    _write(folder / "Makefile", _makefile(graph, board, sources))
+    _write(folder / "runtime" / "include" / "hydra_rt.h", header.read_bytes())
+    src_dir = folder / "runtime" / "src"
+    for stale in src_dir.glob("*.c") if src_dir.is_dir() else ():
+        if stale.name not in sources:
+            stale.unlink()
+    for s in sources:
+        _write(src_dir / s, (runtime_dir / "src" / s).read_bytes())
+    manifest = {
+        "format": "hydra-edge-build",
+        "version": 1,
+        "board": board.name,
+        "rounding": _rounding(graph),
+        "input": _io_info(x),
+        "output": _io_info(y),
+        "arena_bytes": plan.arena_bytes,
+        "runtime_sources": sources,
+        "binary": BINARY,
+        "sanitize_binary": SANITIZE_BINARY,
+    }
+    _write(folder / BUILD_MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    save_graph(graph, folder)
+    return folder
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / BUILD_MANIFEST
+    if not path.is_file():
+        raise CodegenError(f"{folder} is not a hydra-edge build folder: no {BUILD_MANIFEST} (run emit_project / compile)")
+    return json.loads(path.read_text())
+

@@ -1,0 +1,112 @@
+"""What a compiled model costs: RAM (arena, peak live bytes), flash, MACs per op.
+
+`build_report` gives a JSON-able dict (`hydra-edge report --json`);
+`format_report` prints it as plain-text tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..ir.graph import Graph, Node
+from ..memory.planner import MemoryPlan, live_bytes_per_node, peak_bytes, scratch_name
+
+
+def node_macs(graph: Graph, node: Node) -> int:
+    """Multiply-accumulates of one node (elementwise ops: one per element)."""
+    shapes = [graph.tensor(n).shape for n in node.inputs]
+    out = graph.tensor(node.outputs[0])
+    if node.op == "linear":
+        x, (n, k) = shapes[0], shapes[1]
+        return int(np.prod(x[:-1], dtype=np.int64)) * k * n
+    if node.op == "patch_embed":
+        d, c, p, _ = shapes[1]
+        return out.shape[0] * d * c * p * p
+    if node.op in ("hydra_attention", "layernorm"):
+        t, d = shapes[0]
+        return 3 * t * d
+    if node.op == "mean_pool":
+        return int(np.prod(shapes[0], dtype=np.int64))
+    return out.numel  # lut, add, gelu and other elementwise ops
+
+
+def _attr_bytes(node: Node) -> int:
+    """Bytes of the per-channel integer arrays a node's attrs put in flash (multiplier, shift)."""
+    return sum(4 * np.asarray(v).size for v in node.attrs.values() if isinstance(v, np.ndarray) and v.ndim > 0)
+
+
+def build_report(graph: Graph, plan: MemoryPlan) -> dict[str, Any]:
+    n = len(graph.nodes)
+    live = live_bytes_per_node(plan, n)
+    ops = []
+    largest_op = 0
+    for i, node in enumerate(graph.nodes):
+        out = graph.tensor(node.outputs[0])
+        touched = sum(b.size for b in plan.buffers if b.first <= i <= b.last and _used_by(b.name, node))
+        largest_op = max(largest_op, touched)
+        ops.append(
+            {
+                "name": node.name,
+                "kind": node.op,
+                "macs": node_macs(graph, node),
+                "live_bytes": live[i] if i < len(live) else 0,
+                "op_bytes": touched,
+                "output": out.name,
+                "output_shape": list(out.shape),
+                "output_bytes": out.nbytes,
+                "source": node.source,
+            }
+        )
+    weights = sum(int(np.asarray(t.data).nbytes) for t in graph.constants())
+    attrs = sum(_attr_bytes(node) for node in graph.nodes)
+    return {
+        "model": {
+            "inputs": [{"name": n_, "shape": list(graph.tensor(n_).shape)} for n_ in graph.inputs],
+            "outputs": [{"name": n_, "shape": list(graph.tensor(n_).shape)} for n_ in graph.outputs],
+            "nodes": n,
+            "rounding": graph.meta.get("rounding", "double"),
+        },
+        "ram": {
+            "arena_bytes": plan.arena_bytes,
+            "peak_bytes": peak_bytes(plan),
+            # the most bytes one node touches (inputs, output, scratch): no schedule without in-place reuse goes lower
+            "largest_op_bytes": largest_op,
+        },
+        "flash": {"weights_bytes": weights, "params_bytes": attrs, "total_bytes": weights + attrs},
+        "macs": sum(op["macs"] for op in ops),
+        "ops": ops,
+    }
+
+
+def _used_by(buffer: str, node: Node) -> bool:
+    return buffer in node.inputs or buffer in node.outputs or buffer == scratch_name(node.name)
+
+
+def _table(headers: list[str], rows: list[list[Any]], right: set[int]) -> list[str]:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+
+    def fmt(r: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+
+    return [fmt(headers), fmt(["-" * w for w in widths]), *(fmt(r) for r in cells)]
+
+
+def format_report(report: dict[str, Any]) -> str:
+    ram, flash = report["ram"], report["flash"]
+    lines = [
+        f"RAM    arena {ram['arena_bytes']:,} B   peak live {ram['peak_bytes']:,} B   "
+        f"largest op {ram['largest_op_bytes']:,} B",
+        f"flash  weights {flash['weights_bytes']:,} B   params {flash['params_bytes']:,} B   "
+        f"total {flash['total_bytes']:,} B",
+        f"MACs   {report['macs']:,}",
+        "",
+    ]
+    rows = [
+        [op["name"], op["kind"], f"{op['macs']:,}", f"{op['live_bytes']:,}", "x".join(map(str, op["output_shape"]))]
+        for op in report["ops"]
+    ]
+    lines += _table(["op", "kind", "MACs", "live bytes", "output"], rows, right={2, 3})
+    return "\n".join(lines)

@@ -1,0 +1,7 @@
+"""The one error type of the frontends: a model file or module we cannot read."""
+
+from __future__ import annotations
+
+
+class FrontendError(Exception):
+    """A one-line, user-facing message that names the file and says what to do."""

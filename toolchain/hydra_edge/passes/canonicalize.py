@@ -1,0 +1,233 @@
+"""Canonicalise an aten-level graph: fewer spellings of the same computation.
+
+1. fold getitem: a read of one result of a multi-result node becomes that result;
+2. drop no-ops: clone, contiguous, alias, detach, lift_fresh_copy, dropout in
+   eval mode, same-dtype casts, views/reshapes/permutes that leave the shape
+   (and element order) unchanged, expand/expand_as whose shape is unchanged
+   or whose broadcast the consumer does anyway (F.normalize's expand before
+   its div), _assert_* and other effect-only checks;
+3. fold constants: t/transpose/permute/view/reshape/expand/casts (and
+   add/sub/mul/div) of constants become constants (a transposed weight);
+4. drop whatever no output depends on.
+
+strip_batch_dim removes the leading batch dimension of 1 from every
+activation: lowering calls it last, once every op is a lowered one.
+
+Pure functions: graph in, graph out.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..ir.graph import Graph, Node
+from .errors import LoweringError
+
+ALIAS_OPS = {
+    "clone", "contiguous", "alias", "alias_copy", "detach", "detach_", "detach_copy",
+    "lift_fresh", "lift_fresh_copy", "identity",
+}
+DROPOUT_OPS = {"dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout"}
+CAST_OPS = {"_to_copy", "to", "type_as"}
+RESHAPE_OPS = {"view", "reshape", "_unsafe_view", "flatten", "unflatten", "unsqueeze", "squeeze", "view_copy"}
+BROADCAST_OPS = {"add", "sub", "mul", "div"}
+TRANSPOSE_OPS = {"t", "transpose", "permute"}
+
+
+# -- small graph-editing helpers (used by the other passes too) --------------
+
+
+def replace_uses(graph: Graph, old: str, new: str) -> None:
+    """Make every reader of tensor `old` (and the graph outputs) read `new`, in place."""
+    for node in graph.nodes:
+        if old in node.inputs:
+            node.inputs = [new if name == old else name for name in node.inputs]
+    graph.outputs = [new if name == old else name for name in graph.outputs]
+
+
+def producers(graph: Graph) -> dict[str, Node]:
+    return {out: node for node in graph.nodes for out in node.outputs}
+
+
+def consumers(graph: Graph) -> dict[str, list[Node]]:
+    users: dict[str, list[Node]] = {}
+    for node in graph.nodes:
+        for name in node.inputs:
+            users.setdefault(name, []).append(node)
+    return users
+
+
+def is_activation(graph: Graph, name: str) -> bool:
+    return not graph.tensor(name).is_constant
+
+
+# -- the pass ----------------------------------------------------------------
+
+
+def canonicalize(graph: Graph) -> Graph:
+    g = graph.copy()
+    _fold_getitem(g)
+    _drop_noops(g)
+    _fold_constants(g)
+    return g.prune()
+
+
+def _fold_getitem(g: Graph) -> None:
+    kept = []
+    for node in g.nodes:
+        if node.op == "getitem" and len(node.inputs) == 1:
+            replace_uses(g, node.outputs[0], node.inputs[0])
+            g.tensors.pop(node.outputs[0], None)
+        else:
+            kept.append(node)
+    g.nodes = kept
+
+
+def _identity_perm(shape: tuple[int, ...], perm: list[int]) -> bool:
+    """True if permuting `shape` by `perm` keeps the order of the dims larger than 1."""
+    order = [d % len(shape) for d in perm if shape[d % len(shape)] != 1] if shape else []
+    return order == sorted(order)
+
+
+def _alias_target(g: Graph, node: Node, users: dict[str, list[Node]]) -> str | None:
+    """The tensor that `node`'s output equals, if `node` is a no-op; else None."""
+    if not node.inputs or not node.outputs:
+        return None
+    src, out = node.inputs[0], node.outputs[0]
+    in_shape, out_shape = g.tensor(src).shape, g.tensor(out).shape
+    op = node.op
+    if op in ALIAS_OPS:
+        return src
+    if op in DROPOUT_OPS or op == "native_dropout":
+        if node.attrs.get("train") and float(node.attrs.get("p", 0.0)) > 0.0:
+            raise LoweringError(
+                f"'{op}' at node {node.source or node.name} is in training mode; "
+                "call model.eval() before torch.export.export"
+            )
+        if op == "native_dropout" and any(users.get(o) for o in node.outputs[1:]):
+            return None
+        return src
+    if op in CAST_OPS:
+        return src if g.tensor(src).dtype == g.tensor(out).dtype and in_shape == out_shape else None
+    if op in RESHAPE_OPS:
+        return src if in_shape == out_shape else None
+    if op == "permute":
+        return src if _identity_perm(in_shape, list(node.attrs.get("dims", []))) else None
+    if op == "transpose":
+        n = len(in_shape)
+        d0, d1 = int(node.attrs["dim0"]) % n, int(node.attrs["dim1"]) % n
+        perm = list(range(n))
+        perm[d0], perm[d1] = perm[d1], perm[d0]
+        return src if _identity_perm(in_shape, perm) else None
+    if op == "t":
+        return src if _identity_perm(in_shape, list(range(len(in_shape)))[::-1]) else None
+    if op in ("expand", "expand_as"):
+        if in_shape == out_shape:
+            return src
+        readers = users.get(out, [])
+        if readers and all(_broadcast_ok(g, r, out, src) for r in readers):
+            return src
+    return None
+
+
+def _broadcast_ok(g: Graph, reader: Node, expanded: str, src: str) -> bool:
+    """Would `reader` give the same shape reading `src` where it reads `expanded`?"""
+    if reader.op not in BROADCAST_OPS or len(reader.inputs) != 2:
+        return False
+    shapes = [g.tensor(src if name == expanded else name).shape for name in reader.inputs]
+    try:
+        return tuple(np.broadcast_shapes(*shapes)) == g.tensor(reader.outputs[0]).shape
+    except ValueError:
+        return False
+
+
+def _drop_noops(g: Graph) -> None:
+    users = consumers(g)
+    kept = []
+    for node in g.nodes:
+        if node.op.startswith("_assert") or node.op.startswith("sym_constrain_range"):
+            if not any(users.get(o) for o in node.outputs):
+                continue
+        target = _alias_target(g, node, users)
+        if target is None:
+            kept.append(node)
+            continue
+        replace_uses(g, node.outputs[0], target)
+        for reader in users.get(node.outputs[0], []):
+            users.setdefault(target, []).append(reader)
+    g.nodes = kept
+
+
+def _binary(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]):
+    def fold(node: Node, args: list[np.ndarray]) -> np.ndarray:
+        if len(args) == 2:
+            a, b = args
+        else:
+            a, b = args[0], np.asarray(node.attrs.get("other"), np.float64)
+        alpha = node.attrs.get("alpha", 1)
+        return fn(a, b * alpha if alpha != 1 else b)
+
+    return fold
+
+
+_FOLDERS: dict[str, Callable[[Node, list[np.ndarray]], np.ndarray]] = {
+    "t": lambda n, a: a[0].T,
+    "transpose": lambda n, a: np.swapaxes(a[0], n.attrs["dim0"], n.attrs["dim1"]),
+    "permute": lambda n, a: np.transpose(a[0], n.attrs["dims"]),
+    "expand": lambda n, a: a[0],  # broadcast to the output shape below
+    "add": _binary(np.add),
+    "sub": _binary(np.subtract),
+    "mul": _binary(np.multiply),
+    "div": _binary(np.divide),
+    "neg": lambda n, a: -a[0],
+}
+for _op in RESHAPE_OPS | ALIAS_OPS | CAST_OPS:
+    _FOLDERS.setdefault(_op, lambda n, a: a[0])
+
+
+def _fold_constants(g: Graph) -> None:
+    kept = []
+    for node in g.nodes:
+        fold = _FOLDERS.get(node.op)
+        if (
+            fold is None
+            or not node.inputs
+            or len(node.outputs) != 1
+            or not all(g.tensor(name).is_constant for name in node.inputs)
+        ):
+            kept.append(node)
+            continue
+        out = g.tensor(node.outputs[0])
+        value = np.asarray(fold(node, [g.tensor(name).data for name in node.inputs]))
+        if value.size == int(np.prod(out.shape)) and value.shape != out.shape and node.op not in ("expand",):
+            value = value.reshape(out.shape)
+        value = np.broadcast_to(value, out.shape)
+        out.data = np.ascontiguousarray(value.astype(out.dtype))
+        if node.op in TRANSPOSE_OPS and len(node.inputs) == 1:
+            # Name a transposed weight after its parameter: "p_fc_weight_t", not "permute_3".
+            new = g.unique_name(f"{node.inputs[0]}_t")
+            g.tensors[new] = g.tensors.pop(out.name)
+            replace_uses(g, out.name, new)
+            out.name = new
+    g.nodes = kept
+
+
+# -- batch dimension -----------------------------------------------------------
+
+
+def strip_batch_dim(graph: Graph) -> Graph:
+    """Drop the leading batch dimension (of size 1) from every activation.
+
+    Constants are left as they are: lowering makes them batch-free already.
+    """
+    g = graph.copy()
+    for tensor in g.activations():
+        if not tensor.shape or tensor.shape[0] != 1:
+            raise LoweringError(
+                f"tensor {tensor.name} has shape {list(tensor.shape)}: hydra-edge lowers batch-1 inference "
+                "and expects a leading batch dimension of 1"
+            )
+        tensor.shape = tuple(tensor.shape[1:])
+    return g

@@ -1,0 +1,23 @@
+"""The one error type of the passes: a model the compiler cannot lower."""
+
+from __future__ import annotations
+
+SUPPORTED_OPS = "conv2d (patch embedding), linear, layer_norm, gelu, add, mean, Hydra attention"
+
+
+class LoweringError(Exception):
+    """A one-line, user-facing message naming the op, the node and its source line."""
+
+
+def qualified(op: str) -> str:
+    """The aten-style name of an aten-level op: "softmax" -> "aten.softmax"."""
+    return op if "." in op else f"aten.{op}"
+
+
+def unsupported(node, hint: str = "") -> LoweringError:
+    """The error for an op that hydra-edge does not lower."""
+    hint = f" ({hint})" if hint else ""
+    return LoweringError(
+        f"unsupported op '{qualified(node.op)}' at node {node.source or node.name}{hint}; "
+        f"hydra-edge lowers: {SUPPORTED_OPS}"
+    )

@@ -1,0 +1,110 @@
+"""Lift Hydra attention out of its aten spelling into one hydra_attention node.
+
+Hydra attention (Bolya et al. 2022) with x: [B, T, D] tensors q, k, v:
+
+    out = phi(q) * sum_T(phi(k) * v, keepdim)        phi = L2 normalisation over D
+
+torch.export spells phi in one of two ways (after canonicalize):
+
+    x / x.norm(dim=-1, keepdim=True)   div(x, linalg_vector_norm(x, 2, [-1], True))
+    F.normalize(x, dim=-1)             div(x, [expand(] clamp_min(linalg_vector_norm(x, 2.0, [-1], True), eps) [)])
+
+and the rest as
+
+    kv  = sum(mul(phi(k), v), dim=[-2] or [1], keepdim=True)
+    out = mul(phi(q), kv)
+
+Either operand order of each mul is accepted, the feature dim may be written
+-1 or D's index and the token dim -2 or 1. The matched mul becomes
+hydra_attention(q, k, v); the now unused phi/sum/mul nodes are pruned.
+"""
+
+from __future__ import annotations
+
+from ..ir.graph import Graph, Node, Tensor
+from .canonicalize import producers, replace_uses
+
+
+def lift_hydra(graph: Graph) -> Graph:
+    g = graph.copy()
+    made = 0
+    for node in list(g.nodes):
+        match = _match(g, node)
+        if match is None:
+            continue
+        q, k, v = match
+        out_name = g.unique_name("hydra_attention")
+        g.add_tensor(Tensor(out_name, g.tensor(node.outputs[0]).shape, g.tensor(node.outputs[0]).dtype))
+        lifted = Node(out_name, "hydra_attention", [q, k, v], [out_name], {}, node.source)
+        idx = g.nodes.index(node)
+        g.nodes[idx] = lifted
+        replace_uses(g, node.outputs[0], out_name)
+        made += 1
+    return g.prune() if made else g
+
+
+def _dims(attr, rank: int) -> list[int] | None:
+    if attr is None:
+        return None
+    dims = [attr] if isinstance(attr, int) else list(attr)
+    return [int(d) % rank for d in dims] if rank else None
+
+
+def match_phi(g: Graph, name: str, prod: dict[str, Node] | None = None) -> str | None:
+    """If tensor `name` is phi(x) (L2 normalisation over the last dim), return x."""
+    prod = producers(g) if prod is None else prod
+    div = prod.get(name)
+    if div is None or div.op != "div" or len(div.inputs) != 2:
+        return None
+    x, denom = div.inputs
+    rank = len(g.tensor(x).shape)
+    node = prod.get(denom)
+    if node is not None and node.op in ("expand", "expand_as"):
+        node = prod.get(node.inputs[0])
+    if node is not None and node.op in ("clamp_min", "clamp") and len(node.inputs) == 1:
+        if node.op == "clamp" and node.attrs.get("max") is not None:
+            return None
+        node = prod.get(node.inputs[0])
+    if node is None or node.inputs[:1] != [x]:
+        return None
+    if node.op == "linalg_vector_norm":
+        ord_ = node.attrs.get("ord", 2)
+    elif node.op == "norm":  # aten.norm.ScalarOpt_dim, if a program was exported without decompositions
+        ord_ = node.attrs.get("p", 2)
+    else:
+        return None
+    if ord_ is None:
+        ord_ = 2
+    if float(ord_) != 2.0 or not node.attrs.get("keepdim") or node.attrs.get("dtype") is not None:
+        return None
+    if _dims(node.attrs.get("dim"), rank) != [rank - 1]:
+        return None
+    return x
+
+
+def _match(g: Graph, node: Node) -> tuple[str, str, str] | None:
+    """(q, k, v) if `node` is the final mul of a Hydra attention; else None."""
+    if node.op != "mul" or len(node.inputs) != 2:
+        return None
+    prod = producers(g)
+    out_shape = g.tensor(node.outputs[0]).shape
+    if len(out_shape) != 3:
+        return None
+    for phi_q, kv in (node.inputs, node.inputs[::-1]):
+        q = match_phi(g, phi_q, prod)
+        summ = prod.get(kv)
+        if q is None or summ is None or summ.op != "sum" or len(summ.inputs) != 1:
+            continue
+        if _dims(summ.attrs.get("dim"), 3) != [1] or not summ.attrs.get("keepdim") or summ.attrs.get("dtype"):
+            continue
+        kv_mul = prod.get(summ.inputs[0])
+        if kv_mul is None or kv_mul.op != "mul" or len(kv_mul.inputs) != 2:
+            continue
+        for phi_k, v in (kv_mul.inputs, kv_mul.inputs[::-1]):
+            k = match_phi(g, phi_k, prod)
+            if k is None:
+                continue
+            shapes = {g.tensor(t).shape for t in (q, k, v, phi_q, phi_k)}
+            if shapes == {out_shape}:
+                return q, k, v
+    return None

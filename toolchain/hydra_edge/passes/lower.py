@@ -1,0 +1,405 @@
+"""Lower a canonical aten-level graph (Hydra already lifted) to the ops of ir/ops.py.
+
+    conv2d (kernel == stride, square, no padding/dilation, groups 1)
+      + flatten(2) (or view [B, D, T]) + transpose(1, 2)  -> patch_embed  attrs patch
+    linear; mm/matmul/addmm with a constant weight      -> linear       (a following
+      add of a [N] constant becomes the bias)
+    layer_norm / native_layer_norm over the last dim      -> layernorm    attrs eps
+    gelu                                                  -> gelu         attrs approximate
+    add of two activations of one shape, or of an
+      activation and a broadcastable constant (pos_embed) -> add          (the constant is
+      materialised at the activation's batch-free shape)
+    mean over the token dim of [B, T, D]                  -> mean_pool
+    hydra_attention                                       -> hydra_attention
+    view/reshape/flatten/(un)squeeze that only add or
+      drop leading 1s (the batch of addmm's 2-d form)     -> nothing (an alias)
+
+Activations keep their leading batch dimension of 1 while lowering; the last
+step strips it, and check_shapes and validate() then prove every shape matches
+the table in ir/ops.py. Any other op is a LoweringError naming the op, the
+node and the user's source line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..ir.graph import Graph, IRError, Node, Tensor
+from ..ir.ops import SHAPE_RULES, check_shapes
+from .canonicalize import consumers, producers, strip_batch_dim
+from .errors import LoweringError, unsupported
+
+_HYDRA_HINT = (
+    "L2 norms, divisions, products and sums are lowered only as Hydra attention, "
+    "phi(q) * (phi(k) * v).sum(dim=-2, keepdim=True) with phi(x) = x / x.norm(dim=-1, keepdim=True) "
+    "or F.normalize(x, dim=-1)"
+)
+_HINTS = {
+    op: _HYDRA_HINT
+    for op in ("linalg_vector_norm", "norm", "div", "mul", "sum", "clamp_min", "clamp", "expand", "expand_as")
+}
+_HINTS.update(
+    {
+        "transpose": "tokens are transposed only right after the patch-embedding convolution",
+        "permute": "tokens are permuted only right after the patch-embedding convolution",
+        "softmax": "softmax attention is not lowered yet",
+        "_softmax": "softmax attention is not lowered yet",
+    }
+)
+_RESHAPES = {"view", "reshape", "_unsafe_view", "flatten", "unsqueeze", "squeeze", "view_copy"}
+
+
+def lower(graph: Graph) -> Graph:
+    """Lower `graph` (canonicalised, Hydra lifted) to a batch-free graph of ir/ops.py ops."""
+    return _Lowerer(graph).run()
+
+
+def _lead_squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    i = 0
+    while i < len(shape) and shape[i] == 1:
+        i += 1
+    return tuple(shape[i:])
+
+
+def _where(node: Node) -> str:
+    return node.source or node.name
+
+
+class _Lowerer:
+    def __init__(self, graph: Graph) -> None:
+        self.g = graph
+        self.out = Graph(meta=dict(graph.meta))
+        self.env: dict[str, str] = {}  # aten activation -> lowered activation
+        self.copied: dict[str, str] = {}  # aten constant -> its unchanged copy in out
+        self.absorbed: set[str] = set()  # aten nodes folded into an earlier lowered node
+        self.zero_bias: dict[str, Node] = {}  # lowered tensor -> linear node whose bias is synthetic zeros
+        self.prod = producers(graph)
+        self.users = consumers(graph)
+
+    # -- driving -----------------------------------------------------------
+    def run(self) -> Graph:
+        g, out = self.g, self.out
+        if len(g.inputs) != 1:
+            raise LoweringError(f"the graph has {len(g.inputs)} inputs; hydra-edge lowers one image input")
+        x = g.tensor(g.inputs[0])
+        if not x.shape or x.shape[0] != 1 or x.dtype != "float32":
+            raise self._bad_input(x)
+        out.add_tensor(Tensor(x.name, x.shape, "float32"))
+        out.inputs = [x.name]
+        self.env[x.name] = x.name
+        for node in g.nodes:
+            if node.name in self.absorbed:
+                continue
+            handler = getattr(self, f"_op_{node.op}", None)
+            if handler is None:
+                if node.op in _RESHAPES:
+                    handler = self._reshape
+                else:
+                    raise unsupported(node, _HINTS.get(node.op, ""))
+            handler(node)
+        if len(x.shape) != 4:  # checked after the walk: an unsupported op is the better message
+            raise self._bad_input(x)
+        for name in g.outputs:
+            if name not in self.env:
+                raise LoweringError(f"graph output {name} is not computed from the input by lowered ops")
+            out.outputs.append(self.env[name])
+        lowered = strip_batch_dim(out.prune())
+        check_shapes(lowered)
+        lowered.validate()
+        return lowered
+
+    @staticmethod
+    def _bad_input(x: Tensor) -> LoweringError:
+        return LoweringError(
+            f"input {x.name} is {x.dtype}{list(x.shape)}; hydra-edge lowers a float32 image [1, C, H, W]"
+        )
+
+    # -- operands ------------------------------------------------------------
+    def operands(self, node: Node, names: list[str]) -> dict[str, str]:
+        """Map the schema names of `node`'s tensor args to its inputs (None args skipped)."""
+        present = [n for n in names if not (n in node.attrs and node.attrs[n] is None)]
+        if len(present) != len(node.inputs):
+            raise unsupported(node, f"expected tensor operands {present}, got {len(node.inputs)}")
+        return dict(zip(present, node.inputs))
+
+    def is_const(self, name: str) -> bool:
+        return self.g.tensor(name).is_constant
+
+    def act(self, name: str, node: Node) -> str:
+        if self.is_const(name):
+            raise unsupported(node, f"operand {name} is a constant where an activation is expected")
+        if name not in self.env:
+            raise unsupported(node, f"operand {name} is not computed by a lowered op")
+        return self.env[name]
+
+    def const(self, name: str, node: Node, rank: int | None = None) -> str:
+        t = self.g.tensor(name)
+        if not t.is_constant:
+            raise unsupported(node, f"operand {name} must be a constant (a weight), not an activation")
+        if rank is not None and t.data.ndim != rank:
+            raise unsupported(node, f"weight {name} has shape {list(t.shape)}, expected rank {rank}")
+        if name not in self.copied:
+            new = self.fresh(name)
+            self.out.add_constant(new, t.data.astype(np.float32))
+            self.copied[name] = new
+        return self.copied[name]
+
+    def new_const(self, base: str, data: np.ndarray) -> str:
+        name = self.fresh(base)
+        self.out.add_constant(name, np.asarray(data, np.float32))
+        return name
+
+    def fresh(self, base: str) -> str:
+        name, i = base, 1
+        while name in self.out.tensors or (name in self.g.tensors and name != base):
+            name, i = f"{base}_{i}", i + 1
+        return name
+
+    def ushape(self, lowered: str) -> tuple[int, ...]:
+        """The batch-free shape of a tensor of the lowered graph."""
+        t = self.out.tensor(lowered)
+        return t.shape if t.is_constant else t.shape[1:]
+
+    def emit(self, op: str, inputs: list[str], attrs: dict[str, Any], node: Node, stands_for: str) -> str:
+        """Add a lowered node computing what aten tensor `stands_for` holds; return its output."""
+        name = self.fresh(node.name)
+        lowered = Node(name, op, inputs, [name], attrs, node.source)
+        try:
+            shape = tuple(SHAPE_RULES[op](lowered, [self.ushape(i) for i in inputs]))
+        except (IRError, KeyError, IndexError, ValueError) as exc:
+            raise LoweringError(f"{op} at node {_where(node)}: {exc}") from None
+        torch_shape = self.g.tensor(stands_for).shape
+        if _lead_squeezed(shape) != _lead_squeezed(torch_shape):
+            raise LoweringError(
+                f"{op} at node {_where(node)}: lowered shape {list(shape)} does not match torch's "
+                f"{list(torch_shape)}"
+            )
+        self.out.add_tensor(Tensor(name, (1, *shape), "float32"))
+        self.out.add_node(lowered)
+        self.env[stands_for] = name
+        return name
+
+    def only_user(self, tensor: str) -> Node | None:
+        users = self.users.get(tensor, [])
+        return users[0] if len(users) == 1 and tensor not in self.g.outputs else None
+
+    # -- ops ---------------------------------------------------------------------
+    def _op_hydra_attention(self, node: Node) -> None:
+        q, k, v = (self.act(n, node) for n in node.inputs)
+        self.emit("hydra_attention", [q, k, v], {}, node, node.outputs[0])
+
+    def _op_convolution(self, node: Node) -> None:
+        if node.attrs.get("transposed") or any(node.attrs.get("output_padding") or []):
+            raise unsupported(node, "transposed convolutions are not lowered")
+        self._op_conv2d(node)
+
+    def _op_conv2d(self, node: Node) -> None:
+        ops = self.operands(node, ["input", "weight", "bias"])
+        x = self.act(ops["input"], node)
+        w = self.g.tensor(ops["weight"])
+        where = _where(node)
+        kind = (
+            "hydra-edge lowers a convolution only as a ViT patch embedding "
+            "(square kernel == stride, no padding, no dilation, groups 1)"
+        )
+        if not w.is_constant or len(w.shape) != 4:
+            raise LoweringError(f"{node.op} at node {where} has a non-constant or non-2-d weight; {kind}")
+        d, c, kh, kw = w.shape
+        stride = list(node.attrs.get("stride", [1, 1]))
+        padding = node.attrs.get("padding", [0, 0])
+        dilation = list(node.attrs.get("dilation", [1, 1]))
+        groups = int(node.attrs.get("groups", 1))
+        if isinstance(padding, str):
+            if padding != "valid":
+                raise LoweringError(f"{node.op} at node {where} has padding={padding!r}; {kind}")
+            padding = [0, 0]
+        problems = []
+        if kh != kw:
+            problems.append(f"a {kh}x{kw} kernel (not square)")
+        if stride != [kh, kw]:
+            problems.append(f"stride {stride} (not the kernel size {[kh, kw]})")
+        if any(int(p) != 0 for p in padding):
+            problems.append(f"padding {list(padding)}")
+        if any(int(v) != 1 for v in dilation):
+            problems.append(f"dilation {dilation}")
+        if groups != 1:
+            problems.append(f"groups {groups}")
+        if problems:
+            raise LoweringError(f"{node.op} at node {where} has {', '.join(problems)}; {kind}")
+        _, cin, h, wd = self.g.tensor(ops["input"]).shape
+        if h % kh or wd % kw:
+            raise LoweringError(
+                f"{node.op} at node {where}: input {h}x{wd} is not a multiple of the patch size {kh}; "
+                "resize the input or pick a patch size that divides it"
+            )
+        # The token layout: flatten(2) (or a view to [B, D, T]) then transpose(1, 2).
+        conv_out = node.outputs[0]
+        flat = self.only_user(conv_out)
+        tokens = (h // kh) * (wd // kw)
+        chain = f"{node.op} at node {where} is not followed by .flatten(2).transpose(1, 2); {kind}"
+        if flat is None or flat.op not in _RESHAPES or self.g.tensor(flat.outputs[0]).shape != (1, d, tokens):
+            raise LoweringError(chain)
+        tr = self.only_user(flat.outputs[0])
+        if tr is None or not self._is_swap12(tr):
+            raise LoweringError(chain)
+        b = ops.get("bias")
+        bias = self.const(b, node, rank=1) if b else self.new_const(f"{node.name}_bias", np.zeros(d, np.float32))
+        weight = self.const(ops["weight"], node)
+        self.absorbed.update({flat.name, tr.name})
+        self.emit("patch_embed", [x, weight, bias], {"patch": int(kh)}, node, tr.outputs[0])
+
+    def _is_swap12(self, node: Node) -> bool:
+        if len(node.inputs) != 1 or len(self.g.tensor(node.inputs[0]).shape) != 3:
+            return False
+        if node.op == "transpose":
+            return sorted(int(node.attrs[k]) % 3 for k in ("dim0", "dim1")) == [1, 2]
+        if node.op == "permute":
+            return [int(v) % 3 for v in node.attrs.get("dims", [])] == [0, 2, 1]
+        return False
+
+    def _reshape(self, node: Node) -> None:
+        """A view that only adds or drops leading 1s (batch-1 reshapes) is an alias."""
+        src, out = node.inputs[0], node.outputs[0]
+        if not self.is_const(src) and _lead_squeezed(self.g.tensor(src).shape) == _lead_squeezed(
+            self.g.tensor(out).shape
+        ):
+            self.env[out] = self.act(src, node)
+            return
+        raise unsupported(node, "only reshapes of the batch dimension are lowered")
+
+    def _linear(self, node: Node, x: str, weight: str, bias: str | None, n: int) -> None:
+        if bias is None:
+            bias = self.new_const(f"{node.name}_bias", np.zeros(n, np.float32))
+            synthetic = True
+        else:
+            synthetic = False
+        out = self.emit("linear", [x, weight, bias], {}, node, node.outputs[0])
+        if synthetic:
+            self.zero_bias[out] = self.out.nodes[-1]
+
+    def _op_linear(self, node: Node) -> None:
+        ops = self.operands(node, ["input", "weight", "bias"])
+        x = self.act(ops["input"], node)
+        w = self.const(ops["weight"], node, rank=2)
+        b = self.const(ops["bias"], node, rank=1) if "bias" in ops else None
+        self._linear(node, x, w, b, self.out.tensor(w).shape[0])
+
+    def _transposed_weight(self, name: str, node: Node) -> str:
+        t = self.g.tensor(name)
+        if not t.is_constant or t.data.ndim != 2:
+            raise unsupported(node, "a matrix product is lowered only with a constant 2-d weight")
+        # A weight transposed back: canonicalize named W.t() "<W>_t", so this is W again.
+        base = name[:-2] if name.endswith("_t") else f"{name}_t"
+        return self.new_const(base, t.data.T)
+
+    def _op_mm(self, node: Node) -> None:
+        a, w = node.inputs
+        x = self.act(a, node)
+        weight = self._transposed_weight(w, node)
+        self._linear(node, x, weight, None, self.out.tensor(weight).shape[0])
+
+    _op_matmul = _op_mm
+
+    def _op_addmm(self, node: Node) -> None:
+        if node.attrs.get("beta", 1) != 1 or node.attrs.get("alpha", 1) != 1:
+            raise unsupported(node, "addmm with beta or alpha other than 1")
+        b, a, w = node.inputs
+        x = self.act(a, node)
+        weight = self._transposed_weight(w, node)
+        n = self.out.tensor(weight).shape[0]
+        bias_t = self.g.tensor(b)
+        if not bias_t.is_constant or bias_t.data.size != n:
+            raise unsupported(node, "addmm is lowered only with a constant [N] bias")
+        self._linear(node, x, weight, self.new_const(b, bias_t.data.reshape(n)), n)
+
+    def _op_layer_norm(self, node: Node) -> None:
+        ops = self.operands(node, ["input", "weight", "bias"])
+        x = self.act(ops["input"], node)
+        d = self.ushape(x)[-1]
+        if list(node.attrs.get("normalized_shape", [])) != [d]:
+            raise LoweringError(
+                f"layer_norm at node {_where(node)} normalises over {node.attrs.get('normalized_shape')}; "
+                "hydra-edge lowers LayerNorm over the last dimension only"
+            )
+        for extra in node.outputs[1:]:
+            if self.users.get(extra) or extra in self.g.outputs:
+                raise unsupported(node, "the mean and rstd results of native_layer_norm are not lowered")
+        gamma = self.const(ops["weight"], node, rank=1) if "weight" in ops else self.new_const(
+            f"{node.name}_weight", np.ones(d, np.float32)
+        )
+        beta = self.const(ops["bias"], node, rank=1) if "bias" in ops else self.new_const(
+            f"{node.name}_bias", np.zeros(d, np.float32)
+        )
+        eps = float(node.attrs.get("eps", 1e-5))
+        self.emit("layernorm", [x, gamma, beta], {"eps": eps}, node, node.outputs[0])
+
+    _op_native_layer_norm = _op_layer_norm
+
+    def _op_gelu(self, node: Node) -> None:
+        approximate = node.attrs.get("approximate", "none")
+        if approximate not in ("none", "tanh"):
+            raise unsupported(node, f"gelu approximate={approximate!r}")
+        x = self.act(node.inputs[0], node)
+        self.emit("gelu", [x], {"approximate": approximate}, node, node.outputs[0])
+
+    def _op_add(self, node: Node) -> None:
+        alpha = node.attrs.get("alpha", 1)
+        if alpha != 1:
+            raise unsupported(node, f"add with alpha={alpha}")
+        out = node.outputs[0]
+        out_shape = self.g.tensor(out).shape
+        if len(node.inputs) == 1:  # add(x, scalar)
+            x = self.act(node.inputs[0], node)
+            other = node.attrs.get("other")
+            if not isinstance(other, (int, float)):
+                raise unsupported(node, f"add of {type(other).__name__}")
+            c = self.new_const(f"{node.name}_const", np.full(self.ushape(x), float(other), np.float32))
+            self.emit("add", [x, c], {}, node, out)
+            return
+        a, b = node.inputs
+        if not self.is_const(a) and not self.is_const(b):
+            xa, xb = self.act(a, node), self.act(b, node)
+            if self.ushape(xa) != self.ushape(xb):
+                raise unsupported(
+                    node, f"adds of activations of different shapes {list(self.ushape(xa))} and {list(self.ushape(xb))}"
+                )
+            self.emit("add", [xa, xb], {}, node, out)
+            return
+        if self.is_const(a) and self.is_const(b):
+            raise unsupported(node, "an add of two constants survived constant folding")
+        act_name, const_name = (a, b) if self.is_const(b) else (b, a)
+        x = self.act(act_name, node)
+        data = self.g.tensor(const_name).data
+        if self.g.tensor(act_name).shape != out_shape:
+            raise unsupported(node, "the constant operand broadcasts the activation to a larger shape")
+        n = self.ushape(x)[-1]
+        linear = self.zero_bias.get(x)
+        if linear is not None and self.only_user(act_name) is node and data.size == n and data.shape[-1] == n:
+            # x @ W + b written as two ops: the constant is the linear's bias.
+            linear.inputs[2] = self.new_const(const_name, data.reshape(n))
+            self.zero_bias.pop(x)
+            self.env[out] = x
+            return
+        target = self.ushape(x)
+        while data.ndim > len(target) and data.shape[0] == 1:
+            data = data[0]
+        try:
+            full = np.broadcast_to(data, target)
+        except ValueError:
+            raise unsupported(
+                node, f"constant {const_name} of shape {list(data.shape)} does not broadcast to {list(target)}"
+            ) from None
+        c = self.new_const(const_name, np.ascontiguousarray(full))
+        self.emit("add", [x, c], {}, node, out)
+
+    def _op_mean(self, node: Node) -> None:
+        src = node.inputs[0]
+        x = self.act(src, node)
+        shape = self.g.tensor(src).shape
+        dims = node.attrs.get("dim")
+        dims = [dims] if isinstance(dims, int) else list(dims or [])
+        if len(shape) != 3 or [int(d) % 3 for d in dims] != [1] or node.attrs.get("dtype") is not None:
+            raise unsupported(node, "mean is lowered only over the token dimension of [B, T, D] tokens")
+        self.emit("mean_pool", [x], {}, node, node.outputs[0])

@@ -1,0 +1,80 @@
+"""Boards are data: `boards/<name>/board.toml` plus a few files (the harness main.c, ...).
+
+board.toml keys read here: name, description, arch, cc, cflags (a list of
+extra compiler flags), ram_bytes and flash_bytes (budgets; absent means none).
+Other keys are kept in `Board.raw` for the targets that need them.
+"""
+
+from __future__ import annotations
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# toolchain/hydra_edge/targets/board.py -> repository root
+BOARDS_DIR = Path(__file__).resolve().parents[3] / "boards"
+
+
+class BoardError(ValueError):
+    """An unknown board or a board.toml that is missing keys."""
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    description: str
+    arch: str
+    cc: str
+    folder: Path
+    cflags: tuple[str, ...] = ()
+    ram_bytes: int | None = None
+    flash_bytes: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def harness(self) -> Path:
+        """The board's main.c, copied into every build folder for this board."""
+        return self.folder / "main.c"
+
+
+def list_boards(boards_dir: Path = BOARDS_DIR) -> list[str]:
+    """Names of the boards that have a board.toml, sorted."""
+    if not boards_dir.is_dir():
+        return []
+    return sorted(p.parent.name for p in boards_dir.glob("*/board.toml"))
+
+
+def load_board(name: str, boards_dir: Path = BOARDS_DIR) -> Board:
+    path = boards_dir / name / "board.toml"
+    if not name or "/" in name or "\\" in name or not path.is_file():
+        known = ", ".join(list_boards(boards_dir)) or "(none)"
+        raise BoardError(f"unknown board {name!r}; known boards: {known}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise BoardError(f"{path}: invalid TOML: {e}") from None
+    missing = [k for k in ("name", "description", "arch", "cc") if k not in raw]
+    if missing:
+        raise BoardError(f"{path}: missing key(s) {', '.join(missing)}")
+    if raw["name"] != name:
+        raise BoardError(f"{path}: name = {raw['name']!r} does not match its folder {name!r}")
+    return Board(
+        name=raw["name"],
+        description=raw["description"],
+        arch=raw["arch"],
+        cc=raw["cc"],
+        folder=path.parent,
+        cflags=tuple(raw.get("cflags", ())),
+        ram_bytes=raw.get("ram_bytes"),
+        flash_bytes=raw.get("flash_bytes"),
+        raw=raw,
+    )
+
+
+def get_board(board: "Board | str") -> Board:
+    """A Board as is, or the board of that name."""
+    return board if isinstance(board, Board) else load_board(board)
