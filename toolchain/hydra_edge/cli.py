@@ -19,16 +19,19 @@ DEBUG_ENV = "HYDRA_EDGE_DEBUG"
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is meant for the user: printed as one line, no traceback."""
+    from .codegen.emit_c import CodegenError
     from .frontend.errors import FrontendError
     from .ir.graph import IRError
+    from .ir.serialize import SerializeError
+    from .memory.planner import MemoryPlanError
     from .passes.errors import LoweringError
     from .quant.calibrate import CalibrationError
     from .quant.quantize import QuantizationError
     from .targets.board import BoardError
-    from .targets.host import BuildError
+    from .targets.host import BuildError, RunError
 
-    return (FrontendError, LoweringError, QuantizationError, CalibrationError, IRError, BoardError, BuildError,
-            FileNotFoundError, click.ClickException)
+    return (FrontendError, LoweringError, QuantizationError, CalibrationError, IRError, SerializeError,
+            MemoryPlanError, CodegenError, BoardError, BuildError, RunError, FileNotFoundError, click.ClickException)
 
 
 class _Group(click.Group):
@@ -139,6 +142,7 @@ def _as_int8_batch(x: np.ndarray, manifest: dict, path: Path) -> np.ndarray:
 @click.option("--dequantize", is_flag=True, help="Write float outputs (scale * (q - zero_point)) instead of int8.")
 def run(build: Path, input_path: Path, output_path: Path, dequantize: bool) -> None:
     """Run the compiled model of BUILD on the target (here: the host) and save its outputs."""
+    from .quant.quantize import dequantize_array, quantize_array
     from .targets import host
 
     manifest = driver.read_manifest(build)
@@ -150,13 +154,13 @@ def run(build: Path, input_path: Path, output_path: Path, dequantize: bool) -> N
         raise click.ClickException(f"{input_path}: not a .npy array ({exc})") from None
     inp = manifest["input"]
     if np.issubdtype(x.dtype, np.floating):
-        x = driver.quantize_input(x, inp["scale"], inp["zero_point"])
+        x = quantize_array(x, inp["scale"], inp["zero_point"])
     x = _as_int8_batch(x, manifest, input_path)
     y = host.run(build, x.reshape(len(x), -1))
-    out = manifest["outputs"][0]
+    out = manifest["output"]
     y = y.reshape(len(x), *out["shape"])
     if dequantize:
-        y = driver.dequantize(y, out["scale"], out["zero_point"])
+        y = dequantize_array(y, out["scale"], out["zero_point"])
     np.save(output_path, y)
     click.echo(f"wrote {output_path}: {y.shape} {y.dtype}")
 
@@ -169,17 +173,18 @@ def report(build: Path, as_json: bool) -> None:
     from .codegen.report import format_report
 
     driver.read_manifest(build)
-    data = json.loads((build / "report.json").read_text())
+    data = json.loads((build / driver.REPORT).read_text())
     click.echo(json.dumps(data, indent=2) if as_json else format_report(data))
 
 
 @main.command()
 def boards() -> None:
     """List the boards hydra-edge can compile for."""
-    from .targets.board import list_boards
+    from .targets.board import list_boards, load_board
 
-    for b in list_boards():
-        click.echo(f"{b.name:<14} {b.description}")
+    for name in list_boards():
+        board = load_board(name)
+        click.echo(f"{board.name:<14} {board.description}")
 
 
 if __name__ == "__main__":

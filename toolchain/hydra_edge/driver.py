@@ -16,19 +16,17 @@ from typing import Callable
 
 import numpy as np
 
-from . import __version__
-from .codegen.emit_c import emit_project
+from .codegen.emit_c import emit_project, kernel_scratch, read_manifest
 from .codegen.report import build_report
 from .ir.graph import Graph
-from .ir.serialize import load_graph, save_graph
+from .ir.serialize import load_graph
 from .memory.planner import MemoryPlan, plan_memory
 from .passes.pipeline import lower_to_ir
 from .quant.calibrate import calibrate, fallback_calibration, load_calibration
-from .quant.fixedpoint import round_half_away
-from .quant.quantize import quantize_graph
+from .quant.quantize import quantize_array, quantize_graph
 from .targets.board import Board, load_board
 
-MANIFEST = "manifest.json"
+REPORT = "report.json"
 TEST_VECTORS = "test_inputs.npy"
 NUM_TEST_VECTORS = 8
 
@@ -58,15 +56,6 @@ def load_model(path: str | Path) -> Graph:
     raise FrontendError(f"{path}: unsupported model format {path.suffix or '(no suffix)'}; hydra-edge reads .pt2 (torch.export.save)")
 
 
-def quantize_input(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """docs/numerics.md, Quantisation: the model input as int8."""
-    return np.clip(round_half_away(np.asarray(x, np.float64) / scale) + zero_point, -128, 127).astype(np.int8)
-
-
-def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    return (scale * (q.astype(np.float64) - zero_point)).astype(np.float32)
-
-
 def compile_graph(
     float_graph: Graph,
     board: Board,
@@ -87,27 +76,14 @@ def compile_graph(
     tick = (lambda i: progress("calibrate", i, len(calib))) if progress else None
     ranges = calibrate(float_graph, calib, tick)
     qgraph = quantize_graph(float_graph, ranges, rounding)
-    scratch = {n.name: 5 * qgraph.tensor(n.inputs[0]).shape[1] for n in qgraph.nodes if n.op == "hydra_attention"}
-    plan = plan_memory(qgraph, scratch)
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    emit_project(qgraph, plan, folder, board)
-    save_graph(qgraph, folder)
+    plan = plan_memory(qgraph, kernel_scratch(qgraph))
+    folder = emit_project(qgraph, plan, Path(out), board)
     in_q = qgraph.tensor(qgraph.inputs[0]).quant
-    vectors = quantize_input(calib[:NUM_TEST_VECTORS], in_q.scalar_scale, in_q.scalar_zero_point)
+    vectors = quantize_array(calib[:NUM_TEST_VECTORS], in_q.scalar_scale, in_q.scalar_zero_point)
     np.save(folder / TEST_VECTORS, vectors)
     report = build_report(qgraph, plan)
     report["board"] = board.name
-    manifest = {
-        "hydra_edge_version": __version__,
-        "board": board.name,
-        "rounding": rounding,
-        "source": str(float_graph.meta.get("source_file", "")),
-        "input": _io_entry(qgraph, qgraph.inputs[0]),
-        "outputs": [_io_entry(qgraph, n) for n in qgraph.outputs],
-    }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (folder / REPORT).write_text(json.dumps(report, indent=2) + "\n")
     return CompileResult(qgraph, plan, report, folder)
 
 
@@ -123,19 +99,6 @@ def compile_model(
     graph = lower_to_ir(load_model(model_path))
     calib = load_calibration(calib_path, graph) if calib_path else None
     return compile_graph(graph, board, out, calib, rounding, progress)
-
-
-def _io_entry(graph: Graph, name: str) -> dict:
-    t = graph.tensor(name)
-    return {"name": name, "shape": list(t.shape), "dtype": t.dtype,
-            "scale": t.quant.scalar_scale, "zero_point": t.quant.scalar_zero_point}
-
-
-def read_manifest(folder: str | Path) -> dict:
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder}: not a hydra-edge build folder (no {MANIFEST}); run 'hydra-edge compile' first")
-    return json.loads(path.read_text())
 
 
 def load_build(folder: str | Path) -> tuple[dict, Graph]:

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .. import __version__
 from ..ir.graph import Graph, Node, Tensor
 from ..ir.ops import check_shapes
 from ..ir.serialize import save_graph
@@ -287,6 +288,9 @@ class _ModelC:
 
     def layernorm(self, node: Node) -> _Call:
         shape = self.tensor(node, 0).shape
+        beta = np.asarray(self.tensor(node, 2).data)
+        if beta.size and np.abs(beta.astype(np.float64)).max() > 2.0**62:
+            raise CodegenError(f"node {node.name} (layernorm): beta_q exceeds 2^62 in magnitude")
         ident, decl = self.params(
             node,
             "hydra_layernorm_params",
@@ -294,7 +298,7 @@ class _ModelC:
                 ("tokens", str(int(np.prod(shape[:-1], dtype=np.int64)))),
                 ("dim", str(shape[-1])),
                 ("input_zero_point", self.zp(node, "in_zp")),
-                ("eps", self.scalar(node, "eps_q", "int64_t", lo=1)),
+                ("eps", self.scalar(node, "eps_q", "int64_t", lo=1, hi=2**61)),
                 ("gamma", self.const(node, 1, "int32")),
                 ("beta", self.const(node, 2, "int64")),
                 ("output_shift", self.scalar(node, "out_shift", lo=0, hi=62)),
@@ -329,7 +333,7 @@ class _ModelC:
                 ("q_zero_point", self.zp(node, "zq")),
                 ("k_zero_point", self.zp(node, "zk")),
                 ("v_zero_point", self.zp(node, "zv")),
-                ("kv_shift", self.scalar(node, "kv_shift", lo=0, hi=62)),
+                ("kv_shift", self.scalar(node, "kv_shift", lo=0, hi=31)),
                 ("multiplier", self.multiplier(node, "multiplier")),
                 ("shift", self.shift(node, "shift")),
                 ("output_zero_point", self.zp(node, "out_zp")),
@@ -620,6 +624,8 @@ def emit_project(
     manifest = {
         "format": "hydra-edge-build",
         "version": 1,
+        "hydra_edge_version": __version__,
+        "source": str(graph.meta.get("source_file", "")),
         "board": board.name,
         "rounding": _rounding(graph),
         "input": _io_info(x),
@@ -637,6 +643,6 @@ def emit_project(
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / BUILD_MANIFEST
     if not path.is_file():
-        raise CodegenError(f"{folder} is not a hydra-edge build folder: no {BUILD_MANIFEST} (run emit_project / compile)")
+        raise FileNotFoundError(f"{folder}: not a hydra-edge build folder (no {BUILD_MANIFEST}); run 'hydra-edge compile' first")
     return json.loads(path.read_text())
 

@@ -133,16 +133,16 @@ def _encode_quant(q: QuantParams | None, where: str) -> Any:
     if q is None:
         return None
     return {
-        "scale": encode_value(np.asarray(q.scale), f"{where}.scale"),
-        "zero_point": encode_value(np.asarray(q.zero_point), f"{where}.zero_point"),
-        "axis": q.axis,
+        "scale": encode_value(q.scale, f"{where}.scale"),
+        "zero_point": encode_value(q.zero_point, f"{where}.zero_point"),
+        "axis": encode_value(q.axis, f"{where}.axis"),
     }
 
 
 def _decode_quant(d: Any) -> QuantParams | None:
     if d is None:
         return None
-    return QuantParams(decode_value(d["scale"]), decode_value(d["zero_point"]), d["axis"])
+    return QuantParams(decode_value(d["scale"]), decode_value(d["zero_point"]), decode_value(d["axis"]))
 
 
 def save_graph(graph: Graph, folder: str | Path) -> Path:

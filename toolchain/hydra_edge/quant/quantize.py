@@ -36,6 +36,15 @@ def activation_qparams(r: Range) -> QuantParams:
     return QuantParams.per_tensor(scale, zero_point)
 
 
+def quantize_array(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Float -> int8 with an activation's scale and zero point (docs/numerics.md, Quantisation)."""
+    return np.clip(round_half_away(np.asarray(x, np.float64) / scale) + zero_point, -128, 127).astype(np.int8)
+
+
+def dequantize_array(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return (scale * (q.astype(np.float64) - zero_point)).astype(np.float32)
+
+
 def quantize_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric per output channel (axis 0) in [-127, 127]."""
     flat = w.reshape(w.shape[0], -1).astype(np.float64)
@@ -158,8 +167,7 @@ class _Quantizer:
         if self.src.tensor(b).is_constant:  # e.g. a position embedding: quantise it per tensor like an activation
             data = self.src.tensor(b).data
             qp = activation_qparams(Range(float(data.min()), float(data.max())))
-            qb = np.clip(round_half_away(data / qp.scalar_scale) + qp.scalar_zero_point, -128, 127).astype(np.int8)
-            b = self.const(node, "constant", qb)
+            b = self.const(node, "constant", quantize_array(data, qp.scalar_scale, qp.scalar_zero_point))
             self.out.tensor(b).quant = qp
             self.qp[b] = qp
         sa, sb = self.scale(a), self.scale(b)

@@ -7,10 +7,7 @@ Other keys are kept in `Board.raw` for the targets that need them.
 
 from __future__ import annotations
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
