@@ -56,9 +56,10 @@ def test_load_pt2_aten_graph(pt2):
     ln = next(n for n in g.nodes if n.op == "layer_norm")
     assert ln.attrs["eps"] == pytest.approx(1e-5) and ln.attrs["normalized_shape"] == [12]
     assert next(n for n in g.nodes if n.op == "gelu").attrs["approximate"] == "none"
-    # The user's line, not torch's: nn.Linear's own frame is skipped.
+    # Named by module path; the user's line, not torch's: nn.Linear's own frame is skipped.
     linear = next(n for n in g.nodes if n.op == "linear")
-    assert linear.source.startswith(linear.name + " (hydra_vit.py:")
+    assert linear.name == "blocks.0.attn.q"
+    assert linear.source.startswith("blocks.0.attn.q: linear (hydra_vit.py:")
 
 
 def test_constants_are_the_weights(pt2):

@@ -36,6 +36,10 @@ from ..ir.graph import Graph, IRError, Node, Tensor
 from .errors import FrontendError
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
+# torch's own frames, wherever the torch that exported the file was installed
+_TORCH_FRAME = re.compile(r"[/\\]site-packages[/\\]torch[/\\]")
+# ops whose module path names them well (one aten call per nn.Module)
+_NAMED_BY_MODULE = {"linear", "conv2d", "convolution", "layer_norm", "native_layer_norm"}
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 
 _INT_DTYPES = {torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool}
@@ -69,12 +73,18 @@ def source_location(stack_trace: str | None) -> str:
         return ""
     frames = _FRAME.findall(stack_trace)
     for path, line in reversed(frames):
-        if not os.path.abspath(path).startswith(_TORCH_DIR + os.sep):
+        if not os.path.abspath(path).startswith(_TORCH_DIR + os.sep) and not _TORCH_FRAME.search(path):
             return f"{os.path.basename(path)}:{line}"
     if frames:
         path, line = frames[-1]
         return f"{os.path.basename(path)}:{line}"
     return ""
+
+
+def _module_path(node: torch.fx.Node) -> str:
+    """The innermost nn.Module the node was traced in ("" for the top level)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else ""
 
 
 def op_name(target: Any) -> str:
@@ -117,6 +127,7 @@ class _Converter:
         self.subs: dict[Any, int] = {}  # sympy symbol -> value (the batch symbol -> 1)
         self.scalars: dict[str, Any] = {}  # fx node name -> concrete non-tensor value
         self.multi: dict[str, list[str | None]] = {}  # fx node name -> its output tensor names
+        self.node_names: set[str] = set()  # IR node names given so far
 
     # -- symbolic values ------------------------------------------------
     def concrete(self, v: Any, what: str) -> Any:
@@ -254,7 +265,19 @@ class _Converter:
 
     def _source(self, node: torch.fx.Node) -> str:
         loc = source_location(node.meta.get("stack_trace"))
-        return f"{node.name} ({loc})" if loc else node.name
+        module = _module_path(node)
+        where = f"{module}: {node.name}" if module else node.name
+        return f"{where} ({loc})" if loc else where
+
+    def _node_name(self, node: torch.fx.Node, op: str) -> str:
+        """The module path (blocks.0.attn.q) for one-call modules, else the fx name."""
+        module = _module_path(node)
+        if op in _NAMED_BY_MODULE and module and module not in self.node_names:
+            name = module
+        else:
+            name = node.name
+        self.node_names.add(name)
+        return name
 
     def _call(self, node: torch.fx.Node) -> None:
         g = self.graph
@@ -296,7 +319,7 @@ class _Converter:
             outputs = []  # asserts and other effects-only calls
         else:
             raise FrontendError(f"{self.name}: node {node.name} ({op}) returns {type(val).__name__}")
-        g.add_node(Node(node.name, op, inputs, outputs, attrs, self._source(node)))
+        g.add_node(Node(self._node_name(node, op), op, inputs, outputs, attrs, self._source(node)))
 
     def _add_output(self, name: str, val: torch.Tensor) -> None:
         try:

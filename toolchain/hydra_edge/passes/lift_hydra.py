@@ -35,7 +35,10 @@ def lift_hydra(graph: Graph) -> Graph:
         q, k, v = match
         out_name = g.unique_name("hydra_attention")
         g.add_tensor(Tensor(out_name, g.tensor(node.outputs[0]).shape, g.tensor(node.outputs[0]).dtype))
-        lifted = Node(out_name, "hydra_attention", [q, k, v], [out_name], {}, node.source)
+        # Named after the attention module (blocks.0.attn) when the source says which.
+        module = node.source.split(":", 1)[0] if ": " in node.source else ""
+        node_name = module if module and all(n.name != module for n in g.nodes) else out_name
+        lifted = Node(node_name, "hydra_attention", [q, k, v], [out_name], {}, node.source)
         idx = g.nodes.index(node)
         g.nodes[idx] = lifted
         replace_uses(g, node.outputs[0], out_name)
