@@ -150,3 +150,11 @@ def test_console_script_prints_no_traceback(tmp_path):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("error:") and "missing.pt2" in proc.stderr
+
+
+def test_compile_without_calibration_warns(workdir):
+    d, pt2 = workdir
+    result = invoke("compile", pt2, "-o", d / "build-nocalib")
+    assert result.exit_code == 0, result.output
+    assert "warning: no calibration data" in result.output
+    assert invoke("validate", d / "build-nocalib").exit_code == 0
