@@ -21,14 +21,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hydra_edge.codegen.emit_c import RUNTIME_DIR, emit_project, kernel_scratch, runtime_sources
+from hydra_edge.codegen.emit_c import emit_project, kernel_scratch
 from hydra_edge.ir.graph import Graph, Node, QuantParams, Tensor
 from hydra_edge.memory.planner import plan_memory
 from hydra_edge.targets import host
 
 from hydra_edge.reference import int_interp
 
-pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("cc") is None, reason="needs make and cc")
 
 SANITIZE = True
 EXAMPLES = settings(
@@ -133,9 +132,6 @@ class Runner:
 
     def check(self, g: Graph, xs: np.ndarray) -> None:
         g.validate()
-        missing = [s for s in runtime_sources(g) if not (RUNTIME_DIR / "src" / s).is_file()]
-        if missing:
-            pytest.skip(f"runtime_c/src not written yet: {', '.join(missing)}")
         folder = Path(tempfile.mkdtemp(dir=self.root))
         try:
             emit_project(g, plan_memory(g, kernel_scratch(g)), folder, "host")

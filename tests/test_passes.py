@@ -22,12 +22,7 @@ from hydra_edge.passes.pipeline import lower_to_ir
 
 torch.set_num_threads(1)
 
-try:
-    from hydra_edge.reference.float_interp import run_float
-except ImportError:  # pragma: no cover - the interpreter lives in another stage
-    run_float = None
-
-needs_interp = pytest.mark.skipif(run_float is None, reason="reference.float_interp not available")
+from hydra_edge.reference.float_interp import run_float
 
 SHAPES = {
     "norm-d36-p4-24px-depth1": HydraViTConfig(image_size=24, patch_size=4, embed_dim=36, depth=1, phi_style="norm"),
@@ -119,7 +114,6 @@ def test_parameters_preserved(lowered):
     assert all(t.dtype == "float32" for t in g.tensors.values())
 
 
-@needs_interp
 def test_float_matches_torch(lowered):
     cfg, model, _, g = lowered
     x = torch.randn(3, cfg.in_channels, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(1))
@@ -210,7 +204,6 @@ def test_variant_lowers_to_the_same_ops(variant):
     np.testing.assert_array_equal(g.tensor(g.producer(v).inputs[2]).data, 0)  # bias=False: zeros
 
 
-@needs_interp
 def test_variant_float_matches_torch(variant):
     model, g = variant
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))

@@ -28,10 +28,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .quant.calibrate import CalibrationError
     from .quant.quantize import QuantizationError
     from .targets.board import BoardError
+    from .targets.flash import FlashError
     from .targets.host import BuildError, RunError
 
     return (FrontendError, LoweringError, QuantizationError, CalibrationError, IRError, SerializeError,
-            MemoryPlanError, CodegenError, BoardError, BuildError, RunError, FileNotFoundError, click.ClickException)
+            MemoryPlanError, CodegenError, BoardError, FlashError, BuildError, RunError, FileNotFoundError,
+            click.ClickException)
 
 
 class _Group(click.Group):
@@ -105,20 +107,27 @@ def compile(model: Path, board: str, out: Path, calib: Path | None, rounding: st
 @main.command()
 @click.argument("build", type=click.Path(path_type=Path))
 @click.option("--input", "inputs", type=click.Path(path_type=Path), help="int8 .npy inputs (N, ...); default: the build's test vectors.")
-@click.option("--sanitize", is_flag=True, help="Build and run with AddressSanitizer and UBSan.")
-def validate(build: Path, inputs: Path | None, sanitize: bool) -> None:
-    """Build the C of BUILD, run it, and compare every output byte with the reference interpreter."""
+@click.option("--sanitize", is_flag=True, help="Build and run with AddressSanitizer and UBSan (host board only).")
+@click.option("--timeout", type=float, default=None,
+              help="Seconds the run may take before it counts as a hang (default: the board's, 120 s under QEMU).")
+def validate(build: Path, inputs: Path | None, sanitize: bool, timeout: float | None) -> None:
+    """Build the C of BUILD for its board, run it there (natively, or under QEMU), and compare every output
+    byte with the reference interpreter."""
+    from .codegen.report import format_measured
     from .validate.bitexact import validate_build
 
     manifest, graph = driver.load_build(build)
     x = np.load(inputs if inputs else build / driver.TEST_VECTORS)
     x = _as_int8_batch(x, manifest, inputs or build / driver.TEST_VECTORS)
-    result = validate_build(build, graph, x, sanitize=sanitize)
+    result = validate_build(build, graph, x, sanitize=sanitize, timeout=timeout)
     verdict = "BIT-EXACT" if result.ok else "MISMATCH"
     click.echo(f"{verdict}: {result.samples} inputs, {result.bytes_compared} output bytes compared, "
                f"{result.mismatched_bytes} differ (board {manifest['board']}, rounding {manifest['rounding']})")
     for m in result.mismatches:
         click.echo(f"  input {m.sample} byte {m.byte}: reference {m.expected}, target {m.actual}")
+    report_path = build / driver.REPORT
+    if report_path.is_file() and "measured" in (data := json.loads(report_path.read_text())):
+        click.echo(format_measured(data))
     if not result.ok:
         sys.exit(1)
 
@@ -140,10 +149,12 @@ def _as_int8_batch(x: np.ndarray, manifest: dict, path: Path) -> np.ndarray:
               help=".npy input: float (quantised with the model's input scale) or int8; (N, C, H, W) or (C, H, W).")
 @click.option("-o", "--output", "output_path", type=click.Path(path_type=Path), required=True, help=".npy to write.")
 @click.option("--dequantize", is_flag=True, help="Write float outputs (scale * (q - zero_point)) instead of int8.")
-def run(build: Path, input_path: Path, output_path: Path, dequantize: bool) -> None:
-    """Run the compiled model of BUILD on the target (here: the host) and save its outputs."""
+@click.option("--timeout", type=float, default=None,
+              help="Seconds the run may take before it counts as a hang (default: the board's).")
+def run(build: Path, input_path: Path, output_path: Path, dequantize: bool, timeout: float | None) -> None:
+    """Run the compiled model of BUILD on its board (natively, or under QEMU) and save its outputs."""
     from .quant.quantize import dequantize_array, quantize_array
-    from .targets import host
+    from .targets import runner
 
     manifest = driver.read_manifest(build)
     if not input_path.is_file():
@@ -156,7 +167,7 @@ def run(build: Path, input_path: Path, output_path: Path, dequantize: bool) -> N
     if np.issubdtype(x.dtype, np.floating):
         x = quantize_array(x, inp["scale"], inp["zero_point"])
     x = _as_int8_batch(x, manifest, input_path)
-    y = host.run(build, x.reshape(len(x), -1))
+    y = runner.run(build, x.reshape(len(x), -1), timeout=timeout)
     out = manifest["output"]
     y = y.reshape(len(x), *out["shape"])
     if dequantize:
@@ -168,13 +179,22 @@ def run(build: Path, input_path: Path, output_path: Path, dequantize: bool) -> N
 @main.command()
 @click.argument("build", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def report(build: Path, as_json: bool) -> None:
-    """RAM, flash and MACs of BUILD, per op."""
+@click.option("--measure/--no-measure", default=True, show_default=True,
+              help="On an emulated board: build the images, read flash/RAM from the linked ELF and measure the "
+                   "stack under QEMU (once; refreshed by every validate/run) before reporting.")
+def report(build: Path, as_json: bool, measure: bool) -> None:
+    """RAM, flash and MACs of BUILD, per op; on a cross board also flash/RAM from the ELF and the measured stack."""
     from .codegen.report import format_report
+    from .targets import runner
 
     driver.read_manifest(build)
+    note = None
+    if measure:
+        note = runner.measure_for_report(build)
     data = json.loads((build / driver.REPORT).read_text())
     click.echo(json.dumps(data, indent=2) if as_json else format_report(data))
+    if note:
+        click.echo(f"note: {note}", err=True)
 
 
 @main.command()
@@ -185,6 +205,49 @@ def boards() -> None:
     for name in list_boards():
         board = load_board(name)
         click.echo(f"{board.name:<14} {board.description}")
+
+
+@main.command()
+@click.argument("build", type=click.Path(path_type=Path))
+@click.option("--tool", type=click.Choice(["openocd", "st-flash"]), default=None,
+              help="Flash tool (default: the board's, openocd unless its board.toml says otherwise).")
+@click.option("--dry-run", is_flag=True, help="Print the exact commands (make + flash tool); run nothing.")
+def flash(build: Path, tool: str | None, dry_run: bool) -> None:
+    """Build the device image of BUILD (make device) and program a real board through its ST-LINK."""
+    from .targets.flash import flash as flash_board
+
+    plan = flash_board(build, tool, dry_run=dry_run)
+    if dry_run:
+        click.echo("\n".join(plan.lines()))
+        return
+    click.echo(f"flashed {build / plan.image} onto the {plan.board} with {plan.tool} (written, verified, reset)")
+
+
+@main.command()
+@click.argument("build", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (always written to BUILD/bench.json).")
+@click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Emulator runs; the counts of all runs must be identical.")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds per emulator run.")
+def bench(build: Path, as_json: bool, runs: int, timeout: float) -> None:
+    """Instructions per op and per inference of BUILD on its emulated board, and MACs per instruction.
+
+    QEMU counts executed instructions (exactly, with a TCG plugin), not cycles.
+    """
+    from .targets.icount import BENCH_JSON, IcountError, format_bench
+    from .targets.icount import bench as run_bench
+
+    driver.read_manifest(build)
+    try:
+        result = run_bench(build, runs=runs, timeout=timeout)
+    except IcountError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(result, indent=2) if as_json else format_bench(result))
+    if not as_json:
+        click.echo(f"wrote {build / BENCH_JSON}")
+    if not result["repeatable"]:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from .passes.pipeline import lower_to_ir
 from .quant.calibrate import calibrate, fallback_calibration, load_calibration
 from .quant.quantize import quantize_array, quantize_graph
 from .targets.board import Board, load_board
+from .targets.budget import check_fits
+from .targets.device_vector import write_test_vector
 
 REPORT = "report.json"
 TEST_VECTORS = "test_inputs.npy"
@@ -77,12 +79,17 @@ def compile_graph(
     ranges = calibrate(float_graph, calib, tick)
     qgraph = quantize_graph(float_graph, ranges, rounding)
     plan = plan_memory(qgraph, kernel_scratch(qgraph))
+    fit = check_fits(qgraph, plan, board)  # BudgetError, before anything is written, if it cannot fit
     folder = emit_project(qgraph, plan, Path(out), board)
     in_q = qgraph.tensor(qgraph.inputs[0]).quant
     vectors = quantize_array(calib[:NUM_TEST_VECTORS], in_q.scalar_scale, in_q.scalar_zero_point)
     np.save(folder / TEST_VECTORS, vectors)
+    if board.raw.get("device_test_vector"):
+        write_test_vector(folder, qgraph, vectors[0])
     report = build_report(qgraph, plan)
     report["board"] = board.name
+    if board.ram_bytes is not None or board.flash_bytes is not None:
+        report["budget"] = fit.as_dict(board)
     (folder / REPORT).write_text(json.dumps(report, indent=2) + "\n")
     return CompileResult(qgraph, plan, report, folder)
 

@@ -109,4 +109,46 @@ def format_report(report: dict[str, Any]) -> str:
         for op in report["ops"]
     ]
     lines += _table(["op", "kind", "MACs", "live bytes", "output"], rows, right={2, 3})
+    if "budget" in report:
+        b = report["budget"]
+        lines += ["", f"budget {b['board']} (compile-time estimate): RAM {_of(b['ram_estimate_bytes'], b['ram_budget_bytes'])}"
+                      f"   flash {_of(b['flash_estimate_bytes'], b['flash_budget_bytes'])}"]
+    if "measured" in report:
+        lines += ["", format_measured(report)]
+    return "\n".join(lines)
+
+
+def _of(used: int, budget: int | None) -> str:
+    if budget is None:
+        return f"{used:,} B"
+    return f"{used:,} B of {budget:,} B ({100.0 * used / budget:.1f}%)"
+
+
+def format_measured(report: dict[str, Any]) -> str:
+    """The "measured" section of report.json: flash and RAM from the linked ELF(s), the painted stack."""
+    m = report["measured"]
+    budget = m.get("budget", {})
+    if m.get("board_kind") == "qemu-user":  # a static Linux executable: libc included, no budget
+        lines = [f"measured on board {report.get('board', '?')} (from the linked ELF: a static executable, "
+                 "libc included; 'flash' = file-backed text + rodata + data)"]
+    else:
+        lines = [f"measured on board {report.get('board', '?')} (from the linked ELF; "
+                 "stack painted and read back under QEMU)"]
+    for key, label in (("image", "emulation image" if m.get("board_kind") == "qemu-system" else "image"),
+                       ("device", "device image")):
+        e = m.get(key)
+        if not e:
+            continue
+        arena = f" (arena {e['arena_bytes']:,})" if e.get("arena_bytes") is not None else ""
+        lines.append(f"  {label} {e['elf']}: flash {_of(e['flash_bytes'], budget.get('flash_bytes'))}   "
+                     f"RAM {_of(e['ram_bytes'], budget.get('ram_bytes'))}")
+        lines.append(f"    flash = text {e['text_bytes']:,} + rodata {e['rodata_bytes']:,} + data {e['data_bytes']:,};"
+                     f"  RAM = data {e['data_bytes']:,} + bss {e['bss_bytes']:,}{arena} + stack {e['stack_bytes']:,}")
+    if m.get("stack_used_bytes") is not None:
+        line = f"  stack high-water mark {m['stack_used_bytes']:,} B of {m['stack_reserved_bytes']:,} B reserved"
+        e = m.get("image")
+        if e:
+            in_use = e["data_bytes"] + e["bss_bytes"] + m["stack_used_bytes"]
+            line += f"; RAM in use (data + bss + stack high-water) {in_use:,} B"
+        lines.append(line)
     return "\n".join(lines)

@@ -1,8 +1,14 @@
 """Boards are data: `boards/<name>/board.toml` plus a few files (the harness main.c, ...).
 
 board.toml keys read here: name, description, arch, cc, cflags (a list of
-extra compiler flags), ram_bytes and flash_bytes (budgets; absent means none).
-Other keys are kept in `Board.raw` for the targets that need them.
+extra compiler flags), ram_bytes and flash_bytes (budgets; absent means none),
+kind (how validate/run execute a build: "host", "qemu-system" or "qemu-user"),
+files (copied into every build folder; default ["main.c"]), makefile (the
+board's build rules, appended to the generated Makefile; default "board.mk"),
+ldflags, binary (what `make` builds and validate/run execute; default
+"model"), stack_bytes. Paths are relative to the board's folder. Other keys
+(sram, flash, toolchain, emulator, flash_tool, ...) are kept in `Board.raw` for
+the targets that need them. docs/boards.md describes them all.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ from typing import Any
 
 # toolchain/hydra_edge/targets/board.py -> repository root
 BOARDS_DIR = Path(__file__).resolve().parents[3] / "boards"
+
+
+KINDS = ("host", "qemu-system", "qemu-user")
 
 
 class BoardError(ValueError):
@@ -30,12 +39,31 @@ class Board:
     cflags: tuple[str, ...] = ()
     ram_bytes: int | None = None
     flash_bytes: int | None = None
+    kind: str = "host"
+    files: tuple[str, ...] = ("main.c",)
+    makefile: str = "board.mk"
+    binary: str = "model"
+    ldflags: tuple[str, ...] = ()
+    stack_bytes: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def harness(self) -> Path:
         """The board's main.c, copied into every build folder for this board."""
         return self.folder / "main.c"
+
+    def file_paths(self) -> list[Path]:
+        """The files copied into a build folder (each under its own base name)."""
+        return [(self.folder / f).resolve() for f in self.files]
+
+    @property
+    def makefile_path(self) -> Path:
+        return (self.folder / self.makefile).resolve()
+
+    @property
+    def cross(self) -> bool:
+        """Built with a cross compiler and run under an emulator."""
+        return self.kind != "host"
 
 
 def list_boards(boards_dir: Path = BOARDS_DIR) -> list[str]:
@@ -59,6 +87,9 @@ def load_board(name: str, boards_dir: Path = BOARDS_DIR) -> Board:
         raise BoardError(f"{path}: missing key(s) {', '.join(missing)}")
     if raw["name"] != name:
         raise BoardError(f"{path}: name = {raw['name']!r} does not match its folder {name!r}")
+    kind = raw.get("kind", "host")
+    if kind not in KINDS:
+        raise BoardError(f"{path}: kind = {kind!r}; expected one of {', '.join(KINDS)}")
     return Board(
         name=raw["name"],
         description=raw["description"],
@@ -68,6 +99,12 @@ def load_board(name: str, boards_dir: Path = BOARDS_DIR) -> Board:
         cflags=tuple(raw.get("cflags", ())),
         ram_bytes=raw.get("ram_bytes"),
         flash_bytes=raw.get("flash_bytes"),
+        kind=kind,
+        files=tuple(raw.get("files", ("main.c",))),
+        makefile=raw.get("makefile", "board.mk"),
+        binary=raw.get("binary", "model"),
+        ldflags=tuple(raw.get("ldflags", ())),
+        stack_bytes=raw.get("stack_bytes"),
         raw=raw,
     )
 

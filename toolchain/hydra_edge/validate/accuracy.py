@@ -10,7 +10,7 @@ import torch
 
 from ..codegen.emit_c import read_manifest
 from ..quant.quantize import dequantize_array, quantize_array
-from ..targets import host
+from ..targets import runner
 
 
 def float_outputs(pt2: str | Path, x: np.ndarray) -> np.ndarray:
@@ -32,7 +32,7 @@ def int8_outputs(build: str | Path, x: np.ndarray) -> Int8Run:
     manifest = read_manifest(build)
     inp, out = manifest["input"], manifest["output"]
     xq = quantize_array(x, inp["scale"], inp["zero_point"])
-    yq = host.run(build, xq.reshape(len(xq), -1))
+    yq = runner.run(build, xq.reshape(len(xq), -1))
     return Int8Run(xq, yq, dequantize_array(yq, out["scale"], out["zero_point"]))
 
 

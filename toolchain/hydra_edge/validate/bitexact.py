@@ -9,7 +9,7 @@ import numpy as np
 
 from ..ir.graph import Graph
 from ..reference.int_interp import run_int
-from ..targets import host
+from ..targets import runner
 
 
 @dataclass
@@ -48,8 +48,15 @@ def compare(expected: np.ndarray, actual: np.ndarray, keep: int = 10) -> Validat
     return result
 
 
-def validate_build(folder: str | Path, graph: Graph, inputs: np.ndarray, sanitize: bool = False) -> ValidationResult:
-    """Build the folder's C for the host, run it on `inputs` (int8, one sample per row), compare."""
+def validate_build(
+    folder: str | Path, graph: Graph, inputs: np.ndarray, sanitize: bool = False, timeout: float | None = None
+) -> ValidationResult:
+    """Build the folder's C for its board (build.json), run it there on `inputs` (int8, one sample per row):
+    natively for the host, under QEMU for the others; compare with the reference interpreter byte for byte.
+
+    A fault, a hang or a missing toolchain raises (targets.runner's errors name the board and the cause);
+    a mismatch is a result with `ok` False.
+    """
     expected = reference_outputs(graph, inputs)
-    actual = host.run(Path(folder), inputs.reshape(len(inputs), -1), sanitize=sanitize)
+    actual = runner.run(Path(folder), inputs.reshape(len(inputs), -1), sanitize=sanitize, timeout=timeout)
     return compare(expected, actual)

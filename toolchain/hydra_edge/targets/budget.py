@@ -1,0 +1,103 @@
+"""Does a model fit its board? The compile-time check, before any C is written.
+
+The estimate, from the quantised graph and its memory plan:
+
+    RAM   = arena (activations and kernel scratch, from the plan)
+          + the harness's input and output buffers
+          + the board's stack reserve (board.toml stack_bytes)
+          + ram_reserve_bytes (harness state, libc)
+    flash = weights + per-channel parameters (multipliers, shifts)
+          + code_reserve_bytes (kernels, harness, startup, libc)
+
+against board.toml's ram_bytes and flash_bytes. A board without them (host,
+jetson-*) has no budget. The linker has the last word (the emulation and
+device images are linked with the board's real region sizes); this check
+exists so that a model that cannot fit fails at compile time, saying by how
+many bytes and what takes the room.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..ir.graph import Graph
+from ..memory.planner import MemoryPlan, MemoryPlanError, live_bytes_per_node
+from .board import Board
+
+
+class BudgetError(MemoryPlanError):
+    """The model does not fit the board's RAM or flash."""
+
+
+@dataclass
+class Estimate:
+    ram_bytes: int
+    flash_bytes: int
+    ram_parts: list[tuple[str, int]] = field(default_factory=list)  # (what, bytes), largest first
+    flash_parts: list[tuple[str, int]] = field(default_factory=list)
+    ram_details: dict[str, str] = field(default_factory=dict)  # what -> a breakdown
+
+    def as_dict(self, board: Board) -> dict:
+        return {
+            "board": board.name,
+            "ram_estimate_bytes": self.ram_bytes,
+            "ram_budget_bytes": board.ram_bytes,
+            "flash_estimate_bytes": self.flash_bytes,
+            "flash_budget_bytes": board.flash_bytes,
+        }
+
+
+def estimate(graph: Graph, plan: MemoryPlan, board: Board) -> Estimate:
+    raw = board.raw
+    # RAM: the arena, broken down by the buffers live at its fullest step.
+    live = live_bytes_per_node(plan, len(graph.nodes))
+    step = int(np.argmax(live)) if live else 0
+    at_peak = sorted(((b.size, b.name) for b in plan.buffers if b.first <= step <= b.last), reverse=True)
+    node = graph.nodes[step].name if graph.nodes else "?"
+    arena_detail = ", ".join(f"{name} {size:,}" for size, name in at_peak[:3])
+    x, y = graph.tensor(graph.inputs[0]), graph.tensor(graph.outputs[0])
+    ram_parts = [
+        ("arena", plan.arena_bytes),
+        ("stack reserve", int(board.stack_bytes or 0)),
+        ("harness input/output buffers", x.nbytes + y.nbytes),
+        ("harness state", int(raw.get("ram_reserve_bytes", 0))),
+    ]
+    # Flash: constants grouped by the node that reads them (its weights, bias, table and attrs arrays).
+    per_layer: dict[str, int] = {}
+    seen: set[str] = set()
+    for n in graph.nodes:
+        size = 0
+        for name in n.inputs:
+            t = graph.tensor(name)
+            if t.is_constant and name not in seen:
+                seen.add(name)
+                size += int(np.asarray(t.data).nbytes)
+        size += sum(4 * np.asarray(v).size for v in n.attrs.values() if isinstance(v, np.ndarray) and v.ndim > 0)
+        if size:
+            per_layer[n.name] = per_layer.get(n.name, 0) + size
+    flash_parts = [(f"weights of {k}", v) for k, v in per_layer.items()]
+    flash_parts.append(("code (kernels, harness, libc; estimate)", int(raw.get("code_reserve_bytes", 0))))
+    ram_parts = sorted((p for p in ram_parts if p[1]), key=lambda p: -p[1])
+    flash_parts.sort(key=lambda p: -p[1])
+    details = {"arena": f"peak at node {node}: {arena_detail}"}
+    return Estimate(sum(b for _, b in ram_parts), sum(b for _, b in flash_parts), ram_parts, flash_parts, details)
+
+
+def check_fits(graph: Graph, plan: MemoryPlan, board: Board, top: int = 4) -> Estimate:
+    """Raise BudgetError when the model cannot fit the board; returns the estimate otherwise."""
+    est = estimate(graph, plan, board)
+    problems = []
+    for what, need, budget, parts in (("RAM", est.ram_bytes, board.ram_bytes, est.ram_parts),
+                                      ("flash", est.flash_bytes, board.flash_bytes, est.flash_parts)):
+        if budget is not None and need > budget:
+            largest = "; ".join(
+                f"{label} {b:,} B" + (f" ({est.ram_details[label]})" if what == "RAM" and label in est.ram_details else "")
+                for label, b in parts[:top]
+            )
+            problems.append(f"{what} needs {need:,} B of {budget:,} B, {need - budget:,} bytes over "
+                            f"(largest: {largest})")
+    if problems:
+        raise BudgetError(f"the model does not fit board {board.name}: " + "; ".join(problems))
+    return est
