@@ -45,11 +45,9 @@ def build(folder: str | Path, sanitize: bool = False, jobs: int = 2, timeout: fl
     return binary
 
 
-def run(folder: str | Path, inputs: np.ndarray, sanitize: bool = False, timeout: float = 600) -> np.ndarray:
-    """Run the model on each row of `inputs` (int8, shape (N, ...)); returns int8 (N, output bytes)."""
-    folder = Path(folder)
-    manifest = read_manifest(folder)
-    in_bytes, out_bytes = int(manifest["input"]["bytes"]), int(manifest["output"]["bytes"])
+def check_inputs(manifest: dict, inputs: np.ndarray) -> np.ndarray:
+    """int8 inputs, one sample per row, each row the model's input size."""
+    in_bytes = int(manifest["input"]["bytes"])
     inputs = np.asarray(inputs)
     if inputs.dtype != np.int8:
         raise TypeError(f"inputs must be int8 (quantised), got {inputs.dtype}")
@@ -59,11 +57,20 @@ def run(folder: str | Path, inputs: np.ndarray, sanitize: bool = False, timeout:
             f"inputs of shape {inputs.shape}: each of the N rows must hold {in_bytes} int8 values "
             f"(the model's input {manifest['input']['shape']})"
         )
+    return np.ascontiguousarray(inputs)
+
+
+def run(folder: str | Path, inputs: np.ndarray, sanitize: bool = False, timeout: float = 600) -> np.ndarray:
+    """Run the model on each row of `inputs` (int8, shape (N, ...)); returns int8 (N, output bytes)."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    out_bytes = int(manifest["output"]["bytes"])
+    inputs = check_inputs(manifest, inputs)
     n = len(inputs)
     binary = build(folder, sanitize=sanitize)
     with tempfile.TemporaryDirectory(prefix="hydra-run-") as tmp:
         in_path, out_path = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
-        in_path.write_bytes(np.ascontiguousarray(inputs).tobytes())
+        in_path.write_bytes(inputs.tobytes())
         env = dict(os.environ)
         if sanitize:
             env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")

@@ -156,20 +156,6 @@ def build(folder: str | Path, board: Board | None = None, sanitize: bool = False
 # -- run -----------------------------------------------------------------------------------------
 
 
-def _check_inputs(manifest: dict, inputs: np.ndarray) -> np.ndarray:
-    in_bytes = int(manifest["input"]["bytes"])
-    inputs = np.asarray(inputs)
-    if inputs.dtype != np.int8:
-        raise TypeError(f"inputs must be int8 (quantised), got {inputs.dtype}")
-    per_row = int(np.prod(inputs.shape[1:], dtype=np.int64))
-    if inputs.ndim < 2 or per_row != in_bytes:
-        raise ValueError(
-            f"inputs of shape {inputs.shape}: each of the N rows must hold {in_bytes} int8 values "
-            f"(the model's input {manifest['input']['shape']})"
-        )
-    return np.ascontiguousarray(inputs)
-
-
 def emulator_command(folder: str | Path, board: Board, binary: str | Path, in_name: str = "in.bin",
                      out_name: str = "out.bin", stats_name: str = "stats.txt") -> list[str]:
     """The argv that runs `binary` on the board's emulator (board.toml `[emulator] command`).
@@ -223,7 +209,7 @@ def run_detailed(folder: str | Path, inputs: np.ndarray, sanitize: bool = False,
     folder = Path(folder)
     manifest = read_manifest(folder)
     board = load_board(manifest["board"])
-    inputs = _check_inputs(manifest, inputs)
+    inputs = host.check_inputs(manifest, inputs)
     n, out_bytes = len(inputs), int(manifest["output"]["bytes"])
     if timeout is None:
         timeout = float(board.raw.get("emulator", {}).get("timeout_s", DEFAULT_TIMEOUT))
