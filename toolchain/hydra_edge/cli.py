@@ -13,27 +13,9 @@ import click
 import numpy as np
 
 from . import __version__, driver
+from .errors import HydraEdgeError
 
 DEBUG_ENV = "HYDRA_EDGE_DEBUG"
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions whose message is meant for the user: printed as one line, no traceback."""
-    from .codegen.emit_c import CodegenError
-    from .frontend.errors import FrontendError
-    from .ir.graph import IRError
-    from .ir.serialize import SerializeError
-    from .memory.planner import MemoryPlanError
-    from .passes.errors import LoweringError
-    from .quant.calibrate import CalibrationError
-    from .quant.quantize import QuantizationError
-    from .targets.board import BoardError
-    from .targets.flash import FlashError
-    from .targets.host import BuildError, RunError
-
-    return (FrontendError, LoweringError, QuantizationError, CalibrationError, IRError, SerializeError,
-            MemoryPlanError, CodegenError, BoardError, FlashError, BuildError, RunError, FileNotFoundError,
-            click.ClickException)
 
 
 class _Group(click.Group):
@@ -42,9 +24,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.UsageError):
             raise
-        except _user_errors() as exc:
-            if isinstance(exc, click.ClickException):
-                raise
+        except (HydraEdgeError, FileNotFoundError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
         except Exception as exc:  # a bug: still one line unless the user asks for the trace

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import HydraEdgeError
 
-class FrontendError(Exception):
+
+class FrontendError(HydraEdgeError):
     """A one-line, user-facing message that names the file and says what to do."""

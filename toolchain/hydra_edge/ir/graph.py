@@ -15,10 +15,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..errors import HydraEdgeError
+
 DTYPES = ("float32", "int8", "int32", "int64")
 
 
-class IRError(ValueError):
+class IRError(HydraEdgeError, ValueError):
     """A graph that breaks an IR rule (unknown tensor, bad shape, cycle)."""
 
 

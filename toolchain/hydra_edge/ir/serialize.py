@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import HydraEdgeError
 from .graph import Graph, Node, QuantParams, Tensor
 
 FORMAT = "hydra-edge-graph"
@@ -37,7 +38,7 @@ CONSTANTS_FILE = "constants.npz"
 _MARKERS = ("__float__", "__ndarray__", "__npscalar__", "__tuple__", "__dict__")
 
 
-class SerializeError(ValueError):
+class SerializeError(HydraEdgeError, ValueError):
     """A graph that cannot be saved, or a folder that holds no saved graph."""
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from ..errors import HydraEdgeError
+
 SUPPORTED_OPS = "conv2d (patch embedding), linear, layer_norm, gelu, add, mean, Hydra attention"
 
 
-class LoweringError(Exception):
+class LoweringError(HydraEdgeError):
     """A one-line, user-facing message naming the op, the node and its source line."""
 
 

@@ -8,13 +8,14 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import HydraEdgeError
 from ..ir.graph import Graph
 from ..reference.float_interp import run_float
 
 FALLBACK_SAMPLES = 32
 
 
-class CalibrationError(ValueError):
+class CalibrationError(HydraEdgeError, ValueError):
     """Calibration data that does not fit the model."""
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import HydraEdgeError
+
 # toolchain/hydra_edge/targets/board.py -> repository root
 BOARDS_DIR = Path(__file__).resolve().parents[3] / "boards"
 
@@ -25,7 +27,7 @@ BOARDS_DIR = Path(__file__).resolve().parents[3] / "boards"
 KINDS = ("host", "qemu-system", "qemu-user")
 
 
-class BoardError(ValueError):
+class BoardError(HydraEdgeError, ValueError):
     """An unknown board or a board.toml that is missing keys."""
 
 

@@ -22,12 +22,14 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import HydraEdgeError
+
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
 SHT_SYMTAB, SHT_NOBITS = 2, 8
 ARENA_SYMBOL = "hydra_arena"
 
 
-class ElfError(ValueError):
+class ElfError(HydraEdgeError, ValueError):
     """Not an ELF file this reader understands."""
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..codegen.emit_c import read_manifest
+from ..errors import HydraEdgeError
 from .board import Board, load_board
 
 TOOLS = ("openocd", "st-flash")
@@ -57,7 +58,7 @@ _NO_PROBE = re.compile(
 _LINUX_ARCHES = ("x86", "x86-64", "x86_64", "amd64", "aarch64", "arm64")
 
 
-class FlashError(RuntimeError):
+class FlashError(HydraEdgeError, RuntimeError):
     """The board cannot be flashed, the flash tool is missing, or it failed (no probe, timeout, ...)."""
 
 

@@ -11,15 +11,16 @@ from pathlib import Path
 import numpy as np
 
 from ..codegen.emit_c import BINARY, SANITIZE_BINARY, read_manifest
+from ..errors import HydraEdgeError
 
 EXIT_CODES = {2: "usage error", 3: "I/O error", 4: "input size is not a multiple of the model's input"}
 
 
-class BuildError(RuntimeError):
+class BuildError(HydraEdgeError, RuntimeError):
     """The C compiler (or make) failed; the message holds its output."""
 
 
-class RunError(RuntimeError):
+class RunError(HydraEdgeError, RuntimeError):
     """The model binary failed; the message holds its exit code and stderr."""
 
 

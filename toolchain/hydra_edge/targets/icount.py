@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..codegen.emit_c import OP_MARKER, read_manifest
+from ..errors import HydraEdgeError
 from .board import Board, load_board
 
 PLUGIN_SOURCE = Path(__file__).resolve().parent / "plugin" / "insn_count.c"
@@ -49,7 +50,7 @@ NOTE = ("QEMU counts executed instructions, not cycles: no pipeline, cache, flas
         "multi-cycle effects. Counts are exact and repeatable; use them to compare kernels and builds.")
 
 
-class IcountError(RuntimeError):
+class IcountError(HydraEdgeError, RuntimeError):
     """The plugin cannot be built, the emulator or marker is missing, or the counted run failed."""
 
 
