@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import HydraEdgeError
 from .. import __version__
 from ..ir.graph import Graph, Node, Tensor
 from ..ir.ops import check_shapes
@@ -69,7 +70,7 @@ _C_KEYWORDS = set(
 )
 
 
-class CodegenError(ValueError):
+class CodegenError(HydraEdgeError, ValueError):
     """A graph the C emitter cannot lower (unquantised, an unknown op, a value out of range)."""
 
 

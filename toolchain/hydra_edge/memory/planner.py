@@ -30,13 +30,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import HydraEdgeError
 from ..ir.graph import Graph, IRError
 
 ALIGNMENT = 16
 SCRATCH_SUFFIX = "#scratch"
 
 
-class MemoryPlanError(ValueError):
+class MemoryPlanError(HydraEdgeError, ValueError):
     """A plan that breaks a rule: overlapping live buffers, a bad offset."""
 
 

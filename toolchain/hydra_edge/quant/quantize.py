@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from ..errors import HydraEdgeError
 from ..ir.graph import Graph, Node, QuantParams, Tensor
 from ..reference.float_interp import gelu
 from .calibrate import Range
@@ -21,7 +22,7 @@ ADD_LEFT_SHIFT = 20
 MAX_LAYERNORM_DIM = 4096
 
 
-class QuantizationError(ValueError):
+class QuantizationError(HydraEdgeError, ValueError):
     """A model whose constants do not fit the integer contract."""
 
 
