@@ -33,3 +33,17 @@ test: $(STAMP)
 
 clean:
 	rm -rf build .pytest_cache
+
+# The converter venv for benchmarks/memory_vs_tflm.py (litert-torch, ai-edge-quantizer, tflite-micro),
+# kept apart from .venv; torch first so that nothing pulls a CUDA build.
+.PHONY: bench-tflm-setup bench-tflm
+bench-tflm-setup: .venv-tflite/.installed
+.venv-tflite/.installed: benchmarks/requirements-tflite.txt
+	$(PYTHON) -m venv .venv-tflite
+	.venv-tflite/bin/python -m pip install -q --upgrade pip
+	.venv-tflite/bin/python -m pip install -q torch==2.13.0
+	.venv-tflite/bin/python -m pip install -q -r benchmarks/requirements-tflite.txt
+	touch $@
+
+bench-tflm: $(STAMP) .venv-tflite/.installed
+	$(PY) benchmarks/memory_vs_tflm.py

@@ -13,7 +13,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-
 from hydra_edge.ir.serialize import load_graph
 from hydra_edge.models.data import preprocess
 from hydra_edge.validate.accuracy import agreement, float_outputs, int8_outputs

@@ -26,7 +26,6 @@ import click
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from hydra_edge.models.data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, preprocess
 from hydra_edge.models.hydra_vit import HydraViT, HydraViTConfig, export_pt2
 

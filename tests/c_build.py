@@ -142,6 +142,14 @@ class MeanPoolParams(ctypes.Structure):
                 ("shift", _i32), ("output_zero_point", _i32)]
 
 
+class BlockParams(ctypes.Structure):
+    _fields_ = [("tokens", _i32), ("dim", _i32), ("hidden", _i32), ("tokens_per_step", _i32),
+                ("norm1", LayerNormParams), ("q", LinearParams), ("k", LinearParams), ("v", LinearParams),
+                ("attn", AttentionParams), ("proj", LinearParams), ("residual1", AddParams),
+                ("norm2", LayerNormParams), ("fc1", LinearParams), ("act", LutParams), ("fc2", LinearParams),
+                ("residual2", AddParams)]
+
+
 # C struct name -> its mirror; the layout test walks this table.
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "hydra_linear_params": LinearParams,
@@ -151,6 +159,7 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "hydra_attention_params": AttentionParams,
     "hydra_add_params": AddParams,
     "hydra_mean_pool_params": MeanPoolParams,
+    "hydra_block_params": BlockParams,
 }
 
 
@@ -168,8 +177,14 @@ def declare_prototypes(lib: ctypes.CDLL) -> None:
         "hydra_lut_s8": (ctypes.c_int, [P(LutParams), _p, _p]),
         "hydra_attention_s8_get_buffer_size": (_i32, [P(AttentionParams)]),
         "hydra_attention_s8": (ctypes.c_int, [P(AttentionParams), _p, _p, _p, _p, _p]),
+        "hydra_attention_max_tokens": (_i32, [_i32]),
+        "hydra_attention_accumulate_s8": (ctypes.c_int, [P(AttentionParams), _p, _p, _i32, _p, _p]),
+        "hydra_attention_round_state_s8": (ctypes.c_int, [P(AttentionParams), _p]),
+        "hydra_attention_apply_s8": (ctypes.c_int, [P(AttentionParams), _p, _p, _i32, _p, _p]),
         "hydra_add_s8": (ctypes.c_int, [P(AddParams), _p, _p, _p]),
         "hydra_mean_pool_s8": (ctypes.c_int, [P(MeanPoolParams), _p, _p]),
+        "hydra_block_s8_get_buffer_size": (_i32, [P(BlockParams)]),
+        "hydra_block_s8": (ctypes.c_int, [P(BlockParams), _p, _p]),
     }
     for name, (restype, argtypes) in sigs.items():
         fn = getattr(lib, name)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from hydra_edge.models.hydra_vit import HydraViT, HydraViTConfig, export_pt2
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-
 from hydra_edge import driver
 from hydra_edge.models.data import preprocess
 from hydra_edge.validate.accuracy import agreement, float_outputs, int8_outputs
 from hydra_edge.validate.bitexact import compare, reference_outputs
-
 from model_zoo import EXAMPLES
 
 

@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from hydra_edge.cli import main
 from hydra_edge.models.hydra_vit import HydraViTConfig
-
 from model_zoo import calibration_inputs, export_model, make_model
 
 CFG = HydraViTConfig(image_size=16, patch_size=4, embed_dim=24, depth=1, mlp_ratio=2.0)
@@ -71,9 +69,20 @@ def test_compile_validate_run_report(workdir):
     for key in ("arena_bytes", "peak_bytes"):
         assert report["ram"][key] > 0
     assert report["flash"]["weights_bytes"] > 0 and report["macs"] > 0
-    assert {op["kind"] for op in report["ops"]} >= {"patch_embed", "linear", "layernorm", "hydra_attention", "lut", "add", "mean_pool"}
+    # The default schedule for a Hydra ViT streams its encoder blocks: one hydra_block op each.
+    assert report["ram"]["schedule"] == "stream"
+    assert report["ram"]["peak_bytes"] >= report["ram"]["lower_bound_bytes"] > 0
+    assert {op["kind"] for op in report["ops"]} >= {"patch_embed", "linear", "layernorm", "hydra_block", "add", "mean_pool"}
     for op in report["ops"]:
         assert {"name", "kind", "macs", "live_bytes"} <= set(op)
+    assert (build / "memory.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    greedy = d / "build-greedy"
+    result = invoke("compile", pt2, "--calib", d / "calib.npz", "-o", greedy, "--schedule", "greedy")
+    assert result.exit_code == 0, result.output
+    report = json.loads(invoke("report", greedy, "--json").output)
+    assert report["ram"]["schedule"] == "greedy"
+    assert {op["kind"] for op in report["ops"]} >= {"patch_embed", "linear", "layernorm", "hydra_attention", "lut", "add", "mean_pool"}
 
 
 def test_inspect(workdir):

@@ -8,15 +8,18 @@ import subprocess
 
 import numpy as np
 import pytest
-
-from hydra_edge.codegen.emit_c import RUNTIME_DIR, CodegenError, emit_project, kernel_scratch
+from hydra_edge.codegen.emit_c import (
+    RUNTIME_DIR,
+    CodegenError,
+    emit_project,
+    kernel_scratch,
+)
 from hydra_edge.codegen.report import build_report, format_report
 from hydra_edge.ir.graph import Graph, Node, QuantParams, Tensor
 from hydra_edge.ir.serialize import load_graph
 from hydra_edge.memory.planner import plan_memory
 from hydra_edge.targets import host
 from hydra_edge.targets.board import BoardError, list_boards, load_board
-
 
 
 def qmul(real: float) -> tuple[int, int]:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+import c_build
 import numpy as np
 import pytest
+from hydra_edge.quant import fixedpoint as fp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import c_build
-from hydra_edge.quant import fixedpoint as fp
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from hydra_edge.frontend.errors import FrontendError
 from hydra_edge.frontend.module import from_module
 from hydra_edge.frontend.pt2 import load_pt2
 from hydra_edge.models.hydra_vit import HydraViT, HydraViTConfig, export_pt2
+from torch import nn
 
 torch.set_num_threads(1)
 

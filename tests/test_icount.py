@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from hydra_edge import driver
 from hydra_edge.cli import main
 from hydra_edge.codegen.emit_c import OP_MARKER, read_manifest
@@ -22,7 +21,6 @@ from hydra_edge.models.hydra_vit import HydraViTConfig
 from hydra_edge.passes.pipeline import lower_to_ir
 from hydra_edge.targets import icount
 from hydra_edge.targets.board import load_board
-
 from model_zoo import calibration_inputs, export_model
 
 TINY = HydraViTConfig(image_size=8, patch_size=4, embed_dim=8, depth=1, mlp_ratio=2.0, num_classes=3)

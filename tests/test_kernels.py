@@ -18,16 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from hydra_edge.codegen.emit_c import emit_project, kernel_scratch
 from hydra_edge.ir.graph import Graph, Node, QuantParams, Tensor
 from hydra_edge.memory.planner import plan_memory
-from hydra_edge.targets import host
-
 from hydra_edge.reference import int_interp
-
+from hydra_edge.targets import host
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 SANITIZE = True
 EXAMPLES = settings(

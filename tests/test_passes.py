@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from hydra_edge.frontend.module import from_module
 from hydra_edge.ir.graph import Graph, Node, QuantParams, Tensor
 from hydra_edge.ir.ops import LOWERED_OPS
@@ -19,6 +17,7 @@ from hydra_edge.passes.canonicalize import canonicalize
 from hydra_edge.passes.errors import LoweringError
 from hydra_edge.passes.lift_hydra import lift_hydra
 from hydra_edge.passes.pipeline import lower_to_ir
+from torch import nn
 
 torch.set_num_threads(1)
 

@@ -7,12 +7,17 @@ import math
 
 import numpy as np
 import pytest
+from hydra_edge.ir.graph import Graph, Node, QuantParams, Tensor
+from hydra_edge.ir.serialize import (
+    SerializeError,
+    decode_value,
+    encode_value,
+    load_graph,
+    save_graph,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-from hydra_edge.ir.graph import Graph, Node, QuantParams, Tensor
-from hydra_edge.ir.serialize import SerializeError, decode_value, encode_value, load_graph, save_graph
 
 
 def assert_same(a, b, where="value"):

@@ -11,8 +11,8 @@
  * unless the library is built with -DHYDRA_SINGLE_ROUNDING=1.
  *
  * Aliasing: elementwise kernels (add, lut, layernorm) accept output == input
- * (in place). hydra_attention accepts output == q. Other kernels need
- * disjoint input and output buffers.
+ * (in place). hydra_attention accepts output == q. hydra_block updates its
+ * token buffer in place. Other kernels need disjoint input and output buffers.
  */
 #ifndef HYDRA_RT_H
 #define HYDRA_RT_H
@@ -122,6 +122,27 @@ int32_t hydra_attention_s8_get_buffer_size(const hydra_attention_params *params)
 hydra_status hydra_attention_s8(const hydra_attention_params *params, const int8_t *q, const int8_t *k,
                                 const int8_t *v, void *scratch, int8_t *output);
 
+/* hydra_attention_s8 is these three steps; a streamed block calls them a few rows at a time.
+ * Their params->tokens is ignored (row counts are arguments); dim, zero points and shifts are
+ * checked as by hydra_attention_s8. phi_scratch holds one phi row: int8 [dim].
+ *
+ * T_max of docs/numerics.md: the most tokens whose state cannot overflow int32 (0 for an
+ * invalid zero point). */
+int32_t hydra_attention_max_tokens(int32_t v_zero_point);
+
+/* acc[d] += sum over the rows of phi(k_t)[d] * (v[t, d] - zv). k, v: int8 [rows][dim].
+ * acc starts at zero; the caller keeps the total rows accumulated within T_max. */
+hydra_status hydra_attention_accumulate_s8(const hydra_attention_params *params, const int8_t *k, const int8_t *v,
+                                           int32_t rows, int32_t *acc, int8_t *phi_scratch);
+
+/* kv[d] = round_shift(acc[d], kv_shift), in place: the state after the last accumulate. */
+hydra_status hydra_attention_round_state_s8(const hydra_attention_params *params, int32_t *acc);
+
+/* output[t, d] = clamp(zy + requant(phi(q_t)[d] * kv[d], M, shift)) for the rows of q
+ * (int8 [rows][dim]); output == q is allowed. */
+hydra_status hydra_attention_apply_s8(const hydra_attention_params *params, const int8_t *q, const int32_t *kv,
+                                      int32_t rows, int8_t *phi_scratch, int8_t *output);
+
 /* ---- add (hydra_add.c) ---------------------------------------------- */
 
 typedef struct {
@@ -144,6 +165,43 @@ typedef struct {
 } hydra_mean_pool_params;
 
 hydra_status hydra_mean_pool_s8(const hydra_mean_pool_params *params, const int8_t *input, int8_t *output);
+
+/* ---- a whole Hydra encoder block, streamed token by token (hydra_block.c) ----
+ *
+ *   x = x + proj(hydra(q(LN1(x)), k(LN1(x)), v(LN1(x))))
+ *   x = x + fc2(act(fc1(LN2(x))))
+ *
+ * in two passes over the tokens, writing the token buffer in place:
+ *   pass 1, per token group: LN1, k, v; accumulate the attention state (one D-vector)
+ *   pass 2, per token group: LN1, q, phi(q) * state, proj, residual, LN2, fc1, act, fc2, residual
+ * The bits equal those of the unfused ops run one after the other (docs/numerics.md);
+ * only the memory differs: scratch is O(tokens_per_step * hidden), not O(T * D).
+ * The member structs hold each sub-op's constants; their row/token/size fields are
+ * ignored (the block sets them per step), except attn.tokens, which must equal tokens
+ * (the state's overflow bound is checked on it). residual1/residual2: a = the block
+ * input (residual stream), b = the branch. */
+typedef struct {
+    int32_t tokens, dim, hidden;
+    int32_t tokens_per_step;           /* tokens per group: more scratch, fewer weight reads */
+    hydra_layernorm_params norm1;
+    hydra_linear_params q, k, v;
+    hydra_attention_params attn;
+    hydra_linear_params proj;
+    hydra_add_params residual1;
+    hydra_layernorm_params norm2;
+    hydra_linear_params fc1;
+    hydra_lut_params act;
+    hydra_linear_params fc2;
+    hydra_add_params residual2;
+} hydra_block_params;
+
+/* Scratch bytes, with G = min(tokens_per_step, tokens) (0 for invalid params):
+ *     5 * dim + G * dim + G * max(2 * dim, hidden)
+ * (int32 state[dim], int8 phi[dim], int8 [G][dim], int8 [G][max(2 dim, hidden)]; see
+ * hydra_block.c). The scratch pointer must be 4-byte aligned (HYDRA_ERR_ARG otherwise). */
+int32_t hydra_block_s8_get_buffer_size(const hydra_block_params *params);
+
+hydra_status hydra_block_s8(const hydra_block_params *params, int8_t *tokens, void *scratch);
 
 #ifdef __cplusplus
 }

@@ -66,7 +66,13 @@ def inspect(model: Path, lowered: bool) -> None:
 @click.option("--calib", type=click.Path(path_type=Path), help=".npz of float inputs (key 'x', shape (N, C, H, W)) for PTQ.")
 @click.option("--rounding", type=click.Choice(["double", "single"]), default="double", show_default=True,
               help="Requantisation rounding: TFLM/CMSIS-NN double rounding, or LiteRT single rounding.")
-def compile(model: Path, board: str, out: Path, calib: Path | None, rounding: str) -> None:  # noqa: A001
+@click.option("--schedule", type=click.Choice(["greedy", "stream"]), default=None,
+              help="Memory schedule: 'stream' runs each Hydra encoder block token by token in place (the default "
+                   "when the model has Hydra attention); 'greedy' is TFLite Micro's planner on the unfused ops.")
+@click.option("--tokens-per-step", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Tokens a streamed block takes at once: more scratch RAM, fewer weight reads.")
+def compile(model: Path, board: str, out: Path, calib: Path | None, rounding: str, schedule: str | None,  # noqa: A001
+            tokens_per_step: int) -> None:
     """Compile MODEL to int8 C in a self-contained build folder."""
     from rich.progress import Progress
 
@@ -79,8 +85,9 @@ def compile(model: Path, board: str, out: Path, calib: Path | None, rounding: st
         def progress(stage: str, done: int, total: int) -> None:
             bar.update(task, completed=done, total=total, description=stage)
 
-        result = driver.compile_model(model, board, out, calib, rounding, progress)
+        result = driver.compile_model(model, board, out, calib, rounding, progress, schedule, tokens_per_step)
     click.echo(format_report(result.report))
+    click.echo(f"memory timeline: {result.folder / driver.MEMORY_PLOT}")
     click.echo(f"wrote {result.folder}/ (build with 'make -C {result.folder}', check with 'hydra-edge validate {result.folder}')")
 
 

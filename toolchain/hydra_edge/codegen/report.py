@@ -1,21 +1,35 @@
-"""What a compiled model costs: RAM (arena, peak live bytes), flash, MACs per op.
+"""What a compiled model costs: RAM (arena, peak live bytes, lower bound), flash, MACs per op.
 
 `build_report` gives a JSON-able dict (`hydra-edge report --json`);
-`format_report` prints it as plain-text tables.
+`format_report` prints it as plain-text tables; `plot_memory` draws the
+memory timeline (live bytes per op, the arena and the lower bound) as a PNG.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..ir.graph import Graph, Node
-from ..memory.planner import MemoryPlan, live_bytes_per_node, peak_bytes, scratch_name
+from ..ir.ops import block_body
+from ..memory.planner import (
+    SCRATCH_SUFFIX,
+    MemoryPlan,
+    live_bytes_per_node,
+    lower_bound_per_node,
+    peak_bytes,
+    scratch_name,
+)
+
+MEMORY_PLOT = "memory.png"
 
 
 def node_macs(graph: Graph, node: Node) -> int:
     """Multiply-accumulates of one node (elementwise ops: one per element)."""
+    if node.op == "hydra_block":
+        return sum(node_macs(graph, sub) for sub in block_body(node).values())
     shapes = [graph.tensor(n).shape for n in node.inputs]
     out = graph.tensor(node.outputs[0])
     if node.op == "linear":
@@ -32,19 +46,35 @@ def node_macs(graph: Graph, node: Node) -> int:
     return out.numel  # lut, add, gelu and other elementwise ops
 
 
-def _attr_bytes(node: Node) -> int:
-    """Bytes of the per-channel integer arrays a node's attrs put in flash (multiplier, shift)."""
+def attr_bytes(node: Node) -> int:
+    """Bytes of the per-channel integer arrays a node's attrs put in flash (multiplier, shift), a block's body too."""
+    if node.op == "hydra_block":
+        return sum(attr_bytes(sub) for sub in block_body(node).values())
     return sum(4 * np.asarray(v).size for v in node.attrs.values() if isinstance(v, np.ndarray) and v.ndim > 0)
+
+
+_attr_bytes = attr_bytes
+
+
+def plan_scratch(plan: MemoryPlan) -> dict[str, int]:
+    """Scratch bytes per node, as planned."""
+    return {b.name[: -len(SCRATCH_SUFFIX)]: b.size for b in plan.buffers if b.name.endswith(SCRATCH_SUFFIX)}
 
 
 def build_report(graph: Graph, plan: MemoryPlan) -> dict[str, Any]:
     n = len(graph.nodes)
     live = live_bytes_per_node(plan, n)
+    bound = lower_bound_per_node(graph, plan_scratch(plan), in_place=plan.in_place)
+    roots = {b.name: root for root, members in plan.groups().items() for b in members}
     ops = []
     largest_op = 0
     for i, node in enumerate(graph.nodes):
         out = graph.tensor(node.outputs[0])
-        touched = sum(b.size for b in plan.buffers if b.first <= i <= b.last and _used_by(b.name, node))
+        groups: dict[str, int] = {}  # an input and the output written over it count once
+        for b in plan.buffers:
+            if b.first <= i <= b.last and _used_by(b.name, node):
+                groups[roots[b.name]] = max(groups.get(roots[b.name], 0), b.size)
+        touched = sum(groups.values())
         largest_op = max(largest_op, touched)
         ops.append(
             {
@@ -53,6 +83,7 @@ def build_report(graph: Graph, plan: MemoryPlan) -> dict[str, Any]:
                 "macs": node_macs(graph, node),
                 "live_bytes": live[i] if i < len(live) else 0,
                 "op_bytes": touched,
+                "lower_bound_bytes": bound[i],
                 "output": out.name,
                 "output_shape": list(out.shape),
                 "output_bytes": out.nbytes,
@@ -69,9 +100,14 @@ def build_report(graph: Graph, plan: MemoryPlan) -> dict[str, Any]:
             "rounding": graph.meta.get("rounding", "double"),
         },
         "ram": {
+            "schedule": graph.meta.get("schedule", "stream" if plan.in_place else "greedy"),
+            "tokens_per_step": int(graph.meta.get("tokens_per_step", 1)),
+            "in_place": plan.in_place,
             "arena_bytes": plan.arena_bytes,
             "peak_bytes": peak_bytes(plan),
-            # the most bytes one node touches (inputs, output, scratch): no schedule without in-place reuse goes lower
+            # the largest set of bytes live at once under any schedule of these ops (memory/planner.py)
+            "lower_bound_bytes": max(bound, default=0),
+            # the most bytes one node touches (inputs, output merged when in place, scratch)
             "largest_op_bytes": largest_op,
         },
         "flash": {"weights_bytes": weights, "params_bytes": attrs, "total_bytes": weights + attrs},
@@ -96,9 +132,14 @@ def _table(headers: list[str], rows: list[list[Any]], right: set[int]) -> list[s
 
 def format_report(report: dict[str, Any]) -> str:
     ram, flash = report["ram"], report["flash"]
+    schedule = f"   schedule {ram['schedule']}" if "schedule" in ram else ""
+    if ram.get("schedule") == "stream":
+        tps = ram.get('tokens_per_step', 1)
+        schedule += f" ({tps} token{'s' if tps != 1 else ''} per step)"
+    bound = f"   lower bound {ram['lower_bound_bytes']:,} B" if "lower_bound_bytes" in ram else ""
     lines = [
-        f"RAM    arena {ram['arena_bytes']:,} B   peak live {ram['peak_bytes']:,} B   "
-        f"largest op {ram['largest_op_bytes']:,} B",
+        f"RAM    arena {ram['arena_bytes']:,} B   peak live {ram['peak_bytes']:,} B{bound}   "
+        f"largest op {ram['largest_op_bytes']:,} B{schedule}",
         f"flash  weights {flash['weights_bytes']:,} B   params {flash['params_bytes']:,} B   "
         f"total {flash['total_bytes']:,} B",
         f"MACs   {report['macs']:,}",
@@ -152,3 +193,35 @@ def format_measured(report: dict[str, Any]) -> str:
             line += f"; RAM in use (data + bss + stack high-water) {in_use:,} B"
         lines.append(line)
     return "\n".join(lines)
+
+
+def plot_memory(report: dict[str, Any], path: str | Path) -> Path:
+    """The memory timeline as a PNG: live bytes at each op (bars), the arena and the lower bound (lines)."""
+    from matplotlib.figure import (
+        Figure,  # the object API: no pyplot, no global backend state
+    )
+
+    ops, ram = report["ops"], report["ram"]
+    live = [op["live_bytes"] for op in ops]
+    x = list(range(len(ops)))
+    fig = Figure(figsize=(max(6.0, 0.28 * len(ops) + 2.5), 4.2), dpi=110)
+    ax = fig.add_subplot()
+    ax.bar(x, live, width=0.8, color="#4c72b0", label="live bytes")
+    ax.axhline(ram["arena_bytes"], color="#c44e52", linewidth=1.5, label=f"arena {ram['arena_bytes']:,} B")
+    if "lower_bound_bytes" in ram:
+        ax.axhline(ram["lower_bound_bytes"], color="#55a868", linestyle="--", linewidth=1.5,
+                   label=f"lower bound {ram['lower_bound_bytes']:,} B")
+    ax.set_xticks(x)
+    ax.set_xticklabels([op["name"] for op in ops], rotation=90, fontsize=7)
+    ax.set_ylabel("bytes")
+    ax.set_ylim(0, max([ram["arena_bytes"], *live, 1]) * 1.12)
+    title = f"memory timeline: schedule {ram.get('schedule', '?')}"
+    if ram.get("schedule") == "stream":
+        tps = ram.get("tokens_per_step", 1)
+        title += f", {tps} token{'s' if tps != 1 else ''} per step"
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path

@@ -15,9 +15,26 @@ quantiser, the reference interpreter and the code generator.
 | hydra_attention | q[T,D], k[T,D], v[T,D]         | q, k, v                                | zq, zk, zv, kv_shift, multiplier, shift, out_zp, max_tokens |
 | add             | a, b (same shape)              | a, b                                   | left_shift, za, ma, sa, zb, mb, sb, my, sy, out_zp |
 | mean_pool       | x[T,D]                         | x                                      | in_zp, multiplier, shift, out_zp                  |
+| hydra_block     | -                              | x[T,D], the body's 17 constants        | body, tokens_per_step, residual_operands          |
 
 Float attrs: patch_embed `patch`; layernorm `eps`; gelu `approximate`
 ("none" or "tanh").
+
+`hydra_block` exists only in quantised graphs, made by passes/stream.py
+(`fuse_blocks`): one whole encoder block
+
+    x1 = add(x, proj(hydra_attention(q(LN1(x)), k(LN1(x)), v(LN1(x)))))
+    y  = add(x1, fc2(lut(fc1(LN2(x1)))))
+
+run by the C runtime in two passes over the tokens, in place on x. Its inputs
+are x, then the body's constants in BLOCK_CONSTANTS order; attr `body` holds
+the twelve original nodes as plain dicts (name, op, inputs, outputs, attrs,
+source) in BLOCK_ROLES order, each add normalised so that input a is the
+residual stream (`residual_operands` says which input it was in the graph).
+The reference interpreter runs the body node by node, so a fused block has
+exactly the bits of its unfused ops. The body's intermediate tensors stay in
+the graph's tensor table (shapes and quantisation) but no top-level node
+reads or writes them.
 """
 
 from __future__ import annotations
@@ -62,6 +79,63 @@ def _add(node: Node, shapes: list[Shape]) -> Shape:
     return shapes[0]
 
 
+# The members of a hydra_block's body, in order (the fields of hydra_block_params in hydra_rt.h).
+BLOCK_ROLES = ("norm1", "q", "k", "v", "attn", "proj", "residual1", "norm2", "fc1", "act", "fc2", "residual2")
+BLOCK_OPS = ("layernorm", "linear", "linear", "linear", "hydra_attention", "linear", "add",
+             "layernorm", "linear", "lut", "linear", "add")
+# A hydra_block's inputs after x: (role, input index of that body node) in order.
+BLOCK_CONSTANTS = (
+    ("norm1", 1), ("norm1", 2), ("q", 1), ("q", 2), ("k", 1), ("k", 2), ("v", 1), ("v", 2), ("proj", 1), ("proj", 2),
+    ("norm2", 1), ("norm2", 2), ("fc1", 1), ("fc1", 2), ("act", 1), ("fc2", 1), ("fc2", 2),
+)
+
+
+def node_to_dict(node: Node) -> dict:
+    return {"name": node.name, "op": node.op, "inputs": list(node.inputs), "outputs": list(node.outputs),
+            "attrs": dict(node.attrs), "source": node.source}
+
+
+def node_from_dict(d: dict) -> Node:
+    return Node(d["name"], d["op"], list(d["inputs"]), list(d["outputs"]), dict(d.get("attrs", {})), d.get("source", ""))
+
+
+def block_body(node: Node) -> dict[str, Node]:
+    """A hydra_block's body nodes by role (BLOCK_ROLES order); IRError if the body is malformed."""
+    body = node.attrs.get("body")
+    if not isinstance(body, (list, tuple)) or len(body) != len(BLOCK_ROLES):
+        raise IRError(f"{node.name}: hydra_block needs a body of {len(BLOCK_ROLES)} nodes ({', '.join(BLOCK_ROLES)})")
+    nodes = {role: node_from_dict(d) for role, d in zip(BLOCK_ROLES, body)}
+    for (role, n), op in zip(nodes.items(), BLOCK_OPS):
+        if n.op != op:
+            raise IRError(f"{node.name}: body node {role} ({n.name}) is {n.op!r}, expected {op!r}")
+    return nodes
+
+
+def _hydra_block(node: Node, shapes: list[Shape]) -> Shape:
+    x = shapes[0]
+    if len(x) != 2:
+        raise IRError(f"{node.name}: hydra_block needs x[T, D], got {x}")
+    if len(shapes) != 1 + len(BLOCK_CONSTANTS):
+        raise IRError(f"{node.name}: hydra_block takes x and {len(BLOCK_CONSTANTS)} constants, got {len(shapes)} inputs")
+    body = block_body(node)
+    const = {(role, i): s for (role, i), s in zip(BLOCK_CONSTANTS, shapes[1:])}
+    d = x[1]
+    hidden = const[("fc1", 1)][0]
+    expect = {("q", 1): (d, d), ("k", 1): (d, d), ("v", 1): (d, d), ("proj", 1): (d, d),
+              ("fc1", 1): (hidden, d), ("fc2", 1): (d, hidden), ("act", 1): (256,)}
+    for key, shape in expect.items():
+        if tuple(const[key]) != shape:
+            raise IRError(f"{node.name}: hydra_block {key[0]} constant has shape {const[key]}, expected {shape}")
+    for (role, i), name in zip(BLOCK_CONSTANTS, node.inputs[1:]):
+        if body[role].inputs[i] != name:
+            raise IRError(f"{node.name}: input {name!r} is not the {role} constant #{i} of the body "
+                          f"({body[role].inputs[i]!r})")
+    tps = node.attrs.get("tokens_per_step")
+    if not isinstance(tps, int) or isinstance(tps, bool) or not 1 <= tps <= x[0]:
+        raise IRError(f"{node.name}: tokens_per_step must be an int in [1, {x[0]}], got {tps!r}")
+    return x
+
+
 def _mean_pool(node: Node, shapes: list[Shape]) -> Shape:
     if len(shapes[0]) != 2:
         raise IRError(f"{node.name}: mean_pool needs [T, D], got {shapes[0]}")
@@ -77,6 +151,7 @@ SHAPE_RULES: dict[str, Callable[[Node, list[Shape]], Shape]] = {
     "hydra_attention": _hydra,
     "add": _add,
     "mean_pool": _mean_pool,
+    "hydra_block": _hydra_block,
 }
 
 LOWERED_OPS = tuple(SHAPE_RULES)

@@ -42,7 +42,13 @@ def _value(v: Any) -> str:
         if v.size <= 4:
             return np.array2string(v.ravel() if v.ndim > 1 else v, separator=",", precision=6).replace(" ", "")
         return f"{v.dtype}[{', '.join(str(d) for d in v.shape)}]"
+    if isinstance(v, dict):
+        if "op" in v and "name" in v:  # a node as a plain dict (a hydra_block's body)
+            return f"{v['name']}:{v['op']}"
+        return "{" + ", ".join(f"{k}: {_value(x)}" for k, x in v.items()) + "}"
     if isinstance(v, (list, tuple)):
+        if len(v) and all(isinstance(x, dict) and "op" in x for x in v):  # a body: every node, no truncation
+            return f"[{', '.join(_value(x) for x in v)}]"
         items = [_value(x) for x in v[:_MAX_LIST]]
         more = f", ...{len(v) - _MAX_LIST} more" if len(v) > _MAX_LIST else ""
         return f"[{', '.join(items)}{more}]"

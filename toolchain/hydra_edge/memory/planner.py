@@ -1,29 +1,50 @@
-"""Static arena planning: TFLite Micro's greedy memory planner.
+"""Static arena planning: TFLite Micro's greedy memory planner, plus in-place reuse.
 
 Every activation tensor (and every per-node scratch buffer) gets a fixed byte
 offset in one arena. Constants live in flash and are not planned.
 
-The algorithm (as TFLM's greedy_memory_planner):
+The algorithm (steps 1-5 as TFLM's greedy_memory_planner; 2a with in_place):
 
 1. Number the nodes 0..n-1 in graph order; each is one step.
 2. Lifetimes: a tensor lives from the step of the node that writes it to the
    step of the last node that reads it. Graph inputs live from step 0, graph
    outputs to step n-1. A tensor nobody reads lives during its writer's step
    only. A node's scratch buffer lives during that node's step only.
-3. Sort the buffers by size, largest first (ties: earlier first step, then
-   name, so that the plan is deterministic).
+2a. In place (plan_memory(..., in_place=True); always for an op in
+   ALWAYS_IN_PLACE): walking the nodes in order, a node whose op may write
+   over one of its inputs (IN_PLACE_OPS: add, lut, layernorm, hydra_block)
+   gives its output that input's bytes when the input is an activation of the
+   same size, is not a graph output, and this node is its last reader (its
+   lifetime ends at this step). The output becomes an alias of the input
+   (Buffer.alias_of); a chain of such handovers is one buffer (a group) living
+   from its first member's first step to its last member's last step, sized
+   by its largest member. An op that is always in place (hydra_block) with no
+   such input is an error.
+3. Sort the buffers (groups) by size, largest first (ties: earlier first
+   step, then name, so that the plan is deterministic).
 4. Place each buffer in turn at the lowest offset, a multiple of 16 bytes,
    where it overlaps no already-placed buffer whose lifetime intersects its
    own: walk those buffers in offset order and take the first gap wide
-   enough, or the end of the last one.
+   enough, or the end of the last one. Every member of a group gets the
+   group's offset.
 5. The arena is the highest end offset, rounded up to 16 bytes.
 
-Two buffers share bytes only when their lifetimes are disjoint; a node's
-inputs, outputs and scratch are all live at its step, so kernels always get
-disjoint buffers (no in-place reuse here). `check_no_overlap` verifies a plan;
-`format_plan` prints it (a table and a timeline, one row per step).
-The peak (the largest sum of live bytes at any step) is a lower bound for any
-arena under these lifetimes; the greedy arena is usually equal or close to it.
+Two buffers share bytes only when their lifetimes are disjoint, or when one
+is an in-place alias of the other: then they meet at exactly one step, the
+in-place op's, where the input dies as the output is written. Without
+in_place a node's inputs, outputs and scratch are all live at its step, so
+kernels always get disjoint buffers (TFLM's baseline). `check_no_overlap`
+verifies a plan (aliases count as one buffer); `format_plan` prints it (a
+table and a timeline, one row per step).
+
+The peak (the largest sum of live bytes at any step, a group counted once) is
+a lower bound for any arena under these lifetimes; the greedy arena is
+usually equal or close to it. `lower_bound` is a bound for every schedule of
+the same ops: for each op, the bytes it needs itself (its activation inputs
+and outputs, an input merged with the output when the op may run in place on
+it, its scratch) plus every tensor that must be live across it in any
+topological order (written by an ancestor or a graph input, and read by a
+descendant or a graph output); the largest such sum over the ops.
 """
 
 from __future__ import annotations
@@ -35,6 +56,11 @@ from ..ir.graph import Graph, IRError
 
 ALIGNMENT = 16
 SCRATCH_SUFFIX = "#scratch"
+
+# op -> the input positions whose bytes its output may take (the kernel accepts output == that input).
+IN_PLACE_OPS: dict[str, tuple[int, ...]] = {"add": (0, 1), "lut": (0,), "layernorm": (0,), "hydra_block": (0,)}
+# ops whose kernel has no separate output pointer: always in place, whatever plan_memory's in_place says.
+ALWAYS_IN_PLACE = frozenset({"hydra_block"})
 
 
 class MemoryPlanError(HydraEdgeError, ValueError):
@@ -48,6 +74,7 @@ class Buffer:
     first: int  # first step (node index) at which it is live
     last: int  # last step at which it is live (inclusive)
     offset: int = -1  # byte offset in the arena; -1 until placed
+    alias_of: str | None = None  # in place: the buffer whose bytes this one takes over (at step `first`)
 
     @property
     def end(self) -> int:
@@ -62,12 +89,21 @@ class MemoryPlan:
     buffers: list[Buffer]
     arena_bytes: int
     alignment: int = field(default=ALIGNMENT)
+    in_place: bool = False  # whether optional in-place reuse (step 2a) was on
 
     def buffer(self, name: str) -> Buffer:
         for b in self.buffers:
             if b.name == name:
                 return b
         raise KeyError(f"no buffer {name!r} in the memory plan")
+
+    def root(self, name: str) -> str:
+        """The first buffer of `name`'s in-place chain (itself when it aliases nothing)."""
+        return _roots(self.buffers)[name]
+
+    def groups(self) -> dict[str, list[Buffer]]:
+        """Buffers sharing bytes by in-place aliasing, by their chain's first buffer (a lone buffer is its own group)."""
+        return _groups(self.buffers)
 
     def offset(self, name: str) -> int:
         return self.buffer(name).offset
@@ -79,6 +115,30 @@ class MemoryPlan:
     @property
     def peak_bytes(self) -> int:
         return peak_bytes(self)
+
+
+def _roots(buffers: list[Buffer]) -> dict[str, str]:
+    by_name = {b.name: b for b in buffers}
+    roots: dict[str, str] = {}
+    for b in buffers:
+        name, seen = b.name, {b.name}
+        while (alias := by_name[name].alias_of) is not None:
+            if alias not in by_name:
+                raise MemoryPlanError(f"buffer {name!r} is an alias of {alias!r}, which is not in the plan")
+            if alias in seen:
+                raise MemoryPlanError(f"buffers {sorted(seen)} alias each other in a cycle")
+            seen.add(alias)
+            name = alias
+        roots[b.name] = name
+    return roots
+
+
+def _groups(buffers: list[Buffer]) -> dict[str, list[Buffer]]:
+    roots = _roots(buffers)
+    out: dict[str, list[Buffer]] = {}
+    for b in buffers:
+        out.setdefault(roots[b.name], []).append(b)
+    return out
 
 
 def scratch_name(node_name: str) -> str:
@@ -131,8 +191,56 @@ def lifetimes(graph: Graph, scratch: dict[str, int] | None = None) -> list[Buffe
     return buffers
 
 
-def place(buffers: list[Buffer], alignment: int = ALIGNMENT) -> MemoryPlan:
-    """Greedy placement (steps 3-5): largest first, lowest aligned offset that fits."""
+def in_place_aliases(graph: Graph, buffers: list[Buffer], optional: bool = True) -> dict[str, str]:
+    """Step 2a: {output tensor: the input whose bytes it takes}. `optional` False: only ALWAYS_IN_PLACE ops."""
+    by_name = {b.name: b for b in buffers}
+    outputs = set(graph.outputs)
+    aliases: dict[str, str] = {}
+    for i, node in enumerate(graph.nodes):
+        slots = IN_PLACE_OPS.get(node.op, ())
+        if not slots or not (optional or node.op in ALWAYS_IN_PLACE) or len(node.outputs) != 1:
+            continue
+        out = by_name.get(node.outputs[0])
+        chosen = None
+        for k in slots:
+            if k >= len(node.inputs) or node.inputs[k] not in by_name:
+                continue  # a constant
+            src = by_name[node.inputs[k]]
+            if src.name not in outputs and src.last == i and src.size == out.size and src.name not in aliases.values():
+                chosen = src.name
+                break
+        if chosen is not None:
+            aliases[out.name] = chosen
+        elif node.op in ALWAYS_IN_PLACE:
+            name = node.inputs[0] if node.inputs else "?"
+            why = "is a graph output" if name in outputs else "is read after it" if name in by_name else "is not an activation"
+            raise MemoryPlanError(
+                f"node {node.name} ({node.op}) always runs in place on its input {name!r}, but that tensor {why}"
+            )
+    return aliases
+
+
+def place(buffers: list[Buffer], alignment: int = ALIGNMENT, in_place: bool = False) -> MemoryPlan:
+    """Greedy placement (steps 3-5): largest first, lowest aligned offset that fits; a group is placed as one."""
+    groups = _groups(buffers)
+    if all(len(members) == 1 for members in groups.values()):
+        units = list(buffers)
+    else:
+        units = [
+            Buffer(root, max(b.size for b in members), min(b.first for b in members), max(b.last for b in members))
+            for root, members in groups.items()
+        ]
+    _place_units(units, alignment)
+    if units is not buffers:
+        offset = {u.name: u.offset for u in units}
+        roots = _roots(buffers)
+        for b in buffers:
+            b.offset = offset[roots[b.name]]
+    arena = _align(max((b.end for b in buffers), default=0), alignment)
+    return MemoryPlan(list(buffers), arena, alignment, in_place)
+
+
+def _place_units(buffers: list[Buffer], alignment: int) -> None:
     order = sorted(buffers, key=lambda b: (-b.size, b.first, b.name))
     placed: list[Buffer] = []
     for buf in order:
@@ -143,23 +251,90 @@ def place(buffers: list[Buffer], alignment: int = ALIGNMENT) -> MemoryPlan:
             offset = max(offset, _align(other.end, alignment))
         buf.offset = offset
         placed.append(buf)
-    arena = _align(max((b.end for b in buffers), default=0), alignment)
-    return MemoryPlan(list(buffers), arena, alignment)
 
 
-def plan_memory(graph: Graph, scratch: dict[str, int] | None = None, alignment: int = ALIGNMENT) -> MemoryPlan:
-    """Plan the arena of `graph`; `scratch` maps a node name to its scratch bytes."""
-    return place(lifetimes(graph, scratch), alignment)
+def plan_memory(
+    graph: Graph, scratch: dict[str, int] | None = None, alignment: int = ALIGNMENT, in_place: bool = False
+) -> MemoryPlan:
+    """Plan the arena of `graph`; `scratch` maps a node name to its scratch bytes.
+
+    in_place: step 2a for every op of IN_PLACE_OPS (off: TFLM's baseline; ALWAYS_IN_PLACE ops are in place anyway).
+    """
+    buffers = lifetimes(graph, scratch)
+    aliases = in_place_aliases(graph, buffers, optional=in_place)
+    for b in buffers:
+        b.alias_of = aliases.get(b.name)
+    return place(buffers, alignment, in_place)
 
 
 def live_bytes_per_node(plan: MemoryPlan, n_nodes: int | None = None) -> list[int]:
-    """Bytes live at each step 0..n_nodes-1 (the sum of the sizes of the buffers live then)."""
+    """Bytes live at each step 0..n_nodes-1: the sum over the groups live then of each one's largest live member."""
     n = plan.n_steps if n_nodes is None else n_nodes
     live = [0] * n
-    for b in plan.buffers:
-        for step in range(max(b.first, 0), min(b.last, n - 1) + 1):
-            live[step] += b.size
+    for members in plan.groups().values():
+        at: dict[int, int] = {}
+        for b in members:
+            for step in range(max(b.first, 0), min(b.last, n - 1) + 1):
+                at[step] = max(at.get(step, 0), b.size)
+        for step, size in at.items():
+            live[step] += size
     return live
+
+
+def lower_bound_per_node(graph: Graph, scratch: dict[str, int] | None = None, in_place: bool = True) -> list[int]:
+    """For each node: the bytes live at it under every schedule of the ops (see the module docstring).
+
+    The node's activation inputs and outputs (an input merged with the output when the op may run in place on
+    it: in IN_PLACE_OPS, allowed by `in_place` or ALWAYS_IN_PLACE, of the same size, not a graph output and
+    read by no descendant), its scratch, and every other tensor written by an ancestor (or a graph input) and
+    read by a descendant (or a graph output).
+    """
+    scratch = dict(scratch or {})
+    nodes = graph.nodes
+    index = {name: i for i, node in enumerate(nodes) for name in node.outputs}
+    outputs = set(graph.outputs)
+    acts = [name for name in dict.fromkeys([*graph.inputs, *index]) if not graph.tensor(name).is_constant]
+    readers: dict[str, list[int]] = {name: [] for name in acts}
+    for i, node in enumerate(nodes):
+        for name in dict.fromkeys(node.inputs):
+            if name in readers:
+                readers[name].append(i)
+    anc = [0] * len(nodes)  # bit j set: node j precedes node i in every schedule
+    for i, node in enumerate(nodes):
+        for name in node.inputs:
+            if name in index:
+                anc[i] |= anc[index[name]] | (1 << index[name])
+    desc = [0] * len(nodes)
+    for i in reversed(range(len(nodes))):
+        for j in range(i):
+            if anc[i] >> j & 1:
+                desc[j] |= 1 << i
+    size = {name: graph.tensor(name).nbytes for name in acts}
+    bound = []
+    for i, node in enumerate(nodes):
+        own = [n for n in dict.fromkeys([*node.inputs, *node.outputs]) if n in size]
+        total = sum(size[n] for n in own) + max(int(scratch.get(node.name, 0)), 0)
+        if (in_place or node.op in ALWAYS_IN_PLACE) and len(node.outputs) == 1 and node.outputs[0] in size:
+            for k in IN_PLACE_OPS.get(node.op, ()):
+                name = node.inputs[k] if k < len(node.inputs) else None
+                if (name in size and name != node.outputs[0] and name not in outputs
+                        and size[name] == size[node.outputs[0]] and not any(desc[i] >> r & 1 for r in readers[name])):
+                    total -= size[name]
+                    break
+        for name in acts:
+            if name in own:
+                continue
+            written_before = name not in index or anc[i] >> index[name] & 1
+            read_after = name in outputs or any(desc[i] >> r & 1 for r in readers[name])
+            if written_before and read_after:
+                total += size[name]
+        bound.append(total)
+    return bound
+
+
+def lower_bound(graph: Graph, scratch: dict[str, int] | None = None, in_place: bool = True) -> int:
+    """The largest set of bytes that must be live at once under any schedule of `graph`'s ops."""
+    return max(lower_bound_per_node(graph, scratch, in_place), default=0)
 
 
 def peak_bytes(plan: MemoryPlan) -> int:
@@ -177,11 +352,33 @@ def check_no_overlap(plan: MemoryPlan) -> None:
             raise MemoryPlanError(f"buffer {b.name!r} ends at {b.end}, past the arena of {plan.arena_bytes} bytes")
         if b.first > b.last:
             raise MemoryPlanError(f"buffer {b.name!r} has an empty lifetime [{b.first}, {b.last}]")
+    by_name = {b.name: b for b in plan.buffers}
+    _roots(plan.buffers)  # every alias names a buffer of the plan, no cycles
+    taken: dict[str, str] = {}
+    for b in plan.buffers:
+        if b.alias_of is None:
+            continue
+        if b.alias_of in taken:
+            raise MemoryPlanError(f"buffers {taken[b.alias_of]!r} and {b.name!r} both take the bytes of {b.alias_of!r}")
+        taken[b.alias_of] = b.name
+        src = by_name[b.alias_of]
+        if b.offset != src.offset or b.size > src.size:
+            raise MemoryPlanError(
+                f"buffer {b.name!r} [{b.offset}, {b.end}) is in place of {src.name!r} [{src.offset}, {src.end}) "
+                "but does not start at its offset within its bytes"
+            )
+        if src.last != b.first:
+            raise MemoryPlanError(
+                f"buffer {b.name!r} takes the bytes of {src.name!r} at step {b.first}, "
+                f"but {src.name!r} lives steps {src.first}..{src.last}: in place needs its last step to be {b.first}"
+            )
     bufs = sorted(plan.buffers, key=lambda b: (b.offset, b.end))
     for i, a in enumerate(bufs):
         for b in bufs[i + 1 :]:
             if b.offset >= a.end:
                 break  # sorted by offset: nothing further can intersect `a`
+            if (a.alias_of == b.name or b.alias_of == a.name) and min(a.last, b.last) <= max(a.first, b.first):
+                continue  # an in-place handover: the input dies at the step its alias is written
             if a.size and b.size and a.lives_with(b):
                 raise MemoryPlanError(
                     f"buffers {a.name!r} [{a.offset}, {a.end}) steps {a.first}..{a.last} and "
@@ -204,6 +401,7 @@ def format_plan(plan: MemoryPlan, width: int = 64) -> str:
     for b in bufs:
         lines.append(
             f"  {glyph[b.name]:>2}  {b.name:<{name_w}}  {b.size:>9}  {b.offset:>9}  {b.end:>9}  {f'{b.first}..{b.last}':>9}"
+            + (f"  in place of {b.alias_of}" if b.alias_of else "")
         )
     arena = max(plan.arena_bytes, 1)
     per_col = max(1, -(-arena // width))

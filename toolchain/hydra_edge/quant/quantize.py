@@ -15,7 +15,12 @@ from ..errors import HydraEdgeError
 from ..ir.graph import Graph, Node, QuantParams, Tensor
 from ..reference.float_interp import gelu
 from .calibrate import Range
-from .fixedpoint import bitlen, quantize_multiplier, quantize_multipliers, round_half_away
+from .fixedpoint import (
+    bitlen,
+    quantize_multiplier,
+    quantize_multipliers,
+    round_half_away,
+)
 
 INT32_MAX = 2**31 - 1
 ADD_LEFT_SHIFT = 20

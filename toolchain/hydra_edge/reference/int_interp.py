@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from ..ir.graph import Graph, Node
+from ..ir.ops import block_body
 from ..quant.fixedpoint import inv_sqrt, requantize, round_shift
 
 I64 = np.int64
@@ -82,6 +83,19 @@ def _lut(node: Node, x: np.ndarray, table: np.ndarray, rounding: str) -> np.ndar
     return table[x.astype(np.int64) + 128]
 
 
+def _run_body(node: Node, values: dict[str, np.ndarray], rounding: str) -> np.ndarray:
+    """A hydra_block: its body nodes in order, each by its own kernel above (values gets every intermediate)."""
+    out = values[node.inputs[0]]
+    for sub in block_body(node).values():
+        out = values[sub.outputs[0]] = INT_KERNELS[sub.op](sub, *(values[n] for n in sub.inputs), rounding)
+    return out
+
+
+def _hydra_block(node: Node, *args: np.ndarray | str) -> np.ndarray:
+    *arrays, rounding = args
+    return _run_body(node, dict(zip(node.inputs, arrays)), str(rounding))
+
+
 INT_KERNELS: dict[str, Callable[..., np.ndarray]] = {
     "patch_embed": _patch_embed,
     "linear": _linear,
@@ -90,6 +104,7 @@ INT_KERNELS: dict[str, Callable[..., np.ndarray]] = {
     "hydra_attention": _hydra,
     "add": _add,
     "mean_pool": _mean_pool,
+    "hydra_block": _hydra_block,
 }
 
 
@@ -99,6 +114,9 @@ def run_int(graph: Graph, x: np.ndarray, keep_all: bool = False) -> list[np.ndar
     values: dict[str, np.ndarray] = {n: t.data for n, t in graph.tensors.items() if t.is_constant}
     values[graph.inputs[0]] = np.asarray(x, np.int8).reshape(graph.tensor(graph.inputs[0]).shape)
     for node in graph.nodes:
+        if node.op == "hydra_block":  # the body's intermediates land in `values` too (keep_all shows them)
+            values[node.outputs[0]] = _run_body(node, values, rounding)
+            continue
         values[node.outputs[0]] = INT_KERNELS[node.op](node, *(values[n] for n in node.inputs), rounding)
     if keep_all:
         return values

@@ -10,7 +10,11 @@ The estimate, from the quantised graph and its memory plan:
           + code_reserve_bytes (kernels, harness, startup, libc)
 
 against board.toml's ram_bytes and flash_bytes. A board without them (host,
-jetson-*) has no budget. The linker has the last word (the emulation and
+jetson-*) has no budget. A model over the RAM budget is refused with the
+bytes over, the op at the arena's peak (name, kind, bytes live there) and a
+suggestion, most useful first: the streaming schedule when the greedy one was
+used, fewer tokens per step when a streamed block is at the peak, fewer
+tokens (a larger patch or a smaller image), a smaller embedding dim. The linker has the last word (the emulation and
 device images are linked with the board's real region sizes); this check
 exists so that a model that cannot fit fails at compile time, saying by how
 many bytes and what takes the room.
@@ -22,7 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..codegen.report import attr_bytes
 from ..ir.graph import Graph
+from ..ir.ops import block_body
 from ..memory.planner import MemoryPlan, MemoryPlanError, live_bytes_per_node
 from .board import Board
 
@@ -38,6 +44,10 @@ class Estimate:
     ram_parts: list[tuple[str, int]] = field(default_factory=list)  # (what, bytes), largest first
     flash_parts: list[tuple[str, int]] = field(default_factory=list)
     ram_details: dict[str, str] = field(default_factory=dict)  # what -> a breakdown
+    peak_node: str = ""  # the node at the arena's fullest step
+    peak_op: str = ""
+    peak_live_bytes: int = 0
+    suggestions: list[str] = field(default_factory=list)  # how to need less RAM, most useful first
 
     def as_dict(self, board: Board) -> dict:
         return {
@@ -54,8 +64,14 @@ def estimate(graph: Graph, plan: MemoryPlan, board: Board) -> Estimate:
     # RAM: the arena, broken down by the buffers live at its fullest step.
     live = live_bytes_per_node(plan, len(graph.nodes))
     step = int(np.argmax(live)) if live else 0
-    at_peak = sorted(((b.size, b.name) for b in plan.buffers if b.first <= step <= b.last), reverse=True)
+    roots = {b.name: root for root, members in plan.groups().items() for b in members}
+    live_groups: dict[str, tuple[int, str]] = {}  # an in-place input and its output are one buffer: name the output
+    for b in plan.buffers:
+        if b.first <= step <= b.last and b.size >= live_groups.get(roots[b.name], (0, ""))[0]:
+            live_groups[roots[b.name]] = (b.size, b.name)
+    at_peak = sorted(live_groups.values(), reverse=True)
     node = graph.nodes[step].name if graph.nodes else "?"
+    op = graph.nodes[step].op if graph.nodes else "?"
     arena_detail = ", ".join(f"{name} {size:,}" for size, name in at_peak[:3])
     x, y = graph.tensor(graph.inputs[0]), graph.tensor(graph.outputs[0])
     ram_parts = [
@@ -74,15 +90,40 @@ def estimate(graph: Graph, plan: MemoryPlan, board: Board) -> Estimate:
             if t.is_constant and name not in seen:
                 seen.add(name)
                 size += int(np.asarray(t.data).nbytes)
-        size += sum(4 * np.asarray(v).size for v in n.attrs.values() if isinstance(v, np.ndarray) and v.ndim > 0)
+        size += attr_bytes(n)
         if size:
             per_layer[n.name] = per_layer.get(n.name, 0) + size
     flash_parts = [(f"weights of {k}", v) for k, v in per_layer.items()]
     flash_parts.append(("code (kernels, harness, libc; estimate)", int(raw.get("code_reserve_bytes", 0))))
     ram_parts = sorted((p for p in ram_parts if p[1]), key=lambda p: -p[1])
     flash_parts.sort(key=lambda p: -p[1])
-    details = {"arena": f"peak at node {node}: {arena_detail}"}
-    return Estimate(sum(b for _, b in ram_parts), sum(b for _, b in flash_parts), ram_parts, flash_parts, details)
+    details = {"arena": f"peak at node {node} ({op}): {arena_detail}"}
+    return Estimate(sum(b for _, b in ram_parts), sum(b for _, b in flash_parts), ram_parts, flash_parts, details,
+                    node, op, live[step] if live else 0, ram_suggestions(graph, plan, step))
+
+
+def ram_suggestions(graph: Graph, plan: MemoryPlan, step: int) -> list[str]:
+    """What would shrink the arena, most useful first, for the node at `step` (the peak)."""
+    out = []
+    schedule = graph.meta.get("schedule", "stream" if plan.in_place else "greedy")
+    if schedule == "greedy" and any(n.op in ("hydra_attention", "hydra_block") for n in graph.nodes):
+        out.append("the streaming schedule (--schedule stream: encoder blocks token by token, in place)")
+    node = graph.nodes[step] if 0 <= step < len(graph.nodes) else None
+    if node is not None and node.op == "hydra_block":
+        tokens, dim = graph.tensor(node.inputs[0]).shape
+        hidden = graph.tensor(block_body(node)["fc1"].inputs[1]).shape[0]
+        g = min(int(node.attrs.get("tokens_per_step", 1)), tokens)
+        if g > 1:
+            saved = (g - 1) * (dim + max(2 * dim, hidden))
+            out.append(f"fewer tokens per step (now {g}; --tokens-per-step 1 saves {saved:,} B of scratch)")
+    tokens_node = next((n for n in graph.nodes if n.op in ("hydra_block", "layernorm")), None)
+    if tokens_node is not None and len(graph.tensor(tokens_node.inputs[0]).shape) == 2:
+        tokens, dim = graph.tensor(tokens_node.inputs[0]).shape
+        out.append(f"fewer tokens (now {tokens}: a larger patch size or a smaller input image)")
+        out.append(f"a smaller embedding dim (now {dim}: the token buffer is tokens x dim bytes)")
+    else:
+        out.append("fewer tokens or a smaller embedding dim")
+    return out
 
 
 def check_fits(graph: Graph, plan: MemoryPlan, board: Board, top: int = 4) -> Estimate:
@@ -96,8 +137,11 @@ def check_fits(graph: Graph, plan: MemoryPlan, board: Board, top: int = 4) -> Es
                 f"{label} {b:,} B" + (f" ({est.ram_details[label]})" if what == "RAM" and label in est.ram_details else "")
                 for label, b in parts[:top]
             )
-            problems.append(f"{what} needs {need:,} B of {budget:,} B, {need - budget:,} bytes over "
-                            f"(largest: {largest})")
+            problem = f"{what} needs {need:,} B of {budget:,} B, {need - budget:,} bytes over (largest: {largest})"
+            if what == "RAM" and est.peak_node:
+                problem += (f"; the peak is at op {est.peak_node} ({est.peak_op}), {est.peak_live_bytes:,} B live; "
+                            f"suggestion: {'; or '.join(est.suggestions)}")
+            problems.append(problem)
     if problems:
         raise BudgetError(f"the model does not fit board {board.name}: " + "; ".join(problems))
     return est
