@@ -84,12 +84,15 @@ def test_missing_toolchain_names_the_package():
         ("d48-t49-depth3-mlp4", STM32, "double"),
         ("d20-t16-depth6-mlp2.5", STM32, "double"),
         ("d27-t25-depth2-mlp3", STM32, "single"),
+        ("d33-t9-depth4-c1", STM32, "double"),
         ("d27-t25-depth2-mlp3", "jetson-nano", "double"),
         ("d33-t9-depth4-c1", "jetson-orin", "double"),
     ],
 )
 def test_bit_exact_on_board(name, board, rounding, tmp_path):
+    """Every end-to-end model on stm32f746, streamed (the default schedule), and two on Jetson."""
     result = _compile(SHAPES[name], tmp_path, board, rounding)
+    assert result.report["ram"]["schedule"] == "stream"
     inputs = np.concatenate([np.load(result.folder / driver.TEST_VECTORS), _random_inputs(result, n=4)])
     check = validate_build(result.folder, result.graph, inputs)
     assert check.ok, check.mismatches
