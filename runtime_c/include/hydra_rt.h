@@ -52,6 +52,22 @@ static inline int8_t hydra_clamp_s8(int32_t x)
     return (int8_t)(x < -128 ? -128 : (x > 127 ? 127 : x));
 }
 
+static inline int32_t hydra_saturate_s32(int64_t x)
+{
+    return (int32_t)(x < INT32_MIN ? INT32_MIN : (x > INT32_MAX ? INT32_MAX : x));
+}
+
+/* zy + r as int8; r is saturated to 9 bits first so the sum cannot overflow. */
+static inline int8_t hydra_add_zero_point_s8(int32_t r, int32_t zy)
+{
+    return hydra_clamp_s8((r < -256 ? -256 : (r > 255 ? 255 : r)) + zy);
+}
+
+static inline int hydra_zero_point_ok(int32_t z)
+{
+    return z >= -128 && z <= 127;
+}
+
 /* ---- linear (hydra_linear.c) ----------------------------------------- */
 
 typedef struct {

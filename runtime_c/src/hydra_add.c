@@ -10,22 +10,6 @@
 /* 255 * 2^23 < 2^31: the widest left shift that keeps (x - z) * 2^left_shift in int32 */
 #define HYDRA_ADD_MAX_LEFT_SHIFT 23
 
-static int32_t saturate_s32(int64_t x)
-{
-    return (int32_t)(x < INT32_MIN ? INT32_MIN : (x > INT32_MAX ? INT32_MAX : x));
-}
-
-/* zy + r as int8; r is saturated to 9 bits first so the sum cannot overflow. */
-static int8_t add_zero_point_s8(int32_t r, int32_t zy)
-{
-    return hydra_clamp_s8((r < -256 ? -256 : (r > 255 ? 255 : r)) + zy);
-}
-
-static int zero_point_ok(int32_t z)
-{
-    return z >= -128 && z <= 127;
-}
-
 static int shift_ok(int32_t s)
 {
     return s >= -31 && s <= 30;
@@ -38,8 +22,8 @@ hydra_status hydra_add_s8(const hydra_add_params *params, const int8_t *a, const
     if (params->size <= 0)
         return HYDRA_ERR_SHAPE;
     const hydra_add_params *pr = params;
-    if (pr->left_shift < 0 || pr->left_shift > HYDRA_ADD_MAX_LEFT_SHIFT || !zero_point_ok(pr->a_zero_point) ||
-        !zero_point_ok(pr->b_zero_point) || !zero_point_ok(pr->output_zero_point) || !shift_ok(pr->a_shift) ||
+    if (pr->left_shift < 0 || pr->left_shift > HYDRA_ADD_MAX_LEFT_SHIFT || !hydra_zero_point_ok(pr->a_zero_point) ||
+        !hydra_zero_point_ok(pr->b_zero_point) || !hydra_zero_point_ok(pr->output_zero_point) || !shift_ok(pr->a_shift) ||
         !shift_ok(pr->b_shift) || !shift_ok(pr->output_shift))
         return HYDRA_ERR_ARG;
 
@@ -48,8 +32,8 @@ hydra_status hydra_add_s8(const hydra_add_params *params, const int8_t *a, const
         const int32_t sa = hydra_requantize((a[i] - pr->a_zero_point) * headroom, pr->a_multiplier, pr->a_shift);
         const int32_t sb = hydra_requantize((b[i] - pr->b_zero_point) * headroom, pr->b_multiplier, pr->b_shift);
         /* |sa + sb| < 2^29 for the compiler's multipliers; saturate (never wrap) for any other */
-        const int32_t sum = saturate_s32((int64_t)sa + sb);
-        output[i] = add_zero_point_s8(hydra_requantize(sum, pr->output_multiplier, pr->output_shift),
+        const int32_t sum = hydra_saturate_s32((int64_t)sa + sb);
+        output[i] = hydra_add_zero_point_s8(hydra_requantize(sum, pr->output_multiplier, pr->output_shift),
                                       pr->output_zero_point);
     }
     return HYDRA_OK;

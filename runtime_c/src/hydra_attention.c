@@ -22,29 +22,13 @@
 /* |xi| <= 255: at most 2^15 features keep ss = sum xi^2 below 2^31. */
 #define HYDRA_ATTENTION_MAX_DIM 32768
 
-static int32_t saturate_s32(int64_t x)
-{
-    return (int32_t)(x < INT32_MIN ? INT32_MIN : (x > INT32_MAX ? INT32_MAX : x));
-}
-
-/* zy + r as int8; r is saturated to 9 bits first so the sum cannot overflow. */
-static int8_t add_zero_point_s8(int32_t r, int32_t zy)
-{
-    return hydra_clamp_s8((r < -256 ? -256 : (r > 255 ? 255 : r)) + zy);
-}
-
-static int zero_point_ok(int32_t z)
-{
-    return z >= -128 && z <= 127;
-}
-
 /* The checks every entry point shares (all but the token count). */
 static hydra_status check_params(const hydra_attention_params *params)
 {
     if (params->dim <= 0 || params->dim > HYDRA_ATTENTION_MAX_DIM)
         return HYDRA_ERR_SHAPE;
-    if (!zero_point_ok(params->q_zero_point) || !zero_point_ok(params->k_zero_point) ||
-        !zero_point_ok(params->v_zero_point) || !zero_point_ok(params->output_zero_point))
+    if (!hydra_zero_point_ok(params->q_zero_point) || !hydra_zero_point_ok(params->k_zero_point) ||
+        !hydra_zero_point_ok(params->v_zero_point) || !hydra_zero_point_ok(params->output_zero_point))
         return HYDRA_ERR_ARG;
     if (params->kv_shift < 0 || params->kv_shift > 31 || params->shift < -31 || params->shift > 30)
         return HYDRA_ERR_ARG;
@@ -75,7 +59,7 @@ static void phi_row(const int8_t *row, int32_t z, int32_t dim, int8_t *phi)
 
 int32_t hydra_attention_max_tokens(int32_t v_zero_point)
 {
-    if (!zero_point_ok(v_zero_point))
+    if (!hydra_zero_point_ok(v_zero_point))
         return 0;
     /* Each term of acc is at most 128 * Vmax in magnitude: T_max of the spec keeps acc inside int32. */
     const int32_t vmax = (127 - v_zero_point) > (v_zero_point + 128) ? (127 - v_zero_point) : (v_zero_point + 128);
@@ -134,8 +118,8 @@ hydra_status hydra_attention_apply_s8(const hydra_attention_params *params, cons
         int8_t *y = output + (size_t)t * (size_t)D;
         for (int32_t d = 0; d < D; d++) {
             /* |phi * kv| <= 2^30 with the compiler's kv_shift; saturate (never wrap) otherwise */
-            const int32_t prod = saturate_s32((int64_t)phi_scratch[d] * kv[d]);
-            y[d] = add_zero_point_s8(hydra_requantize(prod, params->multiplier, params->shift), zy);
+            const int32_t prod = hydra_saturate_s32((int64_t)phi_scratch[d] * kv[d]);
+            y[d] = hydra_add_zero_point_s8(hydra_requantize(prod, params->multiplier, params->shift), zy);
         }
     }
     return HYDRA_OK;

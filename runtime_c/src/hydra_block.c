@@ -60,7 +60,7 @@ static hydra_status check_shapes(const hydra_block_params *p)
     if (!linear_is(&p->q, D, D) || !linear_is(&p->k, D, D) || !linear_is(&p->v, D, D) ||
         !linear_is(&p->proj, D, D) || !linear_is(&p->fc1, D, H) || !linear_is(&p->fc2, H, D))
         return HYDRA_ERR_SHAPE;
-    if (p->attn.v_zero_point < -128 || p->attn.v_zero_point > 127)
+    if (!hydra_zero_point_ok(p->attn.v_zero_point))
         return HYDRA_ERR_ARG;
     if (T > hydra_attention_max_tokens(p->attn.v_zero_point)) /* the int32 state could overflow */
         return HYDRA_ERR_SHAPE;

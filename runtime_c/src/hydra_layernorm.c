@@ -19,7 +19,7 @@ hydra_status hydra_layernorm_s8(const hydra_layernorm_params *params, const int8
     const int64_t eps = params->eps;
     if (T <= 0 || D <= 0 || D > HYDRA_LAYERNORM_MAX_DIM)
         return HYDRA_ERR_SHAPE;
-    if (zx < -128 || zx > 127 || zy < -128 || zy > 127 || out_shift < 0 || out_shift > 62)
+    if (!hydra_zero_point_ok(zx) || !hydra_zero_point_ok(zy) || out_shift < 0 || out_shift > 62)
         return HYDRA_ERR_ARG;
     /* eps_q in [1, 2^61] keeps 1 <= v < 2^62, since D * S2 - S1^2 < 2^40 */
     if (eps < 1 || eps > (INT64_C(1) << 61))

@@ -9,17 +9,6 @@
 /* K products of at most 128 * 128 = 2^14 each: K < 2^17 keeps the int32 dot exact. */
 #define HYDRA_LINEAR_MAX_K 131071
 
-static int32_t saturate_s32(int64_t x)
-{
-    return (int32_t)(x < INT32_MIN ? INT32_MIN : (x > INT32_MAX ? INT32_MAX : x));
-}
-
-/* zy + r as int8; r is saturated to 9 bits first so the sum cannot overflow. */
-static int8_t add_zero_point_s8(int32_t r, int32_t zy)
-{
-    return hydra_clamp_s8((r < -256 ? -256 : (r > 255 ? 255 : r)) + zy);
-}
-
 hydra_status hydra_linear_s8(const hydra_linear_params *params, const int8_t *input, int8_t *output)
 {
     if (params == NULL || input == NULL || output == NULL || params->weights == NULL ||
@@ -29,7 +18,7 @@ hydra_status hydra_linear_s8(const hydra_linear_params *params, const int8_t *in
     const int32_t zy = params->output_zero_point;
     if (T <= 0 || K <= 0 || N <= 0 || K > HYDRA_LINEAR_MAX_K)
         return HYDRA_ERR_SHAPE;
-    if (zy < -128 || zy > 127)
+    if (!hydra_zero_point_ok(zy))
         return HYDRA_ERR_ARG;
     for (int32_t n = 0; n < N; n++)
         if (params->shift[n] < -31 || params->shift[n] > 30)
@@ -44,8 +33,8 @@ hydra_status hydra_linear_s8(const hydra_linear_params *params, const int8_t *in
             for (int32_t k = 0; k < K; k++)
                 dot += (int32_t)x[k] * w[k];
             /* The compiler proves bias + dot fits int32; saturate (never wrap) if a caller breaks that. */
-            const int32_t acc = saturate_s32((int64_t)params->bias[n] + dot);
-            y[n] = add_zero_point_s8(hydra_requantize(acc, params->multiplier[n], params->shift[n]), zy);
+            const int32_t acc = hydra_saturate_s32((int64_t)params->bias[n] + dot);
+            y[n] = hydra_add_zero_point_s8(hydra_requantize(acc, params->multiplier[n], params->shift[n]), zy);
         }
     }
     return HYDRA_OK;

@@ -9,12 +9,6 @@
 /* |x - zx| <= 255: at most (2^31 - 1) / 255 tokens keep the int32 sum exact. */
 #define HYDRA_MEAN_POOL_MAX_TOKENS (INT32_MAX / 255)
 
-/* zy + r as int8; r is saturated to 9 bits first so the sum cannot overflow. */
-static int8_t add_zero_point_s8(int32_t r, int32_t zy)
-{
-    return hydra_clamp_s8((r < -256 ? -256 : (r > 255 ? 255 : r)) + zy);
-}
-
 hydra_status hydra_mean_pool_s8(const hydra_mean_pool_params *params, const int8_t *input, int8_t *output)
 {
     if (params == NULL || input == NULL || output == NULL)
@@ -23,14 +17,14 @@ hydra_status hydra_mean_pool_s8(const hydra_mean_pool_params *params, const int8
     const int32_t zx = params->input_zero_point, zy = params->output_zero_point;
     if (T <= 0 || D <= 0 || T > HYDRA_MEAN_POOL_MAX_TOKENS)
         return HYDRA_ERR_SHAPE;
-    if (zx < -128 || zx > 127 || zy < -128 || zy > 127 || params->shift < -31 || params->shift > 30)
+    if (!hydra_zero_point_ok(zx) || !hydra_zero_point_ok(zy) || params->shift < -31 || params->shift > 30)
         return HYDRA_ERR_ARG;
 
     for (int32_t d = 0; d < D; d++) {
         int32_t acc = 0;
         for (int32_t t = 0; t < T; t++)
             acc += input[(size_t)t * (size_t)D + (size_t)d] - zx;
-        output[d] = add_zero_point_s8(hydra_requantize(acc, params->multiplier, params->shift), zy);
+        output[d] = hydra_add_zero_point_s8(hydra_requantize(acc, params->multiplier, params->shift), zy);
     }
     return HYDRA_OK;
 }

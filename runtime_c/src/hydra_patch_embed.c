@@ -10,17 +10,6 @@
 /* As in linear: fewer than 2^17 products of at most 2^14 keep the int32 dot exact. */
 #define HYDRA_PATCH_MAX_K 131071
 
-static int32_t saturate_s32(int64_t x)
-{
-    return (int32_t)(x < INT32_MIN ? INT32_MIN : (x > INT32_MAX ? INT32_MAX : x));
-}
-
-/* zy + r as int8; r is saturated to 9 bits first so the sum cannot overflow. */
-static int8_t add_zero_point_s8(int32_t r, int32_t zy)
-{
-    return hydra_clamp_s8((r < -256 ? -256 : (r > 255 ? 255 : r)) + zy);
-}
-
 hydra_status hydra_patch_embed_s8(const hydra_patch_embed_params *params, const int8_t *input, int8_t *output)
 {
     if (params == NULL || input == NULL || output == NULL || params->weights == NULL ||
@@ -34,7 +23,7 @@ hydra_status hydra_patch_embed_s8(const hydra_patch_embed_params *params, const 
         return HYDRA_ERR_SHAPE;
     if ((int64_t)p * p > HYDRA_PATCH_MAX_K || (int64_t)C * p * p > HYDRA_PATCH_MAX_K)
         return HYDRA_ERR_SHAPE;
-    if (zy < -128 || zy > 127)
+    if (!hydra_zero_point_ok(zy))
         return HYDRA_ERR_ARG;
     for (int32_t d = 0; d < D; d++)
         if (params->shift[d] < -31 || params->shift[d] > 30)
@@ -55,8 +44,8 @@ hydra_status hydra_patch_embed_s8(const hydra_patch_embed_params *params, const 
                         for (int32_t kx = 0; kx < p; kx++)
                             dot += (int32_t)x[kx] * *w++;
                     }
-                const int32_t acc = saturate_s32((int64_t)params->bias[d] + dot);
-                y[d] = add_zero_point_s8(hydra_requantize(acc, params->multiplier[d], params->shift[d]), zy);
+                const int32_t acc = hydra_saturate_s32((int64_t)params->bias[d] + dot);
+                y[d] = hydra_add_zero_point_s8(hydra_requantize(acc, params->multiplier[d], params->shift[d]), zy);
             }
         }
     }

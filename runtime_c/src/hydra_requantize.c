@@ -15,11 +15,6 @@ static int64_t floor_div_pow2(int64_t x, int32_t n)
     return x >= 0 ? (x >> n) : ~(~x >> n);
 }
 
-static int32_t saturate_s32(int64_t x)
-{
-    return (int32_t)(x < INT32_MIN ? INT32_MIN : (x > INT32_MAX ? INT32_MAX : x));
-}
-
 /* The kernels reject a shift outside [-31, 30]; clamping keeps these total. */
 static int32_t clamp_shift(int32_t shift)
 {
@@ -52,7 +47,7 @@ int32_t hydra_requantize_double(int32_t x, int32_t multiplier, int32_t shift)
     const int32_t left = shift > 0 ? shift : 0;
     const int32_t right = shift < 0 ? -shift : 0;
     /* Saturate x * 2^left in int64 where TFLite would overflow (no calibrated model does). */
-    const int32_t y = saturate_s32((int64_t)x * (INT64_C(1) << left));
+    const int32_t y = hydra_saturate_s32((int64_t)x * (INT64_C(1) << left));
     return rdbpot(srdhm(y, multiplier), right);
 }
 
@@ -61,7 +56,7 @@ int32_t hydra_requantize_single(int32_t x, int32_t multiplier, int32_t shift)
     const int32_t total = 31 - clamp_shift(shift); /* in [1, 62] */
     /* |x * M| <= 2^62, so adding 2^(total - 1) <= 2^61 cannot overflow. */
     const int64_t p = (int64_t)x * multiplier + (INT64_C(1) << (total - 1));
-    return saturate_s32(floor_div_pow2(p, total));
+    return hydra_saturate_s32(floor_div_pow2(p, total));
 }
 
 int64_t hydra_round_shift_s64(int64_t x, int32_t n)
