@@ -7,6 +7,11 @@ depth 4..8, MLP ratio 2, one seed), side by side:
 
 - hydra-edge streamed: the arena of `compile_graph(..., schedule="stream")` on board host, when the
   stream schedule exists in this checkout; "pending" otherwise.
+- hydra-edge streamed on the emulated stm32f746: the same model compiled for board stm32f746 (schedule
+  stream), built and run once under QEMU by `hydra_edge.targets.runner.measure_for_report` (what
+  `hydra-edge report` uses); the arena from the linked ELF plus the stack high-water mark (stack painting),
+  against the plan's lower bound (report ram.lower_bound_bytes); target: within 1.15x. A model the board
+  refuses (RAM or flash) is "does not fit" with the compiler's byte count.
 - hydra-edge greedy: `compile_graph(..., board=load_board("host")).plan.arena_bytes` (TFLM's algorithm on
   hydra-edge's fused graph).
 - TFLM: the smallest arena with which TFLite Micro (python package tflite-micro) builds and runs the same
@@ -52,6 +57,8 @@ FAMILY = [
 ]
 QUICK = [(32, 64, 4), (64, 128, 6)]
 FIT_DIM, FIT_DEPTH = 128, 6
+BOARD = "stm32f746"
+LB_TARGET, TFLM_TARGET, TFLM_TARGET_TOKENS, FIT_TARGET = 1.15, 3.0, 256, 4.0
 
 
 class BenchError(RuntimeError):
@@ -70,20 +77,27 @@ def has_stream_schedule() -> bool:
     return "schedule" in inspect.signature(driver.compile_graph).parameters
 
 
-def hydra_edge_ram(image: int, dim: int, depth: int, schedule: str | None, workdir: Path) -> dict:
-    """Compile for board host; the arena (and the report's RAM figures)."""
+def model_graph(image: int, dim: int, depth: int):
+    """The lowered float graph of the family's model (seed 0) and its calibration inputs."""
     import numpy as np
     import torch
-    from hydra_edge import driver
     from hydra_edge.frontend.module import from_module
     from hydra_edge.models.hydra_vit import HydraViT, HydraViTConfig
     from hydra_edge.passes.pipeline import lower_to_ir
-    from hydra_edge.targets.board import load_board
 
     cfg = HydraViTConfig(image_size=image, patch_size=PATCH, embed_dim=dim, depth=depth, mlp_ratio=MLP_RATIO)
     torch.manual_seed(0)  # the seed tflite_models.py uses: the same weights
     graph = lower_to_ir(from_module(HydraViT(cfg).eval(), torch.zeros(1, 3, image, image)))
     calib = np.random.default_rng(0).standard_normal((4, 3, image, image)).astype(np.float32)
+    return graph, calib
+
+
+def hydra_edge_ram(image: int, dim: int, depth: int, schedule: str | None, workdir: Path) -> dict:
+    """Compile for board host; the arena (and the report's RAM figures)."""
+    from hydra_edge import driver
+    from hydra_edge.targets.board import load_board
+
+    graph, calib = model_graph(image, dim, depth)
     kwargs = {"schedule": schedule} if schedule else {}
     out = workdir / f"he_{image}_{dim}_{depth}_{schedule or 'default'}"
     with warnings.catch_warnings():
@@ -97,6 +111,44 @@ def hydra_edge_ram(image: int, dim: int, depth: int, schedule: str | None, workd
     if schedule and ram.get("schedule") not in (None, schedule):
         raise BenchError(f"asked for schedule {schedule!r}, the report says {ram.get('schedule')!r}")
     return got
+
+
+def hydra_edge_board(image: int, dim: int, depth: int, workdir: Path) -> dict:
+    """Compile for the stm32f746 (schedule stream), build and run once under QEMU (runner.measure_for_report,
+    stack painting); arena (linked ELF) + stack high-water mark against the plan's lower bound."""
+    import re
+
+    from hydra_edge import driver
+    from hydra_edge.targets import runner
+    from hydra_edge.targets.board import load_board
+    from hydra_edge.targets.budget import BudgetError
+
+    graph, calib = model_graph(image, dim, depth)
+    out = workdir / f"he_{image}_{dim}_{depth}_{BOARD}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = driver.compile_graph(graph, load_board(BOARD), out, calib, schedule="stream")
+    except BudgetError as exc:
+        over = [{"what": w, "need_bytes": int(n.replace(",", "")), "budget_bytes": int(b.replace(",", ""))}
+                for w, n, b in re.findall(r"(RAM|flash) needs ([\d,]+) B of ([\d,]+) B", str(exc))]
+        return {"board": BOARD, "fits": False, "over": over, "error": str(exc)}
+    note = runner.measure_for_report(out)
+    if note:
+        raise BenchError(f"{image}x{image} D={dim} depth {depth} on {BOARD}: {note}")
+    measured = json.loads((out / "report.json").read_text()).get("measured", {})
+    stack = measured.get("stack_used_bytes")
+    if stack is None:
+        raise BenchError(f"{image}x{image} D={dim} depth {depth} on {BOARD}: no stack high-water mark measured")
+    ram = result.report["ram"]
+    arena = int(measured.get("image", {}).get("arena_bytes") or result.plan.arena_bytes)
+    lb = int(ram["lower_bound_bytes"])
+    return {"board": BOARD, "fits": True, "schedule": ram.get("schedule"), "arena_bytes": arena,
+            "stack_used_bytes": int(stack), "stack_reserved_bytes": measured.get("stack_reserved_bytes"),
+            "arena_plus_stack_bytes": arena + int(stack), "lower_bound_bytes": lb,
+            "ratio_to_lower_bound": round((arena + int(stack)) / lb, 4),
+            "within_target": (arena + int(stack)) <= LB_TARGET * lb,
+            "image_ram_bytes": measured.get("image", {}).get("ram_bytes")}
 
 
 # ---------------------------------------------------------------- TFLM (converter venv)
@@ -176,19 +228,37 @@ def ratio(a: int | None, b: int | None) -> str:
     return "-" if not a or not b else f"{b / a:.2f}x"
 
 
+def board_cells(b: dict | None) -> list[str]:
+    """stm32f746 columns: arena KB, stack B, arena + stack KB, lower bound KB, ratio, the 1.15x check."""
+    if b is None:
+        return ["pending"] * 5 + ["-"]
+    if not b["fits"]:
+        over = "; ".join(f"{o['what']} {o['need_bytes']:,} B > {o['budget_bytes']:,} B" for o in b["over"])
+        return [f"does not fit ({over})", "-", "-", "-", "-", "n/a"]
+    return [fmt_kb(b["arena_bytes"]), f"{b['stack_used_bytes']:,}", fmt_kb(b["arena_plus_stack_bytes"]),
+            fmt_kb(b["lower_bound_bytes"]), f"{b['ratio_to_lower_bound']:.3f}x",
+            "yes" if b["within_target"] else "NO"]
+
+
 def table(result: dict) -> list[str]:
-    head = ["image", "tokens", "D", "depth", "hydra-edge stream KB", "hydra-edge greedy KB", "TFLM arena KB",
+    head = ["image", "tokens", "D", "depth", "hydra-edge stream KB", f"{BOARD} arena KB", f"{BOARD} stack HWM B",
+            f"{BOARD} arena + stack KB", "lower bound KB", "(arena + stack) / lower bound", f"<= {LB_TARGET}x",
+            "hydra-edge greedy KB", "TFLM arena KB",
             "TFLM head KB", ".tflite live peak KB", "TFLM / stream", "TFLM / greedy", "live peak / stream"]
     rows = []
     for m in result["models"]:
         s, g, t = m["hydra_edge_stream"], m["hydra_edge_greedy"], m["tflm"]
         rows.append([f"{m['image_size']}x{m['image_size']}", m["tokens"], m["dim"], m["depth"],
-                     fmt_kb(s and s["arena_bytes"]), fmt_kb(g["arena_bytes"]), fmt_kb(t["arena_bytes"]),
+                     fmt_kb(s and s["arena_bytes"]), *board_cells(m.get("hydra_edge_stream_board")),
+                     fmt_kb(g["arena_bytes"]), fmt_kb(t["arena_bytes"]),
                      fmt_kb(t["head_bytes"]), fmt_kb(t["live_peak_bytes"]),
                      ratio(s and s["arena_bytes"], t["arena_bytes"]), ratio(g["arena_bytes"], t["arena_bytes"]),
                      ratio(s and s["arena_bytes"], t["live_peak_bytes"])])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" for _ in head) + "|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    lines += ["", (f"{BOARD} columns: built for the board (schedule stream) and run once under QEMU; arena from the "
+                   "linked ELF, stack high-water mark by stack painting, lower bound = report ram.lower_bound_bytes. "
+                   "A model the board refuses shows the compiler's byte count.")]
     f = result["fit"]
     lines += ["", (f"Largest token count that fits {f['budget_bytes']:,} B ({f['budget_bytes'] // 1024} KB) at "
                    f"D={f['dim']}, depth {f['depth']}, patch {PATCH} (square grids):"), "",
@@ -199,7 +269,50 @@ def table(result: dict) -> list[str]:
             lines.append(f"| {name} | pending | - | - |")
         else:
             lines.append(f"| {name} | {r['max_tokens']} | {r['grid']}x{r['grid']} | {fmt_kb(r['arena_at_max'])} |")
+    tg = result.get("targets")
+    if tg:
+        lines += ["", "Targets:", ""]
+        for key in ("lower_bound", "tflm_ratio", "fit"):
+            t = tg[key]
+            verdict = {True: "holds", False: "does not hold", None: "not measured"}[t["holds"]]
+            if t.get("partial"):
+                verdict = t["partial"]
+            lines.append(f"- {t['text']}: **{verdict}** ({t['detail']})")
     return lines
+
+
+def targets(rows: list[dict], fit: dict) -> dict:
+    """The issue's three targets, checked on this run."""
+    boards = [(m, m.get("hydra_edge_stream_board")) for m in rows]
+    measured = [(m, b) for m, b in boards if b and b["fits"]]
+    refused = [m for m, b in boards if b and not b["fits"]]
+    lb = {"text": f"measured RAM on {BOARD} (arena + stack) within {LB_TARGET}x of the lower bound, every model",
+          "holds": (all(b["within_target"] for _, b in measured) and not refused) if measured else None,
+          "detail": ", ".join(f"{m['image_size']}/D{m['dim']}/L{m['depth']} {b['ratio_to_lower_bound']:.3f}x"
+                              for m, b in measured)
+                    + "".join(f"; {m['image_size']}/D{m['dim']}/L{m['depth']} does not fit {BOARD}, not measured "
+                              f"(host stream arena / lower bound "
+                              f"{m['hydra_edge_stream']['arena_bytes'] / m['hydra_edge_stream']['lower_bound_bytes']:.3f}x)"
+                              for m in refused)}
+    if measured and refused and all(b["within_target"] for _, b in measured):
+        lb["partial"] = (f"holds on the {len(measured)} models that fit {BOARD}; "
+                         f"{len(refused)} do not fit the board and are not measured")
+    big = []
+    for m, b in boards:
+        if m["tokens"] >= TFLM_TARGET_TOKENS:
+            ours = b["arena_plus_stack_bytes"] if b and b["fits"] else (m["hydra_edge_stream"] or {}).get("arena_bytes")
+            big.append((m, ours, "board" if b and b["fits"] else "host arena"))
+    tf = {"text": f"at >= {TFLM_TARGET_TOKENS} tokens, >= {TFLM_TARGET}x less RAM than TFLM's arena",
+          "holds": bool(big) and all(o and m["tflm"]["arena_bytes"] / o >= TFLM_TARGET for m, o, _ in big),
+          "detail": ", ".join(f"{m['tokens']} tok D{m['dim']}: {m['tflm']['arena_bytes'] / o:.2f}x ({src})"
+                              for m, o, src in big if o)}
+    s, t = fit.get("hydra_edge_stream"), fit.get("tflm")
+    ft = {"text": f"at D={FIT_DIM}, depth {FIT_DEPTH}: >= {FIT_TARGET}x more tokens in {fit['budget_bytes'] // 1024} KB "
+                  "than TFLM",
+          "holds": (s["max_tokens"] >= FIT_TARGET * t["max_tokens"]) if s and t and t["max_tokens"] else None,
+          "detail": (f"{s['max_tokens']} vs {t['max_tokens']} tokens, {s['max_tokens'] / t['max_tokens']:.2f}x "
+                     "(host arenas)") if s and t and t["max_tokens"] else "not measured"}
+    return {"lower_bound": lb, "tflm_ratio": tf, "fit": ft}
 
 
 def write_doc(lines: list[str], result: dict) -> None:
@@ -247,9 +360,14 @@ def main(argv: list[str] | None = None) -> int:
         log(f"hydra-edge: {image}x{image} D={dim} depth {depth}")
         greedy = hydra_edge_ram(image, dim, depth, "greedy" if stream else None, work)
         streamed = hydra_edge_ram(image, dim, depth, "stream", work) if stream else None
+        on_board = None
+        if stream:
+            log(f"hydra-edge: {image}x{image} D={dim} depth {depth} on {BOARD} (build, QEMU)")
+            on_board = hydra_edge_board(image, dim, depth, work)
         t = tflm[(image, dim, depth)]
         rows.append({"image_size": image, "patch_size": PATCH, "tokens": (image // PATCH) ** 2, "dim": dim,
                      "depth": depth, "mlp_ratio": MLP_RATIO, "hydra_edge_stream": streamed,
+                     "hydra_edge_stream_board": on_board,
                      "hydra_edge_greedy": greedy,
                      "tflm": {k: t[k] for k in ("arena_bytes", "resolution_bytes", "printed_total_bytes",
                                                 "head_bytes", "tail_bytes", "tail_parts", "live_peak_bytes",
@@ -283,12 +401,17 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions,
         "stream_schedule": "measured" if stream else "pending (no schedule= keyword in hydra_edge.driver.compile_graph)",
         "board": "host (arena only: planned activations and scratch; no stack, no static data)",
+        "board_note": (f"hydra_edge_stream_board: compiled for {BOARD} (schedule stream), built and run once under "
+                       "QEMU (runner.measure_for_report); arena_bytes from the linked ELF, stack_used_bytes = stack "
+                       "high-water mark by painting; ratio_to_lower_bound = (arena + stack) / ram.lower_bound_bytes; "
+                       "image_ram_bytes = the whole linked RAM image (arena, harness I/O buffers, stack reserve)"),
         "tflm_note": ("smallest arena with which TFLM's Python interpreter (RecordingMicroAllocator) builds and runs "
                       "once, to resolution_bytes; head = planned activations and scratch, tail = persistent "
                       "(TfLiteEvalTensor and node structs, per-channel multipliers, op data); live_peak_bytes = "
                       "most activation bytes live at once in the .tflite's op order"),
         "models": rows,
         "fit": fit,
+        "targets": targets(rows, fit),
         "elapsed_s": round(time.perf_counter() - t_start, 1),
     }
     lines = table(result)
