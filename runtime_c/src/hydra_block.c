@@ -80,6 +80,36 @@ static int64_t b_width(const hydra_block_params *p)
     return two_d > p->hidden ? two_d : p->hidden;
 }
 
+/* A member's kernel on `rows` rows (or `n` elements): a copy of its params with only that
+ * field changed, made in the helper's own frame so the block holds one copy at a time. */
+static hydra_status linear_rows(const hydra_linear_params *p, int32_t rows, const int8_t *in, int8_t *out)
+{
+    hydra_linear_params step = *p;
+    step.rows = rows;
+    return hydra_linear_s8(&step, in, out);
+}
+
+static hydra_status layernorm_rows(const hydra_layernorm_params *p, int32_t rows, const int8_t *in, int8_t *out)
+{
+    hydra_layernorm_params step = *p;
+    step.tokens = rows;
+    return hydra_layernorm_s8(&step, in, out);
+}
+
+static hydra_status add_elements(const hydra_add_params *p, int32_t n, const int8_t *a, const int8_t *b, int8_t *out)
+{
+    hydra_add_params step = *p;
+    step.size = n;
+    return hydra_add_s8(&step, a, b, out);
+}
+
+static hydra_status lut_elements(const hydra_lut_params *p, int32_t n, const int8_t *in, int8_t *out)
+{
+    hydra_lut_params step = *p;
+    step.size = n;
+    return hydra_lut_s8(&step, in, out);
+}
+
 int32_t hydra_block_s8_get_buffer_size(const hydra_block_params *params)
 {
     if (params == NULL || check_shapes(params) != HYDRA_OK)
@@ -108,12 +138,6 @@ hydra_status hydra_block_s8(const hydra_block_params *params, int8_t *tokens, vo
     int8_t *b = a + (size_t)G * (size_t)D;
     int8_t *b_v = b + (size_t)G * (size_t)D; /* v beside k in pass 1 */
 
-    /* Per-step copies of the members; only their row/token/size fields change. */
-    hydra_layernorm_params norm1 = params->norm1, norm2 = params->norm2;
-    hydra_linear_params q = params->q, k = params->k, v = params->v, proj = params->proj;
-    hydra_linear_params fc1 = params->fc1, fc2 = params->fc2;
-    hydra_add_params residual1 = params->residual1, residual2 = params->residual2;
-    hydra_lut_params act = params->act;
     const hydra_attention_params *attn = &params->attn;
 
     /* Pass 1: the attention state over all tokens. */
@@ -122,14 +146,11 @@ hydra_status hydra_block_s8(const hydra_block_params *params, int8_t *tokens, vo
     for (int32_t t0 = 0; t0 < T && st == HYDRA_OK; t0 += G) {
         const int32_t rows = T - t0 < G ? T - t0 : G;
         const int8_t *x = tokens + (size_t)t0 * (size_t)D;
-        norm1.tokens = rows;
-        k.rows = rows;
-        v.rows = rows;
-        st = hydra_layernorm_s8(&norm1, x, a);
+        st = layernorm_rows(&params->norm1, rows, x, a);
         if (st == HYDRA_OK)
-            st = hydra_linear_s8(&k, a, b);
+            st = linear_rows(&params->k, rows, a, b);
         if (st == HYDRA_OK)
-            st = hydra_linear_s8(&v, a, b_v);
+            st = linear_rows(&params->v, rows, a, b_v);
         if (st == HYDRA_OK)
             st = hydra_attention_accumulate_s8(attn, b, b_v, rows, state, phi);
     }
@@ -140,34 +161,25 @@ hydra_status hydra_block_s8(const hydra_block_params *params, int8_t *tokens, vo
     for (int32_t t0 = 0; t0 < T && st == HYDRA_OK; t0 += G) {
         const int32_t rows = T - t0 < G ? T - t0 : G;
         int8_t *x = tokens + (size_t)t0 * (size_t)D;
-        norm1.tokens = rows;
-        q.rows = rows;
-        proj.rows = rows;
-        residual1.size = rows * D;
-        norm2.tokens = rows;
-        fc1.rows = rows;
-        act.size = rows * H;
-        fc2.rows = rows;
-        residual2.size = rows * D;
-        st = hydra_layernorm_s8(&norm1, x, a);
+        st = layernorm_rows(&params->norm1, rows, x, a);
         if (st == HYDRA_OK)
-            st = hydra_linear_s8(&q, a, b);
+            st = linear_rows(&params->q, rows, a, b);
         if (st == HYDRA_OK)
             st = hydra_attention_apply_s8(attn, b, state, rows, phi, b); /* output == q */
         if (st == HYDRA_OK)
-            st = hydra_linear_s8(&proj, b, a);
+            st = linear_rows(&params->proj, rows, b, a);
         if (st == HYDRA_OK)
-            st = hydra_add_s8(&residual1, x, a, x); /* in place over the block input */
+            st = add_elements(&params->residual1, rows * D, x, a, x); /* in place over the block input */
         if (st == HYDRA_OK)
-            st = hydra_layernorm_s8(&norm2, x, a);
+            st = layernorm_rows(&params->norm2, rows, x, a);
         if (st == HYDRA_OK)
-            st = hydra_linear_s8(&fc1, a, b);
+            st = linear_rows(&params->fc1, rows, a, b);
         if (st == HYDRA_OK)
-            st = hydra_lut_s8(&act, b, b);
+            st = lut_elements(&params->act, rows * H, b, b);
         if (st == HYDRA_OK)
-            st = hydra_linear_s8(&fc2, b, a);
+            st = linear_rows(&params->fc2, rows, b, a);
         if (st == HYDRA_OK)
-            st = hydra_add_s8(&residual2, x, a, x);
+            st = add_elements(&params->residual2, rows * D, x, a, x);
     }
     return st;
 }
