@@ -45,12 +45,18 @@ class SerializeError(HydraEdgeError, ValueError):
 # -- values -------------------------------------------------------------------
 
 
+def _float_hex(value: float) -> str:
+    """float.hex, keeping the sign of a NaN (float.hex writes every NaN as 'nan')."""
+    text = value.hex()
+    return "-nan" if text == "nan" and math.copysign(1.0, value) < 0 else text
+
+
 def _encode_number(value: Any, kind: str) -> Any:
     """One array element as JSON: floats as hex strings, the rest as Python values."""
     if kind == "f":
-        return float(value).hex()
+        return _float_hex(float(value))
     if kind == "c":
-        return [float(value.real).hex(), float(value.imag).hex()]
+        return [_float_hex(float(value.real)), _float_hex(float(value.imag))]
     if kind == "b":
         return bool(value)
     if kind in "iu":
@@ -88,7 +94,7 @@ def encode_value(value: Any, where: str = "value") -> Any:
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        return value if math.isfinite(value) else {"__float__": value.hex()}
+        return value if math.isfinite(value) else {"__float__": _float_hex(value)}
     if isinstance(value, tuple):
         return {"__tuple__": [encode_value(v, f"{where}[{i}]") for i, v in enumerate(value)]}
     if isinstance(value, list):
