@@ -36,6 +36,8 @@ import time
 import warnings
 from pathlib import Path
 
+from fit_search import largest_grid  # benchmarks/ is on sys.path: the script's own folder
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "memory_vs_tflm.json"
 DOC = ROOT / "docs" / "memory.md"
@@ -194,29 +196,6 @@ def tflm_family(models: list[tuple[int, int, int]], workdir: Path, logfile: Path
 
 
 # ---------------------------------------------------------------- fit search
-
-def largest_grid(arena_of, budget: int) -> tuple[int, dict[int, int]]:
-    """The largest n such that an n x n token grid fits `budget`; arena_of(n) is about linear in n*n."""
-    seen: dict[int, int] = {}
-
-    def arena(n: int) -> int:
-        if n not in seen:
-            seen[n] = arena_of(n)
-        return seen[n]
-
-    a4, a8 = arena(4), arena(8)
-    per_token = max(1.0, (a8 - a4) / (64 - 16))
-    n = max(1, int(max(1.0, (budget - a4) / per_token + 16) ** 0.5))
-    if arena(n) <= budget:
-        while arena(n + 1) <= budget:
-            n += 1
-    else:
-        while n > 1 and arena(n) > budget:
-            n -= 1
-        if arena(n) > budget:
-            n = 0
-    return n, seen
-
 
 # ---------------------------------------------------------------- output
 

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "toolchain"))  # hydra_edge.models is plain torch:
 
 import numpy as np
 import torch
+from fit_search import largest_grid  # benchmarks/ is on sys.path: the script's own folder
 from hydra_edge.models.hydra_vit import HydraViT, HydraViTConfig
 from torch import nn
 
@@ -383,27 +384,12 @@ def measure(cfg: HydraViTConfig, log) -> dict:
 
 def fit(dim: int, depth: int, patch: int, mlp_ratio: float, budget: int, log) -> dict:
     """The largest square token grid n x n (image n*patch) whose TFLM arena fits `budget` bytes."""
-    arenas: dict[int, int] = {}
-
     def arena(n: int) -> int:
-        if n not in arenas:
-            arenas[n] = measure(make_config(n * patch, patch, dim, depth, mlp_ratio), log)["arena_bytes"]
-            log(f"  TFLM fit: {n * n} tokens -> {arenas[n]:,} B")
-        return arenas[n]
+        a = measure(make_config(n * patch, patch, dim, depth, mlp_ratio), log)["arena_bytes"]
+        log(f"  TFLM fit: {n * n} tokens -> {a:,} B")
+        return a
 
-    # The arena grows about linearly in tokens: guess from two points, then walk to the boundary.
-    a4, a8 = arena(4), arena(8)
-    per_token = max(1.0, (a8 - a4) / (64 - 16))
-    guess = max(1, int(max(1.0, (budget - a4) / per_token + 16) ** 0.5))
-    n = guess
-    if arena(n) <= budget:
-        while arena(n + 1) <= budget:
-            n += 1
-    else:
-        while n > 1 and arena(n) > budget:
-            n -= 1
-        if arena(n) > budget:
-            n = 0
+    n, arenas = largest_grid(arena, budget)
     return {"dim": dim, "depth": depth, "patch_size": patch, "budget_bytes": budget, "grid": n,
             "max_tokens": n * n, "arena_at_max": arenas.get(n), "arena_next": arenas.get(n + 1),
             "probes": {str(k * k): v for k, v in sorted(arenas.items())}}
