@@ -24,22 +24,32 @@ class RunError(HydraEdgeError, RuntimeError):
     """The model binary failed; the message holds its exit code and stderr."""
 
 
-def build(folder: str | Path, sanitize: bool = False, jobs: int = 2, timeout: float = 600) -> Path:
-    """Run make in `folder` (incremental); returns the binary's path."""
-    folder = Path(folder)
+class ToolchainError(BuildError):
+    """A compiler, library or emulator the board needs is not installed."""
+
+
+def run_make(folder: Path, args: list[str], jobs: int, timeout: float, context: str = "") -> str:
+    """make -C folder -jN ARGS; returns its output. `context` ("board X: ") prefixes every error."""
     if not (folder / "Makefile").is_file():
         raise BuildError(f"{folder} has no Makefile: not an emitted hydra-edge project")
     make = shutil.which("make")
     if make is None:
-        raise BuildError("`make` is not installed (apt-get install make)")
-    cmd = [make, "-C", str(folder), f"-j{max(1, jobs)}"] + (["SANITIZE=1"] if sanitize else [])
+        raise ToolchainError("`make` is not installed; install it with: sudo apt-get install make")
+    cmd = [make, "-C", str(folder), f"-j{max(1, jobs)}", *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise BuildError(f"building {folder} took more than {timeout} s") from None
+        raise BuildError(f"{context}building {folder} took more than {timeout} s") from None
+    output = (proc.stdout + proc.stderr).strip()
     if proc.returncode != 0:
-        output = (proc.stdout + proc.stderr).strip()
-        raise BuildError(f"building {folder} failed ({' '.join(cmd[1:])}, exit {proc.returncode}):\n{output}")
+        raise BuildError(f"{context}building {folder} failed ({' '.join(cmd[1:])}, exit {proc.returncode}):\n{output}")
+    return output
+
+
+def build(folder: str | Path, sanitize: bool = False, jobs: int = 2, timeout: float = 600) -> Path:
+    """Run make in `folder` (incremental); returns the binary's path."""
+    folder = Path(folder)
+    run_make(folder, ["SANITIZE=1"] if sanitize else [], jobs, timeout)
     binary = folder / (SANITIZE_BINARY if sanitize else BINARY)
     if not binary.is_file():
         raise BuildError(f"make succeeded but {binary} is missing")

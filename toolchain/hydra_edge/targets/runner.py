@@ -35,7 +35,7 @@ from ..codegen.emit_c import read_manifest
 from . import host
 from .board import Board, load_board
 from .elf import ElfError, image_sizes
-from .host import BuildError, RunError
+from .host import BuildError, RunError, ToolchainError
 
 REPORT = "report.json"
 DEFAULT_TIMEOUT = 600.0
@@ -51,10 +51,6 @@ FAULT_CODES = {32: "HardFault", 33: "MemManage fault", 34: "BusFault", 35: "Usag
 SIGNAL_FAULTS = {signal.SIGSEGV: "segmentation fault (SIGSEGV)", signal.SIGBUS: "bus error (SIGBUS)",
                  signal.SIGILL: "illegal instruction (SIGILL)", signal.SIGFPE: "arithmetic exception (SIGFPE)",
                  signal.SIGABRT: "abort (SIGABRT)"}
-
-
-class ToolchainError(BuildError):
-    """A compiler, library or emulator the board needs is not installed."""
 
 
 class TargetFault(RunError):
@@ -128,25 +124,14 @@ def build(folder: str | Path, board: Board | None = None, sanitize: bool = False
         raise BuildError(f"board {board.name}: --sanitize (ASan/UBSan) runs on the host board only; "
                          "compile for --board host to use it")
     check_toolchain(board, emulator=False)
-    if not (folder / "Makefile").is_file():
-        raise BuildError(f"{folder} has no Makefile: not an emitted hydra-edge project")
-    make = shutil.which("make")
-    if make is None:
-        raise ToolchainError("`make` is not installed; install it with: sudo apt-get install make")
-    cmd = [make, "-C", str(folder), f"-j{max(1, jobs)}", f"EXTRA_CPPFLAGS={extra_cppflags}"]
-    if target:
-        cmd.append(target)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise BuildError(f"board {board.name}: building {folder} took more than {timeout} s") from None
-    if proc.returncode != 0:
-        output = (proc.stdout + proc.stderr).strip()
-        hint = ""
-        if "region `RAM' overflowed" in output or "region `FLASH' overflowed" in output:
-            hint = f"\nthe image does not fit the {board.name}'s memory (see the linker's byte counts above)"
-        raise BuildError(f"board {board.name}: building {folder} failed ({' '.join(cmd[1:])}, exit "
-                         f"{proc.returncode}):\n{output}{hint}")
+        host.run_make(folder, [f"EXTRA_CPPFLAGS={extra_cppflags}", *([target] if target else [])], jobs, timeout,
+                      context=f"board {board.name}: ")
+    except BuildError as exc:
+        if "region `RAM' overflowed" in str(exc) or "region `FLASH' overflowed" in str(exc):
+            raise BuildError(f"{exc}\nthe image does not fit the {board.name}'s memory "
+                             "(see the linker's byte counts above)") from None
+        raise
     image = folder / (board.raw.get("device_binary", board.binary) if target == "device" else board.binary)
     if not image.is_file():
         raise BuildError(f"board {board.name}: make succeeded but {image} is missing")
