@@ -75,3 +75,35 @@ def test_formula_counts_softmax_scores_and_flags_budgets():
     verdict = formula_fits(soft, ram_bytes=5 * t * 64, flash_bytes=10**6)
     assert verdict == {"params": True, "formula": False}
     assert formula_fits(hydra, ram_bytes=None, flash_bytes=1000) == {"params": False, "formula": False}
+
+
+def test_supernet_slices_equal_extracted_modules():
+    """Every candidate's forward through the shared weights equals its extracted plain module."""
+    import torch
+    from hydra_edge.search.model import resize
+    from hydra_edge.search.supernet import Supernet
+
+    torch.manual_seed(0)
+    space = SearchSpace(embed_dims=(32, 64), depths=(1, 2), mlp_ratios=(1.5, 2.0), mlp_ranks=(0, 8))
+    net = Supernet(space).eval()
+    with torch.no_grad():  # non-trivial norms, so a slicing slip shows
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    rng = np.random.default_rng(0)
+    x = torch.randn(2, 3, 32, 32)
+    seen = set()
+    for _ in range(12):
+        c = space.sample(rng)
+        seen |= set(c.attention) | {("rank", bool(c.mlp_rank)), ("patch", c.patch_size)}
+        with torch.no_grad():
+            a, b = net(x, c), net.extract(c)(resize(x, c.image_size))
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert {"hydra", "softmax", ("rank", True), ("rank", False), ("patch", 2), ("patch", 4)} <= seen
+
+
+def test_extract_refuses_a_candidate_outside_the_space():
+    from hydra_edge.search.supernet import Supernet
+
+    net = Supernet(SearchSpace(embed_dims=(32,), depths=(1,)))
+    with pytest.raises(ValueError, match="not in this supernet"):
+        net.extract(Candidate(32, 4, 64, 1, 2.0, ("hydra",)))
