@@ -28,23 +28,11 @@ import torch
 import torch.nn.functional as F
 from hydra_edge.models.data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, preprocess
 from hydra_edge.models.hydra_vit import HydraViT, HydraViTConfig, export_pt2
+from hydra_edge.models.training import augment, lr_at
 
 NUM_SAMPLES = 100
 NUM_CALIB = 64
 EVAL_SUBSET = 2000
-
-
-def augment(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
-    """Random crop with ``pad`` zero-pixel padding and random horizontal flip (uint8 NHWC)."""
-    n, h, w, _ = images.shape
-    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    dy = rng.integers(0, 2 * pad + 1, size=n)
-    dx = rng.integers(0, 2 * pad + 1, size=n)
-    rows = dy[:, None] + np.arange(h)[None, :]  # (n, h)
-    cols = dx[:, None] + np.arange(w)[None, :]  # (n, w)
-    flip = rng.random(n) < 0.5
-    cols = np.where(flip[:, None], cols[:, ::-1], cols)
-    return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
 @torch.no_grad()
@@ -57,15 +45,6 @@ def evaluate(model: HydraViT, images: np.ndarray, labels: np.ndarray, batch: int
         pred = model(x).argmax(dim=1).numpy()
         correct += int((pred == labels[i : i + batch]).sum())
     return correct / len(images)
-
-
-def lr_at(progress: float, base_lr: float, warmup: float, min_lr: float) -> float:
-    """Linear warmup over the first ``warmup`` fraction, then cosine to ``min_lr``."""
-    progress = min(max(progress, 0.0), 1.0)
-    if progress < warmup:
-        return base_lr * progress / warmup
-    t = (progress - warmup) / max(1.0 - warmup, 1e-9)
-    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * t))
 
 
 @click.command(context_settings={"show_default": True})

@@ -155,6 +155,13 @@ class SearchSpace:
         return self._make(image, patch, max(self.embed_dims), depth, max(self.mlp_ratios),
                           (self.attention_kinds[0],) * depth, 0)
 
+    def smallest(self) -> Candidate:
+        """The sandwich rule's other end: every elastic dimension at its minimum."""
+        image, patch = min(self.resolutions, key=lambda ip: ((ip[0] // ip[1]) ** 2, ip[0]))
+        depth = min(self.depths)
+        return self._make(image, patch, min(self.embed_dims), depth, min(self.mlp_ratios),
+                          (self.attention_kinds[0],) * depth, 0)
+
     def _make(self, image: int, patch: int, dim: int, depth: int, ratio: float, attention: tuple[str, ...],
               rank: int) -> Candidate:
         # A rank at or above the layer's smaller side saves nothing: full rank then.

@@ -1,0 +1,81 @@
+"""Supernet training: the sandwich step, resume from a checkpoint, and data parallelism under torchrun."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from dist_worker import CONFIG, SPACE, synthetic_split
+from hydra_edge.search.supernet import Supernet
+from hydra_edge.search.train import CHECKPOINT, TrainConfig, sandwich, split_training_set, train_supernet
+
+TESTS = Path(__file__).resolve().parent
+
+
+def test_sandwich_has_largest_smallest_and_random_and_is_reproducible():
+    cfg = TrainConfig(random_per_step=2, seed=3)
+    a = sandwich(SPACE, 5, cfg)
+    assert a == sandwich(SPACE, 5, cfg)  # every process of a run draws the same candidates
+    assert a[0].embed_dim == max(SPACE.embed_dims) and a[0].depth == SPACE.max_depth
+    assert a[1] == SPACE.smallest() and len(a) == 4
+    assert {a[0].attention[0], sandwich(SPACE, 6, cfg)[0].attention[0]} == {"hydra", "softmax"}
+
+
+def test_holdout_is_disjoint_from_training():
+    x = np.arange(100).reshape(100, 1, 1, 1).astype(np.uint8).repeat(3, axis=3)
+    split = split_training_set(x, np.zeros(100, np.uint8), holdout=20, subset=50)
+    held, trained = set(split.x_holdout[:, 0, 0, 0]), set(split.x_train[:, 0, 0, 0])
+    assert len(held) == 20 and len(trained) == 50 and not held & trained
+
+
+def test_training_learns_and_resumes_to_the_same_weights(tmp_path):
+    torch.set_num_threads(1)
+    split = synthetic_split()
+    straight = train_supernet(SPACE, split, tmp_path / "a", CONFIG)
+    # interrupt a run after its second step (checkpointed every step), then start it again
+    every_step = TrainConfig(**{**CONFIG.__dict__, "checkpoint_every": 1})
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_at_2(step, total, metrics):
+        if step == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_supernet(SPACE, split, tmp_path / "b", every_step, progress=stop_at_2)
+    assert torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)["step"] == 2
+    resumed = train_supernet(SPACE, split, tmp_path / "b", every_step)
+    for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(p, q, msg=name)
+    fresh = train_supernet(SPACE, split, tmp_path / "c", TrainConfig(**{**CONFIG.__dict__, "epochs": 0.0001}))
+    changed = sum(not torch.equal(p, q) for p, q in zip(straight.state_dict().values(), fresh.state_dict().values()))
+    assert changed > 10  # training moved the weights
+
+
+def test_two_processes_under_torchrun_train_like_one(tmp_path):
+    """gloo, two local processes: both end with identical weights, equal to one process on the whole batch."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(TESTS / "dist_worker.py"), str(tmp_path)]
+    done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = subprocess.run([sys.executable, str(TESTS / "dist_worker.py"), str(tmp_path / "single")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"final_rank{r}_of2.pt", weights_only=True) for r in (0, 1))
+    one = torch.load(tmp_path / "single" / "final_rank0_of1.pt", weights_only=True)
+    torch.manual_seed(CONFIG.seed)
+    init = Supernet(SPACE).state_dict()  # what train_supernet starts from
+    for name in r0:
+        torch.testing.assert_close(r0[name], r1[name], rtol=0, atol=0, msg=name)  # the ranks stay in sync
+    # and train like one process on the whole batch: float sums in another order, nothing more
+    # (Adam magnifies those for parameters with tiny gradients, so compare whole updates, not elements)
+    moved = torch.cat([(one[n] - init[n]).flatten() for n in init]).norm()
+    apart = torch.cat([(r0[n] - one[n]).flatten() for n in init]).norm()
+    assert moved > 0.01 and apart < 1e-3 * moved, (float(moved), float(apart))
