@@ -80,13 +80,15 @@ class FitCache:
         self.entries: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
 
     def get(self, c: Candidate) -> Fit:
-        key = c.key()
-        if key not in self.entries:
-            self.entries[key] = asdict(compile_fit(c, self.board))
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.entries, indent=1) + "\n")
-            tmp.replace(self.path)
-        return Fit(**self.entries[key])
+        if c.key() not in self.entries:
+            self.put(c, compile_fit(c, self.board))
+        return Fit(**self.entries[c.key()])
+
+    def put(self, c: Candidate, fit: Fit) -> None:
+        self.entries[c.key()] = asdict(fit)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.entries, indent=1) + "\n")
+        tmp.replace(self.path)
 
 
 def rule_disagreements(fits: list[Fit]) -> dict[str, int]:
