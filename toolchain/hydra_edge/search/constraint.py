@@ -92,7 +92,9 @@ class FitCache:
 
 
 def rule_disagreements(fits: list[Fit]) -> dict[str, int]:
-    """How often each hand rule and the compiler disagree, over the candidates seen."""
+    """How often each hand rule and the compiler disagree, over the candidates the compiler could plan
+    (one it refused for another reason, an op it cannot lower, is no verdict on size)."""
+    fits = [f for f in fits if not f.error]
     out = {"candidates": len(fits), "compiler_accepts": sum(f.fits for f in fits)}
     for rule in ("params", "formula"):
         verdicts = [(getattr(f, f"{rule}_rule_fits"), f.fits) for f in fits]

@@ -1,0 +1,184 @@
+"""`hydra-edge search`: supernet, evolutionary search, fine-tune, export, compile, measure.
+
+Steps, each resumable from what the run folder already holds:
+
+1. split the training images into a training part and a held-out part (the
+   search ranks on the held-out part; the test split is used only at the end);
+2. train the supernet (supernet.pt);
+3. evolve under the compiler's constraint for the board (fits.json, evolution.json);
+4. fine-tune the winner from its inherited weights, and train a hand-picked
+   baseline of the same budget from scratch for as many epochs as the winner
+   saw in all (supernet + fine-tune);
+5. export each as .pt2 with its calibration set (best.pt2, calib.npz), compile
+   it for the board and measure float and int8 top-1 on the test split;
+6. write search.json (the table, the rule disagreements, the timings).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..models.data import load_cifar10, preprocess
+from ..targets.board import Board
+from .constraint import FitCache, compile_fit, rule_disagreements
+from .evolution import Evolution, EvolutionConfig
+from .model import SearchedViT, resize
+from .space import Candidate, SearchSpace
+from .supernet import Supernet
+from .train import Split, TrainConfig, accuracy, finetune, load_checkpoint, split_training_set, train_supernet
+
+REPORT = "search.json"
+NUM_CALIB = 64
+Log = Callable[[str], None]
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Preset:
+    space: SearchSpace
+    supernet: TrainConfig
+    evolution: EvolutionConfig
+    finetune: TrainConfig
+    train_subset: int  # 0: every training image not held out
+    holdout: int
+    test_limit: int  # 0: the whole test split
+    baseline: Candidate
+
+
+BASELINE = Candidate(32, 4, 64, 4, 2.0, ("hydra",) * 4)  # the bundled example's shape
+
+PRESETS = {
+    # CI and the documented quick run: minutes on 2 cores
+    "tiny": Preset(SearchSpace(image_sizes=(32,), patch_sizes=(8,), embed_dims=(16, 32), depths=(1, 2),
+                               mlp_ratios=(1.0, 2.0), mlp_ranks=(0, 8)),
+                   TrainConfig(epochs=1, batch_size=64), EvolutionConfig(4, 1, 2, 2, 2),
+                   TrainConfig(epochs=1, batch_size=64), 512, 256, 200,
+                   Candidate(32, 8, 32, 1, 2.0, ("hydra",))),
+    "reduced": Preset(SearchSpace(image_sizes=(24, 32), patch_sizes=(4, 8), embed_dims=(32, 48, 64, 96),
+                                  depths=(2, 3, 4), mlp_ratios=(1.5, 2.0, 3.0), mlp_ranks=(0, 16)),
+                      TrainConfig(epochs=4, batch_size=128), EvolutionConfig(8, 3, 4, 4, 4),
+                      TrainConfig(epochs=2, batch_size=128), 10000, 2000, 2000, BASELINE),
+    "full": Preset(SearchSpace(), TrainConfig(epochs=200, batch_size=256), EvolutionConfig(),
+                   TrainConfig(epochs=100, batch_size=256), 0, 5000, 0, BASELINE),
+}
+
+
+def _calibration(split: Split, c: Candidate, n: int = NUM_CALIB) -> np.ndarray:
+    x = torch.from_numpy(preprocess(split.x_train[:n]))
+    return resize(x, c.image_size).numpy()
+
+
+def _export(model: SearchedViT, path: Path) -> None:
+    c = model.candidate
+    program = torch.export.export(model.eval(), (torch.zeros(1, c.in_channels, c.image_size, c.image_size),))
+    torch.export.save(program, str(path))
+
+
+def _measure(name: str, model: SearchedViT, split: Split, x_test: np.ndarray, y_test: np.ndarray, board: Board,
+             out: Path, train_seconds: float, progress: Progress | None) -> dict:
+    """Export, compile for the board, float and int8 top-1 on the test images."""
+    from ..driver import compile_graph, load_model
+    from ..passes.pipeline import lower_to_ir
+    from ..validate.evaluate import int8_top1
+
+    c = model.candidate
+    pt2, calib = out / f"{name}.pt2", out / f"{name}_calib.npz"
+    _export(model, pt2)
+    np.savez(calib, x=_calibration(split, c))
+    c.save(out / f"{name}.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = compile_graph(lower_to_ir(load_model(pt2)), board, out / f"build_{name}", np.load(calib)["x"])
+    float_top1 = accuracy(lambda b: model(resize(b, c.image_size)), x_test, y_test)
+    tick = (lambda i, n: progress(f"{name}: int8 top-1", i, n)) if progress else None
+    ev = int8_top1(result.folder, x_test, y_test, progress=tick)
+    budget = result.report.get("budget", {})
+    return {"name": name, "config": c.key(), "candidate": c.to_dict(),
+            "ram_bytes": budget.get("ram_estimate_bytes"), "flash_bytes": budget.get("flash_estimate_bytes"),
+            "float_top1": round(float_top1, 4), "int8_top1": round(ev.top1, 4), "test_images": ev.images,
+            "train_seconds": round(train_seconds, 1), "pt2": str(pt2), "calib": str(calib),
+            "build": str(result.folder)}
+
+
+def run_search(data: Path, board: Board, out: Path, preset: Preset, log: Log = print,
+               progress: Progress | None = None) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    x_train, y_train, x_test, y_test = load_cifar10(data)
+    if preset.test_limit:  # a seeded sample: the file's test split is sorted by class
+        pick = np.sort(np.random.default_rng(0).permutation(len(x_test))[:preset.test_limit])
+        x_test, y_test = x_test[pick], y_test[pick]
+    split = split_training_set(x_train, y_train, preset.holdout, preset.train_subset, seed=preset.supernet.seed)
+    log(f"data: {len(split.x_train)} training images, {len(split.x_holdout)} held out, {len(x_test)} test")
+
+    t0 = time.time()
+    tick = (lambda s, n, m: progress("supernet", s, n)) if progress else None
+    net = train_supernet(preset.space, split, out, preset.supernet, tick)
+    timings["supernet_seconds"] = time.time() - t0
+
+    t0 = time.time()
+    fits = FitCache(out / "fits.json", board)
+
+    def score(c: Candidate) -> float:
+        return accuracy(lambda b: net(b, c), split.x_holdout, split.y_holdout)
+
+    state = Evolution(preset.space, fits, score, preset.evolution, out, progress).run()
+    timings["search_seconds"] = time.time() - t0
+    best = state.best()[0]
+    log(f"search: {len(state.seen)} candidates compiled, best {best.candidate.key()} "
+        f"held-out top-1 {best.score:.3f}, RAM {best.fit.ram_bytes:,} B, flash {best.fit.flash_bytes:,} B")
+
+    t0 = time.time()
+    tick = (lambda s, n, m: progress("fine-tune", s, n)) if progress else None
+    winner = finetune(net.extract(best.candidate).train(), best.candidate.image_size, split, preset.finetune, tick)
+    timings["finetune_seconds"] = time.time() - t0
+    rows = [_measure("best", winner, split, x_test, y_test, board, out,
+                     timings["supernet_seconds"] + timings["finetune_seconds"], progress)]
+
+    baseline = preset.baseline
+    base_fit = compile_fit(baseline, board)
+    if base_fit.fits:
+        t0 = time.time()
+        torch.manual_seed(preset.finetune.seed)
+        epochs = preset.supernet.epochs + preset.finetune.epochs
+        tick = (lambda s, n, m: progress("baseline", s, n)) if progress else None
+        model = finetune(SearchedViT(baseline), baseline.image_size, split,
+                         replace(preset.finetune, epochs=epochs), tick)
+        rows.append(_measure("baseline", model, split, x_test, y_test, board, out, time.time() - t0, progress))
+    else:
+        log(f"baseline {baseline.key()} does not fit {board.name}: not trained")
+
+    report = {"board": board.name, "ram_budget_bytes": board.ram_bytes, "flash_budget_bytes": board.flash_bytes,
+              "rows": rows, "rules": rule_disagreements([r.fit for r in state.seen.values()]),
+              "timings": {k: round(v, 1) for k, v in timings.items()},
+              "preset": {"supernet": asdict(preset.supernet), "evolution": asdict(preset.evolution),
+                         "finetune": asdict(preset.finetune), "train_subset": preset.train_subset,
+                         "holdout": preset.holdout, "test_limit": preset.test_limit}}
+    (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def load_supernet(out: Path, space: SearchSpace) -> Supernet:
+    net = Supernet(space)
+    load_checkpoint(out / "supernet.pt", net)
+    return net.eval()
+
+
+def format_table(report: dict) -> list[str]:
+    lines = [f"{'model':<9} {'config':<28} {'RAM B':>9} {'flash B':>10} {'float':>6} {'int8':>6} {'train s':>8}"]
+    for r in report["rows"]:
+        lines.append(f"{r['name']:<9} {r['config']:<28} {r['ram_bytes'] or 0:>9,} {r['flash_bytes'] or 0:>10,} "
+                     f"{r['float_top1']:>6.3f} {r['int8_top1']:>6.3f} {r['train_seconds']:>8.0f}")
+    rules = report["rules"]
+    lines.append(f"rules over {rules['candidates']} candidates: parameter count accepts {rules['params_accepts_compiler_rejects']} "
+                 f"the compiler rejects; the formula accepts {rules['formula_accepts_compiler_rejects']} it rejects "
+                 f"and rejects {rules['formula_rejects_compiler_accepts']} it accepts")
+    return lines
