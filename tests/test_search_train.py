@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from dist_worker import CONFIG, SPACE, synthetic_split
+from hydra_edge.models.data import ImageDataset
 from hydra_edge.search.supernet import Supernet
 from hydra_edge.search.train import CHECKPOINT, TrainConfig, sandwich, split_training_set, train_supernet
 
@@ -28,9 +29,11 @@ def test_sandwich_has_largest_smallest_and_random_and_is_reproducible():
 
 def test_holdout_is_disjoint_from_training():
     x = np.arange(100).reshape(100, 1, 1, 1).astype(np.uint8).repeat(3, axis=3)
-    split = split_training_set(x, np.zeros(100, np.uint8), holdout=20, subset=50)
+    data = ImageDataset("numbers", x, np.zeros(100, np.uint8), x[:1], np.zeros(1, np.uint8), (0.5,) * 3, (0.25,) * 3)
+    split = split_training_set(data, holdout=20, subset=50)
     held, trained = set(split.x_holdout[:, 0, 0, 0]), set(split.x_train[:, 0, 0, 0])
     assert len(held) == 20 and len(trained) == 50 and not held & trained
+    assert split.preprocess(x[:1])[0, 0, 0, 0] == np.float32((0 / 255 - 0.5) / 0.25)  # the dataset's normalisation
 
 
 def test_training_learns_and_resumes_to_the_same_weights(tmp_path):

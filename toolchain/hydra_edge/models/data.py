@@ -1,4 +1,4 @@
-"""CIFAR-10 loading and the input preprocessing the example models expect.
+"""Image datasets (CIFAR-10 .npz, Fashion-MNIST idx files) and the preprocessing the models expect.
 
 The models take normalised float32 NCHW tensors; the device side receives raw
 uint8 HWC pixels, so the normalisation constants here are part of the model's
@@ -7,6 +7,8 @@ contract and are recorded alongside every export.
 
 from __future__ import annotations
 
+import gzip
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
@@ -21,19 +23,22 @@ CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
 CIFAR10_KEYS: tuple[str, str, str, str] = ("x_train", "y_train", "x_test", "y_test")
 
 
-def preprocess(images: np.ndarray) -> np.ndarray:
-    """Turn uint8 NHWC RGB images into normalised float32 NCHW arrays.
+def preprocess(images: np.ndarray, mean: tuple[float, ...] = CIFAR10_MEAN,
+               std: tuple[float, ...] = CIFAR10_STD) -> np.ndarray:
+    """Turn uint8 NHWC images into normalised float32 NCHW arrays.
 
-    ``out = (images / 255 - CIFAR10_MEAN) / CIFAR10_STD``, channels moved first.
-    A single HWC image (3 dimensions) is accepted and returned as CHW.
+    ``out = (images / 255 - mean) / std``, channels moved first (CIFAR-10's
+    statistics unless given). A single HWC image (3 dimensions) is accepted
+    and returned as CHW.
     """
     images = np.asarray(images)
+    channels = len(mean)
     if images.dtype != np.uint8:
         raise ValueError(f"preprocess expects uint8 pixels, got {images.dtype}")
-    if images.ndim not in (3, 4) or images.shape[-1] != 3:
-        raise ValueError(f"preprocess expects (N, H, W, 3) or (H, W, 3) images, got shape {images.shape}")
-    mean = np.asarray(CIFAR10_MEAN, dtype=np.float32)
-    std = np.asarray(CIFAR10_STD, dtype=np.float32)
+    if images.ndim not in (3, 4) or images.shape[-1] != channels:
+        raise ValueError(f"preprocess expects (N, H, W, {channels}) or (H, W, {channels}) images, got shape {images.shape}")
+    mean = np.asarray(mean, dtype=np.float32)
+    std = np.asarray(std, dtype=np.float32)
     x = (images.astype(np.float32) / np.float32(255.0) - mean) / std
     axes = (2, 0, 1) if x.ndim == 3 else (0, 3, 1, 2)
     return np.ascontiguousarray(x.transpose(axes), dtype=np.float32)
@@ -69,3 +74,71 @@ def load_cifar10(path: Union[str, Path]) -> tuple[np.ndarray, np.ndarray, np.nda
         if y.shape != (x.shape[0],):
             raise ValueError(f"{path}: y_{name} must have shape ({x.shape[0]},), got {y.shape}")
     return x_train, y_train.astype(np.uint8), x_test, y_test.astype(np.uint8)
+
+
+#: Fashion-MNIST's training-set statistics (one grey channel), in 0..1 units.
+FASHION_MNIST_MEAN: tuple[float] = (0.2860,)
+FASHION_MNIST_STD: tuple[float] = (0.3530,)
+#: Where Debian's dataset-fashion-mnist package installs the original files.
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """uint8 NHWC images with uint8 labels, and the normalisation a model trained on them expects."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def image_size(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.x_train.shape[3])
+
+    def preprocess(self, images: np.ndarray) -> np.ndarray:
+        return preprocess(images, self.mean, self.std)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """One idx(.gz) file of unsigned bytes (the MNIST family's format): magic 0x0000080N, N big-endian sizes."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08" or not 1 <= data[3] <= 4:
+        raise ValueError(f"{path}: not an idx file of unsigned bytes")
+    dims = np.frombuffer(data, ">u4", count=data[3], offset=4).astype(int)
+    start = 4 + 4 * len(dims)
+    if len(data) - start != int(np.prod(dims)):
+        raise ValueError(f"{path}: idx header says {tuple(dims)} but the file holds {len(data) - start} bytes")
+    return np.frombuffer(data, np.uint8, offset=start).reshape(tuple(dims))
+
+
+def load_fashion_mnist(folder: Union[str, Path]) -> ImageDataset:
+    folder = Path(folder)
+    parts = {}
+    for key, stem in (("x_train", "train-images-idx3-ubyte"), ("y_train", "train-labels-idx1-ubyte"),
+                      ("x_test", "t10k-images-idx3-ubyte"), ("y_test", "t10k-labels-idx1-ubyte")):
+        found = [folder / (stem + ext) for ext in (".gz", "") if (folder / (stem + ext)).is_file()]
+        if not found:
+            raise FileNotFoundError(f"{folder}: no {stem}(.gz) (install Debian's dataset-fashion-mnist, "
+                                    f"which puts the files in {FASHION_MNIST_DIR})")
+        parts[key] = _read_idx(found[0])
+    return ImageDataset("fashion-mnist", parts["x_train"][..., None], parts["y_train"], parts["x_test"][..., None],
+                        parts["y_test"], FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+
+
+def load_dataset(path: Union[str, Path]) -> ImageDataset:
+    """A CIFAR-10 .npz (x_train, y_train, x_test, y_test) or a folder of Fashion-MNIST idx files."""
+    path = Path(path)
+    if path.is_dir():
+        return load_fashion_mnist(path)
+    x_train, y_train, x_test, y_test = load_cifar10(path)
+    return ImageDataset("cifar10", x_train, y_train, x_test, y_test, CIFAR10_MEAN, CIFAR10_STD)

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..models.data import load_cifar10, preprocess
+from ..models.data import ImageDataset, load_dataset
 from ..targets.board import Board
 from .constraint import FitCache, compile_fit, rule_disagreements
 from .evolution import Evolution, EvolutionConfig
@@ -72,7 +72,7 @@ PRESETS = {
 
 
 def _calibration(split: Split, c: Candidate, n: int = NUM_CALIB) -> np.ndarray:
-    x = torch.from_numpy(preprocess(split.x_train[:n]))
+    x = torch.from_numpy(split.preprocess(split.x_train[:n]))
     return resize(x, c.image_size).numpy()
 
 
@@ -97,9 +97,9 @@ def _measure(name: str, model: SearchedViT, split: Split, x_test: np.ndarray, y_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = compile_graph(lower_to_ir(load_model(pt2)), board, out / f"build_{name}", np.load(calib)["x"])
-    float_top1 = accuracy(lambda b: model(resize(b, c.image_size)), x_test, y_test)
+    float_top1 = accuracy(lambda b: model(resize(b, c.image_size)), x_test, y_test, split.preprocess)
     tick = (lambda i, n: progress(f"{name}: int8 top-1", i, n)) if progress else None
-    ev = int8_top1(result.folder, x_test, y_test, progress=tick)
+    ev = int8_top1(result.folder, x_test, y_test, split.preprocess, progress=tick)
     budget = result.report.get("budget", {})
     return {"name": name, "config": c.key(), "candidate": c.to_dict(),
             "ram_bytes": budget.get("ram_estimate_bytes"), "flash_bytes": budget.get("flash_estimate_bytes"),
@@ -112,12 +112,15 @@ def run_search(data: Path, board: Board, out: Path, preset: Preset, log: Log = p
                progress: Progress | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    x_train, y_train, x_test, y_test = load_cifar10(data)
-    if preset.test_limit:  # a seeded sample: the file's test split is sorted by class
+    dataset = load_dataset(data)
+    preset = adapt_preset(preset, dataset)
+    x_test, y_test = dataset.x_test, dataset.y_test
+    if preset.test_limit:  # a seeded sample: CIFAR-10's test split is sorted by class
         pick = np.sort(np.random.default_rng(0).permutation(len(x_test))[:preset.test_limit])
         x_test, y_test = x_test[pick], y_test[pick]
-    split = split_training_set(x_train, y_train, preset.holdout, preset.train_subset, seed=preset.supernet.seed)
-    log(f"data: {len(split.x_train)} training images, {len(split.x_holdout)} held out, {len(x_test)} test")
+    split = split_training_set(dataset, preset.holdout, preset.train_subset, seed=preset.supernet.seed)
+    log(f"data: {dataset.name}, {len(split.x_train)} training images, {len(split.x_holdout)} held out, "
+        f"{len(x_test)} test")
 
     t0 = time.time()
     tick = (lambda s, n, m: progress("supernet", s, n)) if progress else None
@@ -128,7 +131,7 @@ def run_search(data: Path, board: Board, out: Path, preset: Preset, log: Log = p
     fits = FitCache(out / "fits.json", board)
 
     def score(c: Candidate) -> float:
-        return accuracy(lambda b: net(b, c), split.x_holdout, split.y_holdout)
+        return accuracy(lambda b: net(b, c), split.x_holdout, split.y_holdout, split.preprocess)
 
     state = Evolution(preset.space, fits, score, preset.evolution, out, progress).run()
     timings["search_seconds"] = time.time() - t0
@@ -164,6 +167,21 @@ def run_search(data: Path, board: Board, out: Path, preset: Preset, log: Log = p
                          "holdout": preset.holdout, "test_limit": preset.test_limit}}
     (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def adapt_preset(preset: Preset, data: ImageDataset) -> Preset:
+    """The preset's space and baseline for the dataset's image size and channels (presets are CIFAR-shaped)."""
+    size, channels = data.image_size, data.channels
+    space = preset.space
+    if size not in space.image_sizes:
+        patches = tuple(p for p in sorted(set(space.patch_sizes) | {7}) if size % p == 0 and p < size)
+        space = replace(space, image_sizes=(size,), patch_sizes=patches)
+    space = replace(space, in_channels=channels)
+    b = preset.baseline
+    patch = b.patch_size if size % b.patch_size == 0 else space.patch_sizes[-1]
+    baseline = replace(b, image_size=size if b.image_size not in space.image_sizes else b.image_size,
+                       patch_size=patch, in_channels=channels)
+    return replace(preset, space=space, baseline=baseline)
 
 
 def load_supernet(out: Path, space: SearchSpace) -> Supernet:

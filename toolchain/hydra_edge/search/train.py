@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.data import preprocess
+from ..models.data import CIFAR10_MEAN, CIFAR10_STD, ImageDataset, preprocess
 from ..models.training import augment, lr_at
 from .space import Candidate, SearchSpace
 from .supernet import Supernet
@@ -53,21 +53,28 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class Split:
-    """uint8 NHWC images and labels: the training part, and the held-out part the search ranks on."""
+    """uint8 NHWC images and labels: the training part, and the held-out part the search ranks on,
+    with the dataset's normalisation."""
 
     x_train: np.ndarray
     y_train: np.ndarray
     x_holdout: np.ndarray
     y_holdout: np.ndarray
+    mean: tuple[float, ...] = CIFAR10_MEAN
+    std: tuple[float, ...] = CIFAR10_STD
+
+    def preprocess(self, images: np.ndarray) -> np.ndarray:
+        return preprocess(images, self.mean, self.std)
 
 
-def split_training_set(x: np.ndarray, y: np.ndarray, holdout: int, subset: int = 0, seed: int = 0) -> Split:
+def split_training_set(data: ImageDataset, holdout: int, subset: int = 0, seed: int = 0) -> Split:
     """Hold out `holdout` training images (never the test split); `subset` > 0 keeps that many for training."""
-    order = np.random.default_rng(seed).permutation(len(x))
+    order = np.random.default_rng(seed).permutation(len(data.x_train))
     hold, train = order[:holdout], order[holdout:]
     if subset:
         train = train[:subset]
-    return Split(x[train], y[train], x[hold], y[hold])
+    x, y = data.x_train, data.y_train
+    return Split(x[train], y[train], x[hold], y[hold], data.mean, data.std)
 
 
 def world() -> tuple[int, int]:
@@ -121,7 +128,7 @@ def _batch(split: Split, step: int, steps_per_epoch: int, cfg: TrainConfig) -> t
     idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
     images = augment(split.x_train[idx], np.random.default_rng([cfg.seed, 2, step]))[rank::size]
     labels = split.y_train[idx][rank::size].astype(np.int64)
-    return torch.from_numpy(preprocess(images)), torch.from_numpy(labels)
+    return torch.from_numpy(split.preprocess(images)), torch.from_numpy(labels)
 
 
 def save_checkpoint(path: Path, net: Supernet, opt: torch.optim.Optimizer, step: int, cfg: TrainConfig) -> None:
@@ -181,11 +188,11 @@ def train_supernet(space: SearchSpace, split: Split, out: Path, cfg: TrainConfig
 
 @torch.no_grad()
 def accuracy(forward: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, labels: np.ndarray,
-             batch: int = 500) -> float:
-    """Top-1 (0..1) of `forward` on uint8 NHWC images."""
+             prep: Callable[[np.ndarray], np.ndarray] = preprocess, batch: int = 500) -> float:
+    """Top-1 (0..1) of `forward` on uint8 NHWC images, normalised by `prep`."""
     correct = 0
     for i in range(0, len(images), batch):
-        pred = forward(torch.from_numpy(preprocess(images[i:i + batch]))).argmax(dim=1).numpy()
+        pred = forward(torch.from_numpy(prep(images[i:i + batch]))).argmax(dim=1).numpy()
         correct += int((pred == labels[i:i + batch]).sum())
     return correct / max(1, len(images))
 

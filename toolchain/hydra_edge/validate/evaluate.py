@@ -1,7 +1,7 @@
 """Int8 top-1 of a compiled model on a labelled image set (`hydra-edge eval`).
 
-The images go through the model's preprocessing (CIFAR-10 normalisation, then
-a resize to the model's input resolution when it differs), are quantised with
+The images go through the model's preprocessing (the dataset's normalisation,
+then a resize to the model's input resolution when it differs), are quantised with
 the build's input scale, and run through the reference interpreter on the
 build's own quantised graph. `hydra-edge validate` proves that interpreter
 gives the C's bits, so this is the compiled model's accuracy, at numpy speed
@@ -35,9 +35,9 @@ class Evaluation:
         return self.correct / self.images if self.images else 0.0
 
 
-def model_inputs(images: np.ndarray, graph: Graph) -> np.ndarray:
-    """uint8 NHWC images -> the float32 NCHW input the model was trained on (normalised, resized)."""
-    x = preprocess(images)
+def model_inputs(images: np.ndarray, graph: Graph, prep: Callable[[np.ndarray], np.ndarray] = preprocess) -> np.ndarray:
+    """uint8 NHWC images -> the float32 NCHW input the model was trained on (normalised by `prep`, resized)."""
+    x = prep(images)
     size = graph.tensor(graph.inputs[0]).shape[-1]
     if x.shape[-1] != size:
         import torch
@@ -54,11 +54,15 @@ def _predict(args: tuple[str, np.ndarray]) -> np.ndarray:
     return np.array([int(np.argmax(run_int(graph, x)[0])) for x in xq])
 
 
-def int8_top1(folder: str | Path, images: np.ndarray, labels: np.ndarray, workers: int = 0,
+def int8_top1(folder: str | Path, images: np.ndarray, labels: np.ndarray,
+              prep: Callable[[np.ndarray], np.ndarray] = preprocess, workers: int = 0,
               progress: Callable[[int, int], None] | None = None, chunk: int = 100) -> Evaluation:
     graph = load_graph(folder)
+    shape = graph.tensor(graph.inputs[0]).shape
+    if len(shape) != 3 or shape[0] != images.shape[-1]:
+        raise ValueError(f"{folder}: the model takes {list(shape)} inputs, the images are {images.shape[1:]} (HWC)")
     q = graph.tensor(graph.inputs[0]).quant
-    xq = quantize_array(model_inputs(images, graph), q.scalar_scale, q.scalar_zero_point)
+    xq = quantize_array(model_inputs(images, graph, prep), q.scalar_scale, q.scalar_zero_point)
     chunks = [(str(folder), xq[i:i + chunk]) for i in range(0, len(xq), chunk)]
     preds: list[np.ndarray] = []
     workers = workers or os.cpu_count() or 1
