@@ -14,6 +14,12 @@ from typing import Union
 
 import numpy as np
 
+from ..errors import HydraEdgeError
+
+class DatasetError(HydraEdgeError, ValueError):
+    """A dataset file that cannot be read as what it claims to be."""
+
+
 #: Per-channel (R, G, B) mean of the CIFAR-10 training set, in 0..1 units.
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 #: Per-channel (R, G, B) standard deviation of the CIFAR-10 training set, in 0..1 units.
@@ -57,22 +63,22 @@ def load_cifar10(path: Union[str, Path]) -> tuple[np.ndarray, np.ndarray, np.nda
     try:
         npz = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any failure means "not an npz"
-        raise ValueError(f"{path} is not a readable .npz file: {exc}") from exc
+        raise DatasetError(f"{path} is not a readable .npz file: {exc}") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} is not a CIFAR-10 .npz (it holds a single array, not {', '.join(CIFAR10_KEYS)})")
+        raise DatasetError(f"{path} is not a CIFAR-10 .npz (it holds a single array, not {', '.join(CIFAR10_KEYS)})")
     with npz:
         missing = [k for k in CIFAR10_KEYS if k not in npz.files]
         if missing:
-            raise ValueError(
+            raise DatasetError(
                 f"{path} is not a CIFAR-10 .npz: missing key(s) {', '.join(missing)} "
                 f"(found {', '.join(npz.files) or 'none'})"
             )
         x_train, y_train, x_test, y_test = (npz[k] for k in CIFAR10_KEYS)
     for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if x.ndim != 4 or x.shape[1:] != (32, 32, 3) or x.dtype != np.uint8:
-            raise ValueError(f"{path}: x_{name} must be uint8 (N, 32, 32, 3), got {x.dtype} {x.shape}")
+            raise DatasetError(f"{path}: x_{name} must be uint8 (N, 32, 32, 3), got {x.dtype} {x.shape}")
         if y.shape != (x.shape[0],):
-            raise ValueError(f"{path}: y_{name} must have shape ({x.shape[0]},), got {y.shape}")
+            raise DatasetError(f"{path}: y_{name} must have shape ({x.shape[0]},), got {y.shape}")
     return x_train, y_train.astype(np.uint8), x_test, y_test.astype(np.uint8)
 
 
@@ -113,11 +119,11 @@ def _read_idx(path: Path) -> np.ndarray:
     with opener(path, "rb") as f:
         data = f.read()
     if len(data) < 4 or data[:3] != b"\x00\x00\x08" or not 1 <= data[3] <= 4:
-        raise ValueError(f"{path}: not an idx file of unsigned bytes")
+        raise DatasetError(f"{path}: not an idx file of unsigned bytes")
     dims = np.frombuffer(data, ">u4", count=data[3], offset=4).astype(int)
     start = 4 + 4 * len(dims)
     if len(data) - start != int(np.prod(dims)):
-        raise ValueError(f"{path}: idx header says {tuple(dims)} but the file holds {len(data) - start} bytes")
+        raise DatasetError(f"{path}: idx header says {tuple(dims)} but the file holds {len(data) - start} bytes")
     return np.frombuffer(data, np.uint8, offset=start).reshape(tuple(dims))
 
 

@@ -18,11 +18,16 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import HydraEdgeError
 from ..ir.graph import Graph
 from ..ir.serialize import load_graph
 from ..models.data import preprocess
 from ..quant.quantize import quantize_array
 from ..reference.int_interp import run_int
+
+
+class EvaluationError(HydraEdgeError, ValueError):
+    """Images that do not fit the compiled model."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ def int8_top1(folder: str | Path, images: np.ndarray, labels: np.ndarray,
     graph = load_graph(folder)
     shape = graph.tensor(graph.inputs[0]).shape
     if len(shape) != 3 or shape[0] != images.shape[-1]:
-        raise ValueError(f"{folder}: the model takes {list(shape)} inputs, the images are {images.shape[1:]} (HWC)")
+        raise EvaluationError(f"{folder}: the model takes {list(shape)} inputs, the images are {images.shape[1:]} (HWC)")
     q = graph.tensor(graph.inputs[0]).quant
     xq = quantize_array(model_inputs(images, graph, prep), q.scalar_scale, q.scalar_zero_point)
     chunks = [(str(folder), xq[i:i + chunk]) for i in range(0, len(xq), chunk)]

@@ -1,0 +1,112 @@
+"""`hydra-edge search` and `hydra-edge eval`: the memory-budgeted search and the compiled model's accuracy."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import click
+import torch
+
+from .targets.board import load_board
+
+
+def _progress():
+    """A rich progress display and a (phase, done, total) callback that drives one bar per phase."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bars = Progress(TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    transient=False)
+    tasks: dict[str, int] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bars.add_task(phase, total=total)
+        bars.update(tasks[phase], completed=done, total=total)
+
+    return bars, update
+
+
+@click.command()
+@click.option("--board", "board_name", required=True, help="Target board (hydra-edge boards lists them).")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
+              help="A CIFAR-10 .npz (x_train, y_train, x_test, y_test) or a Fashion-MNIST folder of idx files "
+                   "(/usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist).")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run folder: checkpoints, the search state, best.pt2, best_calib.npz, search.json. "
+                   "Run the same command again to resume.")
+@click.option("--preset", type=click.Choice(["tiny", "reduced", "full"]), default="reduced", show_default=True,
+              help="Search size: tiny (a smoke test, minutes), reduced (the documented 2-core run), "
+                   "full (the real search; wants a GPU or many hours).")
+@click.option("--ram-budget", type=click.IntRange(min=1), help="RAM budget in bytes instead of the board's.")
+@click.option("--flash-budget", type=click.IntRange(min=1), help="Flash budget in bytes instead of the board's.")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Supernet epochs instead of the preset's.")
+@click.option("--threads", type=click.IntRange(min=1), help="torch threads (default: every local core).")
+def search(board_name: str, data: Path, out: Path, preset: str, ram_budget: int | None, flash_budget: int | None,
+           epochs: float | None, threads: int | None) -> None:
+    """Search the ViT that fits BOARD: supernet, evolution under the compiler's RAM/flash, fine-tune, export.
+
+    Under torchrun (WORLD_SIZE > 1) the supernet trains data-parallel; the other steps run on rank 0.
+    """
+    from .search.run import PRESETS, format_table, run_search
+    from .search.train import init_distributed
+
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    board = load_board(board_name)
+    board = replace(board, ram_bytes=ram_budget or board.ram_bytes, flash_bytes=flash_budget or board.flash_bytes)
+    chosen = PRESETS[preset]
+    if epochs:
+        chosen = replace(chosen, supernet=replace(chosen.supernet, epochs=epochs))
+    rank, size = init_distributed()
+    if size > 1 and rank > 0:  # the other processes only help train the supernet
+        from .models.data import load_dataset
+        from .search.run import adapt_preset
+        from .search.train import split_training_set, train_supernet
+
+        dataset = load_dataset(data)
+        chosen = adapt_preset(chosen, dataset)
+        split = split_training_set(dataset, chosen.holdout, chosen.train_subset, seed=chosen.supernet.seed)
+        train_supernet(chosen.space, split, out, chosen.supernet)
+        return
+    bars, update = _progress()
+    with bars:
+        report = run_search(data, board, out, chosen, log=bars.console.print, progress=update)
+    for line in format_table(report):
+        click.echo(line)
+    click.echo(f"wrote {out / 'search.json'}; compile the winner with:\n"
+               f"  hydra-edge compile {out / 'best.pt2'} --board {board_name} --calib {out / 'best_calib.npz'} "
+               f"-o build/")
+
+
+@click.command("eval")
+@click.argument("build", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
+              help="The dataset the model was trained on (CIFAR-10 .npz or a Fashion-MNIST folder).")
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate a seeded sample of this many test images.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evaluate(build: Path, data: Path, limit: int | None, as_json: bool) -> None:
+    """Int8 top-1 of the compiled model in BUILD on the dataset's test split.
+
+    Runs the build's quantised graph in the reference interpreter, which `hydra-edge validate` proves
+    equal to the compiled C, over every local core.
+    """
+    import numpy as np
+
+    from .models.data import load_dataset
+    from .validate.evaluate import int8_top1
+
+    dataset = load_dataset(data)
+    x, y = dataset.x_test, dataset.y_test
+    if limit and limit < len(x):
+        pick = np.sort(np.random.default_rng(0).permutation(len(x))[:limit])
+        x, y = x[pick], y[pick]
+    bars, update = _progress()
+    with bars:
+        result = int8_top1(build, x, y, dataset.preprocess, progress=lambda i, n: update("int8 top-1", i, n))
+    if as_json:
+        click.echo(json.dumps({"build": str(build), "dataset": dataset.name, "images": result.images,
+                               "correct": result.correct, "top1": result.top1}))
+    else:
+        click.echo(f"int8 top-1: {result.top1:.2%} ({result.correct}/{result.images} {dataset.name} test images)")
