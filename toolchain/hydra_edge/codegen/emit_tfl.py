@@ -1,0 +1,136 @@
+"""C for the tfl_* nodes of an imported int8 .tflite: one generic emitter driven by the contract.
+
+frontend/tflite_types.py fixes everything a call needs, so no op has code of its own here:
+
+- the params struct ``hydra_tfl_<op>_params`` gets one designated initialiser per attr: a Python int as
+  an int32_t, an integer numpy array as a pointer to an emitted ``static const int32_t`` array, a tuple as
+  an inline ``{a, b, ...}`` array;
+- the call ``hydra_tfl_<op>_s8(&params, <one pointer per node input, in order>, <output>[, scratch])``:
+  an activation is its arena offset, a constant its emitted array (int8, int32 or int64), "" is NULL;
+- scratch: when the op's reference module says ``scratch_bytes(attrs) > 0``, the planner's scratch buffer
+  is passed, after a check against ``hydra_tfl_<op>_get_buffer_size``.
+
+Sources: runtime_c/src/tfl_<op>.c per op used, and tfl_fixedpoint.c (the elementwise family's shared
+gemmlowp helpers) whenever any tfl op is used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..ir.graph import Graph, Node
+from ..memory.planner import scratch_name
+
+if TYPE_CHECKING:  # emit_c imports this module; the reverse is only for types
+    from .emit_c import _Call, _ModelC
+
+TFL_PREFIX = "tfl_"
+TFL_HEADER = "hydra_tfl.h"
+TFL_SHARED_SOURCES = ("tfl_fixedpoint.c",)
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def is_tfl(op: str) -> bool:
+    return op.startswith(TFL_PREFIX)
+
+
+def tfl_sources(graph: Graph, runtime_src: Any) -> list[str]:
+    """The tfl_*.c files the graph's tfl ops need (shared helpers first, when present), in a fixed order."""
+    ops = sorted({n.op for n in graph.nodes if is_tfl(n.op)})
+    if not ops:
+        return []
+    shared = [s for s in TFL_SHARED_SOURCES if (runtime_src / s).is_file()]
+    return shared + [f"{op}.c" for op in ops]
+
+
+def _scratch_fn(op: str):
+    from ..reference import tfl_linear
+
+    modules = [tfl_linear]
+    try:
+        from ..reference import tfl_elementwise
+
+        modules.append(tfl_elementwise)
+    except ImportError:
+        pass
+    for mod in modules:
+        if op in getattr(mod, "KERNELS", {}):
+            return getattr(mod, "scratch_bytes", None)
+    return None
+
+
+def tfl_scratch(graph: Graph) -> dict[str, int]:
+    """Scratch bytes of each tfl node that needs any (the reference module's scratch_bytes(attrs))."""
+    out: dict[str, int] = {}
+    for node in graph.nodes:
+        if is_tfl(node.op):
+            fn = _scratch_fn(node.op)
+            size = int(fn(node.attrs)) if fn is not None else 0
+            if size > 0:
+                out[node.name] = size
+    return out
+
+
+def _field(m: "_ModelC", node: Node, key: str, value: Any) -> str:
+    from .emit_c import CodegenError, _c_int
+
+    where = f"node {node.name} attr {key}"
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "iu":
+            raise CodegenError(f"node {node.name} ({node.op}): attr {key} is {value.dtype}, expected integers")
+        return m.attr_array(node, key, value.size) if value.ndim == 1 else _bad(node, key, value)
+    if isinstance(value, (tuple, list)):
+        return "{" + ", ".join(_c_int(v, "int32_t", where) for v in value) + "}"
+    if isinstance(value, (bool, np.bool_)):
+        return "1" if value else "0"
+    if isinstance(value, (int, np.integer)):
+        return _c_int(value, "int32_t", where)
+    raise CodegenError(f"node {node.name} ({node.op}): attr {key} = {value!r} has no C form")
+
+
+def _bad(node: Node, key: str, value: np.ndarray) -> str:
+    from .emit_c import CodegenError
+
+    raise CodegenError(f"node {node.name} ({node.op}): attr {key} has shape {value.shape}, expected a vector")
+
+
+def _operand(m: "_ModelC", node: Node, name: str) -> str:
+    from .emit_c import CodegenError
+
+    if name == "":
+        return "NULL"
+    t = m.graph.tensor(name)
+    if t.is_constant:
+        dtype = str(np.asarray(t.data).dtype)
+        if dtype not in ("int8", "int32", "int64"):
+            raise CodegenError(f"node {node.name} ({node.op}): constant {name!r} is {dtype}; the C kernels take "
+                               "int8, int32 or int64 constants")
+        return m.const_array(t, dtype)
+    if t.dtype != "int8":
+        raise CodegenError(f"node {node.name} ({node.op}): activation {name!r} is {t.dtype}, expected int8")
+    return f"HYDRA_ARENA_S8({m.offset(name)})"
+
+
+def lower_tfl(m: "_ModelC", node: Node) -> "_Call":
+    """One tfl_* node as a params struct and a kernel call (emit_c._ModelC.lower calls this)."""
+    from .emit_c import CodegenError, _Call
+
+    if len(node.outputs) != 1:
+        raise CodegenError(f"node {node.name} ({node.op}): the C kernels write one output, it has {len(node.outputs)}")
+    base = f"hydra_{node.op}"
+    fields = [(key, _field(m, node, key, value)) for key, value in node.attrs.items()]
+    ident, decl = m.params(node, f"{base}_params", fields)
+    args = [f"&{ident}", *(_operand(m, node, n) for n in node.inputs), m.act(node, 0, "output")]
+    check = ""
+    sname = scratch_name(node.name)
+    if any(b.name == sname for b in m.plan.buffers):
+        soff, ssize = m.offset(sname), m.plan.buffer(sname).size
+        args.append(f"(int32_t *)(void *)(hydra_arena + {soff})")
+        check = (
+            f"    if ({base}_get_buffer_size(&{ident}) > {ssize}) {{\n"
+            f"        return (int)HYDRA_ERR_ARG; /* less scratch planned than the kernel needs */\n"
+            f"    }}\n"
+        )
+    return _Call(node, decl, f"{base}_s8({', '.join(args)})", check)
