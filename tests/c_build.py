@@ -150,6 +150,12 @@ class BlockParams(ctypes.Structure):
                 ("residual2", AddParams)]
 
 
+class SoftmaxAttentionParams(ctypes.Structure):
+    _fields_ = [("tokens", _i32), ("dim", _i32), ("heads", _i32), ("q_zero_point", _i32), ("k_zero_point", _i32),
+                ("v_zero_point", _i32), ("exp_multiplier", _i32), ("exp_shift", _i32), ("exp_table", _p),
+                ("exp_table_size", _i32), ("multiplier", _i32), ("shift", _i32), ("output_zero_point", _i32)]
+
+
 # C struct name -> its mirror; the layout test walks this table.
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "hydra_linear_params": LinearParams,
@@ -160,6 +166,7 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "hydra_add_params": AddParams,
     "hydra_mean_pool_params": MeanPoolParams,
     "hydra_block_params": BlockParams,
+    "hydra_softmax_attention_params": SoftmaxAttentionParams,
 }
 
 
@@ -185,6 +192,8 @@ def declare_prototypes(lib: ctypes.CDLL) -> None:
         "hydra_mean_pool_s8": (ctypes.c_int, [P(MeanPoolParams), _p, _p]),
         "hydra_block_s8_get_buffer_size": (_i32, [P(BlockParams)]),
         "hydra_block_s8": (ctypes.c_int, [P(BlockParams), _p, _p]),
+        "hydra_softmax_attention_s8_get_buffer_size": (_i32, [P(SoftmaxAttentionParams)]),
+        "hydra_softmax_attention_s8": (ctypes.c_int, [P(SoftmaxAttentionParams), _p, _p, _p, _p, _p]),
     }
     for name, (restype, argtypes) in sigs.items():
         fn = getattr(lib, name)

@@ -65,7 +65,7 @@ def test_no_forbidden_constructs(src):
     forbidden = r"\b(float|double|long\s+double|__int128|malloc|calloc|realloc|free|printf|abort|exit)\b"
     assert not re.search(forbidden, code), re.search(forbidden, code)
     includes = set(re.findall(r'#\s*include\s*[<"]([^>"]+)[>"]', code))
-    assert includes <= {"stdint.h", "stddef.h", "string.h", "hydra_rt.h"}, includes
+    assert includes <= {"stdint.h", "stddef.h", "string.h", "hydra_rt.h", "hydra_tfl.h"}, includes
 
 
 def test_undefined_symbols(tmp_path):

@@ -17,10 +17,330 @@ extern "C" {
 #endif
 
 /* ==== linear algebra, convolution, pooling, reductions, shape ops ==== */
+
+/* PAD, TRANSPOSE, MEAN and SUM walk shapes extended with leading 1s to HYDRA_TFL_MAX_DIMS dimensions;
+ * NHWC ops (CONV_2D, DEPTHWISE_CONV_2D, the pools) use 4-D shapes [N, H, W, C] (filters [O, H, W, I],
+ * depthwise [1, H, W, O]). Offsets follow TFLM: input offset = -zero point, output offset = +zero point.
+ * Multipliers and shifts are TFLM's (MultiplyByQuantizedMultiplier: hydra_requantize, shift in [-31, 30]).
+ * Inputs a kernel does not read (RESHAPE's shape, TRANSPOSE's perm, PAD's paddings, the reductions'
+ * axes: all folded into the params) are `const void *` and may be NULL. Output buffers must not overlap
+ * the inputs, except RESHAPE (output == input is a no-op). No kernel here needs scratch. */
+#define HYDRA_TFL_MAX_DIMS 6
+
+/* FULLY_CONNECTED: output[b, o] = clamp(output_offset + MBQM(bias[o] + sum_d (filter[o, d] + filter_offset)
+ * * (input[b, d] + input_offset), M[c], shift[c])), c = o when per_channel, else 0. bias may be NULL. */
+typedef struct {
+    int32_t batches, accum_depth, output_depth;
+    int32_t input_offset, filter_offset, output_offset;
+    int32_t per_channel;                /* 1: output_multiplier/shift hold output_depth entries, 0: one */
+    const int32_t *output_multiplier;
+    const int32_t *output_shift;
+    int32_t activation_min, activation_max;
+    int32_t single_rounding;            /* 1: one rounding (LiteRT's reference FULLY_CONNECTED), 0: the build's */
+} hydra_tfl_fully_connected_params;
+
+hydra_status hydra_tfl_fully_connected_s8(const hydra_tfl_fully_connected_params *p, const int8_t *input,
+                                          const int8_t *filter, const int32_t *bias, int8_t *output);
+
+/* CONV_2D (ConvPerChannel; groups = input channels / filter input channels) and DEPTHWISE_CONV_2D
+ * (DepthwiseConvPerChannel: output channel i * depth_multiplier + m reads input channel i). Taps outside
+ * the image are skipped. Multipliers and shifts per output channel. bias may be NULL. */
+typedef struct {
+    int32_t input_shape[4], filter_shape[4], output_shape[4];
+    int32_t stride_height, stride_width;
+    int32_t dilation_height_factor, dilation_width_factor;
+    int32_t padding_height, padding_width;
+    int32_t input_offset, output_offset;
+    const int32_t *output_multiplier;   /* [output channels] */
+    const int32_t *output_shift;
+    int32_t activation_min, activation_max;
+} hydra_tfl_conv_2d_params;
+
+typedef struct {
+    int32_t input_shape[4], filter_shape[4], output_shape[4];
+    int32_t stride_height, stride_width;
+    int32_t dilation_height_factor, dilation_width_factor;
+    int32_t padding_height, padding_width;
+    int32_t depth_multiplier;
+    int32_t input_offset, output_offset;
+    const int32_t *output_multiplier;   /* [output channels] */
+    const int32_t *output_shift;
+    int32_t activation_min, activation_max;
+} hydra_tfl_depthwise_conv_2d_params;
+
+hydra_status hydra_tfl_conv_2d_s8(const hydra_tfl_conv_2d_params *p, const int8_t *input, const int8_t *filter,
+                                  const int32_t *bias, int8_t *output);
+hydra_status hydra_tfl_depthwise_conv_2d_s8(const hydra_tfl_depthwise_conv_2d_params *p, const int8_t *input,
+                                            const int8_t *filter, const int32_t *bias, int8_t *output);
+
+/* AVERAGE_POOL_2D (sum of the taps inside the image, divided by their count rounding half away from
+ * zero, no zero point involved) and MAX_POOL_2D; both clamp to the activation range. */
+typedef struct {
+    int32_t input_shape[4], output_shape[4];
+    int32_t stride_height, stride_width;
+    int32_t filter_height, filter_width;
+    int32_t padding_height, padding_width;
+    int32_t activation_min, activation_max;
+} hydra_tfl_average_pool_2d_params;
+
+typedef struct {
+    int32_t input_shape[4], output_shape[4];
+    int32_t stride_height, stride_width;
+    int32_t filter_height, filter_width;
+    int32_t padding_height, padding_width;
+    int32_t activation_min, activation_max;
+} hydra_tfl_max_pool_2d_params;
+
+hydra_status hydra_tfl_average_pool_2d_s8(const hydra_tfl_average_pool_2d_params *p, const int8_t *input,
+                                          int8_t *output);
+hydra_status hydra_tfl_max_pool_2d_s8(const hydra_tfl_max_pool_2d_params *p, const int8_t *input, int8_t *output);
+
+/* PAD: the input copied at pad_before[d] in every dimension, pad_value (the output zero point) elsewhere. */
+typedef struct {
+    int32_t input_shape[HYDRA_TFL_MAX_DIMS], output_shape[HYDRA_TFL_MAX_DIMS];
+    int32_t pad_before[HYDRA_TFL_MAX_DIMS];
+    int32_t pad_value;
+} hydra_tfl_pad_params;
+
+hydra_status hydra_tfl_pad_s8(const hydra_tfl_pad_params *p, const int8_t *input, const void *paddings,
+                              int8_t *output);
+
+/* RESHAPE: a copy of size bytes, nothing when the planner gave output the input's bytes. */
+typedef struct {
+    int32_t size;
+} hydra_tfl_reshape_params;
+
+hydra_status hydra_tfl_reshape_s8(const hydra_tfl_reshape_params *p, const int8_t *input, const void *shape,
+                                  int8_t *output);
+
+/* TRANSPOSE: output (row-major over output_shape) element at index i reads input[sum_d i_d input_strides[d]]. */
+typedef struct {
+    int32_t output_shape[HYDRA_TFL_MAX_DIMS];
+    int32_t input_strides[HYDRA_TFL_MAX_DIMS];
+} hydra_tfl_transpose_params;
+
+hydra_status hydra_tfl_transpose_s8(const hydra_tfl_transpose_params *p, const int8_t *input, const void *perm,
+                                    int8_t *output);
+
+/* BATCH_MATMUL: out[b, i, j] = clamp(output_offset + MBQM(sum_k (lhs[b, i, k] + lhs_offset)
+ * * (rhs[b, k, j] + rhs_offset), M, shift)); batches broadcast (stride 0), adj_x / adj_y folded into the
+ * strides: lhs[b, i, k] is at lhs_b + i * lhs_row_stride + k * lhs_depth_stride. */
+typedef struct {
+    int32_t batch_shape[3], lhs_batch_strides[3], rhs_batch_strides[3];
+    int32_t rows, cols, depth;
+    int32_t lhs_row_stride, lhs_depth_stride, rhs_depth_stride, rhs_col_stride;
+    int32_t lhs_offset, rhs_offset, output_offset;
+    int32_t output_multiplier, output_shift;
+    int32_t activation_min, activation_max;
+} hydra_tfl_batch_matmul_params;
+
+hydra_status hydra_tfl_batch_matmul_s8(const hydra_tfl_batch_matmul_params *p, const int8_t *lhs,
+                                       const int8_t *rhs, int8_t *output);
+
+/* MEAN and SUM (QuantizedMeanOrSum): per output, the int32 sum over the reduced dimensions
+ * (reduce_shape[d] > 1), minus input_zero_point * num_elements, MBQM, plus the output zero point.
+ * MEAN's multiplier already holds 1/num_elements, as TFLM folds it. */
+typedef struct {
+    int32_t input_shape[HYDRA_TFL_MAX_DIMS], reduce_shape[HYDRA_TFL_MAX_DIMS];
+    int32_t num_elements;
+    int32_t input_zero_point, output_zero_point;
+    int32_t output_multiplier, output_shift;
+} hydra_tfl_mean_params;
+
+typedef struct {
+    int32_t input_shape[HYDRA_TFL_MAX_DIMS], reduce_shape[HYDRA_TFL_MAX_DIMS];
+    int32_t num_elements;
+    int32_t input_zero_point, output_zero_point;
+    int32_t output_multiplier, output_shift;
+} hydra_tfl_sum_params;
+
+hydra_status hydra_tfl_mean_s8(const hydra_tfl_mean_params *p, const int8_t *input, const void *axis,
+                               int8_t *output);
+hydra_status hydra_tfl_sum_s8(const hydra_tfl_sum_params *p, const int8_t *input, const void *axis,
+                              int8_t *output);
+
 /* (end of linear section) */
 
 /* ==== elementwise, activations, softmax, normalisation, (de)quantisation ==== */
+
+/* Binary ops broadcast like TFLM's BroadcastBinaryOpSimple: up to 6-D, so their shapes are extended to
+ * HYDRA_TFL_MAX_BROADCAST_DIMS with leading 1s (not 4-D). Offsets follow TFLM: input offset = -zero point,
+ * output offset = +zero point. All kernels accept output == an input of the same size (in place). */
+#define HYDRA_TFL_MAX_BROADCAST_DIMS 6
+
+/* ---- gemmlowp fixed point as TFLM ships it (tfl_fixedpoint.c); values are raw int32 of FixedPoint<int32, I> */
+int32_t hydra_tfl_srdhm(int32_t a, int32_t b);                  /* SaturatingRoundingDoublingHighMul */
+int32_t hydra_tfl_rounding_divide_by_pot(int32_t x, int32_t exponent); /* exponent in [0, 31] */
+int32_t hydra_tfl_exp_on_negative_values(int32_t a, int32_t integer_bits); /* Q(integer_bits) -> Q0.31 */
+int32_t hydra_tfl_one_over_one_plus_x_for_x_in_0_1(int32_t a);  /* Q0.31 -> Q0.31 */
+int32_t hydra_tfl_logistic(int32_t a, int32_t integer_bits);     /* Q(integer_bits) -> Q0.31 */
+int32_t hydra_tfl_tanh(int32_t a, int32_t integer_bits);         /* Q(integer_bits) -> Q0.31 */
+/* GetReciprocal: 1/x for x > 0 in Q(integer_digits), as Q0.31 and *num_bits_over_unit. */
+int32_t hydra_tfl_get_reciprocal(int32_t x, int32_t integer_digits, int32_t *num_bits_over_unit);
+/* GetInvSqrtQuantizedMultiplierExp: 1/sqrt(input) ~ *multiplier * 2^*shift / 2^31 (input >= 0). */
+void hydra_tfl_inv_sqrt_multiplier_exp(int32_t input, int32_t reverse_shift, int32_t *multiplier, int32_t *shift);
+
+/* The broadcast loop of the binary kernels: output[i] = fn(a[.], b[.], params) over out_shape. */
+typedef int8_t (*hydra_tfl_binary_fn)(int32_t a, int32_t b, const void *params);
+hydra_status hydra_tfl_broadcast_binary_s8(const int32_t *a_shape, const int32_t *b_shape, const int32_t *out_shape,
+                                           const int8_t *a, const int8_t *b, int8_t *output,
+                                           hydra_tfl_binary_fn fn, const void *params);
+
+/* ADD, SUB, SQUARED_DIFFERENCE: both inputs shifted left by left_shift (20, 20, 7) and scaled by
+ * multipliers < 1, then combined and scaled by the output multiplier (any size for SQUARED_DIFFERENCE). */
+typedef struct {
+    int32_t input1_shape[HYDRA_TFL_MAX_BROADCAST_DIMS];
+    int32_t input2_shape[HYDRA_TFL_MAX_BROADCAST_DIMS];
+    int32_t output_shape[HYDRA_TFL_MAX_BROADCAST_DIMS];
+    int32_t input1_offset, input2_offset, output_offset;
+    int32_t left_shift;
+    int32_t input1_multiplier, input1_shift;
+    int32_t input2_multiplier, input2_shift;
+    int32_t output_multiplier, output_shift;
+    int32_t output_activation_min, output_activation_max;
+} hydra_tfl_add_params;
+
+typedef struct {
+    int32_t input1_shape[HYDRA_TFL_MAX_BROADCAST_DIMS];
+    int32_t input2_shape[HYDRA_TFL_MAX_BROADCAST_DIMS];
+    int32_t output_shape[HYDRA_TFL_MAX_BROADCAST_DIMS];
+    int32_t input1_offset, input2_offset, output_offset;
+    int32_t left_shift;
+    int32_t input1_multiplier, input1_shift;
+    int32_t input2_multiplier, input2_shift;
+    int32_t output_multiplier, output_shift;
+    int32_t output_activation_min, output_activation_max;
+} hydra_tfl_sub_params;
+
+typedef struct {
+    int32_t input1_shape[HYDRA_TFL_MAX_BROADCAST_DIMS];
+    int32_t input2_shape[HYDRA_TFL_MAX_BROADCAST_DIMS];
+    int32_t output_shape[HYDRA_TFL_MAX_BROADCAST_DIMS];
+    int32_t input1_offset, input2_offset, output_offset;
+    int32_t left_shift;
+    int32_t input1_multiplier, input1_shift;
+    int32_t input2_multiplier, input2_shift;
+    int32_t output_multiplier, output_shift;
+    int32_t output_activation_min, output_activation_max;
+} hydra_tfl_squared_difference_params;
+
+/* MUL: output = offset + MBQM((a + off1) * (b + off2), M, shift), clamped to the activation range. */
+typedef struct {
+    int32_t input1_shape[HYDRA_TFL_MAX_BROADCAST_DIMS];
+    int32_t input2_shape[HYDRA_TFL_MAX_BROADCAST_DIMS];
+    int32_t output_shape[HYDRA_TFL_MAX_BROADCAST_DIMS];
+    int32_t input1_offset, input2_offset, output_offset;
+    int32_t output_multiplier, output_shift;
+    int32_t output_activation_min, output_activation_max;
+} hydra_tfl_mul_params;
+
+hydra_status hydra_tfl_add_s8(const hydra_tfl_add_params *p, const int8_t *input1, const int8_t *input2,
+                              int8_t *output);
+hydra_status hydra_tfl_sub_s8(const hydra_tfl_sub_params *p, const int8_t *input1, const int8_t *input2,
+                              int8_t *output);
+hydra_status hydra_tfl_squared_difference_s8(const hydra_tfl_squared_difference_params *p, const int8_t *input1,
+                                             const int8_t *input2, int8_t *output);
+hydra_status hydra_tfl_mul_s8(const hydra_tfl_mul_params *p, const int8_t *input1, const int8_t *input2,
+                              int8_t *output);
+
+/* RSQRT: 1/sqrt(x - zp) by GetInvSqrtQuantizedMultiplierExp, then the output multiplier
+ * 1/(sqrt(s_in) s_out); x == zp gives 127. An input below the zero point returns HYDRA_ERR_ARG
+ * (TFLM fails the op); the output is then incomplete. */
+typedef struct {
+    int32_t size;
+    int32_t input_zero_point, output_zero_point;
+    int32_t multiplier, shift;
+} hydra_tfl_rsqrt_params;
+
+hydra_status hydra_tfl_rsqrt_s8(const hydra_tfl_rsqrt_params *p, const int8_t *input, int8_t *output);
+
+/* LOGISTIC and TANH: input - zp rescaled to Q4.27 (input_multiplier, input_left_shift), saturated outside
+ * +-input_range_radius, gemmlowp logistic / tanh; outputs at scale 1/256 zp -128 (logistic) and 1/128 zp 0. */
+typedef struct {
+    int32_t size;
+    int32_t input_zero_point, input_range_radius;
+    int32_t input_multiplier, input_left_shift;
+} hydra_tfl_logistic_params;
+
+typedef struct {
+    int32_t size;
+    int32_t input_zero_point, input_range_radius;
+    int32_t input_multiplier, input_left_shift;
+} hydra_tfl_tanh_params;
+
+hydra_status hydra_tfl_logistic_s8(const hydra_tfl_logistic_params *p, const int8_t *input, int8_t *output);
+hydra_status hydra_tfl_tanh_s8(const hydra_tfl_tanh_params *p, const int8_t *input, int8_t *output);
+
+/* SOFTMAX over the last dimension (depth) of outer_size rows: TFLM's int8 path (gemmlowp exp of Q5.26
+ * differences >= diff_min, not a table); output scale 1/256, zero point -128. depth < 4096. */
+typedef struct {
+    int32_t outer_size, depth;
+    int32_t input_multiplier, input_left_shift;
+    int32_t diff_min;
+} hydra_tfl_softmax_params;
+
+hydra_status hydra_tfl_softmax_s8(const hydra_tfl_softmax_params *p, const int8_t *input, int8_t *output);
+
+/* L2_NORMALIZATION over the last dimension: output at scale 1/128, zero point 0. depth <= 33025. */
+typedef struct {
+    int32_t outer_size, depth;
+    int32_t input_zero_point;
+} hydra_tfl_l2_normalization_params;
+
+hydra_status hydra_tfl_l2_normalization_s8(const hydra_tfl_l2_normalization_params *p, const int8_t *input,
+                                           int8_t *output);
+
+/* QUANTIZE int8 -> int8 (requantisation): zp_out + MBQM(x - zp_in, M, shift). (float -> int8 and
+ * DEQUANTIZE happen on the host at the graph's edges: reference/tfl_elementwise.py.) */
+typedef struct {
+    int32_t size;
+    int32_t input_zero_point, output_zero_point;
+    int32_t multiplier, shift;
+} hydra_tfl_quantize_params;
+
+hydra_status hydra_tfl_quantize_s8(const hydra_tfl_quantize_params *p, const int8_t *input, int8_t *output);
+
 /* (end of elementwise section) */
+
+/* ==== Hydra attention lifted from an int8 TFLite graph (passes/lift_tfl_hydra.py) ==== */
+
+/* phi of one token's row: kind HYDRA_TFL_PHI_RSQRT is MUL(x, RSQRT([ADD(] SUM(MUL(x, x)) [, eps)])) with the
+ * replaced ops' params made per row (square, scale: [1, D] x [1, D] / [1, D] x [1]; sum over one row of D;
+ * eps: one element, input2 the constant eps_value, only when has_eps; rsqrt: size 1); kind
+ * HYDRA_TFL_PHI_L2 is L2_NORMALIZATION with outer_size 1. */
+#define HYDRA_TFL_PHI_RSQRT 0
+#define HYDRA_TFL_PHI_L2 1
+
+typedef struct {
+    int32_t kind;
+    int32_t has_eps, eps_value;
+    hydra_tfl_mul_params square;
+    hydra_tfl_sum_params sum;
+    hydra_tfl_add_params eps;
+    hydra_tfl_rsqrt_params rsqrt;
+    hydra_tfl_mul_params scale;
+    hydra_tfl_l2_normalization_params l2;
+} hydra_tfl_hydra_phi_params;
+
+/* HYDRA ATTENTION over q, k, v [tokens, depth] (row-major), TFLM's bits of the unfused ops:
+ *   pass 1: acc[d] += kv_mul(phi_k(k_t), v_t)[d] over the tokens (raw int8 values, as TFLM's int8 SUM adds);
+ *           kv = kv_sum's requantisation of acc (minus zp * tokens, MBQM, plus zp, clamped);
+ *   pass 2: out_t = out_mul(phi_q(q_t), kv).
+ * kv_mul and out_mul are per row ([1, depth] operands, input1 the phi row); kv_sum keeps its [T, D] params.
+ * Scratch: hydra_tfl_hydra_attention_get_buffer_size bytes (int32 acc [D], int8 row [D], int8 kv [D]), 4-byte
+ * aligned. The output may be q, k or v itself (each row of q is read before its output row is written, all
+ * of k and v before any output). A negative RSQRT input returns HYDRA_ERR_ARG, as TFLM fails the op. */
+typedef struct {
+    int32_t tokens, depth;
+    hydra_tfl_hydra_phi_params phi_q, phi_k;
+    hydra_tfl_mul_params kv_mul;
+    hydra_tfl_sum_params kv_sum;
+    hydra_tfl_mul_params out_mul;
+} hydra_tfl_hydra_attention_params;
+
+int32_t hydra_tfl_hydra_attention_get_buffer_size(const hydra_tfl_hydra_attention_params *p);
+hydra_status hydra_tfl_hydra_attention_s8(const hydra_tfl_hydra_attention_params *p, const int8_t *q,
+                                          const int8_t *k, const int8_t *v, int8_t *output, int32_t *scratch);
 
 #ifdef __cplusplus
 }

@@ -46,16 +46,49 @@ def _warn_line(message, category, filename, lineno, file=None, line=None) -> Non
     click.echo(f"warning: {message}", err=True)
 
 
+def _shape(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    from .frontend.formats import parse_input_shape
+
+    try:
+        return None if value is None else parse_input_shape(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _load_options(command):
+    """The options of a model file that does not say everything itself (TorchScript, pickled modules)."""
+    options = [
+        click.option("--input-shape", callback=_shape, metavar="C,H,W",
+                     help="Input shape without the batch, for a TorchScript archive that does not record it "
+                          "(a traced one does) and for a pickled module."),
+        click.option("--trust-pickle", is_flag=True,
+                     help="Load a pickled nn.Module (torch.save(model)). DANGER: unpickling runs arbitrary code "
+                          "from the file; use only on files you made or trust. Needs --module-class."),
+        click.option("--module-class", metavar="PKG.MODULE:CLASS",
+                     help="Import path of a pickled module's class (with --trust-pickle), e.g. mypkg.net:Net."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _options(input_shape: tuple[int, ...] | None, trust_pickle: bool, module_class: str | None) -> driver.LoadOptions:
+    return driver.LoadOptions(input_shape, trust_pickle, module_class)
+
+
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--lowered/--aten", default=True, help="Show the lowered IR (default) or the graph as exported.")
-def inspect(model: Path, lowered: bool) -> None:
-    """Print the graph of MODEL (.pt2)."""
+@_load_options
+def inspect(model: Path, lowered: bool, input_shape: tuple[int, ...] | None, trust_pickle: bool,
+            module_class: str | None) -> None:
+    """Print the graph of MODEL (.pt2, TorchScript .pt, .onnx, .tflite)."""
     from .ir.printer import format_graph
     from .passes.pipeline import lower_to_ir
 
-    graph = driver.load_model(model)
-    click.echo(format_graph(lower_to_ir(graph) if lowered else graph))
+    graph = driver.load_model(model, _options(input_shape, trust_pickle, module_class))
+    lower = lowered and not driver.is_prequantised(graph)  # an int8 .tflite is in its final op set already
+    click.echo(format_graph(lower_to_ir(graph) if lower else graph))
 
 
 @main.command()
@@ -71,8 +104,10 @@ def inspect(model: Path, lowered: bool) -> None:
                    "when the model has Hydra attention); 'greedy' is TFLite Micro's planner on the unfused ops.")
 @click.option("--tokens-per-step", type=click.IntRange(min=1), default=1, show_default=True,
               help="Tokens a streamed block takes at once: more scratch RAM, fewer weight reads.")
+@_load_options
 def compile(model: Path, board: str, out: Path, calib: Path | None, rounding: str, schedule: str | None,  # noqa: A001
-            tokens_per_step: int) -> None:
+            tokens_per_step: int, input_shape: tuple[int, ...] | None, trust_pickle: bool,
+            module_class: str | None) -> None:
     """Compile MODEL to int8 C in a self-contained build folder."""
     from rich.progress import Progress
 
@@ -85,7 +120,8 @@ def compile(model: Path, board: str, out: Path, calib: Path | None, rounding: st
         def progress(stage: str, done: int, total: int) -> None:
             bar.update(task, completed=done, total=total, description=stage)
 
-        result = driver.compile_model(model, board, out, calib, rounding, progress, schedule, tokens_per_step)
+        result = driver.compile_model(model, board, out, calib, rounding, progress, schedule, tokens_per_step,
+                                      _options(input_shape, trust_pickle, module_class))
     click.echo(format_report(result.report))
     click.echo(f"memory timeline: {result.folder / driver.MEMORY_PLOT}")
     click.echo(f"wrote {result.folder}/ (build with 'make -C {result.folder}', check with 'hydra-edge validate {result.folder}')")

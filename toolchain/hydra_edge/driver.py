@@ -62,15 +62,53 @@ class CompileResult:
     folder: Path
 
 
-def load_model(path: str | Path) -> Graph:
-    """Pick the frontend by file suffix and return the aten-level graph."""
-    from .frontend.errors import FrontendError
-    from .frontend.pt2 import load_pt2
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to read a model file that does not say everything itself (TorchScript, pickles)."""
 
+    input_shape: tuple[int, ...] | None = None  # without the batch; TorchScript and pickles record none
+    trust_pickle: bool = False  # unpickling a torch.save'd module runs code from the file
+    module_class: str | None = None  # "pkg.module:ClassName" of a pickled module
+
+
+def load_model(path: str | Path, options: LoadOptions | None = None) -> Graph:
+    """Pick the frontend by content, then suffix (frontend/formats.py), and return its graph."""
+    from .frontend import formats
+    from .frontend.errors import FrontendError
+
+    options = options or LoadOptions()
     path = Path(path)
-    if path.suffix == ".pt2":
-        return load_pt2(path)
-    raise FrontendError(f"{path}: unsupported model format {path.suffix or '(no suffix)'}; hydra-edge reads .pt2 (torch.export.save)")
+    kind = formats.sniff(path)
+    if kind == formats.PT2:
+        from .frontend.pt2 import load_pt2
+
+        graph = load_pt2(path)
+    elif kind == formats.TORCHSCRIPT:
+        from .frontend.torchscript import load_torchscript
+
+        return load_torchscript(path, options.input_shape)
+    elif kind == formats.PICKLE:
+        from .frontend.pickled import load_pickle
+
+        return load_pickle(path, options.input_shape, options.trust_pickle, options.module_class)
+    elif kind == formats.ONNX:
+        from .frontend.onnx import load_onnx
+
+        graph = load_onnx(path)
+    elif kind == formats.TFLITE:
+        from .frontend.tflite import load_tflite
+
+        graph = load_tflite(path)
+    else:  # sniff returns one of the kinds above; a new one must be wired here
+        raise FrontendError(f"{path}: no frontend for format {kind!r}")
+    # A file that records its own input shape: --input-shape may only confirm it.
+    shape = tuple(graph.tensor(graph.inputs[0]).shape[1:]) if len(graph.inputs) == 1 else None
+    if options.input_shape is not None and shape is not None and tuple(options.input_shape) != shape:
+        raise FrontendError(
+            f"{path}: the model's input is {list(shape)} (without the batch) but --input-shape says "
+            f"{list(options.input_shape)}; drop --input-shape, which only TorchScript and pickled modules need"
+        )
+    return graph
 
 
 def compile_graph(
@@ -88,6 +126,8 @@ def compile_graph(
     schedule: "greedy" or "stream" (None: "stream" when the graph has Hydra attention, else "greedy");
     tokens_per_step: tokens per group in a streamed block (more scratch, fewer weight reads).
     """
+    if is_prequantised(float_graph):  # an int8 .tflite: its own quantisation, nothing to calibrate
+        return compile_prequantised(float_graph, board, out, calib, rounding, schedule, tokens_per_step)
     schedule = default_schedule(float_graph) if schedule is None else schedule
     if schedule not in SCHEDULES:
         raise ScheduleError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
@@ -121,6 +161,70 @@ def compile_graph(
     return CompileResult(qgraph, plan, report, folder)
 
 
+def is_prequantised(graph: Graph) -> bool:
+    """A graph that arrives quantised (an int8 .tflite: tfl_* ops with TFLM's prepared attrs)."""
+    return graph.meta.get("frontend") == "tflite"
+
+
+class PrequantisedWarning(UserWarning):
+    """An option that does nothing for an already-quantised model (an int8 .tflite)."""
+
+
+def compile_prequantised(
+    qgraph: Graph,
+    board: Board,
+    out: str | Path,
+    calib: np.ndarray | None = None,
+    rounding: str = "double",
+    schedule: str | None = None,
+    tokens_per_step: int = 1,
+) -> CompileResult:
+    """An int8 .tflite graph -> build folder: no lowering, calibration or quantisation (the file's own).
+
+    Calibration data is ignored with a warning (the file's scales are kept). By default (schedule None)
+    each Hydra core written with tfl ops is lifted into one tfl_hydra_attention node that streams over the
+    tokens with the same bits (passes/lift_tfl_hydra.py); schedule "greedy" keeps every op unfused (TFLM's
+    own graph). Either way TFLM's op order, planned with in-place reuse where a kernel allows it (a RESHAPE
+    is an alias, tfl_hydra_attention writes over q, k or v).
+    rounding "double" is TFLM's; "single" gives LiteRT's reference kernels (BUILTIN_REF), whose
+    FULLY_CONNECTED rounds once while the other ops round as TFLM (frontend.tflite.litert_rounding).
+    """
+    if calib is not None:
+        warnings.warn("calibration data is ignored for an int8 .tflite: the model keeps its own quantisation",
+                      PrequantisedWarning, stacklevel=3)
+    if schedule not in (None, "greedy"):
+        raise ScheduleError(f"schedule {schedule!r}: an int8 .tflite is compiled op by op (schedule greedy)")
+    if rounding not in ("double", "single"):
+        raise ScheduleError(f"rounding must be 'double' or 'single', got {rounding!r}")
+    if rounding == "single":  # LiteRT's reference kernels: FULLY_CONNECTED rounds once, the others as TFLM
+        from .frontend.tflite import litert_rounding
+
+        qgraph = litert_rounding(qgraph)
+    if schedule is None:  # the Hydra cores as one streaming op each, bit for bit the unfused ops
+        from .passes.lift_tfl_hydra import lift_tfl_hydra
+
+        qgraph = lift_tfl_hydra(qgraph)
+    g = schedule_graph(qgraph, "greedy", int(tokens_per_step))
+    g.meta["rounding"] = "double"
+    plan = plan_memory(g, kernel_scratch(g), in_place=True)
+    fit = check_fits(g, plan, board)
+    folder = emit_project(g, plan, Path(out), board)
+    x = g.tensor(g.inputs[0])
+    rng = np.random.default_rng(0)  # seeded: extremes first, then random int8 inputs
+    vectors = rng.integers(-128, 128, (NUM_TEST_VECTORS, *x.shape)).astype(np.int8)
+    vectors[0], vectors[1] = -128, 127
+    np.save(folder / TEST_VECTORS, vectors)
+    if board.raw.get("device_test_vector"):
+        write_test_vector(folder, g, vectors[0])
+    report = build_report(g, plan)
+    report["board"] = board.name
+    if board.ram_bytes is not None or board.flash_bytes is not None:
+        report["budget"] = fit.as_dict(board)
+    (folder / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    plot_memory(report, folder / MEMORY_PLOT)
+    return CompileResult(g, plan, report, folder)
+
+
 def default_schedule(graph: Graph) -> str:
     """"stream" when the graph has Hydra attention (its blocks can be fused), "greedy" otherwise."""
     return "stream" if any(n.op in ("hydra_attention", "hydra_block") for n in graph.nodes) else "greedy"
@@ -145,9 +249,14 @@ def compile_model(
     progress: Progress | None = None,
     schedule: str | None = None,
     tokens_per_step: int = 1,
+    load_options: LoadOptions | None = None,
 ) -> CompileResult:
     board = load_board(board_name)
-    graph = lower_to_ir(load_model(model_path))
+    graph = load_model(model_path, load_options)
+    if is_prequantised(graph):  # an int8 .tflite is already in its final op set
+        calib = np.zeros((1,)) if calib_path else None  # only its presence matters: it is ignored, with a warning
+        return compile_prequantised(graph, board, out, calib, rounding, schedule, tokens_per_step)
+    graph = lower_to_ir(graph)
     calib = load_calibration(calib_path, graph) if calib_path else None
     return compile_graph(graph, board, out, calib, rounding, progress, schedule, tokens_per_step)
 

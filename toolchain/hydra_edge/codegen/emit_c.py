@@ -42,6 +42,7 @@ from ..ir.ops import block_body, check_shapes
 from ..ir.serialize import save_graph
 from ..memory.planner import MemoryPlan, check_no_overlap, scratch_name
 from ..targets.board import Board, get_board
+from .emit_tfl import TFL_HEADER, is_tfl, lower_tfl, tfl_scratch, tfl_sources
 
 RUNTIME_DIR = Path(__file__).resolve().parents[3] / "runtime_c"
 
@@ -51,6 +52,7 @@ OP_SOURCES = {
     "layernorm": "hydra_layernorm.c",
     "lut": "hydra_lut.c",
     "hydra_attention": "hydra_attention.c",
+    "softmax_attention": "hydra_softmax_attention.c",
     "add": "hydra_add.c",
     "mean_pool": "hydra_mean_pool.c",
     "hydra_block": "hydra_block.c",
@@ -86,6 +88,9 @@ def kernel_scratch(graph: Graph) -> dict[str, int]:
             scratch[node.name] = 5 * dim  # int32 state [D] + one int8 phi row [D]
         elif node.op == "hydra_block":
             scratch[node.name] = block_scratch_bytes(graph, node)
+        elif node.op == "softmax_attention":
+            scratch[node.name] = 4 * graph.tensor(node.inputs[0]).shape[0]  # int32 scores of one query row
+    scratch.update(tfl_scratch(graph))  # imported .tflite ops (codegen/emit_tfl.py)
     return scratch
 
 
@@ -376,6 +381,42 @@ class _ModelC:
         )
         return _Call(node, decl, call, check)
 
+    def softmax_attention(self, node: Node) -> _Call:
+        t, d = self.tensor(node, 0).shape
+        table = self.tensor(node, 3)
+        max_tokens = node.attrs.get("max_tokens")
+        if max_tokens is not None and t > int(max_tokens):
+            raise CodegenError(f"node {node.name} (softmax_attention): {t} tokens exceed max_tokens = {int(max_tokens)}, "
+                               "beyond which the int32 sum of exp values could overflow")
+        fields = [
+            ("tokens", str(t)),
+            ("dim", str(d)),
+            ("heads", self.scalar(node, "heads", lo=1, hi=d)),
+            ("q_zero_point", self.zp(node, "zq")),
+            ("k_zero_point", self.zp(node, "zk")),
+            ("v_zero_point", self.zp(node, "zv")),
+            ("exp_multiplier", self.multiplier(node, "exp_multiplier")),
+            ("exp_shift", self.shift(node, "exp_shift")),
+            ("exp_table", self.const(node, 3, "int32")),
+            ("exp_table_size", str(table.numel)),
+            ("multiplier", self.multiplier(node, "multiplier")),
+            ("shift", self.shift(node, "shift")),
+            ("output_zero_point", self.zp(node, "out_zp")),
+        ]
+        ident, decl = self.params(node, "hydra_softmax_attention_params", fields)
+        sname = scratch_name(node.name)
+        soff, ssize = self.offset(sname), self.plan.buffer(sname).size
+        check = (
+            f"    if (hydra_softmax_attention_s8_get_buffer_size(&{ident}) > {ssize}) {{\n"
+            f"        return (int)HYDRA_ERR_ARG; /* the plan gave this node less scratch than the kernel needs */\n"
+            f"    }}\n"
+        )
+        call = (
+            f"hydra_softmax_attention_s8(&{ident}, {self.act(node, 0)}, {self.act(node, 1)}, {self.act(node, 2)}, "
+            f"{self.act(node, 0, 'output')}, (void *)(hydra_arena + {soff}))"
+        )
+        return _Call(node, decl, call, check)
+
     def add_fields(self, node: Node) -> list[tuple[str, Any]]:
         return [
             ("size", str(self.tensor(node, 0).numel)),
@@ -455,6 +496,8 @@ class _ModelC:
         return _Call(node, decl, call, check)
 
     def lower(self, node: Node) -> _Call:
+        if is_tfl(node.op):  # an imported .tflite op: the generic contract-driven emitter
+            return lower_tfl(self, node)
         fn: Callable[[Node], _Call] | None = getattr(self, node.op, None) if node.op in OP_SOURCES else None
         if fn is None:
             raise CodegenError(
@@ -498,7 +541,8 @@ def runtime_sources(graph: Graph) -> list[str]:
     """The runtime_c/src files this graph needs: hydra_requantize.c and one per op used, in a fixed order."""
     used = {node.op for node in graph.nodes}
     used |= {dep for op in list(used) for dep in OP_DEPENDS.get(op, ())}
-    return list(ALWAYS_SOURCES) + [src for op, src in OP_SOURCES.items() if op in used]
+    return list(ALWAYS_SOURCES) + [src for op, src in OP_SOURCES.items() if op in used] + tfl_sources(
+        graph, RUNTIME_DIR / "src")
 
 
 # Called before each kernel call and once after the last: an instruction counter (hydra-edge bench,
@@ -542,6 +586,7 @@ def _model_c(graph: Graph, plan: MemoryPlan, board: Board, x: Tensor, y: Tensor)
         "#include <string.h>",
         "",
         '#include "hydra_rt.h"',
+        *(['#include "hydra_tfl.h"'] if any(is_tfl(n.op) for n in graph.nodes) else []),
         '#include "model.h"',
         "",
         "#if defined(__GNUC__) || defined(__clang__)",
@@ -713,6 +758,8 @@ def emit_project(
         _write(folder / path.name, path.read_bytes())
     _write(folder / "Makefile", _makefile(graph, board, sources))
     _write(folder / "runtime" / "include" / "hydra_rt.h", header.read_bytes())
+    if any(is_tfl(n.op) for n in graph.nodes):
+        _write(folder / "runtime" / "include" / TFL_HEADER, (runtime_dir / "include" / TFL_HEADER).read_bytes())
     src_dir = folder / "runtime" / "src"
     for stale in src_dir.glob("*.c") if src_dir.is_dir() else ():
         if stale.name not in sources:

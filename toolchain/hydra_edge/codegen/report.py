@@ -41,6 +41,9 @@ def node_macs(graph: Graph, node: Node) -> int:
     if node.op in ("hydra_attention", "layernorm"):
         t, d = shapes[0]
         return 3 * t * d
+    if node.op == "softmax_attention":  # q.k for every query and key, then the weighted sum of v rows
+        t, d = shapes[0]
+        return 2 * t * t * d
     if node.op == "mean_pool":
         return int(np.prod(shapes[0], dtype=np.int64))
     return out.numel  # lut, add, gelu and other elementwise ops

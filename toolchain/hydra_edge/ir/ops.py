@@ -13,12 +13,20 @@ quantiser, the reference interpreter and the code generator.
 | gelu            | x                              | (becomes lut)                          |                                                   |
 | lut             | -                              | x, table int8[256]                     |                                                   |
 | hydra_attention | q[T,D], k[T,D], v[T,D]         | q, k, v                                | zq, zk, zv, kv_shift, multiplier, shift, out_zp, max_tokens |
+| softmax_attention | q[T,D], k[T,D], v[T,D]       | q, k, v, exp_table int32[N]            | heads, zq, zk, zv, exp_multiplier, exp_shift, multiplier, shift, out_zp, max_tokens |
 | add             | a, b (same shape)              | a, b                                   | left_shift, za, ma, sa, zb, mb, sb, my, sy, out_zp |
 | mean_pool       | x[T,D]                         | x                                      | in_zp, multiplier, shift, out_zp                  |
 | hydra_block     | -                              | x[T,D], the body's 17 constants        | body, tokens_per_step, residual_operands          |
 
 Float attrs: patch_embed `patch`; layernorm `eps`; gelu `approximate`
-("none" or "tanh").
+("none" or "tanh"); softmax_attention `heads` (int, D % heads == 0) and
+`scale` (float, the factor of q.k before the softmax).
+
+softmax_attention is multi-head softmax attention after the q/k/v
+projections and before the output projection: head h reads features
+[h*D/heads, (h+1)*D/heads) of q, k and v, and writes the same features of the
+output (heads concatenated in torch's order). Its quantised form keeps
+`heads` and adds the exp table as a fourth (constant) input.
 
 `hydra_block` exists only in quantised graphs, made by passes/stream.py
 (`fuse_blocks`): one whole encoder block
@@ -42,6 +50,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .graph import Graph, IRError, Node
+from .tfl_ops import TFL_SHAPE_RULES, check_tfl_shape
 
 Shape = tuple[int, ...]
 
@@ -70,6 +79,18 @@ def _same_as_first(node: Node, shapes: list[Shape]) -> Shape:
 def _hydra(node: Node, shapes: list[Shape]) -> Shape:
     if not (shapes[0] == shapes[1] == shapes[2]) or len(shapes[0]) != 2:
         raise IRError(f"{node.name}: hydra_attention needs q, k, v of one [T, D] shape, got {shapes}")
+    return shapes[0]
+
+
+def _softmax_attention(node: Node, shapes: list[Shape]) -> Shape:
+    if len(shapes) not in (3, 4) or not (shapes[0] == shapes[1] == shapes[2]) or len(shapes[0]) != 2:
+        raise IRError(f"{node.name}: softmax_attention needs q, k, v of one [T, D] shape (and an exp table), "
+                      f"got {shapes}")
+    heads = node.attrs.get("heads")
+    if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1 or shapes[0][1] % heads:
+        raise IRError(f"{node.name}: softmax_attention heads = {heads!r} must be a positive int dividing D = {shapes[0][1]}")
+    if len(shapes) == 4 and len(shapes[3]) != 1:
+        raise IRError(f"{node.name}: softmax_attention exp table must be 1-d, got {shapes[3]}")
     return shapes[0]
 
 
@@ -149,12 +170,14 @@ SHAPE_RULES: dict[str, Callable[[Node, list[Shape]], Shape]] = {
     "gelu": _same_as_first,
     "lut": _same_as_first,
     "hydra_attention": _hydra,
+    "softmax_attention": _softmax_attention,
     "add": _add,
     "mean_pool": _mean_pool,
     "hydra_block": _hydra_block,
 }
 
 LOWERED_OPS = tuple(SHAPE_RULES)
+SHAPE_RULES.update(TFL_SHAPE_RULES)  # the ops of an imported int8 .tflite (ir/tfl_ops.py)
 
 
 def check_shapes(graph: Graph) -> None:
@@ -165,5 +188,6 @@ def check_shapes(graph: Graph) -> None:
             raise IRError(f"node {node.name}: op {node.op!r} is not a lowered op ({', '.join(LOWERED_OPS)})")
         expected = rule(node, [graph.tensor(n).shape for n in node.inputs])
         actual = graph.tensor(node.outputs[0]).shape
-        if tuple(expected) != tuple(actual):
+        same = check_tfl_shape(node, expected, actual) if node.op in TFL_SHAPE_RULES else tuple(expected) == tuple(actual)
+        if not same:
             raise IRError(f"node {node.name} ({node.op}): output shape {actual}, expected {tuple(expected)}")

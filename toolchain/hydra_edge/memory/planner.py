@@ -58,7 +58,9 @@ ALIGNMENT = 16
 SCRATCH_SUFFIX = "#scratch"
 
 # op -> the input positions whose bytes its output may take (the kernel accepts output == that input).
-IN_PLACE_OPS: dict[str, tuple[int, ...]] = {"add": (0, 1), "lut": (0,), "layernorm": (0,), "hydra_block": (0,)}
+IN_PLACE_OPS: dict[str, tuple[int, ...]] = {"add": (0, 1), "lut": (0,), "layernorm": (0,), "hydra_block": (0,),
+                                           "tfl_reshape": (0,),  # an imported RESHAPE: the same bytes
+                                           "tfl_hydra_attention": (0, 1, 2)}  # reads q_t before out_t, k, v first
 # ops whose kernel has no separate output pointer: always in place, whatever plan_memory's in_place says.
 ALWAYS_IN_PLACE = frozenset({"hydra_block"})
 

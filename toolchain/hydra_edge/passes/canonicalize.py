@@ -91,6 +91,21 @@ def _identity_perm(shape: tuple[int, ...], perm: list[int]) -> bool:
     return order == sorted(order)
 
 
+def _keeps_order(g: Graph, node: Node) -> bool:
+    """Does a t/transpose/permute node keep the elements in memory order (it only moves size-1 dims)?"""
+    shape = g.tensor(node.inputs[0]).shape
+    n = len(shape)
+    if node.op == "permute":
+        perm = [int(d) for d in node.attrs.get("dims", [])]
+    elif node.op == "transpose":
+        d0, d1 = int(node.attrs["dim0"]) % n, int(node.attrs["dim1"]) % n
+        perm = list(range(n))
+        perm[d0], perm[d1] = perm[d1], perm[d0]
+    else:  # t
+        perm = list(range(n))[::-1]
+    return _identity_perm(shape, perm)
+
+
 def _alias_target(g: Graph, node: Node, users: dict[str, list[Node]]) -> str | None:
     """The tensor that `node`'s output equals, if `node` is a no-op; else None."""
     if not node.inputs or not node.outputs:
@@ -113,16 +128,8 @@ def _alias_target(g: Graph, node: Node, users: dict[str, list[Node]]) -> str | N
         return src if g.tensor(src).dtype == g.tensor(out).dtype and in_shape == out_shape else None
     if op in RESHAPE_OPS:
         return src if in_shape == out_shape else None
-    if op == "permute":
-        return src if _identity_perm(in_shape, list(node.attrs.get("dims", []))) else None
-    if op == "transpose":
-        n = len(in_shape)
-        d0, d1 = int(node.attrs["dim0"]) % n, int(node.attrs["dim1"]) % n
-        perm = list(range(n))
-        perm[d0], perm[d1] = perm[d1], perm[d0]
-        return src if _identity_perm(in_shape, perm) else None
-    if op == "t":
-        return src if _identity_perm(in_shape, list(range(len(in_shape)))[::-1]) else None
+    if op in TRANSPOSE_OPS:
+        return src if in_shape == out_shape and _keeps_order(g, node) else None
     if op in ("expand", "expand_as"):
         if in_shape == out_shape:
             return src
@@ -147,11 +154,15 @@ def _drop_noops(g: Graph) -> None:
     users = consumers(g)
     kept = []
     for node in g.nodes:
-        if node.op.startswith("_assert") or node.op.startswith("sym_constrain_range"):
+        if node.op.startswith(CHECK_PREFIXES):
             if not any(users.get(o) for o in node.outputs):
                 continue
         target = _alias_target(g, node, users)
         if target is None:
+            if node.op in TRANSPOSE_OPS and _keeps_order(g, node):
+                # the same elements in the same order, another shape (size-1 dims moved): a reshape
+                node = Node(node.name, "reshape", node.inputs[:1], node.outputs,
+                            {"shape": list(g.tensor(node.outputs[0]).shape)}, node.source)
             kept.append(node)
             continue
         replace_uses(g, node.outputs[0], target)
@@ -185,6 +196,13 @@ _FOLDERS: dict[str, Callable[[Node, list[np.ndarray]], np.ndarray]] = {
 }
 for _op in RESHAPE_OPS | ALIAS_OPS | CAST_OPS:
     _FOLDERS.setdefault(_op, lambda n, a: a[0])
+
+# For passes/support.py: ops this pass may drop as no-ops (some only when they leave the shape as is:
+# lowering reports the others), and effect-only checks by prefix.
+NOOP_OPS = frozenset(
+    ALIAS_OPS | DROPOUT_OPS | CAST_OPS | RESHAPE_OPS | TRANSPOSE_OPS | {"native_dropout", "expand", "expand_as", "getitem"}
+)
+CHECK_PREFIXES = ("_assert", "sym_constrain_range")
 
 
 def _fold_constants(g: Graph) -> None:

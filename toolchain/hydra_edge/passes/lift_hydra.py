@@ -24,6 +24,9 @@ from __future__ import annotations
 from ..ir.graph import Graph, Node, Tensor
 from .canonicalize import producers, replace_uses
 
+# The aten ops a Hydra attention is spelt with (passes/support.py: ops this pass may consume).
+HYDRA_OPS = frozenset({"linalg_vector_norm", "norm", "clamp_min", "clamp", "expand", "expand_as", "div", "mul", "sum"})
+
 
 def lift_hydra(graph: Graph) -> Graph:
     g = graph.copy()

@@ -11,8 +11,9 @@
       materialised at the activation's batch-free shape)
     mean over the token dim of [B, T, D]                  -> mean_pool
     hydra_attention                                       -> hydra_attention
+    softmax_attention (lifted by passes/lift_softmax.py)  -> softmax_attention attrs heads, scale
     view/reshape/flatten/(un)squeeze that only add or
-      drop leading 1s (the batch of addmm's 2-d form)     -> nothing (an alias)
+      drop 1s (the batch of addmm's 2-d form)             -> nothing (an alias)
 
 Activations keep their leading batch dimension of 1 while lowering; the last
 step strips it, and check_shapes and validate() then prove every shape matches
@@ -44,10 +45,15 @@ _HINTS.update(
     {
         "transpose": "tokens are transposed only right after the patch-embedding convolution",
         "permute": "tokens are permuted only right after the patch-embedding convolution",
-        "softmax": "softmax attention is not lowered yet",
-        "_softmax": "softmax attention is not lowered yet",
     }
 )
+_SOFTMAX_HINT = (
+    "softmax is lowered only as self-attention, softmax(q @ k^T * scale, dim=-1) @ v per head (or "
+    "F.scaled_dot_product_attention / nn.MultiheadAttention) on [T, D] projections, without mask or dropout"
+)
+_UNLIFTED_SOFTMAX = {"softmax", "_softmax", "_safe_softmax", "scaled_dot_product_attention"}
+_HINTS.update({op: _SOFTMAX_HINT for op in ("softmax", "_softmax", "_safe_softmax", "scaled_dot_product_attention",
+                                             "bmm")})
 _RESHAPES = {"view", "reshape", "_unsafe_view", "flatten", "unsqueeze", "squeeze", "view_copy"}
 
 
@@ -56,11 +62,8 @@ def lower(graph: Graph) -> Graph:
     return _Lowerer(graph).run()
 
 
-def _lead_squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
-    i = 0
-    while i < len(shape) and shape[i] == 1:
-        i += 1
-    return tuple(shape[i:])
+def _ones_dropped(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
 
 
 def _where(node: Node) -> str:
@@ -89,6 +92,9 @@ class _Lowerer:
         out.add_tensor(Tensor(x.name, x.shape, "float32"))
         out.inputs = [x.name]
         self.env[x.name] = x.name
+        for node in g.nodes:  # an attention lift_softmax left alone: say so, not what its head split trips on
+            if node.op in _UNLIFTED_SOFTMAX:
+                raise unsupported(node, _SOFTMAX_HINT)
         for node in g.nodes:
             if node.name in self.absorbed:
                 continue
@@ -171,7 +177,7 @@ class _Lowerer:
         except (IRError, KeyError, IndexError, ValueError) as exc:
             raise LoweringError(f"{op} at node {_where(node)}: {exc}") from None
         torch_shape = self.g.tensor(stands_for).shape
-        if _lead_squeezed(shape) != _lead_squeezed(torch_shape):
+        if _ones_dropped(shape) != _ones_dropped(torch_shape):  # aliasing reshapes move size-1 dims
             raise LoweringError(
                 f"{op} at node {_where(node)}: lowered shape {list(shape)} does not match torch's "
                 f"{list(torch_shape)}"
@@ -189,6 +195,11 @@ class _Lowerer:
     def _op_hydra_attention(self, node: Node) -> None:
         q, k, v = (self.act(n, node) for n in node.inputs)
         self.emit("hydra_attention", [q, k, v], {}, node, node.outputs[0])
+
+    def _op_softmax_attention(self, node: Node) -> None:
+        q, k, v = (self.act(n, node) for n in node.inputs)
+        attrs = {"heads": int(node.attrs["heads"]), "scale": float(node.attrs["scale"])}
+        self.emit("softmax_attention", [q, k, v], attrs, node, node.outputs[0])
 
     def _op_convolution(self, node: Node) -> None:
         if node.attrs.get("transposed") or any(node.attrs.get("output_padding") or []):
@@ -260,9 +271,13 @@ class _Lowerer:
         return False
 
     def _reshape(self, node: Node) -> None:
-        """A view that only adds or drops leading 1s (batch-1 reshapes) is an alias."""
+        """A view that only adds or drops 1s (batch-1 reshapes) is an alias.
+
+        Not only leading ones: canonicalize turns transposes of a size-1 dim into reshapes (the element order
+        is the same), so nn.MultiheadAttention's [B, T, D] -> [T, B, D] is a [T, 1, D] reshape.
+        """
         src, out = node.inputs[0], node.outputs[0]
-        if not self.is_const(src) and _lead_squeezed(self.g.tensor(src).shape) == _lead_squeezed(
+        if not self.is_const(src) and _ones_dropped(self.g.tensor(src).shape) == _ones_dropped(
             self.g.tensor(out).shape
         ):
             self.env[out] = self.act(src, node)
@@ -403,3 +418,7 @@ class _Lowerer:
         if len(shape) != 3 or [int(d) % 3 for d in dims] != [1] or node.attrs.get("dtype") is not None:
             raise unsupported(node, "mean is lowered only over the token dimension of [B, T, D] tokens")
         self.emit("mean_pool", [x], {}, node, node.outputs[0])
+
+
+# The aten ops lowering has a handler for (passes/support.py checks a whole graph against these first).
+LOWERED_OPS = frozenset(n.removeprefix("_op_") for n in vars(_Lowerer) if n.startswith("_op_")) | frozenset(_RESHAPES)

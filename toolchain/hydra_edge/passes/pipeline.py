@@ -5,13 +5,16 @@ from __future__ import annotations
 from ..ir.graph import Graph
 from .canonicalize import canonicalize
 from .lift_hydra import lift_hydra
+from .lift_softmax import lift_softmax
 from .lower import lower
+from .support import check_supported
 
-PASSES = (canonicalize, lift_hydra, lower)
+PASSES = (canonicalize, lift_hydra, lift_softmax, lower)
 
 
 def lower_to_ir(graph: Graph) -> Graph:
-    """canonicalize -> lift_hydra -> lower: a float graph of ir/ops.py ops, batch-free."""
+    """canonicalize -> lift_hydra -> lift_softmax -> lower: a float graph of ir/ops.py ops, batch-free."""
+    check_supported(graph)  # every unsupported op in one error, before any work
     for p in PASSES:
         graph = p(graph)
     return graph

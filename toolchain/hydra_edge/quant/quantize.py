@@ -25,6 +25,12 @@ from .fixedpoint import (
 INT32_MAX = 2**31 - 1
 ADD_LEFT_SHIFT = 20
 MAX_LAYERNORM_DIM = 4096
+# softmax_attention (docs/numerics.md): exp table in Q15 over [0, 12) in steps of 1/64.
+SOFTMAX_EXP_BITS = 15
+SOFTMAX_EXP_STEP_BITS = 6
+SOFTMAX_EXP_ENTRIES = 768
+SOFTMAX_MAX_TOKENS = INT32_MAX // 2**SOFTMAX_EXP_BITS  # the int32 sum of exp values: 65535 tokens
+SOFTMAX_MAX_HEAD_DIM = 16384  # keeps |q.k| < 2^30 and every score difference inside int32
 
 
 class QuantizationError(HydraEdgeError, ValueError):
@@ -58,6 +64,12 @@ def quantize_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scale = np.where(amax > 0, amax / 127.0, 1.0)
     q = np.clip(round_half_away(flat / scale[:, None]), -127, 127).astype(np.int8)
     return q.reshape(w.shape), scale
+
+
+def softmax_exp_table() -> np.ndarray:
+    """exp(-i / 64) in Q15 for i in [0, 768): table[0] = 2^15, and 0 from i = 710 on."""
+    i = np.arange(SOFTMAX_EXP_ENTRIES, dtype=np.float64)
+    return round_half_away(np.exp(-i / 2**SOFTMAX_EXP_STEP_BITS) * 2**SOFTMAX_EXP_BITS).astype(np.int32)
 
 
 def _multiplier(real: float, what: str) -> tuple[int, int]:
@@ -167,6 +179,30 @@ class _Quantizer:
         self.emit(node, [q, k, v], zq=self.zp(q), zk=self.zp(k), zv=zv, kv_shift=kv_shift,
                   multiplier=mult, shift=shift, out_zp=self.zp(y), max_tokens=max_tokens)
 
+    def softmax_attention(self, node: Node) -> None:
+        q, k, v = node.inputs
+        y = node.outputs[0]
+        tokens, dim = self.src.tensor(q).shape
+        heads = int(node.attrs["heads"])
+        scale = float(node.attrs["scale"])
+        where = f"node {node.name} (softmax_attention)"
+        if tokens > SOFTMAX_MAX_TOKENS:
+            raise QuantizationError(f"{where}: {tokens} tokens, but the int32 sum of exp values is proven "
+                                    f"overflow-free only up to {SOFTMAX_MAX_TOKENS} tokens")
+        if dim // heads > SOFTMAX_MAX_HEAD_DIM:
+            raise QuantizationError(f"{where}: head dim {dim // heads} > {SOFTMAX_MAX_HEAD_DIM} is not supported; "
+                                    "use more heads")
+        if not math.isfinite(scale) or scale < 0:
+            raise QuantizationError(f"{where}: attention scale {scale!r} must be a finite real >= 0")
+        # A score difference d (integer units of s_q s_k) is scale * s_q * s_k * d in the exponent: 64 table steps per unit.
+        em, es = _multiplier(scale * self.scale(q) * self.scale(k) * 2**SOFTMAX_EXP_STEP_BITS, where)
+        # The normalised sum is in Q15 units of s_v.
+        mult, shift = _multiplier(self.scale(v) / (2**SOFTMAX_EXP_BITS * self.scale(y)), where)
+        table = self.const(node, "exp_table", softmax_exp_table())
+        self.emit(node, [q, k, v, table], heads=heads, zq=self.zp(q), zk=self.zp(k), zv=self.zp(v),
+                  exp_multiplier=em, exp_shift=es, multiplier=mult, shift=shift, out_zp=self.zp(y),
+                  max_tokens=SOFTMAX_MAX_TOKENS)
+
     def add(self, node: Node) -> None:
         a, b = node.inputs
         y = node.outputs[0]
@@ -198,6 +234,7 @@ _HANDLERS = {
     "layernorm": _Quantizer.layernorm,
     "gelu": _Quantizer.gelu,
     "hydra_attention": _Quantizer.hydra_attention,
+    "softmax_attention": _Quantizer.softmax_attention,
     "add": _Quantizer.add,
     "mean_pool": _Quantizer.mean_pool,
 }

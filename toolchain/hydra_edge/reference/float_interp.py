@@ -49,12 +49,24 @@ def _hydra(node: Node, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarra
     return l2_normalize_rows(q) * kv
 
 
+def softmax_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, scale: float) -> np.ndarray:
+    """Multi-head softmax attention on [T, D] projections; heads concatenated in torch's order."""
+    t, d = q.shape
+    split = lambda x: x.reshape(t, heads, d // heads).transpose(1, 0, 2)  # noqa: E731 - [H, T, dh]
+    s = split(q) @ split(k).transpose(0, 2, 1) * scale
+    p = np.exp(s - s.max(axis=-1, keepdims=True))
+    out = (p / p.sum(axis=-1, keepdims=True)) @ split(v)
+    return out.transpose(1, 0, 2).reshape(t, d)
+
+
 FLOAT_KERNELS: dict[str, Callable[..., np.ndarray]] = {
     "patch_embed": _patch_embed,
     "linear": lambda node, x, w, b: x @ w.T + b,
     "layernorm": _layernorm,
     "gelu": lambda node, x: gelu(x, node.attrs.get("approximate", "none")),
     "hydra_attention": _hydra,
+    "softmax_attention": lambda node, q, k, v: softmax_attention(q, k, v, int(node.attrs["heads"]),
+                                                                 float(node.attrs["scale"])),
     "add": lambda node, a, b: a + b,
     "mean_pool": lambda node, x: x.mean(axis=0),
 }

@@ -65,6 +65,31 @@ def _hydra(node: Node, q: np.ndarray, k: np.ndarray, v: np.ndarray, rounding: st
     return _clamp_s8(a["out_zp"] + y)
 
 
+SOFTMAX_RECIP_BITS = 46  # recip = floor((2^46 - 1) / S): 2^15 / S in Q31
+
+
+def _softmax_attention(node: Node, q: np.ndarray, k: np.ndarray, v: np.ndarray, table: np.ndarray,
+                       rounding: str) -> np.ndarray:
+    a = node.attrs
+    t, d = q.shape
+    heads = int(a["heads"])
+
+    def split(x: np.ndarray, z: int) -> np.ndarray:  # [T, D] -> [H, T, dh], zero point removed
+        return (x.astype(I64) - z).reshape(t, heads, d // heads).transpose(1, 0, 2)
+
+    qi, ki, vi = split(q, a["zq"]), split(k, a["zk"]), split(v, a["zv"])
+    s = qi @ ki.transpose(0, 2, 1)  # [H, T, T] but only one row at a time in C; int32 by the head-dim bound
+    diff = s.max(axis=-1, keepdims=True) - s  # >= 0, int32
+    idx = np.clip(requantize(diff, a["exp_multiplier"], a["exp_shift"], rounding), 0, len(table) - 1)
+    w = table.astype(I64)[idx]  # Q15 exp values
+    total = w.sum(axis=-1, keepdims=True)  # in [2^15, T * 2^15]: int32 by max_tokens
+    recip = ((1 << SOFTMAX_RECIP_BITS) - 1) // total  # floor, in [2^15, 2^31)
+    acc = w @ vi  # int64, |acc| <= 255 * total
+    n = round_shift(acc * recip, 31)  # normalised, Q15 units of (v - zv); |acc * recip| < 2^54
+    y = requantize(n, a["multiplier"], a["shift"], rounding)
+    return _clamp_s8(a["out_zp"] + y).transpose(1, 0, 2).reshape(t, d)
+
+
 def _add(node: Node, x_a: np.ndarray, x_b: np.ndarray, rounding: str) -> np.ndarray:
     a = node.attrs
     lift = 1 << int(a["left_shift"])
@@ -102,10 +127,24 @@ INT_KERNELS: dict[str, Callable[..., np.ndarray]] = {
     "layernorm": _layernorm,
     "lut": _lut,
     "hydra_attention": _hydra,
+    "softmax_attention": _softmax_attention,
     "add": _add,
     "mean_pool": _mean_pool,
     "hydra_block": _hydra_block,
 }
+
+
+def tfl_kernels() -> dict[str, Callable[..., np.ndarray]]:
+    """The reference kernels of imported TFLite ops: the linear family and, when present, the elementwise one."""
+    from .tfl_linear import KERNELS as linear
+
+    try:
+        from .tfl_elementwise import KERNELS as elementwise
+    except ImportError:
+        elementwise = {}
+    from .tfl_hydra import KERNELS as hydra  # tfl_hydra_attention (passes/lift_tfl_hydra.py)
+
+    return {**linear, **elementwise, **hydra}
 
 
 def run_int(graph: Graph, x: np.ndarray, keep_all: bool = False) -> list[np.ndarray] | dict[str, np.ndarray]:
@@ -116,6 +155,10 @@ def run_int(graph: Graph, x: np.ndarray, keep_all: bool = False) -> list[np.ndar
     for node in graph.nodes:
         if node.op == "hydra_block":  # the body's intermediates land in `values` too (keep_all shows them)
             values[node.outputs[0]] = _run_body(node, values, rounding)
+            continue
+        if node.op.startswith("tfl_"):  # an imported .tflite op: reference/tfl_*.py, shaped as its output tensor
+            out = tfl_kernels()[node.op](node.attrs, [values.get(n) if n else None for n in node.inputs], rounding)
+            values[node.outputs[0]] = np.asarray(out).reshape(graph.tensor(node.outputs[0]).shape)
             continue
         values[node.outputs[0]] = INT_KERNELS[node.op](node, *(values[n] for n in node.inputs), rounding)
     if keep_all:

@@ -1,0 +1,103 @@
+/*
+ * hydra_softmax_attention.c - multi-head softmax attention, docs/numerics.md
+ * "softmax_attention". Per head h and query row t (dh = dim / heads):
+ *
+ *     s_j   = sum_i (q[t, h dh + i] - zq) (k[j, h dh + i] - zk)          int32
+ *     w_j   = exp_table[clamp(requant(max_j s_j - s_j, Me, se), 0, N-1)]  Q15 exp
+ *     S     = sum_j w_j                                                 int32
+ *     recip = floor((2^46 - 1) / S)                                     2^15 / S in Q31
+ *     n_i   = round_shift(recip * sum_j w_j (v[j, h dh + i] - zv), 31)  int64 -> int32
+ *     y[t, h dh + i] = clamp(zy + requant(n_i, M, shift), -128, 127)
+ *
+ * One query row at a time: the scratch is the T int32 scores of that row
+ * (overwritten by its exp values), never a T x T matrix. The output must not
+ * alias q, k or v.
+ */
+#include <stddef.h>
+
+#include "hydra_rt.h"
+
+#define EXP_ONE (INT32_C(1) << 15)  /* exp(0) in the table's Q15 */
+#define RECIP_NUM ((INT64_C(1) << 46) - 1)
+
+static hydra_status check_params(const hydra_softmax_attention_params *p)
+{
+    if (p->tokens <= 0 || p->tokens > HYDRA_SOFTMAX_MAX_TOKENS || p->dim <= 0 || p->heads <= 0 ||
+        p->dim % p->heads != 0 || p->dim / p->heads > HYDRA_SOFTMAX_MAX_HEAD_DIM)
+        return HYDRA_ERR_SHAPE;
+    if (!hydra_zero_point_ok(p->q_zero_point) || !hydra_zero_point_ok(p->k_zero_point) ||
+        !hydra_zero_point_ok(p->v_zero_point) || !hydra_zero_point_ok(p->output_zero_point))
+        return HYDRA_ERR_ARG;
+    if (p->exp_multiplier < 0 || p->exp_shift < -31 || p->exp_shift > 30 || p->multiplier < 0 ||
+        p->shift < -31 || p->shift > 30)
+        return HYDRA_ERR_ARG;
+    if (p->exp_table == NULL || p->exp_table_size <= 0 || p->exp_table[0] != EXP_ONE)
+        return HYDRA_ERR_ARG;
+    for (int32_t i = 1; i < p->exp_table_size; i++) /* the bounds on S and recip need 0 <= w <= 2^15 */
+        if (p->exp_table[i] < 0 || p->exp_table[i] > EXP_ONE)
+            return HYDRA_ERR_ARG;
+    return HYDRA_OK;
+}
+
+int32_t hydra_softmax_attention_s8_get_buffer_size(const hydra_softmax_attention_params *params)
+{
+    if (params == NULL || params->tokens <= 0 || params->tokens > HYDRA_SOFTMAX_MAX_TOKENS)
+        return 0;
+    return 4 * params->tokens; /* int32 scores of one query row */
+}
+
+hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *params, const int8_t *q,
+                                        const int8_t *k, const int8_t *v, int8_t *output, void *scratch)
+{
+    if (params == NULL || q == NULL || k == NULL || v == NULL || output == NULL || scratch == NULL)
+        return HYDRA_ERR_ARG;
+    if ((uintptr_t)scratch % sizeof(int32_t) != 0)
+        return HYDRA_ERR_ARG;
+    const hydra_status st = check_params(params);
+    if (st != HYDRA_OK)
+        return st;
+    const int32_t T = params->tokens, D = params->dim, dh = D / params->heads;
+    const int32_t zq = params->q_zero_point, zk = params->k_zero_point, zv = params->v_zero_point;
+    const int32_t last = params->exp_table_size - 1;
+    int32_t *w = (int32_t *)scratch;
+
+    for (int32_t t = 0; t < T; t++) {
+        for (int32_t h0 = 0; h0 < D; h0 += dh) {
+            const int8_t *qt = q + (size_t)t * (size_t)D + (size_t)h0;
+
+            /* Scores of row t against every key, and their max. |s| <= dh * 255^2 < 2^30. */
+            int32_t smax = INT32_MIN;
+            for (int32_t j = 0; j < T; j++) {
+                const int8_t *kj = k + (size_t)j * (size_t)D + (size_t)h0;
+                int32_t s = 0;
+                for (int32_t i = 0; i < dh; i++)
+                    s += (qt[i] - zq) * (kj[i] - zk);
+                w[j] = s;
+                smax = s > smax ? s : smax;
+            }
+
+            /* exp of (score - max) from the table; the max itself gives 2^15, so S >= 2^15. */
+            int32_t sum = 0;
+            for (int32_t j = 0; j < T; j++) {
+                int32_t idx = hydra_requantize(smax - w[j], params->exp_multiplier, params->exp_shift);
+                idx = idx < 0 ? 0 : (idx > last ? last : idx);
+                w[j] = params->exp_table[idx];
+                sum += w[j]; /* <= T * 2^15 <= 2^31 - 1 by HYDRA_SOFTMAX_MAX_TOKENS */
+            }
+            const int64_t recip = RECIP_NUM / sum; /* in [2^15, 2^31) */
+
+            /* The weighted sum of value rows, normalised by recip, requantised. */
+            int8_t *yt = output + (size_t)t * (size_t)D + (size_t)h0;
+            for (int32_t i = 0; i < dh; i++) {
+                const int8_t *vi = v + (size_t)h0 + (size_t)i;
+                int64_t acc = 0; /* |acc| <= 255 * sum */
+                for (int32_t j = 0; j < T; j++)
+                    acc += (int64_t)w[j] * (vi[(size_t)j * (size_t)D] - zv);
+                const int32_t n = (int32_t)hydra_round_shift_s64(acc * recip, 31); /* |acc * recip| < 2^54 */
+                yt[i] = hydra_add_zero_point_s8(hydra_requantize(n, params->multiplier, params->shift),
+                                                params->output_zero_point);
+            }
+        }
+    }
+    return HYDRA_OK;
+}
