@@ -13,6 +13,7 @@ import click
 import numpy as np
 
 from . import __version__, driver
+from .cli_search import evaluate, search
 from .errors import HydraEdgeError
 
 DEBUG_ENV = "HYDRA_EDGE_DEBUG"
@@ -272,6 +273,9 @@ def bench(build: Path, as_json: bool, runs: int, timeout: float) -> None:
     if not result["repeatable"]:
         sys.exit(1)
 
+
+main.add_command(search)
+main.add_command(evaluate)
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """`hydra-edge search`: supernet, evolutionary search, fine-tune, export, compile, measure.
 
-Steps, each resumable from what the run folder already holds:
+Steps (1 to 3 resume from what the run folder holds; 4 to 6, minutes, are redone):
 
 1. split the training images into a training part and a held-out part (the
    search ranks on the held-out part; the test split is used only at the end);

@@ -1,0 +1,67 @@
+"""The user's path of issue 7 end to end at a tiny size, on real data (Fashion-MNIST from Debian's
+dataset-fashion-mnist, which .ci/run installs): search -> compile -> validate -> eval, and a resumed search."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from hydra_edge.cli import main
+from hydra_edge.models.data import FASHION_MNIST_DIR
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    assert FASHION_MNIST_DIR.is_dir(), f"{FASHION_MNIST_DIR} missing: apt-get install dataset-fashion-mnist"
+    out = tmp_path_factory.mktemp("search") / "run"
+    args = ["search", "--board", "stm32f746", "--data", str(FASHION_MNIST_DIR), "--preset", "tiny",
+            "--threads", "1", "-o", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return out, args, result.output
+
+
+def test_search_writes_a_model_that_fits_and_its_report(run):
+    out, _, output = run
+    report = json.loads((out / "search.json").read_text())
+    best = report["rows"][0]
+    assert best["name"] == "best" and best["ram_bytes"] <= report["ram_budget_bytes"]
+    assert best["flash_bytes"] <= report["flash_budget_bytes"]
+    assert 0.0 <= best["int8_top1"] <= 1.0 and best["test_images"] == 200
+    assert (out / "best.pt2").is_file() and (out / "best_calib.npz").is_file()
+    assert "rules over" in output and "hydra-edge compile" in output
+
+
+def test_compile_validate_eval_the_winner(run, tmp_path):
+    out, _, _ = run
+    runner = CliRunner()
+    build = tmp_path / "build"
+    r = runner.invoke(main, ["compile", str(out / "best.pt2"), "--board", "stm32f746", "--calib",
+                             str(out / "best_calib.npz"), "-o", str(build)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["validate", str(build)])
+    assert r.exit_code == 0 and "BIT-EXACT" in r.output, r.output
+    r = runner.invoke(main, ["eval", str(build), "--data", str(FASHION_MNIST_DIR), "--limit", "200", "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output.strip().splitlines()[-1])
+    report = json.loads((out / "search.json").read_text())
+    # the same 200 seeded test images as the search's own measurement of the compiled winner
+    assert got["images"] == 200 and got["top1"] == pytest.approx(report["rows"][0]["int8_top1"], abs=1e-4)
+
+
+def test_search_resumes_without_retraining(run):
+    out, args, _ = run
+    before = (out / "supernet.pt").stat().st_mtime_ns
+    fits = json.loads((out / "fits.json").read_text())
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (out / "supernet.pt").stat().st_mtime_ns == before  # the checkpoint was complete: not retrained
+    assert json.loads((out / "fits.json").read_text()).keys() == fits.keys()  # no candidate compiled twice
+
+
+def test_eval_and_search_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    r = CliRunner().invoke(main, ["search", "--board", "stm32f746", "--data", str(bad), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "error:" in r.output and "bad.npz" in r.output
