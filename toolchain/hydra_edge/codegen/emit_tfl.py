@@ -4,14 +4,14 @@ frontend/tflite_types.py fixes everything a call needs, so no op has code of its
 
 - the params struct ``hydra_tfl_<op>_params`` gets one designated initialiser per attr: a Python int as
   an int32_t, an integer numpy array as a pointer to an emitted ``static const int32_t`` array, a tuple as
-  an inline ``{a, b, ...}`` array;
+  an inline ``{a, b, ...}`` array, a dict as a nested struct (tfl_hydra_attention's per-op params);
 - the call ``hydra_tfl_<op>_s8(&params, <one pointer per node input, in order>, <output>[, scratch])``:
   an activation is its arena offset, a constant its emitted array (int8, int32 or int64), "" is NULL;
 - scratch: when the op's reference module says ``scratch_bytes(attrs) > 0``, the planner's scratch buffer
   is passed, after a check against ``hydra_tfl_<op>_get_buffer_size``.
 
-Sources: runtime_c/src/tfl_<op>.c per op used, and tfl_fixedpoint.c (the elementwise family's shared
-gemmlowp helpers) whenever any tfl op is used.
+Sources: runtime_c/src/tfl_<op>.c per op used (and the tfl kernels it calls: TFL_CALLS), and
+tfl_fixedpoint.c (the elementwise family's shared gemmlowp helpers) whenever any tfl op is used.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ TFL_PREFIX = "tfl_"
 TFL_HEADER = "hydra_tfl.h"
 TFL_SHARED_SOURCES = ("tfl_fixedpoint.c",)
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+# kernels that call other tfl kernels (on one row at a time): their sources come along
+TFL_CALLS = {"tfl_hydra_attention": ("tfl_mul", "tfl_sum", "tfl_add", "tfl_rsqrt", "tfl_l2_normalization")}
 
 
 def is_tfl(op: str) -> bool:
@@ -38,7 +40,8 @@ def is_tfl(op: str) -> bool:
 
 def tfl_sources(graph: Graph, runtime_src: Any) -> list[str]:
     """The tfl_*.c files the graph's tfl ops need (shared helpers first, when present), in a fixed order."""
-    ops = sorted({n.op for n in graph.nodes if is_tfl(n.op)})
+    used = {n.op for n in graph.nodes if is_tfl(n.op)}
+    ops = sorted(used.union(*(TFL_CALLS.get(op, ()) for op in used)))
     if not ops:
         return []
     shared = [s for s in TFL_SHARED_SOURCES if (runtime_src / s).is_file()]
@@ -55,6 +58,9 @@ def _scratch_fn(op: str):
         modules.append(tfl_elementwise)
     except ImportError:
         pass
+    from ..reference import tfl_hydra
+
+    modules.append(tfl_hydra)
     for mod in modules:
         if op in getattr(mod, "KERNELS", {}):
             return getattr(mod, "scratch_bytes", None)
@@ -73,10 +79,13 @@ def tfl_scratch(graph: Graph) -> dict[str, int]:
     return out
 
 
-def _field(m: "_ModelC", node: Node, key: str, value: Any) -> str:
+def _field(m: "_ModelC", node: Node, key: str, value: Any) -> Any:
+    """A C initialiser: a string, or a list of (field, initialiser) for a nested struct."""
     from .emit_c import CodegenError, _c_int
 
     where = f"node {node.name} attr {key}"
+    if isinstance(value, dict):  # a nested params struct (tfl_hydra_attention: the attrs of each op it replaces)
+        return [(k, _nested_field(m, node, f"{key}.{k}", v)) for k, v in value.items()]
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "iu":
             raise CodegenError(f"node {node.name} ({node.op}): attr {key} is {value.dtype}, expected integers")
@@ -88,6 +97,15 @@ def _field(m: "_ModelC", node: Node, key: str, value: Any) -> str:
     if isinstance(value, (int, np.integer)):
         return _c_int(value, "int32_t", where)
     raise CodegenError(f"node {node.name} ({node.op}): attr {key} = {value!r} has no C form")
+
+
+def _nested_field(m: "_ModelC", node: Node, key: str, value: Any) -> Any:
+    from .emit_c import CodegenError
+
+    if isinstance(value, np.ndarray):  # attr_array names arrays by top-level attr only
+        raise CodegenError(f"node {node.name} ({node.op}): nested attr {key} is an array; nested structs take "
+                           "ints and tuples")
+    return _field(m, node, key, value)
 
 
 def _bad(node: Node, key: str, value: np.ndarray) -> str:

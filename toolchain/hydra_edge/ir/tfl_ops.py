@@ -87,9 +87,19 @@ def _broadcast(node: Node, shapes: list[Shape]) -> Shape:
         raise IRError(f"{node.name}: operands {shapes[0]} and {shapes[1]} do not broadcast") from None
 
 
+def _hydra_attention(node: Node, shapes: list[Shape]) -> Shape:
+    """tfl_hydra_attention (passes/lift_tfl_hydra.py): q, k, v and the output are [tokens, depth] row-major."""
+    a = node.attrs
+    size = a["tokens"] * a["depth"]
+    if len(shapes) != 3 or any(_size(s) != size for s in shapes):
+        raise IRError(f"{node.name}: q, k, v {shapes} are not [{a['tokens']}, {a['depth']}]")
+    return (a["tokens"], a["depth"])
+
+
 # Rules that compare sizes only: the output tensor's own shape is kept when its element count fits
 # (RESHAPE, and the reductions whose keep_dims only changes the rank).
-SIZE_ONLY = frozenset({"tfl_reshape", "tfl_mean", "tfl_sum", "tfl_fully_connected", "tfl_batch_matmul"})
+SIZE_ONLY = frozenset({"tfl_reshape", "tfl_mean", "tfl_sum", "tfl_fully_connected", "tfl_batch_matmul",
+                       "tfl_hydra_attention"})
 
 TFL_SHAPE_RULES: dict[str, Callable[[Node, list[Shape]], Shape]] = {
     "tfl_fully_connected": _fully_connected,
@@ -103,6 +113,7 @@ TFL_SHAPE_RULES: dict[str, Callable[[Node, list[Shape]], Shape]] = {
     "tfl_batch_matmul": _batch_matmul,
     "tfl_mean": _reduce,
     "tfl_sum": _reduce,
+    "tfl_hydra_attention": _hydra_attention,
     # the elementwise family (engineer E's kernels): binary ops broadcast, the rest keep the shape
     **{f"tfl_{op}": _broadcast for op in ("add", "sub", "mul", "squared_difference", "maximum", "minimum", "div")},
     **{f"tfl_{op}": _same_size for op in ("rsqrt", "logistic", "tanh", "softmax", "l2_normalization", "quantize",

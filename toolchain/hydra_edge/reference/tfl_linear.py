@@ -151,6 +151,11 @@ def _reduce(a: dict, inputs: list, rounding: str) -> np.ndarray:
     x = inputs[0].reshape(a["input_shape"]).astype(I64)
     axes = tuple(d for d, r in enumerate(a["reduce_shape"]) if r > 1)
     s = x.sum(axis=axes) if axes else x
+    return requantize_sum(a, s, rounding)
+
+
+def requantize_sum(a: dict, s: np.ndarray, rounding: str) -> np.ndarray:
+    """The end of QuantizedMeanOrSum: raw int8 sums `s` (int64) -> int8. tfl_hydra_attention's kv uses it too."""
     # int32 sums as TFLM's (which wrap on overflow, never reached by int8 models of sane size)
     shifted = s - a["input_zero_point"] * a["num_elements"]
     shifted = (shifted + 2**31) % 2**32 - 2**31

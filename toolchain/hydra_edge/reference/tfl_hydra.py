@@ -1,0 +1,57 @@
+"""Reference kernel of tfl_hydra_attention: the lifted Hydra core of an int8 TFLite graph, row by row.
+
+The node (passes/lift_tfl_hydra.py) carries the attrs of every TFLite op it replaces, made per row.
+This kernel runs exactly those ops' reference kernels (reference/tfl_elementwise.py, tfl_linear.py) on
+one token's row at a time, in the order the C kernel (runtime_c/src/tfl_hydra_attention.c) does:
+
+    pass 1, t = 0..T-1:  acc += MUL_kv(phi_k(k_t), v_t)          (raw int8 values, int32 sums)
+    kv = requantize_sum(kv_sum, acc)                             (TFLM's QuantizedMeanOrSum ending)
+    pass 2, t = 0..T-1:  out_t = MUL_out(phi_q(q_t), kv)
+
+phi is MUL_scale(x, RSQRT([ADD_eps(] SUM_row(MUL_square(x, x)) [, eps)])) or L2_NORMALIZATION(x).
+tests/test_tfl_hydra.py proves that this equals the unfused ops (and TFLM) on every input it tries.
+Contract as the other tfl kernels: ``KERNELS[op](attrs, inputs, rounding)``, ``scratch_bytes(attrs)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .tfl_elementwise import tfl_add, tfl_l2_normalization, tfl_mul, tfl_rsqrt
+from .tfl_linear import _reduce, requantize_sum
+
+PHI_RSQRT, PHI_L2 = 0, 1
+
+
+def phi_row(p: dict, x: np.ndarray, rounding: str) -> np.ndarray:
+    """phi of one token's row x [D] (int8) by the replaced ops' kernels."""
+    if p["kind"] == PHI_L2:
+        return tfl_l2_normalization(p["l2"], [x], rounding)
+    square = tfl_mul(p["square"], [x, x], rounding)
+    s = _reduce(p["sum"], [square], rounding).reshape(1)
+    if p["has_eps"]:
+        s = tfl_add(p["eps"], [s, np.array([p["eps_value"]], np.int8)], rounding)
+    r = tfl_rsqrt(p["rsqrt"], [s], rounding)
+    return tfl_mul(p["scale"], [x, r], rounding)
+
+
+def tfl_hydra_attention(a: dict, inputs: list, rounding: str) -> np.ndarray:
+    t, d = a["tokens"], a["depth"]
+    q, k, v = (np.asarray(x).reshape(t, d) for x in inputs)
+    acc = np.zeros(d, np.int64)
+    for i in range(t):
+        acc += tfl_mul(a["kv_mul"], [phi_row(a["phi_k"], k[i], rounding), v[i]], rounding).astype(np.int64)
+    kv = requantize_sum(a["kv_sum"], acc, rounding)
+    out = np.empty((t, d), np.int8)
+    for i in range(t):
+        out[i] = tfl_mul(a["out_mul"], [phi_row(a["phi_q"], q[i], rounding), kv], rounding)
+    return out
+
+
+def scratch_bytes(attrs: dict) -> int:
+    """The C kernel's scratch: the int32 accumulator [D], one int8 row [D] and kv [D]."""
+    d = int(attrs["depth"]) if "depth" in attrs else 0
+    return 4 * d + 2 * d
+
+
+KERNELS = {"tfl_hydra_attention": tfl_hydra_attention}
