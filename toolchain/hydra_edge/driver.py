@@ -142,13 +142,25 @@ def compile_graph(
         )
         calib = fallback_calibration(float_graph)
     tick = (lambda i: progress("calibrate", i, len(calib))) if progress else None
-    ranges = calibrate(float_graph, calib, tick)
-    qgraph = schedule_graph(quantize_graph(float_graph, ranges, rounding), schedule, int(tokens_per_step))
-    plan = plan_memory(qgraph, kernel_scratch(qgraph), in_place=schedule == "stream")
-    fit = check_fits(qgraph, plan, board)  # BudgetError, before anything is written, if it cannot fit
-    folder = emit_project(qgraph, plan, Path(out), board)
+    qgraph, plan = plan_graph(float_graph, calib, rounding, schedule, tokens_per_step, tick)
     in_q = qgraph.tensor(qgraph.inputs[0]).quant
     vectors = quantize_array(calib[:NUM_TEST_VECTORS], in_q.scalar_scale, in_q.scalar_zero_point)
+    return write_build(qgraph, plan, board, Path(out), vectors)
+
+
+def plan_graph(float_graph: Graph, calib: np.ndarray, rounding: str = "double", schedule: str | None = None,
+               tokens_per_step: int = 1, tick: Callable[[int], None] | None = None) -> tuple[Graph, MemoryPlan]:
+    """Calibrate, quantise, schedule and plan: the quantised graph as it will run, and its arena."""
+    schedule = default_schedule(float_graph) if schedule is None else schedule
+    ranges = calibrate(float_graph, calib, tick)
+    qgraph = schedule_graph(quantize_graph(float_graph, ranges, rounding), schedule, int(tokens_per_step))
+    return qgraph, plan_memory(qgraph, kernel_scratch(qgraph), in_place=schedule == "stream")
+
+
+def write_build(qgraph: Graph, plan: MemoryPlan, board: Board, out: Path, vectors: np.ndarray) -> CompileResult:
+    """Check the budget (BudgetError before anything is written), then the C project, test vectors, report."""
+    fit = check_fits(qgraph, plan, board)
+    folder = emit_project(qgraph, plan, out, board)
     np.save(folder / TEST_VECTORS, vectors)
     if board.raw.get("device_test_vector"):
         write_test_vector(folder, qgraph, vectors[0])
@@ -207,22 +219,11 @@ def compile_prequantised(
     g = schedule_graph(qgraph, "greedy", int(tokens_per_step))
     g.meta["rounding"] = "double"
     plan = plan_memory(g, kernel_scratch(g), in_place=True)
-    fit = check_fits(g, plan, board)
-    folder = emit_project(g, plan, Path(out), board)
     x = g.tensor(g.inputs[0])
     rng = np.random.default_rng(0)  # seeded: extremes first, then random int8 inputs
     vectors = rng.integers(-128, 128, (NUM_TEST_VECTORS, *x.shape)).astype(np.int8)
     vectors[0], vectors[1] = -128, 127
-    np.save(folder / TEST_VECTORS, vectors)
-    if board.raw.get("device_test_vector"):
-        write_test_vector(folder, g, vectors[0])
-    report = build_report(g, plan)
-    report["board"] = board.name
-    if board.ram_bytes is not None or board.flash_bytes is not None:
-        report["budget"] = fit.as_dict(board)
-    (folder / REPORT).write_text(json.dumps(report, indent=2) + "\n")
-    plot_memory(report, folder / MEMORY_PLOT)
-    return CompileResult(g, plan, report, folder)
+    return write_build(g, plan, board, Path(out), vectors)
 
 
 def default_schedule(graph: Graph) -> str:

@@ -17,13 +17,10 @@ from pathlib import Path
 
 import torch
 
-from ..codegen.emit_c import kernel_scratch
 from ..errors import HydraEdgeError
 from ..frontend.module import from_module
-from ..memory.planner import plan_memory
 from ..passes.pipeline import lower_to_ir
-from ..quant.calibrate import calibrate, fallback_calibration
-from ..quant.quantize import quantize_graph
+from ..quant.calibrate import fallback_calibration
 from ..targets.board import Board
 from ..targets.budget import estimate
 from .formulas import formula_fits, formula_peak_activation_bytes, parameter_count
@@ -48,7 +45,7 @@ class Fit:
 
 def compile_fit(c: Candidate, board: Board) -> Fit:
     """Plan candidate c for `board` with the compiler's own stages; never raises for a model that is too big."""
-    from ..driver import default_schedule, schedule_graph  # the driver imports search/ lazily too
+    from ..driver import plan_graph  # the driver imports search/ lazily too
 
     rules = formula_fits(c, board.ram_bytes, board.flash_bytes)
     common = dict(key=c.key(), params=parameter_count(c), formula_ram_bytes=formula_peak_activation_bytes(c),
@@ -59,17 +56,14 @@ def compile_fit(c: Candidate, board: Board) -> Fit:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             graph = lower_to_ir(from_module(model, torch.zeros(1, c.in_channels, c.image_size, c.image_size)))
-        ranges = calibrate(graph, fallback_calibration(graph, samples=1))
-        schedule = default_schedule(graph)
-        qgraph = schedule_graph(quantize_graph(graph, ranges), schedule)
-        plan = plan_memory(qgraph, kernel_scratch(qgraph), in_place=schedule == "stream")
+        qgraph, plan = plan_graph(graph, fallback_calibration(graph, samples=1))  # sizes do not depend on ranges
     except HydraEdgeError as exc:
         return Fit(fits=False, ram_bytes=0, flash_bytes=0, arena_bytes=0, schedule="", error=str(exc), **common)
     est = estimate(qgraph, plan, board)
     fits = ((board.ram_bytes is None or est.ram_bytes <= board.ram_bytes)
             and (board.flash_bytes is None or est.flash_bytes <= board.flash_bytes))
     return Fit(fits=fits, ram_bytes=est.ram_bytes, flash_bytes=est.flash_bytes, arena_bytes=plan.arena_bytes,
-               schedule=schedule, **common)
+               schedule=qgraph.meta["schedule"], **common)
 
 
 class FitCache:
