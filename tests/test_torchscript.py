@@ -413,3 +413,17 @@ def test_cli_pickle_refused_and_help_says_the_risk(tmp_path):
     help_text = " ".join(invoke("compile", "--help").output.split())
     assert "--trust-pickle" in help_text and "unpickling runs arbitrary code" in help_text
     assert "--module-class" in help_text and "--input-shape" in help_text
+
+
+def test_a_zip_with_undecodable_member_names_is_a_frontend_error(tmp_path):
+    """Found by benchmarks/fuzz_parsers.py: zipfile raises UnicodeDecodeError for a name flagged UTF-8."""
+    path = tmp_path / "model.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("model/code/x.py", "pass")
+    data = bytearray(path.read_bytes())
+    central = data.rindex(b"PK\x01\x02")  # the central directory entry: flags at +8, name at +46
+    data[central + 9] |= 0x08  # flags bit 11: the name is UTF-8
+    data[central + 46] = 0xFF  # not UTF-8
+    path.write_bytes(bytes(data))
+    with pytest.raises(FrontendError, match="damaged zip"):
+        driver.load_model(path)

@@ -18,6 +18,7 @@ its own error (``.pt2``, ``.onnx``, ``.tflite``). Nothing here unpickles.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 from .errors import FrontendError
@@ -69,16 +70,28 @@ def sniff(path: str | Path) -> str:
     )
 
 
-def _zip_kind(path: Path, suffix: str) -> str:
+# What zipfile raises on a damaged archive: bad headers, truncation, undecodable member names (a
+# ValueError), unknown compression, encryption, a corrupt deflate stream.
+ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError, NotImplementedError, zlib.error)
+
+
+def zip_members(path: Path) -> list[str]:
+    """The member names of a zip archive whose every member passes its checksum; else a FrontendError."""
     name = str(path)
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
             bad = z.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
-        raise FrontendError(f"{name} is a damaged zip archive ({exc}); copy it again or save it again") from None
+    except ZIP_ERRORS as exc:
+        raise FrontendError(f"{name} is a damaged zip archive ({type(exc).__name__}); copy it again or save it "
+                            f"again") from None
     if bad is not None:
         raise FrontendError(f"{name} is damaged (member {bad} fails its checksum); copy it again or save it again")
+    return names
+
+
+def torch_zip_kind(names: list[str]) -> str | None:
+    """PT2, TORCHSCRIPT or PICKLE by the members of a torch zip archive (None: none of them)."""
     # Torch archives put every member under one top folder (the file's stem at save time).
     base = {n.split("/", 1)[1] if "/" in n else n for n in names}
     if "archive_format" in base or any(n.startswith("models/") for n in base):
@@ -87,9 +100,16 @@ def _zip_kind(path: Path, suffix: str) -> str:
         return TORCHSCRIPT
     if "data.pkl" in base:
         return PICKLE
+    return None
+
+
+def _zip_kind(path: Path, suffix: str) -> str:
+    kind = torch_zip_kind(zip_members(path))
+    if kind is not None:
+        return kind
     if suffix in _BY_SUFFIX:
         return _BY_SUFFIX[suffix]  # the loader names what is wrong
-    raise FrontendError(f"{name} is a zip archive but no model hydra-edge knows; it reads {FORMATS_HELP}")
+    raise FrontendError(f"{path} is a zip archive but no model hydra-edge knows; it reads {FORMATS_HELP}")
 
 
 def parse_input_shape(text: str) -> tuple[int, ...]:

@@ -27,6 +27,7 @@ import torch
 from ..ir.graph import Graph
 from .aten import exported_program_to_graph
 from .errors import FrontendError
+from .formats import PICKLE, PT2, TORCHSCRIPT, torch_zip_kind, zip_members
 
 EXPORT_HINT = (
     "build the model and export it with torch.export.export(model, (example,)) "
@@ -71,22 +72,14 @@ def _check_archive(path: Path) -> None:
         if head[:1] == b"\x80":  # a pickle protocol marker: torch.save(..., _use_new_zipfile_serialization=False)
             _refuse_pickle(path)
         raise FrontendError(f"{name} is not a torch.export archive (not a zip file); {EXPORT_HINT}")
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-            bad = z.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise FrontendError(f"{name} is a damaged zip archive ({exc}); copy it again or re-export it") from None
-    if bad is not None:
-        raise FrontendError(f"{name} is damaged (member {bad} fails its checksum); copy it again or re-export it")
-    base = {n.split("/", 1)[1] if "/" in n else n for n in names}
-    if "archive_format" in base or any(n.startswith("models/") for n in base):
+    kind = torch_zip_kind(zip_members(path))
+    if kind == PT2:
         return
-    if "constants.pkl" in base or any(n.startswith("code/") for n in base):
+    if kind == TORCHSCRIPT:
         raise FrontendError(
             f"{name} is a TorchScript archive (torch.jit.save), not a torch.export program; {EXPORT_HINT}"
         )
-    if "data.pkl" in base:
+    if kind == PICKLE:
         _refuse_pickle(path)
     raise FrontendError(f"{name} is a zip file but not a torch.export archive; {EXPORT_HINT}")
 

@@ -40,7 +40,7 @@ import torch
 from ..ir.graph import Graph
 from .aten import exported_program_to_graph
 from .errors import FrontendError
-from .formats import parse_input_shape
+from .formats import ZIP_ERRORS, parse_input_shape
 
 SHAPE_FILE = "hydra_edge.input_shape"
 EXPORT_INSTEAD = (
@@ -157,7 +157,7 @@ def traced_input_shapes(path: str | os.PathLike) -> list[tuple[int, ...]] | None
                 return None
             data = z.read(member)
         stored = _ShapeUnpickler(io.BytesIO(data)).load()
-    except (zipfile.BadZipFile, OSError, EOFError, pickle.UnpicklingError, TypeError, ValueError, AttributeError):
+    except (*ZIP_ERRORS, pickle.UnpicklingError, TypeError, AttributeError):
         return None
     inputs = stored.get("forward") if isinstance(stored, dict) else None
     if not inputs or not all(isinstance(s, _Shape) for s in inputs):
