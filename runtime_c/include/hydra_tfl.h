@@ -8,6 +8,7 @@
 #ifndef HYDRA_TFL_H
 #define HYDRA_TFL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "hydra_rt.h"
@@ -26,6 +27,59 @@ extern "C" {
  * axes: all folded into the params) are `const void *` and may be NULL. Output buffers must not overlap
  * the inputs, except RESHAPE (output == input is a no-op). No kernel here needs scratch. */
 #define HYDRA_TFL_MAX_DIMS 6
+
+/* ---- what the kernels share, CMSIS-NN style: small checks and steps inline here, the loops several kernels
+ * walk (broadcast, reduction, LOGISTIC / TANH, convolution, pooling) in tfl_fixedpoint.c. Kernels whose params
+ * are identical share one struct under each op's name (typedefs): hydra_tfl_<op>_params still names them. */
+
+/* An int8 input offset (-zero point): [-127, 128]. */
+static inline int hydra_tfl_input_offset_ok(int32_t offset)
+{
+    return offset >= -127 && offset <= 128;
+}
+
+/* A fused activation range inside int8. */
+static inline int hydra_tfl_activation_ok(int32_t lo, int32_t hi)
+{
+    return lo >= -128 && hi <= 127 && lo <= hi;
+}
+
+/* A TFLM multiplier (MultiplyByQuantizedMultiplier): M >= 0, shift in [-31, 30]. */
+static inline int hydra_tfl_multiplier_ok(int32_t multiplier, int32_t shift)
+{
+    return multiplier >= 0 && shift >= -31 && shift <= 30;
+}
+
+/* n per-channel multipliers, each as hydra_tfl_multiplier_ok. */
+static inline int hydra_tfl_multipliers_ok(const int32_t *multiplier, const int32_t *shift, int32_t n)
+{
+    for (int32_t c = 0; c < n; c++)
+        if (!hydra_tfl_multiplier_ok(multiplier[c], shift[c]))
+            return 0;
+    return 1;
+}
+
+/* The output stage: a requantised value plus the output offset, clamped to [lo, hi] (inside int8). Formed in
+ * int64, so the sum cannot overflow; the same value as TFLM's int32 sum wherever that does not overflow. */
+static inline int8_t hydra_tfl_output_s8(int32_t y, int32_t offset, int32_t lo, int32_t hi)
+{
+    const int64_t r = (int64_t)y + offset;
+    return (int8_t)(r < lo ? lo : (r > hi ? hi : r));
+}
+
+/* Element (n, y, x, c) of a row-major NHWC tensor of shape [N, H, W, C] (non-negative indices in range). */
+static inline size_t hydra_tfl_nhwc(const int32_t shape[4], int32_t n, int32_t y, int32_t x, int32_t c)
+{
+    return (((size_t)n * (size_t)shape[1] + (size_t)y) * (size_t)shape[2] + (size_t)x) * (size_t)shape[3] +
+           (size_t)c;
+}
+
+/* Strides, dilations and paddings of a 2-D window (convolutions, pools) in range. */
+static inline int hydra_tfl_window_ok(int32_t stride_h, int32_t stride_w, int32_t dilation_h, int32_t dilation_w,
+                                      int32_t padding_h, int32_t padding_w)
+{
+    return stride_h > 0 && stride_w > 0 && dilation_h > 0 && dilation_w > 0 && padding_h >= 0 && padding_w >= 0;
+}
 
 /* FULLY_CONNECTED: output[b, o] = clamp(output_offset + MBQM(bias[o] + sum_d (filter[o, d] + filter_offset)
  * * (input[b, d] + input_offset), M[c], shift[c])), c = o when per_channel, else 0. bias may be NULL. */
@@ -73,6 +127,31 @@ hydra_status hydra_tfl_conv_2d_s8(const hydra_tfl_conv_2d_params *p, const int8_
 hydra_status hydra_tfl_depthwise_conv_2d_s8(const hydra_tfl_depthwise_conv_2d_params *p, const int8_t *input,
                                             const int8_t *filter, const int32_t *bias, int8_t *output);
 
+/* What CONV_2D and DEPTHWISE_CONV_2D share, the same fields of either params struct: HYDRA_TFL_CONV_VIEW(p). */
+typedef struct {
+    const int32_t *input_shape, *filter_shape, *output_shape;
+    int32_t stride_height, stride_width;
+    int32_t dilation_height_factor, dilation_width_factor;
+    int32_t padding_height, padding_width;
+    int32_t input_offset, output_offset;
+    const int32_t *output_multiplier, *output_shift;
+    int32_t activation_min, activation_max;
+} hydra_tfl_conv_view;
+
+#define HYDRA_TFL_CONV_VIEW(p)                                                                                    \
+    {(p)->input_shape, (p)->filter_shape, (p)->output_shape, (p)->stride_height, (p)->stride_width,              \
+     (p)->dilation_height_factor, (p)->dilation_width_factor, (p)->padding_height, (p)->padding_width,           \
+     (p)->input_offset, (p)->output_offset, (p)->output_multiplier, (p)->output_shift, (p)->activation_min,       \
+     (p)->activation_max}
+
+/* The walk both share (tfl_fixedpoint.c), after the kernel's own shape checks: HYDRA_ERR_ARG for the window,
+ * offsets, activation range or a multiplier, else every output (b, oy, ox, oc). Output channel oc reads
+ * filter (oc, fy, fx, i) times input channel g * I + i (g = oc / (outputs per group), I = filter_shape[3]) for
+ * CONV_2D (depthwise 0); filter (0, fy, fx, oc) times input channel oc / depth_multiplier for DEPTHWISE_CONV_2D
+ * (depthwise 1). Taps outside the image are skipped. */
+hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
+                                    const int32_t *bias, int8_t *output, int32_t depthwise);
+
 /* AVERAGE_POOL_2D (sum of the taps inside the image, divided by their count rounding half away from
  * zero, no zero point involved) and MAX_POOL_2D; both clamp to the activation range. */
 typedef struct {
@@ -81,19 +160,31 @@ typedef struct {
     int32_t filter_height, filter_width;
     int32_t padding_height, padding_width;
     int32_t activation_min, activation_max;
-} hydra_tfl_average_pool_2d_params;
+} hydra_tfl_pool_2d_params;
 
-typedef struct {
-    int32_t input_shape[4], output_shape[4];
-    int32_t stride_height, stride_width;
-    int32_t filter_height, filter_width;
-    int32_t padding_height, padding_width;
-    int32_t activation_min, activation_max;
-} hydra_tfl_max_pool_2d_params;
+typedef hydra_tfl_pool_2d_params hydra_tfl_average_pool_2d_params;
+typedef hydra_tfl_pool_2d_params hydra_tfl_max_pool_2d_params;
 
 hydra_status hydra_tfl_average_pool_2d_s8(const hydra_tfl_average_pool_2d_params *p, const int8_t *input,
                                           int8_t *output);
 hydra_status hydra_tfl_max_pool_2d_s8(const hydra_tfl_max_pool_2d_params *p, const int8_t *input, int8_t *output);
+
+/* The part of an output's window inside the image: filter rows [fy0, fy1) and columns [fx0, fx1), tap (fy, fx)
+ * at input (y0 + fy, x0 + fx). Empty (fy0 >= fy1 or fx0 >= fx1) when the window lies in the padding. */
+typedef struct {
+    int32_t y0, x0, fy0, fy1, fx0, fx1;
+} hydra_tfl_pool_window;
+
+/* A pool's reduction of channel c of the taps in window w of batch b of input [N, H, W, C] (shape), into
+ * *value; 0 when the op fails there (HYDRA_ERR_SHAPE). */
+typedef int (*hydra_tfl_pool_fn)(const int8_t *input, const int32_t shape[4], int32_t b, int32_t c,
+                                 hydra_tfl_pool_window w, int32_t *value);
+
+/* The walk both pools share (tfl_fixedpoint.c): checks the params (HYDRA_ERR_SHAPE for the shapes and a window
+ * of more than max_taps taps, then HYDRA_ERR_ARG), then output (b, oy, ox, c) = fn's value clamped to the
+ * activation range. */
+hydra_status hydra_tfl_pool_2d_s8(const hydra_tfl_pool_2d_params *p, const int8_t *input, int8_t *output,
+                                  int64_t max_taps, hydra_tfl_pool_fn fn);
 
 /* PAD: the input copied at pad_before[d] in every dimension, pad_value (the output zero point) elsewhere. */
 typedef struct {
@@ -145,19 +236,36 @@ typedef struct {
     int32_t num_elements;
     int32_t input_zero_point, output_zero_point;
     int32_t output_multiplier, output_shift;
-} hydra_tfl_mean_params;
+} hydra_tfl_reduce_params;
 
-typedef struct {
-    int32_t input_shape[HYDRA_TFL_MAX_DIMS], reduce_shape[HYDRA_TFL_MAX_DIMS];
-    int32_t num_elements;
-    int32_t input_zero_point, output_zero_point;
-    int32_t output_multiplier, output_shift;
-} hydra_tfl_sum_params;
+typedef hydra_tfl_reduce_params hydra_tfl_mean_params;
+typedef hydra_tfl_reduce_params hydra_tfl_sum_params;
 
 hydra_status hydra_tfl_mean_s8(const hydra_tfl_mean_params *p, const int8_t *input, const void *axis,
                                int8_t *output);
 hydra_status hydra_tfl_sum_s8(const hydra_tfl_sum_params *p, const int8_t *input, const void *axis,
                               int8_t *output);
+
+/* The walk MEAN and SUM share (tfl_fixedpoint.c): the two differ only in the multiplier the compiler folds. */
+hydra_status hydra_tfl_reduce_s8(const hydra_tfl_reduce_params *p, const int8_t *input, int8_t *output);
+
+/* The zero points and the multiplier in range. */
+static inline int hydra_tfl_reduce_quant_ok(const hydra_tfl_reduce_params *p)
+{
+    return hydra_zero_point_ok(p->input_zero_point) && hydra_zero_point_ok(p->output_zero_point) &&
+           hydra_tfl_multiplier_ok(p->output_multiplier, p->output_shift);
+}
+
+/* QuantizedMeanOrSum's ending for one output from the exact sum of its count int8 inputs: TFLM's
+ * (int32)(sum - zp * count) in wrapping int32 arithmetic (reduced modulo 2^32), MBQM, plus the output zero
+ * point, clamped to int8. */
+static inline int8_t hydra_tfl_reduce_output_s8(const hydra_tfl_reduce_params *p, int64_t sum, int64_t count)
+{
+    const uint32_t u = (uint32_t)(uint64_t)(sum - (int64_t)p->input_zero_point * count);
+    const int32_t shifted = u <= (uint32_t)INT32_MAX ? (int32_t)u : -(int32_t)(~u) - 1;
+    return hydra_tfl_output_s8(hydra_requantize(shifted, p->output_multiplier, p->output_shift),
+                               p->output_zero_point, -128, 127);
+}
 
 /* (end of linear section) */
 
@@ -198,31 +306,38 @@ typedef struct {
     int32_t input2_multiplier, input2_shift;
     int32_t output_multiplier, output_shift;
     int32_t output_activation_min, output_activation_max;
-} hydra_tfl_add_params;
+} hydra_tfl_rescaled_binary_params;
 
-typedef struct {
-    int32_t input1_shape[HYDRA_TFL_MAX_BROADCAST_DIMS];
-    int32_t input2_shape[HYDRA_TFL_MAX_BROADCAST_DIMS];
-    int32_t output_shape[HYDRA_TFL_MAX_BROADCAST_DIMS];
-    int32_t input1_offset, input2_offset, output_offset;
-    int32_t left_shift;
-    int32_t input1_multiplier, input1_shift;
-    int32_t input2_multiplier, input2_shift;
-    int32_t output_multiplier, output_shift;
-    int32_t output_activation_min, output_activation_max;
-} hydra_tfl_sub_params;
+typedef hydra_tfl_rescaled_binary_params hydra_tfl_add_params;
+typedef hydra_tfl_rescaled_binary_params hydra_tfl_sub_params;
+typedef hydra_tfl_rescaled_binary_params hydra_tfl_squared_difference_params;
 
-typedef struct {
-    int32_t input1_shape[HYDRA_TFL_MAX_BROADCAST_DIMS];
-    int32_t input2_shape[HYDRA_TFL_MAX_BROADCAST_DIMS];
-    int32_t output_shape[HYDRA_TFL_MAX_BROADCAST_DIMS];
-    int32_t input1_offset, input2_offset, output_offset;
-    int32_t left_shift;
-    int32_t input1_multiplier, input1_shift;
-    int32_t input2_multiplier, input2_shift;
-    int32_t output_multiplier, output_shift;
-    int32_t output_activation_min, output_activation_max;
-} hydra_tfl_squared_difference_params;
+/* The offsets and the activation range every binary kernel checks. */
+static inline int hydra_tfl_binary_quant_ok(int32_t input1_offset, int32_t input2_offset, int32_t output_offset,
+                                            int32_t activation_min, int32_t activation_max)
+{
+    return hydra_tfl_input_offset_ok(input1_offset) && hydra_tfl_input_offset_ok(input2_offset) &&
+           hydra_zero_point_ok(output_offset) && hydra_tfl_activation_ok(activation_min, activation_max);
+}
+
+/* ADD, SUB and SQUARED_DIFFERENCE's params in range, left_shift at most max_left_shift. */
+static inline int hydra_tfl_rescaled_binary_ok(const hydra_tfl_rescaled_binary_params *p, int32_t max_left_shift)
+{
+    return p->left_shift >= 0 && p->left_shift <= max_left_shift &&
+           hydra_tfl_binary_quant_ok(p->input1_offset, p->input2_offset, p->output_offset, p->output_activation_min,
+                                     p->output_activation_max);
+}
+
+/* Their first step on both inputs: (x + offset) * 2^left_shift, scaled by the input's multiplier < 1.
+ * |(x + offset) 2^20| <= 2^28, so nothing overflows int32. */
+static inline void hydra_tfl_rescale_inputs(const hydra_tfl_rescaled_binary_params *p, int32_t x, int32_t y,
+                                            int32_t *scaled1, int32_t *scaled2)
+{
+    const int32_t shifted1 = (p->input1_offset + x) * (INT32_C(1) << p->left_shift);
+    const int32_t shifted2 = (p->input2_offset + y) * (INT32_C(1) << p->left_shift);
+    *scaled1 = hydra_requantize(shifted1, p->input1_multiplier, p->input1_shift);
+    *scaled2 = hydra_requantize(shifted2, p->input2_multiplier, p->input2_shift);
+}
 
 /* MUL: output = offset + MBQM((a + off1) * (b + off2), M, shift), clamped to the activation range. */
 typedef struct {
@@ -260,16 +375,21 @@ typedef struct {
     int32_t size;
     int32_t input_zero_point, input_range_radius;
     int32_t input_multiplier, input_left_shift;
-} hydra_tfl_logistic_params;
+} hydra_tfl_sigmoid_params;
 
-typedef struct {
-    int32_t size;
-    int32_t input_zero_point, input_range_radius;
-    int32_t input_multiplier, input_left_shift;
-} hydra_tfl_tanh_params;
+typedef hydra_tfl_sigmoid_params hydra_tfl_logistic_params;
+typedef hydra_tfl_sigmoid_params hydra_tfl_tanh_params;
 
 hydra_status hydra_tfl_logistic_s8(const hydra_tfl_logistic_params *p, const int8_t *input, int8_t *output);
 hydra_status hydra_tfl_tanh_s8(const hydra_tfl_tanh_params *p, const int8_t *input, int8_t *output);
+
+/* The loop both share (tfl_fixedpoint.c), kind HYDRA_TFL_SIGMOID_LOGISTIC or HYDRA_TFL_SIGMOID_TANH: saturated
+ * inputs give -128 / 127, others hydra_tfl_logistic / hydra_tfl_tanh of Q4.27, whose Q0.31 is divided by 2^23
+ * minus 128 (logistic) / by 2^24 (tanh). */
+#define HYDRA_TFL_SIGMOID_LOGISTIC 0
+#define HYDRA_TFL_SIGMOID_TANH 1
+hydra_status hydra_tfl_sigmoid_s8(const hydra_tfl_sigmoid_params *p, const int8_t *input, int8_t *output,
+                                  int32_t kind);
 
 /* SOFTMAX over the last dimension (depth) of outer_size rows: TFLM's int8 path (gemmlowp exp of Q5.26
  * differences >= diff_min, not a table); output scale 1/256, zero point -128. depth < 4096. */

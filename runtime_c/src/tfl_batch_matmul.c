@@ -45,11 +45,8 @@ hydra_status hydra_tfl_batch_matmul_s8(const hydra_tfl_batch_matmul_params *p, c
                                                 (size_t)j * (size_t)p->rhs_col_stride];
                             acc += (a + p->lhs_offset) * (c + p->rhs_offset);
                         }
-                        int32_t y = hydra_requantize(acc, p->output_multiplier, p->output_shift);
-                        y = hydra_saturate_s32((int64_t)y + p->output_offset);
-                        y = y < p->activation_min ? p->activation_min
-                                                  : (y > p->activation_max ? p->activation_max : y);
-                        output[o++] = (int8_t)y;
+                        output[o++] = hydra_tfl_output_s8(hydra_requantize(acc, p->output_multiplier, p->output_shift),
+                                                          p->output_offset, p->activation_min, p->activation_max);
                     }
             }
     return HYDRA_OK;

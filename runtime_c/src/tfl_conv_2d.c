@@ -2,6 +2,7 @@
  * tfl_conv_2d.c - TFLite Micro's int8 CONV_2D (reference_integer_ops::ConvPerChannel): NHWC input,
  * [O, H, W, I] filter (groups = input channels / I), strides, dilation, padding; taps outside the image
  * are skipped; per-channel MultiplyByQuantizedMultiplier, output offset, activation clamp.
+ * The walk is hydra_tfl_conv_walk_s8 (tfl_fixedpoint.c), shared with DEPTHWISE_CONV_2D.
  */
 #include <stddef.h>
 
@@ -22,47 +23,6 @@ hydra_status hydra_tfl_conv_2d_s8(const hydra_tfl_conv_2d_params *p, const int8_
         out_h <= 0 || out_w <= 0 || p->output_shape[0] != batches || p->output_shape[3] != out_c ||
         in_c % f_c != 0 || out_c % (in_c / f_c) != 0 || (int64_t)f_h * f_w * f_c > 33025)
         return HYDRA_ERR_SHAPE;
-    if (p->stride_height <= 0 || p->stride_width <= 0 || p->dilation_height_factor <= 0 ||
-        p->dilation_width_factor <= 0 || p->padding_height < 0 || p->padding_width < 0 ||
-        p->input_offset < -127 || p->input_offset > 128 || p->output_offset < -128 || p->output_offset > 127 ||
-        p->activation_min < -128 || p->activation_max > 127 || p->activation_min > p->activation_max)
-        return HYDRA_ERR_ARG;
-    for (int32_t c = 0; c < out_c; c++)
-        if (p->output_shift[c] < -31 || p->output_shift[c] > 30 || p->output_multiplier[c] < 0)
-            return HYDRA_ERR_ARG;
-    const int32_t groups = in_c / f_c, per_group = out_c / groups;
-
-    for (int32_t b = 0; b < batches; b++)
-        for (int32_t oy = 0; oy < out_h; oy++)
-            for (int32_t ox = 0; ox < out_w; ox++)
-                for (int32_t oc = 0; oc < out_c; oc++) {
-                    const int32_t g = oc / per_group;
-                    const int32_t y0 = oy * p->stride_height - p->padding_height;
-                    const int32_t x0 = ox * p->stride_width - p->padding_width;
-                    int32_t acc = 0;
-                    for (int32_t fy = 0; fy < f_h; fy++) {
-                        const int32_t iy = y0 + p->dilation_height_factor * fy;
-                        if (iy < 0 || iy >= in_h)
-                            continue;
-                        for (int32_t fx = 0; fx < f_w; fx++) {
-                            const int32_t ix = x0 + p->dilation_width_factor * fx;
-                            if (ix < 0 || ix >= in_w)
-                                continue;
-                            const int8_t *x = input + (((size_t)b * (size_t)in_h + (size_t)iy) * (size_t)in_w +
-                                                       (size_t)ix) * (size_t)in_c + (size_t)g * (size_t)f_c;
-                            const int8_t *w = filter + (((size_t)oc * (size_t)f_h + (size_t)fy) * (size_t)f_w +
-                                                        (size_t)fx) * (size_t)f_c;
-                            for (int32_t ic = 0; ic < f_c; ic++)
-                                acc += (int32_t)w[ic] * ((int32_t)x[ic] + p->input_offset);
-                        }
-                    }
-                    if (bias != NULL)
-                        acc = hydra_saturate_s32((int64_t)acc + bias[oc]);
-                    int32_t y = hydra_requantize(acc, p->output_multiplier[oc], p->output_shift[oc]);
-                    y = hydra_saturate_s32((int64_t)y + p->output_offset);
-                    y = y < p->activation_min ? p->activation_min : (y > p->activation_max ? p->activation_max : y);
-                    output[(((size_t)b * (size_t)out_h + (size_t)oy) * (size_t)out_w + (size_t)ox) * (size_t)out_c +
-                           (size_t)oc] = (int8_t)y;
-                }
-    return HYDRA_OK;
+    const hydra_tfl_conv_view v = HYDRA_TFL_CONV_VIEW(p);
+    return hydra_tfl_conv_walk_s8(&v, input, filter, bias, output, 0);
 }

@@ -1,6 +1,8 @@
 /*
- * tfl_fixedpoint.c - the gemmlowp fixed-point arithmetic TFLite Micro's int8 kernels use, and the
- * broadcast loop of its binary ops. Twin of toolchain/hydra_edge/quant/tfl_fixedpoint.py.
+ * tfl_fixedpoint.c - the gemmlowp fixed-point arithmetic TFLite Micro's int8 kernels use (twin of
+ * toolchain/hydra_edge/quant/tfl_fixedpoint.py), and the loops several kernels share: the broadcast loop of
+ * the binary ops, the reduction walk of MEAN and SUM, the loop of LOGISTIC and TANH, the walks of the
+ * convolutions and of the pools. Linked whenever any tfl kernel is (codegen/emit_tfl.py TFL_SHARED_SOURCES).
  *
  * A FixedPoint<int32, I> is its raw int32 here. gemmlowp's plain int32 +, - and unary - are
  * undefined on overflow in C++; the compiled TFLM wraps, and so do we, spelt with unsigned
@@ -264,5 +266,183 @@ hydra_status hydra_tfl_broadcast_binary_s8(const int32_t *a_shape, const int32_t
             index[d] = 0;
         }
     }
+    return HYDRA_OK;
+}
+
+hydra_status hydra_tfl_reduce_s8(const hydra_tfl_reduce_params *p, const int8_t *input, int8_t *output)
+{
+    if (p == NULL || input == NULL || output == NULL)
+        return HYDRA_ERR_ARG;
+    if (!hydra_tfl_reduce_quant_ok(p))
+        return HYDRA_ERR_ARG;
+    int32_t out_shape[HYDRA_TFL_MAX_DIMS];
+    size_t stride[HYDRA_TFL_MAX_DIMS], total_out = 1, acc_stride = 1;
+    int64_t count = 1;
+    for (int d = HYDRA_TFL_MAX_DIMS - 1; d >= 0; d--) {
+        const int32_t n = p->input_shape[d], r = p->reduce_shape[d];
+        if (n <= 0 || !(r == 1 || r == n))
+            return HYDRA_ERR_SHAPE;
+        stride[d] = acc_stride;
+        acc_stride *= (size_t)n;
+        out_shape[d] = r > 1 ? 1 : n;
+        total_out *= (size_t)out_shape[d];
+        count *= r;
+    }
+    if (count != p->num_elements)
+        return HYDRA_ERR_SHAPE;
+
+    /* Each output's sum is formed directly (no int32 scratch array as in TFLM): the same integers. */
+    int32_t o_idx[HYDRA_TFL_MAX_DIMS] = {0};
+    for (size_t o = 0; o < total_out; o++) {
+        size_t base = 0;
+        for (int d = 0; d < HYDRA_TFL_MAX_DIMS; d++)
+            base += (size_t)o_idx[d] * stride[d];
+        int64_t sum = 0; /* exact: count < 2^31 terms of at most 2^7 */
+        int32_t r_idx[HYDRA_TFL_MAX_DIMS] = {0};
+        for (int64_t k = 0; k < count; k++) {
+            size_t off = base;
+            for (int d = 0; d < HYDRA_TFL_MAX_DIMS; d++)
+                off += (size_t)r_idx[d] * stride[d];
+            sum += input[off];
+            for (int d = HYDRA_TFL_MAX_DIMS - 1; d >= 0; d--) {
+                if (++r_idx[d] < p->reduce_shape[d])
+                    break;
+                r_idx[d] = 0;
+            }
+        }
+        output[o] = hydra_tfl_reduce_output_s8(p, sum, count);
+        for (int d = HYDRA_TFL_MAX_DIMS - 1; d >= 0; d--) {
+            if (++o_idx[d] < out_shape[d])
+                break;
+            o_idx[d] = 0;
+        }
+    }
+    return HYDRA_OK;
+}
+
+hydra_status hydra_tfl_sigmoid_s8(const hydra_tfl_sigmoid_params *p, const int8_t *input, int8_t *output,
+                                  int32_t kind)
+{
+    if (p == NULL || input == NULL || output == NULL ||
+        (kind != HYDRA_TFL_SIGMOID_LOGISTIC && kind != HYDRA_TFL_SIGMOID_TANH))
+        return HYDRA_ERR_ARG;
+    if (p->size < 0)
+        return HYDRA_ERR_SHAPE;
+    if (!hydra_zero_point_ok(p->input_zero_point) || p->input_left_shift < 0 || p->input_left_shift > 30 ||
+        p->input_range_radius < 0)
+        return HYDRA_ERR_ARG;
+    const int is_tanh = kind == HYDRA_TFL_SIGMOID_TANH;
+    /* the output scale: 1/256 with zero point -128 (logistic), 1/128 with zero point 0 (tanh) */
+    const int32_t output_bits = is_tanh ? 7 : 8, output_zero_point = is_tanh ? 0 : -128;
+    for (int32_t i = 0; i < p->size; i++) {
+        const int32_t value = input[i] - p->input_zero_point;
+        if (value <= -p->input_range_radius) {
+            output[i] = -128;
+        } else if (value >= p->input_range_radius) {
+            output[i] = 127;
+        } else {
+            const int32_t q4 = hydra_requantize(value, p->input_multiplier, p->input_left_shift);
+            const int32_t q0 = is_tanh ? hydra_tfl_tanh(q4, 4) : hydra_tfl_logistic(q4, 4);
+            output[i] = hydra_clamp_s8(hydra_tfl_rounding_divide_by_pot(q0, 31 - output_bits) + output_zero_point);
+        }
+    }
+    return HYDRA_OK;
+}
+
+static hydra_status pool_2d_check(const hydra_tfl_pool_2d_params *p, int64_t max_taps)
+{
+    const int32_t batches = p->input_shape[0], in_h = p->input_shape[1], in_w = p->input_shape[2];
+    const int32_t depth = p->input_shape[3], out_h = p->output_shape[1], out_w = p->output_shape[2];
+    if (batches <= 0 || in_h <= 0 || in_w <= 0 || depth <= 0 || out_h <= 0 || out_w <= 0 ||
+        p->output_shape[0] != batches || p->output_shape[3] != depth || p->filter_height <= 0 ||
+        p->filter_width <= 0 || (int64_t)p->filter_height * p->filter_width > max_taps)
+        return HYDRA_ERR_SHAPE;
+    if (!hydra_tfl_window_ok(p->stride_height, p->stride_width, 1, 1, p->padding_height, p->padding_width) ||
+        !hydra_tfl_activation_ok(p->activation_min, p->activation_max))
+        return HYDRA_ERR_ARG;
+    return HYDRA_OK;
+}
+
+hydra_status hydra_tfl_pool_2d_s8(const hydra_tfl_pool_2d_params *p, const int8_t *input, int8_t *output,
+                                  int64_t max_taps, hydra_tfl_pool_fn fn)
+{
+    if (p == NULL || input == NULL || output == NULL || fn == NULL)
+        return HYDRA_ERR_ARG;
+    const hydra_status st = pool_2d_check(p, max_taps);
+    if (st != HYDRA_OK)
+        return st;
+    const int32_t in_h = p->input_shape[1], in_w = p->input_shape[2];
+    for (int32_t b = 0; b < p->input_shape[0]; b++)
+        for (int32_t oy = 0; oy < p->output_shape[1]; oy++)
+            for (int32_t ox = 0; ox < p->output_shape[2]; ox++)
+                for (int32_t c = 0; c < p->input_shape[3]; c++) {
+                    hydra_tfl_pool_window w;
+                    w.y0 = oy * p->stride_height - p->padding_height;
+                    w.x0 = ox * p->stride_width - p->padding_width;
+                    w.fy0 = w.y0 < 0 ? -w.y0 : 0;
+                    w.fx0 = w.x0 < 0 ? -w.x0 : 0;
+                    w.fy1 = p->filter_height < in_h - w.y0 ? p->filter_height : in_h - w.y0;
+                    w.fx1 = p->filter_width < in_w - w.x0 ? p->filter_width : in_w - w.x0;
+                    int32_t value;
+                    if (!fn(input, p->input_shape, b, c, w, &value))
+                        return HYDRA_ERR_SHAPE;
+                    output[hydra_tfl_nhwc(p->output_shape, b, oy, ox, c)] =
+                        hydra_tfl_output_s8(value, 0, p->activation_min, p->activation_max);
+                }
+    return HYDRA_OK;
+}
+
+/* Along one dimension, the input position of tap f of output o, o * stride - padding + dilation * f, or -1
+ * when it falls outside [0, size): TFLM skips those taps. */
+static int32_t conv_tap(int32_t o, int32_t stride, int32_t padding, int32_t dilation, int32_t f, int32_t size)
+{
+    const int32_t i = o * stride - padding + dilation * f;
+    return i >= 0 && i < size ? i : -1;
+}
+
+hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
+                                    const int32_t *bias, int8_t *output, int32_t depthwise)
+{
+    const int32_t out_c = v->output_shape[3];
+    if (!hydra_tfl_window_ok(v->stride_height, v->stride_width, v->dilation_height_factor, v->dilation_width_factor,
+                             v->padding_height, v->padding_width) ||
+        !hydra_tfl_input_offset_ok(v->input_offset) || !hydra_zero_point_ok(v->output_offset) ||
+        !hydra_tfl_activation_ok(v->activation_min, v->activation_max) ||
+        !hydra_tfl_multipliers_ok(v->output_multiplier, v->output_shift, out_c))
+        return HYDRA_ERR_ARG;
+    const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2], in_c = v->input_shape[3];
+    const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2];
+    const int32_t n = depthwise ? 1 : v->filter_shape[3]; /* input channels per output channel */
+    const int32_t per_group = out_c / (in_c / n);         /* depthwise: the depth multiplier */
+
+    for (int32_t b = 0; b < v->output_shape[0]; b++)
+        for (int32_t oy = 0; oy < v->output_shape[1]; oy++)
+            for (int32_t ox = 0; ox < v->output_shape[2]; ox++)
+                for (int32_t oc = 0; oc < out_c; oc++) {
+                    const int32_t c0 = (oc / per_group) * n;
+                    int32_t acc = 0;
+                    for (int32_t fy = 0; fy < f_h; fy++) {
+                        const int32_t iy = conv_tap(oy, v->stride_height, v->padding_height,
+                                                    v->dilation_height_factor, fy, in_h);
+                        if (iy < 0)
+                            continue;
+                        for (int32_t fx = 0; fx < f_w; fx++) {
+                            const int32_t ix = conv_tap(ox, v->stride_width, v->padding_width,
+                                                        v->dilation_width_factor, fx, in_w);
+                            if (ix < 0)
+                                continue;
+                            const int8_t *x = input + hydra_tfl_nhwc(v->input_shape, b, iy, ix, c0);
+                            const int8_t *w = filter + (depthwise ? hydra_tfl_nhwc(v->filter_shape, 0, fy, fx, oc)
+                                                                  : hydra_tfl_nhwc(v->filter_shape, oc, fy, fx, 0));
+                            for (int32_t ic = 0; ic < n; ic++)
+                                acc += (int32_t)w[ic] * ((int32_t)x[ic] + v->input_offset);
+                        }
+                    }
+                    if (bias != NULL)
+                        acc = hydra_saturate_s32((int64_t)acc + bias[oc]);
+                    output[hydra_tfl_nhwc(v->output_shape, b, oy, ox, oc)] =
+                        hydra_tfl_output_s8(hydra_requantize(acc, v->output_multiplier[oc], v->output_shift[oc]),
+                                            v->output_offset, v->activation_min, v->activation_max);
+                }
     return HYDRA_OK;
 }

@@ -5,8 +5,9 @@
  * Every step calls the kernel of the op it replaces on one row (tfl_mul.c, tfl_sum.c, tfl_add.c,
  * tfl_rsqrt.c, tfl_l2_normalization.c), with params the compiler made per row. The one step no kernel
  * offers per row is the SUM over tokens: TFLM's int8 SUM adds the raw int8 values in int32 and
- * requantises once at the end (QuantizedMeanOrSum), so this file accumulates acc[d] over the tokens and
- * ends exactly as tfl_sum.c does. |acc| <= 128 * tokens < 2^31 for tokens <= 2^23 (checked).
+ * requantises once at the end (QuantizedMeanOrSum), so this file accumulates acc[d] over the tokens
+ * and ends exactly as tfl_sum.c does (hydra_tfl_reduce_output_s8). |acc| <= 128 * tokens < 2^31 for
+ * tokens <= 2^23 (checked).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -88,8 +89,7 @@ hydra_status hydra_tfl_hydra_attention_s8(const hydra_tfl_hydra_attention_params
         ks->num_elements != t_count || ks->input_shape[HYDRA_TFL_MAX_DIMS - 2] != t_count ||
         ks->input_shape[HYDRA_TFL_MAX_DIMS - 1] != depth)
         return HYDRA_ERR_SHAPE;
-    if (ks->input_zero_point < -128 || ks->input_zero_point > 127 || ks->output_zero_point < -128 ||
-        ks->output_zero_point > 127 || ks->output_shift < -31 || ks->output_shift > 30 || ks->output_multiplier < 0)
+    if (!hydra_tfl_reduce_quant_ok(ks))
         return HYDRA_ERR_ARG;
 
     int32_t *acc = scratch;
@@ -109,14 +109,8 @@ hydra_status hydra_tfl_hydra_attention_s8(const hydra_tfl_hydra_attention_params
         for (int32_t d = 0; d < depth; d++)
             acc[d] += row[d];
     }
-    for (int32_t d = 0; d < depth; d++) {
-        /* tfl_sum.c's ending: TFLM's (int32)(sum - zp * count) in wrapping int32 arithmetic */
-        const uint32_t u = (uint32_t)(uint64_t)((int64_t)acc[d] - (int64_t)ks->input_zero_point * t_count);
-        const int32_t shifted = u <= (uint32_t)INT32_MAX ? (int32_t)u : -(int32_t)(~u) - 1;
-        const int32_t y = hydra_saturate_s32((int64_t)hydra_requantize(shifted, ks->output_multiplier,
-                                                                        ks->output_shift) + ks->output_zero_point);
-        kv[d] = (int8_t)(y < -128 ? -128 : (y > 127 ? 127 : y));
-    }
+    for (int32_t d = 0; d < depth; d++)
+        kv[d] = hydra_tfl_reduce_output_s8(ks, acc[d], t_count); /* SUM's ending (hydra_tfl_reduce_s8's) */
 
     /* pass 2: one output row per token; q's row is read into `row` before the output row is written */
     for (int32_t t = 0; t < t_count; t++) {

@@ -13,20 +13,15 @@ static int8_t mul_one(int32_t x, int32_t y, const void *params)
 {
     const hydra_tfl_mul_params *p = (const hydra_tfl_mul_params *)params;
     const int32_t product = (p->input1_offset + x) * (p->input2_offset + y);
-    const int64_t raw = (int64_t)hydra_requantize(product, p->output_multiplier, p->output_shift) + p->output_offset;
-    const int64_t clamped = raw < p->output_activation_min ? p->output_activation_min
-                            : (raw > p->output_activation_max ? p->output_activation_max : raw);
-    return (int8_t)clamped;
+    return hydra_tfl_output_s8(hydra_requantize(product, p->output_multiplier, p->output_shift), p->output_offset,
+                               p->output_activation_min, p->output_activation_max);
 }
 
 hydra_status hydra_tfl_mul_s8(const hydra_tfl_mul_params *p, const int8_t *input1, const int8_t *input2,
                               int8_t *output)
 {
-    if (p == NULL)
-        return HYDRA_ERR_ARG;
-    if (p->input1_offset < -127 || p->input1_offset > 128 || p->input2_offset < -127 || p->input2_offset > 128 ||
-        !hydra_zero_point_ok(p->output_offset) || p->output_activation_min < -128 ||
-        p->output_activation_max > 127 || p->output_activation_min > p->output_activation_max)
+    if (p == NULL || !hydra_tfl_binary_quant_ok(p->input1_offset, p->input2_offset, p->output_offset,
+                                                p->output_activation_min, p->output_activation_max))
         return HYDRA_ERR_ARG;
     return hydra_tfl_broadcast_binary_s8(p->input1_shape, p->input2_shape, p->output_shape, input1, input2, output,
                                          mul_one, p);

@@ -12,15 +12,11 @@
 static int8_t squared_difference_one(int32_t x, int32_t y, const void *params)
 {
     const hydra_tfl_squared_difference_params *p = (const hydra_tfl_squared_difference_params *)params;
-    const int32_t shifted1 = (p->input1_offset + x) * (INT32_C(1) << p->left_shift);
-    const int32_t shifted2 = (p->input2_offset + y) * (INT32_C(1) << p->left_shift);
-    const int32_t scaled1 = hydra_requantize(shifted1, p->input1_multiplier, p->input1_shift);
-    const int32_t scaled2 = hydra_requantize(shifted2, p->input2_multiplier, p->input2_shift);
+    int32_t scaled1, scaled2;
+    hydra_tfl_rescale_inputs(p, x, y, &scaled1, &scaled2);
     const int32_t diff = scaled1 - scaled2;
-    const int64_t raw = (int64_t)hydra_requantize(diff * diff, p->output_multiplier, p->output_shift) + p->output_offset;
-    const int64_t clamped = raw < p->output_activation_min ? p->output_activation_min
-                            : (raw > p->output_activation_max ? p->output_activation_max : raw);
-    return (int8_t)clamped;
+    return hydra_tfl_output_s8(hydra_requantize(diff * diff, p->output_multiplier, p->output_shift), p->output_offset,
+                               p->output_activation_min, p->output_activation_max);
 }
 
 hydra_status hydra_tfl_squared_difference_s8(const hydra_tfl_squared_difference_params *p, const int8_t *input1,
@@ -29,10 +25,7 @@ hydra_status hydra_tfl_squared_difference_s8(const hydra_tfl_squared_difference_
     if (p == NULL)
         return HYDRA_ERR_ARG;
     /* left_shift <= 7 keeps |diff| < 2^15, so diff * diff fits int32 */
-    if (p->left_shift < 0 || p->left_shift > 7 || p->input1_offset < -127 || p->input1_offset > 128 ||
-        p->input2_offset < -127 || p->input2_offset > 128 || !hydra_zero_point_ok(p->output_offset) ||
-        p->input1_shift > 0 || p->input2_shift > 0 || p->output_activation_min < -128 ||
-        p->output_activation_max > 127 || p->output_activation_min > p->output_activation_max)
+    if (!hydra_tfl_rescaled_binary_ok(p, 7) || p->input1_shift > 0 || p->input2_shift > 0)
         return HYDRA_ERR_ARG;
     return hydra_tfl_broadcast_binary_s8(p->input1_shape, p->input2_shape, p->output_shape, input1, input2, output,
                                          squared_difference_one, p);

@@ -12,25 +12,16 @@
 static int8_t sub_one(int32_t x, int32_t y, const void *params)
 {
     const hydra_tfl_sub_params *p = (const hydra_tfl_sub_params *)params;
-    const int32_t shifted1 = (p->input1_offset + x) * (INT32_C(1) << p->left_shift);
-    const int32_t shifted2 = (p->input2_offset + y) * (INT32_C(1) << p->left_shift);
-    const int32_t scaled1 = hydra_requantize(shifted1, p->input1_multiplier, p->input1_shift);
-    const int32_t scaled2 = hydra_requantize(shifted2, p->input2_multiplier, p->input2_shift);
-    const int32_t raw = hydra_requantize(scaled1 - scaled2, p->output_multiplier, p->output_shift) + p->output_offset;
-    const int32_t clamped = raw < p->output_activation_min ? p->output_activation_min
-                            : (raw > p->output_activation_max ? p->output_activation_max : raw);
-    return (int8_t)clamped;
+    int32_t scaled1, scaled2;
+    hydra_tfl_rescale_inputs(p, x, y, &scaled1, &scaled2);
+    return hydra_tfl_output_s8(hydra_requantize(scaled1 - scaled2, p->output_multiplier, p->output_shift),
+                               p->output_offset, p->output_activation_min, p->output_activation_max);
 }
 
 hydra_status hydra_tfl_sub_s8(const hydra_tfl_sub_params *p, const int8_t *input1, const int8_t *input2,
                               int8_t *output)
 {
-    if (p == NULL)
-        return HYDRA_ERR_ARG;
-    if (p->left_shift < 0 || p->left_shift > 20 || p->input1_offset < -127 || p->input1_offset > 128 ||
-        p->input2_offset < -127 || p->input2_offset > 128 || !hydra_zero_point_ok(p->output_offset) ||
-        p->output_activation_min < -128 || p->output_activation_max > 127 ||
-        p->output_activation_min > p->output_activation_max)
+    if (p == NULL || !hydra_tfl_rescaled_binary_ok(p, 20))
         return HYDRA_ERR_ARG;
     return hydra_tfl_broadcast_binary_s8(p->input1_shape, p->input2_shape, p->output_shape, input1, input2, output,
                                          sub_one, p);

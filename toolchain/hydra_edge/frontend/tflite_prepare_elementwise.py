@@ -36,10 +36,10 @@ from ..quant.tfl_fixedpoint import (
     tfl_round,
 )
 from .errors import FrontendError
+from .tflite_prepare_common import ACTIVATIONS, activation_bounds
 from .tflite_types import TflTensorInfo
 
 MAX_BROADCAST_DIMS = 6
-ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 # Softmax and logistic/tanh keep their inputs in these fixed-point formats (TFLM's constants).
 SOFTMAX_SCALED_DIFF_INTEGER_BITS = 5
 SIGMOID_INPUT_INTEGER_BITS = 4
@@ -108,14 +108,7 @@ def _activation_range(op: str, output: TflTensorInfo, activation: str) -> tuple[
             raise _fail(op, output, f"{activation} bound {f} / output scale {float(scale)!r} overflows int32")
         return zp + tfl_round(q)
 
-    lo, hi = -128, 127
-    if activation == "RELU":
-        return max(lo, quantize(0.0)), hi
-    if activation == "RELU6":
-        return max(lo, quantize(0.0)), min(hi, quantize(6.0))
-    if activation == "RELU_N1_TO_1":
-        return max(lo, quantize(-1.0)), min(hi, quantize(1.0))
-    return lo, hi
+    return activation_bounds(activation, quantize)
 
 
 def _broadcast_shapes(op: str, a: TflTensorInfo, b: TflTensorInfo, out: TflTensorInfo) -> dict:
@@ -154,26 +147,46 @@ def _unary_operands(op: str, inputs: list, outputs: list) -> tuple[TflTensorInfo
 # ---- ADD, SUB, SQUARED_DIFFERENCE, MUL ----------------------------------------
 
 
+def _binary_attrs(op: str, a: TflTensorInfo, b: TflTensorInfo, y: TflTensorInfo, rescale: dict,
+                  output: tuple[int, int], activation: tuple[int, int]) -> dict:
+    """The fields every binary params struct has (shapes, offsets, output multiplier, activation range) around
+    ``rescale``, the input rescaling fields of ADD, SUB and SQUARED_DIFFERENCE ({} for MUL)."""
+    return {
+        **_broadcast_shapes(op, a, b, y),
+        "input1_offset": -a.per_tensor_zero_point,
+        "input2_offset": -b.per_tensor_zero_point,
+        "output_offset": y.per_tensor_zero_point,
+        **rescale,
+        "output_multiplier": output[0], "output_shift": output[1],
+        "output_activation_min": activation[0], "output_activation_max": activation[1],
+    }
+
+
+def _rescaled_binary(op: str, operands: tuple[TflTensorInfo, TflTensorInfo, TflTensorInfo], left_shift: int,
+                     reals: tuple[float, float, float], *, output_any_size: bool, activation: str) -> dict:
+    """ADD, SUB and SQUARED_DIFFERENCE: each input shifted left by ``left_shift`` and scaled by its multiplier
+    < 1 (``reals[0]``, ``reals[1]``), the result by the output multiplier ``reals[2]`` (< 1, or of any size)."""
+    a, b, y = operands
+    m1, s1 = _smaller_than_one(op, a, reals[0])
+    m2, s2 = _smaller_than_one(op, b, reals[1])
+    output = (_any_multiplier if output_any_size else _smaller_than_one)(op, y, reals[2])
+    rescale = {
+        "left_shift": left_shift,
+        "input1_multiplier": m1, "input1_shift": s1,
+        "input2_multiplier": m2, "input2_shift": s2,
+    }
+    return _binary_attrs(op, a, b, y, rescale, output, _activation_range(op, y, activation))
+
+
 def prepare_add(inputs: list, outputs: list, options: dict) -> dict:
     """add_common.cc CalculateOpDataAdd: left shift 20, multipliers in double."""
     a, b, y = _binary_operands("ADD", inputs, outputs)
     left_shift = 20
     twice_max_input_scale = 2 * max(_scale32(a), _scale32(b))
-    m1, s1 = _smaller_than_one("ADD", a, _scale32(a) / twice_max_input_scale)
-    m2, s2 = _smaller_than_one("ADD", b, _scale32(b) / twice_max_input_scale)
-    mo, so = _smaller_than_one("ADD", y, twice_max_input_scale / ((1 << left_shift) * _scale32(y)))
-    lo, hi = _activation_range("ADD", y, options.get("fused_activation_function", "NONE"))
-    return {
-        **_broadcast_shapes("ADD", a, b, y),
-        "input1_offset": -a.per_tensor_zero_point,
-        "input2_offset": -b.per_tensor_zero_point,
-        "output_offset": y.per_tensor_zero_point,
-        "left_shift": left_shift,
-        "input1_multiplier": m1, "input1_shift": s1,
-        "input2_multiplier": m2, "input2_shift": s2,
-        "output_multiplier": mo, "output_shift": so,
-        "output_activation_min": lo, "output_activation_max": hi,
-    }
+    reals = (_scale32(a) / twice_max_input_scale, _scale32(b) / twice_max_input_scale,
+             twice_max_input_scale / ((1 << left_shift) * _scale32(y)))
+    return _rescaled_binary("ADD", (a, b, y), left_shift, reals, output_any_size=False,
+                            activation=options.get("fused_activation_function", "NONE"))
 
 
 def prepare_sub(inputs: list, outputs: list, options: dict) -> dict:
@@ -182,21 +195,10 @@ def prepare_sub(inputs: list, outputs: list, options: dict) -> dict:
     left_shift = 20
     sa, sb, sy = _f32(a.per_tensor_scale), _f32(b.per_tensor_scale), _f32(y.per_tensor_scale)
     twice_max_input_scale = _f32(2) * max(sa, sb)
-    m1, s1 = _smaller_than_one("SUB", a, float(sa / twice_max_input_scale))
-    m2, s2 = _smaller_than_one("SUB", b, float(sb / twice_max_input_scale))
-    mo, so = _smaller_than_one("SUB", y, float(twice_max_input_scale / (_f32(1 << left_shift) * sy)))
-    lo, hi = _activation_range("SUB", y, options.get("fused_activation_function", "NONE"))
-    return {
-        **_broadcast_shapes("SUB", a, b, y),
-        "input1_offset": -a.per_tensor_zero_point,
-        "input2_offset": -b.per_tensor_zero_point,
-        "output_offset": y.per_tensor_zero_point,
-        "left_shift": left_shift,
-        "input1_multiplier": m1, "input1_shift": s1,
-        "input2_multiplier": m2, "input2_shift": s2,
-        "output_multiplier": mo, "output_shift": so,
-        "output_activation_min": lo, "output_activation_max": hi,
-    }
+    reals = (float(sa / twice_max_input_scale), float(sb / twice_max_input_scale),
+             float(twice_max_input_scale / (_f32(1 << left_shift) * sy)))
+    return _rescaled_binary("SUB", (a, b, y), left_shift, reals, output_any_size=False,
+                            activation=options.get("fused_activation_function", "NONE"))
 
 
 def prepare_squared_difference(inputs: list, outputs: list, options: dict) -> dict:
@@ -204,39 +206,33 @@ def prepare_squared_difference(inputs: list, outputs: list, options: dict) -> di
     a, b, y = _binary_operands("SQUARED_DIFFERENCE", inputs, outputs)
     left_shift = 7
     twice_max_input_scale = 2.0 * max(_scale32(a), _scale32(b))
-    m1, s1 = _smaller_than_one("SQUARED_DIFFERENCE", a, _scale32(a) / twice_max_input_scale)
-    m2, s2 = _smaller_than_one("SQUARED_DIFFERENCE", b, _scale32(b) / twice_max_input_scale)
     denominator = float(_f32(1 << (left_shift * 2)) * _f32(y.per_tensor_scale))  # an int times a float: float32
-    mo, so = _any_multiplier("SQUARED_DIFFERENCE", y, (twice_max_input_scale * twice_max_input_scale) / denominator)
-    return {
-        **_broadcast_shapes("SQUARED_DIFFERENCE", a, b, y),
-        "input1_offset": -a.per_tensor_zero_point,
-        "input2_offset": -b.per_tensor_zero_point,
-        "output_offset": y.per_tensor_zero_point,
-        "left_shift": left_shift,
-        "input1_multiplier": m1, "input1_shift": s1,
-        "input2_multiplier": m2, "input2_shift": s2,
-        "output_multiplier": mo, "output_shift": so,
-        "output_activation_min": -128, "output_activation_max": 127,
-    }
+    reals = (_scale32(a) / twice_max_input_scale, _scale32(b) / twice_max_input_scale,
+             (twice_max_input_scale * twice_max_input_scale) / denominator)
+    return _rescaled_binary("SQUARED_DIFFERENCE", (a, b, y), left_shift, reals, output_any_size=True,
+                            activation="NONE")
 
 
 def prepare_mul(inputs: list, outputs: list, options: dict) -> dict:
     """mul_common.cc CalculateOpDataMul: one multiplier s1 * s2 / s_out (in double), any size."""
     a, b, y = _binary_operands("MUL", inputs, outputs)
-    mo, so = _any_multiplier("MUL", y, _scale32(a) * _scale32(b) / _scale32(y))
-    lo, hi = _activation_range("MUL", y, options.get("fused_activation_function", "NONE"))
-    return {
-        **_broadcast_shapes("MUL", a, b, y),
-        "input1_offset": -a.per_tensor_zero_point,
-        "input2_offset": -b.per_tensor_zero_point,
-        "output_offset": y.per_tensor_zero_point,
-        "output_multiplier": mo, "output_shift": so,
-        "output_activation_min": lo, "output_activation_max": hi,
-    }
+    output = _any_multiplier("MUL", y, _scale32(a) * _scale32(b) / _scale32(y))
+    activation = _activation_range("MUL", y, options.get("fused_activation_function", "NONE"))
+    return _binary_attrs("MUL", a, b, y, {}, output, activation)
 
 
 # ---- unary ----------------------------------------------------------------------
+
+
+def _requantize_attrs(x: TflTensorInfo, y: TflTensorInfo, multiplier: tuple[int, int]) -> dict:
+    """RSQRT's and QUANTIZE's params: the size, both zero points and one multiplier."""
+    return {
+        "size": _size(x.shape),
+        "input_zero_point": x.per_tensor_zero_point,
+        "output_zero_point": y.per_tensor_zero_point,
+        "multiplier": multiplier[0],
+        "shift": multiplier[1],
+    }
 
 
 def prepare_rsqrt(inputs: list, outputs: list, options: dict) -> dict:
@@ -249,13 +245,7 @@ def prepare_rsqrt(inputs: list, outputs: list, options: dict) -> dict:
     if s < -11:
         # shift - 20 below -31 is a rounding shift TFLM's RoundingDivideByPOT does not define.
         raise _fail("RSQRT", y, "1 / (sqrt(input scale) * output scale) is below 2^-12; check the scales")
-    return {
-        "size": _size(x.shape),
-        "input_zero_point": x.per_tensor_zero_point,
-        "output_zero_point": y.per_tensor_zero_point,
-        "multiplier": m,
-        "shift": s,
-    }
+    return _requantize_attrs(x, y, (m, s))
 
 
 def _sigmoid_like(op: str, x: TflTensorInfo) -> dict:
@@ -340,13 +330,7 @@ def prepare_quantize(inputs: list, outputs: list, options: dict) -> dict:
         return {"size": _size(x.shape), "zero_point": y.per_tensor_zero_point, "scale": _scale32(y)}
     x = _int8("QUANTIZE", x, "input")
     m, s = _any_multiplier("QUANTIZE", y, _scale32(x) / _scale32(y))
-    return {
-        "size": _size(x.shape),
-        "input_zero_point": x.per_tensor_zero_point,
-        "output_zero_point": y.per_tensor_zero_point,
-        "multiplier": m,
-        "shift": s,
-    }
+    return _requantize_attrs(x, y, (m, s))
 
 
 def prepare_dequantize(inputs: list, outputs: list, options: dict) -> dict:

@@ -19,15 +19,21 @@ MAX_DIMS = 6 for PAD, TRANSPOSE, BATCH_MATMUL, MEAN and SUM.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from ..quant.fixedpoint import quantize_multiplier, quantize_multipliers
+from .tflite_prepare_common import (
+    ACTIVATION_BOUNDS,
+    INT8_MAX,
+    INT8_MIN,
+    activation_bounds,
+)
 from .tflite_types import TflTensorInfo
 
 MAX_DIMS = 6  # HYDRA_TFL_MAX_DIMS in hydra_tfl.h
-INT8_MIN, INT8_MAX = -128, 127
 
 
 class PrepareError(ValueError):
@@ -70,15 +76,9 @@ def activation_range(act: str, out: TflTensorInfo) -> tuple[int, int]:
         r = np.float32(f) / scale  # float32 division, as TFLite's Quantize()
         return zp + int(np.sign(r) * np.floor(np.abs(r) + np.float32(0.5)))  # TfLiteRound: half away from 0
 
-    if act == "NONE":
-        return INT8_MIN, INT8_MAX
-    if act == "RELU":
-        return max(INT8_MIN, q(0.0)), INT8_MAX
-    if act == "RELU6":
-        return max(INT8_MIN, q(0.0)), min(INT8_MAX, q(6.0))
-    if act == "RELU_N1_TO_1":
-        return max(INT8_MIN, q(-1.0)), min(INT8_MAX, q(1.0))
-    raise PrepareError(f"fused activation {act}")
+    if act not in ACTIVATION_BOUNDS:
+        raise PrepareError(f"fused activation {act}")
+    return activation_bounds(act, q)
 
 
 def ext(shape: tuple[int, ...], n: int) -> tuple[int, ...]:
@@ -100,6 +100,16 @@ def _padding(padding: str, stride: int, dilation: int, size: int, filt: int) -> 
         raise PrepareError(f"padding {padding}")
     total = max(0, (out - 1) * stride + eff - size)
     return out, total // 2
+
+
+def _window(options: dict, size: tuple[int, int], filt: tuple[int, int], dilation: tuple[int, int]
+            ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """(strides, output size, padding before), each (height, width), of a 2-D window (convolutions, pools)."""
+    sh, sw = int(options.get("stride_h", 1)), int(options.get("stride_w", 1))
+    padding = options.get("padding", "SAME")
+    oh, pad_h = _padding(padding, sh, dilation[0], size[0], filt[0])
+    ow, pad_w = _padding(padding, sw, dilation[1], size[1], filt[1])
+    return (sh, sw), (oh, ow), (pad_h, pad_w)
 
 
 def _const(t: TflTensorInfo | None, what: str) -> np.ndarray:
@@ -179,12 +189,8 @@ def _conv_common(inputs: list, outputs: list, options: dict, depthwise: bool) ->
         raise PrepareError("input, filter and output must be 4-D (NHWC)")
     n, h, wd, c = inp.shape
     oc = out.shape[3]
-    fh, fw = w.shape[1], w.shape[2]
-    sh, sw = int(options.get("stride_h", 1)), int(options.get("stride_w", 1))
     dh, dw = int(options.get("dilation_h_factor", 1)), int(options.get("dilation_w_factor", 1))
-    padding = options.get("padding", "SAME")
-    oh, pad_h = _padding(padding, sh, dh, h, fh)
-    ow, pad_w = _padding(padding, sw, dw, wd, fw)
+    (sh, sw), (oh, ow), (pad_h, pad_w) = _window(options, (h, wd), (w.shape[1], w.shape[2]), (dh, dw))
     if (n, oh, ow) != tuple(out.shape[:3]):
         raise PrepareError(f"output {list(out.shape)} does not match the convolution of {list(inp.shape)}")
     if depthwise:
@@ -235,11 +241,9 @@ def _pool(inputs: list, outputs: list, options: dict) -> dict[str, Any]:
         raise PrepareError("input and output must be 4-D (NHWC)")
     n, h, w, c = inp.shape
     fh, fw = int(options.get("filter_height", 1)), int(options.get("filter_width", 1))
-    sh, sw = int(options.get("stride_h", 1)), int(options.get("stride_w", 1))
     if fh < 1 or fw < 1:
         raise PrepareError(f"filter {fh}x{fw}")
-    oh, pad_h = _padding(options.get("padding", "SAME"), sh, 1, h, fh)
-    ow, pad_w = _padding(options.get("padding", "SAME"), sw, 1, w, fw)
+    (sh, sw), (oh, ow), (pad_h, pad_w) = _window(options, (h, w), (fh, fw), (1, 1))
     if (n, oh, ow, c) != tuple(out.shape):
         raise PrepareError(f"output {list(out.shape)} does not match pooling {list(inp.shape)}")
     lo, hi = activation_range(options.get("fused_activation_function", "NONE"), out)
