@@ -265,6 +265,11 @@ def _cases() -> dict[str, tuple]:
         "max_pool_same_relu6": ("MAX_POOL_2D", [TensorSpec((1, 7, 6, 5), 0.05, -10)], [TensorSpec((1, 4, 3, 5), 0.05, -10)],
                                 {"padding": "SAME", "stride_h": 2, "stride_w": 2, "filter_height": 3, "filter_width": 3,
                                  "fused_activation_function": "RELU6"}),
+        # 6 / 12.000001 is 0.49999996 in float32: TfLiteRound gives 0, a float32 "+ 0.5 then floor" gives 1
+        "max_pool_relu6_bound_below_half": ("MAX_POOL_2D", [TensorSpec((1, 4, 4, 3), 12.000001, -10)],
+                                            [TensorSpec((1, 2, 2, 3), 12.000001, -10)],
+                                            {"padding": "VALID", "stride_h": 2, "stride_w": 2, "filter_height": 2,
+                                             "filter_width": 2, "fused_activation_function": "RELU6"}),
         "pad_4d": ("PAD", [TensorSpec((1, 3, 4, 2), 0.05, 7), TensorSpec((4, 2), dtype="int32",
                                                                         data=np.array([[0, 0], [1, 2], [0, 1], [0, 0]]))],
                    [TensorSpec((1, 6, 5, 2), 0.05, 7)], None),

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..quant.fixedpoint import quantize_multiplier, quantize_multipliers
+from ..quant.tfl_fixedpoint import tfl_round
 from .tflite_prepare_common import (
     ACTIVATION_BOUNDS,
     INT8_MAX,
@@ -74,7 +75,7 @@ def activation_range(act: str, out: TflTensorInfo) -> tuple[int, int]:
 
     def q(f: float) -> int:
         r = np.float32(f) / scale  # float32 division, as TFLite's Quantize()
-        return zp + int(np.sign(r) * np.floor(np.abs(r) + np.float32(0.5)))  # TfLiteRound: half away from 0
+        return zp + tfl_round(float(r))  # TfLiteRound on the float32 value: half away from 0, exactly
 
     if act not in ACTIVATION_BOUNDS:
         raise PrepareError(f"fused activation {act}")
