@@ -120,9 +120,10 @@ def sandwich(space: SearchSpace, step: int, cfg: TrainConfig) -> list[Candidate]
     return [largest, space.smallest()] + [space.sample(rng) for _ in range(cfg.random_per_step)]
 
 
-def _batch(split: Split, step: int, steps_per_epoch: int, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(split: Split, step: int, steps_per_epoch: int, cfg: TrainConfig,
+           shard: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """This process's share of the step's batch, augmented (the whole batch's draw, so any world size sees the same data)."""
-    rank, size = world()
+    rank, size = world() if shard else (0, 1)
     epoch, i = divmod(step, steps_per_epoch)
     order = np.random.default_rng([cfg.seed, 1, epoch]).permutation(len(split.x_train))
     idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
@@ -199,7 +200,7 @@ def accuracy(forward: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray
 
 def finetune(model: nn.Module, image_size: int, split: Split, cfg: TrainConfig,
              progress: Progress | None = None) -> nn.Module:
-    """Train one extracted candidate alone (labels only), from its inherited weights."""
+    """Train one extracted candidate alone (labels only), from its inherited weights; one process (rank 0)."""
     from .model import resize
 
     torch.manual_seed(cfg.seed)
@@ -211,11 +212,10 @@ def finetune(model: nn.Module, image_size: int, split: Split, cfg: TrainConfig,
     for step in range(total):
         for group in opt.param_groups:
             group["lr"] = lr_at(step / total, cfg.lr, cfg.warmup, cfg.min_lr)
-        x, y = _batch(split, step, steps_per_epoch, cfg)
+        x, y = _batch(split, step, steps_per_epoch, cfg, shard=False)
         loss = F.cross_entropy(model(resize(x, image_size)), y, label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        average_gradients(model)
         nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         if progress is not None:
