@@ -25,6 +25,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.UsageError):
             raise
+        except BrokenPipeError:  # the reader went away (| head): stop quietly, as other tools do
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
+            sys.exit(141)
         except (HydraEdgeError, FileNotFoundError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
