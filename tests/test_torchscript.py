@@ -427,3 +427,16 @@ def test_a_zip_with_undecodable_member_names_is_a_frontend_error(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(FrontendError, match="damaged zip"):
         driver.load_model(path)
+
+
+def test_a_zip_whose_end_record_claims_several_disks_is_a_frontend_error(tmp_path):
+    """Found by benchmarks/fuzz_parsers.py: zipfile.is_zipfile itself raises BadZipFile for a multi-disk end record."""
+    path = tmp_path / "model.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("model/code/x.py", "pass")
+    data = bytearray(path.read_bytes())
+    end = data.rindex(b"PK\x05\x06")
+    data[end + 4] = 1  # "number of this disk"
+    path.write_bytes(bytes(data))
+    with pytest.raises(FrontendError, match="damaged"):
+        driver.load_model(path)

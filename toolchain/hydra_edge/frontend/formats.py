@@ -49,7 +49,7 @@ def sniff(path: str | Path) -> str:
     if not head:
         raise FrontendError(f"{name} is empty; give a model file: {FORMATS_HELP}")
     suffix = path.suffix.lower()
-    if zipfile.is_zipfile(path):
+    if is_zip(path):
         return _zip_kind(path, suffix)
     if head.startswith(b"PK") and suffix not in _BY_SUFFIX:  # .pt2/.onnx/.tflite: their loader's message
         raise FrontendError(f"{name} is a damaged or truncated zip archive; copy it again or save it again")
@@ -73,6 +73,15 @@ def sniff(path: str | Path) -> str:
 # What zipfile raises on a damaged archive: bad headers, truncation, undecodable member names (a
 # ValueError), unknown compression, encryption, a corrupt deflate stream.
 ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError, NotImplementedError, zlib.error)
+
+
+def is_zip(path: Path) -> bool:
+    """zipfile.is_zipfile, except that an end record zipfile refuses (a multi-disk archive) counts as a zip:
+    zip_members then says it is damaged."""
+    try:
+        return zipfile.is_zipfile(path)
+    except ZIP_ERRORS:
+        return True
 
 
 def zip_members(path: Path) -> list[str]:

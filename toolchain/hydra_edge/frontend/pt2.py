@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -27,7 +26,7 @@ import torch
 from ..ir.graph import Graph
 from .aten import exported_program_to_graph
 from .errors import FrontendError
-from .formats import PICKLE, PT2, TORCHSCRIPT, torch_zip_kind, zip_members
+from .formats import PICKLE, PT2, TORCHSCRIPT, is_zip, torch_zip_kind, zip_members
 
 EXPORT_HINT = (
     "build the model and export it with torch.export.export(model, (example,)) "
@@ -63,7 +62,7 @@ def _check_archive(path: Path) -> None:
         head = f.read(4)
     if not head:
         raise FrontendError(f"{name} is empty; {EXPORT_HINT}")
-    if not zipfile.is_zipfile(path):
+    if not is_zip(path):
         if head.startswith(b"PK"):
             raise FrontendError(
                 f"{name} is a damaged or truncated zip archive; copy it again or re-export it "
