@@ -430,13 +430,18 @@ def test_a_zip_with_undecodable_member_names_is_a_frontend_error(tmp_path):
 
 
 def test_a_zip_whose_end_record_claims_several_disks_is_a_frontend_error(tmp_path):
-    """Found by benchmarks/fuzz_parsers.py: zipfile.is_zipfile itself raises BadZipFile for a multi-disk end record."""
+    """Found by benchmarks/fuzz_parsers.py: zipfile.is_zipfile itself raises BadZipFile when a zip64 locator
+    before the end record names more than one disk."""
+    import struct
+
     path = tmp_path / "model.pt"
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("model/code/x.py", "pass")
     data = bytearray(path.read_bytes())
     end = data.rindex(b"PK\x05\x06")
-    data[end + 4] = 1  # "number of this disk"
-    path.write_bytes(bytes(data))
+    locator = b"PK\x06\x07" + struct.pack("<IQI", 0, 0, 2)  # zip64 end locator: 2 disks
+    path.write_bytes(bytes(data[:end]) + locator + bytes(data[end:]))
+    with pytest.raises(zipfile.BadZipFile):
+        zipfile.is_zipfile(path)  # what the fuzz run found escaping
     with pytest.raises(FrontendError, match="damaged"):
         driver.load_model(path)
