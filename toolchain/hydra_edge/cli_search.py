@@ -66,13 +66,10 @@ def search(board_name: str, data: Path, out: Path, preset: str, ram_budget: int 
         chosen = replace(chosen, finetune=replace(chosen.finetune, epochs=finetune_epochs))
     rank, size = init_distributed()
     if size > 1 and rank > 0:  # the other processes only help train the supernet
-        from .models.data import load_dataset
-        from .search.run import adapt_preset
-        from .search.train import split_training_set, train_supernet
+        from .search.run import prepare
+        from .search.train import train_supernet
 
-        dataset = load_dataset(data)
-        chosen = adapt_preset(chosen, dataset)
-        split = split_training_set(dataset, chosen.holdout, chosen.train_subset, seed=chosen.supernet.seed)
+        _, chosen, split = prepare(data, chosen)
         train_supernet(chosen.space, split, out, chosen.supernet)
         return
     bars, update = _progress()

@@ -95,9 +95,3 @@ def rule_disagreements(fits: list[Fit]) -> dict[str, int]:
         out[f"{rule}_accepts_compiler_rejects"] = sum(r and not c for r, c in verdicts)
         out[f"{rule}_rejects_compiler_accepts"] = sum(c and not r for r, c in verdicts)
     return out
-
-
-def fits_summary(fit: Fit) -> str:
-    state = "fits" if fit.fits else ("refused: " + fit.error if fit.error else "too big")
-    return f"{fit.key}: RAM {fit.ram_bytes:,} B, flash {fit.flash_bytes:,} B ({fit.schedule}) {state}"
-

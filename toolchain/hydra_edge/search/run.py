@@ -32,8 +32,7 @@ from .constraint import FitCache, compile_fit, rule_disagreements
 from .evolution import Evolution, EvolutionConfig
 from .model import SearchedViT, resize
 from .space import Candidate, SearchSpace
-from .supernet import Supernet
-from .train import Split, TrainConfig, accuracy, finetune, load_checkpoint, split_training_set, train_supernet
+from .train import Split, TrainConfig, accuracy, finetune, split_training_set, train_supernet
 
 REPORT = "search.json"
 NUM_CALIB = 64
@@ -59,12 +58,14 @@ PRESETS = {
     # CI and the documented quick run: minutes on 2 cores
     "tiny": Preset(SearchSpace(image_sizes=(32,), patch_sizes=(8,), embed_dims=(16, 32), depths=(1, 2),
                                mlp_ratios=(1.0, 2.0), mlp_ranks=(0, 8)),
-                   TrainConfig(epochs=1, batch_size=64), EvolutionConfig(4, 1, 2, 2, 2),
+                   TrainConfig(epochs=1, batch_size=64),
+                   EvolutionConfig(population=4, generations=1, parents=2, mutations=2, crossovers=2),
                    TrainConfig(epochs=1, batch_size=64), 512, 256, 200,
                    Candidate(32, 8, 32, 1, 2.0, ("hydra",))),
     "reduced": Preset(SearchSpace(image_sizes=(24, 32), patch_sizes=(4, 8), embed_dims=(32, 48, 64, 96),
                                   depths=(2, 3, 4), mlp_ratios=(1.5, 2.0, 3.0), mlp_ranks=(0, 16)),
-                      TrainConfig(epochs=4, batch_size=128), EvolutionConfig(8, 3, 4, 4, 4),
+                      TrainConfig(epochs=4, batch_size=128),
+                      EvolutionConfig(population=8, generations=3, parents=4, mutations=4, crossovers=4),
                       TrainConfig(epochs=2, batch_size=128), 10000, 2000, 2000, BASELINE),
     "full": Preset(SearchSpace(), TrainConfig(epochs=200, batch_size=256), EvolutionConfig(),
                    TrainConfig(epochs=100, batch_size=256), 0, 5000, 0, BASELINE),
@@ -112,13 +113,11 @@ def run_search(data: Path, board: Board, out: Path, preset: Preset, log: Log = p
                progress: Progress | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    dataset = load_dataset(data)
-    preset = adapt_preset(preset, dataset)
+    dataset, preset, split = prepare(data, preset)
     x_test, y_test = dataset.x_test, dataset.y_test
     if preset.test_limit:  # a seeded sample: CIFAR-10's test split is sorted by class
         pick = np.sort(np.random.default_rng(0).permutation(len(x_test))[:preset.test_limit])
         x_test, y_test = x_test[pick], y_test[pick]
-    split = split_training_set(dataset, preset.holdout, preset.train_subset, seed=preset.supernet.seed)
     log(f"data: {dataset.name}, {len(split.x_train)} training images, {len(split.x_holdout)} held out, "
         f"{len(x_test)} test")
 
@@ -169,6 +168,13 @@ def run_search(data: Path, board: Board, out: Path, preset: Preset, log: Log = p
     return report
 
 
+def prepare(data: Path, preset: Preset) -> tuple[ImageDataset, Preset, Split]:
+    """The dataset, the preset fitted to its images, and its training / held-out split."""
+    dataset = load_dataset(data)
+    preset = adapt_preset(preset, dataset)
+    return dataset, preset, split_training_set(dataset, preset.holdout, preset.train_subset, seed=preset.supernet.seed)
+
+
 def adapt_preset(preset: Preset, data: ImageDataset) -> Preset:
     """The preset's space and baseline for the dataset's image size and channels (presets are CIFAR-shaped)."""
     size, channels = data.image_size, data.channels
@@ -182,12 +188,6 @@ def adapt_preset(preset: Preset, data: ImageDataset) -> Preset:
     baseline = replace(b, image_size=size if b.image_size not in space.image_sizes else b.image_size,
                        patch_size=patch, in_channels=channels)
     return replace(preset, space=space, baseline=baseline)
-
-
-def load_supernet(out: Path, space: SearchSpace) -> Supernet:
-    net = Supernet(space)
-    load_checkpoint(out / "supernet.pt", net)
-    return net.eval()
 
 
 def format_table(report: dict) -> list[str]:

@@ -14,7 +14,7 @@ numpy Generator the caller passes in (reproducible searches, no globals).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -169,8 +169,3 @@ class SearchSpace:
         if rank and rank * (dim + hidden) >= dim * hidden:
             rank = 0
         return Candidate(image, patch, dim, depth, ratio, attention, rank, self.in_channels, self.num_classes)
-
-
-def replace_attention(c: Candidate, kind: str) -> Candidate:
-    """The same candidate with every layer of one attention kind (for hand-picked baselines)."""
-    return replace(c, attention=(kind,) * c.depth)
