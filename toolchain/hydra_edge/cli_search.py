@@ -46,9 +46,12 @@ def _progress():
 @click.option("--finetune-epochs", type=click.FloatRange(min=0, min_open=True),
               help="Fine-tune epochs of the winner instead of the preset's (the baseline trains for the supernet's "
                    "plus these).")
+@click.option("--train-images", type=click.IntRange(min=0),
+              help="Training images to use instead of the preset's (0: every image not held out).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch threads (default: every local core).")
 def search(board_name: str, data: Path, out: Path, preset: str, ram_budget: int | None, flash_budget: int | None,
-           epochs: float | None, finetune_epochs: float | None, threads: int | None) -> None:
+           epochs: float | None, finetune_epochs: float | None, train_images: int | None,
+           threads: int | None) -> None:
     """Search the ViT that fits BOARD: supernet, evolution under the compiler's RAM/flash, fine-tune, export.
 
     Under torchrun (WORLD_SIZE > 1) the supernet trains data-parallel; the other steps run on rank 0.
@@ -64,6 +67,8 @@ def search(board_name: str, data: Path, out: Path, preset: str, ram_budget: int 
         chosen = replace(chosen, supernet=replace(chosen.supernet, epochs=epochs))
     if finetune_epochs:
         chosen = replace(chosen, finetune=replace(chosen.finetune, epochs=finetune_epochs))
+    if train_images is not None:
+        chosen = replace(chosen, train_subset=train_images)
     rank, size = init_distributed()
     if size > 1 and rank > 0:  # the other processes only help train the supernet
         from .search.run import prepare
