@@ -427,3 +427,21 @@ def test_fuzzed_files_give_a_graph_or_a_frontend_error():
                     assert isinstance(graph, Graph), what
                     outcomes["graph"] += 1
     assert outcomes["error"] > 0 and outcomes["graph"] + outcomes["error"] == 140
+
+
+def test_report_counts_the_macs_of_tflite_ops():
+    """FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D and BATCH_MATMUL: output elements x the products behind each."""
+    from hydra_edge.codegen.report import node_macs
+
+    macs = {}
+    for name in ("tfl_small_cnn", "tfl_softmax_vit"):
+        graph = load_tflite(_path(name))
+        for node in graph.nodes:
+            out, shapes = graph.tensor(node.outputs[0]), [graph.tensor(i).shape for i in node.inputs]
+            if node.op == "tfl_conv_2d":
+                assert node_macs(graph, node) == out.numel * int(np.prod(shapes[1][1:]))
+            elif node.op == "tfl_fully_connected":
+                assert node_macs(graph, node) == out.numel * shapes[1][1]
+            macs.setdefault(node.op, node_macs(graph, node))
+    assert {"tfl_conv_2d", "tfl_depthwise_conv_2d", "tfl_fully_connected", "tfl_batch_matmul"} <= set(macs)
+    assert all(macs[op] > 0 for op in macs)

@@ -46,6 +46,18 @@ def node_macs(graph: Graph, node: Node) -> int:
         return 2 * t * t * d
     if node.op == "mean_pool":
         return int(np.prod(shapes[0], dtype=np.int64))
+    # int8 .tflite ops: output elements times the products that make each one
+    if node.op == "tfl_fully_connected":
+        return out.numel * shapes[1][-1]  # filter [N, K]
+    if node.op == "tfl_conv_2d":
+        _, kh, kw, cin = shapes[1]  # filter [O, H, W, I]
+        return out.numel * kh * kw * cin
+    if node.op == "tfl_depthwise_conv_2d":
+        return out.numel * shapes[1][1] * shapes[1][2]  # filter [1, H, W, O]
+    if node.op == "tfl_batch_matmul":
+        return out.numel * int(node.attrs["depth"])
+    if node.op == "tfl_hydra_attention":
+        return 3 * out.numel
     return out.numel  # lut, add, gelu and other elementwise ops
 
 
