@@ -9,10 +9,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-from hydra_edge.cli import main
 from hydra_edge.models.hydra_vit import HydraViTConfig
 from model_zoo import calibration_inputs, export_model, make_model
+from cli_helpers import assert_clean_error, invoke
 
 CFG = HydraViTConfig(image_size=16, patch_size=4, embed_dim=24, depth=1, mlp_ratio=2.0)
 
@@ -23,20 +22,6 @@ def workdir(tmp_path_factory):
     pt2 = export_model(CFG, d)
     np.savez(d / "calib.npz", x=calibration_inputs(CFG))
     return d, pt2
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_clean_error(result, *fragments: str) -> None:
-    assert result.exit_code != 0
-    text = result.output
-    assert "Traceback" not in text
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    assert lines and lines[-1].startswith(("error:", "Error:")), text
-    for f in fragments:
-        assert f in text, text
 
 
 def test_boards_lists_host():

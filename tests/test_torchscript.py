@@ -14,9 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from hydra_edge import driver
-from hydra_edge.cli import main
 from hydra_edge.frontend import formats
 from hydra_edge.frontend.errors import FrontendError
 from hydra_edge.frontend.pickled import load_pickle
@@ -32,6 +30,7 @@ from hydra_edge.reference.float_interp import run_float
 from hydra_edge.validate.bitexact import validate_build
 from model_zoo import calibration_inputs, export_model, make_model
 from torch import nn
+from cli_helpers import assert_clean_error, invoke
 
 torch.set_num_threads(1)
 
@@ -41,21 +40,6 @@ COMMITTED = {"ts_hydra_vit_scripted": MODELS / "ts_hydra_vit_scripted.pt",
 COMMITTED_CFG = HydraViTConfig(image_size=16, patch_size=4, embed_dim=24, depth=2, mlp_ratio=2.0, num_classes=10)
 CFG = HydraViTConfig(image_size=16, patch_size=8, embed_dim=12, depth=2, mlp_ratio=2.0, num_classes=5)
 SHAPE = (3, 16, 16)
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_clean_error(result, *fragments: str) -> str:
-    assert result.exit_code != 0
-    text = result.output
-    assert "Traceback" not in text
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    assert lines and lines[-1].startswith(("error:", "Error:")), text
-    for f in fragments:
-        assert f in text, text
-    return text
 
 
 def _save(model: nn.Module, path: Path, how: str, extra: dict | None = None) -> Path:
