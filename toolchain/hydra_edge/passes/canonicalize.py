@@ -59,10 +59,6 @@ def consumers(graph: Graph) -> dict[str, list[Node]]:
     return users
 
 
-def is_activation(graph: Graph, name: str) -> bool:
-    return not graph.tensor(name).is_constant
-
-
 # -- the pass ----------------------------------------------------------------
 
 

@@ -272,7 +272,3 @@ def lift_tfl_hydra(graph: Graph) -> Graph:
         still_read = {i for n in g.nodes for i in n.inputs}
         for name in dropped | {c for c in consts if c not in still_read and c not in g.outputs}:
             del g.tensors[name]
-
-
-def count_lifted(graph: Graph) -> int:
-    return sum(n.op == OP for n in graph.nodes)
