@@ -445,3 +445,17 @@ def test_report_counts_the_macs_of_tflite_ops():
             macs.setdefault(node.op, node_macs(graph, node))
     assert {"tfl_conv_2d", "tfl_depthwise_conv_2d", "tfl_fully_connected", "tfl_batch_matmul"} <= set(macs)
     assert all(macs[op] > 0 for op in macs)
+
+
+def test_validate_of_a_tflite_build_also_runs_tflite_micro(tmp_path):
+    """`hydra-edge validate` on a .tflite build: C == reference, and TFLM's interpreter on the copied source."""
+    from cli_helpers import invoke
+
+    build = tmp_path / "b"
+    assert invoke("compile", _path("tfl_softmax_vit"), "-o", build).exit_code == 0
+    result = invoke("validate", build)
+    assert result.exit_code == 0, result.output
+    assert "BIT-EXACT" in result.output and "TFLite Micro's interpreter on source.tflite: SAME BITS" in result.output
+    single = tmp_path / "single"  # LiteRT's rounding is not TFLM's: no TFLM comparison is offered
+    assert invoke("compile", _path("tfl_softmax_vit"), "--rounding", "single", "-o", single).exit_code == 0
+    assert not (single / "source.tflite").exists()

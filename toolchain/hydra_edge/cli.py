@@ -152,11 +152,34 @@ def validate(build: Path, inputs: Path | None, sanitize: bool, timeout: float | 
                f"{result.mismatched_bytes} differ (board {manifest['board']}, rounding {manifest['rounding']})")
     for m in result.mismatches:
         click.echo(f"  input {m.sample} byte {m.byte}: reference {m.expected}, target {m.actual}")
+    tflm_ok = _check_tflm(build, graph, x)
     report_path = build / driver.REPORT
     if report_path.is_file() and "measured" in (data := json.loads(report_path.read_text())):
         click.echo(format_measured(data))
-    if not result.ok:
+    if not result.ok or not tflm_ok:
         sys.exit(1)
+
+
+def _check_tflm(build: Path, graph, x: np.ndarray) -> bool:
+    """A build made from an int8 .tflite: the same inputs on TFLite Micro's interpreter, byte for byte."""
+    from .validate.bitexact import compare, reference_outputs
+    from .validate.tflm import SOURCE_TFLITE, TflmUnavailable, tflm_outputs
+
+    source = build / SOURCE_TFLITE
+    if not source.is_file():
+        return True
+    try:
+        theirs = tflm_outputs(source, x)
+    except TflmUnavailable as exc:
+        click.echo(f"TFLite Micro not compared: {exc}")
+        return True
+    result = compare(theirs, reference_outputs(graph, x))
+    verdict = "SAME BITS" if result.ok else "MISMATCH"
+    click.echo(f"TFLite Micro's interpreter on {SOURCE_TFLITE}: {verdict} ({result.bytes_compared} output bytes, "
+               f"{result.mismatched_bytes} differ)")
+    for m in result.mismatches:
+        click.echo(f"  input {m.sample} byte {m.byte}: TFLM {m.expected}, hydra-edge {m.actual}")
+    return result.ok
 
 
 def _as_int8_batch(x: np.ndarray, manifest: dict, path: Path) -> np.ndarray:

@@ -16,6 +16,7 @@ The CLI is a thin layer over these functions; so is the Python API.
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,7 +224,13 @@ def compile_prequantised(
     rng = np.random.default_rng(0)  # seeded: extremes first, then random int8 inputs
     vectors = rng.integers(-128, 128, (NUM_TEST_VECTORS, *x.shape)).astype(np.int8)
     vectors[0], vectors[1] = -128, 127
-    return write_build(g, plan, board, Path(out), vectors)
+    result = write_build(g, plan, board, Path(out), vectors)
+    source = Path(str(g.meta.get("source_file", "")))
+    if rounding == "double" and source.is_file():  # validate also runs it on TFLite Micro (validate/tflm.py)
+        from .validate.tflm import SOURCE_TFLITE
+
+        shutil.copyfile(source, result.folder / SOURCE_TFLITE)
+    return result
 
 
 def default_schedule(graph: Graph) -> str:
