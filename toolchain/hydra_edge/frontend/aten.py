@@ -33,7 +33,7 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 from ..ir.graph import Graph, IRError, Node, Tensor
-from .errors import FrontendError
+from .errors import FrontendError, first_line
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 # torch's own frames, wherever the torch that exported the file was installed
@@ -53,18 +53,13 @@ def exported_program_to_graph(program: ExportedProgram, source_file: str, fronte
         program = program.run_decompositions({})
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds here
         raise FrontendError(
-            f"{name}: torch could not normalise the exported program ({_first_line(exc)}); "
+            f"{name}: torch could not normalise the exported program ({first_line(exc)}); "
             f"re-export it with torch {torch.__version__}"
         ) from None
     return _Converter(program, name).convert(meta={"source_file": str(source_file), "frontend": frontend})
 
 
 # -- helpers ----------------------------------------------------------------
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def source_location(stack_trace: str | None) -> str:

@@ -7,7 +7,7 @@ from torch import nn
 
 from ..ir.graph import Graph
 from .aten import exported_program_to_graph
-from .errors import FrontendError
+from .errors import FrontendError, first_line
 
 
 def from_module(model: nn.Module, example_input: torch.Tensor) -> Graph:
@@ -30,8 +30,7 @@ def from_module(model: nn.Module, example_input: torch.Tensor) -> Graph:
     try:
         program = torch.export.export(model, (example_input,))
     except Exception as exc:  # noqa: BLE001 - export raises many kinds
-        text = str(exc).strip().splitlines()
-        why = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+        why = first_line(exc)
         raise FrontendError(f"{name}: torch.export could not trace the model ({why})") from None
     finally:
         model.train(was_training)

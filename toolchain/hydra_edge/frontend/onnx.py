@@ -34,7 +34,7 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper, numpy_helper
 
 from ..ir.graph import Graph, IRError
-from .errors import FrontendError
+from .errors import FrontendError, first_line
 from .onnx_fold import OnnxNode, decode_attrs, fold_static
 from .onnx_fuse import fuse_decompositions
 from .onnx_ops import SUPPORTED_OPS, convert_graph
@@ -55,7 +55,7 @@ def load_onnx(path: str | os.PathLike) -> Graph:
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001 - the checker raises ValidationError and C++ errors of other kinds
-        raise FrontendError(f"{name}: not a valid ONNX model ({_first_line(exc)}); {EXPORT_HINT}") from None
+        raise FrontendError(f"{name}: not a valid ONNX model ({first_line(exc)}); {EXPORT_HINT}") from None
     nodes = [OnnxNode(i, n, _attrs(n, i, name)) for i, n in enumerate(model.graph.node)]
     initializers = _initializers(model, name)
     _fix_batch(model, initializers, name)
@@ -71,11 +71,6 @@ def load_onnx(path: str | os.PathLike) -> Graph:
 
 
 # -- 1. reading ----------------------------------------------------------------------------------
-
-
-def _first_line(exc: BaseException) -> str:
-    text = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
 
 
 def read_model(path: Path) -> onnx.ModelProto:
@@ -99,7 +94,7 @@ def read_model(path: Path) -> onnx.ModelProto:
         model = onnx.load_model_from_string(data)
     except (DecodeError, ValueError, RuntimeError, UnicodeDecodeError, TypeError) as exc:
         raise FrontendError(
-            f"{name} is not an ONNX model (its protobuf does not parse: {_first_line(exc)}); "
+            f"{name} is not an ONNX model (its protobuf does not parse: {first_line(exc)}); "
             f"the file may be damaged or truncated: {EXPORT_HINT}"
         ) from None
     if not model.HasField("graph") or not model.graph.node:
@@ -147,7 +142,7 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
     try:
         external_data_helper.load_external_data_for_model(model, str(folder))
     except Exception as exc:  # noqa: BLE001 - onnx raises several kinds on bad offsets and lengths
-        raise FrontendError(f"{name}: could not read its external data ({_first_line(exc)}); "
+        raise FrontendError(f"{name}: could not read its external data ({first_line(exc)}); "
                             "re-export with external_data=False") from None
 
 
@@ -176,7 +171,7 @@ def _attrs(node: onnx.NodeProto, index: int, name: str) -> dict:
     try:
         return decode_attrs(node)
     except Exception as exc:  # noqa: BLE001 - a damaged attribute
-        raise FrontendError(f"{name}: node #{index} {node.op_type} has an unreadable attribute ({_first_line(exc)})") from None
+        raise FrontendError(f"{name}: node #{index} {node.op_type} has an unreadable attribute ({first_line(exc)})") from None
 
 
 def _initializers(model: onnx.ModelProto, name: str) -> dict[str, np.ndarray]:
@@ -185,7 +180,7 @@ def _initializers(model: onnx.ModelProto, name: str) -> dict[str, np.ndarray]:
         try:
             out[t.name] = numpy_helper.to_array(t)
         except Exception as exc:  # noqa: BLE001 - damaged raw data
-            raise FrontendError(f"{name}: initializer {t.name!r} is damaged ({_first_line(exc)})") from None
+            raise FrontendError(f"{name}: initializer {t.name!r} is damaged ({first_line(exc)})") from None
     return out
 
 

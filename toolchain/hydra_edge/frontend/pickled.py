@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..ir.graph import Graph
-from .errors import FrontendError
+from .errors import FrontendError, first_line
 from .module import from_module
 
 EXPORT_HINT = (
@@ -68,7 +68,7 @@ def load_pickle(
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_main_finder(cls))
     except Exception as exc:  # noqa: BLE001 - unpickling can raise anything the file's code raises
-        raise FrontendError(f"{name}: unpickling failed ({_first_line(exc)}); {EXPORT_HINT}") from None
+        raise FrontendError(f"{name}: unpickling failed ({first_line(exc)}); {EXPORT_HINT}") from None
     if not isinstance(obj, cls):
         raise FrontendError(f"{name} holds a {type(obj).__name__}, not the {module_class} named by --module-class")
     try:
@@ -90,11 +90,6 @@ def _weights_only(path: Path) -> Any:
         return _NOT_WEIGHTS
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 def import_class(spec: str) -> type:
     """"pkg.module:ClassName" -> the nn.Module subclass (FrontendError if it cannot be found)."""
     module_name, sep, qualname = spec.partition(":")
@@ -104,7 +99,7 @@ def import_class(spec: str) -> type:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - importing runs the module's code
         raise FrontendError(
-            f"--module-class {spec}: cannot import {module_name} ({_first_line(exc)}); "
+            f"--module-class {spec}: cannot import {module_name} ({first_line(exc)}); "
             "make it importable (PYTHONPATH)"
         ) from None
     for part in qualname.split("."):

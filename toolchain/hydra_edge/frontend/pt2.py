@@ -25,7 +25,7 @@ import torch
 
 from ..ir.graph import Graph
 from .aten import exported_program_to_graph
-from .errors import FrontendError
+from .errors import FrontendError, first_line
 from .formats import PICKLE, PT2, TORCHSCRIPT, is_zip, torch_zip_kind, zip_members
 
 EXPORT_HINT = (
@@ -46,8 +46,7 @@ def load_pt2(path: str | os.PathLike) -> Graph:
     try:
         program = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds on bad archives
-        text = str(exc).strip().splitlines()
-        why = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+        why = first_line(exc)
         raise FrontendError(
             f"{name}: torch.export.load failed ({why}); the file may be damaged or from another torch "
             f"version: re-export it with torch {torch.__version__}"

@@ -39,7 +39,7 @@ import torch
 
 from ..ir.graph import Graph
 from .aten import exported_program_to_graph
-from .errors import FrontendError
+from .errors import FrontendError, first_line
 from .formats import ZIP_ERRORS, parse_input_shape
 
 SHAPE_FILE = "hydra_edge.input_shape"
@@ -60,7 +60,7 @@ def load_torchscript(path: str | os.PathLike, input_shape: tuple[int, ...] | Non
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds on bad archives
         raise FrontendError(
-            f"{name}: torch.jit.load failed ({_first_line(exc)}); the file may be damaged or from another "
+            f"{name}: torch.jit.load failed ({first_line(exc)}); the file may be damaged or from another "
             f"torch version: save it again with torch {torch.__version__}"
         ) from None
     module.eval()  # an inference compiler: dropout and friends off, as for torch.export
@@ -83,14 +83,9 @@ def load_torchscript(path: str | os.PathLike, input_shape: tuple[int, ...] | Non
     except Exception as exc:  # noqa: BLE001 - the converter and export raise many kinds
         raise FrontendError(
             f"{name}: could not convert the TorchScript module with an input of shape {list(example.shape)} "
-            f"({origin}): {_first_line(exc)}; check the input shape, or {EXPORT_INSTEAD}"
+            f"({origin}): {first_line(exc)}; check the input shape, or {EXPORT_INSTEAD}"
         ) from None
     return exported_program_to_graph(program, name, "torchscript")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _input_shape(path: Path, given: tuple[int, ...] | None, extra: bytes | str) -> tuple[tuple[int, ...], str]:
