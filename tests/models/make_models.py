@@ -35,6 +35,15 @@ CALIB_SAMPLES = 16
 MAX_BYTES = 150 * 1024  # keep every committed model small
 
 
+def _checked(target: Path) -> Path:
+    """A model just written: refuse it if it is too big to commit, else say so and return it."""
+    size = target.stat().st_size
+    if size > MAX_BYTES:
+        raise RuntimeError(f"{target.name} is {size} bytes, over the {MAX_BYTES} limit for committed models")
+    print(f"wrote {target.relative_to(ROOT)} ({size} bytes)", file=sys.stderr)
+    return target
+
+
 # ---------------------------------------------------------------- onnx
 
 # name -> (HydraViTConfig overrides, exporter, opset); every model: 16x16x3 input, patch 4 (16 tokens), D 24.
@@ -104,11 +113,7 @@ def make_onnx(out: Path, only: list[str] | None = None) -> list[Path]:
             torch.onnx.export(model, (example,), str(target), dynamo=False, opset_version=opset,
                               input_names=["image"], output_names=["logits"])
         onnx.checker.check_model(onnx.load(str(target)))
-        size = target.stat().st_size
-        if size > MAX_BYTES:
-            raise RuntimeError(f"{target.name} is {size} bytes, over the {MAX_BYTES} limit for committed models")
-        print(f"wrote {target.relative_to(ROOT)} ({size} bytes)", file=sys.stderr)
-        written.append(target)
+        written.append(_checked(target))
     return written
 
 
@@ -213,11 +218,7 @@ def make_tflite(out: Path, only: list[str] | None = None) -> list[Path]:
             inline_buffers(int8_path)
             target = out / f"{name}.tflite"
             target.write_bytes(int8_path.read_bytes())
-        size = target.stat().st_size
-        if size > MAX_BYTES:
-            raise RuntimeError(f"{target.name} is {size} bytes, over the {MAX_BYTES} limit for committed models")
-        print(f"wrote {target.relative_to(ROOT)} ({size} bytes)", file=sys.stderr)
-        written.append(target)
+        written.append(_checked(target))
     return written
 
 
@@ -258,11 +259,7 @@ def make_torchscript(out: Path, only: list[str] | None = None) -> list[Path]:
             torch.jit.save(torch.jit.script(model), str(target), _extra_files=extra)
         else:
             torch.jit.save(torch.jit.trace(model, torch.zeros(1, *shape)), str(target))
-        size = target.stat().st_size
-        if size > MAX_BYTES:
-            raise RuntimeError(f"{target.name} is {size} bytes, over the {MAX_BYTES} limit for committed models")
-        print(f"wrote {target.relative_to(ROOT)} ({size} bytes)", file=sys.stderr)
-        written.append(target)
+        written.append(_checked(target))
     return written
 
 
