@@ -1,5 +1,6 @@
 """The user's path of issue 7 end to end at a tiny size, on real data (Fashion-MNIST from Debian's
-dataset-fashion-mnist, which .ci/run installs): search -> compile -> validate -> eval, and a resumed search."""
+dataset-fashion-mnist, which .ci/run installs): search -> compile -> validate -> eval, a resumed search, and
+`train` on the winner's config."""
 
 from __future__ import annotations
 
@@ -58,6 +59,35 @@ def test_search_resumes_without_retraining(run):
     assert result.exit_code == 0, result.output
     assert (out / "supernet.pt").stat().st_mtime_ns == before  # the checkpoint was complete: not retrained
     assert json.loads((out / "fits.json").read_text()).keys() == fits.keys()  # no candidate compiled twice
+
+
+def test_train_the_winner_from_scratch_then_resume(run, tmp_path):
+    out, _, _ = run
+    long = tmp_path / "long"
+    args = ["train", str(out / "best.json"), "--board", "stm32f746", "--data", str(FASHION_MNIST_DIR),
+            "--epochs", "0.02", "--batch-size", "64", "--test-limit", "200", "--threads", "1", "-o", str(long)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    report = json.loads((long / "train.json").read_text())
+    row = report["rows"][0]
+    assert report["training_images"] == 60000 and row["test_images"] == 200  # every training image, none held out
+    assert row["config"] == json.loads((out / "search.json").read_text())["rows"][0]["config"]
+    assert row["ram_bytes"] <= report["ram_budget_bytes"] and row["flash_bytes"] <= report["flash_budget_bytes"]
+    assert (long / "model.pt2").is_file() and (long / "build_model" / "model.c").is_file()
+    before = (long / "train.pt").stat().st_mtime_ns
+    r = CliRunner().invoke(main, args)  # the checkpoint is complete: measured again, not retrained
+    assert r.exit_code == 0, r.output
+    assert (long / "train.pt").stat().st_mtime_ns == before
+    again = json.loads((long / "train.json").read_text())["rows"][0]
+    assert again["train_seconds"] == row["train_seconds"] and again["int8_top1"] == row["int8_top1"]
+
+
+def test_train_refuses_a_file_that_is_no_config(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"embed_dim": 32}')
+    r = CliRunner().invoke(main, ["train", str(bad), "--board", "stm32f746", "--data", str(FASHION_MNIST_DIR),
+                                  "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "bad.json: not a candidate config" in r.output, r.output
 
 
 def test_eval_and_search_errors_are_one_line(tmp_path):

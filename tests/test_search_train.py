@@ -1,4 +1,5 @@
-"""Supernet training: the sandwich step, resume from a checkpoint, and data parallelism under torchrun."""
+"""Supernet training: the sandwich step, resume from a checkpoint, and data parallelism under torchrun;
+the one-candidate training (fine-tune, `hydra-edge train`) and its resume."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import torch
 from dist_worker import CONFIG, SPACE, synthetic_split
 from hydra_edge.models.data import ImageDataset
 from hydra_edge.search.supernet import Supernet
-from hydra_edge.search.train import CHECKPOINT, TrainConfig, sandwich, split_training_set, train_supernet
+from hydra_edge.search.model import SearchedViT
+from hydra_edge.search.space import Candidate
+from hydra_edge.search.train import (CHECKPOINT, TrainConfig, finetune, sandwich, split_training_set,
+                                     train_supernet)
 
 TESTS = Path(__file__).resolve().parent
 
@@ -59,6 +63,41 @@ def test_training_learns_and_resumes_to_the_same_weights(tmp_path):
     fresh = train_supernet(SPACE, split, tmp_path / "c", TrainConfig(**{**CONFIG.__dict__, "epochs": 0.0001}))
     changed = sum(not torch.equal(p, q) for p, q in zip(straight.state_dict().values(), fresh.state_dict().values()))
     assert changed > 10  # training moved the weights
+
+
+def test_one_candidate_training_resumes_to_the_same_weights_and_seconds_add_up(tmp_path):
+    torch.set_num_threads(1)
+    split = synthetic_split()
+    cand = Candidate(16, 4, 16, 2, 2.0, ("hydra", "softmax"))
+    cfg = TrainConfig(epochs=2, batch_size=16, checkpoint_every=1)
+
+    def fresh() -> SearchedViT:
+        torch.manual_seed(0)
+        return SearchedViT(cand)
+
+    straight = finetune(fresh(), 16, split, cfg).state_dict()
+    ckpt = tmp_path / "train.pt"
+
+    class Interrupted(Exception):
+        pass
+
+    seen: list[float] = []
+
+    def stop_at_3(step, total, metrics):
+        seen.append(metrics["seconds"])
+        if step == 3:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        finetune(fresh(), 16, split, cfg, stop_at_3, checkpoint=ckpt)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["step"] == 3 and state["seconds"] == pytest.approx(seen[-1])
+    after: list[float] = []
+    resumed = finetune(fresh(), 16, split, cfg, lambda s, n, m: after.append(m["seconds"]), checkpoint=ckpt)
+    assert len(after) == 8 - 3 and after[0] >= seen[-1]  # 2 epochs of 4 steps; the clock goes on from the checkpoint
+    for (name, p), q in zip(straight.items(), resumed.state_dict().values()):
+        torch.testing.assert_close(p, q, msg=name)
+    assert sum(not torch.equal(p, q) for p, q in zip(straight.values(), fresh().state_dict().values())) > 5
 
 
 def test_two_processes_under_torchrun_train_like_one(tmp_path):

@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from . import __version__, driver
-from .cli_search import evaluate, search
+from .cli_search import evaluate, search, train
 from .errors import HydraEdgeError
 
 DEBUG_ENV = "HYDRA_EDGE_DEBUG"
@@ -302,6 +302,7 @@ def bench(build: Path, as_json: bool, runs: int, timeout: float) -> None:
 
 main.add_command(search)
 main.add_command(evaluate)
+main.add_command(train)
 
 if __name__ == "__main__":
     main()

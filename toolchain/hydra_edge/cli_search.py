@@ -87,6 +87,61 @@ def search(board_name: str, data: Path, out: Path, preset: str, ram_budget: int 
                f"-o build/")
 
 
+@click.command("train")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--board", "board_name", required=True, help="Target board the model is compiled for at the end.")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
+              help="A CIFAR-10 .npz or a Fashion-MNIST folder of idx files.")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run folder: train.pt (checkpoint), model.pt2, model_calib.npz, build_model/, train.json. "
+                   "Run the same command again to resume.")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=100.0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--test-limit", type=click.IntRange(min=0), default=0,
+              help="Measure on a seeded sample of this many test images (0: the whole test split).")
+@click.option("--threads", type=click.IntRange(min=1), help="torch threads (default: every local core).")
+def train(config: Path, board_name: str, data: Path, out: Path, epochs: float, batch_size: int, lr: float,
+          test_limit: int, threads: int | None) -> None:
+    """Train the ViT that CONFIG names from scratch on every training image, then export, compile, measure.
+
+    CONFIG is a candidate JSON: a search's best.json or baseline.json, or an examples/searched_*.json.
+    Checkpoints every 100 steps; the same command resumes. The recipe is the search's fine-tune
+    (AdamW, cosine with warmup, label smoothing 0.1, random crop and flip).
+    """
+    from .search.run import format_rows, run_training
+    from .search.train import TrainConfig
+
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    candidate = _load_candidate(config)
+    board = load_board(board_name)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr)
+    bars, update = _progress()
+    with bars:
+        report = run_training(candidate, data, board, out, cfg, test_limit, log=bars.console.print, progress=update)
+    for line in format_rows(report["rows"]):
+        click.echo(line)
+    click.echo(f"wrote {out / 'train.json'}")
+
+
+def _load_candidate(path: Path):
+    """A candidate from a search's JSON (the candidate itself, or a report with it under "config")."""
+    from .errors import HydraEdgeError
+    from .search.space import Candidate
+
+    try:
+        d = json.loads(path.read_text())
+        if isinstance(d, dict) and isinstance(d.get("config"), dict):
+            d = d["config"]
+        return Candidate.from_dict(d)
+    except KeyError as exc:
+        why = f"no {exc} field"
+    except (ValueError, TypeError, AttributeError) as exc:
+        why = str(exc)
+    raise HydraEdgeError(f"{path}: not a candidate config ({why}); pass a search's best.json or baseline.json, "
+                         f"or an examples/searched_*.json")
+
+
 @click.command("eval")
 @click.argument("build", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,

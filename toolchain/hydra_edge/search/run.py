@@ -114,10 +114,7 @@ def run_search(data: Path, board: Board, out: Path, preset: Preset, log: Log = p
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     dataset, preset, split = prepare(data, preset)
-    x_test, y_test = dataset.x_test, dataset.y_test
-    if preset.test_limit:  # a seeded sample: CIFAR-10's test split is sorted by class
-        pick = np.sort(np.random.default_rng(0).permutation(len(x_test))[:preset.test_limit])
-        x_test, y_test = x_test[pick], y_test[pick]
+    x_test, y_test = _test_images(dataset, preset.test_limit)
     log(f"data: {dataset.name}, {len(split.x_train)} training images, {len(split.x_holdout)} held out, "
         f"{len(x_test)} test")
 
@@ -168,6 +165,47 @@ def run_search(data: Path, board: Board, out: Path, preset: Preset, log: Log = p
     return report
 
 
+TRAIN_REPORT = "train.json"
+TRAIN_CHECKPOINT = "train.pt"
+
+
+def run_training(candidate: Candidate, data: Path, board: Board, out: Path, cfg: TrainConfig, test_limit: int = 0,
+                 log: Log = print, progress: Progress | None = None) -> dict:
+    """Train one candidate from scratch on every training image (resumable), export, compile, measure.
+
+    What a search's winner (or a hand-picked config) needs once the architecture is chosen: the long
+    training the search's fine-tune cannot afford. Writes train.pt (the checkpoint), model.pt2,
+    model_calib.npz, build_model/ and train.json in `out`.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(data)
+    candidate = replace(candidate, in_channels=dataset.channels)
+    split = split_training_set(dataset, holdout=0, seed=cfg.seed)
+    x_test, y_test = _test_images(dataset, test_limit)
+    log(f"data: {dataset.name}, {len(split.x_train)} training images, {len(x_test)} test; "
+        f"{candidate.key()} for {cfg.epochs:g} epochs")
+    torch.manual_seed(cfg.seed)
+    tick = (lambda s, n, m: progress("train", s, n)) if progress else None
+    checkpoint = out / TRAIN_CHECKPOINT
+    model = finetune(SearchedViT(candidate), candidate.image_size, split, cfg, tick, checkpoint)
+    seconds = float(torch.load(checkpoint, map_location="cpu", weights_only=True)["seconds"])  # over every resume
+    row = _measure("model", model, split, x_test, y_test, board, out, seconds, progress)
+    report = {"board": board.name, "ram_budget_bytes": board.ram_bytes, "flash_budget_bytes": board.flash_bytes,
+              "dataset": dataset.name, "training_images": len(split.x_train), "rows": [row],
+              "config": asdict(cfg)}
+    (out / TRAIN_REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _test_images(dataset: ImageDataset, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The test split, or a seeded sample of `limit` images (CIFAR-10's test split is sorted by class)."""
+    x, y = dataset.x_test, dataset.y_test
+    if limit and limit < len(x):
+        pick = np.sort(np.random.default_rng(0).permutation(len(x))[:limit])
+        x, y = x[pick], y[pick]
+    return x, y
+
+
 def prepare(data: Path, preset: Preset) -> tuple[ImageDataset, Preset, Split]:
     """The dataset, the preset fitted to its images, and its training / held-out split."""
     dataset = load_dataset(data)
@@ -190,11 +228,16 @@ def adapt_preset(preset: Preset, data: ImageDataset) -> Preset:
     return replace(preset, space=space, baseline=baseline)
 
 
-def format_table(report: dict) -> list[str]:
+def format_rows(rows: list[dict]) -> list[str]:
     lines = [f"{'model':<9} {'config':<28} {'RAM B':>9} {'flash B':>10} {'float':>6} {'int8':>6} {'train s':>8}"]
-    for r in report["rows"]:
+    for r in rows:
         lines.append(f"{r['name']:<9} {r['config']:<28} {r['ram_bytes'] or 0:>9,} {r['flash_bytes'] or 0:>10,} "
                      f"{r['float_top1']:>6.3f} {r['int8_top1']:>6.3f} {r['train_seconds']:>8.0f}")
+    return lines
+
+
+def format_table(report: dict) -> list[str]:
+    lines = format_rows(report["rows"])
     rules = report["rules"]
     lines.append(f"rules over {rules['candidates']} candidates: parameter count accepts {rules['params_accepts_compiler_rejects']} "
                  f"the compiler rejects; the formula accepts {rules['formula_accepts_compiler_rejects']} it rejects "

@@ -132,19 +132,22 @@ def _batch(split: Split, step: int, steps_per_epoch: int, cfg: TrainConfig,
     return torch.from_numpy(split.preprocess(images)), torch.from_numpy(labels)
 
 
-def save_checkpoint(path: Path, net: Supernet, opt: torch.optim.Optimizer, step: int, cfg: TrainConfig) -> None:
+def save_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer, step: int, cfg: TrainConfig,
+                    seconds: float = 0.0) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "config": asdict(cfg)}, tmp)
+    torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "config": asdict(cfg),
+                "seconds": seconds}, tmp)
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path, net: Supernet, opt: torch.optim.Optimizer | None = None) -> int:
-    """Restore weights (and optimizer state); returns the step to continue from. Tensors only: weights_only."""
+def load_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer | None = None) -> tuple[int, float]:
+    """Restore weights (and optimizer state); returns (the step to continue from, training seconds so far).
+    Tensors only: weights_only."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     net.load_state_dict(state["model"])
     if opt is not None:
         opt.load_state_dict(state["optimizer"])
-    return int(state["step"])
+    return int(state["step"]), float(state.get("seconds", 0.0))
 
 
 def train_supernet(space: SearchSpace, split: Split, out: Path, cfg: TrainConfig,
@@ -156,7 +159,7 @@ def train_supernet(space: SearchSpace, split: Split, out: Path, cfg: TrainConfig
     opt = _optimizer(net, cfg)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / CHECKPOINT
-    step = load_checkpoint(ckpt, net, opt) if ckpt.exists() else 0
+    step = load_checkpoint(ckpt, net, opt)[0] if ckpt.exists() else 0
     steps_per_epoch = max(1, len(split.x_train) // cfg.batch_size)
     total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     net.train()
@@ -199,17 +202,25 @@ def accuracy(forward: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray
 
 
 def finetune(model: nn.Module, image_size: int, split: Split, cfg: TrainConfig,
-             progress: Progress | None = None) -> nn.Module:
-    """Train one extracted candidate alone (labels only), from its inherited weights; one process (rank 0)."""
+             progress: Progress | None = None, checkpoint: Path | None = None) -> nn.Module:
+    """Train one candidate alone (labels only) from the weights it has; one process (rank 0).
+
+    With `checkpoint`, the weights, optimizer and step are saved every `cfg.checkpoint_every` steps and a
+    later call resumes from them (batches and augmentation are drawn from (seed, step), so a resumed run
+    sees the same data as a straight one). The metrics' "seconds" counts training time over all calls.
+    """
     from .model import resize
 
     torch.manual_seed(cfg.seed)
     opt = _optimizer(model, cfg)
+    step, before = 0, 0.0
+    if checkpoint is not None and checkpoint.exists():
+        step, before = load_checkpoint(checkpoint, model, opt)
     steps_per_epoch = max(1, len(split.x_train) // cfg.batch_size)
     total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     model.train()
     start = time.time()
-    for step in range(total):
+    while step < total:
         for group in opt.param_groups:
             group["lr"] = lr_at(step / total, cfg.lr, cfg.warmup, cfg.min_lr)
         x, y = _batch(split, step, steps_per_epoch, cfg, shard=False)
@@ -218,6 +229,10 @@ def finetune(model: nn.Module, image_size: int, split: Split, cfg: TrainConfig,
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
+        step += 1
+        seconds = before + time.time() - start
+        if checkpoint is not None and (step % cfg.checkpoint_every == 0 or step == total):
+            save_checkpoint(checkpoint, model, opt, step, cfg, seconds)
         if progress is not None:
-            progress(step + 1, total, {"loss": loss.item(), "seconds": time.time() - start})
+            progress(step, total, {"loss": loss.item(), "seconds": seconds})
     return model.eval()
