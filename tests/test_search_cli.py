@@ -82,12 +82,16 @@ def test_train_the_winner_from_scratch_then_resume(run, tmp_path):
     assert again["train_seconds"] == row["train_seconds"] and again["int8_top1"] == row["int8_top1"]
 
 
-def test_train_refuses_a_file_that_is_no_config(tmp_path):
+def test_train_refuses_a_file_that_is_no_config_and_a_bad_name(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"embed_dim": 32}')
-    r = CliRunner().invoke(main, ["train", str(bad), "--board", "stm32f746", "--data", str(FASHION_MNIST_DIR),
-                                  "-o", str(tmp_path / "o")])
-    assert r.exit_code == 1 and "bad.json: not a candidate config" in r.output, r.output
+    common = ["--board", "stm32f746", "--data", str(FASHION_MNIST_DIR), "-o", str(tmp_path / "o")]
+    r = CliRunner().invoke(main, ["train", str(bad), *common])
+    assert r.exit_code == 1 and "bad.json: not a candidate config (no 'attention' field)" in r.output, r.output
+    r = CliRunner().invoke(main, ["train", "i32-p4-d64-L3-m2-hh", *common])
+    assert r.exit_code == 1 and "attention has 2 entries for depth 3" in r.output, r.output
+    r = CliRunner().invoke(main, ["train", "d64-L4", *common])
+    assert r.exit_code == 1 and "no such file" in r.output and "not a config name" in r.output, r.output
 
 
 def test_eval_and_search_errors_are_one_line(tmp_path):

@@ -107,3 +107,9 @@ def test_extract_refuses_a_candidate_outside_the_space():
     net = Supernet(SearchSpace(embed_dims=(32,), depths=(1,)))
     with pytest.raises(ValueError, match="not in this supernet"):
         net.extract(Candidate(32, 4, 64, 1, 2.0, ("hydra",)))
+
+
+def test_config_names_round_trip():
+    for key in ("i32-p4-d64-L4-m2-hhhh", "i32-p4-d96-L3-m1.5-sss", "i24-p8-d48-L2-m3-hs-r16"):
+        assert Candidate.from_key(key).key() == key
+    assert Candidate.from_key("i32-p4-d96-L3-m1.5-hsh").attention == ("hydra", "softmax", "hydra")

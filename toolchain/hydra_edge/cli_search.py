@@ -88,7 +88,7 @@ def search(board_name: str, data: Path, out: Path, preset: str, ram_budget: int 
 
 
 @click.command("train")
-@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("config")
 @click.option("--board", "board_name", required=True, help="Target board the model is compiled for at the end.")
 @click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
               help="A CIFAR-10 .npz or a Fashion-MNIST folder of idx files.")
@@ -101,11 +101,12 @@ def search(board_name: str, data: Path, out: Path, preset: str, ram_budget: int 
 @click.option("--test-limit", type=click.IntRange(min=0), default=0,
               help="Measure on a seeded sample of this many test images (0: the whole test split).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch threads (default: every local core).")
-def train(config: Path, board_name: str, data: Path, out: Path, epochs: float, batch_size: int, lr: float,
+def train(config: str, board_name: str, data: Path, out: Path, epochs: float, batch_size: int, lr: float,
           test_limit: int, threads: int | None) -> None:
     """Train the ViT that CONFIG names from scratch on every training image, then export, compile, measure.
 
-    CONFIG is a candidate JSON: a search's best.json or baseline.json, or an examples/searched_*.json.
+    CONFIG is a candidate JSON (a search's best.json or baseline.json, an examples/searched_*.json) or a
+    config name such as i32-p4-d64-L4-m2-hhhh (input, patch, dim, depth, MLP ratio, h/s per layer).
     Checkpoints every 100 steps; the same command resumes. The recipe is the search's fine-tune
     (AdamW, cosine with warmup, label smoothing 0.1, random crop and flip).
     """
@@ -124,11 +125,17 @@ def train(config: Path, board_name: str, data: Path, out: Path, epochs: float, b
     click.echo(f"wrote {out / 'train.json'}")
 
 
-def _load_candidate(path: Path):
-    """A candidate from a search's JSON (the candidate itself, or a report with it under "config")."""
+def _load_candidate(config: str):
+    """A candidate from a search's JSON (the candidate itself, or a report with it under "config"), or its name."""
     from .errors import HydraEdgeError
     from .search.space import Candidate
 
+    path = Path(config)
+    if not path.is_file():
+        try:
+            return Candidate.from_key(config)
+        except ValueError as exc:
+            raise HydraEdgeError(f"{config}: no such file, and {exc}") from None
     try:
         d = json.loads(path.read_text())
         if isinstance(d, dict) and isinstance(d.get("config"), dict):
@@ -139,7 +146,7 @@ def _load_candidate(path: Path):
     except (ValueError, TypeError, AttributeError) as exc:
         why = str(exc)
     raise HydraEdgeError(f"{path}: not a candidate config ({why}); pass a search's best.json or baseline.json, "
-                         f"or an examples/searched_*.json")
+                         f"an examples/searched_*.json, or a config name such as i32-p4-d64-L4-m2-hhhh")
 
 
 @click.command("eval")

@@ -14,6 +14,7 @@ numpy Generator the caller passes in (reproducible searches, no globals).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,18 @@ class Candidate:
         rank = f"-r{self.mlp_rank}" if self.mlp_rank else ""
         return (f"i{self.image_size}-p{self.patch_size}-d{self.embed_dim}-L{self.depth}"
                 f"-m{self.mlp_ratio:g}-{att}{rank}")
+
+    @classmethod
+    def from_key(cls, key: str, in_channels: int = 3, num_classes: int = 10) -> "Candidate":
+        """The candidate `key()` names, e.g. i32-p4-d64-L4-m2-hhhh or i32-p4-d96-L3-m1.5-sss-r16."""
+        m = re.fullmatch(r"i(\d+)-p(\d+)-d(\d+)-L(\d+)-m([0-9.]+)-([hs]+)(?:-r(\d+))?", key)
+        if m is None:
+            raise ValueError(f"{key!r} is not a config name like i32-p4-d64-L4-m2-hhhh "
+                             f"(input, patch, dim, depth, MLP ratio, h/s per layer, optional -rRANK)")
+        image, patch, dim, depth, ratio, kinds, rank = m.groups()
+        attention = tuple("hydra" if k == "h" else "softmax" for k in kinds)
+        return cls(int(image), int(patch), int(dim), int(depth), float(ratio), attention, int(rank or 0),
+                   in_channels, num_classes)
 
     def to_dict(self) -> dict:
         d = asdict(self)
