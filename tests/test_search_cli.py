@@ -80,6 +80,8 @@ def test_train_the_winner_from_scratch_then_resume(run, tmp_path):
     assert (long / "train.pt").stat().st_mtime_ns == before
     again = json.loads((long / "train.json").read_text())["rows"][0]
     assert again["train_seconds"] == row["train_seconds"] and again["int8_top1"] == row["int8_top1"]
+    r = CliRunner().invoke(main, [*args, "--lr", "0.001"])  # resuming under another schedule is refused
+    assert r.exit_code == 1 and "train.pt was written by a run with other settings: lr 0.002 (now 0.001)" in r.output
 
 
 def test_train_refuses_a_file_that_is_no_config_and_a_bad_name(tmp_path):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from dist_worker import CONFIG, SPACE, synthetic_split
+from hydra_edge.errors import HydraEdgeError
 from hydra_edge.models.data import ImageDataset
 from hydra_edge.search.supernet import Supernet
 from hydra_edge.search.model import SearchedViT
@@ -58,6 +59,8 @@ def test_training_learns_and_resumes_to_the_same_weights(tmp_path):
         train_supernet(SPACE, split, tmp_path / "b", every_step, progress=stop_at_2)
     assert torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)["step"] == 2
     resumed = train_supernet(SPACE, split, tmp_path / "b", every_step)
+    with pytest.raises(HydraEdgeError, match=r"other settings: epochs 1(\.0)? \(now 2\)"):
+        train_supernet(SPACE, split, tmp_path / "b", TrainConfig(**{**every_step.__dict__, "epochs": 2}))
     for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(p, q, msg=name)
     fresh = train_supernet(SPACE, split, tmp_path / "c", TrainConfig(**{**CONFIG.__dict__, "epochs": 0.0001}))

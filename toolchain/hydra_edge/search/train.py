@@ -28,6 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import HydraEdgeError
 from ..models.data import CIFAR10_MEAN, CIFAR10_STD, ImageDataset, preprocess
 from ..models.training import augment, lr_at
 from .space import Candidate, SearchSpace
@@ -140,10 +141,19 @@ def save_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer, step
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer | None = None) -> tuple[int, float]:
+def load_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer | None = None,
+                    cfg: TrainConfig | None = None) -> tuple[int, float]:
     """Restore weights (and optimizer state); returns (the step to continue from, training seconds so far).
-    Tensors only: weights_only."""
+    Tensors only: weights_only. With `cfg`, a checkpoint written under other settings is refused: resuming
+    it would silently change the run's schedule."""
     state = torch.load(path, map_location="cpu", weights_only=True)
+    if cfg is not None:
+        saved, asked = state.get("config", {}), asdict(cfg)
+        changed = [f"{k} {saved.get(k)} (now {v})" for k, v in asked.items()
+                   if k != "checkpoint_every" and saved.get(k) != v]
+        if changed:
+            raise HydraEdgeError(f"{path} was written by a run with other settings: {', '.join(changed)}; "
+                                 f"run again with those settings to resume, or use a new output folder")
     net.load_state_dict(state["model"])
     if opt is not None:
         opt.load_state_dict(state["optimizer"])
@@ -159,7 +169,7 @@ def train_supernet(space: SearchSpace, split: Split, out: Path, cfg: TrainConfig
     opt = _optimizer(net, cfg)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / CHECKPOINT
-    step = load_checkpoint(ckpt, net, opt)[0] if ckpt.exists() else 0
+    step = load_checkpoint(ckpt, net, opt, cfg)[0] if ckpt.exists() else 0
     steps_per_epoch = max(1, len(split.x_train) // cfg.batch_size)
     total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     net.train()
@@ -215,7 +225,7 @@ def finetune(model: nn.Module, image_size: int, split: Split, cfg: TrainConfig,
     opt = _optimizer(model, cfg)
     step, before = 0, 0.0
     if checkpoint is not None and checkpoint.exists():
-        step, before = load_checkpoint(checkpoint, model, opt)
+        step, before = load_checkpoint(checkpoint, model, opt, cfg)
     steps_per_epoch = max(1, len(split.x_train) // cfg.batch_size)
     total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     model.train()
