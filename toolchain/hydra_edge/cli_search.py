@@ -161,16 +161,11 @@ def evaluate(build: Path, data: Path, limit: int | None, as_json: bool) -> None:
     Runs the build's quantised graph in the reference interpreter, which `hydra-edge validate` proves
     equal to the compiled C, over every local core.
     """
-    import numpy as np
-
     from .models.data import load_dataset
     from .validate.evaluate import int8_top1
 
     dataset = load_dataset(data)
-    x, y = dataset.x_test, dataset.y_test
-    if limit and limit < len(x):
-        pick = np.sort(np.random.default_rng(0).permutation(len(x))[:limit])
-        x, y = x[pick], y[pick]
+    x, y = dataset.test_split(limit or 0)
     bars, update = _progress()
     with bars:
         result = int8_top1(build, x, y, dataset.preprocess, progress=lambda i, n: update("int8 top-1", i, n))

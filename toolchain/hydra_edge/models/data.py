@@ -112,6 +112,15 @@ class ImageDataset:
     def preprocess(self, images: np.ndarray) -> np.ndarray:
         return preprocess(images, self.mean, self.std)
 
+    def test_split(self, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The test images and labels, or a seeded sample of `limit` of them (CIFAR-10's test split is sorted
+        by class, so a prefix would not do); the search and `eval` draw the same sample."""
+        x, y = self.x_test, self.y_test
+        if limit and limit < len(x):
+            pick = np.sort(np.random.default_rng(0).permutation(len(x))[:limit])
+            x, y = x[pick], y[pick]
+        return x, y
+
 
 def _read_idx(path: Path) -> np.ndarray:
     """One idx(.gz) file of unsigned bytes (the MNIST family's format): magic 0x0000080N, N big-endian sizes."""

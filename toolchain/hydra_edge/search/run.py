@@ -114,7 +114,7 @@ def run_search(data: Path, board: Board, out: Path, preset: Preset, log: Log = p
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     dataset, preset, split = prepare(data, preset)
-    x_test, y_test = _test_images(dataset, preset.test_limit)
+    x_test, y_test = dataset.test_split(preset.test_limit)
     log(f"data: {dataset.name}, {len(split.x_train)} training images, {len(split.x_holdout)} held out, "
         f"{len(x_test)} test")
 
@@ -181,7 +181,7 @@ def run_training(candidate: Candidate, data: Path, board: Board, out: Path, cfg:
     dataset = load_dataset(data)
     candidate = replace(candidate, in_channels=dataset.channels)
     split = split_training_set(dataset, holdout=0, seed=cfg.seed)
-    x_test, y_test = _test_images(dataset, test_limit)
+    x_test, y_test = dataset.test_split(test_limit)
     log(f"data: {dataset.name}, {len(split.x_train)} training images, {len(x_test)} test; "
         f"{candidate.key()} for {cfg.epochs:g} epochs")
     torch.manual_seed(cfg.seed)
@@ -195,15 +195,6 @@ def run_training(candidate: Candidate, data: Path, board: Board, out: Path, cfg:
               "config": asdict(cfg)}
     (out / TRAIN_REPORT).write_text(json.dumps(report, indent=2) + "\n")
     return report
-
-
-def _test_images(dataset: ImageDataset, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """The test split, or a seeded sample of `limit` images (CIFAR-10's test split is sorted by class)."""
-    x, y = dataset.x_test, dataset.y_test
-    if limit and limit < len(x):
-        pick = np.sort(np.random.default_rng(0).permutation(len(x))[:limit])
-        x, y = x[pick], y[pick]
-    return x, y
 
 
 def prepare(data: Path, preset: Preset) -> tuple[ImageDataset, Preset, Split]:
