@@ -65,12 +65,14 @@ def test_train_the_winner_from_scratch_then_resume(run, tmp_path):
     out, _, _ = run
     long = tmp_path / "long"
     args = ["train", str(out / "best.json"), "--board", "stm32f746", "--data", str(FASHION_MNIST_DIR),
-            "--epochs", "0.02", "--batch-size", "64", "--test-limit", "200", "--threads", "1", "-o", str(long)]
+            "--epochs", "0.02", "--batch-size", "64", "--mix", "0.5", "--test-limit", "200", "--threads", "1",
+            "-o", str(long)]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     report = json.loads((long / "train.json").read_text())
     row = report["rows"][0]
     assert report["training_images"] == 60000 and row["test_images"] == 200  # every training image, none held out
+    assert report["config"]["mix"] == 0.5
     assert row["config"] == json.loads((out / "search.json").read_text())["rows"][0]["config"]
     assert row["ram_bytes"] <= report["ram_budget_bytes"] and row["flash_bytes"] <= report["flash_budget_bytes"]
     assert (long / "model.pt2").is_file() and (long / "build_model" / "model.c").is_file()

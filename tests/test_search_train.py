@@ -14,6 +14,7 @@ import torch
 from dist_worker import CONFIG, SPACE, synthetic_split
 from hydra_edge.errors import HydraEdgeError
 from hydra_edge.models.data import ImageDataset
+from hydra_edge.models.training import mix_batch
 from hydra_edge.search.supernet import Supernet
 from hydra_edge.search.model import SearchedViT
 from hydra_edge.search.space import Candidate
@@ -68,11 +69,44 @@ def test_training_learns_and_resumes_to_the_same_weights(tmp_path):
     assert changed > 10  # training moved the weights
 
 
-def test_one_candidate_training_resumes_to_the_same_weights_and_seconds_add_up(tmp_path):
+def _mixed_batches(prob: float, draws: int = 200):
+    images = torch.arange(8 * 2 * 6 * 5, dtype=torch.float32).reshape(8, 2, 6, 5)
+    labels = torch.arange(8)
+    return images, labels, [mix_batch(images, labels, np.random.default_rng([7, i]), prob) for i in range(draws)]
+
+
+def test_mix_batch_cutmix_and_mixup_weigh_the_labels_by_what_each_image_contributes():
+    images, labels, draws = _mixed_batches(1.0)
+    kinds = set()
+    for mixed, partner_labels, lam in draws:
+        assert 0.0 <= lam <= 1.0 and sorted(partner_labels.tolist()) == labels.tolist()
+        partner = images[partner_labels]  # labels are the image indices, so they name each image's partner
+        own = mixed == images
+        if torch.equal(mixed, lam * images + (1 - lam) * partner) and not own.all():
+            kinds.add("mixup")
+        else:  # CutMix: every pixel is the image's own or its partner's, lam the share left its own
+            assert torch.equal(torch.where(own, images, partner), mixed)
+            fixed = labels != partner_labels
+            assert own[fixed].float().mean().item() == pytest.approx(lam)
+            kinds.add("cutmix")
+    assert kinds == {"mixup", "cutmix"}
+    again = _mixed_batches(1.0)[2]
+    assert all(torch.equal(a[0], b[0]) and a[2] == b[2] for a, b in zip(draws, again))
+
+
+def test_mix_batch_probability_zero_changes_nothing_and_a_half_mixes_about_half():
+    images, labels, draws = _mixed_batches(0.0)
+    assert all(m is images and torch.equal(p, labels) and lam == 1.0 for m, p, lam in draws)
+    mixed = sum(lam < 1.0 or not torch.equal(p, labels) for _, p, lam in _mixed_batches(0.5)[2])
+    assert 70 <= mixed <= 130
+
+
+@pytest.mark.parametrize("mix", [0.0, 1.0])
+def test_one_candidate_training_resumes_to_the_same_weights_and_seconds_add_up(tmp_path, mix):
     torch.set_num_threads(1)
     split = synthetic_split()
     cand = Candidate(16, 4, 16, 2, 2.0, ("hydra", "softmax"))
-    cfg = TrainConfig(epochs=2, batch_size=16, checkpoint_every=1)
+    cfg = TrainConfig(epochs=2, batch_size=16, checkpoint_every=1, mix=mix)
 
     def fresh() -> SearchedViT:
         torch.manual_seed(0)
@@ -95,6 +129,12 @@ def test_one_candidate_training_resumes_to_the_same_weights_and_seconds_add_up(t
         finetune(fresh(), 16, split, cfg, stop_at_3, checkpoint=ckpt)
     state = torch.load(ckpt, weights_only=True)
     assert state["step"] == 3 and state["seconds"] == pytest.approx(seen[-1])
+    if mix:
+        with pytest.raises(HydraEdgeError, match=r"mix 1\.0 \(now 0\.0\)"):
+            finetune(fresh(), 16, split, TrainConfig(**{**cfg.__dict__, "mix": 0.0}), checkpoint=ckpt)
+    else:  # a checkpoint written before the `mix` setting existed resumes as mix 0
+        del state["config"]["mix"]
+        torch.save(state, ckpt)
     after: list[float] = []
     resumed = finetune(fresh(), 16, split, cfg, lambda s, n, m: after.append(m["seconds"]), checkpoint=ckpt)
     assert len(after) == 8 - 3 and after[0] >= seen[-1]  # 2 epochs of 4 steps; the clock goes on from the checkpoint

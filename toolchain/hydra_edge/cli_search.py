@@ -98,17 +98,19 @@ def search(board_name: str, data: Path, out: Path, preset: str, ram_budget: int 
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=100.0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--mix", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Probability that a batch is CutMix-ed or Mixup-ed (half each): regularisation for long runs.")
 @click.option("--test-limit", type=click.IntRange(min=0), default=0,
               help="Measure on a seeded sample of this many test images (0: the whole test split).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch threads (default: every local core).")
 def train(config: str, board_name: str, data: Path, out: Path, epochs: float, batch_size: int, lr: float,
-          test_limit: int, threads: int | None) -> None:
+          mix: float, test_limit: int, threads: int | None) -> None:
     """Train the ViT that CONFIG names from scratch on every training image, then export, compile, measure.
 
     CONFIG is a candidate JSON (a search's best.json or baseline.json, an examples/searched_*.json) or a
     config name such as i32-p4-d64-L4-m2-hhhh (input, patch, dim, depth, MLP ratio, h/s per layer).
     Checkpoints every 100 steps; the same command resumes. The recipe is the search's fine-tune
-    (AdamW, cosine with warmup, label smoothing 0.1, random crop and flip).
+    (AdamW, cosine with warmup, label smoothing 0.1, random crop and flip), with CutMix / Mixup on --mix.
     """
     from .search.run import format_rows, run_training
     from .search.train import TrainConfig
@@ -116,7 +118,7 @@ def train(config: str, board_name: str, data: Path, out: Path, epochs: float, ba
     torch.set_num_threads(threads or os.cpu_count() or 1)
     candidate = _load_candidate(config)
     board = load_board(board_name)
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, mix=mix)
     bars, update = _progress()
     with bars:
         report = run_training(candidate, data, board, out, cfg, test_limit, log=bars.console.print, progress=update)

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..errors import HydraEdgeError
 from ..models.data import CIFAR10_MEAN, CIFAR10_STD, ImageDataset, preprocess
-from ..models.training import augment, lr_at
+from ..models.training import augment, lr_at, mix_batch
 from .space import Candidate, SearchSpace
 from .supernet import Supernet
 
@@ -48,6 +48,7 @@ class TrainConfig:
     warmup: float = 0.05  # fraction of the run
     label_smoothing: float = 0.1
     random_per_step: int = 1  # sampled candidates besides the largest and the smallest
+    mix: float = 0.0  # one-candidate training only: probability a batch is CutMix-ed or Mixup-ed
     seed: int = 0
     checkpoint_every: int = 100  # steps
 
@@ -148,9 +149,10 @@ def load_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer | Non
     it would silently change the run's schedule."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if cfg is not None:
-        saved, asked = state.get("config", {}), asdict(cfg)
-        changed = [f"{k} {saved.get(k)} (now {v})" for k, v in asked.items()
-                   if k != "checkpoint_every" and saved.get(k) != v]
+        # A setting added since the checkpoint was written reads as its default.
+        saved, asked, default = state.get("config", {}), asdict(cfg), asdict(TrainConfig())
+        changed = [f"{k} {saved.get(k, default[k])} (now {v})" for k, v in asked.items()
+                   if k != "checkpoint_every" and saved.get(k, default[k]) != v]
         if changed:
             raise HydraEdgeError(f"{path} was written by a run with other settings: {', '.join(changed)}; "
                                  f"run again with those settings to resume, or use a new output folder")
@@ -234,7 +236,11 @@ def finetune(model: nn.Module, image_size: int, split: Split, cfg: TrainConfig,
         for group in opt.param_groups:
             group["lr"] = lr_at(step / total, cfg.lr, cfg.warmup, cfg.min_lr)
         x, y = _batch(split, step, steps_per_epoch, cfg, shard=False)
-        loss = F.cross_entropy(model(resize(x, image_size)), y, label_smoothing=cfg.label_smoothing)
+        x, y_partner, lam = mix_batch(x, y, np.random.default_rng([cfg.seed, 3, step]), cfg.mix)
+        logits = model(resize(x, image_size))
+        loss = lam * F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        if lam < 1.0:
+            loss = loss + (1.0 - lam) * F.cross_entropy(logits, y_partner, label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 5.0)
