@@ -66,13 +66,16 @@ def test_train_the_winner_from_scratch_then_resume(run, tmp_path):
     long = tmp_path / "long"
     args = ["train", str(out / "best.json"), "--board", "stm32f746", "--data", str(FASHION_MNIST_DIR),
             "--epochs", "0.02", "--batch-size", "64", "--mix", "0.5", "--test-limit", "200", "--threads", "1",
-            "-o", str(long)]
+            "--curve-every", "0.01", "-o", str(long)]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     report = json.loads((long / "train.json").read_text())
     row = report["rows"][0]
     assert report["training_images"] == 60000 and row["test_images"] == 200  # every training image, none held out
     assert report["config"]["mix"] == 0.5
+    # 937 steps an epoch at batch 64: 19 steps, a curve point every 9 and one at the end
+    assert [p["step"] for p in report["curve"]] == [9, 18, 19] and (long / "curve.png").is_file()
+    assert all(0.0 <= p["float_top1"] <= 1.0 for p in report["curve"])
     assert row["config"] == json.loads((out / "search.json").read_text())["rows"][0]["config"]
     assert row["ram_bytes"] <= report["ram_budget_bytes"] and row["flash_bytes"] <= report["flash_budget_bytes"]
     assert (long / "model.pt2").is_file() and (long / "build_model" / "model.c").is_file()
@@ -82,6 +85,7 @@ def test_train_the_winner_from_scratch_then_resume(run, tmp_path):
     assert (long / "train.pt").stat().st_mtime_ns == before
     again = json.loads((long / "train.json").read_text())["rows"][0]
     assert again["train_seconds"] == row["train_seconds"] and again["int8_top1"] == row["int8_top1"]
+    assert json.loads((long / "train.json").read_text())["curve"] == report["curve"]
     r = CliRunner().invoke(main, [*args, "--lr", "0.001"])  # resuming under another schedule is refused
     assert r.exit_code == 1 and "train.pt was written by a run with other settings: lr 0.002 (now 0.001)" in r.output
 

@@ -164,3 +164,19 @@ def test_two_processes_under_torchrun_train_like_one(tmp_path):
     moved = torch.cat([(one[n] - init[n]).flatten() for n in init]).norm()
     apart = torch.cat([(r0[n] - one[n]).flatten() for n in init]).norm()
     assert moved > 0.01 and apart < 1e-3 * moved, (float(moved), float(apart))
+
+
+def test_learning_curve_survives_a_resume_and_a_remeasured_step_replaces_its_point(tmp_path):
+    from hydra_edge.search.curve import LearningCurve
+
+    curve = LearningCurve.load(tmp_path / "curve.json")  # no file yet: empty
+    assert curve.points == {}
+    curve.record(100, 0.26, 0.31)
+    curve.record(200, 0.51, 0.40)
+    resumed = LearningCurve.load(tmp_path / "curve.json")
+    resumed.record(200, 0.51, 0.41)  # step 200 trained again after an interruption
+    resumed.record(300, 0.77, 0.45)
+    assert LearningCurve.load(tmp_path / "curve.json").to_list() == [
+        {"step": 100, "epoch": 0.26, "float_top1": 0.31}, {"step": 200, "epoch": 0.51, "float_top1": 0.41},
+        {"step": 300, "epoch": 0.77, "float_top1": 0.45}]
+    assert resumed.plot(tmp_path / "curve.png", "t").stat().st_size > 1000

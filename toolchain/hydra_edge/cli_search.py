@@ -102,9 +102,12 @@ def search(board_name: str, data: Path, out: Path, preset: str, ram_budget: int 
               help="Probability that a batch is CutMix-ed or Mixup-ed (half each): regularisation for long runs.")
 @click.option("--test-limit", type=click.IntRange(min=0), default=0,
               help="Measure on a seeded sample of this many test images (0: the whole test split).")
+@click.option("--curve-every", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Epochs between learning-curve points (float top-1 on 2,000 test images; curve.json, "
+                   "curve.png); 0: only at the end.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch threads (default: every local core).")
 def train(config: str, board_name: str, data: Path, out: Path, epochs: float, batch_size: int, lr: float,
-          mix: float, test_limit: int, threads: int | None) -> None:
+          mix: float, test_limit: int, curve_every: float, threads: int | None) -> None:
     """Train the ViT that CONFIG names from scratch on every training image, then export, compile, measure.
 
     CONFIG is a candidate JSON (a search's best.json or baseline.json, an examples/searched_*.json) or a
@@ -121,7 +124,8 @@ def train(config: str, board_name: str, data: Path, out: Path, epochs: float, ba
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, mix=mix)
     bars, update = _progress()
     with bars:
-        report = run_training(candidate, data, board, out, cfg, test_limit, log=bars.console.print, progress=update)
+        report = run_training(candidate, data, board, out, cfg, test_limit, log=bars.console.print, progress=update,
+                              curve_every=curve_every)
     for line in format_rows(report["rows"]):
         click.echo(line)
     click.echo(f"wrote {out / 'train.json'}")

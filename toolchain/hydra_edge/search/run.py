@@ -29,6 +29,7 @@ import torch
 from ..models.data import ImageDataset, load_dataset
 from ..targets.board import Board
 from .constraint import FitCache, compile_fit, rule_disagreements
+from .curve import LearningCurve
 from .evolution import Evolution, EvolutionConfig
 from .model import SearchedViT, resize
 from .space import Candidate, SearchSpace
@@ -167,15 +168,17 @@ def run_search(data: Path, board: Board, out: Path, preset: Preset, log: Log = p
 
 TRAIN_REPORT = "train.json"
 TRAIN_CHECKPOINT = "train.pt"
+CURVE_IMAGES = 2000  # the learning curve's test sample: about a second per point for the models searched here
 
 
 def run_training(candidate: Candidate, data: Path, board: Board, out: Path, cfg: TrainConfig, test_limit: int = 0,
-                 log: Log = print, progress: Progress | None = None) -> dict:
+                 log: Log = print, progress: Progress | None = None, curve_every: float = 5.0) -> dict:
     """Train one candidate from scratch on every training image (resumable), export, compile, measure.
 
     What a search's winner (or a hand-picked config) needs once the architecture is chosen: the long
     training the search's fine-tune cannot afford. Writes train.pt (the checkpoint), model.pt2,
-    model_calib.npz, build_model/ and train.json in `out`.
+    model_calib.npz, build_model/ and train.json in `out`; every `curve_every` epochs (0: none) and at
+    the end, the float top-1 on a test sample goes to curve.json and curve.png.
     """
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(data)
@@ -185,14 +188,31 @@ def run_training(candidate: Candidate, data: Path, board: Board, out: Path, cfg:
     log(f"data: {dataset.name}, {len(split.x_train)} training images, {len(x_test)} test; "
         f"{candidate.key()} for {cfg.epochs:g} epochs")
     torch.manual_seed(cfg.seed)
-    tick = (lambda s, n, m: progress("train", s, n)) if progress else None
+    model = SearchedViT(candidate)
     checkpoint = out / TRAIN_CHECKPOINT
-    model = finetune(SearchedViT(candidate), candidate.image_size, split, cfg, tick, checkpoint)
+    curve = LearningCurve.load(out / "curve.json") if checkpoint.exists() else LearningCurve(out / "curve.json")
+    x_watch, y_watch = dataset.test_split(CURVE_IMAGES)
+    per_epoch = split.steps_per_epoch(cfg.batch_size)
+    every = max(1, round(curve_every * per_epoch)) if curve_every else 0
+
+    def tick(step: int, total: int, metrics: dict) -> None:
+        if progress:
+            progress("train", step, total)
+        if (every and step % every == 0) or step == total:
+            model.eval()
+            top1 = accuracy(lambda b: model(resize(b, candidate.image_size)), x_watch, y_watch, split.preprocess)
+            model.train()
+            curve.record(step, step / per_epoch, top1)
+            log(f"epoch {step / per_epoch:.1f}: float top-1 {top1:.3f} on {len(x_watch):,} test images")
+
+    model = finetune(model, candidate.image_size, split, cfg, tick, checkpoint)
     seconds = float(torch.load(checkpoint, map_location="cpu", weights_only=True)["seconds"])  # over every resume
     row = _measure("model", model, split, x_test, y_test, board, out, seconds, progress)
     report = {"board": board.name, "ram_budget_bytes": board.ram_bytes, "flash_budget_bytes": board.flash_bytes,
               "dataset": dataset.name, "training_images": len(split.x_train), "rows": [row],
-              "config": asdict(cfg)}
+              "config": asdict(cfg), "curve": curve.to_list()}
+    if curve.points:
+        curve.plot(out / "curve.png", f"{candidate.key()} on {dataset.name}: float top-1 while training")
     (out / TRAIN_REPORT).write_text(json.dumps(report, indent=2) + "\n")
     return report
 

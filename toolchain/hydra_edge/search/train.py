@@ -68,6 +68,9 @@ class Split:
     def preprocess(self, images: np.ndarray) -> np.ndarray:
         return preprocess(images, self.mean, self.std)
 
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return max(1, len(self.x_train) // batch_size)
+
 
 def split_training_set(data: ImageDataset, holdout: int, subset: int = 0, seed: int = 0) -> Split:
     """Hold out `holdout` training images (never the test split); `subset` > 0 keeps that many for training."""
@@ -172,7 +175,7 @@ def train_supernet(space: SearchSpace, split: Split, out: Path, cfg: TrainConfig
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / CHECKPOINT
     step = load_checkpoint(ckpt, net, opt, cfg)[0] if ckpt.exists() else 0
-    steps_per_epoch = max(1, len(split.x_train) // cfg.batch_size)
+    steps_per_epoch = split.steps_per_epoch(cfg.batch_size)
     total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     net.train()
     while step < total:
@@ -228,7 +231,7 @@ def finetune(model: nn.Module, image_size: int, split: Split, cfg: TrainConfig,
     step, before = 0, 0.0
     if checkpoint is not None and checkpoint.exists():
         step, before = load_checkpoint(checkpoint, model, opt, cfg)
-    steps_per_epoch = max(1, len(split.x_train) // cfg.batch_size)
+    steps_per_epoch = split.steps_per_epoch(cfg.batch_size)
     total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     model.train()
     start = time.time()
