@@ -15,10 +15,11 @@ from .targets.board import load_board
 
 def _progress():
     """A rich progress display and a (phase, done, total) callback that drives one bar per phase."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     bars = Progress(TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    transient=False)
+                    TimeRemainingColumn(), transient=False)
     tasks: dict[str, int] = {}
 
     def update(phase: str, done: int, total: int) -> None:
