@@ -88,6 +88,15 @@ def test_train_the_winner_from_scratch_then_resume(run, tmp_path):
     assert json.loads((long / "train.json").read_text())["curve"] == report["curve"]
     r = CliRunner().invoke(main, [*args, "--lr", "0.001"])  # resuming under another schedule is refused
     assert r.exit_code == 1 and "train.pt was written by a run with other settings: lr 0.002 (now 0.001)" in r.output
+    # a warm restart from the finished run's weights, which train.json credits to that run
+    warm = [*args[:-1], str(tmp_path / "warm"), "--init", str(long / "train.pt"), "--epochs", "0.01"]
+    r = CliRunner().invoke(main, warm)
+    assert r.exit_code == 0, r.output
+    started = json.loads((tmp_path / "warm" / "train.json").read_text())["started_from"]
+    assert started["steps"] == 19 and started["train_seconds"] == pytest.approx(row["train_seconds"], abs=0.1)
+    other = ["train", "i28-p7-d32-L1-m2-h", *warm[2:-5], str(tmp_path / "other"), "--init", str(long / "train.pt")]
+    r = CliRunner().invoke(main, other)
+    assert r.exit_code == 1 and "train.pt holds the weights of another config" in r.output, r.output
 
 
 def test_train_refuses_a_file_that_is_no_config_and_a_bad_name(tmp_path):

@@ -106,14 +106,17 @@ def search(board_name: str, data: Path, out: Path, preset: str, ram_budget: int 
 @click.option("--curve-every", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="Epochs between learning-curve points (float top-1 on 2,000 test images; curve.json, "
                    "curve.png); 0: only at the end.")
+@click.option("--init", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Start from the weights of another run's train.pt (same config) instead of from scratch: "
+                   "a warm restart with a new schedule.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch threads (default: every local core).")
 def train(config: str, board_name: str, data: Path, out: Path, epochs: float, batch_size: int, lr: float,
-          mix: float, test_limit: int, curve_every: float, threads: int | None) -> None:
+          mix: float, test_limit: int, curve_every: float, init: Path | None, threads: int | None) -> None:
     """Train the ViT that CONFIG names from scratch on every training image, then export, compile, measure.
 
     CONFIG is a candidate JSON (a search's best.json or baseline.json, an examples/searched_*.json) or a
     config name such as i32-p4-d64-L4-m2-hhhh (input, patch, dim, depth, MLP ratio, h/s per layer).
-    Checkpoints every 100 steps; the same command resumes. The recipe is the search's fine-tune
+    Checkpoints every 100 steps; the same command resumes. --init starts from another run's weights instead. The recipe is the search's fine-tune
     (AdamW, cosine with warmup, label smoothing 0.1, random crop and flip), with CutMix / Mixup on --mix.
     """
     from .search.run import format_rows, run_training
@@ -126,7 +129,7 @@ def train(config: str, board_name: str, data: Path, out: Path, epochs: float, ba
     bars, update = _progress()
     with bars:
         report = run_training(candidate, data, board, out, cfg, test_limit, log=bars.console.print, progress=update,
-                              curve_every=curve_every)
+                              curve_every=curve_every, init=init)
     for line in format_rows(report["rows"]):
         click.echo(line)
     click.echo(f"wrote {out / 'train.json'}")

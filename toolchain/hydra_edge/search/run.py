@@ -33,7 +33,7 @@ from .curve import LearningCurve
 from .evolution import Evolution, EvolutionConfig
 from .model import SearchedViT, resize
 from .space import Candidate, SearchSpace
-from .train import Split, TrainConfig, accuracy, finetune, split_training_set, train_supernet
+from .train import Split, TrainConfig, accuracy, finetune, split_training_set, start_from, train_supernet
 
 REPORT = "search.json"
 NUM_CALIB = 64
@@ -172,13 +172,15 @@ CURVE_IMAGES = 2000  # the learning curve's test sample: about a second per poin
 
 
 def run_training(candidate: Candidate, data: Path, board: Board, out: Path, cfg: TrainConfig, test_limit: int = 0,
-                 log: Log = print, progress: Progress | None = None, curve_every: float = 5.0) -> dict:
+                 log: Log = print, progress: Progress | None = None, curve_every: float = 5.0,
+                 init: Path | None = None) -> dict:
     """Train one candidate from scratch on every training image (resumable), export, compile, measure.
 
     What a search's winner (or a hand-picked config) needs once the architecture is chosen: the long
     training the search's fine-tune cannot afford. Writes train.pt (the checkpoint), model.pt2,
     model_calib.npz, build_model/ and train.json in `out`; every `curve_every` epochs (0: none) and at
-    the end, the float top-1 on a test sample goes to curve.json and curve.png.
+    the end, the float top-1 on a test sample goes to curve.json and curve.png. With `init` (another run's
+    train.pt), training starts from its weights instead of from scratch (a warm restart: a new schedule).
     """
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(data)
@@ -189,6 +191,7 @@ def run_training(candidate: Candidate, data: Path, board: Board, out: Path, cfg:
         f"{candidate.key()} for {cfg.epochs:g} epochs")
     torch.manual_seed(cfg.seed)
     model = SearchedViT(candidate)
+    started_from = start_from(init, model) if init is not None else None
     checkpoint = out / TRAIN_CHECKPOINT
     curve = LearningCurve.load(out / "curve.json") if checkpoint.exists() else LearningCurve(out / "curve.json")
     x_watch, y_watch = dataset.test_split(CURVE_IMAGES)
@@ -211,6 +214,9 @@ def run_training(candidate: Candidate, data: Path, board: Board, out: Path, cfg:
     report = {"board": board.name, "ram_budget_bytes": board.ram_bytes, "flash_budget_bytes": board.flash_bytes,
               "dataset": dataset.name, "training_images": len(split.x_train), "rows": [row],
               "config": asdict(cfg), "curve": curve.to_list()}
+    if started_from:
+        started_from["epochs"] = round(started_from["steps"] * started_from["batch_size"] / len(split.x_train), 2)
+        report["started_from"] = started_from
     if curve.points:
         curve.plot(out / "curve.png", f"{candidate.key()} on {dataset.name}: float top-1 while training")
     (out / TRAIN_REPORT).write_text(json.dumps(report, indent=2) + "\n")

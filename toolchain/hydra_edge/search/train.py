@@ -165,6 +165,27 @@ def load_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer | Non
     return int(state["step"]), float(state.get("seconds", 0.0))
 
 
+def start_from(path: Path, net: nn.Module) -> dict:
+    """Load the weights of another run's checkpoint (a `train.pt` of the same config) into `net`, to train on
+    from them; returns what that run had done: steps, batch size and training seconds."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        weights = state["model"]
+    except Exception as exc:  # torch.load raises many types for a file that is not a checkpoint
+        raise HydraEdgeError(f"{path}: not a training checkpoint (train.pt) ({type(exc).__name__}: {exc})") from None
+    mine = net.state_dict()
+    differ = [f"{k} {tuple(weights[k].shape) if k in weights else 'missing'} (this config: {tuple(v.shape)})"
+              for k, v in mine.items() if k not in weights or weights[k].shape != v.shape]
+    differ += [f"{k} (not in this config)" for k in weights if k not in mine]
+    if differ:
+        raise HydraEdgeError(f"{path} holds the weights of another config: {'; '.join(differ[:3])}"
+                             f"{' ...' if len(differ) > 3 else ''}; start from a train.pt of the same config")
+    net.load_state_dict(weights)
+    return {"checkpoint": str(path), "steps": int(state["step"]),
+            "batch_size": int(state.get("config", {}).get("batch_size", 0)),
+            "train_seconds": round(float(state.get("seconds", 0.0)), 1)}
+
+
 def train_supernet(space: SearchSpace, split: Split, out: Path, cfg: TrainConfig,
                    progress: Progress | None = None) -> Supernet:
     """Train (or resume) the supernet in `out`; returns it trained. Every process of a torchrun calls this."""
