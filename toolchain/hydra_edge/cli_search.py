@@ -116,8 +116,9 @@ def train(config: str, board_name: str, data: Path, out: Path, epochs: float, ba
 
     CONFIG is a candidate JSON (a search's best.json or baseline.json, an examples/searched_*.json) or a
     config name such as i32-p4-d64-L4-m2-hhhh (input, patch, dim, depth, MLP ratio, h/s per layer).
-    Checkpoints every 100 steps; the same command resumes. --init starts from another run's weights instead. The recipe is the search's fine-tune
-    (AdamW, cosine with warmup, label smoothing 0.1, random crop and flip), with CutMix / Mixup on --mix.
+    Checkpoints every 100 steps; the same command resumes; --init starts from another run's weights instead.
+    The recipe is the search's fine-tune (AdamW, cosine with warmup, label smoothing 0.1, random crop and
+    flip), with CutMix / Mixup on --mix.
     """
     from .search.run import format_rows, run_training
     from .search.train import TrainConfig
