@@ -41,7 +41,7 @@ def mix_batch(images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generat
         y0, y1 = max(cy - int(h * side) // 2, 0), min(cy + int(h * side) // 2, h)
         x0, x1 = max(cx - int(w * side) // 2, 0), min(cx + int(w * side) // 2, w)
         mixed = images.clone()
-        mixed[..., y0:y1, x0:x1] = images[partner][..., y0:y1, x0:x1]
+        mixed[:, :, y0:y1, x0:x1] = images[partner, :, y0:y1, x0:x1]
         lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
     else:
         lam = float(rng.beta(0.8, 0.8))
