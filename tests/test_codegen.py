@@ -148,6 +148,7 @@ def test_build_folder_layout(tmp_path):
         "constants.npz",
         "runtime/include/hydra_rt.h",
         "runtime/src/hydra_requantize.c",
+        "runtime/src/hydra_dot.c",
         "runtime/src/hydra_linear.c",
         "runtime/src/hydra_lut.c",
         "runtime/src/hydra_add.c",
@@ -194,7 +195,7 @@ def test_re_emitting_drops_stale_kernels_and_keeps_unchanged_files(tmp_path):
     emit(tiny_graph(), folder, runtime_dir=rt)
     assert (folder / "model.c").stat().st_mtime_ns == before
     emit(linear_graph(), folder, runtime_dir=rt)
-    assert sorted(p.name for p in (folder / "runtime" / "src").iterdir()) == ["hydra_linear.c", "hydra_requantize.c"]
+    assert sorted(p.name for p in (folder / "runtime" / "src").iterdir()) == ["hydra_dot.c", "hydra_linear.c", "hydra_requantize.c"]
 
 
 def test_emitter_refuses_what_it_cannot_lower(tmp_path):

@@ -156,7 +156,7 @@ def test_stream_plan_is_in_place_and_within_the_bound(example_q):
     assert plan.buffer("add_8").alias_of == "add_6"
     assert scratch["blocks.0"] == block_scratch_size(64, 64, 128, 1) == plan.buffer(scratch_name("blocks.0")).size
     assert lower_bound(fused, scratch) <= peak_bytes(plan) <= plan.arena_bytes
-    assert runtime_sources(fused) == ["hydra_requantize.c", "hydra_linear.c", "hydra_patch_embed.c",
+    assert runtime_sources(fused) == ["hydra_requantize.c", "hydra_dot.c", "hydra_linear.c", "hydra_patch_embed.c",
                                       "hydra_layernorm.c", "hydra_lut.c", "hydra_attention.c", "hydra_add.c",
                                       "hydra_mean_pool.c", "hydra_block.c"]
 

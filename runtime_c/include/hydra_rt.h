@@ -47,6 +47,10 @@ int64_t hydra_round_shift_s64(int64_t x, int32_t n);
 /* inv_sqrt(v): 1/sqrt(v) ~= inv * 2^p / 2^61, for 1 <= v < 2^62. */
 void hydra_inv_sqrt(int64_t v, int32_t *inv, int32_t *p);
 
+/* sum(a[i] * b[i]) for i < n (hydra_dot.c); exact while n * 2^14 < 2^31 (the callers check).
+ * Uses SMLAD on Cortex-M with the DSP extension and NEON / SDOT on aarch64: the same bits. */
+int32_t hydra_dot_s8(const int8_t *a, const int8_t *b, int32_t n);
+
 static inline int8_t hydra_clamp_s8(int32_t x)
 {
     return (int8_t)(x < -128 ? -128 : (x > 127 ? 127 : x));

@@ -28,10 +28,7 @@ hydra_status hydra_linear_s8(const hydra_linear_params *params, const int8_t *in
         const int8_t *x = input + (size_t)t * (size_t)K;
         int8_t *y = output + (size_t)t * (size_t)N;
         for (int32_t n = 0; n < N; n++) {
-            const int8_t *w = params->weights + (size_t)n * (size_t)K;
-            int32_t dot = 0;
-            for (int32_t k = 0; k < K; k++)
-                dot += (int32_t)x[k] * w[k];
+            const int32_t dot = hydra_dot_s8(x, params->weights + (size_t)n * (size_t)K, K);
             /* The compiler proves bias + dot fits int32; saturate (never wrap) if a caller breaks that. */
             const int32_t acc = hydra_saturate_s32((int64_t)params->bias[n] + dot);
             y[n] = hydra_add_zero_point_s8(hydra_requantize(acc, params->multiplier[n], params->shift[n]), zy);

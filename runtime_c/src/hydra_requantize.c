@@ -21,24 +21,30 @@ static int32_t clamp_shift(int32_t shift)
     return shift < -31 ? -31 : (shift > 30 ? 30 : shift);
 }
 
-/* gemmlowp SaturatingRoundingDoublingHighMul: (y * m + nudge) / 2^31, truncated. */
+/* floor(x / 2^n) for 0 <= n <= 31, in 32 bits. */
+static int32_t floor_div_pow2_s32(int32_t x, int32_t n)
+{
+    return x >= 0 ? (x >> n) : ~(~x >> n);
+}
+
+/* gemmlowp SaturatingRoundingDoublingHighMul: (y * m + nudge) / 2^31, truncated toward zero, where
+ * nudge = 2^30 for y * m >= 0 and 1 - 2^30 below. For a negative numerator truncation is
+ * floor((num + 2^31 - 1) / 2^31), so both cases are floor((y * m + 2^30) / 2^31): one shift. */
 static int32_t srdhm(int32_t y, int32_t m)
 {
     if (y == INT32_MIN && m == INT32_MIN)
         return INT32_MAX; /* 2^62 / 2^31 = 2^31: the one result that does not fit */
-    const int64_t p = (int64_t)y * m; /* |p| <= 2^62 */
-    const int64_t nudge = p >= 0 ? (INT64_C(1) << 30) : 1 - (INT64_C(1) << 30);
-    return (int32_t)((p + nudge) / (INT64_C(1) << 31)); /* C99 '/' truncates toward zero */
+    const int64_t p = (int64_t)y * m; /* |p| <= 2^62, so p + 2^30 cannot overflow */
+    return (int32_t)floor_div_pow2(p + (INT64_C(1) << 30), 31);
 }
 
-/* gemmlowp RoundingDivideByPOT: y / 2^right, ties away from zero. */
+/* gemmlowp RoundingDivideByPOT: y / 2^right for right in [0, 31], ties away from zero. */
 static int32_t rdbpot(int32_t y, int32_t right)
 {
-    const int64_t mask = (INT64_C(1) << right) - 1;
-    const int64_t q = floor_div_pow2(y, right);
-    const int64_t r = y - q * (mask + 1); /* y mod 2^right, in [0, mask] */
-    const int64_t threshold = (mask >> 1) + (y < 0 ? 1 : 0);
-    return (int32_t)(q + (r > threshold ? 1 : 0));
+    const uint32_t mask = (UINT32_C(1) << right) - 1;
+    const uint32_t r = (uint32_t)y & mask; /* y mod 2^right: the conversion is modular */
+    const uint32_t threshold = (mask >> 1) + (y < 0 ? 1u : 0u);
+    return floor_div_pow2_s32(y, right) + (r > threshold ? 1 : 0);
 }
 
 int32_t hydra_requantize_double(int32_t x, int32_t multiplier, int32_t shift)

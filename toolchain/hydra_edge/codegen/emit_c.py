@@ -12,7 +12,7 @@ The build folder stands alone (nothing in it refers back to the repository):
                        host: `make` -> ./model, `make SANITIZE=1` -> ./model-asan;
                        stm32f746: `make` -> fw-qemu.elf, `make device` -> device.elf
     runtime/include/hydra_rt.h
-    runtime/src/*.c    hydra_requantize.c and the kernels the model uses
+    runtime/src/*.c    hydra_requantize.c, hydra_dot.c and the kernels the model uses
     build.json         what the Python side needs to drive the binary
                        (board, input/output shapes, bytes and quantisation)
     graph.json, constants.npz
@@ -59,7 +59,7 @@ OP_SOURCES = {
 }
 # The kernels a fused op calls: their sources come with it.
 OP_DEPENDS = {"hydra_block": ("layernorm", "linear", "hydra_attention", "add", "lut")}
-ALWAYS_SOURCES = ("hydra_requantize.c",)
+ALWAYS_SOURCES = ("hydra_requantize.c", "hydra_dot.c")
 
 BINARY = "model"
 SANITIZE_BINARY = "model-asan"
@@ -538,7 +538,7 @@ def _rounding(graph: Graph) -> str:
 
 
 def runtime_sources(graph: Graph) -> list[str]:
-    """The runtime_c/src files this graph needs: hydra_requantize.c and one per op used, in a fixed order."""
+    """The runtime_c/src files this graph needs: the fixed-point and dot helpers, then one per op used, in a fixed order."""
     used = {node.op for node in graph.nodes}
     used |= {dep for op in list(used) for dep in OP_DEPENDS.get(op, ())}
     return list(ALWAYS_SOURCES) + [src for op, src in OP_SOURCES.items() if op in used] + tfl_sources(

@@ -1,0 +1,76 @@
+"""The optimised kernel paths on their own targets, bit for bit against the reference interpreter.
+
+runtime_c/src/hydra_dot.c has an SXTB16/SMLAD path (Cortex-M7), a NEON path (armv8-a, Jetson Nano)
+and an SDOT path (armv8.2-a+dotprod, Jetson Orin) beside the portable loop the host tests run. Here
+a linear layer is compiled for each board and run there (QEMU) on lengths that exercise every
+unrolled step and every tail (K below 4, K = 8m + 4, K = 16m + r with odd r), rows that start at
+every byte offset (odd K), and the extreme operands: inputs and weights of all -128 or all 127, so
+every product is +-2^14. Each weight row is requantised twice, once at a scale fit for random
+operands and once at one that maps K * 2^14 into int8, so neither kind of input is hidden by
+saturation. Needs the cross toolchains and QEMU (.ci/run installs them).
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import c_build
+import numpy as np
+import pytest
+from hydra_edge.codegen.emit_c import emit_project, kernel_scratch
+from hydra_edge.ir.graph import Graph, Node
+from hydra_edge.memory.planner import plan_memory
+from hydra_edge.targets.board import load_board
+from hydra_edge.validate.bitexact import validate_build
+from test_kernels import act, inputs_for, sensible
+
+BOARDS = ["stm32f746", "jetson-nano", "jetson-orin"]
+LENGTHS = [3, 12, 29, 67, 130]
+TOKENS = 3
+
+
+def weight_rows(rng: np.random.Generator, k: int) -> np.ndarray:
+    """Random rows, constant -128 and 127 rows and an alternating one."""
+    alternating = np.where(np.arange(k) % 2 == 0, -128, 127)
+    return np.stack([rng.integers(-128, 128, k), rng.integers(-128, 128, k), np.full(k, -128),
+                     np.full(k, 127), alternating]).astype(np.int8)
+
+
+def linear_graph(rng: np.random.Generator, k: int, zx: int) -> Graph:
+    w = weight_rows(rng, k)
+    w = np.concatenate([w, w])  # the same rows at two scales
+    n = len(w)
+    fine, coarse = sensible(np.sqrt(k) * 75 * 73), sensible(k * 2**14)
+    shift = np.array([fine] * (n // 2) + [coarse] * (n // 2), np.int32)
+    g = Graph(meta={"rounding": "double"})
+    x = act(g, "x", (TOKENS, k), zx)
+    g.add_constant("w", w)
+    g.add_constant("b", rng.integers(-50, 51, n).astype(np.int32))
+    y = act(g, "y", (TOKENS, n), 3)
+    attrs = {"multiplier": np.full(n, 2**30 + 12345, np.int32), "shift": shift, "out_zp": np.int32(3)}
+    g.add_node(Node("fc", "linear", [x, "w", "b"], [y], attrs))
+    g.inputs, g.outputs = [x], [y]
+    return g
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_dot_paths_on_target(board, tmp_path):
+    rng = np.random.default_rng(7)
+    for k in LENGTHS:
+        g = linear_graph(rng, k, zx=-5)
+        folder = tmp_path / f"k{k}"
+        emit_project(g, plan_memory(g, kernel_scratch(g)), folder, board)
+        xs = inputs_for(rng, (TOKENS, k), -5)
+        result = validate_build(folder, g, xs)
+        assert result.ok, (board, k, result.mismatches)
+        assert result.bytes_compared == xs.shape[0] * TOKENS * 10
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_dot_paths_compile_strict(board, tmp_path):
+    """The target paths under the host tests' strictest warnings, with the board's compiler and flags."""
+    b = load_board(board)
+    flags = [*c_build.STRICT_FLAGS, *c_build.EXTRA_WARNINGS, *b.cflags]
+    proc = subprocess.run([b.cc, *flags, f"-I{c_build.INCLUDE_DIR}", "-c", str(c_build.SRC_DIR / "hydra_dot.c"),
+                           "-o", str(tmp_path / "dot.o")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
