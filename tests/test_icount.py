@@ -245,3 +245,14 @@ def test_bench_cli_on_stm32f746(tmp_path):
     as_json = CliRunner().invoke(main, ["bench", str(folder), "--json"])
     assert as_json.exit_code == 0, as_json.output
     assert json.loads(as_json.output)["inference"] == data["inference"]
+    # The portable kernels: a different image (the plain dot loop instead of SMLAD), counted the same way, then
+    # the next bench rebuilds the target's kernels and counts what it counted first.
+    plain = CliRunner().invoke(main, ["bench", str(folder), "--portable-kernels"])
+    assert plain.exit_code == 0, plain.output
+    assert "portable C kernels" in plain.output
+    portable = json.loads((folder / icount.BENCH_PORTABLE_JSON).read_text())
+    assert portable["kernels"] == "portable" and data["kernels"] == "target"
+    assert portable["inference"]["macs"] == data["inference"]["macs"]
+    assert portable["inference"]["instructions"] != data["inference"]["instructions"]
+    again = CliRunner().invoke(main, ["bench", str(folder), "--json"])
+    assert json.loads(again.output)["inference"] == data["inference"]

@@ -21,7 +21,9 @@ from hydra_edge.codegen.emit_c import emit_project, kernel_scratch
 from hydra_edge.ir.graph import Graph, Node
 from hydra_edge.memory.planner import plan_memory
 from hydra_edge.targets.board import load_board
-from hydra_edge.validate.bitexact import validate_build
+from hydra_edge.targets import runner
+from hydra_edge.targets.icount import PORTABLE_CPPFLAGS
+from hydra_edge.validate.bitexact import reference_outputs, validate_build
 from test_kernels import act, inputs_for, sensible
 
 BOARDS = ["stm32f746", "jetson-nano", "jetson-orin"]
@@ -64,6 +66,9 @@ def test_dot_paths_on_target(board, tmp_path):
         result = validate_build(folder, g, xs)
         assert result.ok, (board, k, result.mismatches)
         assert result.bytes_compared == xs.shape[0] * TOKENS * 10
+        # The portable loop on the same target (what `hydra-edge bench --portable-kernels` builds): the same bytes.
+        portable = runner.run(folder, xs.reshape(len(xs), -1), extra_cppflags=PORTABLE_CPPFLAGS)
+        assert np.array_equal(portable, reference_outputs(g, xs).reshape(portable.shape)), (board, k)
 
 
 @pytest.mark.parametrize("board", BOARDS)

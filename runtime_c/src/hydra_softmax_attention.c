@@ -9,9 +9,13 @@
  *     n_i   = round_shift(recip * sum_j w_j (v[j, h dh + i] - zv), 31)  int64 -> int32
  *     y[t, h dh + i] = clamp(zy + requant(n_i, M, shift), -128, 127)
  *
- * One query row at a time: the scratch is the T int32 scores of that row
- * (overwritten by its exp values), never a T x T matrix. The output must not
- * alias q, k or v.
+ * One head and query row at a time: the scratch is the T int32 scores of that
+ * row (overwritten by its exp values) and the T key sums of the head, never a
+ * T x T matrix. The output must not alias q, k or v.
+ *
+ * The score is formed as q.k - zk sum(q) - zq sum(k) + dh zq zk, which is the
+ * same integer (every term is below 2^28 in magnitude for dh <= 2^14), so that
+ * q.k is hydra_dot_s8's (SMLAD / SDOT on the targets that have them).
  */
 #include <stddef.h>
 
@@ -39,11 +43,20 @@ static hydra_status check_params(const hydra_softmax_attention_params *p)
     return HYDRA_OK;
 }
 
+/* sum of n int8 values; |sum| <= 2^7 n. */
+static int32_t row_sum(const int8_t *x, int32_t n)
+{
+    int32_t sum = 0;
+    for (int32_t i = 0; i < n; i++)
+        sum += x[i];
+    return sum;
+}
+
 int32_t hydra_softmax_attention_s8_get_buffer_size(const hydra_softmax_attention_params *params)
 {
     if (params == NULL || params->tokens <= 0 || params->tokens > HYDRA_SOFTMAX_MAX_TOKENS)
         return 0;
-    return 4 * params->tokens; /* int32 scores of one query row */
+    return 8 * params->tokens; /* int32 scores of one query row, int32 key sums of one head */
 }
 
 hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *params, const int8_t *q,
@@ -60,18 +73,21 @@ hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *pa
     const int32_t zq = params->q_zero_point, zk = params->k_zero_point, zv = params->v_zero_point;
     const int32_t last = params->exp_table_size - 1;
     int32_t *w = (int32_t *)scratch;
+    int32_t *ksum = w + T;
+    /* sum_j w_j (v - zv) fits int32 while T * 2^15 * 255 < 2^31; longer rows accumulate in int64. */
+    const int narrow = T <= 256;
 
-    for (int32_t t = 0; t < T; t++) {
-        for (int32_t h0 = 0; h0 < D; h0 += dh) {
+    for (int32_t h0 = 0; h0 < D; h0 += dh) {
+        for (int32_t j = 0; j < T; j++)
+            ksum[j] = row_sum(k + (size_t)j * (size_t)D + (size_t)h0, dh);
+        for (int32_t t = 0; t < T; t++) {
             const int8_t *qt = q + (size_t)t * (size_t)D + (size_t)h0;
+            const int32_t q_term = dh * zq * zk - zk * row_sum(qt, dh);
 
             /* Scores of row t against every key, and their max. |s| <= dh * 255^2 < 2^30. */
             int32_t smax = INT32_MIN;
             for (int32_t j = 0; j < T; j++) {
-                const int8_t *kj = k + (size_t)j * (size_t)D + (size_t)h0;
-                int32_t s = 0;
-                for (int32_t i = 0; i < dh; i++)
-                    s += (qt[i] - zq) * (kj[i] - zk);
+                const int32_t s = hydra_dot_s8(qt, k + (size_t)j * (size_t)D + (size_t)h0, dh) + q_term - zq * ksum[j];
                 w[j] = s;
                 smax = s > smax ? s : smax;
             }
@@ -91,8 +107,15 @@ hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *pa
             for (int32_t i = 0; i < dh; i++) {
                 const int8_t *vi = v + (size_t)h0 + (size_t)i;
                 int64_t acc = 0; /* |acc| <= 255 * sum */
-                for (int32_t j = 0; j < T; j++)
-                    acc += (int64_t)w[j] * (vi[(size_t)j * (size_t)D] - zv);
+                if (narrow) {
+                    int32_t acc32 = 0;
+                    for (int32_t j = 0; j < T; j++)
+                        acc32 += w[j] * (vi[(size_t)j * (size_t)D] - zv);
+                    acc = acc32;
+                } else {
+                    for (int32_t j = 0; j < T; j++)
+                        acc += (int64_t)w[j] * (vi[(size_t)j * (size_t)D] - zv);
+                }
                 const int32_t n = (int32_t)hydra_round_shift_s64(acc * recip, 31); /* |acc * recip| < 2^54 */
                 yt[i] = hydra_add_zero_point_s8(hydra_requantize(n, params->multiplier, params->shift),
                                                 params->output_zero_point);

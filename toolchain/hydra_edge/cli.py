@@ -279,23 +279,26 @@ def flash(build: Path, tool: str | None, dry_run: bool) -> None:
 @click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Emulator runs; the counts of all runs must be identical.")
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds per emulator run.")
-def bench(build: Path, as_json: bool, runs: int, timeout: float) -> None:
+@click.option("--portable-kernels", "portable", is_flag=True,
+              help="Build the kernels' plain C paths instead of the target's SIMD ones (the same bits; "
+                   "written to BUILD/bench-portable.json). The next validate or run rebuilds the SIMD ones.")
+def bench(build: Path, as_json: bool, runs: int, timeout: float, portable: bool) -> None:
     """Instructions per op and per inference of BUILD on its emulated board, and MACs per instruction.
 
     QEMU counts executed instructions (exactly, with a TCG plugin), not cycles.
     """
-    from .targets.icount import BENCH_JSON, IcountError, format_bench
+    from .targets.icount import BENCH_JSON, BENCH_PORTABLE_JSON, IcountError, format_bench
     from .targets.icount import bench as run_bench
 
     driver.read_manifest(build)
     try:
-        result = run_bench(build, runs=runs, timeout=timeout)
+        result = run_bench(build, runs=runs, timeout=timeout, portable=portable)
     except IcountError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     click.echo(json.dumps(result, indent=2) if as_json else format_bench(result))
     if not as_json:
-        click.echo(f"wrote {build / BENCH_JSON}")
+        click.echo(f"wrote {build / (BENCH_PORTABLE_JSON if portable else BENCH_JSON)}")
     if not result["repeatable"]:
         sys.exit(1)
 

@@ -89,7 +89,7 @@ def kernel_scratch(graph: Graph) -> dict[str, int]:
         elif node.op == "hydra_block":
             scratch[node.name] = block_scratch_bytes(graph, node)
         elif node.op == "softmax_attention":
-            scratch[node.name] = 4 * graph.tensor(node.inputs[0]).shape[0]  # int32 scores of one query row
+            scratch[node.name] = 8 * graph.tensor(node.inputs[0]).shape[0]  # int32 scores of a query row, key sums of a head
     scratch.update(tfl_scratch(graph))  # imported .tflite ops (codegen/emit_tfl.py)
     return scratch
 

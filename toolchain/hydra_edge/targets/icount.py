@@ -44,6 +44,8 @@ PLUGIN_CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", 
 CACHE_ENV = "HYDRA_EDGE_CACHE"
 HOST_CC_ENV = "HYDRA_EDGE_HOST_CC"
 BENCH_JSON = "bench.json"
+BENCH_PORTABLE_JSON = "bench-portable.json"
+PORTABLE_CPPFLAGS = "-DHYDRA_PORTABLE_KERNELS"  # hydra_dot.c: the plain C loop on every target
 COUNTS_MAGIC = "hydra-edge-insn-count"
 DEFAULT_TIMEOUT = 600.0
 NOTE = ("QEMU counts executed instructions, not cycles: no pipeline, cache, flash wait-state or "
@@ -330,7 +332,8 @@ def launch(folder: Path, board: Board, binary: Path, in_name: str, out_name: str
     return Launch(argv, binary, env)
 
 
-def build_image(folder: Path, board: Board, manifest: dict[str, Any], timeout: float = 600) -> Path:
+def build_image(folder: Path, board: Board, manifest: dict[str, Any], timeout: float = 600,
+                extra_cppflags: str = "") -> Path:
     """`make` in the build folder (through targets.runner.build when there is one); returns the image."""
     try:
         from . import runner
@@ -338,14 +341,14 @@ def build_image(folder: Path, board: Board, manifest: dict[str, Any], timeout: f
         runner = None
     if runner is not None and hasattr(runner, "build"):
         try:
-            return Path(runner.build(folder, board, timeout=timeout))
+            return Path(runner.build(folder, board, timeout=timeout, extra_cppflags=extra_cppflags))
         except RuntimeError as exc:  # BuildError, ToolchainError
             raise IcountError(str(exc)) from None
     make = shutil.which("make")
     if make is None:
         raise IcountError("`make` is not installed (apt-get install make)")
     binary = _board_binary(board, manifest)
-    cmd = [make, "-C", str(folder), "-j2", binary]
+    cmd = [make, "-C", str(folder), "-j2", f"EXTRA_CPPFLAGS={extra_cppflags}", binary]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -375,7 +378,7 @@ def _input_row(folder: Path, manifest: dict[str, Any], x: np.ndarray | None) -> 
 
 
 def count_build(folder: str | Path, x: np.ndarray | None = None, board: Board | None = None,
-                timeout: float = DEFAULT_TIMEOUT, build: bool = True) -> Counts:
+                timeout: float = DEFAULT_TIMEOUT, build: bool = True, extra_cppflags: str = "") -> Counts:
     """Build (make) and run a build folder once on its emulated board; returns the raw counts.
 
     `x`: int8 inputs, one or more (default: the build's first test vector); each is one inference.
@@ -386,7 +389,8 @@ def count_build(folder: str | Path, x: np.ndarray | None = None, board: Board | 
     folder = Path(folder)
     manifest = read_manifest(folder)
     board = board or load_board(manifest["board"])
-    image = build_image(folder, board, manifest, timeout) if build else folder / _board_binary(board, manifest)
+    image = (build_image(folder, board, manifest, timeout, extra_cppflags) if build
+             else folder / _board_binary(board, manifest))
     if not image.is_file():
         raise IcountError(f"{image} is missing; build it first (make -C {folder})")
     marker = elf_symbol(image, OP_MARKER)
@@ -444,11 +448,13 @@ def map_ops(counts: Counts, graph, report_ops: list[dict] | None = None) -> dict
 
 
 def bench(folder: str | Path, runs: int = 1, x: np.ndarray | None = None, timeout: float = DEFAULT_TIMEOUT,
-          write: bool = True) -> dict[str, Any]:
+          write: bool = True, portable: bool = False) -> dict[str, Any]:
     """Instruction counts of a build on its emulated board: per op and per inference (see the module doc).
 
     Runs the emulator `runs` times (>= 1) on the same input; `repeatable` says whether all runs counted
-    the same. Writes BUILD/bench.json unless write=False.
+    the same. `portable` builds the kernels' plain C paths (-DHYDRA_PORTABLE_KERNELS) instead of the
+    target's SIMD ones: the same bits, to measure what the SIMD paths save. Writes BUILD/bench.json
+    (BUILD/bench-portable.json) unless write=False.
     """
     from ..ir.serialize import load_graph
 
@@ -460,13 +466,15 @@ def bench(folder: str | Path, runs: int = 1, x: np.ndarray | None = None, timeou
     graph = load_graph(folder)
     report_path = folder / "report.json"
     report_ops = json.loads(report_path.read_text()).get("ops") if report_path.is_file() else None
-    all_counts = [count_build(folder, x, board, timeout, build=(i == 0)) for i in range(runs)]
+    cppflags = PORTABLE_CPPFLAGS if portable else ""
+    all_counts = [count_build(folder, x, board, timeout, build=(i == 0), extra_cppflags=cppflags) for i in range(runs)]
     result = {
         "format": "hydra-edge-bench",
         "version": 1,
         "board": board.name,
         "image": _board_binary(board, manifest),
         "counter": "QEMU TCG plugin (executed guest instructions)",
+        "kernels": "portable" if portable else "target",
         "note": NOTE,
         "runs": runs,
         "repeatable": all(c == all_counts[0] for c in all_counts),
@@ -474,7 +482,7 @@ def bench(folder: str | Path, runs: int = 1, x: np.ndarray | None = None, timeou
         **map_ops(all_counts[0], graph, report_ops),
     }
     if write:
-        (folder / BENCH_JSON).write_text(json.dumps(result, indent=1) + "\n")
+        (folder / (BENCH_PORTABLE_JSON if portable else BENCH_JSON)).write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
@@ -491,7 +499,8 @@ def format_bench(result: dict[str, Any]) -> str:
     inf, run = result["inference"], result["run"]
     rows = [[op["index"], op["name"], op["kind"], f"{op['macs']:,}", f"{op['instructions']:,}",
              _ratio(op["macs_per_instruction"]), f"{100 * op['share']:.1f}%"] for op in result["ops"]]
-    lines = [f"board {result['board']} ({result['image']}), instructions counted by QEMU "
+    kernels = "portable C kernels" if result.get("kernels") == "portable" else "the target's kernels"
+    lines = [f"board {result['board']} ({result['image']}, {kernels}), instructions counted by QEMU "
              f"({result['runs']} run{'s' if result['runs'] != 1 else ''}, "
              f"{'identical' if result['repeatable'] else 'NOT identical: ' + ', '.join(map(str, result['run_totals']))})",
              ""]
