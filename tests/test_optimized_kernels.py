@@ -66,8 +66,11 @@ def test_dot_paths_on_target(board, tmp_path):
         result = validate_build(folder, g, xs)
         assert result.ok, (board, k, result.mismatches)
         assert result.bytes_compared == xs.shape[0] * TOKENS * 10
-        # The portable loop on the same target (what `hydra-edge bench --portable-kernels` builds): the same bytes.
+        # The portable loop on the same target (what `hydra-edge bench --portable-kernels` builds): another
+        # image, the same bytes.
+        image = runner.build(folder).read_bytes()
         portable = runner.run(folder, xs.reshape(len(xs), -1), extra_cppflags=PORTABLE_CPPFLAGS)
+        assert runner.build(folder, extra_cppflags=PORTABLE_CPPFLAGS).read_bytes() != image, (board, k)
         assert np.array_equal(portable, reference_outputs(g, xs).reshape(portable.shape)), (board, k)
 
 

@@ -1,6 +1,7 @@
 # ---- boards/host/board.mk (also used by the jetson boards, with their CC and flags) ----
 #   make              builds ./model
 #   make SANITIZE=1   builds ./model-asan with AddressSanitizer and UBSan
+#   make EXTRA_CPPFLAGS=-DHYDRA_PORTABLE_KERNELS   the plain C kernels (bench); objects follow the flags
 CFLAGS = -std=c99 -O2 -Wall -Wextra -Werror -pedantic
 SRCS = main.c $(MODEL_SRCS)
 
@@ -15,6 +16,11 @@ SANFLAGS =
 endif
 OBJS = $(SRCS:%.c=$(OBJDIR)/%.o)
 
+# Objects are rebuilt when the preprocessor flags change (a portable-kernels build, then a normal one).
+ALL_CPPFLAGS = $(CPPFLAGS) $(EXTRA_CPPFLAGS)
+FLAGS_STAMP = $(OBJDIR)/cppflags.txt
+$(shell mkdir -p $(OBJDIR) && (echo '$(ALL_CPPFLAGS)' | cmp -s - $(FLAGS_STAMP) || echo '$(ALL_CPPFLAGS)' > $(FLAGS_STAMP)))
+
 all: $(TARGET)
 
 $(TARGET): $(OBJS)
@@ -22,9 +28,9 @@ $(TARGET): $(OBJS)
 
 $(OBJDIR)/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(BOARD_CFLAGS) $(SANFLAGS) -c -o $@ $<
+	$(CC) $(ALL_CPPFLAGS) $(CFLAGS) $(BOARD_CFLAGS) $(SANFLAGS) -c -o $@ $<
 
-$(OBJS): runtime/include/hydra_rt.h Makefile
+$(OBJS): runtime/include/hydra_rt.h Makefile $(FLAGS_STAMP)
 $(OBJDIR)/main.o $(OBJDIR)/model.o: model.h
 
 clean:
