@@ -7,7 +7,8 @@ unrolled step and every tail (K below 4, K = 8m + 4, K = 16m + r with odd r), ro
 every byte offset (odd K), and the extreme operands: inputs and weights of all -128 or all 127, so
 every product is +-2^14. Each weight row is requantised twice, once at a scale fit for random
 operands and once at one that maps K * 2^14 into int8, so neither kind of input is hidden by
-saturation. Needs the cross toolchains and QEMU (.ci/run installs them).
+saturation; the odd row count leaves one row to hydra_dot_s8 after hydra_dot2_s8's pairs. Needs the
+cross toolchains and QEMU (.ci/run installs them).
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ def weight_rows(rng: np.random.Generator, k: int) -> np.ndarray:
 
 def linear_graph(rng: np.random.Generator, k: int, zx: int) -> Graph:
     w = weight_rows(rng, k)
-    w = np.concatenate([w, w])  # the same rows at two scales
+    w = np.concatenate([w, w, w[:1]])  # the same rows at two scales, and an odd count (a row without a pair)
     n = len(w)
     fine, coarse = sensible(np.sqrt(k) * 75 * 73), sensible(k * 2**14)
-    shift = np.array([fine] * (n // 2) + [coarse] * (n // 2), np.int32)
+    shift = np.array([fine] * 5 + [coarse] * 5 + [fine], np.int32)
     g = Graph(meta={"rounding": "double"})
     x = act(g, "x", (TOKENS, k), zx)
     g.add_constant("w", w)
@@ -62,10 +63,11 @@ def test_dot_paths_on_target(board, tmp_path):
         g = linear_graph(rng, k, zx=-5)
         folder = tmp_path / f"k{k}"
         emit_project(g, plan_memory(g, kernel_scratch(g)), folder, board)
+        assert g.tensor("y").shape == (TOKENS, 11)
         xs = inputs_for(rng, (TOKENS, k), -5)
         result = validate_build(folder, g, xs)
         assert result.ok, (board, k, result.mismatches)
-        assert result.bytes_compared == xs.shape[0] * TOKENS * 10
+        assert result.bytes_compared == xs.shape[0] * TOKENS * 11
         # The portable loop on the same target (what `hydra-edge bench --portable-kernels` builds): another
         # image, the same bytes.
         image = runner.build(folder).read_bytes()

@@ -50,6 +50,8 @@ void hydra_inv_sqrt(int64_t v, int32_t *inv, int32_t *p);
 /* sum(a[i] * b[i]) for i < n (hydra_dot.c); exact while n * 2^14 < 2^31 (the callers check).
  * Uses SMLAD on Cortex-M with the DSP extension and NEON / SDOT on aarch64: the same bits. */
 int32_t hydra_dot_s8(const int8_t *a, const int8_t *b, int32_t n);
+/* dots[r] = sum(x[i] * w_r[i]) for r = 0, 1: one pass over x for two weight rows. */
+void hydra_dot2_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, int32_t n, int32_t dots[2]);
 
 static inline int8_t hydra_clamp_s8(int32_t x)
 {

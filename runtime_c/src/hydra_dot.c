@@ -1,5 +1,6 @@
 /*
- * hydra_dot.c - sum(a[i] * b[i]) over int8 vectors, the inner loop of linear.
+ * hydra_dot.c - sum(a[i] * b[i]) over int8 vectors: the inner loop of linear
+ * (two weight rows at a time) and of softmax attention's scores.
  *
  * An integer dot product is exact in any order while it fits int32 (the
  * callers bound n), so every path below gives the same bits as the portable
@@ -7,6 +8,7 @@
  *
  *   __ARM_FEATURE_SIMD32 (Cortex-M4/M7/M33): SXTB16 splits 4 bytes into two
  *       pairs of int16, SMLAD multiplies and adds a pair: 4 MACs in 2.
+ *       hydra_dot2_s8 expands x once for two weight rows.
  *   __ARM_FEATURE_DOTPROD (armv8.2-a, Jetson Orin): SDOT, 16 MACs in 1.
  *   __ARM_NEON (armv8-a, Jetson Nano): SMULL to int16 (one product fits,
  *       two may not), SADALP adds pairs into int32 lanes.
@@ -29,17 +31,35 @@
 #endif
 
 #if defined(HYDRA_DOT_SIMD32)
-/* acc + a[0..3] . b[0..3]: even bytes through one SMLAD, odd bytes (shifted down) through another. */
-static int32_t dot4_simd32(const int8_t *a, const int8_t *b, int32_t acc)
+/* SXTB16 of the word rotated right by 8 (bytes 1 and 3); GCC does not fold the rotation into the
+ * instruction by itself, so it is spelt out where inline assembly is known to work. */
+static int32_t sxtb16_ror8(int32_t word)
 {
-    int32_t as, bs;
-    uint32_t au, bu;
-    memcpy(&as, a, 4);
-    memcpy(&bs, b, 4);
-    memcpy(&au, a, 4);
-    memcpy(&bu, b, 4);
-    acc = __smlad(__sxtb16(as), __sxtb16(bs), acc);                         /* a0*b0 + a2*b2 */
-    return __smlad(__sxtb16((int32_t)(au >> 8)), __sxtb16((int32_t)(bu >> 8)), acc); /* a1*b1 + a3*b3 */
+#if defined(__GNUC__)
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(word));
+    return r;
+#else
+    return __sxtb16((int32_t)((uint32_t)word >> 8));
+#endif
+}
+
+/* Four int8 as two int16 pairs: bytes 0 and 2 (even), bytes 1 and 3 (odd). */
+static void load_pairs(const int8_t *p, int32_t *even, int32_t *odd)
+{
+    int32_t word;
+    memcpy(&word, p, 4);
+    *even = __sxtb16(word);
+    *odd = sxtb16_ror8(word);
+}
+
+/* acc + a[0..3] . b[0..3] in two SMLADs. */
+static int32_t dot4(const int8_t *a, const int8_t *b, int32_t acc)
+{
+    int32_t ae, ao, be, bo;
+    load_pairs(a, &ae, &ao);
+    load_pairs(b, &be, &bo);
+    return __smlad(ao, bo, __smlad(ae, be, acc));
 }
 #endif
 
@@ -48,9 +68,9 @@ int32_t hydra_dot_s8(const int8_t *a, const int8_t *b, int32_t n)
     int32_t i = 0, acc = 0;
 #if defined(HYDRA_DOT_SIMD32)
     for (; i + 8 <= n; i += 8)
-        acc = dot4_simd32(a + i + 4, b + i + 4, dot4_simd32(a + i, b + i, acc));
+        acc = dot4(a + i + 4, b + i + 4, dot4(a + i, b + i, acc));
     if (i + 4 <= n) {
-        acc = dot4_simd32(a + i, b + i, acc);
+        acc = dot4(a + i, b + i, acc);
         i += 4;
     }
 #elif defined(HYDRA_DOT_NEON)
@@ -69,4 +89,42 @@ int32_t hydra_dot_s8(const int8_t *a, const int8_t *b, int32_t n)
     for (; i < n; i++)
         acc += (int32_t)a[i] * b[i];
     return acc;
+}
+
+void hydra_dot2_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, int32_t n, int32_t dots[2])
+{
+    int32_t i = 0, acc0 = 0, acc1 = 0;
+#if defined(HYDRA_DOT_SIMD32)
+    for (; i + 4 <= n; i += 4) { /* x is expanded once for both rows */
+        int32_t xe, xo, we, wo;
+        load_pairs(x + i, &xe, &xo);
+        load_pairs(w0 + i, &we, &wo);
+        acc0 = __smlad(xo, wo, __smlad(xe, we, acc0));
+        load_pairs(w1 + i, &we, &wo);
+        acc1 = __smlad(xo, wo, __smlad(xe, we, acc1));
+    }
+#elif defined(HYDRA_DOT_NEON)
+    int32x4_t lanes0 = vdupq_n_s32(0), lanes1 = vdupq_n_s32(0);
+    for (; i + 16 <= n; i += 16) {
+        const int8x16_t vx = vld1q_s8(x + i), v0 = vld1q_s8(w0 + i), v1 = vld1q_s8(w1 + i);
+#if defined(__ARM_FEATURE_DOTPROD)
+        lanes0 = vdotq_s32(lanes0, vx, v0);
+        lanes1 = vdotq_s32(lanes1, vx, v1);
+#else
+        const int8x8_t lo = vget_low_s8(vx);
+        lanes0 = vpadalq_s16(lanes0, vmull_s8(lo, vget_low_s8(v0)));
+        lanes0 = vpadalq_s16(lanes0, vmull_high_s8(vx, v0));
+        lanes1 = vpadalq_s16(lanes1, vmull_s8(lo, vget_low_s8(v1)));
+        lanes1 = vpadalq_s16(lanes1, vmull_high_s8(vx, v1));
+#endif
+    }
+    acc0 = vaddvq_s32(lanes0);
+    acc1 = vaddvq_s32(lanes1);
+#endif
+    for (; i < n; i++) {
+        acc0 += (int32_t)x[i] * w0[i];
+        acc1 += (int32_t)x[i] * w1[i];
+    }
+    dots[0] = acc0;
+    dots[1] = acc1;
 }

@@ -9,6 +9,14 @@
 /* K products of at most 128 * 128 = 2^14 each: K < 2^17 keeps the int32 dot exact. */
 #define HYDRA_LINEAR_MAX_K 131071
 
+/* y[n] from its dot product: bias, requantise, output zero point. */
+static int8_t output_s8(const hydra_linear_params *p, int32_t n, int32_t dot)
+{
+    /* The compiler proves bias + dot fits int32; saturate (never wrap) if a caller breaks that. */
+    const int32_t acc = hydra_saturate_s32((int64_t)p->bias[n] + dot);
+    return hydra_add_zero_point_s8(hydra_requantize(acc, p->multiplier[n], p->shift[n]), p->output_zero_point);
+}
+
 hydra_status hydra_linear_s8(const hydra_linear_params *params, const int8_t *input, int8_t *output)
 {
     if (params == NULL || input == NULL || output == NULL || params->weights == NULL ||
@@ -27,12 +35,16 @@ hydra_status hydra_linear_s8(const hydra_linear_params *params, const int8_t *in
     for (int32_t t = 0; t < T; t++) {
         const int8_t *x = input + (size_t)t * (size_t)K;
         int8_t *y = output + (size_t)t * (size_t)N;
-        for (int32_t n = 0; n < N; n++) {
-            const int32_t dot = hydra_dot_s8(x, params->weights + (size_t)n * (size_t)K, K);
-            /* The compiler proves bias + dot fits int32; saturate (never wrap) if a caller breaks that. */
-            const int32_t acc = hydra_saturate_s32((int64_t)params->bias[n] + dot);
-            y[n] = hydra_add_zero_point_s8(hydra_requantize(acc, params->multiplier[n], params->shift[n]), zy);
+        int32_t n = 0;
+        for (; n + 2 <= N; n += 2) { /* two outputs per pass over x */
+            int32_t dots[2];
+            const int8_t *w = params->weights + (size_t)n * (size_t)K;
+            hydra_dot2_s8(x, w, w + K, K, dots);
+            y[n] = output_s8(params, n, dots[0]);
+            y[n + 1] = output_s8(params, n + 1, dots[1]);
         }
+        if (n < N)
+            y[n] = output_s8(params, n, hydra_dot_s8(x, params->weights + (size_t)n * (size_t)K, K));
     }
     return HYDRA_OK;
 }
