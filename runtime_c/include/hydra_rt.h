@@ -31,14 +31,77 @@ typedef enum {
 
 /* ---- fixed-point arithmetic (hydra_requantize.c) -------------------- */
 
-/* requant(x, M, shift) of docs/numerics.md; shift in [-31, 30]. */
+/* requant(x, M, shift) of docs/numerics.md; shift in [-31, 30]. The kernels use the inline
+ * definitions below (through the hydra_requantize macro): one call per output element would cost
+ * as much as the arithmetic. The functions are the same code, for callers outside the library. */
 int32_t hydra_requantize_double(int32_t x, int32_t multiplier, int32_t shift);
 int32_t hydra_requantize_single(int32_t x, int32_t multiplier, int32_t shift);
 
+static inline int32_t hydra_saturate_s32(int64_t x)
+{
+    return (int32_t)(x < INT32_MIN ? INT32_MIN : (x > INT32_MAX ? INT32_MAX : x));
+}
+
+/* floor(x / 2^n), 0 <= n <= 63 / 31: an arithmetic right shift spelt without shifting a negative value. */
+static inline int64_t hydra_floor_div_pow2_s64(int64_t x, int32_t n)
+{
+    return x >= 0 ? (x >> n) : ~(~x >> n);
+}
+
+static inline int32_t hydra_floor_div_pow2_s32(int32_t x, int32_t n)
+{
+    return x >= 0 ? (x >> n) : ~(~x >> n);
+}
+
+/* The kernels reject a shift outside [-31, 30]; clamping keeps requant total. */
+static inline int32_t hydra_clamp_shift(int32_t shift)
+{
+    return shift < -31 ? -31 : (shift > 30 ? 30 : shift);
+}
+
+/* gemmlowp SaturatingRoundingDoublingHighMul: (y * m + nudge) / 2^31, truncated toward zero, where
+ * nudge = 2^30 for y * m >= 0 and 1 - 2^30 below. For a negative numerator truncation is
+ * floor((num + 2^31 - 1) / 2^31), so both cases are floor((y * m + 2^30) / 2^31): one shift. */
+static inline int32_t hydra_srdhm(int32_t y, int32_t m)
+{
+    if (y == INT32_MIN && m == INT32_MIN)
+        return INT32_MAX; /* 2^62 / 2^31 = 2^31: the one result that does not fit */
+    const int64_t p = (int64_t)y * m; /* |p| <= 2^62, so p + 2^30 cannot overflow */
+    return (int32_t)hydra_floor_div_pow2_s64(p + (INT64_C(1) << 30), 31);
+}
+
+/* gemmlowp RoundingDivideByPOT: y / 2^right for right in [0, 31], ties away from zero. */
+static inline int32_t hydra_rdbpot(int32_t y, int32_t right)
+{
+    const uint32_t mask = (UINT32_C(1) << right) - 1;
+    const uint32_t r = (uint32_t)y & mask; /* y mod 2^right: the conversion is modular */
+    const uint32_t threshold = (mask >> 1) + (y < 0 ? 1u : 0u);
+    return hydra_floor_div_pow2_s32(y, right) + (r > threshold ? 1 : 0);
+}
+
+static inline int32_t hydra_requantize_double_inline(int32_t x, int32_t multiplier, int32_t shift)
+{
+    shift = hydra_clamp_shift(shift);
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = shift < 0 ? -shift : 0;
+    /* Saturate x * 2^left in int64 where TFLite would overflow (no calibrated model does); 2^left
+     * as an int32 lets the compiler use one 32 x 32 -> 64 multiply. */
+    const int32_t y = hydra_saturate_s32((int64_t)x * (INT32_C(1) << left));
+    return hydra_rdbpot(hydra_srdhm(y, multiplier), right);
+}
+
+static inline int32_t hydra_requantize_single_inline(int32_t x, int32_t multiplier, int32_t shift)
+{
+    const int32_t total = 31 - hydra_clamp_shift(shift); /* in [1, 62] */
+    /* |x * M| <= 2^62, so adding 2^(total - 1) <= 2^61 cannot overflow. */
+    const int64_t p = (int64_t)x * multiplier + (INT64_C(1) << (total - 1));
+    return hydra_saturate_s32(hydra_floor_div_pow2_s64(p, total));
+}
+
 #if defined(HYDRA_SINGLE_ROUNDING) && HYDRA_SINGLE_ROUNDING
-#define hydra_requantize hydra_requantize_single
+#define hydra_requantize hydra_requantize_single_inline
 #else
-#define hydra_requantize hydra_requantize_double
+#define hydra_requantize hydra_requantize_double_inline
 #endif
 
 /* round_shift(x, n): floor((x + 2^(n-1)) / 2^n), n in [0, 62]. */
@@ -56,11 +119,6 @@ void hydra_dot2_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, int32_t 
 static inline int8_t hydra_clamp_s8(int32_t x)
 {
     return (int8_t)(x < -128 ? -128 : (x > 127 ? 127 : x));
-}
-
-static inline int32_t hydra_saturate_s32(int64_t x)
-{
-    return (int32_t)(x < INT32_MIN ? INT32_MIN : (x > INT32_MAX ? INT32_MAX : x));
 }
 
 /* zy + r as int8; r is saturated to 9 bits first so the sum cannot overflow. */
