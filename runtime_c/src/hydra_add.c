@@ -27,14 +27,19 @@ hydra_status hydra_add_s8(const hydra_add_params *params, const int8_t *a, const
         !shift_ok(pr->b_shift) || !shift_ok(pr->output_shift))
         return HYDRA_ERR_ARG;
 
+    /* Locals, not pr->...: a store through int8_t * may alias the params, which would make the
+     * compiler reload them and redo the (loop-invariant) shift decoding for every element. */
     const int32_t headroom = (int32_t)1 << pr->left_shift;
-    for (int32_t i = 0; i < pr->size; i++) {
-        const int32_t sa = hydra_requantize((a[i] - pr->a_zero_point) * headroom, pr->a_multiplier, pr->a_shift);
-        const int32_t sb = hydra_requantize((b[i] - pr->b_zero_point) * headroom, pr->b_multiplier, pr->b_shift);
+    const int32_t za = pr->a_zero_point, ma = pr->a_multiplier, sa_shift = pr->a_shift;
+    const int32_t zb = pr->b_zero_point, mb = pr->b_multiplier, sb_shift = pr->b_shift;
+    const int32_t zy = pr->output_zero_point, my = pr->output_multiplier, sy_shift = pr->output_shift;
+    const int32_t size = pr->size;
+    for (int32_t i = 0; i < size; i++) {
+        const int32_t sa = hydra_requantize((a[i] - za) * headroom, ma, sa_shift);
+        const int32_t sb = hydra_requantize((b[i] - zb) * headroom, mb, sb_shift);
         /* |sa + sb| < 2^29 for the compiler's multipliers; saturate (never wrap) for any other */
         const int32_t sum = hydra_saturate_s32((int64_t)sa + sb);
-        output[i] = hydra_add_zero_point_s8(hydra_requantize(sum, pr->output_multiplier, pr->output_shift),
-                                      pr->output_zero_point);
+        output[i] = hydra_add_zero_point_s8(hydra_requantize(sum, my, sy_shift), zy);
     }
     return HYDRA_OK;
 }

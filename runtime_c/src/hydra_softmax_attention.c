@@ -72,6 +72,10 @@ hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *pa
     const int32_t T = params->tokens, D = params->dim, dh = D / params->heads;
     const int32_t zq = params->q_zero_point, zk = params->k_zero_point, zv = params->v_zero_point;
     const int32_t last = params->exp_table_size - 1;
+    /* Locals: stores through int8_t * may alias the params, and the compiler would reload them. */
+    const int32_t exp_m = params->exp_multiplier, exp_s = params->exp_shift;
+    const int32_t out_m = params->multiplier, out_s = params->shift, zy = params->output_zero_point;
+    const int32_t *exp_table = params->exp_table;
     int32_t *w = (int32_t *)scratch;
     int32_t *ksum = w + T;
     /* sum_j w_j (v - zv) fits int32 while T * 2^15 * 255 < 2^31; longer rows accumulate in int64. */
@@ -95,9 +99,9 @@ hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *pa
             /* exp of (score - max) from the table; the max itself gives 2^15, so S >= 2^15. */
             int32_t sum = 0;
             for (int32_t j = 0; j < T; j++) {
-                int32_t idx = hydra_requantize(smax - w[j], params->exp_multiplier, params->exp_shift);
+                int32_t idx = hydra_requantize(smax - w[j], exp_m, exp_s);
                 idx = idx < 0 ? 0 : (idx > last ? last : idx);
-                w[j] = params->exp_table[idx];
+                w[j] = exp_table[idx];
                 sum += w[j]; /* <= T * 2^15 <= 2^31 - 1 by HYDRA_SOFTMAX_MAX_TOKENS */
             }
             const int64_t recip = RECIP_NUM / sum; /* in [2^15, 2^31) */
@@ -117,8 +121,7 @@ hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *pa
                         acc += (int64_t)w[j] * (vi[(size_t)j * (size_t)D] - zv);
                 }
                 const int32_t n = (int32_t)hydra_round_shift_s64(acc * recip, 31); /* |acc * recip| < 2^54 */
-                yt[i] = hydra_add_zero_point_s8(hydra_requantize(n, params->multiplier, params->shift),
-                                                params->output_zero_point);
+                yt[i] = hydra_add_zero_point_s8(hydra_requantize(n, out_m, out_s), zy);
             }
         }
     }
