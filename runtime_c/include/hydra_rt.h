@@ -104,8 +104,19 @@ static inline int32_t hydra_requantize_single_inline(int32_t x, int32_t multipli
 #define hydra_requantize hydra_requantize_double_inline
 #endif
 
-/* round_shift(x, n): floor((x + 2^(n-1)) / 2^n), n in [0, 62]. */
+/* round_shift(x, n): floor((x + 2^(n-1)) / 2^n), n in [0, 62]. The kernels use the inline
+ * hydra_round_shift; the function is the same code for callers outside the library. */
 int64_t hydra_round_shift_s64(int64_t x, int32_t n);
+
+static inline int64_t hydra_round_shift(int64_t x, int32_t n)
+{
+    n = n < 0 ? 0 : (n > 62 ? 62 : n); /* documented range [0, 62]; clamped to stay defined */
+    /* floor((x + 2^(n-1)) / 2^n) = floor(x / 2^n) + [x mod 2^n >= 2^(n-1)],
+     * which never forms x + 2^(n-1) and so cannot overflow. */
+    const uint64_t mask = (UINT64_C(1) << n) - 1;
+    const uint64_t r = (uint64_t)x & mask; /* conversion to unsigned is modular: exact mod 2^n */
+    return hydra_floor_div_pow2_s64(x, n) + (r > (mask >> 1) ? 1 : 0);
+}
 
 /* inv_sqrt(v): 1/sqrt(v) ~= inv * 2^p / 2^61, for 1 <= v < 2^62. */
 void hydra_inv_sqrt(int64_t v, int32_t *inv, int32_t *p);

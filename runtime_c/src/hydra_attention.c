@@ -52,7 +52,7 @@ static void phi_row(const int8_t *row, int32_t z, int32_t dim, int8_t *phi)
     hydra_inv_sqrt(ss, &inv, &P);
     for (int32_t i = 0; i < dim; i++) {
         /* |xi * inv| < 2^39; the result is about 128 * xi / |x|, at most 129 in magnitude */
-        const int64_t r = hydra_round_shift_s64((int64_t)(row[i] - z) * inv, 54 - P);
+        const int64_t r = hydra_round_shift((int64_t)(row[i] - z) * inv, 54 - P);
         phi[i] = (int8_t)(r < -128 ? -128 : (r > 127 ? 127 : r));
     }
 }
@@ -96,7 +96,7 @@ hydra_status hydra_attention_round_state_s8(const hydra_attention_params *params
     if (st != HYDRA_OK)
         return st;
     for (int32_t d = 0; d < params->dim; d++)
-        acc[d] = (int32_t)hydra_round_shift_s64(acc[d], params->kv_shift); /* |kv| <= |acc| + 1 */
+        acc[d] = (int32_t)hydra_round_shift(acc[d], params->kv_shift); /* |kv| <= |acc| + 1 */
     return HYDRA_OK;
 }
 

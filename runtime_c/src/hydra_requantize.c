@@ -21,12 +21,7 @@ int32_t hydra_requantize_single(int32_t x, int32_t multiplier, int32_t shift)
 
 int64_t hydra_round_shift_s64(int64_t x, int32_t n)
 {
-    n = n < 0 ? 0 : (n > 62 ? 62 : n); /* documented range [0, 62]; clamped to stay defined */
-    /* floor((x + 2^(n-1)) / 2^n) = floor(x / 2^n) + [x mod 2^n >= 2^(n-1)],
-     * which never forms x + 2^(n-1) and so cannot overflow. */
-    const uint64_t mask = (UINT64_C(1) << n) - 1;
-    const uint64_t r = (uint64_t)x & mask; /* conversion to unsigned is modular: exact mod 2^n */
-    return hydra_floor_div_pow2_s64(x, n) + (r > (mask >> 1) ? 1 : 0);
+    return hydra_round_shift(x, n);
 }
 
 static int32_t bitlen_u64(uint64_t v)

@@ -120,7 +120,7 @@ hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *pa
                     for (int32_t j = 0; j < T; j++)
                         acc += (int64_t)w[j] * (vi[(size_t)j * (size_t)D] - zv);
                 }
-                const int32_t n = (int32_t)hydra_round_shift_s64(acc * recip, 31); /* |acc * recip| < 2^54 */
+                const int32_t n = (int32_t)hydra_round_shift(acc * recip, 31); /* |acc * recip| < 2^54 */
                 yt[i] = hydra_add_zero_point_s8(hydra_requantize(n, out_m, out_s), zy);
             }
         }
