@@ -10,6 +10,13 @@
 /* As in linear: fewer than 2^17 products of at most 2^14 keep the int32 dot exact. */
 #define HYDRA_PATCH_MAX_K 131071
 
+/* y[d] from its dot product: bias, requantise, output zero point. */
+static int8_t output_s8(const hydra_patch_embed_params *p, int32_t d, int32_t dot)
+{
+    const int32_t acc = hydra_saturate_s32((int64_t)p->bias[d] + dot);
+    return hydra_add_zero_point_s8(hydra_requantize(acc, p->multiplier[d], p->shift[d]), p->output_zero_point);
+}
+
 hydra_status hydra_patch_embed_s8(const hydra_patch_embed_params *params, const int8_t *input, int8_t *output)
 {
     if (params == NULL || input == NULL || output == NULL || params->weights == NULL ||
@@ -34,18 +41,25 @@ hydra_status hydra_patch_embed_s8(const hydra_patch_embed_params *params, const 
     for (int32_t py = 0; py < H / p; py++) {
         for (int32_t px = 0; px < grid_w; px++) {
             int8_t *y = output + ((size_t)py * (size_t)grid_w + (size_t)px) * (size_t)D;
-            for (int32_t d = 0; d < D; d++) {
-                const int8_t *w = params->weights + (size_t)d * K; /* [C][p][p], the (c, ky, kx) order */
-                int32_t dot = 0;
+            /* Two output channels at a time, one image row of the patch (p bytes) per dot2 call. */
+            for (int32_t d = 0; d < D; d += 2) {
+                const int32_t pair = d + 1 < D; /* an odd D leaves the last channel alone */
+                const int8_t *w0 = params->weights + (size_t)d * K; /* [C][p][p], the (c, ky, kx) order */
+                const int8_t *w1 = pair ? w0 + K : w0;
+                int32_t dot0 = 0, dot1 = 0;
                 for (int32_t c = 0; c < C; c++)
                     for (int32_t ky = 0; ky < p; ky++) {
                         const int8_t *x = input + ((size_t)c * (size_t)H + (size_t)(py * p + ky)) * (size_t)W
                                           + (size_t)px * (size_t)p;
-                        for (int32_t kx = 0; kx < p; kx++)
-                            dot += (int32_t)x[kx] * *w++;
+                        const size_t at = ((size_t)c * (size_t)p + (size_t)ky) * (size_t)p;
+                        int32_t dots[2];
+                        hydra_dot2_s8(x, w0 + at, w1 + at, p, dots);
+                        dot0 += dots[0];
+                        dot1 += dots[1];
                     }
-                const int32_t acc = hydra_saturate_s32((int64_t)params->bias[d] + dot);
-                y[d] = hydra_add_zero_point_s8(hydra_requantize(acc, params->multiplier[d], params->shift[d]), zy);
+                y[d] = output_s8(params, d, dot0);
+                if (pair)
+                    y[d + 1] = output_s8(params, d + 1, dot1);
             }
         }
     }
