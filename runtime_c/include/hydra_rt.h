@@ -85,8 +85,8 @@ static inline int32_t hydra_requantize_double_inline(int32_t x, int32_t multipli
     const int32_t left = shift > 0 ? shift : 0;
     const int32_t right = shift < 0 ? -shift : 0;
     /* Saturate x * 2^left in int64 where TFLite would overflow (no calibrated model does); 2^left
-     * as an int32 lets the compiler use one 32 x 32 -> 64 multiply. */
-    const int32_t y = hydra_saturate_s32((int64_t)x * (INT32_C(1) << left));
+     * as an int32 lets the compiler use one 32 x 32 -> 64 multiply, and most layers have none. */
+    const int32_t y = left == 0 ? x : hydra_saturate_s32((int64_t)x * (INT32_C(1) << left));
     return hydra_rdbpot(hydra_srdhm(y, multiplier), right);
 }
 

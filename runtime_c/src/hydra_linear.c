@@ -10,7 +10,7 @@
 #define HYDRA_LINEAR_MAX_K 131071
 
 /* y[n] from its dot product: bias, requantise, output zero point. */
-static int8_t output_s8(const hydra_linear_params *p, int32_t n, int32_t dot)
+static inline int8_t output_s8(const hydra_linear_params *p, int32_t n, int32_t dot)
 {
     /* The compiler proves bias + dot fits int32; saturate (never wrap) if a caller breaks that. */
     const int32_t acc = hydra_saturate_s32((int64_t)p->bias[n] + dot);

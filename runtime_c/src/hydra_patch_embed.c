@@ -11,7 +11,7 @@
 #define HYDRA_PATCH_MAX_K 131071
 
 /* y[d] from its dot product: bias, requantise, output zero point. */
-static int8_t output_s8(const hydra_patch_embed_params *p, int32_t d, int32_t dot)
+static inline int8_t output_s8(const hydra_patch_embed_params *p, int32_t d, int32_t dot)
 {
     const int32_t acc = hydra_saturate_s32((int64_t)p->bias[d] + dot);
     return hydra_add_zero_point_s8(hydra_requantize(acc, p->multiplier[d], p->shift[d]), p->output_zero_point);
