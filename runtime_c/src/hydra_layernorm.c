@@ -47,8 +47,10 @@ hydra_status hydra_layernorm_s8(const hydra_layernorm_params *params, const int8
 
         for (int32_t i = 0; i < D; i++) {
             const int32_t xi = x[i] - zx; /* read x[i] before y[i] is written: in place is fine */
-            /* |D xi - S1| < 2^21 and inv < 2^31; |z| <= sqrt(D) * 2^20 <= 2^26 fits int32 */
-            const int32_t z = (int32_t)hydra_round_shift(((int64_t)D * xi - s1) * inv, 41 - P);
+            /* |D xi - S1| < 2^21 (int32, so one 32 x 32 multiply) and inv < 2^31;
+             * |z| <= sqrt(D) * 2^20 <= 2^26 fits int32 */
+            const int32_t centered = D * xi - s1;
+            const int32_t z = (int32_t)hydra_round_shift((int64_t)centered * inv, 41 - P);
             const int64_t a = (int64_t)z * params->gamma[i] + params->beta[i];
             const int64_t r = hydra_round_shift(a, out_shift) + zy;
             y[i] = (int8_t)(r < -128 ? -128 : (r > 127 ? 127 : r));
