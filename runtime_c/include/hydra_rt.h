@@ -299,7 +299,7 @@ hydra_status hydra_block_s8(const hydra_block_params *params, int8_t *tokens, vo
  * Multi-head softmax attention on q, k, v int8 [tokens][dim] (after the projections), heads of
  * dim / heads features, written to output [tokens][dim] (heads concatenated). docs/numerics.md
  * "softmax_attention" gives the arithmetic; per head and query row the kernel holds the row's
- * int32 scores (then exp values) only, never a tokens x tokens matrix. output must not alias
+ * int32 scores (then exp values) and the head's key sums, never a tokens x tokens matrix. output must not alias
  * q, k or v. exp_table[0] must be 2^15 and every entry in [0, 2^15]. */
 #define HYDRA_SOFTMAX_MAX_TOKENS 65535    /* tokens * 2^15 fits the int32 sum of exp values */
 #define HYDRA_SOFTMAX_MAX_HEAD_DIM 16384  /* |q.k| < 2^30: score differences fit int32 */
@@ -314,7 +314,7 @@ typedef struct {
     int32_t output_zero_point;
 } hydra_softmax_attention_params;
 
-/* Scratch bytes: int32 scores of one query row, 4 * tokens (0 for invalid params).
+/* Scratch bytes: int32 scores of one query row and key sums of one head, 8 * tokens (0 for invalid params).
  * The scratch pointer must be 4-byte aligned (HYDRA_ERR_ARG otherwise). */
 int32_t hydra_softmax_attention_s8_get_buffer_size(const hydra_softmax_attention_params *params);
 
