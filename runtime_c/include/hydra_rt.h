@@ -138,6 +138,14 @@ static inline int8_t hydra_add_zero_point_s8(int32_t r, int32_t zy)
     return hydra_clamp_s8((r < -256 ? -256 : (r > 255 ? 255 : r)) + zy);
 }
 
+/* The output of a linear-like kernel: zy + requant(bias + dot). The compiler proves bias + dot fits
+ * int32; it saturates (never wraps) if a caller breaks that. */
+static inline int8_t hydra_linear_output_s8(int32_t bias, int32_t dot, int32_t multiplier, int32_t shift, int32_t zy)
+{
+    const int32_t acc = hydra_saturate_s32((int64_t)bias + dot);
+    return hydra_add_zero_point_s8(hydra_requantize(acc, multiplier, shift), zy);
+}
+
 static inline int hydra_zero_point_ok(int32_t z)
 {
     return z >= -128 && z <= 127;

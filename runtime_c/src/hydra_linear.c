@@ -9,12 +9,10 @@
 /* K products of at most 128 * 128 = 2^14 each: K < 2^17 keeps the int32 dot exact. */
 #define HYDRA_LINEAR_MAX_K 131071
 
-/* y[n] from its dot product: bias, requantise, output zero point. */
+/* y[n] from its dot product (the per-channel parameters of channel n). */
 static inline int8_t output_s8(const hydra_linear_params *p, int32_t n, int32_t dot)
 {
-    /* The compiler proves bias + dot fits int32; saturate (never wrap) if a caller breaks that. */
-    const int32_t acc = hydra_saturate_s32((int64_t)p->bias[n] + dot);
-    return hydra_add_zero_point_s8(hydra_requantize(acc, p->multiplier[n], p->shift[n]), p->output_zero_point);
+    return hydra_linear_output_s8(p->bias[n], dot, p->multiplier[n], p->shift[n], p->output_zero_point);
 }
 
 hydra_status hydra_linear_s8(const hydra_linear_params *params, const int8_t *input, int8_t *output)

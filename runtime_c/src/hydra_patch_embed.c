@@ -10,11 +10,10 @@
 /* As in linear: fewer than 2^17 products of at most 2^14 keep the int32 dot exact. */
 #define HYDRA_PATCH_MAX_K 131071
 
-/* y[d] from its dot product: bias, requantise, output zero point. */
+/* y[d] from its dot product (the per-channel parameters of channel d). */
 static inline int8_t output_s8(const hydra_patch_embed_params *p, int32_t d, int32_t dot)
 {
-    const int32_t acc = hydra_saturate_s32((int64_t)p->bias[d] + dot);
-    return hydra_add_zero_point_s8(hydra_requantize(acc, p->multiplier[d], p->shift[d]), p->output_zero_point);
+    return hydra_linear_output_s8(p->bias[d], dot, p->multiplier[d], p->shift[d], p->output_zero_point);
 }
 
 hydra_status hydra_patch_embed_s8(const hydra_patch_embed_params *params, const int8_t *input, int8_t *output)
