@@ -1,34 +1,24 @@
-# hydra-edge: `make demo` and `make test` set up everything on a fresh machine.
+# hydra-edge: `make demo` and `make test` set up everything on a fresh machine (toolchain/setup.sh:
+# the Debian packages for the cross builds and emulators, then the Python environment in .venv).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-CLI    := $(VENV)/bin/hydra-edge
-STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 
-EXAMPLE := examples/hydra_vit_cifar10.pt2
-CALIB   := examples/calib_cifar10.npz
-DEMO    := build/demo
+.PHONY: setup venv demo test clean
 
-.PHONY: demo test venv clean
+setup:
+	PYTHON=$(PYTHON) bash toolchain/setup.sh
 
-venv: $(STAMP)
+venv:
+	PYTHON=$(PYTHON) bash toolchain/setup.sh --venv
 
-# torch is pinned to the CPU wheel: installing it first keeps pip from pulling a CUDA build.
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
-	touch $(STAMP)
+# The best shipped model on the STM32F746 (QEMU) and a Jetson Orin (qemu-aarch64): compile, validate
+# bit-exact, RAM and flash against the board, instructions per inference, int8 top-1 on the target.
+demo: setup
+	$(PY) examples/demo.py --out build/demo
 
-demo: $(STAMP)
-	$(CLI) inspect $(EXAMPLE) | tail -n 3
-	$(CLI) compile $(EXAMPLE) --board host --calib $(CALIB) -o $(DEMO)
-	$(CLI) validate $(DEMO)
-	$(PY) examples/demo_accuracy.py --model $(EXAMPLE) --build $(DEMO)
-
-test: $(STAMP)
+test: setup
 	$(PY) -m pytest -q -n $(JOBS) tests
 
 clean:
@@ -45,5 +35,5 @@ bench-tflm-setup: .venv-tflite/.installed
 	.venv-tflite/bin/python -m pip install -q -r benchmarks/requirements-tflite.txt
 	touch $@
 
-bench-tflm: $(STAMP) .venv-tflite/.installed
+bench-tflm: setup .venv-tflite/.installed
 	$(PY) benchmarks/memory_vs_tflm.py

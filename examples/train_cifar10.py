@@ -11,7 +11,8 @@ still anneals to zero. Writes, beside --out:
 
 * ``<stem>.pt2``   the model exported with ``hydra_edge.models.hydra_vit.export_pt2``
 * ``<stem>.json``  config, normalisation, float test top-1, epochs, training seconds
-* ``cifar10_samples.npz``  the first 100 test images (``images`` uint8 NHWC, ``labels`` uint8)
+* ``cifar10_samples.npz``  100 test images, 10 of each class, drawn with a fixed seed (``images`` uint8 NHWC,
+  ``labels`` uint8; the test split is sorted by class, so its first 100 would all be airplanes)
 * ``calib_cifar10.npz``    ``x``: 64 preprocessed (float32 NCHW) training images, the PTQ calibration set
 """
 
@@ -31,6 +32,15 @@ from hydra_edge.models.hydra_vit import HydraViT, HydraViTConfig, export_pt2
 from hydra_edge.models.training import augment, lr_at
 
 NUM_SAMPLES = 100
+
+
+def balanced_sample(labels: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """Indices of `count` images, as many of each class, drawn with a fixed seed, in index order."""
+    classes = np.unique(labels)
+    rng = np.random.default_rng(seed)
+    per_class = count // len(classes)
+    pick = [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in classes]
+    return np.sort(np.concatenate(pick))
 NUM_CALIB = 64
 EVAL_SUBSET = 2000
 
@@ -95,7 +105,8 @@ def main(data_path: Path, out_path: Path, samples_out: Path | None, calib_out: P
     json_out = out_path.with_suffix(".json")
 
     # Data products that do not depend on training: write them first.
-    np.savez(samples_out, images=x_test[:NUM_SAMPLES].copy(), labels=y_test[:NUM_SAMPLES].astype(np.uint8))
+    pick = balanced_sample(y_test, NUM_SAMPLES)
+    np.savez(samples_out, images=x_test[pick], labels=y_test[pick].astype(np.uint8))
     calib_idx = np.sort(np.random.default_rng(seed + 1).choice(len(x_train), NUM_CALIB, replace=False))
     np.savez(calib_out, x=preprocess(x_train[calib_idx]))
     click.echo(f"wrote {samples_out} ({NUM_SAMPLES} test images) and {calib_out} ({NUM_CALIB} train images)")
