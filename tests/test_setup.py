@@ -106,3 +106,17 @@ def test_unknown_option_is_a_usage_error(tmp_path):
     done = _setup(bin_dir, "--everything")
     assert done.returncode == 2
     assert "usage:" in done.stderr
+
+
+def test_too_old_python_is_named_before_anything_is_made(tmp_path):
+    bin_dir, _ = _bare_path(tmp_path, uid=0, sudo=None)
+    (bin_dir / "python3").unlink()
+    _stub(bin_dir, "python3", f'case "$2" in *platform*) echo 3.10.12;; *version_info*) exit 1;; '
+                              f'*) exec {sys.executable} "$@";; esac')
+    venv = tmp_path / "venv"
+    env = {"PATH": str(bin_dir), "PYTHON": str(bin_dir / "python3"), "VENV": str(venv)}
+    done = subprocess.run([str(bin_dir / "bash"), str(SCRIPT), "--venv"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1
+    assert "Python 3.10.12" in done.stderr and "3.11 or newer" in done.stderr
+    assert not venv.exists()

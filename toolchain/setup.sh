@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-VENV=.venv
+VENV=${VENV:-.venv}   # the Makefile's; a test points it elsewhere
 STAMP=$VENV/.installed
 want_apt=1
 want_venv=1
@@ -78,6 +78,11 @@ install_apt() {
 install_venv() {
     if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then
         return 0
+    fi
+    if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+        echo "hydra-edge set-up: $PYTHON is Python $("$PYTHON" -c 'import platform; print(platform.python_version())');" \
+             "hydra-edge needs 3.11 or newer: run 'make PYTHON=python3.11 ...' with a newer one" >&2
+        exit 1
     fi
     echo "hydra-edge set-up: Python environment in $VENV"
     "$PYTHON" -m venv "$VENV"
