@@ -66,8 +66,10 @@ def _load_options(command):
                      help="Input shape without the batch, for a TorchScript archive that does not record it "
                           "(a traced one does) and for a pickled module."),
         click.option("--trust-pickle", is_flag=True,
-                     help="Load a pickled nn.Module (torch.save(model)). DANGER: unpickling runs arbitrary code "
-                          "from the file; use only on files you made or trust. Needs --module-class."),
+                     help="Load a file whose loading runs code from it: a pickled nn.Module (torch.save(model); "
+                          "needs --module-class), or a .pt2 with pickled weights, constants or custom objects "
+                          "(otherwise refused before torch.export.load reads them). DANGER: unpickling runs "
+                          "arbitrary code from the file; use only on files you made or trust."),
         click.option("--module-class", metavar="PKG.MODULE:CLASS",
                      help="Import path of a pickled module's class (with --trust-pickle), e.g. mypkg.net:Net."),
     ]

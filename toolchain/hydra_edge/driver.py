@@ -83,7 +83,7 @@ def load_model(path: str | Path, options: LoadOptions | None = None) -> Graph:
     if kind == formats.PT2:
         from .frontend.pt2 import load_pt2
 
-        graph = load_pt2(path)
+        graph = load_pt2(path, options.trust_pickle)
     elif kind == formats.TORCHSCRIPT:
         from .frontend.torchscript import load_torchscript
 
