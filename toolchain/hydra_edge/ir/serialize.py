@@ -212,34 +212,99 @@ def load_graph(folder: str | Path) -> Graph:
             f"{folder} is not a hydra-edge build: missing {' and '.join(missing)} "
             f"(expected {GRAPH_FILE} and {CONSTANTS_FILE} written by save_graph / hydra-edge compile)"
         )
+    compile_again = "compile the model again with 'hydra-edge compile'"
     try:
         doc = json.loads(gpath.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SerializeError(f"{folder} is not a hydra-edge build: {gpath.name} is not valid JSON ({e})") from None
+        raise SerializeError(f"{gpath} is damaged (not valid JSON: {e}); {compile_again}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise SerializeError(f"{folder} is not a hydra-edge build: {gpath.name} has no \"format\": \"{FORMAT}\"")
     if doc.get("version") != VERSION:
         raise SerializeError(
             f"{folder}: {gpath.name} has format version {doc.get('version')!r}; this hydra-edge reads version {VERSION}"
         )
+    with open(cpath, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise SerializeError(f"{cpath} is damaged (not a .npz archive); {compile_again}")
     try:
         with np.load(cpath, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except Exception as e:  # zipfile.BadZipFile, ValueError, OSError
-        raise SerializeError(f"{folder}: cannot read {cpath.name}: {e}") from None
-
-    g = Graph(inputs=list(doc["inputs"]), outputs=list(doc["outputs"]), meta=decode_value(doc["meta"]))
-    for td in doc["tensors"]:
-        name = td["name"]
-        data = None
-        if td["constant"]:
-            if name not in arrays:
-                raise SerializeError(f"{folder}: constant {name!r} is missing from {cpath.name}")
-            data = arrays[name]
-        # Assigned directly, not through add_tensor: what was saved is loaded as is.
-        g.tensors[name] = Tensor(name, tuple(int(s) for s in td["shape"]), td["dtype"], _decode_quant(td["quant"]), data)
-    for nd in doc["nodes"]:
-        g.nodes.append(
-            Node(nd["name"], nd["op"], list(nd["inputs"]), list(nd["outputs"]), decode_value(nd["attrs"]), nd["source"])
-        )
+    except Exception as e:  # zipfile.BadZipFile, ValueError, OSError, EOFError
+        raise SerializeError(f"{cpath} is damaged ({type(e).__name__}: {e}); {compile_again}") from None
+    try:
+        g = _graph_from_doc(doc, arrays, cpath.name)
+    except _Mismatch as e:
+        raise SerializeError(f"{folder}: {gpath.name} and {cpath.name} do not match ({e}); {compile_again}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        if isinstance(e, KeyError):
+            why = f"no {e} entry"
+        elif isinstance(e, (_Damaged, HydraEdgeError)):  # an IRError from Graph.validate says what it is
+            why = str(e)
+        else:
+            why = f"{type(e).__name__}: {e}"
+        raise SerializeError(f"{gpath} is damaged ({why}); {compile_again}") from None
     return g
+
+
+class _Mismatch(ValueError):
+    """graph.json names a constant that constants.npz lacks, or holds with another shape."""
+
+
+class _Damaged(ValueError):
+    """A part of graph.json that cannot be read, with where it is."""
+
+
+def _at(where: str, e: Exception) -> Exception:
+    """`e` as a message that starts with `where` (a tensor or node of graph.json)."""
+    if isinstance(e, KeyError):
+        detail = f"no {e} entry"
+    elif isinstance(e, ValueError) and not isinstance(e, (_Damaged, _Mismatch)) and type(e) is not ValueError:
+        detail = f"{type(e).__name__}: {e}"
+    else:
+        detail = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+    return (_Mismatch if isinstance(e, _Mismatch) else _Damaged)(f"{where}: {detail}")
+
+
+def _graph_from_doc(doc: dict, arrays: dict[str, np.ndarray], constants_file: str) -> Graph:
+    """The Graph that graph.json's `doc` and the constants' `arrays` describe, checked (ValueError if not)."""
+    g = Graph(inputs=list(doc["inputs"]), outputs=list(doc["outputs"]), meta=decode_value(doc["meta"]))
+    if not all(isinstance(n, str) for n in [*g.inputs, *g.outputs]) or not isinstance(g.meta, dict):
+        raise ValueError("inputs, outputs or meta of the wrong type")
+    for i, td in enumerate(doc["tensors"]):
+        try:
+            t = _tensor_from_doc(td, arrays, constants_file)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+            raise _at(f"tensor {td.get('name', i) if isinstance(td, dict) else i!r}", e) from None
+        g.tensors[t.name] = t  # assigned directly, not through add_tensor: what was saved is loaded as is
+    for i, nd in enumerate(doc["nodes"]):
+        try:
+            g.nodes.append(_node_from_doc(nd))
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+            raise _at(f"node {nd.get('name', i) if isinstance(nd, dict) else i!r}", e) from None
+    g.validate()  # an IRError (a ValueError) for a node that reads or writes a tensor that is not there
+    return g
+
+
+def _tensor_from_doc(td: dict, arrays: dict[str, np.ndarray], constants_file: str) -> Tensor:
+    name, shape, dtype = td["name"], tuple(int(s) for s in td["shape"]), td["dtype"]
+    if not isinstance(name, str) or not isinstance(dtype, str) or any(s < 0 for s in shape):
+        raise ValueError("name, shape or dtype of the wrong type")
+    np.dtype(dtype)  # a TypeError for a name numpy does not know
+    data = None
+    if td["constant"]:
+        if name not in arrays:
+            raise _Mismatch(f"missing from {constants_file}")
+        data = arrays[name]
+        if data.shape != shape:
+            raise _Mismatch(f"{constants_file} holds it with shape {data.shape}, not {shape}")
+    return Tensor(name, shape, dtype, _decode_quant(td["quant"]), data)
+
+
+def _node_from_doc(nd: dict) -> Node:
+    for key in ("name", "op", "source"):
+        if not isinstance(nd[key], str):
+            raise ValueError(f"{key} {nd[key]!r} is not a string")
+    node = Node(nd["name"], nd["op"], list(nd["inputs"]), list(nd["outputs"]), decode_value(nd["attrs"]), nd["source"])
+    if not isinstance(node.attrs, dict) or not all(isinstance(n, str) for n in [*node.inputs, *node.outputs]):
+        raise ValueError("attrs, inputs or outputs of the wrong type")
+    return node
