@@ -101,7 +101,11 @@ def inspect(model: Path, lowered: bool, input_shape: tuple[int, ...] | None, tru
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--board", default="host", show_default=True, help="Target board (see 'hydra-edge boards').")
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=Path("build"), show_default=True,
-              help="Build folder to write.")
+              help="Build folder to write: a new or empty folder, or an old hydra-edge build, which is replaced "
+                   "whole once the new build is complete (files you added to it are kept).")
+@click.option("--force", is_flag=True,
+              help="Also write into a non-empty folder that is not a hydra-edge build: the build's files are "
+                   "moved in, replacing only files of the same names; every other file there is left alone.")
 @click.option("--calib", type=click.Path(path_type=Path), help=".npz of float inputs (key 'x', shape (N, C, H, W)) for PTQ.")
 @click.option("--rounding", type=click.Choice(["double", "single"]), default="double", show_default=True,
               help="Requantisation rounding: TFLM/CMSIS-NN double rounding, or LiteRT single rounding.")
@@ -113,7 +117,7 @@ def inspect(model: Path, lowered: bool, input_shape: tuple[int, ...] | None, tru
 @_load_options
 def compile(model: Path, board: str, out: Path, calib: Path | None, rounding: str, schedule: str | None,  # noqa: A001
             tokens_per_step: int, input_shape: tuple[int, ...] | None, trust_pickle: bool,
-            module_class: str | None) -> None:
+            module_class: str | None, force: bool) -> None:
     """Compile MODEL to int8 C in a self-contained build folder."""
     from rich.progress import Progress
 
@@ -127,7 +131,7 @@ def compile(model: Path, board: str, out: Path, calib: Path | None, rounding: st
             bar.update(task, completed=done, total=total, description=stage)
 
         result = driver.compile_model(model, board, out, calib, rounding, progress, schedule, tokens_per_step,
-                                      _options(input_shape, trust_pickle, module_class))
+                                      _options(input_shape, trust_pickle, module_class), force=force)
     click.echo(format_report(result.report))
     click.echo(f"memory timeline: {result.folder / driver.MEMORY_PLOT}")
     click.echo(f"wrote {result.folder}/ (build with 'make -C {result.folder}', check with 'hydra-edge validate {result.folder}')")

@@ -30,6 +30,7 @@ from .errors import HydraEdgeError
 from .ir.graph import Graph
 from .ir.serialize import load_graph
 from .memory.planner import MemoryPlan, plan_memory
+from .outdir import check_output, staged_build
 from .passes.pipeline import lower_to_ir
 from .passes.stream import fuse_blocks
 from .quant.calibrate import calibrate, fallback_calibration, load_calibration
@@ -121,6 +122,7 @@ def compile_graph(
     progress: Progress | None = None,
     schedule: str | None = None,
     tokens_per_step: int = 1,
+    force: bool = False,
 ) -> CompileResult:
     """Lowered float IR -> quantised IR -> build folder.
 
@@ -128,7 +130,7 @@ def compile_graph(
     tokens_per_step: tokens per group in a streamed block (more scratch, fewer weight reads).
     """
     if is_prequantised(float_graph):  # an int8 .tflite: its own quantisation, nothing to calibrate
-        return compile_prequantised(float_graph, board, out, calib, rounding, schedule, tokens_per_step)
+        return compile_prequantised(float_graph, board, out, calib, rounding, schedule, tokens_per_step, force)
     schedule = default_schedule(float_graph) if schedule is None else schedule
     if schedule not in SCHEDULES:
         raise ScheduleError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
@@ -146,7 +148,7 @@ def compile_graph(
     qgraph, plan = plan_graph(float_graph, calib, rounding, schedule, tokens_per_step, tick)
     in_q = qgraph.tensor(qgraph.inputs[0]).quant
     vectors = quantize_array(calib[:NUM_TEST_VECTORS], in_q.scalar_scale, in_q.scalar_zero_point)
-    return write_build(qgraph, plan, board, Path(out), vectors)
+    return write_build(qgraph, plan, board, Path(out), vectors, force=force)
 
 
 def plan_graph(float_graph: Graph, calib: np.ndarray, rounding: str = "double", schedule: str | None = None,
@@ -158,20 +160,31 @@ def plan_graph(float_graph: Graph, calib: np.ndarray, rounding: str = "double", 
     return qgraph, plan_memory(qgraph, kernel_scratch(qgraph), in_place=schedule == "stream")
 
 
-def write_build(qgraph: Graph, plan: MemoryPlan, board: Board, out: Path, vectors: np.ndarray) -> CompileResult:
-    """Check the budget (BudgetError before anything is written), then the C project, test vectors, report."""
+def write_build(qgraph: Graph, plan: MemoryPlan, board: Board, out: Path, vectors: np.ndarray,
+                force: bool = False, extra_files: dict[str, Path] | None = None) -> CompileResult:
+    """Check the budget (BudgetError before anything is written), then the C project, test vectors, report.
+
+    All of it goes into a temporary sibling of `out` that takes its place only when complete (outdir.py):
+    a failed or interrupted compile leaves `out` as it was. `out` must be new, empty or a hydra-edge build;
+    force: write into another non-empty folder too (only the build's own files are replaced).
+    extra_files: name in the build -> file to copy there.
+    """
     fit = check_fits(qgraph, plan, board)
-    folder = emit_project(qgraph, plan, out, board)
-    np.save(folder / TEST_VECTORS, vectors)
-    if board.raw.get("device_test_vector"):
-        write_test_vector(folder, qgraph, vectors[0])
-    report = build_report(qgraph, plan)
-    report["board"] = board.name
-    if board.ram_bytes is not None or board.flash_bytes is not None:
-        report["budget"] = fit.as_dict(board)
-    (folder / REPORT).write_text(json.dumps(report, indent=2) + "\n")
-    plot_memory(report, folder / MEMORY_PLOT)
-    return CompileResult(qgraph, plan, report, folder)
+    source = str(qgraph.meta.get("source_file", "")) or None
+    with staged_build(out, source, force) as stage:
+        emit_project(qgraph, plan, stage, board)
+        np.save(stage / TEST_VECTORS, vectors)
+        if board.raw.get("device_test_vector"):
+            write_test_vector(stage, qgraph, vectors[0])
+        report = build_report(qgraph, plan)
+        report["board"] = board.name
+        if board.ram_bytes is not None or board.flash_bytes is not None:
+            report["budget"] = fit.as_dict(board)
+        (stage / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+        plot_memory(report, stage / MEMORY_PLOT)
+        for name, path in (extra_files or {}).items():
+            shutil.copyfile(path, stage / name)
+    return CompileResult(qgraph, plan, report, Path(out))
 
 
 def is_prequantised(graph: Graph) -> bool:
@@ -191,6 +204,7 @@ def compile_prequantised(
     rounding: str = "double",
     schedule: str | None = None,
     tokens_per_step: int = 1,
+    force: bool = False,
 ) -> CompileResult:
     """An int8 .tflite graph -> build folder: no lowering, calibration or quantisation (the file's own).
 
@@ -224,13 +238,13 @@ def compile_prequantised(
     rng = np.random.default_rng(0)  # seeded: extremes first, then random int8 inputs
     vectors = rng.integers(-128, 128, (NUM_TEST_VECTORS, *x.shape)).astype(np.int8)
     vectors[0], vectors[1] = -128, 127
-    result = write_build(g, plan, board, Path(out), vectors)
     source = Path(str(g.meta.get("source_file", "")))
+    extra = {}
     if rounding == "double" and source.is_file():  # validate also runs it on TFLite Micro (validate/tflm.py)
         from .validate.tflm import SOURCE_TFLITE
 
-        shutil.copyfile(source, result.folder / SOURCE_TFLITE)
-    return result
+        extra[SOURCE_TFLITE] = source
+    return write_build(g, plan, board, Path(out), vectors, force=force, extra_files=extra)
 
 
 def default_schedule(graph: Graph) -> str:
@@ -258,15 +272,18 @@ def compile_model(
     schedule: str | None = None,
     tokens_per_step: int = 1,
     load_options: LoadOptions | None = None,
+    force: bool = False,
 ) -> CompileResult:
+    """The model file -> build folder `out` (see write_build; force as there)."""
+    check_output(out, model_path, force)  # a bad -o before any work
     board = load_board(board_name)
     graph = load_model(model_path, load_options)
     if is_prequantised(graph):  # an int8 .tflite is already in its final op set
         calib = np.zeros((1,)) if calib_path else None  # only its presence matters: it is ignored, with a warning
-        return compile_prequantised(graph, board, out, calib, rounding, schedule, tokens_per_step)
+        return compile_prequantised(graph, board, out, calib, rounding, schedule, tokens_per_step, force)
     graph = lower_to_ir(graph)
     calib = load_calibration(calib_path, graph) if calib_path else None
-    return compile_graph(graph, board, out, calib, rounding, progress, schedule, tokens_per_step)
+    return compile_graph(graph, board, out, calib, rounding, progress, schedule, tokens_per_step, force)
 
 
 def load_build(folder: str | Path) -> tuple[dict, Graph]:

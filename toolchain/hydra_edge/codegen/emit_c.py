@@ -707,12 +707,15 @@ def _makefile(graph: Graph, board: Board, sources: list[str]) -> str:
 
 
 def _write(path: Path, data: str | bytes) -> None:
-    """Write only when the content changes, so that make's timestamps stay meaningful."""
+    """Write only when the content changes, so that make's timestamps stay meaningful; whole or not at all
+    (a temporary file beside it, then os.replace)."""
+    from ..outdir import atomic_write
+
     raw = data.encode() if isinstance(data, str) else data
     if path.is_file() and path.read_bytes() == raw:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(raw)
+    atomic_write(path, raw)
 
 
 def _io_info(t: Tensor) -> dict[str, Any]:
@@ -729,9 +732,16 @@ def _io_info(t: Tensor) -> dict[str, Any]:
 def emit_project(
     graph: Graph, plan: MemoryPlan, folder: str | Path, board: Board | str = "host", runtime_dir: Path = RUNTIME_DIR
 ) -> Path:
-    """Write the build folder for `graph` on `board`; returns the folder."""
+    """Write the build folder for `graph` on `board`; returns the folder.
+
+    `folder` must be new, empty or a hydra-edge build (files are updated in place, each atomically);
+    driver.write_build writes a whole build into a fresh folder and swaps it in (outdir.py).
+    """
     board = get_board(board)
     folder = Path(folder)
+    if folder.is_dir() and not (folder / BUILD_MANIFEST).is_file() and any(folder.iterdir()):
+        raise CodegenError(f"{folder} is a non-empty folder that is not a hydra-edge build (no {BUILD_MANIFEST}); "
+                           "emit into a new or empty folder")
     graph.validate()
     check_shapes(graph)
     check_no_overlap(plan)

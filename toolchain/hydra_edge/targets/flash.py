@@ -263,6 +263,12 @@ def flash(folder: str | Path, tool: str | None = DEFAULT_TOOL, dry_run: bool = F
         raise FlashError(f"{folder} has no Makefile: not an emitted hydra-edge project")
     if shutil.which(tool) is None:  # before a long build
         raise _missing_tool(tool, plan.install_hint)
-    _run_make(folder, plan.make)
-    output = run_flash_tool(folder, plan.command, plan.image, plan.install_hint)
+    from .host import folder_lock, folder_writable
+
+    if not folder_writable(folder):
+        raise FlashError(f"{folder} is read-only: `make {MAKE_TARGET}` writes the device image there; "
+                         "copy the build folder somewhere writable and flash that")
+    with folder_lock(folder):  # no validate or bench relinks the image while it is built and written
+        _run_make(folder, plan.make)
+        output = run_flash_tool(folder, plan.command, plan.image, plan.install_hint)
     return replace(plan, output=output)

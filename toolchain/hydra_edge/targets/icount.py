@@ -378,10 +378,12 @@ def _input_row(folder: Path, manifest: dict[str, Any], x: np.ndarray | None) -> 
 
 
 def count_build(folder: str | Path, x: np.ndarray | None = None, board: Board | None = None,
-                timeout: float = DEFAULT_TIMEOUT, build: bool = True, extra_cppflags: str = "") -> Counts:
+                timeout: float = DEFAULT_TIMEOUT, build: bool = True, extra_cppflags: str = "",
+                image: Path | None = None) -> Counts:
     """Build (make) and run a build folder once on its emulated board; returns the raw counts.
 
     `x`: int8 inputs, one or more (default: the build's first test vector); each is one inference.
+    `image`: an image built already (a private copy, host.built_image): counted as it is, no make.
 
     The run happens in a fresh folder holding a copy of the image and the input under fixed names, so
     that nothing of the caller's paths or environment reaches the guest and the count is repeatable.
@@ -389,8 +391,9 @@ def count_build(folder: str | Path, x: np.ndarray | None = None, board: Board | 
     folder = Path(folder)
     manifest = read_manifest(folder)
     board = board or load_board(manifest["board"])
-    image = (build_image(folder, board, manifest, timeout, extra_cppflags) if build
-             else folder / _board_binary(board, manifest))
+    if image is None:
+        image = (build_image(folder, board, manifest, timeout, extra_cppflags) if build
+                 else folder / _board_binary(board, manifest))
     if not image.is_file():
         raise IcountError(f"{image} is missing; build it first (make -C {folder})")
     marker = elf_symbol(image, OP_MARKER)
@@ -454,9 +457,12 @@ def bench(folder: str | Path, runs: int = 1, x: np.ndarray | None = None, timeou
     Runs the emulator `runs` times (>= 1) on the same input; `repeatable` says whether all runs counted
     the same. `portable` builds the kernels' plain C paths (-DHYDRA_PORTABLE_KERNELS) instead of the
     target's SIMD ones: the same bits, to measure what the SIMD paths save. Writes BUILD/bench.json
-    (BUILD/bench-portable.json) unless write=False.
+    (BUILD/bench-portable.json) unless write=False, atomically; a read-only folder is built in a private
+    copy and nothing is written (the result's "not_written" says so).
     """
     from ..ir.serialize import load_graph
+    from ..outdir import atomic_write
+    from . import host
 
     if runs < 1:
         raise IcountError("runs must be at least 1")
@@ -467,7 +473,13 @@ def bench(folder: str | Path, runs: int = 1, x: np.ndarray | None = None, timeou
     report_path = folder / "report.json"
     report_ops = json.loads(report_path.read_text()).get("ops") if report_path.is_file() else None
     cppflags = PORTABLE_CPPFLAGS if portable else ""
-    all_counts = [count_build(folder, x, board, timeout, build=(i == 0), extra_cppflags=cppflags) for i in range(runs)]
+
+    def make_image(f: Path) -> Path:
+        return build_image(f, board, manifest, timeout, cppflags)
+
+    with host.built_image(folder, make_image, "hydra-bench-") as built:  # one build, a private copy for every run
+        all_counts = [count_build(folder, x, board, timeout, extra_cppflags=cppflags, image=built.image)
+                      for _ in range(runs)]
     result = {
         "format": "hydra-edge-bench",
         "version": 1,
@@ -481,8 +493,11 @@ def bench(folder: str | Path, runs: int = 1, x: np.ndarray | None = None, timeou
         "run_totals": [c.total for c in all_counts],
         **map_ops(all_counts[0], graph, report_ops),
     }
-    if write:
-        (folder / (BENCH_PORTABLE_JSON if portable else BENCH_JSON)).write_text(json.dumps(result, indent=1) + "\n")
+    if write and built.writable:
+        with host.folder_lock(folder):
+            atomic_write(folder / (BENCH_PORTABLE_JSON if portable else BENCH_JSON), json.dumps(result, indent=1) + "\n")
+    elif write:
+        result["not_written"] = f"{folder} is read-only: the results were not written there"
     return result
 
 

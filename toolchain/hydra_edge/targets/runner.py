@@ -14,7 +14,13 @@ Every failure names the board and its cause: a missing toolchain or emulator
 (with the Debian package to install), a fault (which one, where), a hang (the
 timeout was hit), a kernel error. After a run on an emulated board the
 folder's report.json gets a "measured" section: flash and RAM from the linked
-ELF and, on a bare-metal board, the stack high-water mark.
+ELF and, on a bare-metal board, the stack high-water mark (written atomically;
+skipped, with a note in RunResult.note, when the folder is read-only).
+
+make runs in the folder under a per-folder lock and every run executes a private
+copy of the image in a temporary folder (host.built_image): two validates or
+runs on one folder at once both work, and a read-only folder is built in a
+temporary copy, never written.
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..codegen.emit_c import read_manifest
+from ..outdir import atomic_write
 from . import host
 from .board import Board, load_board
 from .elf import ElfError, image_sizes
@@ -68,6 +74,7 @@ class RunResult:
     wall_s: float
     stack_used_bytes: int | None = None  # painted high-water mark (bare-metal boards)
     stack_reserved_bytes: int | None = None
+    note: str | None = None  # e.g. why report.json did not get the run's measurements
 
 
 def board_of(folder: str | Path) -> Board:
@@ -124,9 +131,12 @@ def build(folder: str | Path, board: Board | None = None, sanitize: bool = False
         raise BuildError(f"board {board.name}: --sanitize (ASan/UBSan) runs on the host board only; "
                          "compile for --board host to use it")
     check_toolchain(board, emulator=False)
+    if not host.folder_writable(folder):
+        raise host.read_only_error(folder)
     try:
-        host.run_make(folder, [f"EXTRA_CPPFLAGS={extra_cppflags}", *([target] if target else [])], jobs, timeout,
-                      context=f"board {board.name}: ")
+        with host.folder_lock(folder):
+            host.run_make(folder, [f"EXTRA_CPPFLAGS={extra_cppflags}", *([target] if target else [])], jobs,
+                          timeout, context=f"board {board.name}: ")
     except BuildError as exc:
         if "region `RAM' overflowed" in str(exc) or "region `FLASH' overflowed" in str(exc):
             raise BuildError(f"{exc}\nthe image does not fit the {board.name}'s memory "
@@ -202,13 +212,15 @@ def run_detailed(folder: str | Path, inputs: np.ndarray, sanitize: bool = False,
     if not board.cross:
         outputs = host.run(folder, inputs, sanitize=sanitize, timeout=timeout)
         return RunResult(outputs, board.name, time.perf_counter() - t0)
-    image = build(folder, board, sanitize=sanitize, extra_cppflags=extra_cppflags)
-    check_toolchain(board)
-    with tempfile.TemporaryDirectory(prefix="hydra-run-") as tmp:
-        tmp_path = Path(tmp)
+    def make_image(f: Path) -> Path:
+        return build(f, board, sanitize=sanitize, extra_cppflags=extra_cppflags)
+
+    with host.built_image(folder, make_image) as built:
+        check_toolchain(board)
+        tmp_path = built.run_dir
         (tmp_path / "in.bin").write_bytes(inputs.tobytes())
         t0 = time.perf_counter()
-        proc = _run_process(emulator_command(folder, board, image.resolve()), tmp_path, timeout, board, n)
+        proc = _run_process(emulator_command(folder, board, built.image.resolve()), tmp_path, timeout, board, n)
         wall = time.perf_counter() - t0
         stats = _read_stats(tmp_path / "stats.txt")
         if proc.returncode != 0:
@@ -220,7 +232,10 @@ def run_detailed(folder: str | Path, inputs: np.ndarray, sanitize: bool = False,
     result = RunResult(out.reshape(n, out_bytes), board.name, wall, stats.get("stack_used_bytes"),
                        stats.get("stack_reserved_bytes"))
     if not extra_cppflags:
-        record_measurement(folder, board, image, result)
+        if built.writable:
+            record_measurement(folder, board, folder / built.image.name, result)
+        else:
+            result.note = f"{folder} is read-only: report.json was not updated with this run's measurements"
     return result
 
 
@@ -258,7 +273,13 @@ def measure_images(folder: str | Path, board: Board | None = None) -> dict:
 
 
 def record_measurement(folder: Path, board: Board, image: Path, result: RunResult | None = None) -> dict:
-    """Refresh report.json's "measured" section from the linked image(s) and the last run's stack."""
+    """Refresh report.json's "measured" section from the linked image(s) and the last run's stack
+    (under the folder's lock, written atomically)."""
+    with host.folder_lock(folder):
+        return _record_measurement(Path(folder), board, result)
+
+
+def _record_measurement(folder: Path, board: Board, result: RunResult | None) -> dict:
     path = folder / REPORT
     report = json.loads(path.read_text()) if path.is_file() else {}
     measured = report.get("measured", {})
@@ -269,7 +290,7 @@ def record_measurement(folder: Path, board: Board, image: Path, result: RunResul
     measured["board_kind"] = board.kind
     measured["budget"] = {"flash_bytes": board.flash_bytes, "ram_bytes": board.ram_bytes}
     report["measured"] = measured
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write(path, json.dumps(report, indent=2) + "\n")
     return measured
 
 
@@ -281,6 +302,8 @@ def measure_for_report(folder: str | Path) -> str | None:
     board = board_of(folder)
     if not board.cross:
         return None
+    if not host.folder_writable(folder):
+        return f"flash/RAM not measured on board {board.name}: {folder} is read-only (make writes its images there)"
     try:
         image = build(folder, board)
         if board.raw.get("device_binary") and (folder / "test_vector.h").is_file():
