@@ -107,6 +107,11 @@ def inspect(model: Path, lowered: bool, input_shape: tuple[int, ...] | None, tru
               help="Also write into a non-empty folder that is not a hydra-edge build: the build's files are "
                    "moved in, replacing only files of the same names; every other file there is left alone.")
 @click.option("--calib", type=click.Path(path_type=Path), help=".npz of float inputs (key 'x', shape (N, C, H, W)) for PTQ.")
+@click.option("--calib-samples", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Read at most the first N samples of --calib (with a warning when it holds more).")
+@click.option("--calib-percentile", type=click.FloatRange(min=90.0, max=100.0), default=None, metavar="P",
+              help="Clip each activation range to the P and 100-P percentiles of its calibration values "
+                   "(e.g. 99.99) instead of min/max, so a few outliers do not take the int8 steps.")
 @click.option("--rounding", type=click.Choice(["double", "single"]), default="double", show_default=True,
               help="Requantisation rounding: TFLM/CMSIS-NN double rounding, or LiteRT single rounding.")
 @click.option("--schedule", type=click.Choice(["greedy", "stream"]), default=None,
@@ -117,7 +122,7 @@ def inspect(model: Path, lowered: bool, input_shape: tuple[int, ...] | None, tru
 @_load_options
 def compile(model: Path, board: str, out: Path, calib: Path | None, rounding: str, schedule: str | None,  # noqa: A001
             tokens_per_step: int, input_shape: tuple[int, ...] | None, trust_pickle: bool,
-            module_class: str | None, force: bool) -> None:
+            module_class: str | None, force: bool, calib_samples: int, calib_percentile: float | None) -> None:
     """Compile MODEL to int8 C in a self-contained build folder."""
     from rich.progress import Progress
 
@@ -131,7 +136,8 @@ def compile(model: Path, board: str, out: Path, calib: Path | None, rounding: st
             bar.update(task, completed=done, total=total, description=stage)
 
         result = driver.compile_model(model, board, out, calib, rounding, progress, schedule, tokens_per_step,
-                                      _options(input_shape, trust_pickle, module_class), force=force)
+                                      _options(input_shape, trust_pickle, module_class), force=force,
+                                      calib_samples=calib_samples, calib_percentile=calib_percentile)
     click.echo(format_report(result.report))
     click.echo(f"memory timeline: {result.folder / driver.MEMORY_PLOT}")
     click.echo(f"wrote {result.folder}/ (build with 'make -C {result.folder}', check with 'hydra-edge validate {result.folder}')")

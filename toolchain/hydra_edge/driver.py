@@ -33,7 +33,7 @@ from .memory.planner import MemoryPlan, plan_memory
 from .outdir import check_output, staged_build
 from .passes.pipeline import lower_to_ir
 from .passes.stream import fuse_blocks
-from .quant.calibrate import calibrate, fallback_calibration, load_calibration
+from .quant.calibrate import DEFAULT_MAX_SAMPLES, calibrate, fallback_calibration, load_calibration
 from .quant.quantize import quantize_array, quantize_graph
 from .targets.board import Board, load_board
 from .targets.budget import check_fits
@@ -123,11 +123,13 @@ def compile_graph(
     schedule: str | None = None,
     tokens_per_step: int = 1,
     force: bool = False,
+    calib_percentile: float | None = None,
 ) -> CompileResult:
     """Lowered float IR -> quantised IR -> build folder.
 
     schedule: "greedy" or "stream" (None: "stream" when the graph has Hydra attention, else "greedy");
-    tokens_per_step: tokens per group in a streamed block (more scratch, fewer weight reads).
+    tokens_per_step: tokens per group in a streamed block (more scratch, fewer weight reads);
+    calib_percentile: None for min/max ranges, or P to clip each range to its P and 100 - P percentiles.
     """
     if is_prequantised(float_graph):  # an int8 .tflite: its own quantisation, nothing to calibrate
         return compile_prequantised(float_graph, board, out, calib, rounding, schedule, tokens_per_step, force)
@@ -145,17 +147,18 @@ def compile_graph(
         )
         calib = fallback_calibration(float_graph)
     tick = (lambda i: progress("calibrate", i, len(calib))) if progress else None
-    qgraph, plan = plan_graph(float_graph, calib, rounding, schedule, tokens_per_step, tick)
+    qgraph, plan = plan_graph(float_graph, calib, rounding, schedule, tokens_per_step, tick, calib_percentile)
     in_q = qgraph.tensor(qgraph.inputs[0]).quant
     vectors = quantize_array(calib[:NUM_TEST_VECTORS], in_q.scalar_scale, in_q.scalar_zero_point)
     return write_build(qgraph, plan, board, Path(out), vectors, force=force)
 
 
 def plan_graph(float_graph: Graph, calib: np.ndarray, rounding: str = "double", schedule: str | None = None,
-               tokens_per_step: int = 1, tick: Callable[[int], None] | None = None) -> tuple[Graph, MemoryPlan]:
+               tokens_per_step: int = 1, tick: Callable[[int], None] | None = None,
+               percentile: float | None = None) -> tuple[Graph, MemoryPlan]:
     """Calibrate, quantise, schedule and plan: the quantised graph as it will run, and its arena."""
     schedule = default_schedule(float_graph) if schedule is None else schedule
-    ranges = calibrate(float_graph, calib, tick)
+    ranges = calibrate(float_graph, calib, tick, percentile)
     qgraph = schedule_graph(quantize_graph(float_graph, ranges, rounding), schedule, int(tokens_per_step))
     return qgraph, plan_memory(qgraph, kernel_scratch(qgraph), in_place=schedule == "stream")
 
@@ -273,8 +276,14 @@ def compile_model(
     tokens_per_step: int = 1,
     load_options: LoadOptions | None = None,
     force: bool = False,
+    calib_samples: int | None = DEFAULT_MAX_SAMPLES,
+    calib_percentile: float | None = None,
 ) -> CompileResult:
-    """The model file -> build folder `out` (see write_build; force as there)."""
+    """The model file -> build folder `out` (see write_build; force as there).
+
+    calib_samples: read at most the first N samples of calib_path (load_calibration);
+    calib_percentile: see compile_graph.
+    """
     check_output(out, model_path, force)  # a bad -o before any work
     board = load_board(board_name)
     graph = load_model(model_path, load_options)
@@ -282,8 +291,9 @@ def compile_model(
         calib = np.zeros((1,)) if calib_path else None  # only its presence matters: it is ignored, with a warning
         return compile_prequantised(graph, board, out, calib, rounding, schedule, tokens_per_step, force)
     graph = lower_to_ir(graph)
-    calib = load_calibration(calib_path, graph) if calib_path else None
-    return compile_graph(graph, board, out, calib, rounding, progress, schedule, tokens_per_step, force)
+    calib = load_calibration(calib_path, graph, calib_samples) if calib_path else None
+    return compile_graph(graph, board, out, calib, rounding, progress, schedule, tokens_per_step, force,
+                         calib_percentile)
 
 
 def load_build(folder: str | Path) -> tuple[dict, Graph]:
