@@ -290,3 +290,17 @@ def test_cli_lines(tmp_path):
                        "calibration sample 9 holds NaN")
     result = invoke("compile", pt2, "--calib", tmp_path / "ok.npz", "--calib-percentile", 50, "-o", tmp_path / "d")
     assert result.exit_code == 2 and "--calib-percentile" in result.output
+
+
+def test_test_vectors_of_an_outlier_saturate(tmp_path):
+    """Percentile ranges leave the outlier sample far outside: its test vector saturates, the build is made."""
+    from hydra_edge.driver import TEST_VECTORS
+
+    pt2 = export_model(CFG, tmp_path)
+    x = inputs(8)
+    x[0] *= 1e30
+    np.savez(tmp_path / "c.npz", x=x)
+    result = invoke("compile", pt2, "--calib", tmp_path / "c.npz", "--calib-percentile", 90, "-o", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    vectors = np.load(tmp_path / "b" / TEST_VECTORS)
+    assert set(np.unique(vectors[0])) <= {-128, 127}

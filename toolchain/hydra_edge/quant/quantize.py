@@ -50,7 +50,10 @@ def activation_qparams(r: Range) -> QuantParams:
 
 def quantize_array(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     """Float -> int8 with an activation's scale and zero point (docs/numerics.md, Quantisation)."""
-    return np.clip(round_half_away(np.asarray(x, np.float64) / scale) + zero_point, -128, 127).astype(np.int8)
+    # x / scale beyond +-2^16 saturates either way: clipped first so that a value far outside the
+    # calibrated range (percentile calibration, an outlier) saturates instead of overflowing int64
+    v = np.clip(np.asarray(x, np.float64) / scale, -65536.0, 65536.0)
+    return np.clip(round_half_away(v) + zero_point, -128, 127).astype(np.int8)
 
 
 def dequantize_array(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
