@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import traceback
@@ -14,6 +15,7 @@ import numpy as np
 
 from . import __version__, driver
 from .cli_search import evaluate, search, train
+from .codegen.emit_c import BuildFileError, read_report
 from .errors import HydraEdgeError
 
 DEBUG_ENV = "HYDRA_EDGE_DEBUG"
@@ -23,7 +25,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.UsageError):
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except BrokenPipeError:  # the reader went away (| head): stop quietly, as other tools do
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
@@ -57,6 +59,16 @@ def _shape(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
         return None if value is None else parse_input_shape(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+MAX_TIMEOUT = 1e6  # seconds (11.6 days); more overflows the OS's timers
+
+
+def _timeout(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """--timeout: seconds above 0 and at most MAX_TIMEOUT (0, a negative, nan or inf are usage errors)."""
+    if value is not None and not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT):
+        raise click.BadParameter(f"{value} is not a number of seconds: give one above 0 and at most {MAX_TIMEOUT:,.0f}")
+    return value
 
 
 def _load_options(command):
@@ -147,7 +159,7 @@ def compile(model: Path, board: str, out: Path, calib: Path | None, rounding: st
 @click.argument("build", type=click.Path(path_type=Path))
 @click.option("--input", "inputs", type=click.Path(path_type=Path), help="int8 .npy inputs (N, ...); default: the build's test vectors.")
 @click.option("--sanitize", is_flag=True, help="Build and run with AddressSanitizer and UBSan (host board only).")
-@click.option("--timeout", type=float, default=None,
+@click.option("--timeout", type=float, default=None, callback=_timeout,
               help="Seconds the run may take before it counts as a hang (default: the board's, 120 s under QEMU).")
 def validate(build: Path, inputs: Path | None, sanitize: bool, timeout: float | None) -> None:
     """Build the C of BUILD for its board, run it there (natively, or under QEMU), and compare every output
@@ -156,8 +168,13 @@ def validate(build: Path, inputs: Path | None, sanitize: bool, timeout: float | 
     from .validate.bitexact import validate_build
 
     manifest, graph = driver.load_build(build)
-    x = np.load(inputs if inputs else build / driver.TEST_VECTORS)
-    x = _as_int8_batch(x, manifest, inputs or build / driver.TEST_VECTORS)
+    read_report(build)  # a damaged report.json is refused before the run that updates it
+    if inputs:
+        x = _input_batch(_read_npy(inputs), manifest, inputs)
+    else:  # the build's own test vectors
+        vectors = build / driver.TEST_VECTORS
+        again = "; compile the model again with 'hydra-edge compile'"
+        x = _input_batch(_read_npy(vectors, again), manifest, vectors, hint=again)
     result = validate_build(build, graph, x, sanitize=sanitize, timeout=timeout)
     verdict = "BIT-EXACT" if result.ok else "MISMATCH"
     click.echo(f"{verdict}: {result.samples} inputs, {result.bytes_compared} output bytes compared, "
@@ -165,9 +182,9 @@ def validate(build: Path, inputs: Path | None, sanitize: bool, timeout: float | 
     for m in result.mismatches:
         click.echo(f"  input {m.sample} byte {m.byte}: reference {m.expected}, target {m.actual}")
     tflm_ok = _check_tflm(build, graph, x)
-    report_path = build / driver.REPORT
-    if report_path.is_file() and "measured" in (data := json.loads(report_path.read_text())):
-        click.echo(format_measured(data))
+    data = read_report(build)
+    if data and "measured" in data:
+        click.echo(_formatted(format_measured, data, build))
     if not result.ok or not tflm_ok:
         sys.exit(1)
 
@@ -194,15 +211,70 @@ def _check_tflm(build: Path, graph, x: np.ndarray) -> bool:
     return result.ok
 
 
-def _as_int8_batch(x: np.ndarray, manifest: dict, path: Path) -> np.ndarray:
-    shape = tuple(manifest["input"]["shape"])
-    if x.dtype != np.int8:
-        raise click.ClickException(f"{path}: expected int8 inputs, got {x.dtype} (use 'hydra-edge run' for float inputs)")
-    if x.shape == shape:
-        x = x[None]
-    if tuple(x.shape[1:]) != shape:
-        raise click.ClickException(f"{path}: inputs have shape {x.shape}, the model takes (N, {', '.join(map(str, shape))})")
-    return x
+class InputError(HydraEdgeError, ValueError):
+    """An --input file that is not an array of inputs the model takes."""
+
+
+def _read_npy(path: Path, hint: str = "") -> np.ndarray:
+    """The array in a .npy file (allow_pickle off); an InputError naming the file for anything else."""
+    if not path.is_file():
+        raise InputError(f"{path}: input file not found{hint}" if not path.exists() else f"{path} is a folder, not a .npy file")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head[:4] == b"PK\x03\x04":
+        raise InputError(f"{path} is a .npz archive, not a .npy file: --input takes one array, written with "
+                         f"numpy.save (e.g. np.save('x.npy', np.load('{path.name}')['x']))")
+    if head != b"\x93NUMPY":
+        raise InputError(f"{path} is not a .npy file (no NumPy header): write the array with numpy.save{hint}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise InputError(f"{path} holds Python objects (a pickled object array), not numbers: save a numeric "
+                             f"array (int8, or float for 'hydra-edge run'){hint}") from None
+        raise InputError(f"{path} is damaged or truncated ({exc}){hint}") from None
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path} is damaged or truncated ({type(exc).__name__}: {exc}){hint}") from None
+
+
+def _input_batch(x: np.ndarray, manifest: dict, path: Path, allow_float: bool = False, hint: str = "") -> np.ndarray:
+    """`x` as an int8 (N, *input shape) batch with N >= 1: int8 as is, float (with `allow_float`) quantised with
+    the model's input scale after a check that every value is finite."""
+    from .quant.quantize import quantize_array
+
+    inp = manifest["input"]
+    shape = tuple(inp["shape"])
+    floating = allow_float and np.issubdtype(x.dtype, np.floating)
+    if x.dtype != np.int8 and not floating:
+        takes = "int8 (quantised) or float inputs" if allow_float else \
+            "int8 (quantised) inputs (use 'hydra-edge run' for float inputs)"
+        raise InputError(f"{path} holds {x.dtype} values; the model takes {takes}{hint}")
+    batch = x[None] if x.shape == shape else x
+    dims = ", ".join(map(str, shape))
+    if tuple(batch.shape[1:]) != shape:
+        raise InputError(f"{path}: inputs have shape {x.shape}, the model takes (N, {dims}) or ({dims}){hint}")
+    if len(batch) == 0:
+        raise InputError(f"{path} holds no inputs (shape {x.shape}): give at least one{hint}")
+    if floating:
+        bad = np.flatnonzero(~np.isfinite(x))
+        if len(bad):
+            where = ", ".join(str(int(i)) for i in np.unravel_index(bad[0], x.shape))
+            more = f" ({len(bad)} values are not finite)" if len(bad) > 1 else ""
+            raise InputError(f"{path}: input[{where}] is {x.reshape(-1)[bad[0]]}{more}; inputs must be finite numbers")
+        if inp["scale"] is None or inp["zero_point"] is None:
+            raise InputError(f"{path}: the model's input has no quantisation scale in build.json; give int8 inputs")
+        batch = quantize_array(batch, inp["scale"], inp["zero_point"])
+    return batch
+
+
+def _formatted(format_fn, data: dict, build: Path) -> str:
+    """`format_fn(data)` for a report.json whose entries may be damaged: a BuildFileError naming it if so."""
+    try:
+        return format_fn(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        why = f"no {exc} entry" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        raise BuildFileError(f"{build / driver.REPORT} is damaged ({why}): compile the model again with "
+                             f"'hydra-edge compile'") from None
 
 
 @main.command()
@@ -211,24 +283,16 @@ def _as_int8_batch(x: np.ndarray, manifest: dict, path: Path) -> np.ndarray:
               help=".npy input: float (quantised with the model's input scale) or int8; (N, C, H, W) or (C, H, W).")
 @click.option("-o", "--output", "output_path", type=click.Path(path_type=Path), required=True, help=".npy to write.")
 @click.option("--dequantize", is_flag=True, help="Write float outputs (scale * (q - zero_point)) instead of int8.")
-@click.option("--timeout", type=float, default=None,
+@click.option("--timeout", type=float, default=None, callback=_timeout,
               help="Seconds the run may take before it counts as a hang (default: the board's).")
 def run(build: Path, input_path: Path, output_path: Path, dequantize: bool, timeout: float | None) -> None:
     """Run the compiled model of BUILD on its board (natively, or under QEMU) and save its outputs."""
-    from .quant.quantize import dequantize_array, quantize_array
+    from .quant.quantize import dequantize_array
     from .targets import runner
 
     manifest = driver.read_manifest(build)
-    if not input_path.is_file():
-        raise click.ClickException(f"{input_path}: input file not found")
-    try:
-        x = np.load(input_path, allow_pickle=False)
-    except ValueError as exc:
-        raise click.ClickException(f"{input_path}: not a .npy array ({exc})") from None
-    inp = manifest["input"]
-    if np.issubdtype(x.dtype, np.floating):
-        x = quantize_array(x, inp["scale"], inp["zero_point"])
-    x = _as_int8_batch(x, manifest, input_path)
+    x = _input_batch(_read_npy(input_path), manifest, input_path, allow_float=True)
+    read_report(build)  # a damaged report.json is refused before the run that updates it
     y = runner.run(build, x.reshape(len(x), -1), timeout=timeout)
     out = manifest["output"]
     y = y.reshape(len(x), *out["shape"])
@@ -250,11 +314,12 @@ def report(build: Path, as_json: bool, measure: bool) -> None:
     from .targets import runner
 
     driver.read_manifest(build)
+    read_report(build, required=True)  # before the measurement that updates it
     note = None
     if measure:
         note = runner.measure_for_report(build)
-    data = json.loads((build / driver.REPORT).read_text())
-    click.echo(json.dumps(data, indent=2) if as_json else format_report(data))
+    data = read_report(build, required=True)
+    click.echo(json.dumps(data, indent=2) if as_json else _formatted(format_report, data, build))
     if note:
         click.echo(f"note: {note}", err=True)
 
@@ -290,7 +355,8 @@ def flash(build: Path, tool: str | None, dry_run: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (always written to BUILD/bench.json).")
 @click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Emulator runs; the counts of all runs must be identical.")
-@click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds per emulator run.")
+@click.option("--timeout", type=float, default=600.0, show_default=True, callback=_timeout,
+              help="Seconds per emulator run.")
 @click.option("--portable-kernels", "portable", is_flag=True,
               help="Build the kernels' plain C paths instead of the target's SIMD ones (the same bits; "
                    "written to BUILD/bench-portable.json). The next validate or run rebuilds the SIMD ones.")
@@ -303,6 +369,7 @@ def bench(build: Path, as_json: bool, runs: int, timeout: float, portable: bool)
     from .targets.icount import bench as run_bench
 
     driver.read_manifest(build)
+    read_report(build)  # its per-op figures go into the result: refused here if damaged
     try:
         result = run_bench(build, runs=runs, timeout=timeout, portable=portable)
     except IcountError as exc:

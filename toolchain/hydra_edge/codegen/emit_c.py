@@ -815,7 +815,7 @@ def _read_json_object(path: Path) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _damaged(path, f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
-        raise _damaged(path, f"a JSON {type(doc).__name__}, not an object")
+        raise _damaged(path, "not a JSON object")
     return doc
 
 
@@ -836,7 +836,7 @@ def _is_int(v: Any) -> bool:
 
 def _check_io(d: Any, path: Path, key: str) -> _Entries:
     if not isinstance(d, dict):
-        raise _damaged(path, f"{key!r} is a {type(d).__name__}, not an object")
+        raise _damaged(path, f"{key!r} is not a JSON object")
     checks = {
         "name": (lambda v: isinstance(v, str), "a string"),
         "shape": (lambda v: isinstance(v, list) and all(_is_int(s) and s > 0 for s in v), "a list of positive ints"),
@@ -877,5 +877,9 @@ def read_report(folder: str | Path, required: bool = False) -> dict[str, Any] | 
         if required:
             raise FileNotFoundError(f"{folder}: no {REPORT_FILE} in the build folder; {_COMPILE_AGAIN}")
         return None
-    return _read_json_object(path)
+    doc = _read_json_object(path)
+    for key, kind in (("ram", dict), ("flash", dict), ("budget", dict), ("measured", dict), ("ops", list)):
+        if key in doc and not isinstance(doc[key], kind):
+            raise _damaged(path, f"{key!r} is not a JSON {'object' if kind is dict else 'list'}")
+    return doc
 
