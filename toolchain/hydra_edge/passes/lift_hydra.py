@@ -22,17 +22,21 @@ hydra_attention(q, k, v); the now unused phi/sum/mul nodes are pruned.
 from __future__ import annotations
 
 from ..ir.graph import Graph, Node, Tensor
-from .canonicalize import producers, replace_uses
+from .canonicalize import consumers, producers
 
 # The aten ops a Hydra attention is spelt with (passes/support.py: ops this pass may consume).
 HYDRA_OPS = frozenset({"linalg_vector_norm", "norm", "clamp_min", "clamp", "expand", "expand_as", "div", "mul", "sum"})
 
 
 def lift_hydra(graph: Graph) -> Graph:
+    """Linear in the graph: the producer and reader maps are made once and kept right as nodes are lifted."""
     g = graph.copy()
     made = 0
-    for node in list(g.nodes):
-        match = _match(g, node)
+    prod = producers(g)
+    users = consumers(g)
+    names = {n.name for n in g.nodes}
+    for idx, node in enumerate(list(g.nodes)):  # a lift replaces a node in place: positions hold
+        match = _match(g, node, prod)
         if match is None:
             continue
         q, k, v = match
@@ -40,13 +44,28 @@ def lift_hydra(graph: Graph) -> Graph:
         g.add_tensor(Tensor(out_name, g.tensor(node.outputs[0]).shape, g.tensor(node.outputs[0]).dtype))
         # Named after the attention module (blocks.0.attn) when the source says which.
         module = node.source.split(":", 1)[0] if ": " in node.source else ""
-        node_name = module if module and all(n.name != module for n in g.nodes) else out_name
+        node_name = module if module and module not in names else out_name
         lifted = Node(node_name, "hydra_attention", [q, k, v], [out_name], {}, node.source)
-        idx = g.nodes.index(node)
         g.nodes[idx] = lifted
-        replace_uses(g, node.outputs[0], out_name)
+        names.add(node_name)
+        for name in node.outputs:
+            prod.pop(name, None)
+        prod[out_name] = lifted
+        for name in lifted.inputs:
+            users.setdefault(name, []).append(lifted)
+        _replace_uses(g, users, node.outputs[0], out_name)
         made += 1
     return g.prune() if made else g
+
+
+def _replace_uses(g: Graph, users: dict[str, list[Node]], old: str, new: str) -> None:
+    """canonicalize.replace_uses through the reader map: only the readers of `old` are touched."""
+    readers = users.pop(old, [])
+    for node in {id(r): r for r in readers}.values():  # a node that reads `old` twice is listed twice
+        node.inputs = [new if name == old else name for name in node.inputs]
+    users.setdefault(new, []).extend(readers)
+    if old in g.outputs:
+        g.outputs = [new if name == old else name for name in g.outputs]
 
 
 def _dims(attr, rank: int) -> list[int] | None:
@@ -88,11 +107,11 @@ def match_phi(g: Graph, name: str, prod: dict[str, Node] | None = None) -> str |
     return x
 
 
-def _match(g: Graph, node: Node) -> tuple[str, str, str] | None:
+def _match(g: Graph, node: Node, prod: dict[str, Node] | None = None) -> tuple[str, str, str] | None:
     """(q, k, v) if `node` is the final mul of a Hydra attention; else None."""
     if node.op != "mul" or len(node.inputs) != 2:
         return None
-    prod = producers(g)
+    prod = producers(g) if prod is None else prod
     out_shape = g.tensor(node.outputs[0]).shape
     if len(out_shape) != 3:
         return None

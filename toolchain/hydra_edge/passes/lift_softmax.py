@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir.graph import Graph, Node, Tensor
-from .canonicalize import consumers, producers, replace_uses
+from .canonicalize import consumers, producers
 
 SOFTMAX_OPS = {"softmax", "_softmax", "_safe_softmax"}
 MATMUL_OPS = {"matmul", "bmm", "mm"}
@@ -66,18 +66,25 @@ class _Source:
 
 
 def lift_softmax(graph: Graph) -> Graph:
+    """Linear in the graph: one _Matcher (producer and reader maps) for the whole pass, updated as nodes are
+    lifted, and new nodes placed in one pass at the end (a list insert per lift would be quadratic)."""
     g = graph.copy()
     made = 0
     wanted: dict[str, str] = {}  # lifted node's output -> its module name, taken by a node the prune may drop
     splits: dict[tuple[str, int, int], str] = {}  # (packed source, offset, width) -> its split linear's output
+    after: dict[int, list[Node]] = {}  # id(node) -> the new nodes that go right after it, in order
+    names = {n.name for n in g.nodes}
+    matcher: _Matcher | None = None
     for node in list(g.nodes):
-        if node not in g.nodes:
+        if node.op not in SDPA_OPS and node.op not in MATMUL_OPS:
             continue
-        match = _Matcher(g).match(node)
+        if matcher is None:
+            matcher = _Matcher(g)
+        match = matcher.match(node)
         if match is None:
             continue
         (q, k, v), heads, scale, out_tensor, dim = match
-        inputs = [_materialise(g, src, dim, splits, role) for src, role in zip((q, k, v), "qkv")]
+        inputs = [_materialise(g, src, dim, splits, role, matcher, after) for src, role in zip((q, k, v), "qkv")]
         if any(i is None for i in inputs):
             continue
         tokens = g.tensor(inputs[0]).numel // dim
@@ -86,24 +93,41 @@ def lift_softmax(graph: Graph) -> Graph:
         # Named after the attention module (blocks.0.attn): from the source, else from q's projection.
         module = node.source.split(":", 1)[0] if ": " in node.source else ""
         if not module:
-            q_proj = producers(g).get(inputs[0])
+            q_proj = matcher.prod.get(inputs[0])
             module = q_proj.name.rsplit(".", 1)[0] if q_proj is not None and "." in q_proj.name else ""
-        node_name = module if module and all(n.name != module for n in g.nodes) else out_name
+        node_name = module if module and module not in names else out_name
         lifted = Node(node_name, "softmax_attention", list(inputs), [out_name],
                       {"heads": int(heads), "scale": float(scale)}, node.source)
         if module and node_name != module:
             wanted[out_name] = module
-        g.nodes.insert(g.nodes.index(node) + 1, lifted)
-        replace_uses(g, out_tensor, out_name)
+        after.setdefault(id(node), []).append(lifted)
+        matcher.replace_uses(out_tensor, out_name)
+        matcher.added(lifted)
+        names.add(node_name)
         made += 1
     if not made:
         return g
+    g.nodes = _placed(g.nodes, after)
     g = g.prune()
+    taken = {n.name for n in g.nodes}
     for n in g.nodes:  # names freed by the prune (a packed in_proj named after the module)
         name = wanted.get(n.outputs[0])
-        if name is not None and all(m.name != name for m in g.nodes):
+        if name is not None and name not in taken:
+            taken.discard(n.name)
             n.name = name
+            taken.add(name)
     return g
+
+
+def _placed(nodes: list[Node], after: dict[int, list[Node]]) -> list[Node]:
+    """`nodes` with each one's new nodes right after it (and theirs after them), in one pass."""
+    out: list[Node] = []
+    stack = list(reversed(nodes))
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        stack.extend(reversed(after.get(id(node), ())))
+    return out
 
 
 # -- layout replay ------------------------------------------------------------------------
@@ -204,6 +228,24 @@ class _Matcher:
         self.prod = producers(g)
         self.users = consumers(g)
         self.outputs = set(g.outputs)
+
+    # -- keeping the maps right as the pass edits the graph ---------------------------------
+    def added(self, node: Node) -> None:
+        """A node the pass made (it goes into g.nodes later)."""
+        for out in node.outputs:
+            self.prod[out] = node
+        for name in node.inputs:
+            self.users.setdefault(name, []).append(node)
+
+    def replace_uses(self, old: str, new: str) -> None:
+        """canonicalize.replace_uses through the reader map: only the readers of `old` are touched."""
+        readers = self.users.pop(old, [])
+        for node in {id(r): r for r in readers}.values():  # a node that reads `old` twice is listed twice
+            node.inputs = [new if name == old else name for name in node.inputs]
+        self.users.setdefault(new, []).extend(readers)
+        if old in self.outputs:
+            self.g.outputs = [new if name == old else name for name in self.g.outputs]
+            self.outputs = set(self.g.outputs)
 
     # -- tracing back: operand -> (source, index array, scalar factor) --------------------
     def trace_back(self, name: str) -> tuple[str, np.ndarray, float] | None:
@@ -370,8 +412,13 @@ class _Matcher:
 # -- sources -> [T, D] tensors ---------------------------------------------------------------
 
 
-def _materialise(g: Graph, src: _Source, dim: int, splits: dict, role: str) -> str | None:
-    """The tensor holding `src`'s D features: the source itself, or a new linear cut out of a packed projection."""
+def _materialise(g: Graph, src: _Source, dim: int, splits: dict, role: str, matcher: "_Matcher",
+                 after: dict[int, list[Node]]) -> str | None:
+    """The tensor holding `src`'s D features: the source itself, or a new linear cut out of a packed projection.
+
+    A new linear goes into `after` under its projection (placed after it, and after any split made from it
+    before, so that q, k, v stay in order) and into the matcher's maps.
+    """
     t = g.tensor(src.name)
     n = t.shape[-1]
     if src.off == 0 and n == dim:
@@ -379,7 +426,7 @@ def _materialise(g: Graph, src: _Source, dim: int, splits: dict, role: str) -> s
     key = (src.name, src.off, dim)
     if key in splits:
         return splits[key]
-    proj = producers(g).get(src.name)
+    proj = matcher.prod.get(src.name)
     weights = _projection(g, proj) if proj is not None else None
     if weights is None:
         return None
@@ -395,10 +442,9 @@ def _materialise(g: Graph, src: _Source, dim: int, splits: dict, role: str) -> s
     x_shape = g.tensor(x).shape
     g.add_tensor(Tensor(name, (*x_shape[:-1], dim), "float32"))
     attrs = {} if b is not None else {"bias": None}
-    # after the projection and any split made from it before, so that q, k, v stay in order
-    made = [splits[key] for key in splits if key[0] == src.name]
-    after = max([g.nodes.index(proj)] + [i for i, n in enumerate(g.nodes) if n.outputs and n.outputs[0] in made])
-    g.nodes.insert(after + 1, Node(name, "linear", inputs, [name], attrs, proj.source))
+    linear = Node(name, "linear", inputs, [name], attrs, proj.source)
+    after.setdefault(id(proj), []).append(linear)
+    matcher.added(linear)
     splits[key] = name
     return name
 

@@ -78,6 +78,7 @@ class _Lowerer:
         self.copied: dict[str, str] = {}  # aten constant -> its unchanged copy in out
         self.absorbed: set[str] = set()  # aten nodes folded into an earlier lowered node
         self.zero_bias: dict[str, Node] = {}  # lowered tensor -> linear node whose bias is synthetic zeros
+        self.suffix: dict[str, int] = {}  # base name -> the suffix fresh() tries next (names are never freed)
         self.prod = producers(graph)
         self.users = consumers(graph)
 
@@ -158,9 +159,13 @@ class _Lowerer:
         return name
 
     def fresh(self, base: str) -> str:
-        name, i = base, 1
+        """The first of base, base_1, base_2, ... that is free (linear: each base resumes where it stopped)."""
+        i = self.suffix.get(base, 0)
+        name = base if i == 0 else f"{base}_{i}"
         while name in self.out.tensors or (name in self.g.tensors and name != base):
-            name, i = f"{base}_{i}", i + 1
+            i += 1
+            name = f"{base}_{i}"
+        self.suffix[base] = i
         return name
 
     def ushape(self, lowered: str) -> tuple[int, ...]:
