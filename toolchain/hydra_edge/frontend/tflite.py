@@ -184,11 +184,21 @@ def _read_model(path: Path, buf: bytes) -> _Model:
     return _Model(tensors, ops, inputs, outputs)
 
 
+MAX_NAME_CHARS = 1024  # TFLite's own names ("model/blocks.0/attn/...;StatefulPartitionedCall...") are far shorter
+
+
+def _clean_name(name: str) -> str:
+    """A tensor name as it may reach C comments, JSON and .npz keys: no NUL or control characters (each
+    becomes "_"; so do undecodable bytes), at most MAX_NAME_CHARS characters."""
+    name = "".join(ch if ch.isprintable() and ch != "\ufffd" else "_" for ch in name[:MAX_NAME_CHARS])
+    return name or "_"
+
+
 def _read_tensor(r: _Reader, model: Any, t: Any, index: int, n_buffers: int, type_names: dict[int, str]) -> TflTensorInfo:
     if t is None:
         raise r.fail(f"tensor {index} is missing")
     raw_name = t.Name()
-    name = raw_name.decode("utf-8", errors="replace") if raw_name else f"tensor_{index}"
+    name = _clean_name(raw_name.decode("utf-8", errors="replace")) if raw_name else f"tensor_{index}"
     what = f"tensor {index} ({name!r})"
     type_name = type_names.get(t.Type(), f"type {t.Type()}")
     dtype = _DTYPES.get(type_name, type_name.lower())
@@ -456,6 +466,11 @@ def _zero_bias(g: Graph, m: _Model, op: _Op, pos: int) -> str:
     """A missing optional input: only a bias (FULLY_CONNECTED, CONV_2D, ...) may be missing; zeros add nothing."""
     out = m.tensors[op.outputs[0]]
     channels = out.shape[-1] if out.shape else 1
+    filt = m.tensors[op.inputs[1]] if len(op.inputs) > 1 and op.inputs[1] >= 0 else None
+    weights = filt.data.size if filt is not None and filt.data is not None else 0
+    if channels > max(weights, 1):  # every channel has a weight in the file: no zeros sized by a claimed shape
+        raise FrontendError(f"{g.meta.get('source_file', 'model')}: #{op.index} {op.name} ({out.name}): {channels} output channels but "
+                            f"{weights} constant weights; the file is damaged")
     name = g.unique_name(f"op{op.index}_zero_bias")
     g.add_constant(name, np.zeros(channels, np.int32))
     return name
