@@ -469,8 +469,8 @@ def _zero_bias(g: Graph, m: _Model, op: _Op, pos: int) -> str:
     filt = m.tensors[op.inputs[1]] if len(op.inputs) > 1 and op.inputs[1] >= 0 else None
     weights = filt.data.size if filt is not None and filt.data is not None else 0
     if channels > max(weights, 1):  # every channel has a weight in the file: no zeros sized by a claimed shape
-        raise FrontendError(f"{g.meta.get('source_file', 'model')}: #{op.index} {op.name} ({out.name}): {channels} output channels but "
-                            f"{weights} constant weights; the file is damaged")
+        raise FrontendError(f"{g.meta.get('source_file', 'model')}: #{op.index} {op.name} ({out.name}): "
+                            f"{channels} output channels but {weights} constant weights; the file is damaged")
     name = g.unique_name(f"op{op.index}_zero_bias")
     g.add_constant(name, np.zeros(channels, np.int32))
     return name

@@ -145,3 +145,23 @@ def check_fits(graph: Graph, plan: MemoryPlan, board: Board, top: int = 4) -> Es
     if problems:
         raise BudgetError(f"the model does not fit board {board.name}: " + "; ".join(problems))
     return est
+
+
+def check_input_fits(graph: Graph, board: Board) -> None:
+    """Right after loading, before anything large is made: refuse a model whose input alone exceeds the RAM.
+
+    The compiled input is int8 (one byte an element, whatever the loaded graph's dtype), and it is held
+    twice: in the harness's input buffer and, copied, in the arena. Both are part of check_fits's
+    estimate, so this is a lower bound of it: nothing that passes check_fits is refused here.
+    """
+    if board.ram_bytes is None or len(graph.inputs) != 1:
+        return
+    x = graph.tensor(graph.inputs[0])
+    need = 2 * int(x.numel)
+    if need > board.ram_bytes:
+        raise BudgetError(
+            f"the model does not fit board {board.name}: its input alone needs {need:,} B of RAM "
+            f"(int8 {list(x.shape)}, in the harness's input buffer and again in the arena) of "
+            f"{board.ram_bytes:,} B, {need - int(board.ram_bytes):,} bytes over; suggestion: a smaller input "
+            f"(a smaller image or fewer tokens), or a board with more RAM"
+        )
