@@ -36,7 +36,7 @@ from .passes.stream import fuse_blocks
 from .quant.calibrate import DEFAULT_MAX_SAMPLES, calibrate, fallback_calibration, load_calibration
 from .quant.quantize import quantize_array, quantize_graph
 from .targets.board import Board, load_board
-from .targets.budget import check_fits
+from .targets.budget import check_fits, check_input_fits
 from .targets.device_vector import write_test_vector
 
 REPORT = "report.json"
@@ -238,8 +238,9 @@ def compile_prequantised(
     g.meta["rounding"] = "double"
     plan = plan_memory(g, kernel_scratch(g), in_place=True)
     x = g.tensor(g.inputs[0])
-    rng = np.random.default_rng(0)  # seeded: extremes first, then random int8 inputs
-    vectors = rng.integers(-128, 128, (NUM_TEST_VECTORS, *x.shape)).astype(np.int8)
+    check_input_fits(g, board)  # before the test vectors (NUM_TEST_VECTORS inputs) are drawn
+    rng = np.random.default_rng(0)  # seeded: extremes first, then random int8 inputs (drawn as int8)
+    vectors = rng.integers(-128, 128, (NUM_TEST_VECTORS, *x.shape), dtype=np.int8)
     vectors[0], vectors[1] = -128, 127
     source = Path(str(g.meta.get("source_file", "")))
     extra = {}
@@ -287,6 +288,7 @@ def compile_model(
     check_output(out, model_path, force)  # a bad -o before any work
     board = load_board(board_name)
     graph = load_model(model_path, load_options)
+    check_input_fits(graph, board)  # an input over the board's RAM: refused before anything large is made
     if is_prequantised(graph):  # an int8 .tflite is already in its final op set
         calib = np.zeros((1,)) if calib_path else None  # only its presence matters: it is ignored, with a warning
         return compile_prequantised(graph, board, out, calib, rounding, schedule, tokens_per_step, force)
