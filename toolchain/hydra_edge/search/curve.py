@@ -8,8 +8,11 @@ watches: nothing is chosen by it, so the test split stays a measurement.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..errors import HydraEdgeError
 
 
 @dataclass
@@ -19,15 +22,31 @@ class LearningCurve:
 
     @classmethod
     def load(cls, path: Path) -> LearningCurve:
+        """The curve in `path` (empty if there is none); a damaged file is a HydraEdgeError that names it."""
         curve = cls(path)
         if path.exists():
-            for p in json.loads(path.read_text()):
-                curve.points[int(p["step"])] = (float(p["epoch"]), float(p["float_top1"]))
+            try:
+                rows = json.loads(path.read_text())
+                if not isinstance(rows, list):
+                    raise TypeError("not a JSON list")
+                for i, p in enumerate(rows):
+                    try:
+                        curve.points[int(p["step"])] = (float(p["epoch"]), float(p["float_top1"]))
+                    except KeyError as exc:
+                        raise KeyError(f"point {i} has no {exc}") from None
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                why = exc.args[0] if isinstance(exc, KeyError) else str(exc)
+                raise HydraEdgeError(f"{path} is damaged ({why}); delete it to resume without the earlier "
+                                     f"curve points (the checkpoint is kept)") from None
         return curve
 
     def record(self, step: int, epoch: float, top1: float) -> None:
+        """Add (or replace) the point at `step` and rewrite curve.json whole (a temporary file, then
+        os.replace), so an interruption leaves the old curve or the new one, never half of one."""
         self.points[step] = (epoch, top1)
-        self.path.write_text(json.dumps(self.to_list(), indent=1) + "\n")
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_list(), indent=1) + "\n")
+        os.replace(tmp, self.path)
 
     def to_list(self) -> list[dict]:
         return [{"step": s, "epoch": round(e, 2), "float_top1": round(a, 4)} for s, (e, a) in sorted(self.points.items())]

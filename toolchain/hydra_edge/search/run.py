@@ -17,6 +17,7 @@ Steps (1 to 3 resume from what the run folder holds; 4 to 6, minutes, are redone
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -33,7 +34,8 @@ from .curve import LearningCurve
 from .evolution import Evolution, EvolutionConfig
 from .model import SearchedViT, resize
 from .space import Candidate, SearchSpace
-from .train import Split, TrainConfig, accuracy, finetune, split_training_set, start_from, train_supernet
+from .train import (Split, TrainConfig, accuracy, finetune, read_checkpoint, split_training_set, start_from,
+                    train_supernet)
 
 REPORT = "search.json"
 NUM_CALIB = 64
@@ -162,7 +164,7 @@ def run_search(data: Path, board: Board, out: Path, preset: Preset, log: Log = p
               "preset": {"supernet": asdict(preset.supernet), "evolution": asdict(preset.evolution),
                          "finetune": asdict(preset.finetune), "train_subset": preset.train_subset,
                          "holdout": preset.holdout, "test_limit": preset.test_limit}}
-    (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out / REPORT, report)
     return report
 
 
@@ -209,7 +211,7 @@ def run_training(candidate: Candidate, data: Path, board: Board, out: Path, cfg:
             log(f"epoch {step / per_epoch:.1f}: float top-1 {top1:.3f} on {len(x_watch):,} test images")
 
     model = finetune(model, candidate.image_size, split, cfg, tick, checkpoint)
-    seconds = float(torch.load(checkpoint, map_location="cpu", weights_only=True)["seconds"])  # over every resume
+    seconds = float(read_checkpoint(checkpoint).get("seconds", 0.0))  # over every resume
     row = _measure("model", model, split, x_test, y_test, board, out, seconds, progress)
     report = {"board": board.name, "ram_budget_bytes": board.ram_bytes, "flash_budget_bytes": board.flash_bytes,
               "dataset": dataset.name, "training_images": len(split.x_train), "rows": [row],
@@ -219,8 +221,15 @@ def run_training(candidate: Candidate, data: Path, board: Board, out: Path, cfg:
         report["started_from"] = started_from
     if curve.points:
         curve.plot(out / "curve.png", f"{candidate.key()} on {dataset.name}: float top-1 while training")
-    (out / TRAIN_REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out / TRAIN_REPORT, report)
     return report
+
+
+def write_json(path: Path, data) -> None:
+    """`data` as JSON in `path`, whole or not at all: a temporary file beside it, then os.replace."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def prepare(data: Path, preset: Preset) -> tuple[ImageDataset, Preset, Split]:

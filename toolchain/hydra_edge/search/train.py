@@ -150,7 +150,7 @@ def load_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer | Non
     """Restore weights (and optimizer state); returns (the step to continue from, training seconds so far).
     Tensors only: weights_only. With `cfg`, a checkpoint written under other settings is refused: resuming
     it would silently change the run's schedule."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path, need_optimizer=opt is not None)
     if cfg is not None:
         # A setting added since the checkpoint was written reads as its default.
         saved, asked, default = state.get("config", {}), asdict(cfg), asdict(TrainConfig())
@@ -159,10 +159,36 @@ def load_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer | Non
         if changed:
             raise HydraEdgeError(f"{path} was written by a run with other settings: {', '.join(changed)}; "
                                  f"run again with those settings to resume, or use a new output folder")
-    net.load_state_dict(state["model"])
-    if opt is not None:
-        opt.load_state_dict(state["optimizer"])
-    return int(state["step"]), float(state.get("seconds", 0.0))
+    try:
+        net.load_state_dict(state["model"])
+        if opt is not None:
+            opt.load_state_dict(state["optimizer"])
+        return int(state["step"]), float(state.get("seconds", 0.0))
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise HydraEdgeError(f"{path} does not fit this model ({_first_line(exc)}): it was written for another "
+                             f"config; use a new output folder, or delete it to start the training over") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0].split('. ')[0][:200] if text else ''}".rstrip(": ")  # one sentence
+
+
+def read_checkpoint(path: Path, need_optimizer: bool = True) -> dict:
+    """A checkpoint written by save_checkpoint (tensors only: weights_only); a damaged or truncated file, or one
+    that is no checkpoint, is a HydraEdgeError that names it and says it can be deleted to start over."""
+    again = "delete it to start the training over (its steps are lost)"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types for a truncated file or one that is not a checkpoint
+        raise HydraEdgeError(f"{path} is damaged or not a training checkpoint ({_first_line(exc)}); {again}") from None
+    needed = ["model", "step"] + (["optimizer"] if need_optimizer else [])
+    missing = [k for k in needed if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise HydraEdgeError(f"{path} is not a training checkpoint (no {', '.join(map(repr, missing))}); {again}")
+    if not isinstance(state.get("config", {}), dict) or not isinstance(state["model"], dict):
+        raise HydraEdgeError(f"{path} is damaged (its 'config' or 'model' is not a dict); {again}")
+    return state
 
 
 def start_from(path: Path, net: nn.Module) -> dict:
