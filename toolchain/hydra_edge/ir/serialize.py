@@ -269,7 +269,9 @@ def _graph_from_doc(doc: dict, arrays: dict[str, np.ndarray], constants_file: st
     """The Graph that graph.json's `doc` and the constants' `arrays` describe, checked (ValueError if not)."""
     g = Graph(inputs=list(doc["inputs"]), outputs=list(doc["outputs"]), meta=decode_value(doc["meta"]))
     if not all(isinstance(n, str) for n in [*g.inputs, *g.outputs]) or not isinstance(g.meta, dict):
-        raise ValueError("inputs, outputs or meta of the wrong type")
+        raise _Damaged("inputs, outputs or meta of the wrong type")
+    if not g.inputs or not g.outputs:
+        raise _Damaged("no graph inputs or no graph outputs")
     for i, td in enumerate(doc["tensors"]):
         try:
             t = _tensor_from_doc(td, arrays, constants_file)

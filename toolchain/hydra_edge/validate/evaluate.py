@@ -67,6 +67,9 @@ def int8_top1(folder: str | Path, images: np.ndarray, labels: np.ndarray,
     if len(shape) != 3 or shape[0] != images.shape[-1]:
         raise EvaluationError(f"{folder}: the model takes {list(shape)} inputs, the images are {images.shape[1:]} (HWC)")
     q = graph.tensor(graph.inputs[0]).quant
+    if q is None or np.size(q.scale) != 1 or not np.isfinite(q.scalar_scale) or q.scalar_scale <= 0:
+        raise EvaluationError(f"{Path(folder) / 'graph.json'}: the model's input has no int8 scale; it is not a "
+                              f"compiled build, or is damaged: compile the model again with 'hydra-edge compile'")
     xq = quantize_array(model_inputs(images, graph, prep), q.scalar_scale, q.scalar_zero_point)
     chunks = [(str(folder), xq[i:i + chunk]) for i in range(0, len(xq), chunk)]
     preds: list[np.ndarray] = []
