@@ -22,16 +22,17 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
 
+from ..errors import HydraEdgeError
 from ..models.data import ImageDataset, load_dataset
 from ..targets.board import Board
 from .constraint import FitCache, compile_fit, rule_disagreements
 from .curve import LearningCurve
-from .evolution import Evolution, EvolutionConfig
+from .evolution import STATE, Evolution, EvolutionConfig
 from .model import SearchedViT, resize
 from .space import Candidate, SearchSpace
 from .train import (Split, TrainConfig, accuracy, finetune, read_checkpoint, split_training_set, start_from,
@@ -41,6 +42,7 @@ REPORT = "search.json"
 NUM_CALIB = 64
 Log = Callable[[str], None]
 Progress = Callable[[str, int, int], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,18 @@ PRESETS = {
     "full": Preset(SearchSpace(), TrainConfig(epochs=200, batch_size=256), EvolutionConfig(),
                    TrainConfig(epochs=100, batch_size=256), 0, 5000, 0, BASELINE),
 }
+
+
+def _resumed(path: Path, load: Callable[[], T]) -> T:
+    """`load()`, which reads `path` when a run resumes: a damaged file is one HydraEdgeError naming it."""
+    try:
+        return load()
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, HydraEdgeError) or not path.exists():
+            raise
+        why = f"no {exc} entry" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        raise HydraEdgeError(f"{path} is damaged ({why}); delete it to redo that step of the search "
+                             f"(the supernet checkpoint is kept)") from None
 
 
 def _calibration(split: Split, c: Candidate, n: int = NUM_CALIB) -> np.ndarray:
@@ -127,12 +141,12 @@ def run_search(data: Path, board: Board, out: Path, preset: Preset, log: Log = p
     timings["supernet_seconds"] = time.time() - t0
 
     t0 = time.time()
-    fits = FitCache(out / "fits.json", board)
+    fits = _resumed(out / "fits.json", lambda: FitCache(out / "fits.json", board))
 
     def score(c: Candidate) -> float:
         return accuracy(lambda b: net(b, c), split.x_holdout, split.y_holdout, split.preprocess)
 
-    state = Evolution(preset.space, fits, score, preset.evolution, out, progress).run()
+    state = _resumed(out / STATE, lambda: Evolution(preset.space, fits, score, preset.evolution, out, progress)).run()
     timings["search_seconds"] = time.time() - t0
     best = state.best()[0]
     log(f"search: {len(state.seen)} candidates compiled, best {best.candidate.key()} "
