@@ -162,3 +162,24 @@ def test_negative_nan_keeps_its_sign(dtype):
         assert_same(back, a)
     back = decode_value(json.loads(json.dumps(encode_value(-math.nan))))
     assert math.isnan(back) and math.copysign(1.0, back) < 0
+
+
+def test_a_graph_without_constants_round_trips(tmp_path):
+    """A one-op .tflite (LOGISTIC) has no constant: its constants.npz is an empty archive, not a damaged one."""
+    g = Graph(inputs=["x"], outputs=["y"])
+    g.add_tensor(Tensor("x", (1, 4), "int8"))
+    g.add_tensor(Tensor("y", (1, 4), "int8"))
+    g.add_node(Node("sig", "lut", ["x"], ["y"], {"table": np.arange(-128, 128, dtype=np.int8)}))
+    loaded = load_graph(save_graph(g, tmp_path / "b"))
+    assert [n.op for n in loaded.nodes] == ["lut"] and not any(t.data is not None for t in loaded.tensors.values())
+
+
+def test_a_scalar_constant_stored_with_one_element_loads(tmp_path):
+    """.tflite scalars are declared with shape () and stored as (1,): the same values, so not a mismatch."""
+    g = Graph(inputs=["x"], outputs=["y"])
+    g.add_tensor(Tensor("x", (1, 4), "int8"))
+    g.add_tensor(Tensor("eps", (), "int32", data=np.array([7], dtype=np.int32)))
+    g.add_tensor(Tensor("y", (1, 4), "int8"))
+    g.add_node(Node("add", "add", ["x", "eps"], ["y"]))
+    loaded = load_graph(save_graph(g, tmp_path / "b"))
+    assert loaded.tensor("eps").data.tolist() == [7]

@@ -369,3 +369,15 @@ def test_search_resume_with_damaged_state_files(tmp_path):
     (tmp_path / CHECKPOINT).write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(HydraEdgeError, match=r"supernet\.pt is damaged or not a training checkpoint.*delete it"):
         load_checkpoint(tmp_path / CHECKPOINT, Supernet(SearchSpace()))
+
+
+def test_run_output_must_be_a_writable_file_checked_before_the_run(build, tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros(SHAPE, np.int8))
+    assert_one_line(invoke("run", build, "--input", x, "-o", tmp_path), "is a folder")
+    assert_one_line(invoke("run", build, "--input", x, "-o", tmp_path / "no" / "y.npy"), "does not exist")
+    out = tmp_path / "y"  # no suffix: written under exactly that name (np.save would add .npy)
+    r = invoke("run", build, "--input", x, "-o", out)
+    assert r.exit_code == 0, r.output
+    assert np.load(out).shape[0] == 1 and not (tmp_path / "y.npy").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -17,6 +18,7 @@ from . import __version__, driver
 from .cli_search import evaluate, search, train
 from .codegen.emit_c import BuildFileError, read_report
 from .errors import HydraEdgeError
+from .outdir import atomic_write
 
 DEBUG_ENV = "HYDRA_EDGE_DEBUG"
 
@@ -293,13 +295,30 @@ def run(build: Path, input_path: Path, output_path: Path, dequantize: bool, time
     manifest = driver.read_manifest(build)
     x = _input_batch(_read_npy(input_path), manifest, input_path, allow_float=True)
     read_report(build)  # a damaged report.json is refused before the run that updates it
+    _check_writable(output_path)  # before the run, not after it
     y = runner.run(build, x.reshape(len(x), -1), timeout=timeout)
     out = manifest["output"]
     y = y.reshape(len(x), *out["shape"])
     if dequantize:
         y = dequantize_array(y, out["scale"], out["zero_point"])
-    np.save(output_path, y)
+    data = io.BytesIO()
+    np.save(data, y)
+    try:
+        atomic_write(output_path, data.getvalue())
+    except OSError as exc:
+        raise InputError(f"cannot write {output_path}: {exc.strerror or exc}") from None
     click.echo(f"wrote {output_path}: {y.shape} {y.dtype}")
+
+
+def _check_writable(path: Path) -> None:
+    """-o of `run`: a file that can be written whole (replaced atomically if it exists)."""
+    if path.is_dir():
+        raise InputError(f"-o {path} is a folder: name the .npy file to write")
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(f"-o {path}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"-o {path}: the folder {parent} is not writable")
 
 
 @main.command()
@@ -376,8 +395,10 @@ def bench(build: Path, as_json: bool, runs: int, timeout: float, portable: bool)
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     click.echo(json.dumps(result, indent=2) if as_json else format_bench(result))
-    if not as_json:
-        click.echo(f"wrote {build / (BENCH_PORTABLE_JSON if portable else BENCH_JSON)}")
+    if not as_json:  # a read-only build folder gets no bench.json
+        note = result.get("not_written")
+        click.echo(f"note: {note}" if note else f"wrote {build / (BENCH_PORTABLE_JSON if portable else BENCH_JSON)}",
+                   err=bool(note))
     if not result["repeatable"]:
         sys.exit(1)
 

@@ -224,7 +224,7 @@ def load_graph(folder: str | Path) -> Graph:
             f"{folder}: {gpath.name} has format version {doc.get('version')!r}; this hydra-edge reads version {VERSION}"
         )
     with open(cpath, "rb") as f:
-        if f.read(4) != b"PK\x03\x04":
+        if f.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # a first member, or the end record of no members
             raise SerializeError(f"{cpath} is damaged (not a .npz archive); {compile_again}")
     try:
         with np.load(cpath, allow_pickle=False) as npz:
@@ -297,7 +297,7 @@ def _tensor_from_doc(td: dict, arrays: dict[str, np.ndarray], constants_file: st
         if name not in arrays:
             raise _Mismatch(f"missing from {constants_file}")
         data = arrays[name]
-        if data.shape != shape:
+        if data.size != int(np.prod(shape)):  # a .tflite scalar is declared () and stored (1,): same values
             raise _Mismatch(f"{constants_file} holds it with shape {data.shape}, not {shape}")
     return Tensor(name, shape, dtype, _decode_quant(td["quant"]), data)
 
