@@ -81,13 +81,15 @@ def build_report(graph: Graph, plan: MemoryPlan) -> dict[str, Any]:
     live = live_bytes_per_node(plan, n)
     bound = lower_bound_per_node(graph, plan_scratch(plan), in_place=plan.in_place)
     roots = {b.name: root for root, members in plan.groups().items() for b in members}
+    buffers = {b.name: b for b in plan.buffers}
     ops = []
     largest_op = 0
     for i, node in enumerate(graph.nodes):
         out = graph.tensor(node.outputs[0])
         groups: dict[str, int] = {}  # an input and the output written over it count once
-        for b in plan.buffers:
-            if b.first <= i <= b.last and _used_by(b.name, node):
+        for name in dict.fromkeys([*node.inputs, *node.outputs, scratch_name(node.name)]):
+            b = buffers.get(name)
+            if b is not None and b.first <= i <= b.last:
                 groups[roots[b.name]] = max(groups.get(roots[b.name], 0), b.size)
         touched = sum(groups.values())
         largest_op = max(largest_op, touched)
@@ -129,10 +131,6 @@ def build_report(graph: Graph, plan: MemoryPlan) -> dict[str, Any]:
         "macs": sum(op["macs"] for op in ops),
         "ops": ops,
     }
-
-
-def _used_by(buffer: str, node: Node) -> bool:
-    return buffer in node.inputs or buffer in node.outputs or buffer == scratch_name(node.name)
 
 
 def _table(headers: list[str], rows: list[list[Any]], right: set[int]) -> list[str]:
@@ -210,6 +208,9 @@ def format_measured(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+PLOT_EACH_OP = 120  # the most ops drawn as one bar and one label each
+
+
 def plot_memory(report: dict[str, Any], path: str | Path) -> Path:
     """The memory timeline as a PNG: live bytes at each op (bars), the arena and the lower bound (lines)."""
     from matplotlib.figure import (
@@ -219,15 +220,20 @@ def plot_memory(report: dict[str, Any], path: str | Path) -> Path:
     ops, ram = report["ops"], report["ram"]
     live = [op["live_bytes"] for op in ops]
     x = list(range(len(ops)))
-    fig = Figure(figsize=(max(6.0, 0.28 * len(ops) + 2.5), 4.2), dpi=110)
+    many = len(ops) > PLOT_EACH_OP  # past that, bars and a label per op would take minutes and be unreadable
+    fig = Figure(figsize=(min(max(6.0, 0.28 * len(ops) + 2.5), 0.28 * PLOT_EACH_OP + 2.5), 4.2), dpi=110)
     ax = fig.add_subplot()
-    ax.bar(x, live, width=0.8, color="#4c72b0", label="live bytes")
+    if many:
+        ax.fill_between(x, live, step="mid", color="#4c72b0", label="live bytes")
+    else:
+        ax.bar(x, live, width=0.8, color="#4c72b0", label="live bytes")
     ax.axhline(ram["arena_bytes"], color="#c44e52", linewidth=1.5, label=f"arena {ram['arena_bytes']:,} B")
     if "lower_bound_bytes" in ram:
         ax.axhline(ram["lower_bound_bytes"], color="#55a868", linestyle="--", linewidth=1.5,
                    label=f"lower bound {ram['lower_bound_bytes']:,} B")
-    ax.set_xticks(x)
-    ax.set_xticklabels([op["name"] for op in ops], rotation=90, fontsize=7)
+    shown = x[:: -(-len(ops) // PLOT_EACH_OP)] if many else x  # every k-th op named when there are many
+    ax.set_xticks(shown)
+    ax.set_xticklabels([ops[i]["name"] for i in shown], rotation=90, fontsize=7)
     ax.set_ylabel("bytes")
     ax.set_ylim(0, max([ram["arena_bytes"], *live, 1]) * 1.12)
     title = f"memory timeline: schedule {ram.get('schedule', '?')}"

@@ -92,6 +92,8 @@ class _Converter:
         self.node_names: set[str] = set()
         self.preferred: dict[str, str] = {}  # ONNX constant -> a better IR name ("blocks.0.attn.q.weight")
         self.node: OnnxNode | None = None
+        # every ONNX value some node reads or the graph outputs: an op's optional outputs must not be in it
+        self.read = {i for n in static.nodes for i in n.inputs} | {o.name for o in model.graph.output}
 
     # -- driving -------------------------------------------------------------------------------
     def convert(self) -> Graph:
@@ -423,8 +425,7 @@ class _Converter:
         ins = node.inputs
         x_shape = self.shape(ins[0])
         axis = int(node.attrs.get("axis", -1)) % max(len(x_shape), 1)
-        used = {i for n in self.s.nodes for i in n.inputs} | {o.name for o in self.model.graph.output}
-        if any(o and o in used for o in node.outputs[1:]):
+        if any(o and o in self.read for o in node.outputs[1:]):
             raise self.error("uses the Mean or InvStdDev output; hydra-edge converts LayerNormalization's Y only")
         attrs: dict[str, Any] = {"normalized_shape": list(x_shape[axis:]),
                                  "eps": decimal_float(node.attrs.get("epsilon", 1e-5)), "cudnn_enable": False}
@@ -482,8 +483,7 @@ class _Converter:
             if mode is None or bool(np.asarray(mode).reshape(-1)[0]):
                 raise self.error("is in training mode; export the model after model.eval()")
         if len(node.outputs) > 1 and node.outputs[1]:
-            used = {i for n in self.s.nodes for i in n.inputs}
-            if node.outputs[1] in used:
+            if node.outputs[1] in self.read:
                 raise self.error("uses the dropout mask; hydra-edge converts inference graphs only")
         self.alias[node.outputs[0]] = ins[0]
 

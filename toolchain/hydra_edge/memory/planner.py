@@ -82,9 +82,6 @@ class Buffer:
     def end(self) -> int:
         return self.offset + self.size
 
-    def lives_with(self, other: "Buffer") -> bool:
-        return self.first <= other.last and other.first <= self.last
-
 
 @dataclass
 class MemoryPlan:
@@ -92,12 +89,14 @@ class MemoryPlan:
     arena_bytes: int
     alignment: int = field(default=ALIGNMENT)
     in_place: bool = False  # whether optional in-place reuse (step 2a) was on
+    _by_name: dict[str, Buffer] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def buffer(self, name: str) -> Buffer:
-        for b in self.buffers:
-            if b.name == name:
-                return b
-        raise KeyError(f"no buffer {name!r} in the memory plan")
+        if len(self._by_name) != len(self.buffers):  # built on first use: a look-up per op stays cheap
+            self._by_name = {b.name: b for b in self.buffers}
+        if name not in self._by_name:
+            raise KeyError(f"no buffer {name!r} in the memory plan")
+        return self._by_name[name]
 
     def root(self, name: str) -> str:
         """The first buffer of `name`'s in-place chain (itself when it aliases nothing)."""
@@ -244,15 +243,18 @@ def place(buffers: list[Buffer], alignment: int = ALIGNMENT, in_place: bool = Fa
 
 def _place_units(buffers: list[Buffer], alignment: int) -> None:
     order = sorted(buffers, key=lambda b: (-b.size, b.first, b.name))
-    placed: list[Buffer] = []
+    placed_at: dict[int, list[Buffer]] = {}  # step -> the placed buffers live at it
     for buf in order:
+        steps = range(buf.first, buf.last + 1)
+        rivals = {id(p): p for step in steps for p in placed_at.get(step, ())}  # placed ones that live with it
         offset = 0
-        for other in sorted((p for p in placed if p.lives_with(buf)), key=lambda p: (p.offset, p.end)):
+        for other in sorted(rivals.values(), key=lambda p: (p.offset, p.end)):
             if offset + buf.size <= other.offset:
                 break  # the gap before `other` is wide enough
             offset = max(offset, _align(other.end, alignment))
         buf.offset = offset
-        placed.append(buf)
+        for step in steps:
+            placed_at.setdefault(step, []).append(buf)
 
 
 def plan_memory(
@@ -306,13 +308,29 @@ def lower_bound_per_node(graph: Graph, scratch: dict[str, int] | None = None, in
         for name in node.inputs:
             if name in index:
                 anc[i] |= anc[index[name]] | (1 << index[name])
-    desc = [0] * len(nodes)
-    for i in reversed(range(len(nodes))):
-        for j in range(i):
-            if anc[i] >> j & 1:
-                desc[j] |= 1 << i
+    desc = [0] * len(nodes)  # bit j set: node j follows node i in every schedule
+    for i in reversed(range(len(nodes))):  # topological order: every reader of node i's outputs is done
+        for name in nodes[i].inputs:
+            if name in index:
+                desc[index[name]] |= desc[i] | (1 << i)
+    everything = (1 << len(nodes)) - 1
     size = {name: graph.tensor(name).nbytes for name in acts}
-    bound = []
+    bound = [0] * len(nodes)
+    # A tensor that is not a node's own input or output counts at that node when it is written before it
+    # (its producer is an ancestor, or it is a graph input) and read after it (a reader is a descendant, or
+    # it is a graph output): one bit mask per tensor, so the work follows the tensors' lifetimes, not N * T.
+    for name in acts:
+        written = desc[index[name]] if name in index else everything
+        read = everything if name in outputs else 0
+        own = 0
+        for r in readers[name]:
+            read |= anc[r]
+            own |= 1 << r
+        live = written & read & ~own
+        while live:
+            low = live & -live
+            bound[low.bit_length() - 1] += size[name]
+            live ^= low
     for i, node in enumerate(nodes):
         own = [n for n in dict.fromkeys([*node.inputs, *node.outputs]) if n in size]
         total = sum(size[n] for n in own) + max(int(scratch.get(node.name, 0)), 0)
@@ -323,14 +341,7 @@ def lower_bound_per_node(graph: Graph, scratch: dict[str, int] | None = None, in
                         and size[name] == size[node.outputs[0]] and not any(desc[i] >> r & 1 for r in readers[name])):
                     total -= size[name]
                     break
-        for name in acts:
-            if name in own:
-                continue
-            written_before = name not in index or anc[i] >> index[name] & 1
-            read_after = name in outputs or any(desc[i] >> r & 1 for r in readers[name])
-            if written_before and read_after:
-                total += size[name]
-        bound.append(total)
+        bound[i] += total
     return bound
 
 
@@ -374,18 +385,25 @@ def check_no_overlap(plan: MemoryPlan) -> None:
                 f"buffer {b.name!r} takes the bytes of {src.name!r} at step {b.first}, "
                 f"but {src.name!r} lives steps {src.first}..{src.last}: in place needs its last step to be {b.first}"
             )
-    bufs = sorted(plan.buffers, key=lambda b: (b.offset, b.end))
-    for i, a in enumerate(bufs):
-        for b in bufs[i + 1 :]:
-            if b.offset >= a.end:
-                break  # sorted by offset: nothing further can intersect `a`
-            if (a.alias_of == b.name or b.alias_of == a.name) and min(a.last, b.last) <= max(a.first, b.first):
-                continue  # an in-place handover: the input dies at the step its alias is written
-            if a.size and b.size and a.lives_with(b):
+    # Step by step, the buffers live there by offset, each against those below it that reach into it:
+    # the work follows the lifetimes (linear for a chain of ops), not every pair of buffers.
+    live_at: dict[int, list[Buffer]] = {}
+    for b in plan.buffers:
+        if b.size:
+            for step in range(b.first, b.last + 1):
+                live_at.setdefault(step, []).append(b)
+    for step in sorted(live_at):
+        below: list[Buffer] = []
+        for b in sorted(live_at[step], key=lambda x: (x.offset, x.end)):
+            below = [a for a in below if a.end > b.offset]
+            for a in below:
+                if (a.alias_of == b.name or b.alias_of == a.name) and min(a.last, b.last) <= max(a.first, b.first):
+                    continue  # an in-place handover: the input dies at the step its alias is written
                 raise MemoryPlanError(
                     f"buffers {a.name!r} [{a.offset}, {a.end}) steps {a.first}..{a.last} and "
                     f"{b.name!r} [{b.offset}, {b.end}) steps {b.first}..{b.last} overlap while both are live"
                 )
+            below.append(b)
 
 
 _GLYPHS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
