@@ -28,6 +28,10 @@ The algorithm (steps 1-5 as TFLM's greedy_memory_planner; 2a with in_place):
    enough, or the end of the last one. Every member of a group gets the
    group's offset.
 5. The arena is the highest end offset, rounded up to 16 bytes.
+6. With in_place, the graph is planned again without the optional handovers
+   of step 2a (ALWAYS_IN_PLACE ones kept) and the smaller arena is kept, the
+   in-place one on a tie (a handover stretches one buffer over two lifetimes,
+   which can pack worse); MemoryPlan.in_place says which one it is.
 
 Two buffers share bytes only when their lifetimes are disjoint, or when one
 is an in-place alias of the other: then they meet at exactly one step, the
@@ -88,7 +92,8 @@ class MemoryPlan:
     buffers: list[Buffer]
     arena_bytes: int
     alignment: int = field(default=ALIGNMENT)
-    in_place: bool = False  # whether optional in-place reuse (step 2a) was on
+    in_place: bool = False  # whether optional in-place reuse (step 2a) is in this plan
+    other_arena_bytes: int | None = None  # plan_memory(in_place=True): the arena of the alternative not kept
     _by_name: dict[str, Buffer] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def buffer(self, name: str) -> Buffer:
@@ -263,12 +268,30 @@ def plan_memory(
     """Plan the arena of `graph`; `scratch` maps a node name to its scratch bytes.
 
     in_place: step 2a for every op of IN_PLACE_OPS (off: TFLM's baseline; ALWAYS_IN_PLACE ops are in place anyway).
+    In place is not always smaller: an output that takes its input's bytes stretches that one buffer over both
+    lifetimes, and the greedy placement can then pack worse. So with in_place the graph is also planned without
+    the optional reuse (ALWAYS_IN_PLACE ops still in place) and the smaller arena is kept, the in-place one on a
+    tie; the plan's in_place says which was kept, other_arena_bytes the arena of the one not kept.
     """
     buffers = lifetimes(graph, scratch)
     aliases = in_place_aliases(graph, buffers, optional=in_place)
     for b in buffers:
         b.alias_of = aliases.get(b.name)
-    return place(buffers, alignment, in_place)
+    plan = place(buffers, alignment, in_place)
+    if not in_place:
+        return plan
+    base = lifetimes(graph, scratch)
+    required = in_place_aliases(graph, base, optional=False)
+    if required == aliases:  # no optional reuse was found: the two plans are one
+        return plan
+    for b in base:
+        b.alias_of = required.get(b.name)
+    without = place(base, alignment, in_place=False)
+    if without.arena_bytes < plan.arena_bytes:
+        without.other_arena_bytes = plan.arena_bytes
+        return without
+    plan.other_arena_bytes = without.arena_bytes
+    return plan
 
 
 def live_bytes_per_node(plan: MemoryPlan, n_nodes: int | None = None) -> list[int]:
