@@ -32,7 +32,7 @@ def _shown(path: Path) -> str:
 
 
 def default_boards() -> list[str]:
-    from hydra_edge.targets.board import list_boards
+    from hydra_edge.boards import list_boards
 
     known = list_boards()
     jetsons = [b for b in known if b.startswith("jetson")]

@@ -97,7 +97,7 @@ def model_graph(image: int, dim: int, depth: int):
 def hydra_edge_ram(image: int, dim: int, depth: int, schedule: str | None, workdir: Path) -> dict:
     """Compile for board host; the arena (and the report's RAM figures)."""
     from hydra_edge import driver
-    from hydra_edge.targets.board import load_board
+    from hydra_edge.boards import load_board
 
     graph, calib = model_graph(image, dim, depth)
     kwargs = {"schedule": schedule} if schedule else {}
@@ -122,7 +122,7 @@ def hydra_edge_board(image: int, dim: int, depth: int, workdir: Path) -> dict:
 
     from hydra_edge import driver
     from hydra_edge.targets import runner
-    from hydra_edge.targets.board import load_board
+    from hydra_edge.boards import load_board
     from hydra_edge.targets.budget import BudgetError
 
     graph, calib = model_graph(image, dim, depth)

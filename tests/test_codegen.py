@@ -19,7 +19,7 @@ from hydra_edge.ir.graph import Graph, Node, QuantParams, Tensor
 from hydra_edge.ir.serialize import load_graph
 from hydra_edge.memory.planner import plan_memory
 from hydra_edge.targets import host
-from hydra_edge.targets.board import BoardError, list_boards, load_board
+from hydra_edge.boards import BoardError, list_boards, load_board
 
 
 def qmul(real: float) -> tuple[int, int]:

@@ -8,7 +8,7 @@ from hydra_edge import driver
 from hydra_edge.frontend.pt2 import load_pt2
 from hydra_edge.models.hydra_vit import HydraViTConfig
 from hydra_edge.passes.pipeline import lower_to_ir
-from hydra_edge.targets.board import load_board
+from hydra_edge.boards import load_board
 from hydra_edge.validate.bitexact import validate_build
 from model_zoo import calibration_inputs, export_model
 

@@ -11,7 +11,7 @@ from hydra_edge.models.hydra_vit import HydraViTConfig
 from hydra_edge.passes.pipeline import lower_to_ir
 from hydra_edge.quant.quantize import quantize_array
 from hydra_edge.targets import runner
-from hydra_edge.targets.board import load_board
+from hydra_edge.boards import load_board
 from hydra_edge.validate.evaluate import EvaluationError, int8_top1, model_inputs
 from model_zoo import calibration_inputs, export_model
 

@@ -1,6 +1,6 @@
 """The fixed-point primitives of docs/numerics.md, in numpy and in C.
 
-Three implementations are compared: hydra_edge.quant.fixedpoint (numpy,
+Three implementations are compared: hydra_edge.numerics.fixedpoint (numpy,
 vectorised), runtime_c/src/hydra_requantize.c (via ctypes), and a scalar
 big-integer oracle below written straight from the spec. A table of cases
 worked out by hand pins all three down.
@@ -14,7 +14,7 @@ from fractions import Fraction
 import c_build
 import numpy as np
 import pytest
-from hydra_edge.quant import fixedpoint as fp
+from hydra_edge.numerics import fixedpoint as fp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

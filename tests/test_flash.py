@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 from hydra_edge import driver
 from hydra_edge.cli import main
-from hydra_edge.codegen.emit_c import BUILD_MANIFEST
+from hydra_edge.build_manifest import BUILD_MANIFEST
 from hydra_edge.frontend.pt2 import load_pt2
 from hydra_edge.models.hydra_vit import HydraViTConfig
 from hydra_edge.passes.pipeline import lower_to_ir
-from hydra_edge.targets import board as board_mod
+from hydra_edge import boards as board_mod
 from hydra_edge.targets import flash as flash_mod
 from hydra_edge.targets.flash import FlashError, flash, flash_command, run_flash_tool
 from model_zoo import calibration_inputs, export_model

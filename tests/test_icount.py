@@ -14,13 +14,14 @@ import pytest
 from click.testing import CliRunner
 from hydra_edge import driver
 from hydra_edge.cli import main
-from hydra_edge.codegen.emit_c import OP_MARKER, read_manifest
+from hydra_edge.build_manifest import read_manifest
+from hydra_edge.codegen.emit_c import OP_MARKER
 from hydra_edge.frontend.pt2 import load_pt2
 from hydra_edge.ir.serialize import load_graph
 from hydra_edge.models.hydra_vit import HydraViTConfig
 from hydra_edge.passes.pipeline import lower_to_ir
 from hydra_edge.targets import icount
-from hydra_edge.targets.board import load_board
+from hydra_edge.boards import load_board
 from model_zoo import calibration_inputs, export_model
 
 TINY = HydraViTConfig(image_size=8, patch_size=4, embed_dim=8, depth=1, mlp_ratio=2.0, num_classes=3)

@@ -29,7 +29,7 @@ from hydra_edge.frontend.module import from_module
 from hydra_edge.frontend.onnx import load_onnx
 from hydra_edge.passes.pipeline import lower_to_ir
 from hydra_edge.reference.float_interp import run_float
-from hydra_edge.targets.board import load_board
+from hydra_edge.boards import load_board
 from hydra_edge.validate.bitexact import validate_build
 from onnx import TensorProto, helper, numpy_helper
 

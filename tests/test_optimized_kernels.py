@@ -21,7 +21,7 @@ import pytest
 from hydra_edge.codegen.emit_c import emit_project, kernel_scratch
 from hydra_edge.ir.graph import Graph, Node
 from hydra_edge.memory.planner import plan_memory
-from hydra_edge.targets.board import load_board
+from hydra_edge.boards import load_board
 from hydra_edge.targets import runner
 from hydra_edge.targets.icount import PORTABLE_CPPFLAGS
 from hydra_edge.validate.bitexact import reference_outputs, validate_build

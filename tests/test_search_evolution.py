@@ -9,7 +9,7 @@ import pytest
 from hydra_edge.search.constraint import FitCache, compile_fit, rule_disagreements
 from hydra_edge.search.evolution import STATE, Evolution, EvolutionConfig
 from hydra_edge.search.space import Candidate, SearchSpace
-from hydra_edge.targets.board import load_board
+from hydra_edge.boards import load_board
 
 SPACE = SearchSpace(image_sizes=(16,), patch_sizes=(2, 4), embed_dims=(16, 32, 48), depths=(1, 2),
                     mlp_ratios=(1.0, 2.0), mlp_ranks=(0, 8))

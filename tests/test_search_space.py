@@ -80,7 +80,7 @@ def test_formula_counts_softmax_scores_and_flags_budgets():
 def test_supernet_slices_equal_extracted_modules():
     """Every candidate's forward through the shared weights equals its extracted plain module."""
     import torch
-    from hydra_edge.search.model import resize
+    from hydra_edge.models.data import resize
     from hydra_edge.search.supernet import Supernet
 
     torch.manual_seed(0)

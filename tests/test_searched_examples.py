@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hydra_edge import driver
 from hydra_edge.passes.pipeline import lower_to_ir
-from hydra_edge.targets.board import load_board
+from hydra_edge.boards import load_board
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SHIPPED = sorted(EXAMPLES.glob("searched_*.json"))

@@ -31,7 +31,7 @@ from hydra_edge.passes.pipeline import lower_to_ir
 from hydra_edge.quant.quantize import SOFTMAX_EXP_ENTRIES, softmax_exp_table
 from hydra_edge.reference import int_interp
 from hydra_edge.reference.float_interp import run_float, softmax_attention
-from hydra_edge.targets.board import load_board
+from hydra_edge.boards import load_board
 from hydra_edge.validate.accuracy import agreement, float_outputs, int8_outputs
 from hydra_edge.validate.bitexact import validate_build
 from hypothesis import given
@@ -178,7 +178,7 @@ def test_int8_close_to_float():
     sq = sk = sv = 0.02
     sy = 0.025  # |output| <= s_v * 130 < 127.5 s_y - 1: no saturation
     scale = (d // heads) ** -0.5
-    from hydra_edge.quant.fixedpoint import quantize_multiplier
+    from hydra_edge.numerics.fixedpoint import quantize_multiplier
 
     em, es = quantize_multiplier(scale * sq * sk * 64)
     m, s = quantize_multiplier(sv / (2**15 * sy))

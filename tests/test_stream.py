@@ -31,7 +31,7 @@ from hydra_edge.quant.calibrate import calibrate, load_calibration
 from hydra_edge.quant.quantize import quantize_graph
 from hydra_edge.reference.int_interp import run_int
 from hydra_edge.targets import runner
-from hydra_edge.targets.board import load_board
+from hydra_edge.boards import load_board
 from hydra_edge.targets.budget import BudgetError
 from hydra_edge.validate.bitexact import validate_build
 from model_zoo import EXAMPLES, calibration_inputs, export_model

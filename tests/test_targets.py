@@ -24,7 +24,7 @@ from hydra_edge.passes.pipeline import lower_to_ir
 from hydra_edge.quant.calibrate import calibrate
 from hydra_edge.quant.quantize import quantize_graph
 from hydra_edge.targets import runner
-from hydra_edge.targets.board import list_boards, load_board
+from hydra_edge.boards import list_boards, load_board
 from hydra_edge.targets.budget import BudgetError, check_fits
 from hydra_edge.targets.elf import image_sizes
 from hydra_edge.validate.bitexact import reference_outputs, validate_build

@@ -26,7 +26,8 @@ from c_build_tfl import STRUCTS, build_tfl_lib, call_kernel
 from hydra_edge.frontend.errors import FrontendError
 from hydra_edge.frontend.tflite_prepare_elementwise import PREPARE
 from hydra_edge.frontend.tflite_types import TflTensorInfo
-from hydra_edge.quant import tfl_fixedpoint as tfp
+from hydra_edge.numerics import fixedpoint as fp
+from hydra_edge.numerics import tfl_fixedpoint as tfp
 from hydra_edge.reference.tfl_elementwise import KERNELS, affine_quantize, dequantize
 from tfl_single_op import TensorSpec, run_litert, run_tflm, single_op_model
 
@@ -307,9 +308,9 @@ def test_fixedpoint_helpers_on_edges():
     for v in (0, 1):
         m, s = tfp.get_inv_sqrt_quantized_multiplier_exp(v, -1)
         assert (int(m), int(s)) == (tfp.INT32_MAX, 0)
-    assert tfp.quantize_multiplier(2.0**31 - 1) == (2**31 - 1, 31)  # kept in the double build
-    assert tfp.quantize_multiplier(2.0**31 - 1, "single") == (2**31 - 1, 30)
-    assert tfp.quantize_multiplier(2.0**-40) == (0, 0)
+    assert fp.quantize_multiplier(2.0**31 - 1, large_shift="keep") == (2**31 - 1, 31)  # kept in the double build
+    assert fp.quantize_multiplier(2.0**31 - 1, large_shift="saturate") == (2**31 - 1, 30)
+    assert fp.quantize_multiplier(2.0**-40, large_shift="keep") == (0, 0)
     assert tfp.tfl_round(-2.5) == -3 and tfp.tfl_round(0.49999999999999994) == 0
 
 

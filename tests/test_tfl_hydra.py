@@ -34,7 +34,7 @@ from hydra_edge.memory.planner import live_bytes_per_node, plan_memory
 from hydra_edge.passes.lift_tfl_hydra import OP, lift_tfl_hydra
 from hydra_edge.reference.int_interp import run_int
 from hydra_edge.targets import runner
-from hydra_edge.targets.board import load_board
+from hydra_edge.boards import load_board
 from tfl_single_op import _TYPES, TensorSpec, _options_object, _quantization, fb, run_tflm
 
 MODEL = Path(__file__).resolve().parent / "models" / "tfl_hydra_vit.tflite"

@@ -22,10 +22,10 @@ from hydra_edge.frontend.errors import FrontendError
 from hydra_edge.frontend.tflite import UnsupportedTfliteError, litert_rounding, load_tflite, tflite_from_bytes
 from hydra_edge.ir.graph import Graph
 from hydra_edge.ir.ops import check_shapes
-from hydra_edge.quant.fixedpoint import quantize_multiplier, requantize
+from hydra_edge.numerics.fixedpoint import quantize_multiplier, requantize
 from hydra_edge.reference.int_interp import run_int, tfl_kernels
 from hydra_edge.targets import runner
-from hydra_edge.targets.board import load_board
+from hydra_edge.boards import load_board
 from tfl_single_op import TensorSpec, run_litert, run_tflm, single_op_model
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"

@@ -357,7 +357,7 @@ def test_search_resume_with_damaged_state_files(tmp_path):
     from hydra_edge.search.space import SearchSpace
     from hydra_edge.search.train import CHECKPOINT, load_checkpoint
     from hydra_edge.search.supernet import Supernet
-    from hydra_edge.targets.board import load_board
+    from hydra_edge.boards import load_board
 
     (tmp_path / "fits.json").write_text('{"a": ')
     with pytest.raises(HydraEdgeError, match=r"fits\.json is damaged .*delete it"):

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from hydra_edge import driver, outdir
 from hydra_edge.codegen import emit_c
-from hydra_edge.codegen.emit_c import read_manifest
+from hydra_edge.build_manifest import read_manifest
 from hydra_edge.frontend.pt2 import load_pt2
 from hydra_edge.models.hydra_vit import HydraViTConfig
 from hydra_edge.passes.pipeline import lower_to_ir
 from hydra_edge.targets import host, runner
-from hydra_edge.targets.board import load_board
+from hydra_edge.boards import load_board
 from model_zoo import calibration_inputs, export_model
 from cli_helpers import assert_clean_error, invoke
 

@@ -1,6 +1,6 @@
 /*
  * hydra_block.c - a whole Hydra encoder block, streamed over the tokens and
- * written in place (docs/numerics.md; DESIGN "the linear-memory operator library"):
+ * written in place (docs/numerics.md, "hydra_block (a fused encoder block)"; docs/memory.md):
  *
  *     x = x + proj(hydra(q(LN1(x)), k(LN1(x)), v(LN1(x))))
  *     x = x + fc2(act(fc1(LN2(x))))

@@ -1,6 +1,6 @@
 /*
  * tfl_fixedpoint.c - the gemmlowp fixed-point arithmetic TFLite Micro's int8 kernels use (twin of
- * toolchain/hydra_edge/quant/tfl_fixedpoint.py), and the loops several kernels share: the broadcast loop of
+ * toolchain/hydra_edge/numerics/tfl_fixedpoint.py), and the loops several kernels share: the broadcast loop of
  * the binary ops, the reduction walk of MEAN and SUM, the loop of LOGISTIC and TANH, the walks of the
  * convolutions and of the pools. Linked whenever any tfl kernel is (codegen/emit_tfl.py TFL_SHARED_SOURCES).
  *

@@ -15,8 +15,8 @@ import click
 import numpy as np
 
 from . import __version__, driver
+from .build_manifest import BuildFileError, read_report
 from .cli_search import evaluate, search, train
-from .codegen.emit_c import BuildFileError, read_report
 from .errors import HydraEdgeError
 from .outdir import atomic_write
 
@@ -346,7 +346,7 @@ def report(build: Path, as_json: bool, measure: bool) -> None:
 @main.command()
 def boards() -> None:
     """List the boards hydra-edge can compile for."""
-    from .targets.board import list_boards, load_board
+    from .boards import list_boards, load_board
 
     for name in list_boards():
         board = load_board(name)

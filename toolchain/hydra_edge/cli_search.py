@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import torch
 
-from .targets.board import load_board
+from .boards import load_board
 
 
 def _progress():

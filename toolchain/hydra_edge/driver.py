@@ -24,7 +24,9 @@ from typing import Callable
 
 import numpy as np
 
-from .codegen.emit_c import emit_project, kernel_scratch, read_manifest
+from .boards import Board, load_board
+from .build_manifest import read_manifest
+from .codegen.emit_c import emit_project, kernel_scratch
 from .codegen.report import MEMORY_PLOT, build_report, plot_memory
 from .errors import HydraEdgeError
 from .ir.graph import Graph
@@ -35,7 +37,6 @@ from .passes.pipeline import lower_to_ir
 from .passes.stream import fuse_blocks
 from .quant.calibrate import DEFAULT_MAX_SAMPLES, calibrate, fallback_calibration, load_calibration
 from .quant.quantize import quantize_array, quantize_graph
-from .targets.board import Board, load_board
 from .targets.budget import check_fits, check_input_fits
 from .targets.device_vector import write_test_vector
 

@@ -28,9 +28,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .build_manifest import BUILD_MANIFEST  # the mark of a hydra-edge build
 from .errors import HydraEdgeError
-
-BUILD_MANIFEST = "build.json"  # codegen/emit_c.py's manifest: the mark of a hydra-edge build
 
 # What `make`, `bench` and `compile` put in a build folder besides the emitted sources (boards/*/board.mk,
 # targets/icount.py, driver.py, validate/tflm.py); with the boards' own files these are hydra-edge's.

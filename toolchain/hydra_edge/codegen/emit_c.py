@@ -36,12 +36,15 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import __version__
-from ..errors import HydraEdgeError
+from ..boards import Board, get_board
+from ..build_manifest import BUILD_MANIFEST, SANITIZE_BINARY
 from ..ir.graph import Graph, IRError, Node, Tensor
 from ..ir.ops import block_body, check_shapes
 from ..ir.serialize import save_graph
 from ..memory.planner import MemoryPlan, check_no_overlap, scratch_name
-from ..targets.board import Board, get_board
+from .c_syntax import INT32_MAX, CodegenError
+from .c_syntax import Call as _Call
+from .c_syntax import c_int as _c_int
 from .emit_tfl import TFL_HEADER, is_tfl, lower_tfl, tfl_scratch, tfl_sources
 
 RUNTIME_DIR = Path(__file__).resolve().parents[3] / "runtime_c"
@@ -61,22 +64,11 @@ OP_SOURCES = {
 OP_DEPENDS = {"hydra_block": ("layernorm", "linear", "hydra_attention", "add", "lut")}
 ALWAYS_SOURCES = ("hydra_requantize.c", "hydra_dot.c")
 
-BINARY = "model"
-SANITIZE_BINARY = "model-asan"
-BUILD_MANIFEST = "build.json"
-
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-
 _C_KEYWORDS = set(
     """auto break case char const continue default do double else enum extern float for goto if inline int long
     register restrict return short signed sizeof static struct switch typedef union unsigned void volatile while
     _Bool _Complex _Imaginary main input output status NULL memcpy""".split()
 )
-
-
-class CodegenError(HydraEdgeError, ValueError):
-    """A graph the C emitter cannot lower (unquantised, an unknown op, a value out of range)."""
 
 
 def kernel_scratch(graph: Graph) -> dict[str, int]:
@@ -114,18 +106,6 @@ def block_scratch_size(tokens: int, dim: int, hidden: int, tokens_per_step: int)
 # -- C literals -----------------------------------------------------------------
 
 
-def _c_int(value: Any, ctype: str, where: str) -> str:
-    v = int(value)
-    lo, hi = {"int8_t": (-128, 127), "int32_t": (INT32_MIN, INT32_MAX), "int64_t": (INT64_MIN, INT64_MAX)}[ctype]
-    if not lo <= v <= hi:
-        raise CodegenError(f"{where}: {v} does not fit {ctype}")
-    if ctype == "int64_t":
-        return "(-INT64_C(9223372036854775807) - 1)" if v == INT64_MIN else f"INT64_C({v})"
-    if v == INT32_MIN:
-        return "(-2147483647 - 1)"
-    return str(v)
-
-
 _CTYPES = {"int8": "int8_t", "int32": "int32_t", "int64": "int64_t"}
 
 
@@ -152,14 +132,6 @@ class _Namer:
 
 
 # -- the emitter ------------------------------------------------------------------
-
-
-@dataclass
-class _Call:
-    node: Node
-    params_decl: str
-    call: str
-    check: str = ""  # C statements run before the call (scratch size check)
 
 
 @dataclass
@@ -795,91 +767,3 @@ def emit_project(
     _write(folder / BUILD_MANIFEST, json.dumps(manifest, indent=1) + "\n")
     save_graph(graph, folder)
     return folder
-
-
-class BuildFileError(HydraEdgeError, ValueError):
-    """A file of a build folder (build.json, report.json) that is not what `hydra-edge compile` wrote."""
-
-
-REPORT_FILE = "report.json"
-_COMPILE_AGAIN = "compile the model again with 'hydra-edge compile'"
-
-
-def _damaged(path: Path, why: str) -> BuildFileError:
-    return BuildFileError(f"{path} is damaged ({why}): {_COMPILE_AGAIN}")
-
-
-def _read_json_object(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _damaged(path, f"not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise _damaged(path, "not a JSON object")
-    return doc
-
-
-class _Entries(dict):
-    """build.json as a dict whose missing entries raise BuildFileError (naming the file), not KeyError."""
-
-    def __init__(self, data: dict, path: Path, where: str = "") -> None:
-        super().__init__(data)
-        self._path, self._where = path, where
-
-    def __missing__(self, key: str) -> Any:
-        raise _damaged(self._path, f"no {self._where + str(key)!r} entry")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _check_io(d: Any, path: Path, key: str) -> _Entries:
-    if not isinstance(d, dict):
-        raise _damaged(path, f"{key!r} is not a JSON object")
-    checks = {
-        "name": (lambda v: isinstance(v, str), "a string"),
-        "shape": (lambda v: isinstance(v, list) and all(_is_int(s) and s > 0 for s in v), "a list of positive ints"),
-        "bytes": (lambda v: _is_int(v) and v > 0, "a positive int"),
-        "scale": (lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
-                                          and 0 < v < float("inf")), "a positive number or null"),
-        "zero_point": (lambda v: v is None or _is_int(v), "an int or null"),
-    }
-    for k, (ok, what) in checks.items():
-        if k in d and not ok(d[k]):
-            raise _damaged(path, f"{key}.{k} is {d[k]!r}, not {what}")
-    return _Entries(d, path, f"{key}.")
-
-
-def read_manifest(folder: str | Path) -> dict[str, Any]:
-    """build.json, checked: a damaged one is a BuildFileError naming it (so is an entry missing when read)."""
-    path = Path(folder) / BUILD_MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder}: not a hydra-edge build folder (no {BUILD_MANIFEST}); run 'hydra-edge compile' first")
-    doc = _read_json_object(path)
-    if doc.get("format", "hydra-edge-build") != "hydra-edge-build":
-        raise _damaged(path, f"format {doc['format']!r}, not 'hydra-edge-build'")
-    for key in ("board", "rounding", "binary", "sanitize_binary", "schedule", "board_kind", "source"):
-        if key in doc and not isinstance(doc[key], str):
-            raise _damaged(path, f"{key!r} is {doc[key]!r}, not a string")
-    if "arena_bytes" in doc and not (_is_int(doc["arena_bytes"]) and doc["arena_bytes"] >= 0):
-        raise _damaged(path, f"'arena_bytes' is {doc['arena_bytes']!r}, not a non-negative int")
-    for key in ("input", "output"):
-        if key in doc:
-            doc[key] = _check_io(doc[key], path, key)
-    return _Entries(doc, path)
-
-
-def read_report(folder: str | Path, required: bool = False) -> dict[str, Any] | None:
-    """report.json as a dict (None when absent and not `required`); a damaged one is a BuildFileError."""
-    path = Path(folder) / REPORT_FILE
-    if not path.is_file():
-        if required:
-            raise FileNotFoundError(f"{folder}: no {REPORT_FILE} in the build folder; {_COMPILE_AGAIN}")
-        return None
-    doc = _read_json_object(path)
-    for key, kind in (("ram", dict), ("flash", dict), ("budget", dict), ("measured", dict), ("ops", list)):
-        if key in doc and not isinstance(doc[key], kind):
-            raise _damaged(path, f"{key!r} is not a JSON {'object' if kind is dict else 'list'}")
-    return doc
-

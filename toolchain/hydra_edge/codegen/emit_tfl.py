@@ -16,15 +16,18 @@ tfl_fixedpoint.c (the elementwise family's shared gemmlowp helpers) whenever any
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..ir.graph import Graph, Node
 from ..memory.planner import scratch_name
+from ..reference import tfl_elementwise, tfl_hydra, tfl_linear
+from .c_syntax import Call, CodegenError, c_int
 
-if TYPE_CHECKING:  # emit_c imports this module; the reverse is only for types
-    from .emit_c import _Call, _ModelC
+# emit_c's model writer (emit_c._ModelC: graph, plan, params, act, offset, const_array, attr_array), which
+# passes itself in; emit_c imports this module, so the type is not imported back.
+_ModelC = Any
 
 TFL_PREFIX = "tfl_"
 TFL_HEADER = "hydra_tfl.h"
@@ -49,19 +52,7 @@ def tfl_sources(graph: Graph, runtime_src: Any) -> list[str]:
 
 
 def _scratch_fn(op: str):
-    from ..reference import tfl_linear
-
-    modules = [tfl_linear]
-    try:
-        from ..reference import tfl_elementwise
-
-        modules.append(tfl_elementwise)
-    except ImportError:
-        pass
-    from ..reference import tfl_hydra
-
-    modules.append(tfl_hydra)
-    for mod in modules:
+    for mod in (tfl_linear, tfl_elementwise, tfl_hydra):
         if op in getattr(mod, "KERNELS", {}):
             return getattr(mod, "scratch_bytes", None)
     return None
@@ -81,8 +72,6 @@ def tfl_scratch(graph: Graph) -> dict[str, int]:
 
 def _field(m: "_ModelC", node: Node, key: str, value: Any) -> Any:
     """A C initialiser: a string, or a list of (field, initialiser) for a nested struct."""
-    from .emit_c import CodegenError, _c_int
-
     where = f"node {node.name} attr {key}"
     if isinstance(value, dict):  # a nested params struct (tfl_hydra_attention: the attrs of each op it replaces)
         return [(k, _nested_field(m, node, f"{key}.{k}", v)) for k, v in value.items()]
@@ -91,17 +80,15 @@ def _field(m: "_ModelC", node: Node, key: str, value: Any) -> Any:
             raise CodegenError(f"node {node.name} ({node.op}): attr {key} is {value.dtype}, expected integers")
         return m.attr_array(node, key, value.size) if value.ndim == 1 else _bad(node, key, value)
     if isinstance(value, (tuple, list)):
-        return "{" + ", ".join(_c_int(v, "int32_t", where) for v in value) + "}"
+        return "{" + ", ".join(c_int(v, "int32_t", where) for v in value) + "}"
     if isinstance(value, (bool, np.bool_)):
         return "1" if value else "0"
     if isinstance(value, (int, np.integer)):
-        return _c_int(value, "int32_t", where)
+        return c_int(value, "int32_t", where)
     raise CodegenError(f"node {node.name} ({node.op}): attr {key} = {value!r} has no C form")
 
 
 def _nested_field(m: "_ModelC", node: Node, key: str, value: Any) -> Any:
-    from .emit_c import CodegenError
-
     if isinstance(value, np.ndarray):  # attr_array names arrays by top-level attr only
         raise CodegenError(f"node {node.name} ({node.op}): nested attr {key} is an array; nested structs take "
                            "ints and tuples")
@@ -109,14 +96,10 @@ def _nested_field(m: "_ModelC", node: Node, key: str, value: Any) -> Any:
 
 
 def _bad(node: Node, key: str, value: np.ndarray) -> str:
-    from .emit_c import CodegenError
-
     raise CodegenError(f"node {node.name} ({node.op}): attr {key} has shape {value.shape}, expected a vector")
 
 
 def _operand(m: "_ModelC", node: Node, name: str) -> str:
-    from .emit_c import CodegenError
-
     if name == "":
         return "NULL"
     t = m.graph.tensor(name)
@@ -131,10 +114,8 @@ def _operand(m: "_ModelC", node: Node, name: str) -> str:
     return f"HYDRA_ARENA_S8({m.offset(name)})"
 
 
-def lower_tfl(m: "_ModelC", node: Node) -> "_Call":
+def lower_tfl(m: "_ModelC", node: Node) -> Call:
     """One tfl_* node as a params struct and a kernel call (emit_c._ModelC.lower calls this)."""
-    from .emit_c import CodegenError, _Call
-
     if len(node.outputs) != 1:
         raise CodegenError(f"node {node.name} ({node.op}): the C kernels write one output, it has {len(node.outputs)}")
     base = f"hydra_{node.op}"
@@ -151,4 +132,4 @@ def lower_tfl(m: "_ModelC", node: Node) -> "_Call":
             f"        return (int)HYDRA_ERR_ARG; /* less scratch planned than the kernel needs */\n"
             f"    }}\n"
         )
-    return _Call(node, decl, f"{base}_s8({', '.join(args)})", check)
+    return Call(node, decl, f"{base}_s8({', '.join(args)})", check)

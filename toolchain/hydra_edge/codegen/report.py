@@ -133,7 +133,7 @@ def build_report(graph: Graph, plan: MemoryPlan) -> dict[str, Any]:
     }
 
 
-def _table(headers: list[str], rows: list[list[Any]], right: set[int]) -> list[str]:
+def text_table(headers: list[str], rows: list[list[Any]], right: set[int]) -> list[str]:
     cells = [[str(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
 
@@ -162,7 +162,7 @@ def format_report(report: dict[str, Any]) -> str:
         [op["name"], op["kind"], f"{op['macs']:,}", f"{op['live_bytes']:,}", "x".join(map(str, op["output_shape"]))]
         for op in report["ops"]
     ]
-    lines += _table(["op", "kind", "MACs", "live bytes", "output"], rows, right={2, 3})
+    lines += text_table(["op", "kind", "MACs", "live bytes", "output"], rows, right={2, 3})
     if "budget" in report:
         b = report["budget"]
         lines += ["", f"budget {b['board']} (compile-time estimate): RAM {_of(b['ram_estimate_bytes'], b['ram_budget_bytes'])}"

@@ -55,16 +55,11 @@ Prepare = Callable[[list, list, dict], dict]
 
 
 def prepare_table() -> dict[str, Prepare]:
-    """Every op's prepare function: the linear family and, when present, the elementwise family."""
+    """Every op's prepare function: the linear family and the elementwise family."""
+    from .tflite_prepare_elementwise import PREPARE as elementwise
     from .tflite_prepare_linear import PREPARE as linear
 
-    table = dict(linear)
-    try:
-        from .tflite_prepare_elementwise import PREPARE as elementwise  # engineer E's family
-    except ImportError:
-        elementwise = {}
-    table.update(elementwise)
-    return table
+    return {**linear, **elementwise}
 
 
 # ---------------------------------------------------------------- reading the flatbuffer

@@ -29,10 +29,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..quant.tfl_fixedpoint import (
+from ..numerics.fixedpoint import quantize_multiplier
+from ..numerics.tfl_fixedpoint import (
     INT32_MAX,
     calculate_input_radius,
-    quantize_multiplier,
     tfl_round,
 )
 from .errors import FrontendError
@@ -85,12 +85,12 @@ def _smaller_than_one(op: str, t: TflTensorInfo, real: float) -> tuple[int, int]
     """TFLM QuantizeMultiplierSmallerThanOneExp (it CHECK-fails outside (0, 1))."""
     if not 0.0 < real < 1.0:
         raise _fail(op, t, f"a rescaling multiplier is {real!r}, outside (0, 1) as TFLM requires; check the scales")
-    return quantize_multiplier(real)
+    return quantize_multiplier(real, large_shift="keep")
 
 
 def _any_multiplier(op: str, t: TflTensorInfo, real: float) -> tuple[int, int]:
     """TFLM QuantizeMultiplier; a shift above 30 (multiplier >= 2^30) overflows TFLM's own int32 arithmetic."""
-    m, shift = quantize_multiplier(real)
+    m, shift = quantize_multiplier(real, large_shift="keep")
     if shift > 30:
         raise _fail(op, t, f"the output multiplier {real!r} is 2^30 or more: TFLM overflows int32; check the scales")
     return m, shift
@@ -296,7 +296,7 @@ def prepare_softmax(inputs: list, outputs: list, options: dict) -> dict:
         raise _fail("SOFTMAX", x, f"beta * input scale = {beta * _scale32(x)!r} exceeds 16; TFLM saturates there")
     if real <= 1.0:
         raise _fail("SOFTMAX", x, f"beta * input scale = {beta * _scale32(x)!r} is too small for TFLM's int8 SOFTMAX")
-    multiplier, left_shift = quantize_multiplier(real)
+    multiplier, left_shift = quantize_multiplier(real, large_shift="keep")
     outer, depth = _rows("SOFTMAX", x)
     return {
         "outer_size": outer,

@@ -4,7 +4,7 @@
 attrs are the fields of ``hydra_tfl_<op>_params`` (runtime_c/include/hydra_tfl.h, linear section).
 Facts followed to the bit (TFLM kernels and tensorflow/lite/kernels/kernel_util.cc):
 
-- multipliers: QuantizeMultiplier (= quant.fixedpoint.quantize_multiplier) of a double real multiplier.
+- multipliers: QuantizeMultiplier (= numerics.fixedpoint.quantize_multiplier) of a double real multiplier.
   Per-tensor FULLY_CONNECTED and BATCH_MATMUL form ``double(float(s_in * s_w)) / double(s_out)`` (the
   scale product is rounded to float32 first: GetQuantizedConvolutionMultipler); per-channel ones (CONV_2D,
   DEPTHWISE_CONV_2D, per-channel FULLY_CONNECTED) ``double(s_in) * double(s_w[c]) / double(s_out)``;
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ..quant.fixedpoint import quantize_multiplier, quantize_multipliers
-from ..quant.tfl_fixedpoint import tfl_round
+from ..numerics.fixedpoint import quantize_multiplier, quantize_multipliers
+from ..numerics.tfl_fixedpoint import tfl_round
 from .tflite_prepare_common import (
     ACTIVATION_BOUNDS,
     INT8_MAX,

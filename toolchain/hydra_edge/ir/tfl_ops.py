@@ -114,10 +114,10 @@ TFL_SHAPE_RULES: dict[str, Callable[[Node, list[Shape]], Shape]] = {
     "tfl_mean": _reduce,
     "tfl_sum": _reduce,
     "tfl_hydra_attention": _hydra_attention,
-    # the elementwise family (engineer E's kernels): binary ops broadcast, the rest keep the shape
-    **{f"tfl_{op}": _broadcast for op in ("add", "sub", "mul", "squared_difference", "maximum", "minimum", "div")},
+    # the elementwise family (frontend/tflite_prepare_elementwise.py): binary ops broadcast, the rest keep the shape
+    **{f"tfl_{op}": _broadcast for op in ("add", "sub", "mul", "squared_difference")},
     **{f"tfl_{op}": _same_size for op in ("rsqrt", "logistic", "tanh", "softmax", "l2_normalization", "quantize",
-                                          "dequantize", "relu", "relu6", "hard_swish", "leaky_relu", "gelu")},
+                                          "dequantize")},
 }
 
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
 from ..errors import HydraEdgeError
+
+if TYPE_CHECKING:
+    import torch
+
 
 class DatasetError(HydraEdgeError, ValueError):
     """A dataset file that cannot be read as what it claims to be."""
@@ -48,6 +52,15 @@ def preprocess(images: np.ndarray, mean: tuple[float, ...] = CIFAR10_MEAN,
     x = (images.astype(np.float32) / np.float32(255.0) - mean) / std
     axes = (2, 0, 1) if x.ndim == 3 else (0, 3, 1, 2)
     return np.ascontiguousarray(x.transpose(axes), dtype=np.float32)
+
+
+def resize(x: "torch.Tensor", image_size: int) -> "torch.Tensor":
+    """CIFAR images (32 x 32) at a candidate's input resolution: the preprocessing a deployed model expects."""
+    if x.shape[-1] == image_size:
+        return x
+    import torch.nn.functional as F
+
+    return F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
 
 
 def load_cifar10(path: Union[str, Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -13,14 +13,14 @@ import numpy as np
 
 from ..errors import HydraEdgeError
 from ..ir.graph import Graph, Node, QuantParams, Tensor
-from ..reference.float_interp import gelu
-from .calibrate import Range
-from .fixedpoint import (
+from ..numerics.fixedpoint import (
     bitlen,
     quantize_multiplier,
     quantize_multipliers,
     round_half_away,
 )
+from ..reference.float_interp import gelu
+from .calibrate import Range
 
 INT32_MAX = 2**31 - 1
 ADD_LEFT_SHIFT = 20

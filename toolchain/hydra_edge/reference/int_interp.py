@@ -13,7 +13,7 @@ import numpy as np
 
 from ..ir.graph import Graph, Node
 from ..ir.ops import block_body
-from ..quant.fixedpoint import inv_sqrt, requantize, round_shift
+from ..numerics.fixedpoint import inv_sqrt, requantize, round_shift
 
 I64 = np.int64
 
@@ -135,13 +135,9 @@ INT_KERNELS: dict[str, Callable[..., np.ndarray]] = {
 
 
 def tfl_kernels() -> dict[str, Callable[..., np.ndarray]]:
-    """The reference kernels of imported TFLite ops: the linear family and, when present, the elementwise one."""
+    """The reference kernels of imported TFLite ops: the linear family, the elementwise one, tfl_hydra_attention."""
+    from .tfl_elementwise import KERNELS as elementwise
     from .tfl_linear import KERNELS as linear
-
-    try:
-        from .tfl_elementwise import KERNELS as elementwise
-    except ImportError:
-        elementwise = {}
     from .tfl_hydra import KERNELS as hydra  # tfl_hydra_attention (passes/lift_tfl_hydra.py)
 
     return {**linear, **elementwise, **hydra}

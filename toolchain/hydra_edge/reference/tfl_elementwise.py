@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..quant.tfl_fixedpoint import (
+from ..numerics.tfl_fixedpoint import (
     exp_on_negative_values,
     get_inv_sqrt_quantized_multiplier_exp,
     get_reciprocal,

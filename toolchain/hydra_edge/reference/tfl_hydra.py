@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .tfl_elementwise import tfl_add, tfl_l2_normalization, tfl_mul, tfl_rsqrt
-from .tfl_linear import _reduce, requantize_sum
+from .tfl_linear import reduce_rows, requantize_sum
 
 PHI_RSQRT, PHI_L2 = 0, 1
 
@@ -28,7 +28,7 @@ def phi_row(p: dict, x: np.ndarray, rounding: str) -> np.ndarray:
     if p["kind"] == PHI_L2:
         return tfl_l2_normalization(p["l2"], [x], rounding)
     square = tfl_mul(p["square"], [x, x], rounding)
-    s = _reduce(p["sum"], [square], rounding).reshape(1)
+    s = reduce_rows(p["sum"], [square], rounding).reshape(1)
     if p["has_eps"]:
         s = tfl_add(p["eps"], [s, np.array([p["eps_value"]], np.int8)], rounding)
     r = tfl_rsqrt(p["rsqrt"], [s], rounding)

@@ -3,7 +3,7 @@
 ``KERNELS[ir_op](attrs, inputs, rounding) -> np.ndarray`` (the contract: frontend/tflite_types.py). attrs
 come from frontend/tflite_prepare_linear.py; inputs are numpy arrays in the node's input order. Every
 integer step is TFLM's: int32 sums (exact here, in int64: the compiled C has the same values), then
-MultiplyByQuantizedMultiplier (quant.fixedpoint.requantize, "double" as TFLM, or "single"), then the
+MultiplyByQuantizedMultiplier (numerics.fixedpoint.requantize, "double" as TFLM, or "single"), then the
 offset and the activation clamp. The interpreter reshapes each result to its output tensor's shape.
 """
 
@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..quant.fixedpoint import requantize
+from ..numerics.fixedpoint import requantize
 
 I64 = np.int64
 
@@ -147,7 +147,7 @@ def batch_matmul(a: dict, inputs: list, rounding: str) -> np.ndarray:
                 a["activation_max"], rounding)
 
 
-def _reduce(a: dict, inputs: list, rounding: str) -> np.ndarray:
+def reduce_rows(a: dict, inputs: list, rounding: str) -> np.ndarray:
     x = inputs[0].reshape(a["input_shape"]).astype(I64)
     axes = tuple(d for d, r in enumerate(a["reduce_shape"]) if r > 1)
     s = x.sum(axis=axes) if axes else x
@@ -177,6 +177,6 @@ KERNELS: dict[str, Callable[[dict, list, str], np.ndarray]] = {
     "tfl_reshape": reshape,
     "tfl_transpose": transpose,
     "tfl_batch_matmul": batch_matmul,
-    "tfl_mean": _reduce,
-    "tfl_sum": _reduce,
+    "tfl_mean": reduce_rows,
+    "tfl_sum": reduce_rows,
 }

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
+from ..boards import Board
 from ..errors import HydraEdgeError
 from ..frontend.module import from_module
 from ..passes.pipeline import lower_to_ir
 from ..quant.calibrate import fallback_calibration
-from ..targets.board import Board
 from ..targets.budget import estimate
 from .formulas import formula_fits, formula_peak_activation_bytes, parameter_count
 from .model import SearchedViT

@@ -85,9 +85,3 @@ class SearchedViT(nn.Module):
             x = block(x)
         return self.head(self.norm(x).mean(dim=1))
 
-
-def resize(x: torch.Tensor, image_size: int) -> torch.Tensor:
-    """CIFAR images (32 x 32) at a candidate's input resolution: the preprocessing a deployed model expects."""
-    if x.shape[-1] == image_size:
-        return x
-    return F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)

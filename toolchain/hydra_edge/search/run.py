@@ -27,13 +27,13 @@ from typing import Callable, TypeVar
 import numpy as np
 import torch
 
+from ..boards import Board
 from ..errors import HydraEdgeError
-from ..models.data import ImageDataset, load_dataset
-from ..targets.board import Board
+from ..models.data import ImageDataset, load_dataset, resize
 from .constraint import FitCache, compile_fit, rule_disagreements
 from .curve import LearningCurve
 from .evolution import STATE, Evolution, EvolutionConfig
-from .model import SearchedViT, resize
+from .model import SearchedViT
 from .space import Candidate, SearchSpace
 from .train import (Split, TrainConfig, accuracy, finetune, read_checkpoint, split_training_set, start_from,
                     train_supernet)

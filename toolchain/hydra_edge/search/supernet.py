@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import SearchedViT, hydra, resize, softmax_attention
+from ..models.data import resize
+from .model import SearchedViT, hydra, softmax_attention
 from .space import Candidate, SearchSpace
 
 

@@ -271,7 +271,7 @@ def finetune(model: nn.Module, image_size: int, split: Split, cfg: TrainConfig,
     later call resumes from them (batches and augmentation are drawn from (seed, step), so a resumed run
     sees the same data as a straight one). The metrics' "seconds" counts training time over all calls.
     """
-    from .model import resize
+    from ..models.data import resize
 
     torch.manual_seed(cfg.seed)
     opt = _optimizer(model, cfg)

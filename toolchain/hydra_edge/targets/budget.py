@@ -30,7 +30,7 @@ from ..codegen.report import attr_bytes
 from ..ir.graph import Graph
 from ..ir.ops import block_body
 from ..memory.planner import MemoryPlan, MemoryPlanError, live_bytes_per_node
-from .board import Board
+from ..boards import Board
 
 
 class BudgetError(MemoryPlanError):

@@ -31,9 +31,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..codegen.emit_c import read_manifest
+from ..boards import Board, load_board
+from ..build_manifest import read_manifest
 from ..errors import HydraEdgeError
-from .board import Board, load_board
 
 TOOLS = ("openocd", "st-flash")
 DEFAULT_TOOL = "openocd"

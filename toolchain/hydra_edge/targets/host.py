@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codegen.emit_c import BINARY, SANITIZE_BINARY, read_manifest
+from ..build_manifest import BINARY, SANITIZE_BINARY, read_manifest
 from ..errors import HydraEdgeError
 
 EXIT_CODES = {2: "usage error", 3: "I/O error", 4: "input size is not a multiple of the model's input"}

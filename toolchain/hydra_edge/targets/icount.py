@@ -34,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from ..codegen.emit_c import OP_MARKER, read_manifest
+from ..boards import Board, load_board
+from ..build_manifest import read_manifest
+from ..codegen.emit_c import OP_MARKER
 from ..errors import HydraEdgeError
-from .board import Board, load_board
 
 PLUGIN_SOURCE = Path(__file__).resolve().parent / "plugin" / "insn_count.c"
 PLUGIN_CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", "-shared", "-fPIC",
@@ -297,17 +298,12 @@ def launch(folder: Path, board: Board, binary: Path, in_name: str, out_name: str
         raise IcountError(
             f"board {board.name} ({board.arch}) runs natively, not under QEMU: instruction counts need an emulated "
             "board (stm32f746, jetson-*)")
+    from . import runner
+
     try:
-        from . import runner  # the boards' own runner, when there is one
-    except ImportError:
-        runner = None
-    fn = getattr(runner, "emulator_command", None) if runner is not None else None
-    argv: list[str] = []
-    if fn is not None:
-        try:
-            argv = list(fn(folder, board, binary.name, in_name, out_name))
-        except RuntimeError:  # a board.toml without an [emulator] command: the defaults below
-            argv = []
+        argv = list(runner.emulator_command(folder, board, binary.name, in_name, out_name))
+    except RuntimeError:  # a board.toml without an [emulator] command: the defaults below
+        argv = []
     if not argv:
         emulator = board.raw.get("emulator") if isinstance(board.raw.get("emulator"), dict) else {}
         template = list(emulator.get("command") or ())
@@ -334,31 +330,13 @@ def launch(folder: Path, board: Board, binary: Path, in_name: str, out_name: str
 
 def build_image(folder: Path, board: Board, manifest: dict[str, Any], timeout: float = 600,
                 extra_cppflags: str = "") -> Path:
-    """`make` in the build folder (through targets.runner.build when there is one); returns the image."""
+    """`make` in the build folder (targets.runner.build); returns the image."""
+    from . import runner
+
     try:
-        from . import runner
-    except ImportError:
-        runner = None
-    if runner is not None and hasattr(runner, "build"):
-        try:
-            return Path(runner.build(folder, board, timeout=timeout, extra_cppflags=extra_cppflags))
-        except RuntimeError as exc:  # BuildError, ToolchainError
-            raise IcountError(str(exc)) from None
-    make = shutil.which("make")
-    if make is None:
-        raise IcountError("`make` is not installed (apt-get install make)")
-    binary = _board_binary(board, manifest)
-    cmd = [make, "-C", str(folder), "-j2", f"EXTRA_CPPFLAGS={extra_cppflags}", binary]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise IcountError(f"building {folder} took more than {timeout:g} s") from None
-    if proc.returncode != 0:
-        raise IcountError(f"building {folder} failed ({' '.join(cmd[1:])}):\n{(proc.stdout + proc.stderr).strip()}")
-    path = folder / binary
-    if not path.is_file():
-        raise IcountError(f"make succeeded but {path} is missing")
-    return path
+        return Path(runner.build(folder, board, timeout=timeout, extra_cppflags=extra_cppflags))
+    except RuntimeError as exc:  # BuildError, ToolchainError
+        raise IcountError(str(exc)) from None
 
 
 def _input_row(folder: Path, manifest: dict[str, Any], x: np.ndarray | None) -> bytes:
@@ -509,7 +487,7 @@ def _ratio(v: float | None) -> str:
 
 
 def format_bench(result: dict[str, Any]) -> str:
-    from ..codegen.report import _table
+    from ..codegen.report import text_table
 
     inf, run = result["inference"], result["run"]
     rows = [[op["index"], op["name"], op["kind"], f"{op['macs']:,}", f"{op['instructions']:,}",
@@ -519,7 +497,7 @@ def format_bench(result: dict[str, Any]) -> str:
              f"({result['runs']} run{'s' if result['runs'] != 1 else ''}, "
              f"{'identical' if result['repeatable'] else 'NOT identical: ' + ', '.join(map(str, result['run_totals']))})",
              ""]
-    lines += _table(["#", "op", "kind", "MACs", "instructions", "MACs/instr", "share"], rows, right={0, 3, 4, 5, 6})
+    lines += text_table(["#", "op", "kind", "MACs", "instructions", "MACs/instr", "share"], rows, right={0, 3, 4, 5, 6})
     lines += [
         "",
         f"per inference  {inf['instructions']:,} instructions (first op to last)   {inf['macs']:,} MACs   "

@@ -36,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codegen.emit_c import read_manifest
+from ..boards import Board, load_board
+from ..build_manifest import read_manifest
 from ..outdir import atomic_write
 from . import host
-from .board import Board, load_board
 from .elf import ElfError, image_sizes
 from .host import BuildError, RunError, ToolchainError
 

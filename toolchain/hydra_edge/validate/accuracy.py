@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..codegen.emit_c import read_manifest
+from ..build_manifest import read_manifest
 from ..quant.quantize import dequantize_array, quantize_array
 from ..targets import runner
 

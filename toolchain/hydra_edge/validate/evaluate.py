@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import HydraEdgeError
 from ..ir.graph import Graph
 from ..ir.serialize import load_graph
-from ..models.data import preprocess
+from ..models.data import preprocess, resize
 from ..quant.quantize import quantize_array
 from ..reference.int_interp import run_int
 
@@ -46,8 +46,6 @@ def model_inputs(images: np.ndarray, graph: Graph, prep: Callable[[np.ndarray], 
     size = graph.tensor(graph.inputs[0]).shape[-1]
     if x.shape[-1] != size:
         import torch
-
-        from ..search.model import resize
 
         x = resize(torch.from_numpy(x), size).numpy()
     return x

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import HydraEdgeError
+from .errors import HydraEdgeError
 
-# toolchain/hydra_edge/targets/board.py -> repository root
-BOARDS_DIR = Path(__file__).resolve().parents[3] / "boards"
+# toolchain/hydra_edge/boards.py -> repository root
+BOARDS_DIR = Path(__file__).resolve().parents[2] / "boards"
 
 
 KINDS = ("host", "qemu-system", "qemu-user")

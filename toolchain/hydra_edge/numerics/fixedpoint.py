@@ -33,9 +33,11 @@ __all__ = [
     "inv_sqrt",
     "quantize_multiplier",
     "quantize_multipliers",
+    "rdbpot",
     "requantize",
     "round_half_away",
     "round_shift",
+    "srdhm",
 ]
 
 
@@ -128,14 +130,18 @@ def round_shift(x: ArrayLike, n: ArrayLike) -> np.ndarray:
 # ---- Multipliers ----------------------------------------------------------
 
 
-def quantize_multiplier(real: float, name: str | None = None) -> tuple[int, int]:
-    """``(M, shift)`` with ``real ~= M * 2^(shift - 31)`` (spec "Multipliers").
+def quantize_multiplier(real: float, name: str | None = None, large_shift: str = "raise") -> tuple[int, int]:
+    """``(M, shift)`` with ``real ~= M * 2^(shift - 31)`` (spec "Multipliers"); TFLM's QuantizeMultiplier.
 
     ``M`` is Q31 in ``[2^30, 2^31)`` (or 0), ``shift`` in ``[-31, 30]``. A
     multiplier below ``2^-32`` (after rounding) underflows to ``(0, 0)``. Raises
-    ``ValueError`` for a negative or non-finite ``real`` and when it needs
-    ``shift > 30`` (roughly ``real >= 2^30``); ``name`` (the tensor) is quoted.
+    ``ValueError`` for a negative or non-finite ``real``; ``name`` (the tensor) is quoted.
+    A multiplier that needs ``shift > 30`` (roughly ``real >= 2^30``), by ``large_shift``:
+    "raise" (``ValueError``), "keep" (returned as is, as TFLM's default double-rounding build
+    does), "saturate" (``(2^31 - 1, 30)``, as TFLM's TFLITE_SINGLE_ROUNDING build does).
     """
+    if large_shift not in ("raise", "keep", "saturate"):
+        raise ValueError(f"large_shift {large_shift!r}: expected 'raise', 'keep' or 'saturate'")
     what = f"multiplier of {name}" if name else "multiplier"
     m = float(real)
     if not math.isfinite(m) or m < 0.0:
@@ -148,6 +154,10 @@ def quantize_multiplier(real: float, name: str | None = None) -> tuple[int, int]
         M, e = 2**30, e + 1
     if e < -31:
         return 0, 0
+    if e > 30 and large_shift == "keep":
+        return M, e
+    if e > 30 and large_shift == "saturate":
+        return 2**31 - 1, 30
     if e > 30:
         raise ValueError(
             f"{what}: {m!r} needs shift {e} > 30 (the largest representable multiplier is below 2^30); "
@@ -189,16 +199,16 @@ def quantize_multipliers(reals: ArrayLike, name: str | None = None) -> tuple[np.
 # ---- Requantisation -------------------------------------------------------
 
 
-def _srdhm(y: np.ndarray, M: np.ndarray) -> np.ndarray:
-    """SaturatingRoundingDoublingHighMul (spec "Requantisation", double, step 3)."""
+def srdhm(y: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """SaturatingRoundingDoublingHighMul (spec "Requantisation", double, step 3) on int64 arrays of int32 values, unchecked."""
     p = y * M  # |p| <= 2^62
     s = p + np.where(p >= 0, 1 << 30, 1 - (1 << 30))
     q = np.where(s >= 0, s >> 31, -((-s) >> 31))  # division truncating toward zero
     return np.where((y == INT32_MIN) & (M == INT32_MIN), INT32_MAX, q)
 
 
-def _rdbpot(y: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """RoundingDivideByPOT: ``y / 2^right``, ties away from zero (double, step 4)."""
+def rdbpot(y: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """RoundingDivideByPOT: ``y / 2^right``, ties away from zero (double, step 4); int64 arrays, unchecked."""
     mask = np.left_shift(np.int64(1), right) - 1
     r = y & mask  # y - floor_div(y, 2^right) * 2^right, in [0, mask]
     threshold = (mask >> 1) + (y < 0)
@@ -231,7 +241,7 @@ def requantize(x: ArrayLike, multiplier: ArrayLike, shift: ArrayLike, rounding: 
     left = np.maximum(sa, 0)
     right = np.maximum(-sa, 0)
     y = np.clip(xa * np.left_shift(np.int64(1), left), INT32_MIN, INT32_MAX)  # |x * 2^30| < 2^61
-    return _rdbpot(_srdhm(y, Ma), right)
+    return rdbpot(srdhm(y, Ma), right)
 
 
 # ---- Inverse square root --------------------------------------------------

@@ -11,9 +11,9 @@ arithmetic; on the inputs the kernels produce none of these overflow anyway.
 A ``FixedPoint<int32, I>`` value is just its raw int32 here; functions that
 depend on the format take the integer bits ``I``.
 
-Reused from ``quant/fixedpoint.py`` after checking they are TFLM's to the bit:
-``_srdhm`` (SaturatingRoundingDoublingHighMul: nudge 2^30 or 1 - 2^30, divide
-truncating, INT32_MIN * INT32_MIN -> INT32_MAX), ``_rdbpot``
+Reused from ``numerics/fixedpoint.py`` after checking they are TFLM's to the bit:
+``srdhm`` (SaturatingRoundingDoublingHighMul: nudge 2^30 or 1 - 2^30, divide
+truncating, INT32_MIN * INT32_MIN -> INT32_MAX), ``rdbpot``
 (RoundingDivideByPOT: remainder against mask/2 plus one when negative) and
 ``requantize`` (MultiplyByQuantizedMultiplier, double and single rounding;
 it saturates ``x * 2^left`` where TFLM's int32 product would overflow).
@@ -26,7 +26,7 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .fixedpoint import _rdbpot, _srdhm, bitlen, requantize
+from .fixedpoint import bitlen, rdbpot, requantize, srdhm
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
@@ -41,7 +41,6 @@ __all__ = [
     "logistic",
     "multiply_by_quantized_multiplier",
     "one_over_one_plus_x_for_x_in_0_1",
-    "quantize_multiplier",
     "rounding_divide_by_pot",
     "saturating_rounding_doubling_high_mul",
     "saturating_rounding_multiply_by_pot",
@@ -63,13 +62,13 @@ def wrap32(x: ArrayLike) -> np.ndarray:
 def saturating_rounding_doubling_high_mul(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     """gemmlowp SaturatingRoundingDoublingHighMul on int32 values (``FixedPoint`` ``*``)."""
     a, b = np.broadcast_arrays(_i64(a), _i64(b))
-    return _srdhm(a, b)
+    return srdhm(a, b)
 
 
 def rounding_divide_by_pot(x: ArrayLike, exponent: ArrayLike) -> np.ndarray:
     """gemmlowp RoundingDivideByPOT: ``x / 2^exponent`` to nearest, ties away from zero; exponent in [0, 31]."""
     x, e = np.broadcast_arrays(_i64(x), _i64(exponent))
-    return _rdbpot(x, e)
+    return rdbpot(x, e)
 
 
 def saturating_rounding_multiply_by_pot(x: ArrayLike, exponent: int) -> np.ndarray:
@@ -78,7 +77,7 @@ def saturating_rounding_multiply_by_pot(x: ArrayLike, exponent: int) -> np.ndarr
     if exponent == 0:
         return x
     if exponent < 0:
-        return _rdbpot(x, np.int64(-exponent))
+        return rdbpot(x, np.int64(-exponent))
     threshold = (1 << (31 - exponent)) - 1
     shifted = np.clip(x * (1 << exponent), INT32_MIN, INT32_MAX)
     return np.where(x > threshold, INT32_MAX, np.where(x < -threshold, INT32_MIN, shifted))
@@ -106,16 +105,16 @@ def _clz32(x: np.ndarray) -> np.ndarray:
 
 def _exp_on_interval_between_negative_one_quarter_and_0_excl(a: np.ndarray) -> np.ndarray:
     """exp(a) for a in [-1/4, 0), Q0.31 in and out: Taylor around -1/8."""
-    mul = _srdhm
+    mul = srdhm
     constant_term = 1895147668  # exp(-1/8)
     constant_1_over_3 = 715827883
     x = wrap32(a + (1 << 28))
     x2 = mul(x, x)
     x3 = mul(x2, x)
     x4 = mul(x2, x2)
-    x4_over_4 = _rdbpot(x4, np.int64(2))
+    x4_over_4 = rdbpot(x4, np.int64(2))
     t = wrap32(mul(wrap32(x4_over_4 + x3), constant_1_over_3) + x2)
-    x4_over_24_plus_x3_over_6_plus_x2_over_2 = _rdbpot(t, np.int64(1))
+    x4_over_24_plus_x3_over_6_plus_x2_over_2 = rdbpot(t, np.int64(1))
     return wrap32(constant_term + mul(constant_term, wrap32(x + x4_over_24_plus_x3_over_6_plus_x2_over_2)))
 
 
@@ -137,7 +136,7 @@ def exp_on_negative_values(a: ArrayLike, integer_bits: int) -> np.ndarray:
     for exponent, multiplier in _EXP_BARREL:
         if integer_bits > exponent:
             bit = 1 << (frac_bits + exponent)
-            result = np.where((remainder & bit) != 0, _srdhm(result, np.int64(multiplier)), result)
+            result = np.where((remainder & bit) != 0, srdhm(result, np.int64(multiplier)), result)
     if integer_bits > 5:
         clamp = -(1 << (36 - integer_bits))  # -32.0
         result = np.where(a < clamp, 0, result)
@@ -146,7 +145,7 @@ def exp_on_negative_values(a: ArrayLike, integer_bits: int) -> np.ndarray:
 
 def _newton_reciprocal_f2(half_denominator: np.ndarray) -> np.ndarray:
     """The shared Newton-Raphson loop: 1 / half_denominator in Q2.29 (three iterations from 48/17 - 32/17 d)."""
-    mul = _srdhm
+    mul = srdhm
     one_f2 = 1 << 29
     x = wrap32(1515870810 + mul(half_denominator, np.int64(-1010580540)))
     for _ in range(3):
@@ -221,13 +220,13 @@ def get_inv_sqrt_quantized_multiplier_exp(value: ArrayLike, reverse_shift: int) 
     shift = shift - left_shift_bit_pairs
     v = v << (2 * left_shift_bit_pairs)
     fixedpoint_input = v >> 1  # Q3.28
-    fixedpoint_half_input = _rdbpot(fixedpoint_input, np.int64(1))
+    fixedpoint_half_input = rdbpot(fixedpoint_input, np.int64(1))
     fixedpoint_half_three = (1 << 28) + (1 << 27)
     x = np.full(v.shape, 1 << 28, dtype=np.int64)  # F3::One()
     for _ in range(5):
-        x3 = _rescale(_srdhm(_srdhm(x, x), x), 9, 3)
-        x = _rescale(wrap32(_srdhm(np.int64(fixedpoint_half_three), x) - _srdhm(fixedpoint_half_input, x3)), 6, 3)
-    x = _srdhm(x, np.int64(1518500250))  # * sqrt(2)/2
+        x3 = _rescale(srdhm(srdhm(x, x), x), 9, 3)
+        x = _rescale(wrap32(srdhm(np.int64(fixedpoint_half_three), x) - srdhm(fixedpoint_half_input, x3)), 6, 3)
+    x = srdhm(x, np.int64(1518500250))  # * sqrt(2)/2
     negative_shift = shift < 0
     x = np.where(negative_shift, wrap32(x << np.maximum(-shift, 0)), x)
     shift = np.where(negative_shift, 0, shift) * reverse_shift
@@ -252,27 +251,6 @@ def tfl_round(x: float) -> int:
     whole = math.floor(mag)
     r = whole + (1 if mag - whole >= 0.5 else 0)
     return int(-r if x < 0 else r)
-
-
-def quantize_multiplier(real: float, rounding: str = "double") -> tuple[int, int]:
-    """TFLM QuantizeMultiplier: ``(M, shift)`` with ``real ~ M * 2^(shift - 31)``.
-
-    Unlike ``quant.fixedpoint.quantize_multiplier`` this keeps TFLM's corner
-    cases: a shift above 30 is kept in the double-rounding build and saturated
-    to ``(2^31 - 1, 30)`` in the single-rounding one; below -31 flushes to 0.
-    """
-    if real == 0.0:
-        return 0, 0
-    q, shift = math.frexp(real)
-    q_fixed = tfl_round(q * (1 << 31))
-    if q_fixed == 1 << 31:
-        q_fixed //= 2
-        shift += 1
-    if shift < -31:
-        return 0, 0
-    if rounding == "single" and shift > 30:
-        return INT32_MAX, 30
-    return q_fixed, shift
 
 
 def calculate_input_radius(input_integer_bits: int, input_left_shift: int, total_signed_bits: int = 31) -> int:
