@@ -38,9 +38,8 @@ def node_macs(graph: Graph, node: Node) -> int:
     if node.op == "patch_embed":
         d, c, p, _ = shapes[1]
         return out.shape[0] * d * c * p * p
-    if node.op in ("hydra_attention", "layernorm"):
-        t, d = shapes[0]
-        return 3 * t * d
+    if node.op in ("hydra_attention", "layernorm"):  # [T, D], or a LayerNorm's [D] (a norm of the pooled vector)
+        return 3 * int(np.prod(shapes[0], dtype=np.int64))
     if node.op == "softmax_attention":  # q.k for every query and key, then the weighted sum of v rows
         t, d = shapes[0]
         return 2 * t * t * d

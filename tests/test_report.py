@@ -1,0 +1,44 @@
+"""The compile report of graphs the ViT tests do not reach."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from hydra_edge import driver
+from hydra_edge.boards import load_board
+from hydra_edge.codegen.report import build_report, format_report, node_macs
+from hydra_edge.frontend.module import from_module
+from hydra_edge.passes.pipeline import lower_to_ir
+from hydra_edge.validate.bitexact import validate_build
+from torch import nn
+
+
+class PooledNorm(nn.Module):
+    """timm's fc_norm: the tokens averaged first, then a LayerNorm over the pooled [D] vector, then the head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 16, 4, 4)
+        self.fc_norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch(x).flatten(2).transpose(1, 2)
+        return self.head(self.fc_norm(tokens.mean(dim=1)))
+
+
+def test_layernorm_over_a_1d_tensor(tmp_path):
+    torch.manual_seed(0)
+    graph = lower_to_ir(from_module(PooledNorm().eval(), torch.randn(1, 3, 8, 8)))
+    norm = next(n for n in graph.nodes if n.op == "layernorm")
+    assert graph.tensor(norm.inputs[0]).shape == (16,)
+    calib = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
+    result = driver.compile_graph(graph, load_board("host"), tmp_path / "build", calib)  # wrote the report
+    qnorm = next(n for n in result.graph.nodes if n.op == "layernorm")
+    assert node_macs(result.graph, qnorm) == 3 * 16
+    report = build_report(result.graph, result.plan)
+    assert any(op["kind"] == "layernorm" and op["macs"] == 48 for op in report["ops"])
+    assert "layernorm" in format_report(report)
+    x = np.random.default_rng(1).integers(-128, 128, size=(4, 3, 8, 8), dtype=np.int8)
+    check = validate_build(result.folder, result.graph, x)
+    assert check.ok, check.mismatches
