@@ -109,6 +109,19 @@ def block_scratch_size(tokens: int, dim: int, hidden: int, tokens_per_step: int)
 _CTYPES = {"int8": "int8_t", "int32": "int32_t", "int64": "int64_t"}
 
 
+def shared_key(data: np.ndarray, ctype: str | None = None) -> tuple:
+    """What makes two const arrays one in model.c: the C type and the values (an integer array as int64 values)."""
+    data = np.asarray(data)
+    ctype = ctype or _CTYPES.get(str(data.dtype), str(data.dtype))
+    flat = data.reshape(-1)
+    if data.dtype.kind not in "iub":
+        return ctype, data.dtype.str, flat.tobytes()
+    as_c = {"int8_t": np.int8, "int32_t": np.int32}.get(ctype, np.int64)
+    if flat.size and np.iinfo(as_c).min <= flat.min() and flat.max() <= np.iinfo(as_c).max:
+        return ctype, flat.astype(as_c, copy=False).tobytes()  # the values as the C array holds them
+    return ctype, flat.astype(np.int64).tobytes()  # (values the C type cannot hold are refused by _c_int)
+
+
 def _c_comment(text: str) -> str:
     return " ".join(text.replace("*/", "* /").replace("/*", "/ *").split())
 
@@ -141,6 +154,9 @@ class _ModelC:
     namer: _Namer = field(default_factory=_Namer)
     arrays: list[str] = field(default_factory=list)  # C definitions of const arrays
     const_names: dict[str, str] = field(default_factory=dict)  # tensor name -> C identifier
+    # (C type, values) -> (C identifier, index in arrays): an identical array is defined once, its later
+    # users get the first one's name (the softmax exp table of every layer, equal gelu tables, ...)
+    shared: dict[tuple, tuple[str, int]] = field(default_factory=dict)
 
     # operands ---------------------------------------------------------------
     def tensor(self, node: Node, index: int, kind: str = "input") -> Tensor:
@@ -179,9 +195,7 @@ class _ModelC:
         if str(data.dtype) != dtype:
             raise CodegenError(f"constant {t.name!r} is {data.dtype}, the kernel needs {dtype}")
         if t.name not in self.const_names:
-            ident = self.namer(t.name)
-            self.const_names[t.name] = ident
-            self.arrays.append(self._array(ident, data, f"{t.name}: {dtype} {list(data.shape)}"))
+            self.const_names[t.name] = self._define(t.name, "", data, f"{t.name}: {dtype} {list(data.shape)}")
         return self.const_names[t.name]
 
     def attr_array(self, node: Node, key: str, length: int) -> str:
@@ -190,8 +204,20 @@ class _ModelC:
             raise CodegenError(f"node {node.name} ({node.op}): attr {key} has shape {data.shape}, expected ({length},)")
         if data.dtype.kind not in "iu":
             raise CodegenError(f"node {node.name} ({node.op}): attr {key} is {data.dtype}, expected integers")
-        ident = self.namer(node.name, "_" + key)
-        self.arrays.append(self._array(ident, data.astype(np.int64), f"{node.name}.{key}: int32 [{length}]", "int32_t"))
+        return self._define(node.name, "_" + key, data.astype(np.int64), f"{node.name}.{key}: int32 [{length}]",
+                            "int32_t")
+
+    def _define(self, name: str, suffix: str, data: np.ndarray, comment: str, ctype: str | None = None) -> str:
+        """The identifier of a static const array with these values: a new definition, or an identical earlier one."""
+        key = shared_key(data, ctype)
+        if key in self.shared:
+            ident, index = self.shared[key]
+            head, _, body = self.arrays[index].rpartition("*/\n")  # the users' comments, then the definition
+            self.arrays[index] = f"{head}*/\n/* also {_c_comment(comment)} */\n{body}"
+            return ident
+        ident = self.namer(name, suffix)
+        self.shared[key] = (ident, len(self.arrays))
+        self.arrays.append(self._array(ident, data, comment, ctype))
         return ident
 
     def _array(self, ident: str, data: np.ndarray, comment: str, ctype: str | None = None) -> str:

@@ -70,6 +70,34 @@ def attr_bytes(node: Node) -> int:
 _attr_bytes = attr_bytes
 
 
+def attr_arrays(node: Node) -> list[np.ndarray]:
+    """The per-channel integer arrays of a node's attrs (model.c's int32_t arrays), a block's body too."""
+    if node.op == "hydra_block":
+        return [a for sub in block_body(node).values() for a in attr_arrays(sub)]
+    return [np.asarray(v) for v in node.attrs.values() if isinstance(v, np.ndarray) and v.ndim > 0]
+
+
+def node_flash_bytes(graph: Graph, node: Node, seen: set) -> tuple[int, int]:
+    """(weights, params): the flash bytes of `node`'s constant inputs and attr arrays not already in `seen`.
+
+    model.c defines identical arrays (the same C type and values) once (emit_c.shared_key), so an array whose
+    key is in `seen` costs nothing; `seen` collects the keys counted here.
+    """
+    from .emit_c import shared_key
+
+    weights = params = 0
+    for name in dict.fromkeys(node.inputs):
+        t = graph.tensor(name)
+        if t.is_constant and (key := shared_key(t.data)) not in seen:
+            seen.add(key)
+            weights += int(np.asarray(t.data).nbytes)
+    for a in attr_arrays(node):
+        if (key := shared_key(a, "int32_t")) not in seen:
+            seen.add(key)
+            params += 4 * a.size
+    return weights, params
+
+
 def plan_scratch(plan: MemoryPlan) -> dict[str, int]:
     """Scratch bytes per node, as planned."""
     return {b.name[: -len(SCRATCH_SUFFIX)]: b.size for b in plan.buffers if b.name.endswith(SCRATCH_SUFFIX)}
@@ -106,8 +134,10 @@ def build_report(graph: Graph, plan: MemoryPlan) -> dict[str, Any]:
                 "source": node.source,
             }
         )
-    weights = sum(int(np.asarray(t.data).nbytes) for t in graph.constants())
-    attrs = sum(_attr_bytes(node) for node in graph.nodes)
+    seen: set = set()  # identical arrays are one array in model.c: counted once
+    per_node = [node_flash_bytes(graph, node, seen) for node in graph.nodes]
+    weights = sum(w for w, _ in per_node)
+    attrs = sum(a for _, a in per_node)
     return {
         "model": {
             "inputs": [{"name": n_, "shape": list(graph.tensor(n_).shape)} for n_ in graph.inputs],

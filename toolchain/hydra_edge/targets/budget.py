@@ -6,7 +6,8 @@ The estimate, from the quantised graph and its memory plan:
           + the harness's input and output buffers
           + the board's stack reserve (board.toml stack_bytes)
           + ram_reserve_bytes (harness state, libc)
-    flash = weights + per-channel parameters (multipliers, shifts)
+    flash = weights + per-channel parameters (multipliers, shifts), an array
+            with the same values as another counted once (model.c defines it once)
           + code_reserve_bytes (kernels, harness, startup, libc)
 
 against board.toml's ram_bytes and flash_bytes. A board without them (host,
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..codegen.report import attr_bytes
+from ..codegen.report import node_flash_bytes
 from ..ir.graph import Graph
 from ..ir.ops import block_body
 from ..memory.planner import MemoryPlan, MemoryPlanError, live_bytes_per_node
@@ -80,17 +81,12 @@ def estimate(graph: Graph, plan: MemoryPlan, board: Board) -> Estimate:
         ("harness input/output buffers", x.nbytes + y.nbytes),
         ("harness state", int(raw.get("ram_reserve_bytes", 0))),
     ]
-    # Flash: constants grouped by the node that reads them (its weights, bias, table and attrs arrays).
+    # Flash: constants grouped by the first node that reads them (its weights, bias, table and attrs arrays);
+    # identical arrays are one array in model.c, counted once (with the first node that has them).
     per_layer: dict[str, int] = {}
-    seen: set[str] = set()
+    seen: set = set()
     for n in graph.nodes:
-        size = 0
-        for name in n.inputs:
-            t = graph.tensor(name)
-            if t.is_constant and name not in seen:
-                seen.add(name)
-                size += int(np.asarray(t.data).nbytes)
-        size += attr_bytes(n)
+        size = sum(node_flash_bytes(graph, n, seen))
         if size:
             per_layer[n.name] = per_layer.get(n.name, 0) + size
     flash_parts = [(f"weights of {k}", v) for k, v in per_layer.items()]
