@@ -72,3 +72,25 @@ def test_always_in_place_ops_stay_in_place_in_the_alternative():
     for in_place in (True, False):
         with pytest.raises(MemoryPlanError, match="always runs in place"):
             plan_memory(g, {}, in_place=in_place)
+
+
+def test_report_bound_allows_in_place_when_the_plan_without_it_is_kept():
+    """The report's lower bound is over every schedule the compile allowed: with in place asked for, it is
+    the in-place bound even when the plan without in place was kept (it was the larger no-in-place one)."""
+    from hydra_edge.codegen.report import build_report
+    from hydra_edge.memory.planner import lower_bound_per_node
+
+    g = Graph()
+    for name, size in {"in": 64, "t0": 80, "t1": 48, "t2": 48, "t3": 96}.items():
+        g.add_tensor(Tensor(name, (size,), "int8"))
+    g.add_constant("w", np.zeros(256, np.int8))
+    g.add_node(Node("n0", "lut", ["in", "w"], ["t0"]))
+    g.add_node(Node("n1", "lut", ["in", "w"], ["t1"]))
+    g.add_node(Node("n2", "lut", ["t1", "w"], ["t2"]))
+    g.add_node(Node("n3", "lut", ["t2", "w"], ["t3"]))
+    g.inputs, g.outputs = ["in"], ["t3"]
+    plan = plan_memory(g, {}, in_place=True)
+    assert not plan.in_place
+    with_in_place, without = lower_bound_per_node(g, {}, in_place=True), lower_bound_per_node(g, {}, in_place=False)
+    assert with_in_place != without  # n2 may run in place on t1
+    assert [op["lower_bound_bytes"] for op in build_report(g, plan)["ops"]] == with_in_place

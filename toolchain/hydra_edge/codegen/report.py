@@ -106,7 +106,8 @@ def plan_scratch(plan: MemoryPlan) -> dict[str, int]:
 def build_report(graph: Graph, plan: MemoryPlan) -> dict[str, Any]:
     n = len(graph.nodes)
     live = live_bytes_per_node(plan, n)
-    bound = lower_bound_per_node(graph, plan_scratch(plan), in_place=plan.in_place)
+    allowed = plan.in_place or plan.other_arena_bytes is not None  # in place allowed, even if not kept
+    bound = lower_bound_per_node(graph, plan_scratch(plan), in_place=allowed)
     roots = {b.name: root for root, members in plan.groups().items() for b in members}
     buffers = {b.name: b for b in plan.buffers}
     ops = []
