@@ -42,3 +42,26 @@ def test_layernorm_over_a_1d_tensor(tmp_path):
     x = np.random.default_rng(1).integers(-128, 128, size=(4, 3, 8, 8), dtype=np.int8)
     check = validate_build(result.folder, result.graph, x)
     assert check.ok, check.mismatches
+
+
+def test_a_tflite_build_says_what_its_schedule_did(tmp_path):
+    """An int8 .tflite is compiled in its own op order: the report says so, and whether Hydra cores were
+    lifted into streaming ops and in place was used, rather than only "schedule greedy"."""
+    from model_zoo import ROOT
+
+    model = ROOT / "tests" / "models" / "tfl_hydra_vit.tflite"
+    lifted = driver.compile_model(model, "host", tmp_path / "default").report["ram"]
+    assert lifted["schedule_detail"].startswith("the .tflite's own ops in its order; 2 Hydra cores as one streaming")
+    assert lifted["schedule_detail"].endswith("in place where a kernel allows") == lifted["in_place"]
+    unfused = driver.compile_model(model, "host", tmp_path / "greedy", schedule="greedy").report
+    assert "Hydra core" not in unfused["ram"]["schedule_detail"]
+    assert unfused["ram"]["schedule_detail"] in format_report(unfused)
+
+
+def test_a_streamed_build_says_how_many_blocks_are_fused(tmp_path):
+    from model_zoo import EXAMPLES
+
+    ram = driver.compile_model(EXAMPLES / "hydra_vit_cifar10.pt2", "host", tmp_path / "b",
+                               EXAMPLES / "calib_cifar10.npz").report["ram"]
+    assert ram["schedule"] == "stream"
+    assert ram["schedule_detail"].startswith("4 encoder blocks fused, run token group by token group")

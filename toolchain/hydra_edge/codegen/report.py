@@ -149,6 +149,7 @@ def build_report(graph: Graph, plan: MemoryPlan) -> dict[str, Any]:
         "ram": {
             "schedule": graph.meta.get("schedule", "stream" if plan.in_place else "greedy"),
             "tokens_per_step": int(graph.meta.get("tokens_per_step", 1)),
+            "schedule_detail": schedule_detail(graph, plan),
             "in_place": plan.in_place,
             "arena_bytes": plan.arena_bytes,
             "peak_bytes": peak_bytes(plan),
@@ -173,6 +174,22 @@ def text_table(headers: list[str], rows: list[list[Any]], right: set[int]) -> li
     return [fmt(headers), fmt(["-" * w for w in widths]), *(fmt(r) for r in cells)]
 
 
+def schedule_detail(graph: Graph, plan: MemoryPlan) -> str:
+    """What the schedule did to this graph, in words: which ops run fused or streamed, and in place or not."""
+    if graph.meta.get("frontend") == "tflite":
+        parts = ["the .tflite's own ops in its order"]
+        cores = sum(node.op == "tfl_hydra_attention" for node in graph.nodes)
+        if cores:
+            parts.append(f"{cores} Hydra core{'s' if cores != 1 else ''} as one streaming tfl_hydra_attention each")
+    elif any(node.op == "hydra_block" for node in graph.nodes):
+        blocks = sum(node.op == "hydra_block" for node in graph.nodes)
+        parts = [f"{blocks} encoder block{'s' if blocks != 1 else ''} fused, run token group by token group"]
+    else:
+        parts = ["every op unfused"]
+    parts.append("in place where a kernel allows" if plan.in_place else "no in-place reuse")
+    return "; ".join(parts)
+
+
 def format_report(report: dict[str, Any]) -> str:
     ram, flash = report["ram"], report["flash"]
     schedule = f"   schedule {ram['schedule']}" if "schedule" in ram else ""
@@ -183,6 +200,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"RAM    arena {ram['arena_bytes']:,} B   peak live {ram['peak_bytes']:,} B{bound}   "
         f"largest op {ram['largest_op_bytes']:,} B{schedule}",
+        *([f"       {ram['schedule_detail']}"] if ram.get("schedule_detail") else []),
         f"flash  weights {flash['weights_bytes']:,} B   params {flash['params_bytes']:,} B   "
         f"total {flash['total_bytes']:,} B",
         f"MACs   {report['macs']:,}",
