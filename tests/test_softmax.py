@@ -30,7 +30,6 @@ from hydra_edge.passes.lift_softmax import lift_softmax
 from hydra_edge.passes.pipeline import lower_to_ir
 from hydra_edge.quant.quantize import SOFTMAX_EXP_ENTRIES, softmax_exp_table
 from hydra_edge.ops import op_def
-from hydra_edge.reference import int_interp
 from hydra_edge.reference.float_interp import run_float, softmax_attention
 from hydra_edge.boards import load_board
 from hydra_edge.validate.accuracy import agreement, float_outputs, int8_outputs
