@@ -20,7 +20,7 @@ The build folder stands alone (nothing in it refers back to the repository):
                        validate / run / report can reload it
 
 The emitter knows the runtime only through include/hydra_rt.h: one param
-struct and one call per node, in graph order, with arena offsets from the
+struct and one call per node (each native op's OpDef.emit in hydra_edge/ops), in graph order, with arena offsets from the
 memory plan. Files are rewritten only when their content changes, so that
 `make` rebuilds only what changed.
 """

@@ -34,6 +34,8 @@ def dequantize_array(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray
 
 
 class _Quantizer:
+    """What an op's OpDef.quantize(q, node) sees: src, out, qp, scale, zp, const, emit."""
+
     def __init__(self, graph: Graph, ranges: dict[str, Range], rounding: str) -> None:
         self.src = graph
         self.qp = {name: activation_qparams(r) for name, r in ranges.items()}
