@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from hydra_edge.frontend.module import from_module
 from hydra_edge.ir.graph import Graph, Node, QuantParams, Tensor
-from hydra_edge.ir.ops import LOWERED_OPS
+from hydra_edge.ops import LOWERED_OPS
 from hydra_edge.ir.printer import format_graph
 from hydra_edge.models.hydra_vit import HydraViT, HydraViTConfig
 from hydra_edge.passes.canonicalize import canonicalize

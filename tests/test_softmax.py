@@ -29,7 +29,7 @@ from hydra_edge.passes.errors import LoweringError
 from hydra_edge.passes.lift_softmax import lift_softmax
 from hydra_edge.passes.pipeline import lower_to_ir
 from hydra_edge.quant.quantize import SOFTMAX_EXP_ENTRIES, softmax_exp_table
-from hydra_edge.reference import int_interp
+from hydra_edge.ops import op_def
 from hydra_edge.reference.float_interp import run_float, softmax_attention
 from hydra_edge.boards import load_board
 from hydra_edge.validate.accuracy import agreement, float_outputs, int8_outputs
@@ -94,7 +94,7 @@ def _check(rt, node, q, k, v, table):
     rounding, lib = rt
     status, got = _run_c(lib, node, q, k, v, table)
     assert status == c_build.HYDRA_OK
-    want = int_interp._softmax_attention(node, q, k, v, table, rounding)
+    want = op_def("softmax_attention").int_ref(node, q, k, v, table, rounding)
     np.testing.assert_array_equal(got, want, err_msg=str(node.attrs))
 
 
@@ -184,7 +184,7 @@ def test_int8_close_to_float():
     m, s = quantize_multiplier(sv / (2**15 * sy))
     node = _node(heads, 3, -5, 2, em, es, m, s, -1)
     q, k, v = (rng.integers(-128, 128, (t, d)).astype(np.int8) for _ in range(3))
-    y = int_interp._softmax_attention(node, q, k, v, softmax_exp_table(), "double")
+    y = op_def("softmax_attention").int_ref(node, q, k, v, softmax_exp_table(), "double")
     ref = softmax_attention(sq * (q - 3.0), sk * (k + 5.0), sv * (v - 2.0), heads, scale)
     err = np.abs(sy * (y.astype(np.float64) + 1) - ref) / sy
     assert err.max() <= 2.0, err.max()

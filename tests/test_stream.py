@@ -15,7 +15,8 @@ from hydra_edge.codegen.emit_c import (
 )
 from hydra_edge.frontend.pt2 import load_pt2
 from hydra_edge.ir.graph import IRError
-from hydra_edge.ir.ops import BLOCK_ROLES, block_body, check_shapes
+from hydra_edge.ir.ops import BLOCK_ROLES, block_body
+from hydra_edge.ops import check_shapes
 from hydra_edge.ir.serialize import load_graph, save_graph
 from hydra_edge.memory.planner import (
     check_no_overlap,

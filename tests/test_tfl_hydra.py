@@ -29,7 +29,7 @@ from hydra_edge import driver
 from hydra_edge.codegen.emit_c import kernel_scratch
 from hydra_edge.frontend.tflite import load_tflite, tflite_from_bytes
 from hydra_edge.ir.graph import Graph
-from hydra_edge.ir.ops import check_shapes
+from hydra_edge.ops import check_shapes
 from hydra_edge.memory.planner import live_bytes_per_node, plan_memory
 from hydra_edge.passes.lift_tfl_hydra import OP, lift_tfl_hydra
 from hydra_edge.reference.int_interp import run_int

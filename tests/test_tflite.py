@@ -21,7 +21,7 @@ from hydra_edge import driver
 from hydra_edge.frontend.errors import FrontendError
 from hydra_edge.frontend.tflite import UnsupportedTfliteError, litert_rounding, load_tflite, tflite_from_bytes
 from hydra_edge.ir.graph import Graph
-from hydra_edge.ir.ops import check_shapes
+from hydra_edge.ops import check_shapes
 from hydra_edge.numerics.fixedpoint import quantize_multiplier, requantize
 from hydra_edge.reference.int_interp import run_int, tfl_kernels
 from hydra_edge.targets import runner

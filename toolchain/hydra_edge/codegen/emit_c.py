@@ -20,7 +20,7 @@ The build folder stands alone (nothing in it refers back to the repository):
                        validate / run / report can reload it
 
 The emitter knows the runtime only through include/hydra_rt.h: one param
-struct and one call per node, in graph order, with arena offsets from the
+struct and one call per node (each native op's OpDef.emit in hydra_edge/ops), in graph order, with arena offsets from the
 memory plan. Files are rewritten only when their content changes, so that
 `make` rebuilds only what changed.
 """
@@ -31,17 +31,17 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .. import __version__
 from ..boards import Board, get_board
 from ..build_manifest import BUILD_MANIFEST, SANITIZE_BINARY
-from ..ir.graph import Graph, IRError, Node, Tensor
-from ..ir.ops import block_body, check_shapes
+from ..ir.graph import Graph, Node, Tensor
 from ..ir.serialize import save_graph
 from ..memory.planner import MemoryPlan, check_no_overlap, scratch_name
+from ..ops import REGISTRY, check_shapes, hydra_block, op_def
 from .c_syntax import INT32_MAX, CodegenError
 from .c_syntax import Call as _Call
 from .c_syntax import c_int as _c_int
@@ -49,19 +49,8 @@ from .emit_tfl import TFL_HEADER, is_tfl, lower_tfl, tfl_scratch, tfl_sources
 
 RUNTIME_DIR = Path(__file__).resolve().parents[3] / "runtime_c"
 
-OP_SOURCES = {
-    "linear": "hydra_linear.c",
-    "patch_embed": "hydra_patch_embed.c",
-    "layernorm": "hydra_layernorm.c",
-    "lut": "hydra_lut.c",
-    "hydra_attention": "hydra_attention.c",
-    "softmax_attention": "hydra_softmax_attention.c",
-    "add": "hydra_add.c",
-    "mean_pool": "hydra_mean_pool.c",
-    "hydra_block": "hydra_block.c",
-}
-# The kernels a fused op calls: their sources come with it.
-OP_DEPENDS = {"hydra_block": ("layernorm", "linear", "hydra_attention", "add", "lut")}
+# op -> its runtime_c/src file (OpDef.c_source), in the registry's order
+OP_SOURCES = {name: d.c_source for name, d in REGISTRY.items() if d.c_source}
 ALWAYS_SOURCES = ("hydra_requantize.c", "hydra_dot.c")
 
 _C_KEYWORDS = set(
@@ -72,35 +61,17 @@ _C_KEYWORDS = set(
 
 
 def kernel_scratch(graph: Graph) -> dict[str, int]:
-    """Scratch bytes per node, as the runtime's *_get_buffer_size() computes them."""
+    """Scratch bytes per node, as the runtime's *_get_buffer_size() computes them (OpDef.scratch)."""
     scratch: dict[str, int] = {}
     for node in graph.nodes:
-        if node.op == "hydra_attention":
-            dim = graph.tensor(node.inputs[0]).shape[-1]
-            scratch[node.name] = 5 * dim  # int32 state [D] + one int8 phi row [D]
-        elif node.op == "hydra_block":
-            scratch[node.name] = block_scratch_bytes(graph, node)
-        elif node.op == "softmax_attention":
-            scratch[node.name] = 8 * graph.tensor(node.inputs[0]).shape[0]  # int32 scores of a query row, key sums of a head
+        d = op_def(node.op)
+        if d is not None and d.scratch is not None:
+            scratch[node.name] = d.scratch(graph, node)
     scratch.update(tfl_scratch(graph))  # imported .tflite ops (codegen/emit_tfl.py)
     return scratch
 
 
-def block_scratch_bytes(graph: Graph, node: Node) -> int:
-    """hydra_block_s8_get_buffer_size: 5 D + G D + G max(2 D, hidden), G = min(tokens_per_step, T).
-
-    The int32 attention state [D] and one phi row [D]; a [G, D] rows buffer; a [G, max(2 D, hidden)] one
-    (k and v in pass 1, the hidden activations in pass 2). runtime_c/src/hydra_block.c documents the layout.
-    """
-    tokens, dim = graph.tensor(node.inputs[0]).shape
-    hidden = graph.tensor(block_body(node)["fc1"].inputs[1]).shape[0]
-    return block_scratch_size(tokens, dim, hidden, int(node.attrs["tokens_per_step"]))
-
-
-def block_scratch_size(tokens: int, dim: int, hidden: int, tokens_per_step: int) -> int:
-    """The formula of hydra_block_s8_get_buffer_size for valid shapes (tests/test_stream.py checks the two agree)."""
-    g = min(tokens_per_step, tokens)
-    return 5 * dim + g * dim + g * max(2 * dim, hidden)
+block_scratch_size = hydra_block.scratch_size  # re-exported (tests/test_stream.py)
 
 
 # -- C literals -----------------------------------------------------------------
@@ -271,238 +242,28 @@ class _ModelC:
         ident = self.namer(node.name, "_params")
         return ident, f"static const {ctype} {ident} = {{\n{_initialiser(fields, 1)}\n}};\n"
 
-    def linear_fields(self, node: Node) -> list[tuple[str, Any]]:
-        x, w = self.tensor(node, 0), self.tensor(node, 1)
-        n, k = w.shape
-        rows = int(np.prod(x.shape[:-1], dtype=np.int64))
-        self.check_array_range(node, "multiplier", 0, INT32_MAX)
-        self.check_array_range(node, "shift", -31, 30)
-        return [
-            ("rows", str(rows)),
-            ("in_features", str(k)),
-            ("out_features", str(n)),
-            ("weights", self.const(node, 1, "int8")),
-            ("bias", self.const(node, 2, "int32")),
-            ("multiplier", self.attr_array(node, "multiplier", n)),
-            ("shift", self.attr_array(node, "shift", n)),
-            ("output_zero_point", self.zp(node, "out_zp")),
-        ]
+    # the op files' duck-typed view of the emitter (OpDef.fields and OpDef.emit) -----------------------------
+    def call(self, node: Node, params_decl: str, call: str, check: str = "") -> _Call:
+        return _Call(node, params_decl, call, check)
 
-    def linear(self, node: Node) -> _Call:
-        ident, decl = self.params(node, "hydra_linear_params", self.linear_fields(node))
-        return _Call(node, decl, f"hydra_linear_s8(&{ident}, {self.act(node, 0)}, {self.act(node, 0, 'output')})")
+    def error(self, message: str) -> CodegenError:
+        return CodegenError(message)
 
-    def patch_embed_fields(self, node: Node) -> list[tuple[str, Any]]:
-        (c, h, wd), w = self.tensor(node, 0).shape, self.tensor(node, 1)
-        d = w.shape[0]
-        self.check_array_range(node, "multiplier", 0, INT32_MAX)
-        self.check_array_range(node, "shift", -31, 30)
-        return [
-            ("channels", str(c)),
-            ("height", str(h)),
-            ("width", str(wd)),
-            ("patch", self.scalar(node, "patch", lo=1)),
-            ("embed_dim", str(d)),
-            ("weights", self.const(node, 1, "int8")),
-            ("bias", self.const(node, 2, "int32")),
-            ("multiplier", self.attr_array(node, "multiplier", d)),
-            ("shift", self.attr_array(node, "shift", d)),
-            ("output_zero_point", self.zp(node, "out_zp")),
-        ]
-
-    def patch_embed(self, node: Node) -> _Call:
-        ident, decl = self.params(node, "hydra_patch_embed_params", self.patch_embed_fields(node))
-        return _Call(node, decl, f"hydra_patch_embed_s8(&{ident}, {self.act(node, 0)}, {self.act(node, 0, 'output')})")
-
-    def layernorm_fields(self, node: Node) -> list[tuple[str, Any]]:
-        shape = self.tensor(node, 0).shape
-        beta = np.asarray(self.tensor(node, 2).data)
-        if beta.size and np.abs(beta.astype(np.float64)).max() > 2.0**62:
-            raise CodegenError(f"node {node.name} (layernorm): beta_q exceeds 2^62 in magnitude")
-        return [
-            ("tokens", str(int(np.prod(shape[:-1], dtype=np.int64)))),
-            ("dim", str(shape[-1])),
-            ("input_zero_point", self.zp(node, "in_zp")),
-            ("eps", self.scalar(node, "eps_q", "int64_t", lo=1, hi=2**61)),
-            ("gamma", self.const(node, 1, "int32")),
-            ("beta", self.const(node, 2, "int64")),
-            ("output_shift", self.scalar(node, "out_shift", lo=0, hi=62)),
-            ("output_zero_point", self.zp(node, "out_zp")),
-        ]
-
-    def layernorm(self, node: Node) -> _Call:
-        ident, decl = self.params(node, "hydra_layernorm_params", self.layernorm_fields(node))
-        return _Call(node, decl, f"hydra_layernorm_s8(&{ident}, {self.act(node, 0)}, {self.act(node, 0, 'output')})")
-
-    def lut_fields(self, node: Node) -> list[tuple[str, Any]]:
-        x, table = self.tensor(node, 0), self.tensor(node, 1)
-        if table.shape != (256,):
-            raise CodegenError(f"node {node.name} (lut): table {table.name!r} has shape {table.shape}, expected (256,)")
-        return [("size", str(x.numel)), ("table", self.const(node, 1, "int8"))]
-
-    def lut(self, node: Node) -> _Call:
-        ident, decl = self.params(node, "hydra_lut_params", self.lut_fields(node))
-        return _Call(node, decl, f"hydra_lut_s8(&{ident}, {self.act(node, 0)}, {self.act(node, 0, 'output')})")
-
-    def hydra_attention_fields(self, node: Node) -> list[tuple[str, Any]]:
-        t, d = self.tensor(node, 0).shape
-        max_tokens = node.attrs.get("max_tokens")
-        if max_tokens is not None and t > int(max_tokens):
-            raise CodegenError(
-                f"node {node.name} (hydra_attention): {t} tokens exceed max_tokens = {int(max_tokens)}, "
-                "beyond which the int32 attention state could overflow"
-            )
-        return [
-            ("tokens", str(t)),
-            ("dim", str(d)),
-            ("q_zero_point", self.zp(node, "zq")),
-            ("k_zero_point", self.zp(node, "zk")),
-            ("v_zero_point", self.zp(node, "zv")),
-            ("kv_shift", self.scalar(node, "kv_shift", lo=0, hi=31)),
-            ("multiplier", self.multiplier(node, "multiplier")),
-            ("shift", self.shift(node, "shift")),
-            ("output_zero_point", self.zp(node, "out_zp")),
-        ]
-
-    def hydra_attention(self, node: Node) -> _Call:
-        ident, decl = self.params(node, "hydra_attention_params", self.hydra_attention_fields(node))
+    def scratch(self, node: Node) -> tuple[int, int]:
+        """(arena offset, planned bytes) of a node's scratch buffer."""
         sname = scratch_name(node.name)
-        soff, ssize = self.offset(sname), self.plan.buffer(sname).size
-        check = (
-            f"    if (hydra_attention_s8_get_buffer_size(&{ident}) > {ssize}) {{\n"
-            f"        return (int)HYDRA_ERR_ARG; /* the plan gave this node less scratch than the kernel needs */\n"
-            f"    }}\n"
-        )
-        call = (
-            f"hydra_attention_s8(&{ident}, {self.act(node, 0)}, {self.act(node, 1)}, {self.act(node, 2)}, "
-            f"(void *)(hydra_arena + {soff}), {self.act(node, 0, 'output')})"
-        )
-        return _Call(node, decl, call, check)
-
-    def softmax_attention(self, node: Node) -> _Call:
-        t, d = self.tensor(node, 0).shape
-        table = self.tensor(node, 3)
-        max_tokens = node.attrs.get("max_tokens")
-        if max_tokens is not None and t > int(max_tokens):
-            raise CodegenError(f"node {node.name} (softmax_attention): {t} tokens exceed max_tokens = {int(max_tokens)}, "
-                               "beyond which the int32 sum of exp values could overflow")
-        fields = [
-            ("tokens", str(t)),
-            ("dim", str(d)),
-            ("heads", self.scalar(node, "heads", lo=1, hi=d)),
-            ("q_zero_point", self.zp(node, "zq")),
-            ("k_zero_point", self.zp(node, "zk")),
-            ("v_zero_point", self.zp(node, "zv")),
-            ("exp_multiplier", self.multiplier(node, "exp_multiplier")),
-            ("exp_shift", self.shift(node, "exp_shift")),
-            ("exp_table", self.const(node, 3, "int32")),
-            ("exp_table_size", str(table.numel)),
-            ("multiplier", self.multiplier(node, "multiplier")),
-            ("shift", self.shift(node, "shift")),
-            ("output_zero_point", self.zp(node, "out_zp")),
-        ]
-        ident, decl = self.params(node, "hydra_softmax_attention_params", fields)
-        sname = scratch_name(node.name)
-        soff, ssize = self.offset(sname), self.plan.buffer(sname).size
-        check = (
-            f"    if (hydra_softmax_attention_s8_get_buffer_size(&{ident}) > {ssize}) {{\n"
-            f"        return (int)HYDRA_ERR_ARG; /* the plan gave this node less scratch than the kernel needs */\n"
-            f"    }}\n"
-        )
-        call = (
-            f"hydra_softmax_attention_s8(&{ident}, {self.act(node, 0)}, {self.act(node, 1)}, {self.act(node, 2)}, "
-            f"{self.act(node, 0, 'output')}, (void *)(hydra_arena + {soff}))"
-        )
-        return _Call(node, decl, call, check)
-
-    def add_fields(self, node: Node) -> list[tuple[str, Any]]:
-        return [
-            ("size", str(self.tensor(node, 0).numel)),
-            ("left_shift", self.scalar(node, "left_shift", lo=0, hi=30)),
-            ("a_zero_point", self.zp(node, "za")),
-            ("a_multiplier", self.multiplier(node, "ma")),
-            ("a_shift", self.shift(node, "sa")),
-            ("b_zero_point", self.zp(node, "zb")),
-            ("b_multiplier", self.multiplier(node, "mb")),
-            ("b_shift", self.shift(node, "sb")),
-            ("output_multiplier", self.multiplier(node, "my")),
-            ("output_shift", self.shift(node, "sy")),
-            ("output_zero_point", self.zp(node, "out_zp")),
-        ]
-
-    def add(self, node: Node) -> _Call:
-        ident, decl = self.params(node, "hydra_add_params", self.add_fields(node))
-        call = f"hydra_add_s8(&{ident}, {self.act(node, 0)}, {self.act(node, 1)}, {self.act(node, 0, 'output')})"
-        return _Call(node, decl, call)
-
-    def mean_pool_fields(self, node: Node) -> list[tuple[str, Any]]:
-        t, d = self.tensor(node, 0).shape
-        return [
-            ("tokens", str(t)),
-            ("dim", str(d)),
-            ("input_zero_point", self.zp(node, "in_zp")),
-            ("multiplier", self.multiplier(node, "multiplier")),
-            ("shift", self.shift(node, "shift")),
-            ("output_zero_point", self.zp(node, "out_zp")),
-        ]
-
-    def mean_pool(self, node: Node) -> _Call:
-        ident, decl = self.params(node, "hydra_mean_pool_params", self.mean_pool_fields(node))
-        return _Call(node, decl, f"hydra_mean_pool_s8(&{ident}, {self.act(node, 0)}, {self.act(node, 0, 'output')})")
-
-    def hydra_block(self, node: Node) -> _Call:
-        x = self.tensor(node, 0)
-        y = self.tensor(node, 0, "output")
-        if len(x.shape) != 2:
-            raise CodegenError(f"node {node.name} (hydra_block): input {x.name!r} is {list(x.shape)}, expected [T, D]")
-        try:
-            body = block_body(node)
-        except IRError as exc:
-            raise CodegenError(str(exc)) from None
-        tokens, dim = x.shape
-        hidden = self.tensor(body["fc1"], 1).shape[0]
-        for role in ("residual1", "residual2"):  # a = the residual stream, as hydra_block_s8 reads it
-            a = body[role].inputs[0]
-            want = x.name if role == "residual1" else body["residual1"].outputs[0]
-            if a != want:
-                raise CodegenError(f"node {node.name} (hydra_block): {role} input a is {a!r}, not the residual {want!r}")
-        fields: list[tuple[str, Any]] = [
-            ("tokens", str(tokens)),
-            ("dim", str(dim)),
-            ("hidden", str(hidden)),
-            ("tokens_per_step", self.scalar(node, "tokens_per_step", lo=1, hi=tokens)),
-        ]
-        for role, sub in body.items():
-            fields.append((role, getattr(self, f"{sub.op}_fields")(sub)))
-        ident, decl = self.params(node, "hydra_block_params", fields)
-        if self.offset(x.name) != self.offset(y.name):
-            raise CodegenError(
-                f"node {node.name} (hydra_block) runs in place, but the plan puts {x.name!r} at {self.offset(x.name)} "
-                f"and {y.name!r} at {self.offset(y.name)}"
-            )
-        sname = scratch_name(node.name)
-        soff, ssize = self.offset(sname), self.plan.buffer(sname).size
-        check = (
-            f"    {{\n"
-            f"        const int32_t need = hydra_block_s8_get_buffer_size(&{ident});\n"
-            f"        if (need == 0 || need > {ssize}) {{\n"
-            f"            return (int)HYDRA_ERR_ARG; /* invalid params, or less scratch planned than the kernel needs */\n"
-            f"        }}\n"
-            f"    }}\n"
-        )
-        call = f"hydra_block_s8(&{ident}, {self.act(node, 0)}, (void *)(hydra_arena + {soff}))"
-        return _Call(node, decl, call, check)
+        return self.offset(sname), self.plan.buffer(sname).size
 
     def lower(self, node: Node) -> _Call:
         if is_tfl(node.op):  # an imported .tflite op: the generic contract-driven emitter
             return lower_tfl(self, node)
-        fn: Callable[[Node], _Call] | None = getattr(self, node.op, None) if node.op in OP_SOURCES else None
-        if fn is None:
+        d = op_def(node.op)
+        if d is None or d.emit is None:
             raise CodegenError(
                 f"node {node.name}: op {node.op!r} has no C kernel (supported: {', '.join(OP_SOURCES)}); "
                 "quantise the graph first (gelu becomes lut)"
             )
-        return fn(node)
+        return d.emit(self, node)
 
 
 def _initialiser(fields: list[tuple[str, Any]], depth: int) -> str:
@@ -538,7 +299,7 @@ def _rounding(graph: Graph) -> str:
 def runtime_sources(graph: Graph) -> list[str]:
     """The runtime_c/src files this graph needs: the fixed-point and dot helpers, then one per op used, in a fixed order."""
     used = {node.op for node in graph.nodes}
-    used |= {dep for op in list(used) for dep in OP_DEPENDS.get(op, ())}
+    used |= {dep for op in list(used) if op in REGISTRY for dep in REGISTRY[op].c_depends}
     return list(ALWAYS_SOURCES) + [src for op, src in OP_SOURCES.items() if op in used] + tfl_sources(
         graph, RUNTIME_DIR / "src")
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..ir.graph import Graph, Node
 from ..ir.ops import block_body
+from ..ops import op_def
 from ..memory.planner import (
     SCRATCH_SUFFIX,
     MemoryPlan,
@@ -27,24 +28,12 @@ MEMORY_PLOT = "memory.png"
 
 
 def node_macs(graph: Graph, node: Node) -> int:
-    """Multiply-accumulates of one node (elementwise ops: one per element)."""
-    if node.op == "hydra_block":
-        return sum(node_macs(graph, sub) for sub in block_body(node).values())
+    """Multiply-accumulates of one node (elementwise ops: one per element): the native ops' OpDef.macs."""
+    d = op_def(node.op)
+    if d is not None:
+        return d.macs(graph, node)
     shapes = [graph.tensor(n).shape for n in node.inputs]
     out = graph.tensor(node.outputs[0])
-    if node.op == "linear":
-        x, (n, k) = shapes[0], shapes[1]
-        return int(np.prod(x[:-1], dtype=np.int64)) * k * n
-    if node.op == "patch_embed":
-        d, c, p, _ = shapes[1]
-        return out.shape[0] * d * c * p * p
-    if node.op in ("hydra_attention", "layernorm"):  # [T, D], or a LayerNorm's [D] (a norm of the pooled vector)
-        return 3 * int(np.prod(shapes[0], dtype=np.int64))
-    if node.op == "softmax_attention":  # q.k for every query and key, then the weighted sum of v rows
-        t, d = shapes[0]
-        return 2 * t * t * d
-    if node.op == "mean_pool":
-        return int(np.prod(shapes[0], dtype=np.int64))
     # int8 .tflite ops: output elements times the products that make each one
     if node.op == "tfl_fully_connected":
         return out.numel * shapes[1][-1]  # filter [N, K]
@@ -57,7 +46,7 @@ def node_macs(graph: Graph, node: Node) -> int:
         return out.numel * int(node.attrs["depth"])
     if node.op == "tfl_hydra_attention":
         return 3 * out.numel
-    return out.numel  # lut, add, gelu and other elementwise ops
+    return out.numel  # other elementwise tfl ops
 
 
 def attr_bytes(node: Node) -> int:

@@ -1,4 +1,6 @@
-"""The operators of the lowered IR, their operands and shape rules.
+"""The operators of the lowered IR and their operands; the structure of a fused hydra_block.
+
+Each op's rules (shape, references, quantisation, kernel) live in its own file, hydra_edge/ops/<op>.py.
 
 The same op names are used before quantisation (float32 tensors, float
 constants) and after it (int8 activations, integer constants and attrs as in
@@ -47,57 +49,8 @@ reads or writes them.
 
 from __future__ import annotations
 
-from typing import Callable
 
-from .graph import Graph, IRError, Node
-from .tfl_ops import TFL_SHAPE_RULES, check_tfl_shape
-
-Shape = tuple[int, ...]
-
-
-def _patch_embed(node: Node, shapes: list[Shape]) -> Shape:
-    (c, h, w), ws = shapes[0], shapes[1]
-    p = int(node.attrs["patch"])
-    if len(ws) != 4 or ws[1] != c or ws[2] != p or ws[3] != p:
-        raise IRError(f"{node.name}: patch_embed weight {ws} does not match input channels {c} and patch {p}")
-    if h % p or w % p:
-        raise IRError(f"{node.name}: input {h}x{w} is not a multiple of the patch size {p}")
-    return ((h // p) * (w // p), ws[0])
-
-
-def _linear(node: Node, shapes: list[Shape]) -> Shape:
-    x, w = shapes[0], shapes[1]
-    if len(w) != 2 or x[-1] != w[1]:
-        raise IRError(f"{node.name}: linear input {x} does not match weight {w}")
-    return (*x[:-1], w[0])
-
-
-def _same_as_first(node: Node, shapes: list[Shape]) -> Shape:
-    return shapes[0]
-
-
-def _hydra(node: Node, shapes: list[Shape]) -> Shape:
-    if not (shapes[0] == shapes[1] == shapes[2]) or len(shapes[0]) != 2:
-        raise IRError(f"{node.name}: hydra_attention needs q, k, v of one [T, D] shape, got {shapes}")
-    return shapes[0]
-
-
-def _softmax_attention(node: Node, shapes: list[Shape]) -> Shape:
-    if len(shapes) not in (3, 4) or not (shapes[0] == shapes[1] == shapes[2]) or len(shapes[0]) != 2:
-        raise IRError(f"{node.name}: softmax_attention needs q, k, v of one [T, D] shape (and an exp table), "
-                      f"got {shapes}")
-    heads = node.attrs.get("heads")
-    if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1 or shapes[0][1] % heads:
-        raise IRError(f"{node.name}: softmax_attention heads = {heads!r} must be a positive int dividing D = {shapes[0][1]}")
-    if len(shapes) == 4 and len(shapes[3]) != 1:
-        raise IRError(f"{node.name}: softmax_attention exp table must be 1-d, got {shapes[3]}")
-    return shapes[0]
-
-
-def _add(node: Node, shapes: list[Shape]) -> Shape:
-    if shapes[0] != shapes[1]:
-        raise IRError(f"{node.name}: add operands differ in shape: {shapes[0]} and {shapes[1]}")
-    return shapes[0]
+from .graph import IRError, Node
 
 
 # The members of a hydra_block's body, in order (the fields of hydra_block_params in hydra_rt.h).
@@ -130,64 +83,3 @@ def block_body(node: Node) -> dict[str, Node]:
         if n.op != op:
             raise IRError(f"{node.name}: body node {role} ({n.name}) is {n.op!r}, expected {op!r}")
     return nodes
-
-
-def _hydra_block(node: Node, shapes: list[Shape]) -> Shape:
-    x = shapes[0]
-    if len(x) != 2:
-        raise IRError(f"{node.name}: hydra_block needs x[T, D], got {x}")
-    if len(shapes) != 1 + len(BLOCK_CONSTANTS):
-        raise IRError(f"{node.name}: hydra_block takes x and {len(BLOCK_CONSTANTS)} constants, got {len(shapes)} inputs")
-    body = block_body(node)
-    const = {(role, i): s for (role, i), s in zip(BLOCK_CONSTANTS, shapes[1:])}
-    d = x[1]
-    hidden = const[("fc1", 1)][0]
-    expect = {("q", 1): (d, d), ("k", 1): (d, d), ("v", 1): (d, d), ("proj", 1): (d, d),
-              ("fc1", 1): (hidden, d), ("fc2", 1): (d, hidden), ("act", 1): (256,)}
-    for key, shape in expect.items():
-        if tuple(const[key]) != shape:
-            raise IRError(f"{node.name}: hydra_block {key[0]} constant has shape {const[key]}, expected {shape}")
-    for (role, i), name in zip(BLOCK_CONSTANTS, node.inputs[1:]):
-        if body[role].inputs[i] != name:
-            raise IRError(f"{node.name}: input {name!r} is not the {role} constant #{i} of the body "
-                          f"({body[role].inputs[i]!r})")
-    tps = node.attrs.get("tokens_per_step")
-    if not isinstance(tps, int) or isinstance(tps, bool) or not 1 <= tps <= x[0]:
-        raise IRError(f"{node.name}: tokens_per_step must be an int in [1, {x[0]}], got {tps!r}")
-    return x
-
-
-def _mean_pool(node: Node, shapes: list[Shape]) -> Shape:
-    if len(shapes[0]) != 2:
-        raise IRError(f"{node.name}: mean_pool needs [T, D], got {shapes[0]}")
-    return (shapes[0][1],)
-
-
-SHAPE_RULES: dict[str, Callable[[Node, list[Shape]], Shape]] = {
-    "patch_embed": _patch_embed,
-    "linear": _linear,
-    "layernorm": _same_as_first,
-    "gelu": _same_as_first,
-    "lut": _same_as_first,
-    "hydra_attention": _hydra,
-    "softmax_attention": _softmax_attention,
-    "add": _add,
-    "mean_pool": _mean_pool,
-    "hydra_block": _hydra_block,
-}
-
-LOWERED_OPS = tuple(SHAPE_RULES)
-SHAPE_RULES.update(TFL_SHAPE_RULES)  # the ops of an imported int8 .tflite (ir/tfl_ops.py)
-
-
-def check_shapes(graph: Graph) -> None:
-    """Recompute every output shape from the inputs; raise IRError on a mismatch."""
-    for node in graph.nodes:
-        rule = SHAPE_RULES.get(node.op)
-        if rule is None:
-            raise IRError(f"node {node.name}: op {node.op!r} is not a lowered op ({', '.join(LOWERED_OPS)})")
-        expected = rule(node, [graph.tensor(n).shape for n in node.inputs])
-        actual = graph.tensor(node.outputs[0]).shape
-        same = check_tfl_shape(node, expected, actual) if node.op in TFL_SHAPE_RULES else tuple(expected) == tuple(actual)
-        if not same:
-            raise IRError(f"node {node.name} ({node.op}): output shape {actual}, expected {tuple(expected)}")

@@ -1,4 +1,4 @@
-"""The tfl_* ops of an imported int8 .tflite: their shape rules (merged into ir/ops.SHAPE_RULES).
+"""The tfl_* ops of an imported int8 .tflite: their shape rules (hydra_edge.ops.check_shapes reads them beside the native ops' OpDef.shape).
 
 A tfl_* node is one TFLite builtin operator (IR op ``tfl_`` + its name in lower case); its inputs are the
 operator's tensors in order, constants included, and its attrs TFLite Micro's prepared parameters

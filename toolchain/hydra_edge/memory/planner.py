@@ -57,16 +57,20 @@ from dataclasses import dataclass, field
 
 from ..errors import HydraEdgeError
 from ..ir.graph import Graph, IRError
+from ..ops import REGISTRY
 
 ALIGNMENT = 16
 SCRATCH_SUFFIX = "#scratch"
 
-# op -> the input positions whose bytes its output may take (the kernel accepts output == that input).
-IN_PLACE_OPS: dict[str, tuple[int, ...]] = {"add": (0, 1), "lut": (0,), "layernorm": (0,), "hydra_block": (0,),
-                                           "tfl_reshape": (0,),  # an imported RESHAPE: the same bytes
-                                           "tfl_hydra_attention": (0, 1, 2)}  # reads q_t before out_t, k, v first
+# op -> the input positions whose bytes its output may take (the kernel accepts output == that input):
+# the native ops' OpDef.in_place (hydra_edge/ops), then the imported .tflite ones.
+IN_PLACE_OPS: dict[str, tuple[int, ...]] = {
+    **{name: d.in_place for name, d in REGISTRY.items() if d.in_place},
+    "tfl_reshape": (0,),  # an imported RESHAPE: the same bytes
+    "tfl_hydra_attention": (0, 1, 2),  # reads q_t before out_t, k, v first
+}
 # ops whose kernel has no separate output pointer: always in place, whatever plan_memory's in_place says.
-ALWAYS_IN_PLACE = frozenset({"hydra_block"})
+ALWAYS_IN_PLACE = frozenset(name for name, d in REGISTRY.items() if d.always_in_place)
 
 
 class MemoryPlanError(HydraEdgeError, ValueError):

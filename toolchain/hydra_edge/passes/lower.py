@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..ir.graph import Graph, IRError, Node, Tensor
-from ..ir.ops import SHAPE_RULES, check_shapes
+from ..ops import check_shapes, shape_rule
 from .canonicalize import consumers, producers, strip_batch_dim
 from .errors import LoweringError, unsupported
 
@@ -178,7 +178,7 @@ class _Lowerer:
         name = self.fresh(node.name)
         lowered = Node(name, op, inputs, [name], attrs, node.source)
         try:
-            shape = tuple(SHAPE_RULES[op](lowered, [self.ushape(i) for i in inputs]))
+            shape = tuple(shape_rule(op)(lowered, [self.ushape(i) for i in inputs]))
         except (IRError, KeyError, IndexError, ValueError) as exc:
             raise LoweringError(f"{op} at node {_where(node)}: {exc}") from None
         torch_shape = self.g.tensor(stands_for).shape

@@ -30,6 +30,7 @@ import numpy as np
 from ..codegen.report import node_flash_bytes
 from ..ir.graph import Graph
 from ..ir.ops import block_body
+from ..ops.hydra_block import scratch_size as block_scratch_size
 from ..memory.planner import MemoryPlan, MemoryPlanError, live_bytes_per_node
 from ..boards import Board
 
@@ -110,7 +111,7 @@ def ram_suggestions(graph: Graph, plan: MemoryPlan, step: int) -> list[str]:
         hidden = graph.tensor(block_body(node)["fc1"].inputs[1]).shape[0]
         g = min(int(node.attrs.get("tokens_per_step", 1)), tokens)
         if g > 1:
-            saved = (g - 1) * (dim + max(2 * dim, hidden))
+            saved = block_scratch_size(tokens, dim, hidden, g) - block_scratch_size(tokens, dim, hidden, 1)
             out.append(f"fewer tokens per step (now {g}; --tokens-per-step 1 saves {saved:,} B of scratch)")
     tokens_node = next((n for n in graph.nodes if n.op in ("hydra_block", "layernorm")), None)
     if tokens_node is not None and len(graph.tensor(tokens_node.inputs[0]).shape) == 2:

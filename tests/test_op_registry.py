@@ -1,0 +1,133 @@
+"""The op registry (hydra_edge/ops, issue 16 part 1): every native op has the fields its graphs need, each
+scratch formula is the C runtime's *_get_buffer_size, and row_local is what the float reference does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from c_build import AttentionParams, BlockParams, SoftmaxAttentionParams, build_runtime_lib, have_compiler
+from hydra_edge.ir.graph import Graph, Node, Tensor
+from hydra_edge.ir.ops import BLOCK_OPS
+from hydra_edge.ops import LOWERED_OPS, REGISTRY, OpDef, op_def
+from hydra_edge.ops.hydra_block import scratch_size as block_scratch_size
+
+NATIVE = ("patch_embed", "linear", "layernorm", "gelu", "lut", "hydra_attention", "softmax_attention", "add",
+          "mean_pool", "hydra_block")
+
+
+def test_the_registry_holds_the_native_ops():
+    assert set(REGISTRY) == set(NATIVE) == set(LOWERED_OPS)
+    assert all(isinstance(d, OpDef) and d.name == name for name, d in REGISTRY.items())
+    assert op_def("tfl_add") is None
+
+
+@pytest.mark.parametrize("name", NATIVE)
+def test_every_op_has_the_fields_its_graphs_need(name):
+    d = REGISTRY[name]
+    assert d.graphs in ("both", "float", "int")
+    assert callable(d.shape) and callable(d.macs)
+    if d.in_float:  # in a float graph: run by the float reference, turned into an int8 op by the quantiser
+        assert callable(d.float_ref) and callable(d.quantize)
+    else:
+        assert d.float_ref is None and d.quantize is None
+    if d.in_int:  # in a quantised graph: the integer reference and a C kernel
+        assert callable(d.int_ref) and callable(d.emit)
+        assert d.c_source and d.c_function and d.param_struct
+        assert d.c_function.startswith("hydra_") and d.param_struct == d.c_function.removesuffix("_s8") + "_params"
+        from c_build import SRC_DIR, INCLUDE_DIR
+
+        assert (SRC_DIR / d.c_source).is_file()
+        header = (INCLUDE_DIR / "hydra_rt.h").read_text()
+        assert f"{d.c_function}(" in header and f"}} {d.param_struct};" in header
+        has_size_fn = f"{d.c_function}_get_buffer_size(" in header
+        assert has_size_fn == (d.scratch is not None), "scratch bytes exactly for the kernels with *_get_buffer_size"
+    else:
+        assert d.int_ref is None and d.c_source is None and d.emit is None
+    assert all(i >= 0 for i in d.in_place)
+    assert not d.always_in_place or d.in_place
+    assert all(dep in REGISTRY and REGISTRY[dep].c_source for dep in d.c_depends)
+
+
+def test_the_ops_of_a_block_body_have_fields():
+    for op in BLOCK_OPS:  # hydra_block's emitter nests each body op's param struct
+        assert callable(REGISTRY[op].fields) and op in REGISTRY["hydra_block"].c_depends
+
+
+def _graph(**shapes: tuple[int, ...]) -> Graph:
+    g = Graph()
+    for name, shape in shapes.items():
+        g.add_tensor(Tensor(name, shape, "int8"))
+    return g
+
+
+@pytest.mark.skipif(not have_compiler(), reason="no C compiler")
+def test_scratch_formulas_are_the_c_runtime_s(tmp_path_factory):
+    lib = build_runtime_lib(tmp_path_factory.mktemp("rt"))
+    for tokens in (1, 7, 64, 197):
+        for dim in (8, 27, 64, 192):
+            g = _graph(q=(tokens, dim), k=(tokens, dim), v=(tokens, dim), y=(tokens, dim))
+            attn = Node("a", "hydra_attention", ["q", "k", "v"], ["y"])
+            p = AttentionParams(tokens=tokens, dim=dim)
+            assert REGISTRY["hydra_attention"].scratch(g, attn) == lib.hydra_attention_s8_get_buffer_size(p)
+            heads = 4 if dim % 4 == 0 else 1
+            sm = Node("s", "softmax_attention", ["q", "k", "v"], ["y"], {"heads": heads})
+            p = SoftmaxAttentionParams(tokens=tokens, dim=dim, heads=heads)
+            assert REGISTRY["softmax_attention"].scratch(g, sm) == lib.hydra_softmax_attention_s8_get_buffer_size(p)
+    for tokens, dim, hidden, tps in ((1, 8, 16, 1), (25, 27, 54, 3), (64, 64, 128, 10_000), (197, 192, 768, 4)):
+        p = BlockParams(tokens=tokens, dim=dim, hidden=hidden, tokens_per_step=tps)
+        p.norm1.dim = p.norm2.dim = p.attn.dim = dim
+        p.attn.tokens = tokens
+        for lin, (k, n) in {"q": (dim, dim), "k": (dim, dim), "v": (dim, dim), "proj": (dim, dim),
+                            "fc1": (dim, hidden), "fc2": (hidden, dim)}.items():
+            getattr(p, lin).in_features, getattr(p, lin).out_features = k, n
+        assert block_scratch_size(tokens, dim, hidden, tps) == lib.hydra_block_s8_get_buffer_size(p)
+
+
+T, D = 6, 8
+
+
+def _samples(rng: np.random.Generator) -> dict[str, tuple[Node, list[np.ndarray], tuple[int, ...]]]:
+    """op -> (node, inputs, the inputs that hold one row per token); the reference each op runs in."""
+    x = lambda *s: rng.standard_normal(s)  # noqa: E731
+    s8 = lambda *s: rng.integers(-128, 128, s).astype(np.int8)  # noqa: E731
+    node = lambda op, n, **attrs: Node(op, op, [f"i{i}" for i in range(n)], ["y"], attrs)  # noqa: E731
+    return {
+        "linear": (node("linear", 3), [x(T, D), x(5, D), x(5)], (0,)),
+        "patch_embed": (node("patch_embed", 3, patch=2), [x(3, 4, 4), x(D, 3, 2, 2), x(D)], (0,)),
+        "layernorm": (node("layernorm", 3, eps=1e-5), [x(T, D), x(D), x(D)], (0,)),
+        "gelu": (node("gelu", 1), [x(T, D)], (0,)),
+        "lut": (node("lut", 2), [s8(T, D), s8(256)], (0,)),
+        "hydra_attention": (node("hydra_attention", 3), [x(T, D), x(T, D), x(T, D)], (0, 1, 2)),
+        "softmax_attention": (node("softmax_attention", 3, heads=2, scale=0.5), [x(T, D), x(T, D), x(T, D)],
+                              (0, 1, 2)),
+        "add": (node("add", 2), [x(T, D), x(T, D)], (0, 1)),
+        "mean_pool": (node("mean_pool", 1), [x(T, D)], (0,)),
+    }
+
+
+@pytest.mark.parametrize("name", [n for n in NATIVE if n != "hydra_block"])
+def test_row_local_is_what_the_reference_does(name):
+    rng = np.random.default_rng(0)
+    d = REGISTRY[name]
+    node, ins, token_inputs = _samples(rng)[name]
+    ref = d.float_ref if d.in_float else (lambda n, *a: d.int_ref(n, *a, "double"))
+    changed = [a.copy() for a in ins]
+    for i in token_inputs:
+        fresh = rng.integers(-128, 128, changed[i][0].shape) if changed[i].dtype == np.int8 else \
+            rng.standard_normal(changed[i][0].shape)
+        changed[i][0] = fresh  # token 0 only (a patch_embed's input has no tokens: channel 0)
+    y, y2 = np.asarray(ref(node, *ins)), np.asarray(ref(node, *changed))
+    assert not np.array_equal(y, y2)
+    other_rows_same = y.ndim == 2 and y.shape[0] == T and np.array_equal(y[1:], y2[1:])
+    assert other_rows_same == d.row_local
+
+
+def test_a_fused_block_is_row_local_only_if_its_body_is():
+    assert REGISTRY["hydra_block"].row_local == all(REGISTRY[op].row_local for op in BLOCK_OPS) == False  # noqa: E712
+
+
+def test_macs_and_shapes_of_a_linear():
+    g = _graph(x=(T, D), w=(5, D), b=(5,), y=(T, 5))
+    n = Node("l", "linear", ["x", "w", "b"], ["y"])
+    assert REGISTRY["linear"].shape(n, [(T, D), (5, D), (5,)]) == (T, 5)
+    assert REGISTRY["linear"].macs(g, n) == T * D * 5

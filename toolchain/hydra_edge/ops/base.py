@@ -1,0 +1,140 @@
+"""OpDef, the registry dict and the helpers every op file shares (the stages read them through hydra_edge.ops)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import HydraEdgeError
+from ..ir.graph import Graph, Node
+
+Shape = tuple[int, ...]
+I64 = np.int64
+INT32_MAX = 2**31 - 1
+
+
+class QuantizationError(HydraEdgeError, ValueError):
+    """A model whose constants do not fit the integer contract."""
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """Everything the toolchain knows about one native op; a stage reads the fields it needs.
+
+    `graphs` says where the op appears: "both" (float and quantised graphs), "float" (quantisation
+    replaces it, e.g. gelu becomes lut) or "int" (made after quantisation, e.g. hydra_block, or by it, lut).
+    """
+
+    name: str
+    shape: Callable[[Node, list[Shape]], Shape]  # output shape from the input shapes; IRError when they do not fit
+    macs: Callable[[Graph, Node], int]  # multiply-accumulates (elementwise ops: one per element)
+    graphs: str = "both"
+    float_ref: Callable[..., np.ndarray] | None = None  # (node, *inputs) -> float64 output
+    int_ref: Callable[..., np.ndarray] | None = None  # (node, *inputs, rounding) -> int8 output (docs/numerics.md)
+    quantize: Callable[[Any, Node], None] | None = None  # (quantizer, float node): adds the int8 node(s)
+    # the C kernel: runtime_c/src/<c_source>, `<c_function>(&<param_struct>, ...)`
+    c_source: str | None = None
+    c_function: str | None = None
+    param_struct: str | None = None
+    c_depends: tuple[str, ...] = ()  # the ops whose kernels this one calls (their sources come with it)
+    fields: Callable[[Any, Node], list] | None = None  # (emitter, node) -> the param struct's [(field, C value)]
+    emit: Callable[[Any, Node], Any] | None = None  # (emitter, node) -> codegen's Call
+    scratch: Callable[[Graph, Node], int] | None = None  # scratch bytes: the C *_get_buffer_size; None: none
+    in_place: tuple[int, ...] = ()  # inputs whose bytes the output may take (the kernel accepts output == input)
+    always_in_place: bool = False  # the kernel has no separate output pointer
+    row_local: bool = False  # each token's output row depends only on that token's input row
+
+    @property
+    def in_float(self) -> bool:
+        return self.graphs in ("both", "float")
+
+    @property
+    def in_int(self) -> bool:
+        return self.graphs in ("both", "int")
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    if op.name in REGISTRY:
+        raise ValueError(f"op {op.name!r} is registered twice")
+    REGISTRY[op.name] = op
+    return op
+
+
+def op_def(name: str) -> OpDef | None:
+    """The OpDef of a native op, or None (a tfl_* op, or an unknown one)."""
+    return REGISTRY.get(name)
+
+
+def numel(shape: Shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def elementwise_macs(graph: Graph, node: Node) -> int:
+    return graph.tensor(node.outputs[0]).numel
+
+
+def same_as_first(node: Node, shapes: list[Shape]) -> Shape:
+    return shapes[0]
+
+
+def clamp_s8(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, -128, 127).astype(np.int8)
+
+
+def multiplier(real: float, what: str) -> tuple[int, int]:
+    from ..numerics.fixedpoint import quantize_multiplier
+
+    try:
+        return quantize_multiplier(real)
+    except ValueError as exc:
+        raise QuantizationError(f"{what}: {exc}") from None
+
+
+def unary_call(em: Any, node: Node, op: OpDef) -> Any:
+    """The common lowering `<c_function>(&params, x, y)`."""
+    ident, decl = em.params(node, op.param_struct, op.fields(em, node))
+    return em.call(node, decl, f"{op.c_function}(&{ident}, {em.act(node, 0)}, {em.act(node, 0, 'output')})")
+
+
+# -- quantisation helpers the op files share (quant/quantize.py re-exports them) ---------------------------
+
+
+def qparams_for_range(lo: float, hi: float):
+    """An activation's per-tensor scale and zero point for the calibrated range [lo, hi] (0 always inside)."""
+    from ..ir.graph import QuantParams
+    from ..numerics.fixedpoint import round_half_away
+
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if not np.isfinite(lo) or not np.isfinite(hi):
+        raise QuantizationError("calibration produced a non-finite activation range (NaN or inf in the float model)")
+    if hi - lo <= 0:
+        lo, hi = 0.0, 1e-6
+    scale = (hi - lo) / 255.0
+    zero_point = int(np.clip(round_half_away(-128.0 - lo / scale), -128, 127))
+    return QuantParams.per_tensor(scale, zero_point)
+
+
+def quantize_array(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Float -> int8 with an activation's scale and zero point (docs/numerics.md, Quantisation)."""
+    from ..numerics.fixedpoint import round_half_away
+
+    # x / scale beyond +-2^16 saturates either way: clipped first so that a value far outside the
+    # calibrated range (percentile calibration, an outlier) saturates instead of overflowing int64
+    v = np.clip(np.asarray(x, np.float64) / scale, -65536.0, 65536.0)
+    return np.clip(round_half_away(v) + zero_point, -128, 127).astype(np.int8)
+
+
+def quantize_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per output channel (axis 0) in [-127, 127]."""
+    from ..numerics.fixedpoint import round_half_away
+
+    flat = w.reshape(w.shape[0], -1).astype(np.float64)
+    amax = np.abs(flat).max(axis=1)
+    scale = np.where(amax > 0, amax / 127.0, 1.0)
+    q = np.clip(round_half_away(flat / scale[:, None]), -127, 127).astype(np.int8)
+    return q.reshape(w.shape), scale

@@ -1,0 +1,85 @@
+"""linear: x[T, K] or x[K] @ w[N, K]^T + b[N]; quantised: int8 x, w, int32 b (zp folded), per-channel requantise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..ir.graph import Graph, IRError, Node
+from ..numerics.fixedpoint import quantize_multipliers, requantize, round_half_away
+from .base import I64, INT32_MAX, OpDef, QuantizationError, Shape, clamp_s8, numel, quantize_weights, register, unary_call
+
+
+def shape(node: Node, shapes: list[Shape]) -> Shape:
+    x, w = shapes[0], shapes[1]
+    if len(w) != 2 or x[-1] != w[1]:
+        raise IRError(f"{node.name}: linear input {x} does not match weight {w}")
+    return (*x[:-1], w[0])
+
+
+def float_ref(node: Node, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return x @ w.T + b
+
+
+def int_ref(node: Node, x: np.ndarray, w: np.ndarray, bias: np.ndarray, rounding: str) -> np.ndarray:
+    acc = x.astype(I64) @ w.reshape(len(w), -1).astype(I64).T + bias.astype(I64)  # int32 by the compile-time bound
+    y = requantize(acc, node.attrs["multiplier"].astype(I64), node.attrs["shift"].astype(I64), rounding)
+    return clamp_s8(node.attrs["out_zp"] + y)
+
+
+def quantize(q: Any, node: Node) -> None:
+    """Also patch_embed's: per-channel weights, the input zero point folded into the int32 bias."""
+    x, w_name, b_name = node.inputs
+    y = node.outputs[0]
+    w = q.src.tensor(w_name).data
+    b = q.src.tensor(b_name).data.astype(np.float64)
+    wq, ws = quantize_weights(w)
+    sx, zx = q.scale(x), q.zp(x)
+    k = int(np.prod(w.shape[1:]))
+    bias = round_half_away(b / (sx * ws)).astype(np.int64)
+    bias_k = bias - zx * wq.reshape(len(wq), -1).astype(np.int64).sum(axis=1)
+    worst = int(np.abs(bias_k).max()) + k * 128 * 127
+    if worst > INT32_MAX:
+        raise QuantizationError(
+            f"node {node.name} ({node.op}): the int32 accumulator could reach {worst} (> 2^31-1); "
+            "the bias is too large for the input and weight scales"
+        )
+    try:
+        mult, shift = quantize_multipliers(sx * ws / q.scale(y))
+    except ValueError as exc:
+        raise QuantizationError(f"node {node.name} ({node.op}): {exc}") from None
+    attrs = dict(multiplier=mult, shift=shift, out_zp=q.zp(y))
+    if node.op == "patch_embed":
+        attrs = {"patch": int(node.attrs["patch"]), **attrs}
+    q.emit(node, [x, q.const(node, "weight", wq), q.const(node, "bias", bias_k.astype(np.int32))], **attrs)
+
+
+def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
+    x, w = em.tensor(node, 0), em.tensor(node, 1)
+    n, k = w.shape
+    rows = numel(x.shape[:-1])
+    em.check_array_range(node, "multiplier", 0, INT32_MAX)
+    em.check_array_range(node, "shift", -31, 30)
+    return [
+        ("rows", str(rows)),
+        ("in_features", str(k)),
+        ("out_features", str(n)),
+        ("weights", em.const(node, 1, "int8")),
+        ("bias", em.const(node, 2, "int32")),
+        ("multiplier", em.attr_array(node, "multiplier", n)),
+        ("shift", em.attr_array(node, "shift", n)),
+        ("output_zero_point", em.zp(node, "out_zp")),
+    ]
+
+
+def macs(graph: Graph, node: Node) -> int:
+    x, (n, k) = graph.tensor(node.inputs[0]).shape, graph.tensor(node.inputs[1]).shape
+    return numel(x[:-1]) * k * n
+
+
+OP = register(OpDef(
+    "linear", shape, macs, float_ref=float_ref, int_ref=int_ref, quantize=quantize,
+    c_source="hydra_linear.c", c_function="hydra_linear_s8", param_struct="hydra_linear_params",
+    fields=fields, emit=lambda em, node: unary_call(em, node, OP), row_local=True,
+))

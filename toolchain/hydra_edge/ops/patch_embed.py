@@ -1,0 +1,67 @@
+"""patch_embed: x[C, H, W] cut into p x p patches ((c, ky, kx) order), each a linear row: [(H/p)(W/p), D]."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..ir.graph import Graph, IRError, Node
+from .linear import int_ref as linear_int_ref
+from .linear import quantize as linear_quantize
+from .base import INT32_MAX, OpDef, Shape, register, unary_call
+
+
+def shape(node: Node, shapes: list[Shape]) -> Shape:
+    (c, h, w), ws = shapes[0], shapes[1]
+    p = int(node.attrs["patch"])
+    if len(ws) != 4 or ws[1] != c or ws[2] != p or ws[3] != p:
+        raise IRError(f"{node.name}: patch_embed weight {ws} does not match input channels {c} and patch {p}")
+    if h % p or w % p:
+        raise IRError(f"{node.name}: input {h}x{w} is not a multiple of the patch size {p}")
+    return ((h // p) * (w // p), ws[0])
+
+
+def patches(node: Node, x: np.ndarray) -> np.ndarray:
+    p = int(node.attrs["patch"])
+    c, h, wd = x.shape
+    return x.reshape(c, h // p, p, wd // p, p).transpose(1, 3, 0, 2, 4).reshape(-1, c * p * p)  # (c, ky, kx) order
+
+
+def float_ref(node: Node, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return patches(node, x) @ w.reshape(w.shape[0], -1).T + b
+
+
+def int_ref(node: Node, x: np.ndarray, w: np.ndarray, bias: np.ndarray, rounding: str) -> np.ndarray:
+    return linear_int_ref(node, patches(node, x), w, bias, rounding)
+
+
+def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
+    (c, h, wd), w = em.tensor(node, 0).shape, em.tensor(node, 1)
+    d = w.shape[0]
+    em.check_array_range(node, "multiplier", 0, INT32_MAX)
+    em.check_array_range(node, "shift", -31, 30)
+    return [
+        ("channels", str(c)),
+        ("height", str(h)),
+        ("width", str(wd)),
+        ("patch", em.scalar(node, "patch", lo=1)),
+        ("embed_dim", str(d)),
+        ("weights", em.const(node, 1, "int8")),
+        ("bias", em.const(node, 2, "int32")),
+        ("multiplier", em.attr_array(node, "multiplier", d)),
+        ("shift", em.attr_array(node, "shift", d)),
+        ("output_zero_point", em.zp(node, "out_zp")),
+    ]
+
+
+def macs(graph: Graph, node: Node) -> int:
+    d, c, p, _ = graph.tensor(node.inputs[1]).shape
+    return graph.tensor(node.outputs[0]).shape[0] * d * c * p * p
+
+
+OP = register(OpDef(
+    "patch_embed", shape, macs, float_ref=float_ref, int_ref=int_ref, quantize=linear_quantize,
+    c_source="hydra_patch_embed.c", c_function="hydra_patch_embed_s8", param_struct="hydra_patch_embed_params",
+    fields=fields, emit=lambda em, node: unary_call(em, node, OP),
+))
