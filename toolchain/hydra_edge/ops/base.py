@@ -101,6 +101,15 @@ def unary_call(em: Any, node: Node, op: OpDef) -> Any:
     return em.call(node, decl, f"{op.c_function}(&{ident}, {em.act(node, 0)}, {em.act(node, 0, 'output')})")
 
 
+def scratch_guard(get_buffer_size: str, params: str, available: int) -> str:
+    """C that refuses to run a kernel when the plan gave it less scratch than its *_get_buffer_size asks."""
+    return (
+        f"    if ({get_buffer_size}(&{params}) > {available}) {{\n"
+        f"        return (int)HYDRA_ERR_ARG; /* the plan gave this node less scratch than the kernel needs */\n"
+        f"    }}\n"
+    )
+
+
 # -- quantisation helpers the op files share (quant/quantize.py re-exports them) ---------------------------
 
 

@@ -8,7 +8,8 @@ import numpy as np
 
 from ..ir.graph import Graph, IRError, Node
 from ..numerics.fixedpoint import bitlen, inv_sqrt, requantize, round_shift
-from .base import I64, INT32_MAX, OpDef, QuantizationError, Shape, clamp_s8, multiplier, numel, register
+from .base import (I64, INT32_MAX, OpDef, QuantizationError, Shape, clamp_s8, multiplier, numel, register,
+                   scratch_guard)
 
 
 def shape(node: Node, shapes: list[Shape]) -> Shape:
@@ -87,11 +88,7 @@ def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
 def emit(em: Any, node: Node) -> Any:
     ident, decl = em.params(node, OP.param_struct, fields(em, node))
     soff, ssize = em.scratch(node)
-    check = (
-        f"    if (hydra_attention_s8_get_buffer_size(&{ident}) > {ssize}) {{\n"
-        f"        return (int)HYDRA_ERR_ARG; /* the plan gave this node less scratch than the kernel needs */\n"
-        f"    }}\n"
-    )
+    check = scratch_guard("hydra_attention_s8_get_buffer_size", ident, ssize)
     call = (
         f"{OP.c_function}(&{ident}, {em.act(node, 0)}, {em.act(node, 1)}, {em.act(node, 2)}, "
         f"(void *)(hydra_arena + {soff}), {em.act(node, 0, 'output')})"
