@@ -214,6 +214,30 @@ def test_interrupted_first_compile_leaves_nothing(graph, tmp_path, monkeypatch):
     assert not out.exists() and list(out.parent.iterdir()) == []
 
 
+def test_leftovers_of_a_killed_compile_are_swept_only_when_safe(graph, host_build, tmp_path):
+    """kill -9 leaves .DIR.tmp-PID-* / .DIR.old-PID-*: the next compile into DIR removes those whose process
+    is gone and that hold only files hydra-edge makes; a live process's, or one holding a user's file, stay."""
+    out = tmp_path / "build"
+    shutil.copytree(host_build, out)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid is now free: the process that made the leftovers is gone
+    stale_tmp = tmp_path / f".build.tmp-{gone.pid}-a1"
+    (stale_tmp / "runtime").mkdir(parents=True)
+    (stale_tmp / "model.c").write_text("/* half written */")
+    stale_old = tmp_path / f".build.old-{gone.pid}-b2"
+    (stale_old / "build").mkdir(parents=True)
+    (stale_old / "build" / "build.json").write_text("{}")
+    users = tmp_path / f".build.tmp-{gone.pid}-c3"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    live = tmp_path / f".build.tmp-{os.getpid()}-d4"  # a compile still running (this process)
+    live.mkdir()
+    (live / "model.c").write_text("/* being written */")
+    driver.compile_graph(graph, load_board("host"), out, calibration_inputs(CFG))
+    assert siblings(out) == sorted([users.name, live.name])
+    assert (users / "notes.txt").read_text() == "mine"
+
+
 # -- runs that share a folder -----------------------------------------------------------------------------
 
 

@@ -3,7 +3,7 @@
 hydra-edge writes only inside its own build folders and never deletes or overwrites a file it did
 not make. `compile -o DIR`:
 
-    DIR missing or empty           the build is written into a temporary sibling (.DIR.tmp-XXXX, same
+    DIR missing or empty           the build is written into a temporary sibling (.DIR.tmp-PID-XXXX, same
                                    parent) and renamed into place when it is complete
     DIR a hydra-edge build         (it has build.json) the same, then the old build is renamed aside and
                                    the new one in; files in the old build that hydra-edge did not make
@@ -16,7 +16,9 @@ not make. `compile -o DIR`:
     that holds the model
 
 An interrupted or failed compile removes its temporary folder and leaves DIR as it was, so no
-folder that `validate` or `flash` accept ever describes a model other than its own.
+folder that `validate` or `flash` accept ever describes a model other than its own. One killed
+outright (kill -9) leaves its hidden sibling; the next compile into DIR removes it once its process
+is gone, if it holds only files hydra-edge makes.
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ def staged_build(out: str | Path, model: str | Path | None = None, force: bool =
     parent = real.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{real.name}.tmp-", dir=parent))
+        _sweep_stale(parent, real.name)
+        stage = Path(tempfile.mkdtemp(prefix=f".{real.name}.tmp-{os.getpid()}-", dir=parent))
     except OSError as exc:
         raise OutputFolderError(f"-o {out}: cannot create a folder in {parent}: {exc.strerror or exc}") from None
     try:
@@ -101,6 +104,32 @@ def staged_build(out: str | Path, model: str | Path | None = None, force: bool =
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def _sweep_stale(parent: Path, name: str) -> None:
+    """Remove what a compile killed outright (kill -9) left beside DIR: a .DIR.tmp-PID-* or .DIR.old-PID-*
+    folder whose process is gone and that holds only files hydra-edge makes. Anything else stays."""
+    for entry in parent.iterdir():
+        if not entry.name.startswith(f".{name}."):
+            continue
+        kind, _, rest = entry.name[len(name) + 2:].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind not in ("tmp", "old") or not pid.isdigit() or not entry.is_dir() or _alive(int(pid)):
+            continue
+        inner = [entry / "build"] if kind == "old" and (entry / "build").is_dir() else []
+        files = [e for folder in (entry, *inner) for e in folder.iterdir() if e not in inner]
+        if all(_made_by_hydra_edge(e.name) for e in files):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _install(stage: Path, real: Path, force: bool) -> None:
@@ -112,7 +141,7 @@ def _install(stage: Path, real: Path, force: bool) -> None:
         os.rename(stage, real)  # over an empty folder: one atomic rename
         return
     if is_build(real):
-        old = Path(tempfile.mkdtemp(prefix=f".{real.name}.old-", dir=real.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{real.name}.old-{os.getpid()}-", dir=real.parent))
         os.rename(real, old / "build")  # aside, then the new one in: two renames
         try:
             os.rename(stage, real)
