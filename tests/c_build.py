@@ -150,6 +150,17 @@ class BlockParams(ctypes.Structure):
                 ("residual2", AddParams)]
 
 
+def block_params(tokens: int, dim: int, hidden: int, tokens_per_step: int) -> BlockParams:
+    """A hydra_block_params with the shapes *_get_buffer_size reads (the constants left zero)."""
+    p = BlockParams(tokens=tokens, dim=dim, hidden=hidden, tokens_per_step=tokens_per_step)
+    p.norm1.dim = p.norm2.dim = p.attn.dim = dim
+    p.attn.tokens = tokens
+    for lin, (k, n) in {"q": (dim, dim), "k": (dim, dim), "v": (dim, dim), "proj": (dim, dim),
+                        "fc1": (dim, hidden), "fc2": (hidden, dim)}.items():
+        getattr(p, lin).in_features, getattr(p, lin).out_features = k, n
+    return p
+
+
 class SoftmaxAttentionParams(ctypes.Structure):
     _fields_ = [("tokens", _i32), ("dim", _i32), ("heads", _i32), ("q_zero_point", _i32), ("k_zero_point", _i32),
                 ("v_zero_point", _i32), ("exp_multiplier", _i32), ("exp_shift", _i32), ("exp_table", _p),

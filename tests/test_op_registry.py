@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from c_build import AttentionParams, BlockParams, SoftmaxAttentionParams, build_runtime_lib, have_compiler
+from c_build import AttentionParams, SoftmaxAttentionParams, block_params, build_runtime_lib, have_compiler
 from hydra_edge.ir.graph import Graph, Node, Tensor
 from hydra_edge.ir.ops import BLOCK_OPS
 from hydra_edge.ops import LOWERED_OPS, REGISTRY, OpDef, op_def
@@ -74,12 +74,7 @@ def test_scratch_formulas_are_the_c_runtime_s(tmp_path_factory):
             p = SoftmaxAttentionParams(tokens=tokens, dim=dim, heads=heads)
             assert REGISTRY["softmax_attention"].scratch(g, sm) == lib.hydra_softmax_attention_s8_get_buffer_size(p)
     for tokens, dim, hidden, tps in ((1, 8, 16, 1), (25, 27, 54, 3), (64, 64, 128, 10_000), (197, 192, 768, 4)):
-        p = BlockParams(tokens=tokens, dim=dim, hidden=hidden, tokens_per_step=tps)
-        p.norm1.dim = p.norm2.dim = p.attn.dim = dim
-        p.attn.tokens = tokens
-        for lin, (k, n) in {"q": (dim, dim), "k": (dim, dim), "v": (dim, dim), "proj": (dim, dim),
-                            "fc1": (dim, hidden), "fc2": (hidden, dim)}.items():
-            getattr(p, lin).in_features, getattr(p, lin).out_features = k, n
+        p = block_params(tokens, dim, hidden, tps)
         assert block_scratch_size(tokens, dim, hidden, tps) == lib.hydra_block_s8_get_buffer_size(p)
 
 

@@ -6,10 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from c_build import BlockParams, build_runtime_lib
+from c_build import block_params, build_runtime_lib
 from hydra_edge import driver
 from hydra_edge.codegen.emit_c import (
-    block_scratch_size,
     kernel_scratch,
     runtime_sources,
 )
@@ -17,6 +16,7 @@ from hydra_edge.frontend.pt2 import load_pt2
 from hydra_edge.ir.graph import IRError
 from hydra_edge.ir.ops import BLOCK_ROLES, block_body
 from hydra_edge.ops import check_shapes
+from hydra_edge.ops.hydra_block import scratch_size as block_scratch_size
 from hydra_edge.ir.serialize import load_graph, save_graph
 from hydra_edge.memory.planner import (
     check_no_overlap,
@@ -137,12 +137,7 @@ def test_scratch_formula_matches_the_c_runtime(tmp_path_factory):
         for dim in (8, 27, 64, 160):
             for hidden in (16, 54, 100, 640):
                 for tps in (1, 3, 25, 10_000):
-                    p = BlockParams(tokens=tokens, dim=dim, hidden=hidden, tokens_per_step=tps)
-                    p.norm1.dim = p.norm2.dim = p.attn.dim = dim
-                    p.attn.tokens = tokens
-                    for lin, (k, n) in {"q": (dim, dim), "k": (dim, dim), "v": (dim, dim), "proj": (dim, dim),
-                                        "fc1": (dim, hidden), "fc2": (hidden, dim)}.items():
-                        getattr(p, lin).in_features, getattr(p, lin).out_features = k, n
+                    p = block_params(tokens, dim, hidden, tps)
                     assert lib.hydra_block_s8_get_buffer_size(p) == block_scratch_size(tokens, dim, hidden, tps), \
                         (tokens, dim, hidden, tps)
 

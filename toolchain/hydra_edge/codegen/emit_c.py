@@ -41,7 +41,7 @@ from ..build_manifest import BUILD_MANIFEST, SANITIZE_BINARY
 from ..ir.graph import Graph, Node, Tensor
 from ..ir.serialize import save_graph
 from ..memory.planner import MemoryPlan, check_no_overlap, scratch_name
-from ..ops import REGISTRY, check_shapes, hydra_block, op_def
+from ..ops import REGISTRY, check_shapes, op_def
 from .c_syntax import INT32_MAX, CodegenError
 from .c_syntax import Call as _Call
 from .c_syntax import c_int as _c_int
@@ -71,7 +71,6 @@ def kernel_scratch(graph: Graph) -> dict[str, int]:
     return scratch
 
 
-block_scratch_size = hydra_block.scratch_size  # re-exported (tests/test_stream.py)
 
 
 # -- C literals -----------------------------------------------------------------
