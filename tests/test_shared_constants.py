@@ -11,7 +11,7 @@ from hydra_edge.codegen.emit_c import shared_key
 from hydra_edge.frontend.pt2 import load_pt2
 from hydra_edge.models.hydra_vit import HydraViTConfig
 from hydra_edge.passes.pipeline import lower_to_ir
-from hydra_edge.quant.quantize import softmax_exp_table
+from hydra_edge.ops.softmax_attention import softmax_exp_table
 from hydra_edge.boards import load_board
 from hydra_edge.targets.budget import estimate
 from hydra_edge.validate.bitexact import validate_build

@@ -28,7 +28,7 @@ from hydra_edge.passes.canonicalize import canonicalize
 from hydra_edge.passes.errors import LoweringError
 from hydra_edge.passes.lift_softmax import lift_softmax
 from hydra_edge.passes.pipeline import lower_to_ir
-from hydra_edge.quant.quantize import SOFTMAX_EXP_ENTRIES, softmax_exp_table
+from hydra_edge.ops.softmax_attention import SOFTMAX_EXP_ENTRIES, softmax_exp_table
 from hydra_edge.ops import op_def
 from hydra_edge.reference.float_interp import run_float, softmax_attention
 from hydra_edge.boards import load_board

@@ -11,17 +11,7 @@ import numpy as np
 
 from ..ir.graph import Graph, Node, QuantParams, Tensor
 from ..ops import op_def
-from ..ops.add import ADD_LEFT_SHIFT  # noqa: F401  (re-exported)
-from ..ops.base import INT32_MAX, QuantizationError, qparams_for_range, quantize_array, quantize_weights  # noqa: F401
-from ..ops.layernorm import MAX_LAYERNORM_DIM  # noqa: F401  (re-exported)
-from ..ops.softmax_attention import (  # noqa: F401  (re-exported)
-    SOFTMAX_EXP_BITS,
-    SOFTMAX_EXP_ENTRIES,
-    SOFTMAX_EXP_STEP_BITS,
-    SOFTMAX_MAX_HEAD_DIM,
-    SOFTMAX_MAX_TOKENS,
-    softmax_exp_table,
-)
+from ..ops.base import QuantizationError, qparams_for_range, quantize_array  # noqa: F401  (quantize_array: this stage's API)
 from .calibrate import Range
 
 
