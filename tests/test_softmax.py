@@ -28,9 +28,9 @@ from hydra_edge.passes.canonicalize import canonicalize
 from hydra_edge.passes.errors import LoweringError
 from hydra_edge.passes.lift_softmax import lift_softmax
 from hydra_edge.passes.pipeline import lower_to_ir
-from hydra_edge.ops.softmax_attention import SOFTMAX_EXP_ENTRIES, softmax_exp_table
+from hydra_edge.ops.softmax_attention import SOFTMAX_EXP_ENTRIES, softmax_attention, softmax_exp_table
 from hydra_edge.ops import op_def
-from hydra_edge.reference.float_interp import run_float, softmax_attention
+from hydra_edge.reference.float_interp import run_float
 from hydra_edge.boards import load_board
 from hydra_edge.validate.accuracy import agreement, float_outputs, int8_outputs
 from hydra_edge.validate.bitexact import validate_build

@@ -42,9 +42,7 @@ from ..ir.graph import Graph, Node, Tensor
 from ..ir.serialize import save_graph
 from ..memory.planner import MemoryPlan, check_no_overlap, scratch_name
 from ..ops import REGISTRY, check_shapes, op_def
-from .c_syntax import INT32_MAX, CodegenError
-from .c_syntax import Call as _Call
-from .c_syntax import c_int as _c_int
+from .c_syntax import INT32_MAX, Call, CodegenError, c_int
 from .emit_tfl import TFL_HEADER, is_tfl, lower_tfl, tfl_scratch, tfl_sources
 
 RUNTIME_DIR = Path(__file__).resolve().parents[3] / "runtime_c"
@@ -89,7 +87,7 @@ def shared_key(data: np.ndarray, ctype: str | None = None) -> tuple:
     as_c = {"int8_t": np.int8, "int32_t": np.int32}.get(ctype, np.int64)
     if flat.size and np.iinfo(as_c).min <= flat.min() and flat.max() <= np.iinfo(as_c).max:
         return ctype, flat.astype(as_c, copy=False).tobytes()  # the values as the C array holds them
-    return ctype, flat.astype(np.int64).tobytes()  # (values the C type cannot hold are refused by _c_int)
+    return ctype, flat.astype(np.int64).tobytes()  # (values the C type cannot hold are refused by c_int)
 
 
 def _c_comment(text: str) -> str:
@@ -195,7 +193,7 @@ class _ModelC:
         flat = data.reshape(-1).tolist()
         per_line = {"int8_t": 16, "int32_t": 8, "int64_t": 4}[ctype]
         body = ",\n".join(
-            "    " + ", ".join(_c_int(v, ctype, comment) for v in flat[i : i + per_line])
+            "    " + ", ".join(c_int(v, ctype, comment) for v in flat[i : i + per_line])
             for i in range(0, len(flat), per_line)
         )
         return (
@@ -219,7 +217,7 @@ class _ModelC:
             raise CodegenError(f"node {node.name} ({node.op}): attr {key} = {value!r} is not an integer")
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             raise CodegenError(f"node {node.name} ({node.op}): attr {key} = {v} is outside [{lo}, {hi}]")
-        return _c_int(v, ctype, f"node {node.name} attr {key}")
+        return c_int(v, ctype, f"node {node.name} attr {key}")
 
     def zp(self, node: Node, key: str) -> str:
         return self.scalar(node, key, lo=-128, hi=127)
@@ -242,8 +240,8 @@ class _ModelC:
         return ident, f"static const {ctype} {ident} = {{\n{_initialiser(fields, 1)}\n}};\n"
 
     # the op files' duck-typed view of the emitter (OpDef.fields and OpDef.emit) -----------------------------
-    def call(self, node: Node, params_decl: str, call: str, check: str = "") -> _Call:
-        return _Call(node, params_decl, call, check)
+    def call(self, node: Node, params_decl: str, call: str, check: str = "") -> Call:
+        return Call(node, params_decl, call, check)
 
     def error(self, message: str) -> CodegenError:
         return CodegenError(message)
@@ -253,7 +251,7 @@ class _ModelC:
         sname = scratch_name(node.name)
         return self.offset(sname), self.plan.buffer(sname).size
 
-    def lower(self, node: Node) -> _Call:
+    def lower(self, node: Node) -> Call:
         if is_tfl(node.op):  # an imported .tflite op: the generic contract-driven emitter
             return lower_tfl(self, node)
         d = op_def(node.op)

@@ -110,7 +110,7 @@ def scratch_guard(get_buffer_size: str, params: str, available: int) -> str:
     )
 
 
-# -- quantisation helpers the op files share (quant/quantize.py re-exports them) ---------------------------
+# -- quantisation helpers the op files share (quant/quantize.py re-exports quantize_array) ---------------
 
 
 def qparams_for_range(lo: float, hi: float):

@@ -13,9 +13,6 @@ import numpy as np
 
 from ..ir.graph import Graph
 from ..ops import op_def
-from ..ops.gelu import gelu  # noqa: F401  (re-exported)
-from ..ops.hydra_attention import l2_normalize_rows  # noqa: F401  (re-exported)
-from ..ops.softmax_attention import softmax_attention  # noqa: F401  (re-exported)
 
 Observer = Callable[[str, np.ndarray], None]
 

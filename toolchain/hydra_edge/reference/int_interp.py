@@ -14,7 +14,6 @@ import numpy as np
 from ..ir.graph import Graph
 from ..ops import op_def
 from ..ops.hydra_block import run_body
-from ..ops.softmax_attention import SOFTMAX_RECIP_BITS  # noqa: F401  (re-exported)
 
 
 def _int_ref(op: str) -> Callable[..., np.ndarray]:
