@@ -208,7 +208,7 @@ def test_model_counts_are_repeatable_and_regions_sum_up(aarch64_model, plugin):
     assert sum(op["instructions"] for op in ops) == bench["inference"]["instructions"] == first.hits[-1] - first.hits[0]
     run = bench["run"]
     assert run["before_first_op"] + bench["inference"]["instructions"] + run["after_last_op"] == first.total
-    report = json.loads((folder / driver.REPORT).read_text())
+    report = json.loads((folder / driver.REPORT_FILE).read_text())
     assert [op["macs"] for op in ops] == [op["macs"] for op in report["ops"]]
     assert bench["inference"]["macs"] == report["macs"]
     # Two inputs in one run: two inferences, each with its own n + 1 markers.

@@ -232,7 +232,7 @@ def test_streamed_model_on_stm32_under_qemu(tmp_path):
     inputs = np.concatenate([np.load(result.folder / driver.TEST_VECTORS), _random_inputs(result, n=3)])
     check = validate_build(result.folder, result.graph, inputs)
     assert check.ok, check.mismatches
-    measured = json.loads((result.folder / driver.REPORT).read_text())["measured"]
+    measured = json.loads((result.folder / driver.REPORT_FILE).read_text())["measured"]
     assert measured["image"]["arena_bytes"] == result.plan.arena_bytes
     assert 0 < measured["stack_used_bytes"] < measured["stack_reserved_bytes"]
 

@@ -97,7 +97,7 @@ def test_bit_exact_on_board(name, board, rounding, tmp_path):
     check = validate_build(result.folder, result.graph, inputs)
     assert check.ok, check.mismatches
     assert check.bytes_compared == len(inputs) * SHAPES[name].num_classes
-    measured = json.loads((result.folder / driver.REPORT).read_text())["measured"]
+    measured = json.loads((result.folder / driver.REPORT_FILE).read_text())["measured"]
     assert measured["image"]["arena_bytes"] == result.plan.arena_bytes
     if board == STM32:
         assert 0 < measured["stack_used_bytes"] < measured["stack_reserved_bytes"]

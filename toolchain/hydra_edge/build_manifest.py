@@ -22,20 +22,22 @@ class BuildFileError(HydraEdgeError, ValueError):
 
 
 REPORT_FILE = "report.json"
-_COMPILE_AGAIN = "compile the model again with 'hydra-edge compile'"
+TEST_VECTORS = "test_inputs.npy"  # the inputs compile draws for validate (int8, N x input)
+COMPILE_AGAIN = "compile the model again with 'hydra-edge compile'"
 
 
-def _damaged(path: Path, why: str) -> BuildFileError:
-    return BuildFileError(f"{path} is damaged ({why}): {_COMPILE_AGAIN}")
+def damaged(path: Path, why: str) -> BuildFileError:
+    """The one message for a build folder's file that is not what compile wrote."""
+    return BuildFileError(f"{path} is damaged ({why}): {COMPILE_AGAIN}")
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _damaged(path, f"not JSON: {exc}") from None
+        raise damaged(path, f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
-        raise _damaged(path, "not a JSON object")
+        raise damaged(path, "not a JSON object")
     return doc
 
 
@@ -47,7 +49,7 @@ class _Entries(dict):
         self._path, self._where = path, where
 
     def __missing__(self, key: str) -> Any:
-        raise _damaged(self._path, f"no {self._where + str(key)!r} entry")
+        raise damaged(self._path, f"no {self._where + str(key)!r} entry")
 
 
 def _is_int(v: Any) -> bool:
@@ -56,7 +58,7 @@ def _is_int(v: Any) -> bool:
 
 def _check_io(d: Any, path: Path, key: str) -> _Entries:
     if not isinstance(d, dict):
-        raise _damaged(path, f"{key!r} is not a JSON object")
+        raise damaged(path, f"{key!r} is not a JSON object")
     checks = {
         "name": (lambda v: isinstance(v, str), "a string"),
         "shape": (lambda v: isinstance(v, list) and all(_is_int(s) and s > 0 for s in v), "a list of positive ints"),
@@ -67,7 +69,7 @@ def _check_io(d: Any, path: Path, key: str) -> _Entries:
     }
     for k, (ok, what) in checks.items():
         if k in d and not ok(d[k]):
-            raise _damaged(path, f"{key}.{k} is {d[k]!r}, not {what}")
+            raise damaged(path, f"{key}.{k} is {d[k]!r}, not {what}")
     return _Entries(d, path, f"{key}.")
 
 
@@ -78,12 +80,12 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{folder}: not a hydra-edge build folder (no {BUILD_MANIFEST}); run 'hydra-edge compile' first")
     doc = _read_json_object(path)
     if doc.get("format", "hydra-edge-build") != "hydra-edge-build":
-        raise _damaged(path, f"format {doc['format']!r}, not 'hydra-edge-build'")
+        raise damaged(path, f"format {doc['format']!r}, not 'hydra-edge-build'")
     for key in ("board", "rounding", "binary", "sanitize_binary", "schedule", "board_kind", "source"):
         if key in doc and not isinstance(doc[key], str):
-            raise _damaged(path, f"{key!r} is {doc[key]!r}, not a string")
+            raise damaged(path, f"{key!r} is {doc[key]!r}, not a string")
     if "arena_bytes" in doc and not (_is_int(doc["arena_bytes"]) and doc["arena_bytes"] >= 0):
-        raise _damaged(path, f"'arena_bytes' is {doc['arena_bytes']!r}, not a non-negative int")
+        raise damaged(path, f"'arena_bytes' is {doc['arena_bytes']!r}, not a non-negative int")
     for key in ("input", "output"):
         if key in doc:
             doc[key] = _check_io(doc[key], path, key)
@@ -95,11 +97,11 @@ def read_report(folder: str | Path, required: bool = False) -> dict[str, Any] | 
     path = Path(folder) / REPORT_FILE
     if not path.is_file():
         if required:
-            raise FileNotFoundError(f"{folder}: no {REPORT_FILE} in the build folder; {_COMPILE_AGAIN}")
+            raise FileNotFoundError(f"{folder}: no {REPORT_FILE} in the build folder; {COMPILE_AGAIN}")
         return None
     doc = _read_json_object(path)
     for key, kind in (("ram", dict), ("flash", dict), ("budget", dict), ("measured", dict), ("ops", list)):
         if key in doc and not isinstance(doc[key], kind):
-            raise _damaged(path, f"{key!r} is not a JSON {'object' if kind is dict else 'list'}")
+            raise damaged(path, f"{key!r} is not a JSON {'object' if kind is dict else 'list'}")
     return doc
 

@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 from . import __version__, driver
-from .build_manifest import BuildFileError, read_report
+from .build_manifest import COMPILE_AGAIN, REPORT_FILE, TEST_VECTORS, damaged, read_report
 from .cli_search import evaluate, search, train
 from .errors import HydraEdgeError
 from .outdir import atomic_write
@@ -174,8 +174,8 @@ def validate(build: Path, inputs: Path | None, sanitize: bool, timeout: float | 
     if inputs:
         x = _input_batch(_read_npy(inputs), manifest, inputs)
     else:  # the build's own test vectors
-        vectors = build / driver.TEST_VECTORS
-        again = "; compile the model again with 'hydra-edge compile'"
+        vectors = build / TEST_VECTORS
+        again = f"; {COMPILE_AGAIN}"
         x = _input_batch(_read_npy(vectors, again), manifest, vectors, hint=again)
     result = validate_build(build, graph, x, sanitize=sanitize, timeout=timeout)
     verdict = "BIT-EXACT" if result.ok else "MISMATCH"
@@ -275,8 +275,7 @@ def _formatted(format_fn, data: dict, build: Path) -> str:
         return format_fn(data)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         why = f"no {exc} entry" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
-        raise BuildFileError(f"{build / driver.REPORT} is damaged ({why}): compile the model again with "
-                             f"'hydra-edge compile'") from None
+        raise damaged(build / REPORT_FILE, why) from None
 
 
 @main.command()

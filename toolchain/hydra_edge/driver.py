@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from .boards import Board, load_board
-from .build_manifest import read_manifest
+from .build_manifest import REPORT_FILE, TEST_VECTORS, read_manifest
 from .codegen.emit_c import emit_project, kernel_scratch
 from .codegen.report import MEMORY_PLOT, build_report, plot_memory
 from .errors import HydraEdgeError
@@ -40,8 +40,6 @@ from .quant.quantize import quantize_array, quantize_graph
 from .targets.budget import check_fits, check_input_fits
 from .targets.device_vector import write_test_vector
 
-REPORT = "report.json"
-TEST_VECTORS = "test_inputs.npy"
 NUM_TEST_VECTORS = 8
 
 Progress = Callable[[str, int, int], None]
@@ -184,7 +182,7 @@ def write_build(qgraph: Graph, plan: MemoryPlan, board: Board, out: Path, vector
         report["board"] = board.name
         if board.ram_bytes is not None or board.flash_bytes is not None:
             report["budget"] = fit.as_dict(board)
-        (stage / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+        (stage / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
         plot_memory(report, stage / MEMORY_PLOT)
         for name, path in (extra_files or {}).items():
             shutil.copyfile(path, stage / name)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..build_manifest import COMPILE_AGAIN
 from ..errors import HydraEdgeError
 from .graph import Graph, Node, QuantParams, Tensor
 
@@ -212,11 +213,10 @@ def load_graph(folder: str | Path) -> Graph:
             f"{folder} is not a hydra-edge build: missing {' and '.join(missing)} "
             f"(expected {GRAPH_FILE} and {CONSTANTS_FILE} written by save_graph / hydra-edge compile)"
         )
-    compile_again = "compile the model again with 'hydra-edge compile'"
     try:
         doc = json.loads(gpath.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SerializeError(f"{gpath} is damaged (not valid JSON: {e}); {compile_again}") from None
+        raise SerializeError(f"{gpath} is damaged (not valid JSON: {e}); {COMPILE_AGAIN}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise SerializeError(f"{folder} is not a hydra-edge build: {gpath.name} has no \"format\": \"{FORMAT}\"")
     if doc.get("version") != VERSION:
@@ -225,16 +225,16 @@ def load_graph(folder: str | Path) -> Graph:
         )
     with open(cpath, "rb") as f:
         if f.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # a first member, or the end record of no members
-            raise SerializeError(f"{cpath} is damaged (not a .npz archive); {compile_again}")
+            raise SerializeError(f"{cpath} is damaged (not a .npz archive); {COMPILE_AGAIN}")
     try:
         with np.load(cpath, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except Exception as e:  # zipfile.BadZipFile, ValueError, OSError, EOFError
-        raise SerializeError(f"{cpath} is damaged ({type(e).__name__}: {e}); {compile_again}") from None
+        raise SerializeError(f"{cpath} is damaged ({type(e).__name__}: {e}); {COMPILE_AGAIN}") from None
     try:
         g = _graph_from_doc(doc, arrays, cpath.name)
     except _Mismatch as e:
-        raise SerializeError(f"{folder}: {gpath.name} and {cpath.name} do not match ({e}); {compile_again}") from None
+        raise SerializeError(f"{folder}: {gpath.name} and {cpath.name} do not match ({e}); {COMPILE_AGAIN}") from None
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
         if isinstance(e, KeyError):
             why = f"no {e} entry"
@@ -242,7 +242,7 @@ def load_graph(folder: str | Path) -> Graph:
             why = str(e)
         else:
             why = f"{type(e).__name__}: {e}"
-        raise SerializeError(f"{gpath} is damaged ({why}); {compile_again}") from None
+        raise SerializeError(f"{gpath} is damaged ({why}); {COMPILE_AGAIN}") from None
     return g
 
 

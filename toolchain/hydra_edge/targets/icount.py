@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..boards import Board, load_board
-from ..build_manifest import read_manifest
+from ..build_manifest import REPORT_FILE, TEST_VECTORS, read_manifest
 from ..codegen.emit_c import OP_MARKER
 from ..errors import HydraEdgeError
 
@@ -341,7 +341,7 @@ def build_image(folder: Path, board: Board, manifest: dict[str, Any], timeout: f
 
 def _input_row(folder: Path, manifest: dict[str, Any], x: np.ndarray | None) -> bytes:
     if x is None:
-        vectors = folder / "test_inputs.npy"
+        vectors = folder / TEST_VECTORS
         if not vectors.is_file():
             raise IcountError(f"{folder} has no test_inputs.npy; pass an input")
         x = np.load(vectors)[:1]
@@ -448,7 +448,7 @@ def bench(folder: str | Path, runs: int = 1, x: np.ndarray | None = None, timeou
     manifest = read_manifest(folder)
     board = load_board(manifest["board"])
     graph = load_graph(folder)
-    report_path = folder / "report.json"
+    report_path = folder / REPORT_FILE
     report_ops = json.loads(report_path.read_text()).get("ops") if report_path.is_file() else None
     cppflags = PORTABLE_CPPFLAGS if portable else ""
 

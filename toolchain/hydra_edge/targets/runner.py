@@ -37,13 +37,12 @@ from pathlib import Path
 import numpy as np
 
 from ..boards import Board, load_board
-from ..build_manifest import read_manifest
+from ..build_manifest import REPORT_FILE, TEST_VECTORS, read_manifest
 from ..outdir import atomic_write
 from . import host
 from .elf import ElfError, image_sizes
 from .host import BuildError, RunError, ToolchainError
 
-REPORT = "report.json"
 DEFAULT_TIMEOUT = 600.0
 
 # Exit codes shared by every harness (boards/host/main.c, boards/stm32f746/hydra_board.h).
@@ -280,7 +279,7 @@ def record_measurement(folder: Path, board: Board, image: Path, result: RunResul
 
 
 def _record_measurement(folder: Path, board: Board, result: RunResult | None) -> dict:
-    path = folder / REPORT
+    path = folder / REPORT_FILE
     report = json.loads(path.read_text()) if path.is_file() else {}
     measured = report.get("measured", {})
     measured.update(measure_images(folder, board))
@@ -308,8 +307,8 @@ def measure_for_report(folder: str | Path) -> str | None:
         image = build(folder, board)
         if board.raw.get("device_binary") and (folder / "test_vector.h").is_file():
             build(folder, board, target="device")
-        report = json.loads((folder / REPORT).read_text()) if (folder / REPORT).is_file() else {}
-        vectors = folder / "test_inputs.npy"
+        report = json.loads((folder / REPORT_FILE).read_text()) if (folder / REPORT_FILE).is_file() else {}
+        vectors = folder / TEST_VECTORS
         if board.kind == "qemu-system" and "stack_used_bytes" not in report.get("measured", {}) and vectors.is_file():
             x = np.load(vectors)[:1]
             run_detailed(folder, x.reshape(len(x), -1))
