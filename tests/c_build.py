@@ -142,27 +142,9 @@ class MeanPoolParams(ctypes.Structure):
                 ("shift", _i32), ("output_zero_point", _i32)]
 
 
-class BlockParams(ctypes.Structure):
-    _fields_ = [("tokens", _i32), ("dim", _i32), ("hidden", _i32), ("tokens_per_step", _i32),
-                ("norm1", LayerNormParams), ("q", LinearParams), ("k", LinearParams), ("v", LinearParams),
-                ("attn", AttentionParams), ("proj", LinearParams), ("residual1", AddParams),
-                ("norm2", LayerNormParams), ("fc1", LinearParams), ("act", LutParams), ("fc2", LinearParams),
-                ("residual2", AddParams)]
-
-
-def block_params(tokens: int, dim: int, hidden: int, tokens_per_step: int) -> BlockParams:
-    """A hydra_block_params with the shapes *_get_buffer_size reads (the constants left zero)."""
-    p = BlockParams(tokens=tokens, dim=dim, hidden=hidden, tokens_per_step=tokens_per_step)
-    p.norm1.dim = p.norm2.dim = p.attn.dim = dim
-    p.attn.tokens = tokens
-    for lin, (k, n) in {"q": (dim, dim), "k": (dim, dim), "v": (dim, dim), "proj": (dim, dim),
-                        "fc1": (dim, hidden), "fc2": (hidden, dim)}.items():
-        getattr(p, lin).in_features, getattr(p, lin).out_features = k, n
-    return p
-
-
 class SoftmaxAttentionParams(ctypes.Structure):
-    _fields_ = [("tokens", _i32), ("dim", _i32), ("heads", _i32), ("q_zero_point", _i32), ("k_zero_point", _i32),
+    _fields_ = [("tokens", _i32), ("dim", _i32), ("heads", _i32), ("query_rows", _i32), ("q_zero_point", _i32),
+                ("k_zero_point", _i32),
                 ("v_zero_point", _i32), ("exp_multiplier", _i32), ("exp_shift", _i32), ("exp_table", _p),
                 ("exp_table_size", _i32), ("multiplier", _i32), ("shift", _i32), ("output_zero_point", _i32)]
 
@@ -176,7 +158,6 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "hydra_attention_params": AttentionParams,
     "hydra_add_params": AddParams,
     "hydra_mean_pool_params": MeanPoolParams,
-    "hydra_block_params": BlockParams,
     "hydra_softmax_attention_params": SoftmaxAttentionParams,
 }
 
@@ -201,8 +182,9 @@ def declare_prototypes(lib: ctypes.CDLL) -> None:
         "hydra_attention_apply_s8": (ctypes.c_int, [P(AttentionParams), _p, _p, _i32, _p, _p]),
         "hydra_add_s8": (ctypes.c_int, [P(AddParams), _p, _p, _p]),
         "hydra_mean_pool_s8": (ctypes.c_int, [P(MeanPoolParams), _p, _p]),
-        "hydra_block_s8_get_buffer_size": (_i32, [P(BlockParams)]),
-        "hydra_block_s8": (ctypes.c_int, [P(BlockParams), _p, _p]),
+        "hydra_mean_pool_begin_s8": (None, [P(MeanPoolParams), _p]),
+        "hydra_mean_pool_accumulate_s8": (ctypes.c_int, [P(MeanPoolParams), _p, _i32, _p]),
+        "hydra_mean_pool_finish_s8": (ctypes.c_int, [P(MeanPoolParams), _p, _p]),
         "hydra_softmax_attention_s8_get_buffer_size": (_i32, [P(SoftmaxAttentionParams)]),
         "hydra_softmax_attention_s8": (ctypes.c_int, [P(SoftmaxAttentionParams), _p, _p, _p, _p, _p]),
     }

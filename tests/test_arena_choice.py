@@ -54,24 +54,23 @@ def test_a_stretched_in_place_buffer_is_not_kept():
     _check_choice(g, {})
 
 
-def test_always_in_place_ops_stay_in_place_in_the_alternative():
-    """A hydra_block is in place in both plans; one without a dying input is refused either way."""
+def test_a_token_loop_is_in_place_on_the_input_its_pass_allows_only_when_it_dies_there():
+    """A token loop's in_place pairs (passes/stream.py) are step 2a's slots for that node, nothing more."""
     g = Graph()
-    for name, size in {"x": 64, "h": 64, "y": 64, "z": 64}.items():
+    for name, size in {"x": 64, "h": 64, "k": 64, "y": 64, "z": 64}.items():
         g.add_tensor(Tensor(name, (size,), "int8"))
     g.add_constant("w", np.zeros(256, np.int8))
     g.add_node(Node("n0", "lut", ["x", "w"], ["h"]))
-    g.add_node(Node("n1", "hydra_block", ["h"], ["y"]))
-    g.add_node(Node("n2", "lut", ["y", "w"], ["z"]))
+    g.add_node(Node("n1", "lut", ["x", "w"], ["k"]))
+    g.add_node(Node("n2", "token_loop", ["k", "h"], ["y"], {"in_place": [[0, 1]]}))
+    g.add_node(Node("n3", "lut", ["y", "w"], ["z"]))
     g.inputs, g.outputs = ["x"], ["z"]
-    for in_place in (True, False):
-        plan = plan_memory(g, {}, in_place=in_place)
-        check_no_overlap(plan)
-        assert plan.buffer("y").alias_of == "h" and plan.offset("y") == plan.offset("h")
-    g.outputs = ["z", "h"]
-    for in_place in (True, False):
-        with pytest.raises(MemoryPlanError, match="always runs in place"):
-            plan_memory(g, {}, in_place=in_place)
+    plan = plan_memory(g, {}, in_place=True)
+    check_no_overlap(plan)
+    assert plan.buffer("y").alias_of == "h"  # not k: the pass allowed input 1 only
+    assert plan_memory(g, {}, in_place=False).buffer("y").alias_of is None
+    g.outputs = ["z", "h"]  # h must survive: the loop may not write over it
+    assert plan_memory(g, {}, in_place=True).buffer("y").alias_of is None
 
 
 def test_report_bound_allows_in_place_when_the_plan_without_it_is_kept():

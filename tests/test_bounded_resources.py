@@ -110,7 +110,7 @@ def test_planning_a_long_chain_compares_only_buffers_alive_together(tmp_path, mo
         return real_end.fget(self)
 
     monkeypatch.setattr(planner.Buffer, "end", property(counted_end))
-    qgraph, plan = driver.plan_graph(graph, calib)
+    qgraph, plan = driver.plan_graph(graph, calib, schedule="greedy")  # op by op: 3,000 buffers
     planner.check_no_overlap(plan)
     assert len(plan.buffers) > 2000
     assert reads[0] <= 20 * len(plan.buffers), f"{reads[0]:,} reads of Buffer.end for {len(plan.buffers):,} buffers"

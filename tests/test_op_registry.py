@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from c_build import AttentionParams, SoftmaxAttentionParams, block_params, build_runtime_lib, have_compiler
+from c_build import AttentionParams, SoftmaxAttentionParams, build_runtime_lib, have_compiler
 from hydra_edge.ir.graph import Graph, Node, Tensor
-from hydra_edge.ir.ops import BLOCK_OPS
 from hydra_edge.ops import LOWERED_OPS, REGISTRY, OpDef, op_def
-from hydra_edge.ops.hydra_block import scratch_size as block_scratch_size
 
-NATIVE = ("patch_embed", "linear", "layernorm", "gelu", "lut", "hydra_attention", "softmax_attention", "add",
-          "mean_pool", "hydra_block")
+NATIVE = ("patch_embed", "linear", "layernorm", "gelu", "lut", "hydra_attention", "hydra_kv_state", "hydra_apply",
+          "softmax_attention", "add", "mean_pool", "token_loop")
+# hydra_attention's two halves in a token loop: its C file's row-level functions, scratch one phi row [D]
+ATTENTION_HALVES = ("hydra_kv_state", "hydra_apply")
 
 
 def test_the_registry_holds_the_native_ops():
@@ -30,27 +30,39 @@ def test_every_op_has_the_fields_its_graphs_need(name):
         assert callable(d.float_ref) and callable(d.quantize)
     else:
         assert d.float_ref is None and d.quantize is None
-    if d.in_int:  # in a quantised graph: the integer reference and a C kernel
+    if name == "token_loop":  # a schedule's region, not a kernel: the emitter writes its loop in model.c
+        assert callable(d.emit) and d.c_source is None and d.int_ref is None
+    elif d.in_int:  # in a quantised graph: the integer reference and a C kernel
         assert callable(d.int_ref) and callable(d.emit)
         assert d.c_source and d.c_function and d.param_struct
-        assert d.c_function.startswith("hydra_") and d.param_struct == d.c_function.removesuffix("_s8") + "_params"
+        assert d.c_function.startswith(d.param_struct.removesuffix("_params")) and d.c_function.endswith("_s8")
         from c_build import SRC_DIR, INCLUDE_DIR
 
         assert (SRC_DIR / d.c_source).is_file()
         header = (INCLUDE_DIR / "hydra_rt.h").read_text()
         assert f"{d.c_function}(" in header and f"}} {d.param_struct};" in header
         has_size_fn = f"{d.c_function}_get_buffer_size(" in header
-        assert has_size_fn == (d.scratch is not None), "scratch bytes exactly for the kernels with *_get_buffer_size"
+        if name not in ATTENTION_HALVES:
+            assert has_size_fn == (d.scratch is not None), "scratch bytes exactly for the kernels with *_get_buffer_size"
     else:
         assert d.int_ref is None and d.c_source is None and d.emit is None
     assert all(i >= 0 for i in d.in_place)
-    assert not d.always_in_place or d.in_place
     assert all(dep in REGISTRY and REGISTRY[dep].c_source for dep in d.c_depends)
 
 
-def test_the_ops_of_a_block_body_have_fields():
-    for op in BLOCK_OPS:  # hydra_block's emitter nests each body op's param struct
-        assert callable(REGISTRY[op].fields) and op in REGISTRY["hydra_block"].c_depends
+@pytest.mark.parametrize("name", [n for n in NATIVE if REGISTRY[n].row_inputs])
+def test_every_op_a_token_loop_runs_says_how(name):
+    """The emitter gives a loop's op its rows through rows_field, or the op's emit reads em.rows itself."""
+    d = REGISTRY[name]
+    assert d.in_int and callable(d.fields)
+    assert d.rows_field is not None or d.reduces or name in ATTENTION_HALVES
+    assert (d.loop_state is not None) <= d.reduces
+    if d.rows_field is not None:
+        from c_build import INCLUDE_DIR
+
+        header = (INCLUDE_DIR / "hydra_rt.h").read_text()
+        struct = header.split(f"}} {d.param_struct};")[0].rsplit("typedef struct", 1)[1]
+        assert d.rows_field in struct
 
 
 def _graph(**shapes: tuple[int, ...]) -> Graph:
@@ -73,9 +85,8 @@ def test_scratch_formulas_are_the_c_runtime_s(tmp_path_factory):
             sm = Node("s", "softmax_attention", ["q", "k", "v"], ["y"], {"heads": heads})
             p = SoftmaxAttentionParams(tokens=tokens, dim=dim, heads=heads)
             assert REGISTRY["softmax_attention"].scratch(g, sm) == lib.hydra_softmax_attention_s8_get_buffer_size(p)
-    for tokens, dim, hidden, tps in ((1, 8, 16, 1), (25, 27, 54, 3), (64, 64, 128, 10_000), (197, 192, 768, 4)):
-        p = block_params(tokens, dim, hidden, tps)
-        assert block_scratch_size(tokens, dim, hidden, tps) == lib.hydra_block_s8_get_buffer_size(p)
+            kv = Node("kv", "hydra_kv_state", ["k", "v"], ["s"], {"tokens": tokens})
+            assert REGISTRY["hydra_kv_state"].scratch(g, kv) == dim  # phi_scratch: int8 [dim] (hydra_rt.h)
 
 
 T, D = 6, 8
@@ -86,6 +97,7 @@ def _samples(rng: np.random.Generator) -> dict[str, tuple[Node, list[np.ndarray]
     x = lambda *s: rng.standard_normal(s)  # noqa: E731
     s8 = lambda *s: rng.integers(-128, 128, s).astype(np.int8)  # noqa: E731
     node = lambda op, n, **attrs: Node(op, op, [f"i{i}" for i in range(n)], ["y"], attrs)  # noqa: E731
+    attention = dict(zq=3, zk=-5, zv=7, kv_shift=4, multiplier=1 << 30, shift=-12, out_zp=0, tokens=T)
     return {
         "linear": (node("linear", 3), [x(T, D), x(5, D), x(5)], (0,)),
         "patch_embed": (node("patch_embed", 3, patch=2), [x(3, 4, 4), x(D, 3, 2, 2), x(D)], (0,)),
@@ -93,6 +105,8 @@ def _samples(rng: np.random.Generator) -> dict[str, tuple[Node, list[np.ndarray]
         "gelu": (node("gelu", 1), [x(T, D)], (0,)),
         "lut": (node("lut", 2), [s8(T, D), s8(256)], (0,)),
         "hydra_attention": (node("hydra_attention", 3), [x(T, D), x(T, D), x(T, D)], (0, 1, 2)),
+        "hydra_kv_state": (node("hydra_kv_state", 2, **attention), [s8(T, D), s8(T, D)], (0, 1)),
+        "hydra_apply": (node("hydra_apply", 2, **attention), [s8(T, D), rng.integers(-2**20, 2**20, D)], (0,)),
         "softmax_attention": (node("softmax_attention", 3, heads=2, scale=0.5), [x(T, D), x(T, D), x(T, D)],
                               (0, 1, 2)),
         "add": (node("add", 2), [x(T, D), x(T, D)], (0, 1)),
@@ -100,7 +114,7 @@ def _samples(rng: np.random.Generator) -> dict[str, tuple[Node, list[np.ndarray]
     }
 
 
-@pytest.mark.parametrize("name", [n for n in NATIVE if n != "hydra_block"])
+@pytest.mark.parametrize("name", [n for n in NATIVE if n != "token_loop"])
 def test_row_local_is_what_the_reference_does(name):
     rng = np.random.default_rng(0)
     d = REGISTRY[name]
@@ -117,8 +131,10 @@ def test_row_local_is_what_the_reference_does(name):
     assert other_rows_same == d.row_local
 
 
-def test_a_fused_block_is_row_local_only_if_its_body_is():
-    assert REGISTRY["hydra_block"].row_local == all(REGISTRY[op].row_local for op in BLOCK_OPS) == False  # noqa: E712
+@pytest.mark.parametrize("name", [n for n in NATIVE if REGISTRY[n].row_local and REGISTRY[n].in_int])
+def test_a_row_local_op_reads_its_token_inputs_row_by_row(name):
+    _, _, token_inputs = _samples(np.random.default_rng(0))[name]
+    assert set(REGISTRY[name].row_inputs) == set(token_inputs)
 
 
 def test_macs_and_shapes_of_a_linear():

@@ -349,13 +349,3 @@ def test_checker_rejects_bad_aliases():
     third = [*ok, Buffer("z", 16, 1, 1, 16)]
     with pytest.raises(MemoryPlanError, match="overlap"):
         check_no_overlap(MemoryPlan(third, 32))
-
-
-def test_always_in_place_op_needs_a_dying_input():
-    g = _chain([64, 64, 64])
-    g.nodes[0].op = "hydra_block"
-    g.outputs = ["x", "t1"]  # x must survive: the block cannot write over it
-    with pytest.raises(MemoryPlanError, match=r"n0 \(hydra_block\) always runs in place on its input 'x'"):
-        plan_memory(g)
-    g.outputs = ["t1"]
-    assert plan_memory(g).buffer("t0").alias_of == "x"  # in place even with in_place off

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not c_build.have_compiler(), reason=f"no C compi
 SOURCES = c_build.c_sources()
 EXPECTED = {
     "hydra_requantize.c", "hydra_dot.c", "hydra_linear.c", "hydra_patch_embed.c", "hydra_layernorm.c",
-    "hydra_lut.c", "hydra_attention.c", "hydra_add.c", "hydra_mean_pool.c", "hydra_block.c",
+    "hydra_lut.c", "hydra_attention.c", "hydra_add.c", "hydra_mean_pool.c", "hydra_softmax_attention.c",
 }
 
 
@@ -351,93 +351,25 @@ static void mean_pool(void)
         }
 }
 
-/* Linear constants [n][k] on the heap (exact size), extreme but legal: freed by free_linear. */
-static hydra_linear_params make_linear(int32_t k, int32_t n, int pat, int32_t zy)
+/* A token loop's mean_pool: begin, accumulate in groups, finish, on an exact-size int32 acc[D]. */
+static void mean_pool_steps(void)
 {
-    int32_t *b = malloc(sizeof(int32_t) * n), *m = malloc(sizeof(int32_t) * n), *s = malloc(sizeof(int32_t) * n);
-    for (int32_t i = 0; i < n; i++) {
-        b[i] = i % 3 == 0 ? INT32_MAX : i % 3 == 1 ? INT32_MIN : (int32_t)(rnd() % 65536u) - 32768;
-        m[i] = i % 2 ? INT32_MAX : 1 << 30;
-        s[i] = i % 4 == 0 ? 30 : i % 4 == 1 ? -31 : -(int32_t)(rnd() % 13u);
-    }
-    hydra_linear_params p = {0, k, n, buf8((size_t)n * k, pat, 0), b, m, s, zy};
-    return p;
-}
-
-static void free_linear(hydra_linear_params *p)
-{
-    free((void *)p->weights); free((void *)p->bias); free((void *)p->multiplier); free((void *)p->shift);
-}
-
-static hydra_layernorm_params make_layernorm(int32_t d, int32_t zx, int32_t zy, int64_t eps)
-{
-    int32_t *g = malloc(sizeof(int32_t) * d);
-    int64_t *bt = malloc(sizeof(int64_t) * d);
-    for (int32_t i = 0; i < d; i++) {
-        g[i] = i % 3 == 0 ? INT32_MAX : i % 3 == 1 ? INT32_MIN : (int32_t)(rnd() % 65536u) - 32768;
-        bt[i] = i % 3 == 0 ? (INT64_C(1) << 62) : i % 3 == 1 ? -(INT64_C(1) << 62) : (int64_t)(rnd() % 4096u) << 30;
-    }
-    hydra_layernorm_params p = {0, d, zx, eps, g, bt, 20 + (d % 16), zy};
-    return p;
-}
-
-/* The streamed encoder block: exact-size token buffer and scratch, every kind of step, extreme constants. */
-static void block(void)
-{
-    const int32_t shapes[][3] = {{1, 1, 1}, {5, 3, 8}, {7, 9, 4}, {13, 16, 64}, {300, 5, 12}};
-    const int32_t zs[] = {-128, 127, 0};
-    for (size_t c = 0; c < 5; c++)
-        for (int pat = 0; pat < 5; pat++) {
-            const int32_t T = shapes[c][0], D = shapes[c][1], H = shapes[c][2], z = zs[(size_t)pat % 3];
-            const int32_t z2 = zs[((size_t)pat + 1) % 3];
-            hydra_block_params p;
-            memset(&p, 0, sizeof p);
-            p.tokens = T; p.dim = D; p.hidden = H;
-            p.norm1 = make_layernorm(D, z, z2, pat % 2 ? 1 : INT64_C(1) << 61);
-            p.q = make_linear(D, D, pat, z); p.k = make_linear(D, D, (pat + 1) % 5, z2);
-            p.v = make_linear(D, D, (pat + 2) % 5, z);
-            hydra_attention_params at = {T, D, z, z2, z, pat == 1 ? 31 : 0, INT32_MAX, pat == 2 ? 30 : -3, z2};
-            p.attn = at;
-            p.proj = make_linear(D, D, (pat + 3) % 5, z2);
-            hydra_add_params r1 = {0, 20, z, INT32_MAX, 0, z2, 1 << 30, -1, INT32_MAX, pat == 3 ? 30 : -20, z};
-            p.residual1 = r1;
-            p.norm2 = make_layernorm(D, z, z, 1);
-            p.fc1 = make_linear(D, H, pat, z2);
-            int8_t *table = buf8(256, 0, 0);
-            hydra_lut_params act = {0, table};
-            p.act = act;
-            p.fc2 = make_linear(H, D, (pat + 4) % 5, z);
-            hydra_add_params r2 = {0, pat == 4 ? 23 : 20, z, 1 << 30, -2, z, INT32_MAX, 0, INT32_MAX, -31, z2};
-            p.residual2 = r2;
-            const int32_t steps[] = {1, 2, 3, T, T + 1, INT32_MAX};
-            for (size_t si = 0; si < sizeof steps / sizeof steps[0]; si++) {
-                p.tokens_per_step = steps[si];
-                const int32_t bytes = hydra_block_s8_get_buffer_size(&p);
-                const int32_t g = steps[si] < T ? steps[si] : T;
-                CHECK(bytes == 5 * D + g * D + g * (2 * D > H ? 2 * D : H));
-                int8_t *x = buf8((size_t)T * D, pat, z);
-                void *scratch = malloc((size_t)bytes);
-                CHECK(hydra_block_s8(&p, x, scratch) == HYDRA_OK);
-                CHECK(hydra_block_s8(&p, x, (char *)scratch + 1) == HYDRA_ERR_ARG);
-                free(x); free(scratch);
-            }
-            int8_t *x = buf8((size_t)T * D, pat, z);
-            void *scratch = malloc((size_t)hydra_block_s8_get_buffer_size(&p));
-            p.fc2.in_features = H + 1;
-            CHECK(hydra_block_s8(&p, x, scratch) == HYDRA_ERR_SHAPE);
-            CHECK(hydra_block_s8_get_buffer_size(&p) == 0);
-            p.fc2.in_features = H; p.attn.tokens = T + 1;
-            CHECK(hydra_block_s8(&p, x, scratch) == HYDRA_ERR_SHAPE);
-            p.attn.tokens = T; p.tokens_per_step = 0;
-            CHECK(hydra_block_s8(&p, x, scratch) == HYDRA_ERR_SHAPE);
-            p.tokens_per_step = 1; p.act.table = NULL;
-            CHECK(hydra_block_s8(&p, x, scratch) == HYDRA_ERR_ARG);
-            CHECK(hydra_block_s8(&p, NULL, scratch) == HYDRA_ERR_ARG);
-            free(x); free(scratch); free(table);
-            free((void *)p.norm1.gamma); free((void *)p.norm1.beta);
-            free((void *)p.norm2.gamma); free((void *)p.norm2.beta);
-            free_linear(&p.q); free_linear(&p.k); free_linear(&p.v); free_linear(&p.proj);
-            free_linear(&p.fc1); free_linear(&p.fc2);
+    const int32_t shapes[][2] = {{1, 1}, {7, 3}, {300, 5}};
+    for (size_t c = 0; c < 3; c++)
+        for (int pat = 1; pat < 3; pat++) {
+            const int32_t T = shapes[c][0], D = shapes[c][1];
+            int8_t *x = buf8((size_t)T * D, pat, 0), *want = malloc((size_t)D), *got = malloc((size_t)D);
+            int32_t *acc = malloc(sizeof(int32_t) * (size_t)D);
+            hydra_mean_pool_params p = {T, D, pat == 1 ? 127 : -128, INT32_MAX, -3, 5};
+            CHECK(hydra_mean_pool_s8(&p, x, want) == HYDRA_OK);
+            hydra_mean_pool_begin_s8(&p, acc);
+            for (int32_t t0 = 0; t0 < T; t0 += 3)
+                CHECK(hydra_mean_pool_accumulate_s8(&p, x + (size_t)t0 * (size_t)D, T - t0 < 3 ? T - t0 : 3, acc) == HYDRA_OK);
+            CHECK(hydra_mean_pool_finish_s8(&p, acc, got) == HYDRA_OK);
+            CHECK(memcmp(got, want, (size_t)D) == 0);
+            CHECK(hydra_mean_pool_accumulate_s8(&p, x, T + 1, acc) == HYDRA_ERR_SHAPE);
+            CHECK(hydra_mean_pool_accumulate_s8(&p, NULL, 1, acc) == HYDRA_ERR_ARG);
+            free(x); free(want); free(got); free(acc);
         }
 }
 
@@ -451,7 +383,7 @@ int main(void)
     attention();
     add();
     mean_pool();
-    block();
+    mean_pool_steps();
     printf(failures ? "FAILED %d\n" : "OK\n", failures);
     return failures != 0;
 }

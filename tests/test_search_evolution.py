@@ -27,11 +27,13 @@ def small_board():
 
 def test_real_constraint_agrees_with_its_own_budget(small_board):
     streamed = Candidate(16, 2, 48, 2, 2.0, ("hydra", "hydra"))
-    low_rank = Candidate(16, 2, 48, 2, 2.0, ("hydra", "hydra"), mlp_rank=8)  # its blocks are not streamed
-    fit = compile_fit(streamed, small_board)
-    assert fit.fits and fit.ram_bytes <= small_board.ram_bytes
-    assert not fit.formula_rule_fits  # the hand formula holds whole tensors: it would have refused this one
-    fit = compile_fit(low_rank, small_board)
+    low_rank = Candidate(16, 2, 48, 2, 2.0, ("hydra", "hydra"), mlp_rank=8)  # streamed too: its MLP is row-local
+    softmax = Candidate(16, 2, 48, 2, 2.0, ("softmax", "softmax"))  # keeps K and V whole: [64, 48] each
+    for candidate in (streamed, low_rank):
+        fit = compile_fit(candidate, small_board)
+        assert fit.fits and fit.ram_bytes <= small_board.ram_bytes
+        assert not fit.formula_rule_fits  # the hand formula holds whole tensors: it would have refused it
+    fit = compile_fit(softmax, small_board)
     assert not fit.fits and fit.ram_bytes > small_board.ram_bytes and fit.error == ""
     assert fit.params_rule_fits  # a parameter count would have let it through
 

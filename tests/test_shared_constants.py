@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+from hydra_edge.ops.token_loop import body_nodes
 from hydra_edge import driver
 from hydra_edge.codegen.emit_c import shared_key
 from hydra_edge.frontend.pt2 import load_pt2
@@ -34,7 +35,8 @@ def test_three_softmax_layers_share_one_exp_table(tmp_path):
     graph = lower_to_ir(load_pt2(export_model(cfg, tmp_path)))
     result = driver.compile_graph(graph, load_board("host"), tmp_path / "build", calibration_inputs(cfg))
     g = result.graph
-    tables = [n.inputs[3] for n in g.nodes if n.op == "softmax_attention"]
+    every = [*g.nodes, *(sub for n in g.nodes if n.op == "token_loop" for sub in body_nodes(n))]
+    tables = [n.inputs[3] for n in every if n.op == "softmax_attention"]
     assert len(tables) == 3 and len(set(tables)) == 3  # three constants in the graph ...
     assert all(np.array_equal(g.tensor(t).data, softmax_exp_table()) for t in tables)
     source = (result.folder / "model.c").read_text()

@@ -23,6 +23,8 @@ from hydra_edge.frontend.aten import exported_program_to_graph
 from hydra_edge.frontend.module import from_module
 from hydra_edge.frontend.pt2 import load_pt2
 from hydra_edge.ir.graph import Graph, Node, Tensor
+from hydra_edge.memory.loop_plan import plan_token_loop
+from hydra_edge.memory.planner import check_no_overlap
 from hydra_edge.models.hydra_vit import HydraViT, HydraViTConfig, SoftmaxAttention
 from hydra_edge.passes.canonicalize import canonicalize
 from hydra_edge.passes.errors import LoweringError
@@ -30,6 +32,7 @@ from hydra_edge.passes.lift_softmax import lift_softmax
 from hydra_edge.passes.pipeline import lower_to_ir
 from hydra_edge.ops.softmax_attention import SOFTMAX_EXP_ENTRIES, softmax_attention, softmax_exp_table
 from hydra_edge.ops import op_def
+from hydra_edge.ops.token_loop import body_nodes
 from hydra_edge.reference.float_interp import run_float
 from hydra_edge.boards import load_board
 from hydra_edge.validate.accuracy import agreement, float_outputs, int8_outputs
@@ -63,7 +66,7 @@ def _run_c(lib, node: Node, q, k, v, table) -> tuple[int, np.ndarray]:
     t, d = q.shape
     a = node.attrs
     p = c_build.SoftmaxAttentionParams(
-        tokens=t, dim=d, heads=a["heads"], q_zero_point=a["zq"], k_zero_point=a["zk"], v_zero_point=a["zv"],
+        tokens=t, dim=d, heads=a["heads"], query_rows=t, q_zero_point=a["zq"], k_zero_point=a["zk"], v_zero_point=a["zv"],
         exp_multiplier=a["exp_multiplier"], exp_shift=a["exp_shift"], exp_table=table.ctypes.data,
         exp_table_size=len(table), multiplier=a["multiplier"], shift=a["shift"], output_zero_point=a["out_zp"])
     size = lib.hydra_softmax_attention_s8_get_buffer_size(ctypes.byref(p))
@@ -405,18 +408,23 @@ def _inputs(result, n=4, seed=2):
 
 
 def _no_square_buffers(result):
-    """Every softmax_attention: scratch of one row of scores (4 T bytes), an output apart from q, k, v."""
+    """Every softmax_attention: scratch of one row of scores (8 T bytes), an output apart from q, k, v; in a
+    token loop, the same inside the loop's own plan."""
     g, plan = result.graph, result.plan
-    nodes = [n for n in g.nodes if n.op == "softmax_attention"]
+    nodes = [(n, plan) for n in g.nodes if n.op == "softmax_attention"]
+    for loop in (n for n in g.nodes if n.op == "token_loop"):
+        layout = plan_token_loop(g, loop)
+        check_no_overlap(layout.plan)
+        nodes += [(n, layout.plan) for n in body_nodes(loop) if n.op == "softmax_attention"]
     assert nodes
-    for n in nodes:
+    for n, where in nodes:
         t = g.tensor(n.inputs[0]).shape[0]
-        assert plan.buffer(n.name + "#scratch").size == 8 * t
-        out = plan.buffer(n.outputs[0])
-        for name in n.inputs[:3]:
+        assert where.buffer(n.name + "#scratch").size == 8 * t
+        out = plan.buffer(n.outputs[0]) if n.outputs[0] in [b.name for b in plan.buffers] else None
+        for name in n.inputs[:3] if out is not None else ():
             b = plan.buffer(name)
             assert out.end <= b.offset or b.end <= out.offset, (name, n.outputs[0])
-    t = max(g.tensor(n.inputs[0]).shape[0] for n in nodes)
+    t = max(g.tensor(n.inputs[0]).shape[0] for n, _ in nodes)
     assert all(b.size < t * t * 4 or b.name == g.inputs[0] for b in plan.buffers if "#scratch" in b.name)
 
 
@@ -434,9 +442,10 @@ def test_bit_exact_host(style, attention, rounding, schedule, tmp_path):
     cfg = _cfg(style, attention, heads=2)
     result = _compile(cfg, tmp_path, rounding=rounding, schedule=schedule)
     ops = [n.op for n in result.graph.nodes]
-    assert ops.count("softmax_attention") == (2 if attention == "softmax" else 1)
+    run = [sub["op"] for n in result.graph.nodes for sub in n.attrs.get("body", [])] + ops  # loops' bodies too
+    assert run.count("softmax_attention") == (2 if attention == "softmax" else 1)
     if schedule == "stream":
-        assert ops.count("hydra_block") == 1 and "hydra_attention" not in ops
+        assert "token_loop" in ops and "hydra_attention" not in ops  # its halves run in token loops
     _no_square_buffers(result)
     check = validate_build(result.folder, result.graph, _inputs(result))
     assert check.ok, check.mismatches

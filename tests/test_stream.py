@@ -1,4 +1,5 @@
-"""The streaming schedule: fused Hydra blocks, in-place planning, the same bits as the greedy build and the reference."""
+"""The streaming schedule: token loops over the row-local regions, in-place planning, the same bits as the
+greedy build and the reference."""
 
 from __future__ import annotations
 
@@ -6,28 +7,18 @@ import json
 
 import numpy as np
 import pytest
-from c_build import block_params, build_runtime_lib
 from hydra_edge import driver
-from hydra_edge.codegen.emit_c import (
-    kernel_scratch,
-    runtime_sources,
-)
+from hydra_edge.codegen.emit_c import kernel_scratch, runtime_sources
 from hydra_edge.frontend.pt2 import load_pt2
 from hydra_edge.ir.graph import IRError
-from hydra_edge.ir.ops import BLOCK_ROLES, block_body
-from hydra_edge.ops import check_shapes
-from hydra_edge.ops.hydra_block import scratch_size as block_scratch_size
 from hydra_edge.ir.serialize import load_graph, save_graph
-from hydra_edge.memory.planner import (
-    check_no_overlap,
-    lower_bound,
-    peak_bytes,
-    plan_memory,
-    scratch_name,
-)
+from hydra_edge.memory.loop_plan import plan_token_loop
+from hydra_edge.memory.planner import check_no_overlap, lower_bound, peak_bytes, plan_memory, scratch_name
 from hydra_edge.models.hydra_vit import HydraViTConfig
+from hydra_edge.ops import check_shapes
+from hydra_edge.ops.token_loop import body_nodes
 from hydra_edge.passes.pipeline import lower_to_ir
-from hydra_edge.passes.stream import find_blocks, fuse_blocks
+from hydra_edge.passes.stream import schedule_token_loops, split_hydra_attention
 from hydra_edge.quant.calibrate import calibrate, load_calibration
 from hydra_edge.quant.quantize import quantize_graph
 from hydra_edge.reference.int_interp import run_int
@@ -42,15 +33,21 @@ HOST = load_board("host")
 LOWER_BOUND_FACTOR = 1.15
 
 
+def _quantised(model: str, calib: str):
+    graph = lower_to_ir(driver.load_model(EXAMPLES / model))
+    return quantize_graph(graph, calibrate(graph, load_calibration(EXAMPLES / calib, graph)[:32]))
+
+
 @pytest.fixture(scope="module")
 def example_q():
-    """The bundled example, quantised (unfused)."""
-    graph = lower_to_ir(driver.load_model(EXAMPLES / "hydra_vit_cifar10.pt2"))
-    return quantize_graph(graph, calibrate(graph, _example_calib(graph)))
+    """The bundled Hydra example, quantised (op by op)."""
+    return _quantised("hydra_vit_cifar10.pt2", "calib_cifar10.npz")
 
 
-def _example_calib(graph):
-    return load_calibration(EXAMPLES / "calib_cifar10.npz", graph)[:32]  # the arena does not depend on the data
+@pytest.fixture(scope="module")
+def searched_q():
+    """The searched stm32f746 example (softmax attention), quantised (op by op)."""
+    return _quantised("searched_stm32f746.pt2", "searched_stm32f746_calib.npz")
 
 
 def _inputs(graph, n: int = 4, seed: int = 3) -> np.ndarray:
@@ -58,103 +55,114 @@ def _inputs(graph, n: int = 4, seed: int = 3) -> np.ndarray:
     return np.random.default_rng(seed).integers(-128, 128, (n, *shape), dtype=np.int8)
 
 
-# -- the pass --------------------------------------------------------------------------------------
+def _loops(graph) -> list:
+    return [n for n in graph.nodes if n.op == "token_loop"]
 
 
-def test_fuse_blocks_replaces_each_block(example_q):
-    before = [(n.name, n.op, list(n.inputs)) for n in example_q.nodes]
-    fused = fuse_blocks(example_q)
-    assert [(n.name, n.op, list(n.inputs)) for n in example_q.nodes] == before  # pure
-    assert [n.op for n in fused.nodes] == ["patch_embed", "add", *["hydra_block"] * 4, "layernorm", "mean_pool", "linear"]
-    check_shapes(fused)
-    block = fused.nodes[2]
-    assert block.name == "blocks.0" and block.outputs == ["add_2"] and block.inputs[0] == "add"
-    assert block.attrs["tokens_per_step"] == 1 and block.attrs["residual_operands"] == [0, 0]
-    body = block_body(block)
-    assert list(body) == list(BLOCK_ROLES)
-    assert [body[r].name for r in ("q", "fc1", "residual1")] == ["blocks.0.attn.q", "blocks.0.mlp.fc1", "add_1"]
-    assert block.inputs[1:3] == ["blocks.0.norm1.gamma", "blocks.0.norm1.beta"]
-    assert all(fused.tensor(n).is_constant for n in block.inputs[1:])
-    # Bit for bit the unfused graph, every intermediate tensor included.
-    for x in _inputs(example_q):
-        a, b = run_int(example_q, x, keep_all=True), run_int(fused, x, keep_all=True)
-        assert a.keys() == b.keys()
+def _same_bits(a_graph, b_graph, n: int = 3) -> None:
+    """Every tensor both graphs compute, bit for bit (a loop's intermediates included)."""
+    for x in _inputs(a_graph, n):
+        a, b = run_int(a_graph, x, keep_all=True), run_int(b_graph, x, keep_all=True)
+        assert a.keys() <= b.keys()
         assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_fused_graph_round_trips(example_q, tmp_path):
-    fused = fuse_blocks(example_q, tokens_per_step=5)
-    save_graph(fused, tmp_path)
+# -- the pass --------------------------------------------------------------------------------------
+
+
+def test_a_hydra_block_becomes_its_two_passes_over_the_tokens(example_q):
+    before = [(n.name, n.op, list(n.inputs)) for n in example_q.nodes]
+    g = schedule_token_loops(example_q)
+    assert [(n.name, n.op, list(n.inputs)) for n in example_q.nodes] == before  # pure
+    check_shapes(g)
+    assert [n.op for n in g.nodes] == ["patch_embed", *["token_loop"] * 8, "linear"]
+    first, second = _loops(g)[:2]
+    # pass 1: k, v and the attention state; pass 2: the rest of the block, LN1 recomputed, in place on x
+    assert [s.op for s in body_nodes(first)] == ["add", "layernorm", "linear", "linear", "hydra_kv_state"]
+    assert first.outputs == ["blocks.0.attn.kv"] and g.tensor("blocks.0.attn.kv").dtype == "int32"
+    assert [s.name for s in body_nodes(second)] == [
+        "add", "blocks.0.norm1", "blocks.0.attn.q", "blocks.0.attn", "blocks.0.attn.proj", "add_1", "blocks.0.norm2",
+        "blocks.0.mlp.fc1", "gelu", "blocks.0.mlp.fc2", "add_2"]
+    assert second.outputs == ["add_2"] and "blocks.0.attn.kv" in second.inputs
+    last = _loops(g)[-1]
+    assert [s.op for s in body_nodes(last)][-2:] == ["layernorm", "mean_pool"] and last.outputs == ["mean"]
+    assert all(n.attrs["tokens"] == 64 and n.attrs["tokens_per_step"] == 1 for n in _loops(g))
+    _same_bits(example_q, g)
+
+
+def test_softmax_attention_keeps_k_and_v_and_streams_the_rest(searched_q):
+    g = schedule_token_loops(searched_q)
+    check_shapes(g)
+    kv_loop, rest = _loops(g)[:2]
+    assert kv_loop.outputs == ["blocks.0.attn.k", "blocks.0.attn.v"]  # kept whole: every query reads them
+    assert "blocks.0.attn.q" not in [o for n in g.nodes for o in n.outputs]  # q: one row at a time
+    assert [s.op for s in body_nodes(rest)][2:4] == ["linear", "softmax_attention"]
+    assert {"blocks.0.attn.k", "blocks.0.attn.v"} <= set(rest.inputs)
+    _same_bits(searched_q, g)
+    plan = plan_memory(g, kernel_scratch(g), in_place=True)
+    check_no_overlap(plan)
+    # the searched model's arena: 31,232 B op by op, 19,616 B with K and V kept and the rest streamed
+    assert plan.arena_bytes <= 21 * 1024
+    assert plan.arena_bytes <= LOWER_BOUND_FACTOR * lower_bound(g, kernel_scratch(g))
+
+
+def test_split_hydra_attention_is_the_same_bits(example_q):
+    g = split_hydra_attention(example_q)
+    ops = [n.op for n in g.nodes]
+    assert "hydra_attention" not in ops and ops.count("hydra_kv_state") == ops.count("hydra_apply") == 4
+    _same_bits(example_q, g, n=2)
+
+
+def test_token_loop_graph_round_trips(example_q, tmp_path):
+    g = schedule_token_loops(example_q, tokens_per_step=5)
+    save_graph(g, tmp_path)
     loaded = load_graph(tmp_path)
     check_shapes(loaded)
-    assert loaded.nodes[2].attrs["tokens_per_step"] == 5
-    assert json.dumps(loaded.nodes[2].attrs["body"][0]["name"]) == '"blocks.0.norm1"'
+    assert _loops(loaded)[0].attrs["tokens_per_step"] == 5
+    assert json.dumps(_loops(loaded)[0].attrs["body"][1]["name"]) == '"blocks.0.norm1"'
     x = _inputs(example_q, 1)[0]
     assert np.array_equal(run_int(loaded, x)[0], run_int(example_q, x)[0])
 
 
-def test_residual_operands_are_normalised(example_q):
-    """An add written branch + residual is fused with a = residual, its (z, M, shift) pairs swapped: same bits."""
+def test_a_tensor_read_after_a_loop_is_kept_and_not_overwritten(example_q):
     g = example_q.copy()
-    add = next(n for n in g.nodes if n.name == "add_1")  # add(x, proj) in the graph
-    add.inputs = add.inputs[::-1]
-    for ka, kb in (("za", "zb"), ("ma", "mb"), ("sa", "sb")):
-        add.attrs[ka], add.attrs[kb] = add.attrs[kb], add.attrs[ka]
-    fused = fuse_blocks(g)
-    block = fused.nodes[2]
-    assert block.attrs["residual_operands"] == [1, 0]
-    res1 = block_body(block)["residual1"]
-    original = next(n for n in example_q.nodes if n.name == "add_1")
-    assert res1.inputs == original.inputs and res1.attrs == original.attrs
-    for x in _inputs(g, 2):
-        assert np.array_equal(run_int(fused, x)[0], run_int(example_q, x)[0])
-
-
-def test_a_block_whose_input_is_read_elsewhere_is_not_fused(example_q):
-    g = example_q.copy()
-    g.outputs = [*g.outputs, "add_4"]  # block 2's input, now a graph output: the block may not overwrite it
-    assert len(find_blocks(g)) == 3
-    assert "add_4" in [n.inputs[0] for n in fuse_blocks(g).nodes if n.op == "layernorm"]
-    g = example_q.copy()
-    g.nodes[-3].inputs[0] = "blocks.3.attn.v"  # the final norm reads an intermediate of block 3
-    assert [b["norm1"].name for b in find_blocks(g)] == ["blocks.0.norm1", "blocks.1.norm1", "blocks.2.norm1"]
+    g.outputs = [*g.outputs, "add_4"]  # block 2's input, now a graph output: kept, and no loop writes over it
+    s = schedule_token_loops(g)
+    writer = next(n for n in s.nodes if "add_4" in n.outputs)
+    assert writer.op == "token_loop"
+    plan = plan_memory(s, kernel_scratch(s), in_place=True)
+    check_no_overlap(plan)
+    assert all(b.alias_of != "add_4" for b in plan.buffers)
+    _same_bits(g, s, n=2)
 
 
 def test_tokens_per_step_is_capped_and_checked(example_q):
-    assert fuse_blocks(example_q, tokens_per_step=10_000).nodes[2].attrs["tokens_per_step"] == 64
+    assert _loops(schedule_token_loops(example_q, tokens_per_step=10_000))[0].attrs["tokens_per_step"] == 64
     with pytest.raises(ValueError, match="positive integer"):
-        fuse_blocks(example_q, tokens_per_step=0)
-    bad = fuse_blocks(example_q)
-    ins = bad.nodes[2].inputs
-    ins[3], ins[5] = ins[5], ins[3]  # q.weight and k.weight swapped: same shape, wrong roles
-    with pytest.raises(IRError, match="is not the q constant #1"):
+        schedule_token_loops(example_q, tokens_per_step=0)
+    bad = schedule_token_loops(example_q)
+    loop = _loops(bad)[1]
+    loop.attrs["body"] = [loop.attrs["body"][2], *loop.attrs["body"][:2], *loop.attrs["body"][3:]]  # q before LN1
+    with pytest.raises(IRError, match="reads .*which neither the loop's inputs nor an earlier body node give"):
         check_shapes(bad)
 
 
-def test_scratch_formula_matches_the_c_runtime(tmp_path_factory):
-    lib = build_runtime_lib(tmp_path_factory.mktemp("rt"))
-    for tokens in (1, 7, 25, 64, 576):
-        for dim in (8, 27, 64, 160):
-            for hidden in (16, 54, 100, 640):
-                for tps in (1, 3, 25, 10_000):
-                    p = block_params(tokens, dim, hidden, tps)
-                    assert lib.hydra_block_s8_get_buffer_size(p) == block_scratch_size(tokens, dim, hidden, tps), \
-                        (tokens, dim, hidden, tps)
-
-
 def test_stream_plan_is_in_place_and_within_the_bound(example_q):
-    fused = fuse_blocks(example_q)
-    scratch = kernel_scratch(fused)
-    plan = plan_memory(fused, scratch, in_place=True)
+    g = schedule_token_loops(example_q)
+    scratch = kernel_scratch(g)
+    plan = plan_memory(g, scratch, in_place=True)
     check_no_overlap(plan)
-    tokens = {plan.offset(n.outputs[0]) for n in fused.nodes if n.op in ("add", "hydra_block", "layernorm")}
-    assert len(tokens) == 1  # the token buffer stays put: every block and the final norm run on it in place
-    assert plan.buffer("add_8").alias_of == "add_6"
-    assert scratch["blocks.0"] == block_scratch_size(64, 64, 128, 1) == plan.buffer(scratch_name("blocks.0")).size
-    assert lower_bound(fused, scratch) <= peak_bytes(plan) <= plan.arena_bytes
-    assert runtime_sources(fused) == ["hydra_requantize.c", "hydra_dot.c", "hydra_linear.c", "hydra_patch_embed.c",
-                                      "hydra_layernorm.c", "hydra_lut.c", "hydra_attention.c", "hydra_add.c",
-                                      "hydra_mean_pool.c", "hydra_block.c"]
+    # the residual stream stays put: each block's second pass writes it over its input, row by row
+    assert plan.buffer("add_4").alias_of == "add_2" and plan.buffer("add_6").alias_of == "add_4"
+    for loop in _loops(g):
+        layout = plan_token_loop(g, loop)
+        check_no_overlap(layout.plan)
+        assert scratch[loop.name] == layout.bytes == plan.buffer(scratch_name(loop.name)).size
+        assert all(b.size <= 4 * 128 for b in layout.plan.buffers)  # one token's rows: G = 1, hidden 128
+    assert lower_bound(g, scratch) <= peak_bytes(plan) <= plan.arena_bytes
+    assert runtime_sources(g) == ["hydra_requantize.c", "hydra_dot.c", "hydra_linear.c", "hydra_patch_embed.c",
+                                  "hydra_layernorm.c", "hydra_lut.c", "hydra_attention.c", "hydra_add.c",
+                                  "hydra_mean_pool.c"]
 
 
 # -- end to end ------------------------------------------------------------------------------------
@@ -172,8 +180,8 @@ def _both(cfg: HydraViTConfig, tmp_path, board=HOST, **kw):
 def test_streamed_build_equals_reference_and_greedy(name, tmp_path):
     cfg = SHAPES[name]
     stream, greedy = _both(cfg, tmp_path)
-    assert [n.op for n in stream.graph.nodes].count("hydra_block") == cfg.depth
-    assert "hydra_block" not in [n.op for n in greedy.graph.nodes]
+    assert "token_loop" in [n.op for n in stream.graph.nodes]
+    assert "token_loop" not in [n.op for n in greedy.graph.nodes]
     inputs = np.concatenate([np.load(stream.folder / driver.TEST_VECTORS), _random_inputs(stream)])
     check = validate_build(stream.folder, stream.graph, inputs)
     assert check.ok, check.mismatches
@@ -196,10 +204,10 @@ def test_tokens_per_step(tmp_path):
     outputs, scratch = [], []
     for tps in (1, 3, cfg.num_tokens):
         result = driver.compile_graph(graph, HOST, tmp_path / f"tps{tps}", calib, tokens_per_step=tps)
-        block = next(n for n in result.graph.nodes if n.op == "hydra_block")
-        assert block.attrs["tokens_per_step"] == tps and result.report["ram"]["tokens_per_step"] == tps
-        size = result.plan.buffer(scratch_name(block.name)).size
-        assert size == block_scratch_size(cfg.num_tokens, cfg.embed_dim, cfg.mlp_dim, tps)
+        loops = _loops(result.graph)
+        assert {n.attrs["tokens_per_step"] for n in loops} == {tps} and result.report["ram"]["tokens_per_step"] == tps
+        size = max(result.plan.buffer(scratch_name(n.name)).size for n in loops)
+        assert size == max(plan_token_loop(result.graph, n).bytes for n in loops)
         check = validate_build(result.folder, result.graph, x.reshape(5, *graph.tensor(graph.inputs[0]).shape))
         assert check.ok, (tps, check.mismatches)
         outputs.append(runner.run(result.folder, x))
@@ -211,7 +219,7 @@ def test_tokens_per_step(tmp_path):
 def test_bundled_example_streamed_arena_is_smaller(tmp_path, capsys):
     arenas = {}
     graph = lower_to_ir(driver.load_model(EXAMPLES / "hydra_vit_cifar10.pt2"))
-    calib = _example_calib(graph)
+    calib = load_calibration(EXAMPLES / "calib_cifar10.npz", graph)[:32]  # the arena does not depend on it
     for schedule in ("greedy", "stream"):
         r = driver.compile_graph(graph, HOST, tmp_path / schedule, calib, schedule=schedule)
         ram = r.report["ram"]
@@ -247,8 +255,8 @@ def test_not_fit_names_the_op_at_the_peak_and_a_suggestion(tmp_path):
         driver.compile_graph(graph, stm32, tmp_path / "all", calib, tokens_per_step=cfg.num_tokens)
     message = str(err.value)
     assert "the model does not fit board stm32f746: RAM needs" in message and "bytes over" in message
-    assert "the peak is at op blocks.0 (hydra_block)" in message
-    assert "suggestion: fewer tokens per step (now 1024; --tokens-per-step 1 saves" in message
+    assert "(token_loop)" in message.split("the peak is at op")[1].split("\n")[0]
+    assert "suggestion: fewer tokens per step (now 1024" in message
     assert "fewer tokens (now 1024" in message and "a smaller embedding dim (now 64" in message
     assert not (tmp_path / "all").exists()
     # One token per step fits.

@@ -11,8 +11,8 @@
  * unless the library is built with -DHYDRA_SINGLE_ROUNDING=1.
  *
  * Aliasing: elementwise kernels (add, lut, layernorm) accept output == input
- * (in place). hydra_attention accepts output == q. hydra_block updates its
- * token buffer in place. Other kernels need disjoint input and output buffers.
+ * (in place). hydra_attention and hydra_attention_apply_s8 accept output == q. Other kernels
+ * need disjoint input and output buffers.
  */
 #ifndef HYDRA_RT_H
 #define HYDRA_RT_H
@@ -265,42 +265,12 @@ typedef struct {
 
 hydra_status hydra_mean_pool_s8(const hydra_mean_pool_params *params, const int8_t *input, int8_t *output);
 
-/* ---- a whole Hydra encoder block, streamed token by token (hydra_block.c) ----
- *
- *   x = x + proj(hydra(q(LN1(x)), k(LN1(x)), v(LN1(x))))
- *   x = x + fc2(act(fc1(LN2(x))))
- *
- * in two passes over the tokens, writing the token buffer in place:
- *   pass 1, per token group: LN1, k, v; accumulate the attention state (one D-vector)
- *   pass 2, per token group: LN1, q, phi(q) * state, proj, residual, LN2, fc1, act, fc2, residual
- * The bits equal those of the unfused ops run one after the other (docs/numerics.md);
- * only the memory differs: scratch is O(tokens_per_step * hidden), not O(T * D).
- * The member structs hold each sub-op's constants; their row/token/size fields are
- * ignored (the block sets them per step), except attn.tokens, which must equal tokens
- * (the state's overflow bound is checked on it). residual1/residual2: a = the block
- * input (residual stream), b = the branch. */
-typedef struct {
-    int32_t tokens, dim, hidden;
-    int32_t tokens_per_step;           /* tokens per group: more scratch, fewer weight reads */
-    hydra_layernorm_params norm1;
-    hydra_linear_params q, k, v;
-    hydra_attention_params attn;
-    hydra_linear_params proj;
-    hydra_add_params residual1;
-    hydra_layernorm_params norm2;
-    hydra_linear_params fc1;
-    hydra_lut_params act;
-    hydra_linear_params fc2;
-    hydra_add_params residual2;
-} hydra_block_params;
-
-/* Scratch bytes, with G = min(tokens_per_step, tokens) (0 for invalid params):
- *     5 * dim + G * dim + G * max(2 * dim, hidden)
- * (int32 state[dim], int8 phi[dim], int8 [G][dim], int8 [G][max(2 dim, hidden)]; see
- * hydra_block.c). The scratch pointer must be 4-byte aligned (HYDRA_ERR_ARG otherwise). */
-int32_t hydra_block_s8_get_buffer_size(const hydra_block_params *params);
-
-hydra_status hydra_block_s8(const hydra_block_params *params, int8_t *tokens, void *scratch);
+/* The same mean in steps, for a token loop: acc[dim] = 0; accumulate over any row groups (rows in
+ * [1, tokens] per call, tokens in all); finish. The int32 sums are the same integers, so the same bits. */
+void hydra_mean_pool_begin_s8(const hydra_mean_pool_params *params, int32_t *acc);
+hydra_status hydra_mean_pool_accumulate_s8(const hydra_mean_pool_params *params, const int8_t *input, int32_t rows,
+                                           int32_t *acc);
+hydra_status hydra_mean_pool_finish_s8(const hydra_mean_pool_params *params, const int32_t *acc, int8_t *output);
 
 /* ---- softmax attention, one query row at a time (hydra_softmax_attention.c) ----
  *
@@ -313,7 +283,8 @@ hydra_status hydra_block_s8(const hydra_block_params *params, int8_t *tokens, vo
 #define HYDRA_SOFTMAX_MAX_HEAD_DIM 16384  /* |q.k| < 2^30: score differences fit int32 */
 
 typedef struct {
-    int32_t tokens, dim, heads;
+    int32_t tokens, dim, heads;        /* tokens: the key and value rows */
+    int32_t query_rows;                /* the q and output rows of this call (tokens, or a streamed group) */
     int32_t q_zero_point, k_zero_point, v_zero_point;
     int32_t exp_multiplier, exp_shift; /* score difference -> exp table index */
     const int32_t *exp_table;          /* [exp_table_size], Q15 */

@@ -7,7 +7,7 @@
  *
  * phi is the L2-normalised row at scale 1/128. Linear in T, one D-vector of
  * state. The three steps are public row-level functions, so that a streamed
- * encoder block (hydra_block.c) can feed the state a few tokens at a time:
+ * token loop (model.c, passes/stream.py) can feed the state a few tokens at a time:
  *
  *     accumulate (any number of calls, any row counts) -> round_state -> apply
  *

@@ -11,7 +11,9 @@
  *
  * One head and query row at a time: the scratch is the T int32 scores of that
  * row (overwritten by its exp values) and the T key sums of the head, never a
- * T x T matrix. The output must not alias q, k or v.
+ * T x T matrix. The output must not alias q, k or v. A call takes query_rows
+ * rows of q (all T, or a group of a token loop, q and output pointing at the
+ * group's first row) against all T keys and values.
  *
  * The score is formed as q.k - zk sum(q) - zq sum(k) + dh zq zk, which is the
  * same integer (every term is below 2^28 in magnitude for dh <= 2^14), so that
@@ -26,7 +28,8 @@
 
 static hydra_status check_params(const hydra_softmax_attention_params *p)
 {
-    if (p->tokens <= 0 || p->tokens > HYDRA_SOFTMAX_MAX_TOKENS || p->dim <= 0 || p->heads <= 0 ||
+    if (p->tokens <= 0 || p->tokens > HYDRA_SOFTMAX_MAX_TOKENS || p->query_rows <= 0 || p->query_rows > p->tokens ||
+        p->dim <= 0 || p->heads <= 0 ||
         p->dim % p->heads != 0 || p->dim / p->heads > HYDRA_SOFTMAX_MAX_HEAD_DIM)
         return HYDRA_ERR_SHAPE;
     if (!hydra_zero_point_ok(p->q_zero_point) || !hydra_zero_point_ok(p->k_zero_point) ||
@@ -76,7 +79,7 @@ hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *pa
     const hydra_status st = check_params(params);
     if (st != HYDRA_OK)
         return st;
-    const int32_t T = params->tokens, D = params->dim, dh = D / params->heads;
+    const int32_t T = params->tokens, rows = params->query_rows, D = params->dim, dh = D / params->heads;
     const int32_t zq = params->q_zero_point, zk = params->k_zero_point, zv = params->v_zero_point;
     const int32_t last = params->exp_table_size - 1;
     /* Locals: stores through int8_t * may alias the params, and the compiler would reload them. */
@@ -91,7 +94,7 @@ hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *pa
     for (int32_t h0 = 0; h0 < D; h0 += dh) {
         for (int32_t j = 0; j < T; j++)
             ksum[j] = row_sum(k + (size_t)j * (size_t)D + (size_t)h0, dh);
-        for (int32_t t = 0; t < T; t++) {
+        for (int32_t t = 0; t < rows; t++) {
             const int8_t *qt = q + (size_t)t * (size_t)D + (size_t)h0;
             const int32_t q_term = dh * zq * zk - zk * row_sum(qt, dh);
 

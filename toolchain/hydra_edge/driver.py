@@ -1,14 +1,14 @@
 """The compiler driver: each stage in order, the IR handed from one to the next.
 
     load (frontend) -> lower (passes) -> calibrate + quantize
-    -> schedule (stream: fuse encoder blocks, passes/stream.py) -> plan memory
+    -> schedule (stream: token loops, passes/stream.py) -> plan memory
     -> emit C (codegen) -> report
 
 Schedules: "greedy" is TFLite Micro's baseline (every op unfused, the greedy
-arena planner, no in-place reuse); "stream" fuses each Hydra encoder block into
-one hydra_block node run token group by token group, in place on the token
-buffer, and plans with in-place reuse. The default is "stream" when the graph
-has Hydra attention. The schedule changes memory, never the output bits.
+arena planner, no in-place reuse); "stream" runs the row-local regions between
+the steps that need all tokens (attention state, keys and values, pooling) as
+token loops, G tokens at a time (passes/stream.py), and plans with in-place
+reuse. The default is "stream". The schedule changes memory, never the output bits.
 
 The CLI is a thin layer over these functions; so is the Python API.
 """
@@ -34,7 +34,7 @@ from .ir.serialize import load_graph
 from .memory.planner import MemoryPlan, plan_memory
 from .outdir import check_output, staged_build
 from .passes.pipeline import lower_to_ir
-from .passes.stream import fuse_blocks
+from .passes.stream import schedule_token_loops
 from .quant.calibrate import DEFAULT_MAX_SAMPLES, calibrate, fallback_calibration, load_calibration
 from .quant.quantize import quantize_array, quantize_graph
 from .targets.budget import check_fits, check_input_fits
@@ -251,15 +251,15 @@ def compile_prequantised(
 
 
 def default_schedule(graph: Graph) -> str:
-    """"stream" when the graph has Hydra attention (its blocks can be fused), "greedy" otherwise."""
-    return "stream" if any(n.op in ("hydra_attention", "hydra_block") for n in graph.nodes) else "greedy"
+    """"stream": token loops wherever the graph has rows to stream (a graph without any is planned op by op)."""
+    return "stream"
 
 
 def schedule_graph(qgraph: Graph, schedule: str, tokens_per_step: int = 1) -> Graph:
-    """The quantised graph as the schedule runs it: fused blocks for "stream"; meta records the choice."""
+    """The quantised graph as the schedule runs it: token loops for "stream"; meta records the choice."""
     if schedule not in SCHEDULES:
         raise ScheduleError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
-    g = fuse_blocks(qgraph, tokens_per_step) if schedule == "stream" else qgraph.copy()
+    g = schedule_token_loops(qgraph, tokens_per_step) if schedule == "stream" else qgraph.copy()
     g.meta["schedule"] = schedule
     g.meta["tokens_per_step"] = int(tokens_per_step)
     return g

@@ -41,3 +41,8 @@ class Call:
     params_decl: str
     call: str
     check: str = ""  # C statements run before the call (scratch size check)
+    # A reduction in a token loop (mean_pool, hydra_kv_state): the call runs once per token group, `before`
+    # (a C statement) once before the loop and `after` (an expression giving a hydra_status) once after it.
+    before: str = ""
+    after: str = ""
+    code: str = ""  # a token loop: the whole C block, instead of `status = call;`

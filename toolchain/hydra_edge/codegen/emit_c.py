@@ -40,6 +40,7 @@ from ..boards import Board, get_board
 from ..build_manifest import BUILD_MANIFEST, SANITIZE_BINARY
 from ..ir.graph import Graph, Node, Tensor
 from ..ir.serialize import save_graph
+from ..memory.loop_plan import STATE_SUFFIX, LoopLayout, plan_token_loop, row_bytes
 from ..memory.planner import MemoryPlan, check_no_overlap, scratch_name
 from ..ops import REGISTRY, check_shapes, op_def
 from .c_syntax import INT32_MAX, Call, CodegenError, c_int
@@ -63,7 +64,9 @@ def kernel_scratch(graph: Graph) -> dict[str, int]:
     scratch: dict[str, int] = {}
     for node in graph.nodes:
         d = op_def(node.op)
-        if d is not None and d.scratch is not None:
+        if node.op == "token_loop":  # its rows buffers and its body's scratch (memory/loop_plan.py)
+            scratch[node.name] = plan_token_loop(graph, node).bytes
+        elif d is not None and d.scratch is not None:
             scratch[node.name] = d.scratch(graph, node)
     scratch.update(tfl_scratch(graph))  # imported .tflite ops (codegen/emit_tfl.py)
     return scratch
@@ -116,6 +119,16 @@ class _Namer:
 
 
 @dataclass
+class _Loop:
+    """The token loop being emitted: where its rows live, and the param copies its body's calls use."""
+
+    node: Node
+    layout: LoopLayout
+    base: int  # the loop's scratch offset in the arena
+    steps: list[str] = field(default_factory=list)  # the current body call's param copies (C declarations)
+
+
+@dataclass
 class _ModelC:
     graph: Graph
     plan: MemoryPlan
@@ -125,6 +138,12 @@ class _ModelC:
     # (C type, values) -> (C identifier, index in arrays): an identical array is defined once, its later
     # users get the first one's name (the softmax exp table of every layer, equal gelu tables, ...)
     shared: dict[tuple, tuple[str, int]] = field(default_factory=dict)
+    loop: _Loop | None = None  # set while a token loop's body is lowered
+
+    @property
+    def rows(self) -> str | None:
+        """Inside a token loop, the C expression of the group's rows; None outside one."""
+        return "rows" if self.loop is not None else None
 
     # operands ---------------------------------------------------------------
     def tensor(self, node: Node, index: int, kind: str = "input") -> Tensor:
@@ -143,8 +162,26 @@ class _ModelC:
         if t.is_constant:
             if kind == "output":
                 raise CodegenError(f"node {node.name}: output {t.name!r} is a constant")
-            return self.const_array(t, "int8")
-        return f"HYDRA_ARENA_S8({self.offset(t.name)})"
+            return self._row(node, index, kind, t, self.const_array(t, "int8"))
+        if self.loop is not None and (inner := self.loop.layout.rows(t.name)) is not None:
+            return f"HYDRA_ARENA_S8({self.loop.base + inner})"  # a tensor that lives only in the loop: G rows
+        return self._row(node, index, kind, t, f"HYDRA_ARENA_S8({self.offset(t.name)})")
+
+    def _row(self, node: Node, index: int, kind: str, t: Tensor, whole: str) -> str:
+        """In a token loop, a row operand points at the group's first row: input rows or output rows of a row op."""
+        d = op_def(node.op)
+        if self.loop is None or d is None:
+            return whole
+        if (index in d.row_inputs) if kind == "input" else not d.reduces:
+            return f"({whole} + (size_t)t0 * {row_bytes(self.graph, t.name)})"
+        return whole
+
+    def act32(self, node: Node, index: int, kind: str = "input") -> str:
+        """A pointer to an int32 activation (hydra_kv_state's kv), whole."""
+        t = self.tensor(node, index, kind)
+        if t.dtype != "int32" or t.is_constant:
+            raise CodegenError(f"node {node.name} ({node.op}): {kind} {t.name!r} must be an int32 activation")
+        return f"(int32_t *)(void *)(hydra_arena + {self.offset(t.name)})"
 
     def offset(self, buffer: str) -> int:
         try:
@@ -235,21 +272,70 @@ class _ModelC:
 
     # ops --------------------------------------------------------------------------
     def params(self, node: Node, ctype: str, fields: list[tuple[str, Any]]) -> tuple[str, str]:
-        """A static const param struct; a field whose value is a list of fields is a nested struct."""
+        """A static const param struct; a field whose value is a list of fields is a nested struct.
+
+        In a token loop, an op with a rows field gets a copy of it with that field set to the group's rows:
+        the identifier returned is the copy's."""
         ident = self.namer(node.name, "_params")
-        return ident, f"static const {ctype} {ident} = {{\n{_initialiser(fields, 1)}\n}};\n"
+        decl = f"static const {ctype} {ident} = {{\n{_initialiser(fields, 1)}\n}};\n"
+        d = op_def(node.op)
+        if self.loop is None or d is None or d.rows_field is None:
+            return ident, decl
+        step = f"step{len(self.loop.steps)}"
+        per_row = self.tensor(node, 0, "output").numel // self.tensor(node, 0, "output").shape[0]
+        rows = f"rows * {per_row}" if d.rows_field_elements else "rows"
+        self.loop.steps.append(f"{ctype} {step} = {ident};\n{step}.{d.rows_field} = {rows};")
+        return step, decl
 
     # the op files' duck-typed view of the emitter (OpDef.fields and OpDef.emit) -----------------------------
-    def call(self, node: Node, params_decl: str, call: str, check: str = "") -> Call:
-        return Call(node, params_decl, call, check)
+    def call(self, node: Node, params_decl: str, call: str, check: str = "", before: str = "", after: str = "") -> Call:
+        return Call(node, params_decl, call, check, before, after)
 
     def error(self, message: str) -> CodegenError:
         return CodegenError(message)
 
     def scratch(self, node: Node) -> tuple[int, int]:
-        """(arena offset, planned bytes) of a node's scratch buffer."""
+        """(arena offset, planned bytes) of a node's scratch buffer (inside a token loop: in the loop's scratch)."""
         sname = scratch_name(node.name)
+        if self.loop is not None:
+            return self.loop.base + self.loop.layout.offsets[sname], self.loop.layout.sizes[sname]
         return self.offset(sname), self.plan.buffer(sname).size
+
+    def loop_state(self, node: Node) -> str:
+        """An int32 pointer to a reduction's running sums in the token loop's scratch (OpDef.loop_state)."""
+        if self.loop is None:
+            raise CodegenError(f"node {node.name} ({node.op}): loop state outside a token loop")
+        return f"(int32_t *)(void *)(hydra_arena + {self.loop.base + self.loop.layout.offsets[node.name + STATE_SUFFIX]})"
+
+    def token_loop(self, node: Node) -> Call:
+        """A token_loop node: its body's calls in a loop over groups of G tokens (ops/token_loop.py)."""
+        from ..ops.token_loop import body_nodes
+
+        tokens, group = int(node.attrs["tokens"]), int(node.attrs["tokens_per_step"])
+        self.loop = _Loop(node, plan_token_loop(self.graph, node), self.scratch(node)[0])
+        try:
+            calls = []
+            for sub in body_nodes(node):
+                self.loop.steps = []
+                calls.append((self.lower(sub), list(self.loop.steps)))
+        finally:
+            self.loop = None
+        decls = "".join(c.params_decl for c, _ in calls)
+        before = [c.before for c, _ in calls if c.before]
+        lines = [f"/* {len(calls)} ops over {tokens} tokens, {group} at a time */", *before,
+                 f"for (int32_t t0 = 0; t0 < {tokens}; t0 += {group}) {{",
+                 f"    const int32_t rows = {tokens} - t0 < {group} ? {tokens} - t0 : {group};"]
+        for c, steps in calls:
+            lines.append(f"    {{ /* {_c_comment(f'{c.node.name} ({c.node.op})')} */")
+            lines += [f"        {line}" for step in steps for line in step.split("\n")]
+            lines += [f"        {line}" for line in c.check.rstrip("\n").split("\n") if line.strip()]
+            lines += [f"        status = {c.call};", "        if (status != HYDRA_OK) {",
+                      "            return (int)status;", "        }", "    }"]
+        lines.append("}")
+        for c, _ in calls:
+            if c.after:
+                lines += [f"status = {c.after};", "if (status != HYDRA_OK) {", "    return (int)status;", "}"]
+        return Call(node, decls, "", code="\n".join(lines))
 
     def lower(self, node: Node) -> Call:
         if is_tfl(node.op):  # an imported .tflite op: the generic contract-driven emitter
@@ -296,9 +382,10 @@ def _rounding(graph: Graph) -> str:
 def runtime_sources(graph: Graph) -> list[str]:
     """The runtime_c/src files this graph needs: the fixed-point and dot helpers, then one per op used, in a fixed order."""
     used = {node.op for node in graph.nodes}
+    used |= {sub["op"] for node in graph.nodes if node.op == "token_loop" for sub in node.attrs["body"]}
     used |= {dep for op in list(used) if op in REGISTRY for dep in REGISTRY[op].c_depends}
-    return list(ALWAYS_SOURCES) + [src for op, src in OP_SOURCES.items() if op in used] + tfl_sources(
-        graph, RUNTIME_DIR / "src")
+    native = dict.fromkeys(src for op, src in OP_SOURCES.items() if op in used)  # ops may share a source file
+    return list(ALWAYS_SOURCES) + list(native) + tfl_sources(graph, RUNTIME_DIR / "src")
 
 
 # Called before each kernel call and once after the last: an instruction counter (hydra-edge bench,
@@ -376,12 +463,19 @@ def _model_c(graph: Graph, plan: MemoryPlan, board: Board, x: Tensor, y: Tensor)
         lines.append("")
         lines.append(f"    {OP_MARKER}({index});")
         lines.append(f"    /* {_c_comment(f'{c.node.name} ({c.node.op}){src}')} */")
+        if c.code:  # a token loop
+            lines += [f"    {line}" for line in c.code.split("\n")]
+            continue
         if c.check:
             lines.append(c.check.rstrip("\n"))
+        if c.before:
+            lines.append(f"    {c.before}")
         lines.append(f"    status = {c.call};")
         lines.append("    if (status != HYDRA_OK) {")
         lines.append("        return (int)status;")
         lines.append("    }")
+        if c.after:
+            lines += [f"    status = {c.after};", "    if (status != HYDRA_OK) {", "        return (int)status;", "    }"]
     lines += [
         "",
         f"    {OP_MARKER}({len(calls)}); /* end of the last op */",
@@ -504,7 +598,7 @@ def emit_project(
     x = _io_tensor(graph, graph.inputs, "input")
     y = _io_tensor(graph, graph.outputs, "output")
     for t in graph.activations():
-        if t.dtype != "int8":
+        if t.dtype != "int8" and not (t.dtype == "int32" and len(t.shape) == 1):  # int32: an attention state
             raise CodegenError(f"activation {t.name!r} is {t.dtype}; the emitter needs a quantised (int8) graph")
     sources = runtime_sources(graph)
     missing = [s for s in sources if not (runtime_dir / "src" / s).is_file()]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..ir.graph import Graph, Node
-from ..ir.ops import block_body
+from ..ops.token_loop import body_nodes
 from ..ops import op_def
 from ..memory.planner import (
     SCRATCH_SUFFIX,
@@ -50,9 +50,9 @@ def node_macs(graph: Graph, node: Node) -> int:
 
 
 def attr_bytes(node: Node) -> int:
-    """Bytes of the per-channel integer arrays a node's attrs put in flash (multiplier, shift), a block's body too."""
-    if node.op == "hydra_block":
-        return sum(attr_bytes(sub) for sub in block_body(node).values())
+    """Bytes of the per-channel integer arrays a node's attrs put in flash (multiplier, shift), a loop's body too."""
+    if node.op == "token_loop":
+        return sum(attr_bytes(sub) for sub in body_nodes(node))
     return sum(4 * np.asarray(v).size for v in node.attrs.values() if isinstance(v, np.ndarray) and v.ndim > 0)
 
 
@@ -60,9 +60,9 @@ _attr_bytes = attr_bytes
 
 
 def attr_arrays(node: Node) -> list[np.ndarray]:
-    """The per-channel integer arrays of a node's attrs (model.c's int32_t arrays), a block's body too."""
-    if node.op == "hydra_block":
-        return [a for sub in block_body(node).values() for a in attr_arrays(sub)]
+    """The per-channel integer arrays of a node's attrs (model.c's int32_t arrays), a loop's body too."""
+    if node.op == "token_loop":
+        return [a for sub in body_nodes(node) for a in attr_arrays(sub)]
     return [np.asarray(v) for v in node.attrs.values() if isinstance(v, np.ndarray) and v.ndim > 0]
 
 
@@ -170,9 +170,11 @@ def schedule_detail(graph: Graph, plan: MemoryPlan) -> str:
         cores = sum(node.op == "tfl_hydra_attention" for node in graph.nodes)
         if cores:
             parts.append(f"{cores} Hydra core{'s' if cores != 1 else ''} as one streaming tfl_hydra_attention each")
-    elif any(node.op == "hydra_block" for node in graph.nodes):
-        blocks = sum(node.op == "hydra_block" for node in graph.nodes)
-        parts = [f"{blocks} encoder block{'s' if blocks != 1 else ''} fused, run token group by token group"]
+    elif any(node.op == "token_loop" for node in graph.nodes):
+        loops = [node for node in graph.nodes if node.op == "token_loop"]
+        ops = sum(len(node.attrs["body"]) for node in loops)
+        parts = [f"{ops} ops in {len(loops)} token loop{'s' if len(loops) != 1 else ''}, run token group by token group",
+                 f"{len(graph.nodes) - len(loops)} op{'s' if len(graph.nodes) - len(loops) != 1 else ''} on whole tensors"]
     else:
         parts = ["every op unfused"]
     parts.append("in place where a kernel allows" if plan.in_place else "no in-place reuse")

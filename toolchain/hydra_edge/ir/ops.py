@@ -1,4 +1,4 @@
-"""The operators of the lowered IR and their operands; the structure of a fused hydra_block.
+"""The operators of the lowered IR and their operands; nodes as plain dicts (a token loop's body).
 
 Each op's rules (shape, references, quantisation, kernel) live in its own file, hydra_edge/ops/<op>.py.
 
@@ -18,7 +18,9 @@ quantiser, the reference interpreter and the code generator.
 | softmax_attention | q[T,D], k[T,D], v[T,D]       | q, k, v, exp_table int32[N]            | heads, zq, zk, zv, exp_multiplier, exp_shift, multiplier, shift, out_zp, max_tokens |
 | add             | a, b (same shape)              | a, b                                   | left_shift, za, ma, sa, zb, mb, sb, my, sy, out_zp |
 | mean_pool       | x[T,D]                         | x                                      | in_zp, multiplier, shift, out_zp                  |
-| hydra_block     | -                              | x[T,D], the body's 17 constants        | body, tokens_per_step, residual_operands          |
+| hydra_kv_state  | -                              | k, v (made by passes/stream.py)        | hydra_attention's, and tokens                     |
+| hydra_apply     | -                              | q, kv int32 [D]                        | hydra_attention's                                 |
+| token_loop      | -                              | what its body reads from outside       | body, tokens, tokens_per_step, in_place           |
 
 Float attrs: patch_embed `patch`; layernorm `eps`; gelu `approximate`
 ("none" or "tanh"); softmax_attention `heads` (int, D % heads == 0) and
@@ -30,38 +32,19 @@ projections and before the output projection: head h reads features
 output (heads concatenated in torch's order). Its quantised form keeps
 `heads` and adds the exp table as a fourth (constant) input.
 
-`hydra_block` exists only in quantised graphs, made by passes/stream.py
-(`fuse_blocks`): one whole encoder block
-
-    x1 = add(x, proj(hydra_attention(q(LN1(x)), k(LN1(x)), v(LN1(x)))))
-    y  = add(x1, fc2(lut(fc1(LN2(x1)))))
-
-run by the C runtime in two passes over the tokens, in place on x. Its inputs
-are x, then the body's constants in BLOCK_CONSTANTS order; attr `body` holds
-the twelve original nodes as plain dicts (name, op, inputs, outputs, attrs,
-source) in BLOCK_ROLES order, each add normalised so that input a is the
-residual stream (`residual_operands` says which input it was in the graph).
-The reference interpreter runs the body node by node, so a fused block has
-exactly the bits of its unfused ops. The body's intermediate tensors stay in
-the graph's tensor table (shapes and quantisation) but no top-level node
-reads or writes them.
+`hydra_kv_state`, `hydra_apply` and `token_loop` exist only in quantised
+graphs, made by the streaming schedule (passes/stream.py): hydra_attention
+split into its state (a reduction over the tokens) and its row-local rest, and
+a region of ops run token group by token group (ops/token_loop.py). A loop's
+body nodes are plain dicts (name, op, inputs, outputs, attrs, source); the
+tensors that live only inside it stay in the graph's tensor table (shapes and
+quantisation) but no top-level node reads or writes them.
 """
 
 from __future__ import annotations
 
 
-from .graph import IRError, Node
-
-
-# The members of a hydra_block's body, in order (the fields of hydra_block_params in hydra_rt.h).
-BLOCK_ROLES = ("norm1", "q", "k", "v", "attn", "proj", "residual1", "norm2", "fc1", "act", "fc2", "residual2")
-BLOCK_OPS = ("layernorm", "linear", "linear", "linear", "hydra_attention", "linear", "add",
-             "layernorm", "linear", "lut", "linear", "add")
-# A hydra_block's inputs after x: (role, input index of that body node) in order.
-BLOCK_CONSTANTS = (
-    ("norm1", 1), ("norm1", 2), ("q", 1), ("q", 2), ("k", 1), ("k", 2), ("v", 1), ("v", 2), ("proj", 1), ("proj", 2),
-    ("norm2", 1), ("norm2", 2), ("fc1", 1), ("fc1", 2), ("act", 1), ("fc2", 1), ("fc2", 2),
-)
+from .graph import Node
 
 
 def node_to_dict(node: Node) -> dict:
@@ -71,15 +54,3 @@ def node_to_dict(node: Node) -> dict:
 
 def node_from_dict(d: dict) -> Node:
     return Node(d["name"], d["op"], list(d["inputs"]), list(d["outputs"]), dict(d.get("attrs", {})), d.get("source", ""))
-
-
-def block_body(node: Node) -> dict[str, Node]:
-    """A hydra_block's body nodes by role (BLOCK_ROLES order); IRError if the body is malformed."""
-    body = node.attrs.get("body")
-    if not isinstance(body, (list, tuple)) or len(body) != len(BLOCK_ROLES):
-        raise IRError(f"{node.name}: hydra_block needs a body of {len(BLOCK_ROLES)} nodes ({', '.join(BLOCK_ROLES)})")
-    nodes = {role: node_from_dict(d) for role, d in zip(BLOCK_ROLES, body)}
-    for (role, n), op in zip(nodes.items(), BLOCK_OPS):
-        if n.op != op:
-            raise IRError(f"{node.name}: body node {role} ({n.name}) is {n.op!r}, expected {op!r}")
-    return nodes

@@ -43,7 +43,7 @@ def _value(v: Any) -> str:
             return np.array2string(v.ravel() if v.ndim > 1 else v, separator=",", precision=6).replace(" ", "")
         return f"{v.dtype}[{', '.join(str(d) for d in v.shape)}]"
     if isinstance(v, dict):
-        if "op" in v and "name" in v:  # a node as a plain dict (a hydra_block's body)
+        if "op" in v and "name" in v:  # a node as a plain dict (a token loop's body)
             return f"{v['name']}:{v['op']}"
         return "{" + ", ".join(f"{k}: {_value(x)}" for k, x in v.items()) + "}"
     if isinstance(v, (list, tuple)):

@@ -10,16 +10,14 @@ The algorithm (steps 1-5 as TFLM's greedy_memory_planner; 2a with in_place):
    step of the last node that reads it. Graph inputs live from step 0, graph
    outputs to step n-1. A tensor nobody reads lives during its writer's step
    only. A node's scratch buffer lives during that node's step only.
-2a. In place (plan_memory(..., in_place=True); always for an op in
-   ALWAYS_IN_PLACE): walking the nodes in order, a node whose op may write
-   over one of its inputs (IN_PLACE_OPS: add, lut, layernorm, hydra_block)
-   gives its output that input's bytes when the input is an activation of the
-   same size, is not a graph output, and this node is its last reader (its
-   lifetime ends at this step). The output becomes an alias of the input
-   (Buffer.alias_of); a chain of such handovers is one buffer (a group) living
-   from its first member's first step to its last member's last step, sized
-   by its largest member. An op that is always in place (hydra_block) with no
-   such input is an error.
+2a. In place (plan_memory(..., in_place=True)): walking the nodes in order,
+   a node whose op may write over one of its inputs (IN_PLACE_OPS: add, lut,
+   layernorm; a token loop's own `in_place` pairs) gives its output that
+   input's bytes when the input is an activation of the same size, is not a
+   graph output, and this node is its last reader (its lifetime ends at this
+   step). The output becomes an alias of the input (Buffer.alias_of); a chain
+   of such handovers is one buffer (a group) living from its first member's
+   first step to its last member's last step, sized by its largest member.
 3. Sort the buffers (groups) by size, largest first (ties: earlier first
    step, then name, so that the plan is deterministic).
 4. Place each buffer in turn at the lowest offset, a multiple of 16 bytes,
@@ -28,8 +26,8 @@ The algorithm (steps 1-5 as TFLM's greedy_memory_planner; 2a with in_place):
    enough, or the end of the last one. Every member of a group gets the
    group's offset.
 5. The arena is the highest end offset, rounded up to 16 bytes.
-6. With in_place, the graph is planned again without the optional handovers
-   of step 2a (ALWAYS_IN_PLACE ones kept) and the smaller arena is kept, the
+6. With in_place, the graph is planned again without the handovers of
+   step 2a and the smaller arena is kept, the
    in-place one on a tie (a handover stretches one buffer over two lifetimes,
    which can pack worse); MemoryPlan.in_place says which one it is.
 
@@ -69,8 +67,6 @@ IN_PLACE_OPS: dict[str, tuple[int, ...]] = {
     "tfl_reshape": (0,),  # an imported RESHAPE: the same bytes
     "tfl_hydra_attention": (0, 1, 2),  # reads q_t before out_t, k, v first
 }
-# ops whose kernel has no separate output pointer: always in place, whatever plan_memory's in_place says.
-ALWAYS_IN_PLACE = frozenset(name for name, d in REGISTRY.items() if d.always_in_place)
 
 
 class MemoryPlanError(HydraEdgeError, ValueError):
@@ -201,32 +197,36 @@ def lifetimes(graph: Graph, scratch: dict[str, int] | None = None) -> list[Buffe
     return buffers
 
 
-def in_place_aliases(graph: Graph, buffers: list[Buffer], optional: bool = True) -> dict[str, str]:
-    """Step 2a: {output tensor: the input whose bytes it takes}. `optional` False: only ALWAYS_IN_PLACE ops."""
+def in_place_slots(node) -> list[tuple[int, tuple[int, ...]]]:
+    """(output index, the input indices whose bytes that output may take) for `node`: IN_PLACE_OPS for a
+    one-output op, a token loop's own `in_place` pairs (passes/stream.py decides them per loop)."""
+    if node.op == "token_loop":
+        return [(int(o), (int(i),)) for o, i in node.attrs.get("in_place", [])]
+    slots = IN_PLACE_OPS.get(node.op, ())
+    return [(0, slots)] if slots and len(node.outputs) == 1 else []
+
+
+def in_place_aliases(graph: Graph, buffers: list[Buffer]) -> dict[str, str]:
+    """Step 2a: {output tensor: the input whose bytes it takes}."""
     by_name = {b.name: b for b in buffers}
     outputs = set(graph.outputs)
     aliases: dict[str, str] = {}
     for i, node in enumerate(graph.nodes):
-        slots = IN_PLACE_OPS.get(node.op, ())
-        if not slots or not (optional or node.op in ALWAYS_IN_PLACE) or len(node.outputs) != 1:
-            continue
-        out = by_name.get(node.outputs[0])
-        chosen = None
-        for k in slots:
-            if k >= len(node.inputs) or node.inputs[k] not in by_name:
-                continue  # a constant
-            src = by_name[node.inputs[k]]
-            if src.name not in outputs and src.last == i and src.size == out.size and src.name not in aliases.values():
-                chosen = src.name
-                break
-        if chosen is not None:
-            aliases[out.name] = chosen
-        elif node.op in ALWAYS_IN_PLACE:
-            name = node.inputs[0] if node.inputs else "?"
-            why = "is a graph output" if name in outputs else "is read after it" if name in by_name else "is not an activation"
-            raise MemoryPlanError(
-                f"node {node.name} ({node.op}) always runs in place on its input {name!r}, but that tensor {why}"
-            )
+        for out_index, slots in in_place_slots(node):
+            out = by_name.get(node.outputs[out_index]) if out_index < len(node.outputs) else None
+            if out is None:
+                continue  # not a buffer here (a token loop's reduction, kept by its caller)
+            chosen = None
+            for k in slots:
+                if k >= len(node.inputs) or node.inputs[k] not in by_name:
+                    continue  # a constant
+                src = by_name[node.inputs[k]]
+                if (src.name not in outputs and src.last == i and src.size == out.size
+                        and src.name not in aliases.values()):
+                    chosen = src.name
+                    break
+            if chosen is not None:
+                aliases[out.name] = chosen
     return aliases
 
 
@@ -271,26 +271,20 @@ def plan_memory(
 ) -> MemoryPlan:
     """Plan the arena of `graph`; `scratch` maps a node name to its scratch bytes.
 
-    in_place: step 2a for every op of IN_PLACE_OPS (off: TFLM's baseline; ALWAYS_IN_PLACE ops are in place anyway).
+    in_place: step 2a for every op of IN_PLACE_OPS (off: TFLM's baseline).
     In place is not always smaller: an output that takes its input's bytes stretches that one buffer over both
     lifetimes, and the greedy placement can then pack worse. So with in_place the graph is also planned without
-    the optional reuse (ALWAYS_IN_PLACE ops still in place) and the smaller arena is kept, the in-place one on a
+    it and the smaller arena is kept, the in-place one on a
     tie; the plan's in_place says which was kept, other_arena_bytes the arena of the one not kept.
     """
     buffers = lifetimes(graph, scratch)
-    aliases = in_place_aliases(graph, buffers, optional=in_place)
+    aliases = in_place_aliases(graph, buffers) if in_place else {}
     for b in buffers:
         b.alias_of = aliases.get(b.name)
     plan = place(buffers, alignment, in_place)
-    if not in_place:
+    if not aliases:  # no reuse asked for or found: the two plans are one
         return plan
-    base = lifetimes(graph, scratch)
-    required = in_place_aliases(graph, base, optional=False)
-    if required == aliases:  # no optional reuse was found: the two plans are one
-        return plan
-    for b in base:
-        b.alias_of = required.get(b.name)
-    without = place(base, alignment, in_place=False)
+    without = place(lifetimes(graph, scratch), alignment, in_place=False)
     if without.arena_bytes < plan.arena_bytes:
         without.other_arena_bytes = plan.arena_bytes
         return without
@@ -316,7 +310,7 @@ def lower_bound_per_node(graph: Graph, scratch: dict[str, int] | None = None, in
     """For each node: the bytes live at it under every schedule of the ops (see the module docstring).
 
     The node's activation inputs and outputs (an input merged with the output when the op may run in place on
-    it: in IN_PLACE_OPS, allowed by `in_place` or ALWAYS_IN_PLACE, of the same size, not a graph output and
+    it: in IN_PLACE_OPS and allowed by `in_place`, of the same size, not a graph output and
     read by no descendant), its scratch, and every other tensor written by an ancestor (or a graph input) and
     read by a descendant (or a graph output).
     """
@@ -361,12 +355,15 @@ def lower_bound_per_node(graph: Graph, scratch: dict[str, int] | None = None, in
     for i, node in enumerate(nodes):
         own = [n for n in dict.fromkeys([*node.inputs, *node.outputs]) if n in size]
         total = sum(size[n] for n in own) + max(int(scratch.get(node.name, 0)), 0)
-        if (in_place or node.op in ALWAYS_IN_PLACE) and len(node.outputs) == 1 and node.outputs[0] in size:
-            for k in IN_PLACE_OPS.get(node.op, ()):
+        merged: set[str] = set()
+        for out_index, slots in in_place_slots(node) if in_place else []:
+            out = node.outputs[out_index] if out_index < len(node.outputs) else None
+            for k in slots if out in size else ():
                 name = node.inputs[k] if k < len(node.inputs) else None
-                if (name in size and name != node.outputs[0] and name not in outputs
-                        and size[name] == size[node.outputs[0]] and not any(desc[i] >> r & 1 for r in readers[name])):
+                if (name in size and name != out and name not in outputs and name not in merged
+                        and size[name] == size[out] and not any(desc[i] >> r & 1 for r in readers[name])):
                     total -= size[name]
+                    merged.add(name)
                     break
         bound[i] += total
     return bound

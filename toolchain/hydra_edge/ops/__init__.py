@@ -8,8 +8,9 @@ in-place inputs, MACs and whether it is row-local. The stages look an op up here
     ir/ops.py check_shapes -> hydra_edge.ops.check_shapes   shape
     reference/float_interp.py, int_interp.py                float_ref, int_ref
     quant/quantize.py                                       quantize
-    memory/planner.py                                       in_place, always_in_place
-    codegen/emit_c.py                                       c_source, c_depends, fields, emit, scratch
+    memory/planner.py, loop_plan.py                         in_place, scratch, loop_state
+    passes/stream.py                                        row_inputs, reduces, macs
+    codegen/emit_c.py                                       c_source, c_depends, fields, emit, scratch, rows_field
     codegen/report.py (and targets/icount.py)               macs
 
 The tfl_* ops of an imported .tflite are not here (ir/tfl_ops.py, reference/tfl_*.py, codegen/emit_tfl.py).
@@ -33,7 +34,7 @@ from ..ir.tfl_ops import TFL_SHAPE_RULES, check_tfl_shape
 
 # imported for their register() calls; this order is the runtime sources' order in a build's Makefile
 from . import linear, patch_embed, layernorm, gelu, lut, hydra_attention, softmax_attention, add, mean_pool  # noqa: F401,E401,I001
-from . import hydra_block  # noqa: F401  (after the ops of its body)
+from . import token_loop  # noqa: F401  (after the ops of its body)
 from .base import REGISTRY, OpDef, QuantizationError, op_def
 
 __all__ = ["REGISTRY", "OpDef", "QuantizationError", "op_def", "check_shapes", "LOWERED_OPS", "shape_rule"]

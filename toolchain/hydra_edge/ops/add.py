@@ -76,4 +76,5 @@ OP = register(OpDef(
     "add", shape, elementwise_macs, float_ref=float_ref, int_ref=int_ref, quantize=quantize,
     c_source="hydra_add.c", c_function="hydra_add_s8", param_struct="hydra_add_params",
     fields=fields, emit=emit, in_place=(0, 1), row_local=True,
+    row_inputs=(0, 1), rows_field="size", rows_field_elements=True,
 ))

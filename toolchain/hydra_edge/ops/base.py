@@ -24,7 +24,7 @@ class OpDef:
     """Everything the toolchain knows about one native op; a stage reads the fields it needs.
 
     `graphs` says where the op appears: "both" (float and quantised graphs), "float" (quantisation
-    replaces it, e.g. gelu becomes lut) or "int" (made after quantisation, e.g. hydra_block, or by it, lut).
+    replaces it, e.g. gelu becomes lut) or "int" (made after quantisation, e.g. token_loop, or by it, lut).
     """
 
     name: str
@@ -43,8 +43,19 @@ class OpDef:
     emit: Callable[[Any, Node], Any] | None = None  # (emitter, node) -> codegen's Call
     scratch: Callable[[Graph, Node], int] | None = None  # scratch bytes: the C *_get_buffer_size; None: none
     in_place: tuple[int, ...] = ()  # inputs whose bytes the output may take (the kernel accepts output == input)
-    always_in_place: bool = False  # the kernel has no separate output pointer
     row_local: bool = False  # each token's output row depends only on that token's input row
+    # Token loops (passes/stream.py, ops/token_loop.py). row_inputs: the inputs the op reads row by row
+    # ([T, ...], row t for output row t); its other activation inputs it reads whole, so they must be complete
+    # before a loop that runs it starts. An op with row_inputs can run inside a token loop: the emitter gives
+    # it a copy of its params with `rows_field` set to the group's rows (times the row's elements when
+    # rows_field_elements), row pointers for its row inputs and outputs, whole ones for the rest.
+    # reduces: its output is not token rows but a reduction over all of them, complete after the loop
+    # (mean_pool, hydra_kv_state); its emit gives the code before and after the loop too.
+    row_inputs: tuple[int, ...] = ()
+    rows_field: str | None = None
+    rows_field_elements: bool = False
+    reduces: bool = False
+    loop_state: Callable[[Graph, Node], int] | None = None  # a reduction's bytes held across a loop (em.loop_state)
 
     @property
     def in_float(self) -> bool:

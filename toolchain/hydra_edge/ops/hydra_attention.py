@@ -38,12 +38,22 @@ def phi(rows: np.ndarray, zero_point: int) -> np.ndarray:
     return np.where(ss == 0, 0, out)
 
 
-def int_ref(node: Node, q: np.ndarray, k: np.ndarray, v: np.ndarray, rounding: str) -> np.ndarray:
+def kv_state(node: Node, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The attention state kv[D]: round_shift(sum_t phi(k_t) (v_t - zv), kv_shift), int32 by the max_tokens proof."""
     a = node.attrs
-    acc = (phi(k, a["zk"]) * (v.astype(I64) - a["zv"])).sum(axis=0)  # int32 by the max_tokens proof
-    kv = round_shift(acc, int(a["kv_shift"]))
-    y = requantize(phi(q, a["zq"]) * kv, a["multiplier"], a["shift"], rounding)
+    acc = (phi(k, a["zk"]) * (v.astype(I64) - a["zv"])).sum(axis=0)
+    return round_shift(acc, int(a["kv_shift"])).astype(np.int32)
+
+
+def apply_state(node: Node, q: np.ndarray, kv: np.ndarray, rounding: str) -> np.ndarray:
+    """y_t = clamp(zy + requant(phi(q_t) kv)): each row from its own q row and the state."""
+    a = node.attrs
+    y = requantize(phi(q, a["zq"]) * kv.astype(I64), a["multiplier"], a["shift"], rounding)
     return clamp_s8(a["out_zp"] + y)
+
+
+def int_ref(node: Node, q: np.ndarray, k: np.ndarray, v: np.ndarray, rounding: str) -> np.ndarray:
+    return apply_state(node, q, kv_state(node, k, v), rounding)
 
 
 def quantize(qz: Any, node: Node) -> None:
@@ -105,8 +115,72 @@ def macs(graph: Graph, node: Node) -> int:
     return 3 * numel(graph.tensor(node.inputs[0]).shape)
 
 
+
+# -- the two halves a token loop runs (passes/stream.py splits hydra_attention into them) ----------------------
+#
+# hydra_kv_state(k, v) -> kv int32 [D] reads k and v row by row and is complete after the last row; it is
+# zeroed before a loop, accumulated per group and rounded after it. hydra_apply(q, kv) -> y reads q row by
+# row and kv whole. Together they are hydra_attention_s8's three steps, so the bits are hydra_attention's.
+
+
+def kv_state_shape(node: Node, shapes: list[Shape]) -> Shape:
+    if shapes[0] != shapes[1] or len(shapes[0]) != 2:
+        raise IRError(f"{node.name}: hydra_kv_state needs k, v of one [T, D] shape, got {shapes}")
+    if node.attrs.get("tokens") != shapes[0][0]:
+        raise IRError(f"{node.name}: hydra_kv_state attr tokens = {node.attrs.get('tokens')!r}, k has {shapes[0][0]} rows")
+    return (shapes[0][1],)
+
+
+def apply_shape(node: Node, shapes: list[Shape]) -> Shape:
+    if len(shapes[0]) != 2 or tuple(shapes[1]) != (shapes[0][1],):
+        raise IRError(f"{node.name}: hydra_apply needs q[T, D] and kv[D], got {shapes}")
+    return shapes[0]
+
+
+def kv_state_ref(node: Node, k: np.ndarray, v: np.ndarray, rounding: str) -> np.ndarray:
+    return kv_state(node, k, v)
+
+
+def emit_kv_state(em: Any, node: Node) -> Any:
+    ident, decl = em.params(node, OP.param_struct, fields(em, node))
+    soff, _ = em.scratch(node)  # phi[D] (the state is the output)
+    kv, dim = em.act32(node, 0, "output"), em.tensor(node, 0).shape[1]
+    rows = em.rows or str(node.attrs["tokens"])
+    return em.call(
+        node, decl,
+        f"hydra_attention_accumulate_s8(&{ident}, {em.act(node, 0)}, {em.act(node, 1)}, {rows}, {kv}, "
+        f"HYDRA_ARENA_S8({soff}))",
+        before=f"memset({kv}, 0, {4 * dim});", after=f"hydra_attention_round_state_s8(&{ident}, {kv})")
+
+
+def emit_apply(em: Any, node: Node) -> Any:
+    ident, decl = em.params(node, OP.param_struct, fields(em, node))
+    soff, _ = em.scratch(node)  # phi[D]
+    rows = em.rows or str(em.tensor(node, 0).shape[0])
+    return em.call(
+        node, decl,
+        f"hydra_attention_apply_s8(&{ident}, {em.act(node, 0)}, {em.act32(node, 1)}, {rows}, HYDRA_ARENA_S8({soff}), "
+        f"{em.act(node, 0, 'output')})")
+
+
 OP = register(OpDef(
     "hydra_attention", shape, macs, float_ref=float_ref, int_ref=int_ref, quantize=quantize,
     c_source="hydra_attention.c", c_function="hydra_attention_s8", param_struct="hydra_attention_params",
     fields=fields, emit=emit, scratch=lambda graph, node: scratch_size(graph.tensor(node.inputs[0]).shape[-1]),
+))
+
+register(OpDef(
+    "hydra_kv_state", kv_state_shape, lambda graph, node: 2 * numel(graph.tensor(node.inputs[0]).shape),
+    graphs="int", int_ref=kv_state_ref, c_source="hydra_attention.c",
+    c_function="hydra_attention_accumulate_s8", param_struct="hydra_attention_params",
+    fields=fields, emit=emit_kv_state, scratch=lambda graph, node: graph.tensor(node.inputs[0]).shape[1],
+    row_inputs=(0, 1), reduces=True,
+))
+
+register(OpDef(
+    "hydra_apply", apply_shape, lambda graph, node: numel(graph.tensor(node.inputs[0]).shape),
+    graphs="int", int_ref=apply_state, c_source="hydra_attention.c",
+    c_function="hydra_attention_apply_s8", param_struct="hydra_attention_params",
+    fields=fields, emit=emit_apply, scratch=lambda graph, node: graph.tensor(node.inputs[0]).shape[1],
+    row_inputs=(0,), row_local=True,
 ))

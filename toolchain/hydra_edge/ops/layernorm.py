@@ -84,4 +84,5 @@ OP = register(OpDef(
     "layernorm", same_as_first, macs, float_ref=float_ref, int_ref=int_ref, quantize=quantize,
     c_source="hydra_layernorm.c", c_function="hydra_layernorm_s8", param_struct="hydra_layernorm_params",
     fields=fields, emit=lambda em, node: unary_call(em, node, OP), in_place=(0,), row_local=True,
+    row_inputs=(0,), rows_field="tokens",
 ))

@@ -82,4 +82,5 @@ OP = register(OpDef(
     "linear", shape, macs, float_ref=float_ref, int_ref=int_ref, quantize=quantize,
     c_source="hydra_linear.c", c_function="hydra_linear_s8", param_struct="hydra_linear_params",
     fields=fields, emit=lambda em, node: unary_call(em, node, OP), row_local=True,
+    row_inputs=(0,), rows_field="rows",
 ))

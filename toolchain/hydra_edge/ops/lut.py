@@ -25,4 +25,5 @@ OP = register(OpDef(
     "lut", same_as_first, elementwise_macs, graphs="int", int_ref=int_ref,
     c_source="hydra_lut.c", c_function="hydra_lut_s8", param_struct="hydra_lut_params",
     fields=fields, emit=lambda em, node: unary_call(em, node, OP), in_place=(0,), row_local=True,
+    row_inputs=(0,), rows_field="size", rows_field_elements=True,
 ))

@@ -50,8 +50,20 @@ def macs(graph: Graph, node: Node) -> int:
     return numel(graph.tensor(node.inputs[0]).shape)
 
 
+def emit(em: Any, node: Node) -> Any:
+    """The whole kernel; in a token loop, begin / accumulate per group / finish on int32 sums held across it."""
+    if em.rows is None:
+        return unary_call(em, node, OP)
+    ident, decl = em.params(node, OP.param_struct, fields(em, node))
+    acc = em.loop_state(node)
+    return em.call(node, decl, f"hydra_mean_pool_accumulate_s8(&{ident}, {em.act(node, 0)}, {em.rows}, {acc})",
+                   before=f"hydra_mean_pool_begin_s8(&{ident}, {acc});",
+                   after=f"hydra_mean_pool_finish_s8(&{ident}, {acc}, {em.act(node, 0, 'output')})")
+
+
 OP = register(OpDef(
     "mean_pool", shape, macs, float_ref=float_ref, int_ref=int_ref, quantize=quantize,
     c_source="hydra_mean_pool.c", c_function="hydra_mean_pool_s8", param_struct="hydra_mean_pool_params",
-    fields=fields, emit=lambda em, node: unary_call(em, node, OP),
+    fields=fields, emit=emit, row_inputs=(0,), reduces=True,
+    loop_state=lambda graph, node: 4 * graph.tensor(node.inputs[0]).shape[1],
 ))

@@ -113,6 +113,7 @@ def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
         ("tokens", str(t)),
         ("dim", str(d)),
         ("heads", em.scalar(node, "heads", lo=1, hi=d)),
+        ("query_rows", str(t)),
         ("q_zero_point", em.zp(node, "zq")),
         ("k_zero_point", em.zp(node, "zk")),
         ("v_zero_point", em.zp(node, "zv")),
@@ -152,4 +153,5 @@ OP = register(OpDef(
     c_source="hydra_softmax_attention.c", c_function="hydra_softmax_attention_s8",
     param_struct="hydra_softmax_attention_params", fields=fields, emit=emit,
     scratch=lambda graph, node: scratch_size(graph.tensor(node.inputs[0]).shape[0]),
+    row_inputs=(0,), rows_field="query_rows",  # a query row reads its own q row, and k and v whole
 ))

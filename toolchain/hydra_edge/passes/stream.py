@@ -1,198 +1,324 @@
-"""The streaming schedule's graph pass: fuse each Hydra encoder block into one `hydra_block` node.
+"""The streaming schedule: group the ops that can run token group by token group into token loops.
 
-On the quantised IR, an encoder block is the chain
+On the quantised IR, most of a ViT is row-local: layernorm, linear, add, the activation table, each
+token's output row from that token's input rows (OpDef.row_inputs). Only a few steps need all tokens:
+Hydra attention's state (a sum over every token, O(D)), softmax attention's keys and values (each query
+row reads all of them), mean pooling. `schedule_token_loops` finds the maximal regions of row-local ops
+between such steps and makes each a `token_loop` node (ops/token_loop.py) that the emitter runs G tokens
+at a time, so that a tensor that lives only inside a region takes G rows of RAM instead of T.
 
-    LN1 = layernorm(x)
-    q, k, v = linear(LN1), linear(LN1), linear(LN1)
-    a  = hydra_attention(q, k, v)
-    x1 = add(x, linear proj(a))                 (either operand order)
-    y  = add(x1, linear fc2(lut(linear fc1(layernorm LN2(x1)))))
+The steps, on a pure copy of the graph:
 
-in which no intermediate tensor is read outside the chain or is a graph
-output, and x itself is read only by LN1 and the first add (the C kernel
-overwrites x in place, so nothing else may need it afterwards). `fuse_blocks`
-replaces every such chain by one `hydra_block` node (see ir/ops.py): inputs
-[x, the 17 constants in BLOCK_CONSTANTS order], output y, attrs `body` (the
-twelve nodes as plain dicts, adds normalised so that a = residual, b =
-branch), `tokens_per_step` and `residual_operands`. The add arithmetic of
-docs/numerics.md is symmetric in (a, za, ma, sa) and (b, zb, mb, sb), so the
-normalisation changes no bit. The pass is pure: a new graph comes out.
+1. Split every hydra_attention into hydra_kv_state(k, v) -> kv[D] (a reduction over the tokens) and
+   hydra_apply(q, kv) (row-local, reading kv whole): the same bits, the state as the one cross-token value.
+2. Levels (as soon as possible): a node's level is the largest of its producers' levels, plus one over
+   an edge that needs the producer complete: a whole input (softmax's k and v, hydra_apply's kv), a
+   reduction's result, or an edge from or to an op that cannot stream (patch_embed, a linear on one row).
+3. As late as possible: a streamable node whose outputs only feed row inputs moves up to the lowest
+   level of its readers (the q projection joins its attention), so that its output need not be stored.
+4. Recompute instead of store: a cheap node (at most 4 MACs an output element: layernorm, add, lut)
+   read at several levels runs again at each of them, when its own inputs are stored anyway (LN1 before
+   q, and before k and v, as a Hydra block's two passes over the tokens do).
+5. Stored tensors: graph inputs and outputs, whole inputs, the outputs of ops that do not stream and of
+   reductions, and a tensor read at a level its producer does not run at.
+6. Regions: the streamable nodes of one level and token count, joined along the edges of tensors that
+   are not stored; cut at stored ones (a residual stream both regions keep anyway), unless the cuts
+   would make two regions of the level wait on each other. A region of one node stays a plain node.
+7. Each region becomes a token_loop: inputs the tensors it reads from outside, outputs the stored
+   tensors it writes, in_place the outputs that may take an input's bytes (the input is read row by row
+   only, and each row of it before the output's same row is written). The nodes are put in an order
+   every reader follows its writers (Kahn, earliest original node first).
+
+`tokens_per_step` (>= 1, capped at each region's token count) is G.
 """
 
 from __future__ import annotations
 
-from ..ir.graph import Graph, Node
-from ..ir.ops import BLOCK_CONSTANTS, BLOCK_ROLES, node_to_dict
+import heapq
+from dataclasses import dataclass, field
 
-_ADD_SWAP = (("za", "zb"), ("ma", "mb"), ("sa", "sb"))
+from ..ir.graph import Graph, Node, Tensor
+from ..ir.ops import node_to_dict
+from ..ops import op_def
 
-
-class _Index:
-    def __init__(self, graph: Graph) -> None:
-        self.graph = graph
-        self.consumers: dict[str, list[Node]] = {}
-        for node in graph.nodes:
-            for name in dict.fromkeys(node.inputs):
-                self.consumers.setdefault(name, []).append(node)
-        self.outputs = set(graph.outputs)
-
-    def only_consumer(self, tensor: str, op: str) -> Node | None:
-        """The single node that reads `tensor`, when it has op `op` and `tensor` is not a graph output."""
-        cons = self.consumers.get(tensor, [])
-        if len(cons) != 1 or cons[0].op != op or tensor in self.outputs:
-            return None
-        return cons[0]
-
-    def is_const(self, name: str) -> bool:
-        t = self.graph.tensors.get(name)
-        return t is not None and t.is_constant
-
-    def consts_ok(self, node: Node, n_inputs: int) -> bool:
-        return len(node.inputs) == n_inputs and len(node.outputs) == 1 and all(self.is_const(n) for n in node.inputs[1:])
+RECOMPUTE_MACS_PER_ELEMENT = 4  # step 4: layernorm (3), add and lut (1) are recomputed; a linear never
 
 
-def _match(ix: _Index, ln1: Node) -> dict[str, Node] | None:
-    """The block starting at layernorm `ln1`, by role, or None."""
-    g = ix.graph
-    if ln1.op != "layernorm" or not ix.consts_ok(ln1, 3):
-        return None
-    x = ln1.inputs[0]
-    if ix.is_const(x) or x in ix.outputs or len(g.tensor(x).shape) != 2:
-        return None
-    h = ln1.outputs[0]
-    if h in ix.outputs:
-        return None
-    lins = ix.consumers.get(h, [])
-    if len(lins) != 3 or any(n.op != "linear" or not ix.consts_ok(n, 3) or n.inputs[0] != h for n in lins):
-        return None
-    attn = ix.only_consumer(lins[0].outputs[0], "hydra_attention")
-    if attn is None or len(attn.inputs) != 3 or len(attn.outputs) != 1:
-        return None
-    by_out = {n.outputs[0]: n for n in lins}
-    if set(attn.inputs) != set(by_out):
-        return None
-    q, k, v = (by_out[name] for name in attn.inputs)
-    if any(ix.only_consumer(n.outputs[0], "hydra_attention") is not attn for n in (q, k, v)):
-        return None
-    proj = ix.only_consumer(attn.outputs[0], "linear")
-    if proj is None or proj.inputs[0] != attn.outputs[0] or not ix.consts_ok(proj, 3):
-        return None
-    add1 = ix.only_consumer(proj.outputs[0], "add")
-    if add1 is None or len(add1.outputs) != 1 or sorted(add1.inputs) != sorted([x, proj.outputs[0]]):
-        return None
-    if {n.name for n in ix.consumers.get(x, [])} != {ln1.name, add1.name}:
-        return None  # x is read elsewhere: the block may not overwrite it
-    x1 = add1.outputs[0]
-    cons = ix.consumers.get(x1, [])
-    if x1 in ix.outputs or len(cons) != 2:
-        return None
-    ln2 = next((n for n in cons if n.op == "layernorm" and n.inputs[0] == x1), None)
-    add2 = next((n for n in cons if n.op == "add" and n is not ln2), None)
-    if ln2 is None or add2 is None or not ix.consts_ok(ln2, 3):
-        return None
-    fc1 = ix.only_consumer(ln2.outputs[0], "linear")
-    if fc1 is None or fc1.inputs[0] != ln2.outputs[0] or not ix.consts_ok(fc1, 3):
-        return None
-    act = ix.only_consumer(fc1.outputs[0], "lut")
-    if act is None or act.inputs[0] != fc1.outputs[0] or not ix.consts_ok(act, 2):
-        return None
-    fc2 = ix.only_consumer(act.outputs[0], "linear")
-    if fc2 is None or fc2.inputs[0] != act.outputs[0] or not ix.consts_ok(fc2, 3):
-        return None
-    if ix.only_consumer(fc2.outputs[0], "add") is not add2 or len(add2.outputs) != 1:
-        return None
-    if sorted(add2.inputs) != sorted([x1, fc2.outputs[0]]):
-        return None
-    if g.tensor(add2.outputs[0]).shape != g.tensor(x).shape or g.tensor(x1).shape != g.tensor(x).shape:
-        return None
-    nodes = (ln1, q, k, v, attn, proj, add1, ln2, fc1, act, fc2, add2)
-    return dict(zip(BLOCK_ROLES, nodes))
-
-
-def find_blocks(graph: Graph) -> list[dict[str, Node]]:
-    """Every fusable encoder block of `graph`, in graph order, as {role: node}."""
-    ix = _Index(graph)
-    blocks, taken = [], set()
-    for node in graph.nodes:
-        if node.op != "layernorm" or node.name in taken:
+def split_hydra_attention(graph: Graph) -> Graph:
+    """Step 1: hydra_attention(q, k, v) -> hydra_kv_state(k, v) -> kv; hydra_apply(q, kv) (pure)."""
+    g = graph.copy()
+    nodes: list[Node] = []
+    for node in g.nodes:
+        if node.op != "hydra_attention" or len(node.inputs) != 3 or "kv_shift" not in node.attrs:
+            nodes.append(node)
             continue
-        block = _match(ix, node)
-        if block is not None and not taken & {n.name for n in block.values()}:
-            blocks.append(block)
-            taken |= {n.name for n in block.values()}
-    return blocks
+        q, k, v = node.inputs
+        tokens, dim = g.tensor(k).shape
+        kv = _fresh(g, node.name + ".kv")
+        g.tensors[kv] = Tensor(kv, (dim,), "int32")
+        nodes.append(Node(node.name + ".kv", "hydra_kv_state", [k, v], [kv], {**node.attrs, "tokens": int(tokens)},
+                          node.source))
+        nodes.append(Node(node.name, "hydra_apply", [q, kv], list(node.outputs), dict(node.attrs), node.source))
+    g.nodes = nodes
+    return g
 
 
-def _normalised_add(add: Node, residual: str) -> tuple[dict, int]:
-    """The add as a dict with input a = `residual`; the index the residual had in the graph."""
-    d = node_to_dict(add)
-    index = add.inputs.index(residual)
-    if index == 1:
-        d["inputs"] = [add.inputs[1], add.inputs[0]]
-        attrs = dict(d["attrs"])
-        for ka, kb in _ADD_SWAP:
-            if ka in attrs and kb in attrs:
-                attrs[ka], attrs[kb] = attrs[kb], attrs[ka]
-        d["attrs"] = attrs
-    return d, index
+def _fresh(graph: Graph, base: str) -> str:
+    name, i = base, 1
+    while name in graph.tensors:
+        name, i = f"{base}_{i}", i + 1
+    return name
 
 
-def _block_name(graph: Graph, block: dict[str, Node], index: int, used: set[str]) -> str:
-    parts = [n.name.split(".") for role, n in block.items() if role not in ("residual1", "residual2", "act")]
+@dataclass
+class _Facts:
+    """Steps 2-5 of the module docstring, over the graph's node indices."""
+
+    graph: Graph
+    producer: dict[str, int] = field(default_factory=dict)
+    readers: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # tensor -> [(node, input index)]
+    tokens: dict[int, int] = field(default_factory=dict)  # streamable node -> its token count
+
+    def __post_init__(self) -> None:
+        for i, node in enumerate(self.graph.nodes):
+            for k, name in enumerate(node.inputs):
+                self.readers.setdefault(name, []).append((i, k))
+            for name in node.outputs:
+                self.producer[name] = i
+            t = self._stream_tokens(node)
+            if t is not None:
+                self.tokens[i] = t
+
+    def _stream_tokens(self, node: Node) -> int | None:
+        """T when `node` can run in a token loop: its row inputs [T, w] (one an activation), its output rows too."""
+        d = op_def(node.op)
+        if d is None or not d.row_inputs or len(node.outputs) != 1:
+            return None
+        shapes = [self.graph.tensor(node.inputs[k]).shape for k in d.row_inputs if k < len(node.inputs)]
+        if not shapes or any(len(s) != 2 for s in shapes) or len({s[0] for s in shapes}) != 1 or shapes[0][0] < 2:
+            return None
+        if all(self.graph.tensor(node.inputs[k]).is_constant for k in d.row_inputs):
+            return None
+        out = self.graph.tensor(node.outputs[0]).shape
+        if not d.reduces and (len(out) != 2 or out[0] != shapes[0][0]):
+            return None
+        return shapes[0][0]
+
+    def row_edge(self, p: int, c: int, k: int) -> bool:
+        """Whether input k of node c, written by node p, can be handed over row by row in one loop."""
+        if p not in self.tokens or c not in self.tokens or self.tokens[p] != self.tokens[c]:
+            return False
+        return not op_def(self.graph.nodes[p].op).reduces and k in op_def(self.graph.nodes[c].op).row_inputs
+
+    def edges_in(self, c: int):
+        """(producer, input index, tensor) of node c's activation inputs that a node writes."""
+        for k, name in enumerate(self.graph.nodes[c].inputs):
+            if name in self.producer:
+                yield self.producer[name], k, name
+
+
+def _levels(f: _Facts) -> dict[int, set[int]]:
+    """Steps 2-4: each node's levels (a set: more than one when it is recomputed)."""
+    g = f.graph
+    n = len(g.nodes)
+    level = [0] * n
+    for c in range(n):
+        for p, k, _ in f.edges_in(c):
+            level[c] = max(level[c], level[p] + (0 if f.row_edge(p, c, k) else 1))
+    outputs = set(g.outputs)
+    for p in reversed(range(n)):  # step 3
+        node = g.nodes[p]
+        if p not in f.tokens or op_def(node.op).reduces or node.outputs[0] in outputs:
+            continue
+        readers = f.readers.get(node.outputs[0], [])
+        if readers and all(f.row_edge(p, c, k) for c, k in readers):
+            level[p] = max(level[p], min(level[c] for c, _ in readers))
+    levels = {i: {level[i]} for i in range(n)}
+    stored_anyway = _stored(f, levels)
+    for p in range(n):  # step 4
+        node = g.nodes[p]
+        if p not in f.tokens or op_def(node.op).reduces or node.outputs[0] in outputs:
+            continue
+        readers = f.readers.get(node.outputs[0], [])
+        if not readers or not all(f.row_edge(p, c, k) for c, k in readers):
+            continue
+        wanted = {level[c] for c, _ in readers}
+        cheap = op_def(node.op).macs(g, node) <= RECOMPUTE_MACS_PER_ELEMENT * g.tensor(node.outputs[0]).numel
+        inputs_stored = all(name in stored_anyway or g.tensor(name).is_constant for name in node.inputs)
+        if len(wanted) > 1 and cheap and inputs_stored:
+            levels[p] = wanted | {level[p]}
+    return levels
+
+
+def _stored(f: _Facts, levels: dict[int, set[int]]) -> set[str]:
+    """Step 5: the tensors kept whole in the arena."""
+    g = f.graph
+    stored = {n for n in g.inputs if not g.tensor(n).is_constant} | set(g.outputs)
+    for name, p in f.producer.items():
+        if p not in f.tokens or op_def(g.nodes[p].op).reduces:
+            stored.add(name)
+            continue
+        for c, k in f.readers.get(name, []):
+            if not f.row_edge(p, c, k) or not levels[c] <= levels[p]:
+                stored.add(name)
+                break
+    for name, readers in f.readers.items():
+        if name in f.producer and any(not f.row_edge(f.producer[name], c, k) for c, k in readers):
+            stored.add(name)
+    return stored
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict = {}
+
+    def find(self, x):
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a, b) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+def _regions(f: _Facts, levels: dict[int, set[int]], stored: set[str]) -> list[list[tuple[int, int]]]:
+    """Step 6: the regions, each a list of (node index, level) copies in graph order."""
+    for cut in (True, False):
+        uf = _UnionFind()
+        copies = [(i, lv) for i in sorted(f.tokens) for lv in sorted(levels[i])]
+        for i, lv in copies:
+            uf.find((i, lv))
+            for p, k, name in f.edges_in(i):
+                if not f.row_edge(p, i, k) or lv not in levels[p]:
+                    continue
+                primary = lv == min(levels[p])
+                if cut and primary and name in stored:
+                    continue  # read back from the arena: the regions may be separate
+                uf.union((p, lv), (i, lv))
+        groups: dict = {}
+        for copy in copies:
+            groups.setdefault(uf.find(copy), []).append(copy)
+        regions = sorted(groups.values(), key=lambda r: r[0])
+        if _ordered(f, regions, levels, stored) is not None:
+            return regions
+    raise AssertionError("unreachable: regions of uncut row edges are always ordered")
+
+
+@dataclass
+class _Item:
+    """One top-level node to be: a plain node, or a region's copies."""
+
+    copies: list[tuple[int, int]]
+    reads: set[str]
+    writes: set[str]
+
+
+def _items(f: _Facts, regions: list[list[tuple[int, int]]], levels: dict[int, set[int]],
+           stored: set[str]) -> list[_Item]:
+    g = f.graph
+    items = [_Item([(i, min(levels[i]))], set(g.nodes[i].inputs), set(g.nodes[i].outputs))
+             for i in range(len(g.nodes)) if i not in f.tokens]
+    for region in regions:
+        written = {n for i, _ in region for n in g.nodes[i].outputs}
+        reads = {n for i, _ in region for n in g.nodes[i].inputs} - written
+        kept = {n for i, lv in region if lv == min(levels[i]) for n in g.nodes[i].outputs} & stored
+        items.append(_Item(region, reads, kept))
+    return items
+
+
+def _ordered(f: _Facts, regions, levels, stored) -> list[_Item] | None:
+    """Kahn's order of the items (earliest original node first), or None when they wait on each other."""
+    items = _items(f, regions, levels, stored)
+    writer = {n: j for j, item in enumerate(items) for n in item.writes}
+    waits = [0] * len(items)
+    dependents: list[list[int]] = [[] for _ in items]
+    for j, item in enumerate(items):
+        for w in {writer[n] for n in item.reads if n in writer and writer[n] != j}:
+            waits[j] += 1
+            dependents[w].append(j)
+    ready = [(items[j].copies[0], j) for j in range(len(items)) if not waits[j]]
+    heapq.heapify(ready)
+    done: list[_Item] = []
+    while ready:
+        _, j = heapq.heappop(ready)
+        done.append(items[j])
+        for d in dependents[j]:
+            waits[d] -= 1
+            if not waits[d]:
+                heapq.heappush(ready, (items[d].copies[0], d))
+    return done if len(done) == len(items) else None
+
+
+def _in_place(graph: Graph, body: list[Node], inputs: list[str], outputs: list[str]) -> list[list[int]]:
+    """Step 7's in_place pairs: [output index, input index]."""
+    writer = {out: j for j, sub in enumerate(body) for out in sub.outputs}
+    # input -> the latest body step that reads it, as a write at step w may follow it: a row read at step j
+    # allows w > j, one by an input the op may overwrite (OpDef.in_place) w >= j, a whole read nothing
+    last_read: dict[str, float] = {}
+    for j, sub in enumerate(body):
+        d = op_def(sub.op)
+        for k, name in enumerate(sub.inputs):
+            at = float("inf") if k not in d.row_inputs else j - 0.5 if k in d.in_place else j
+            last_read[name] = max(last_read.get(name, -1.0), at)
+    pairs, taken = [], set()
+    for oi, out in enumerate(outputs):
+        if op_def(body[writer[out]].op).reduces:
+            continue
+        for ii, name in enumerate(inputs):
+            t = graph.tensor(name)
+            if t.is_constant or ii in taken or t.nbytes != graph.tensor(out).nbytes or name in graph.outputs:
+                continue
+            if last_read.get(name, float("inf")) < writer[out]:  # every row read before the same row is written
+                pairs.append([oi, ii])
+                taken.add(ii)
+                break
+    return pairs
+
+
+def _region_name(body: list[Node], used: set[str]) -> str:
+    parts = [n.name.split(".") for n in body]
     prefix: list[str] = []
     for column in zip(*parts):
         if len(set(column)) != 1:
             break
         prefix.append(column[0])
-    base = ".".join(prefix) or f"hydra_block_{index}"
-    name, i = base, 1
+    base = "loop." + (".".join(prefix) or f"{body[0].name}..{body[-1].name}")
+    name, i = base, 2
     while name in used:
         name, i = f"{base}_{i}", i + 1
+    used.add(name)
     return name
 
 
-def fuse_blocks(graph: Graph, tokens_per_step: int = 1) -> Graph:
-    """Replace each Hydra encoder block of the quantised `graph` by one hydra_block node (pure).
-
-    `tokens_per_step` (>= 1; capped at the token count) is how many tokens the C kernel takes per step.
-    """
+def schedule_token_loops(graph: Graph, tokens_per_step: int = 1) -> Graph:
+    """The quantised `graph` with its streamable regions as token_loop nodes (pure); see the module docstring."""
     if isinstance(tokens_per_step, bool) or int(tokens_per_step) != tokens_per_step or tokens_per_step < 1:
         raise ValueError(f"tokens_per_step must be a positive integer, got {tokens_per_step!r}")
-    g = graph.copy()
-    blocks = find_blocks(g)
-    if not blocks:
-        return g
+    g = split_hydra_attention(graph)
+    f = _Facts(g)
+    levels = _levels(f)
+    stored = _stored(f, levels)
+    regions = _regions(f, levels, stored)
+    items = _ordered(f, regions, levels, stored)
     used = {n.name for n in g.nodes}
-    replace: dict[str, Node] = {}  # name of a block's last node -> the fused node
-    drop: set[str] = set()
-    for i, block in enumerate(blocks):
-        x = block["norm1"].inputs[0]
-        tokens = g.tensor(x).shape[0]
-        body = [node_to_dict(block[role]) for role in BLOCK_ROLES]
-        res1, i1 = _normalised_add(block["residual1"], x)
-        res2, i2 = _normalised_add(block["residual2"], block["residual1"].outputs[0])
-        body[BLOCK_ROLES.index("residual1")] = res1
-        body[BLOCK_ROLES.index("residual2")] = res2
-        consts = [block[role].inputs[k] for role, k in BLOCK_CONSTANTS]
-        name = _block_name(g, block, i, used - {n.name for n in block.values()})
-        used.add(name)
-        sources = [n.source for n in block.values() if n.source]
-        fused = Node(
-            name,
-            "hydra_block",
-            [x, *consts],
-            [block["residual2"].outputs[0]],
-            {"body": body, "tokens_per_step": min(int(tokens_per_step), int(tokens)), "residual_operands": [i1, i2]},
-            sources[0] if sources else "",
-        )
-        replace[block["residual2"].name] = fused
-        drop |= {n.name for n in block.values()}
-    nodes = []
-    for node in g.nodes:
-        if node.name in replace:
-            nodes.append(replace[node.name])
-        elif node.name not in drop:
-            nodes.append(node)
+    nodes: list[Node] = []
+    for item in items:
+        if len(item.copies) == 1:
+            nodes.append(g.nodes[item.copies[0][0]])
+            continue
+        body = [g.nodes[i] for i, _ in item.copies]
+        inputs = list(dict.fromkeys(n for sub in body for n in sub.inputs if n in item.reads))
+        outputs = [n for sub in body for n in sub.outputs if n in item.writes]
+        tokens = f.tokens[item.copies[0][0]]
+        nodes.append(Node(
+            _region_name(body, used), "token_loop", inputs, outputs,
+            {"body": [node_to_dict(sub) for sub in body], "tokens": int(tokens),
+             "tokens_per_step": min(int(tokens_per_step), int(tokens)),
+             "in_place": _in_place(g, body, inputs, outputs)},
+            next((sub.source for sub in body if sub.source), ""),
+        ))
     g.nodes = nodes
     g.validate()
     return g

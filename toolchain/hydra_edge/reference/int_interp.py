@@ -13,7 +13,7 @@ import numpy as np
 
 from ..ir.graph import Graph
 from ..ops import op_def
-from ..ops.hydra_block import run_body
+from ..ops.token_loop import run_body
 
 
 def _int_ref(op: str) -> Callable[..., np.ndarray]:
@@ -38,8 +38,8 @@ def run_int(graph: Graph, x: np.ndarray, keep_all: bool = False) -> list[np.ndar
     values: dict[str, np.ndarray] = {n: t.data for n, t in graph.tensors.items() if t.is_constant}
     values[graph.inputs[0]] = np.asarray(x, np.int8).reshape(graph.tensor(graph.inputs[0]).shape)
     for node in graph.nodes:
-        if node.op == "hydra_block":  # the body's intermediates land in `values` too (keep_all shows them)
-            values[node.outputs[0]] = run_body(node, values, rounding)
+        if node.op == "token_loop":  # the body's intermediates land in `values` too (keep_all shows them)
+            run_body(node, values, rounding)
             continue
         if node.op.startswith("tfl_"):  # an imported .tflite op: reference/tfl_*.py, shaped as its output tensor
             out = tfl_kernels()[node.op](node.attrs, [values.get(n) if n else None for n in node.inputs], rounding)

@@ -29,8 +29,7 @@ import numpy as np
 
 from ..codegen.report import node_flash_bytes
 from ..ir.graph import Graph
-from ..ir.ops import block_body
-from ..ops.hydra_block import scratch_size as block_scratch_size
+from ..ops.token_loop import body_nodes
 from ..memory.planner import MemoryPlan, MemoryPlanError, live_bytes_per_node
 from ..boards import Board
 
@@ -103,24 +102,30 @@ def ram_suggestions(graph: Graph, plan: MemoryPlan, step: int) -> list[str]:
     """What would shrink the arena, most useful first, for the node at `step` (the peak)."""
     out = []
     schedule = graph.meta.get("schedule", "stream" if plan.in_place else "greedy")
-    if schedule == "greedy" and any(n.op in ("hydra_attention", "hydra_block") for n in graph.nodes):
-        out.append("the streaming schedule (--schedule stream: encoder blocks token by token, in place)")
+    if schedule == "greedy" and graph.meta.get("frontend") != "tflite":
+        out.append("the streaming schedule (--schedule stream: the row-local ops token by token, in place)")
     node = graph.nodes[step] if 0 <= step < len(graph.nodes) else None
-    if node is not None and node.op == "hydra_block":
-        tokens, dim = graph.tensor(node.inputs[0]).shape
-        hidden = graph.tensor(block_body(node)["fc1"].inputs[1]).shape[0]
-        g = min(int(node.attrs.get("tokens_per_step", 1)), tokens)
-        if g > 1:
-            saved = block_scratch_size(tokens, dim, hidden, g) - block_scratch_size(tokens, dim, hidden, 1)
-            out.append(f"fewer tokens per step (now {g}; --tokens-per-step 1 saves {saved:,} B of scratch)")
-    tokens_node = next((n for n in graph.nodes if n.op in ("hydra_block", "layernorm")), None)
-    if tokens_node is not None and len(graph.tensor(tokens_node.inputs[0]).shape) == 2:
-        tokens, dim = graph.tensor(tokens_node.inputs[0]).shape
+    if node is not None and node.op == "token_loop" and int(node.attrs.get("tokens_per_step", 1)) > 1:
+        g = int(node.attrs["tokens_per_step"])
+        out.append(f"fewer tokens per step (now {g}: each token loop holds {g} rows of its tensors; "
+                   "--tokens-per-step 1 holds one)")
+    rows = _token_tensor(graph)
+    if rows is not None:
+        tokens, dim = rows.shape
         out.append(f"fewer tokens (now {tokens}: a larger patch size or a smaller input image)")
         out.append(f"a smaller embedding dim (now {dim}: the token buffer is tokens x dim bytes)")
     else:
         out.append("fewer tokens or a smaller embedding dim")
     return out
+
+
+def _token_tensor(graph: Graph):
+    """The token buffer [T, D] of a ViT (a layernorm's input, in a token loop or not), or None."""
+    for node in graph.nodes:
+        for sub in (body_nodes(node) if node.op == "token_loop" else [node]):
+            if sub.op == "layernorm" and len(graph.tensor(sub.inputs[0]).shape) == 2:
+                return graph.tensor(sub.inputs[0])
+    return None
 
 
 def check_fits(graph: Graph, plan: MemoryPlan, board: Board, top: int = 4) -> Estimate:

@@ -1,0 +1,82 @@
+"""The scratch of a token loop (ops/token_loop.py): its rows buffers and its ops' own scratch, packed.
+
+A token loop runs its body once per group of G tokens. A tensor that lives only inside the loop takes
+[G, width] bytes, from the body step that writes it to the last one that reads it; a body op's scratch
+lives during its step; a reduction's running sums (OpDef.loop_state) live through the whole body. These
+buffers are packed by the same greedy placement as the arena (planner.place, with in place for the body
+ops that allow it), and the loop's scratch is that packing's size. Every group reuses the same bytes: a
+group's rows are dead once the group's last step has run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir.graph import Graph, Node
+from ..ops import op_def
+from ..ops.token_loop import body_nodes
+from .planner import ALIGNMENT, Buffer, MemoryPlan, in_place_aliases, place, scratch_name
+
+STATE_SUFFIX = "#state"
+
+
+@dataclass(frozen=True)
+class LoopLayout:
+    plan: MemoryPlan  # one step per body op; buffers: in-loop tensors' rows, "<op>#scratch", "<op>#state"
+
+    @property
+    def bytes(self) -> int:
+        return self.plan.arena_bytes
+
+    @property
+    def offsets(self) -> dict[str, int]:
+        return {b.name: b.offset for b in self.plan.buffers}
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {b.name: b.size for b in self.plan.buffers}
+
+    def rows(self, tensor: str) -> int | None:
+        """The offset of an in-loop tensor's rows, or None when it is not one (it lives in the arena)."""
+        return self.offsets.get(tensor)
+
+
+class _Body:
+    """What planner.in_place_aliases reads of a graph: the nodes, in order, and the outputs."""
+
+    def __init__(self, nodes: list[Node], outputs: list[str]) -> None:
+        self.nodes = nodes
+        self.outputs = outputs
+
+
+def row_bytes(graph: Graph, tensor: str) -> int:
+    t = graph.tensor(tensor)
+    return t.nbytes // t.shape[0]
+
+
+def plan_token_loop(graph: Graph, node: Node) -> LoopLayout:
+    body = body_nodes(node)
+    group = int(node.attrs["tokens_per_step"])
+    kept = set(node.outputs)
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for j, sub in enumerate(body):
+        for name in sub.inputs:
+            if name in first:
+                last[name] = j
+        for name in sub.outputs:
+            if name not in kept:
+                first[name] = last[name] = j
+    buffers = [Buffer(name, group * row_bytes(graph, name), first[name], last[name]) for name in first]
+    for j, sub in enumerate(body):
+        d = op_def(sub.op)
+        if d.scratch is not None and (size := d.scratch(graph, sub)) > 0:
+            buffers.append(Buffer(scratch_name(sub.name), size, j, j))
+        if d.loop_state is not None:
+            buffers.append(Buffer(sub.name + STATE_SUFFIX, d.loop_state(graph, sub), 0, len(body) - 1))
+    for b in buffers:
+        b.alias_of = None
+    aliases = in_place_aliases(_Body(body, list(kept)), buffers)  # type: ignore[arg-type]
+    for b in buffers:
+        b.alias_of = aliases.get(b.name)
+    return LoopLayout(place(buffers, ALIGNMENT, in_place=True))
