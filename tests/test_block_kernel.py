@@ -40,11 +40,16 @@ INT32_MAX = 2**31 - 1
 GUARD = 64
 
 
-@pytest.fixture(scope="module", params=["double", "single"])
-def rt(request, tmp_path_factory):
-    """The runtime under UBSan (undefined behaviour aborts), in each rounding mode."""
-    return c_build.build_runtime_lib(tmp_path_factory.mktemp("rt"), single_rounding=request.param == "single",
-                                     sanitize=True)
+@pytest.fixture(scope="module")
+def rt(tmp_path_factory):
+    """The runtime under UBSan (undefined behaviour aborts)."""
+    return c_build.build_runtime_lib(tmp_path_factory.mktemp("rt"), sanitize=True)
+
+
+@pytest.fixture(scope="module", params=[0, 1], ids=["double", "single"])
+def single(request) -> int:
+    """Each rounding mode: the params' single_rounding field."""
+    return request.param
 
 
 # ---- random valid block constants ------------------------------------------------------------
@@ -53,8 +58,9 @@ def rt(request, tmp_path_factory):
 class Block:
     """A BlockParams and the numpy arrays its pointers refer to (kept alive here)."""
 
-    def __init__(self, rng: np.random.Generator, t: int, d: int, h: int, step: int, zps: list[int]) -> None:
-        self.t, self.d, self.h = t, d, h
+    def __init__(self, rng: np.random.Generator, t: int, d: int, h: int, step: int, zps: list[int],
+                 single: int = 0) -> None:
+        self.t, self.d, self.h, self.single = t, d, h, single
         self.keep: list[np.ndarray] = []
         zx, zn1, zq, zk, zv, za, zp, zr1, zn2, zf1, zg, zf2, zr2 = zps
         self.zx = zx
@@ -66,7 +72,7 @@ class Block:
         kv_shift += int(rng.choice([0, 1, 4, 9]))  # more is legal: small T alone would never round the state
         p.attn = AttentionParams(tokens=t, dim=d, q_zero_point=zq, k_zero_point=zk, v_zero_point=zv,
                                  kv_shift=kv_shift, multiplier=self.mult(rng), shift=int(rng.integers(-12, 1)),
-                                 output_zero_point=za)
+                                 output_zero_point=za, single_rounding=single)
         p.proj = self.linear(rng, d, d, zp)
         p.residual1 = self.add(rng, za=zx, zb=zp, zy=zr1)
         p.norm2 = self.layernorm(rng, d, zr1, zn2)
@@ -97,7 +103,8 @@ class Block:
         s = rng.integers(-12, 1, n)
         return LinearParams(rows=0, in_features=k, out_features=n, weights=self.hold(w, np.int8),
                             bias=self.hold(bias, np.int32), multiplier=self.hold(m, np.int32),
-                            shift=self.hold(s, np.int32), output_zero_point=zy)
+                            shift=self.hold(s, np.int32), output_zero_point=zy, activation_min=-128,
+                            activation_max=127, single_rounding=self.single)
 
     def layernorm(self, rng: np.random.Generator, d: int, zx: int, zy: int) -> LayerNormParams:
         # gamma_q = g * 2^G with |gamma_q| <= 2^15 and out_shift = 20 + G; beta_q = beta / s_y * 2^out_shift.
@@ -114,7 +121,8 @@ class Block:
         return AddParams(size=0, left_shift=20, a_zero_point=za, a_multiplier=self.mult(rng),
                          a_shift=int(rng.integers(-3, 1)), b_zero_point=zb, b_multiplier=self.mult(rng),
                          b_shift=int(rng.integers(-3, 1)), output_multiplier=self.mult(rng),
-                         output_shift=int(rng.integers(-24, -15)), output_zero_point=zy)
+                         output_shift=int(rng.integers(-24, -15)), output_zero_point=zy,
+                         single_rounding=self.single)
 
 
 # ---- the two ways to run it -------------------------------------------------------------------
@@ -206,10 +214,10 @@ def steps(draw, t: int) -> int:
 
 @EXAMPLES
 @given(st.data(), tokens, dims, hiddens, st.lists(zero_points, min_size=13, max_size=13), st.integers(0, 2**32 - 1))
-def test_block_equals_unfused_kernels(rt, data, t, d, h, zps, seed):
+def test_block_equals_unfused_kernels(rt, single, data, t, d, h, zps, seed):
     step = data.draw(steps(t), "tokens_per_step")
     rng = np.random.default_rng(seed)
-    blk = Block(rng, t, d, h, step, zps)
+    blk = Block(rng, t, d, h, step, zps, single)
     for x in token_inputs(rng, t, d, blk.zx):
         want = unfused(rt, blk, x)
         got = run_block(rt, blk, x)
@@ -217,26 +225,27 @@ def test_block_equals_unfused_kernels(rt, data, t, d, h, zps, seed):
 
 
 @pytest.mark.parametrize("t,d,h", [(1, 1, 1), (1, 7, 3), (13, 5, 20), (32, 16, 64), (300, 9, 36)])
-def test_block_shapes_and_steps(rt, t, d, h):
+def test_block_shapes_and_steps(rt, single, t, d, h):
     """Fixed shapes (odd D, T = 1, T not a power of two, a larger T) through every kind of step."""
     rng = np.random.default_rng(t * 1000 + d * 10 + h)
     zps = [int(z) for z in rng.integers(-128, 128, 13)]
     for step in sorted({1, 2, 3, t, t + 5}):
-        blk = Block(rng, t, d, h, step, zps)
+        blk = Block(rng, t, d, h, step, zps, single)
         x = rng.integers(-128, 128, (t, d)).astype(np.int8)
         np.testing.assert_array_equal(run_block(rt, blk, x), unfused(rt, blk, x))
 
 
 @given(st.integers(1, 30), st.integers(1, 12), zero_points, zero_points, st.integers(0, 2**32 - 1))
 @settings(max_examples=15, deadline=None)
-def test_attention_rows_in_chunks(rt, t, d, zk, zv, seed):
+def test_attention_rows_in_chunks(rt, single, t, d, zk, zv, seed):
     """accumulate over any split of the rows, round_state, apply row by row == hydra_attention_s8."""
     rng = np.random.default_rng(seed)
     q, k, v = (rng.integers(-128, 128, (t, d)).astype(np.int8) for _ in range(3))
     k[rng.integers(0, t)] = zk  # one zero row for phi
     p = AttentionParams(tokens=t, dim=d, q_zero_point=int(rng.integers(-128, 128)), k_zero_point=zk,
                         v_zero_point=zv, kv_shift=int(rng.integers(0, 8)), multiplier=2**30 + 12345,
-                        shift=int(rng.integers(-12, 1)), output_zero_point=int(rng.integers(-128, 128)))
+                        shift=int(rng.integers(-12, 1)), output_zero_point=int(rng.integers(-128, 128)),
+                        single_rounding=single)
     scratch = np.zeros((5 * d + 3) // 4, np.int32)
     want = np.empty((t, d), np.int8)
     assert rt.hydra_attention_s8(ctypes.byref(p), ptr(q, np.int8), ptr(k, np.int8), ptr(v, np.int8),

@@ -24,7 +24,7 @@ hydra_status hydra_mean_pool_s8(const hydra_mean_pool_params *params, const int8
         int32_t acc = 0;
         for (int32_t t = 0; t < T; t++)
             acc += input[(size_t)t * (size_t)D + (size_t)d] - zx;
-        output[d] = hydra_add_zero_point_s8(hydra_requantize(acc, params->multiplier, params->shift), zy);
+        output[d] = hydra_add_zero_point_s8(hydra_requantize(acc, params->multiplier, params->shift, params->single_rounding), zy);
     }
     return HYDRA_OK;
 }

@@ -34,9 +34,9 @@ from ..ir.tfl_ops import TFL_SHAPE_RULES, check_tfl_shape
 # imported for their register() calls; this order is the runtime sources' order in a build's Makefile
 from . import linear, patch_embed, layernorm, gelu, lut, hydra_attention, softmax_attention, add, mean_pool  # noqa: F401,E401,I001
 from . import hydra_block  # noqa: F401  (after the ops of its body)
-from .base import REGISTRY, OpDef, QuantizationError, op_def
+from .base import REGISTRY, OpDef, QuantizationError, node_rounding, op_def
 
-__all__ = ["REGISTRY", "OpDef", "QuantizationError", "op_def", "check_shapes", "LOWERED_OPS", "shape_rule"]
+__all__ = ["REGISTRY", "OpDef", "QuantizationError", "node_rounding", "op_def", "check_shapes", "LOWERED_OPS", "shape_rule"]
 
 LOWERED_OPS = tuple(REGISTRY)  # the native ops (a lowered float graph has those with in_float)
 

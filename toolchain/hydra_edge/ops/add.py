@@ -63,6 +63,7 @@ def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
         ("output_multiplier", em.multiplier(node, "my")),
         ("output_shift", em.shift(node, "sy")),
         ("output_zero_point", em.zp(node, "out_zp")),
+        ("single_rounding", em.single_rounding(node)),
     ]
 
 

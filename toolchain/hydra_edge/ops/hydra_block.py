@@ -10,7 +10,7 @@ import numpy as np
 
 from ..ir.graph import Graph, IRError, Node
 from ..ir.ops import BLOCK_CONSTANTS, block_body
-from .base import OpDef, Shape, op_def, register
+from .base import OpDef, Shape, node_rounding, op_def, register
 
 
 def shape(node: Node, shapes: list[Shape]) -> Shape:
@@ -42,7 +42,8 @@ def run_body(node: Node, values: dict[str, np.ndarray], rounding: str) -> np.nda
     """The body nodes in order, each by its own integer reference (values gets every intermediate)."""
     out = values[node.inputs[0]]
     for sub in block_body(node).values():
-        out = values[sub.outputs[0]] = op_def(sub.op).int_ref(sub, *(values[n] for n in sub.inputs), rounding)
+        args = (values[n] for n in sub.inputs)
+        out = values[sub.outputs[0]] = op_def(sub.op).int_ref(sub, *args, node_rounding(sub, rounding))
     return out
 
 
