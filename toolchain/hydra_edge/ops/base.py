@@ -85,6 +85,14 @@ def node_rounding(node: Node, default: str) -> str:
     return str(rounding)
 
 
+def strip_leading_ones(shape: Shape) -> Shape:
+    """The shape without its leading 1s: shapes that differ only there hold the same bytes in the same order
+    (a legalised TFLite node keeps TFLite's batch dimension of 1)."""
+    shape = tuple(int(s) for s in shape)
+    lead = next((i for i, s in enumerate(shape) if s != 1), len(shape))
+    return shape[lead:]
+
+
 def numel(shape: Shape) -> int:
     return int(np.prod(shape, dtype=np.int64))
 

@@ -48,7 +48,9 @@ def run_int(graph: Graph, x: np.ndarray, keep_all: bool = False) -> list[np.ndar
             out = tfl_kernels()[node.op](node.attrs, [values.get(n) if n else None for n in node.inputs], rounding)
             values[node.outputs[0]] = np.asarray(out).reshape(graph.tensor(node.outputs[0]).shape)
             continue
-        values[node.outputs[0]] = _int_ref(node.op)(node, *(values[n] for n in node.inputs), node_rounding(node, rounding))
+        out = _int_ref(node.op)(node, *(values[n] for n in node.inputs), node_rounding(node, rounding))
+        # the output tensor's own shape: a legalised TFLite node's differs from its rule's by leading 1s
+        values[node.outputs[0]] = np.asarray(out).reshape(graph.tensor(node.outputs[0]).shape)
     if keep_all:
         return values
     return [values[n] for n in graph.outputs]
