@@ -9,9 +9,10 @@ A helper for the tests, not a test module. Typical use, once per session::
     def rt(tmp_path_factory):
         return build_runtime_lib(tmp_path_factory.mktemp("rt"))
 
-The library is built at most once per process for each (rounding, sanitize)
-combination; later calls return the cached ``ctypes.CDLL`` whatever ``tmpdir``
-they pass, so pass a directory that lives as long as the session.
+The library is built at most once per process for each ``sanitize`` value;
+later calls return the cached ``ctypes.CDLL`` whatever ``tmpdir`` they pass, so
+pass a directory that lives as long as the session. Rounding is not a build
+option: each param struct's ``single_rounding`` field picks it per call.
 
 The ``Structure`` classes below mirror the param structs of hydra_rt.h field
 for field (``tests/test_runtime_build.py`` checks sizes and offsets against
@@ -41,7 +42,7 @@ STRICT_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2"]
 EXTRA_WARNINGS = ["-Wvla", "-Wconversion", "-Wsign-conversion", "-Wshadow", "-Wdouble-promotion"]
 SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
 
-_CACHE: dict[tuple[bool, bool], ctypes.CDLL] = {}
+_CACHE: dict[bool, ctypes.CDLL] = {}
 
 
 def c_sources() -> list[Path]:
@@ -54,7 +55,8 @@ def have_compiler() -> bool:
 
 
 def rounding_defines(single_rounding: bool) -> list[str]:
-    return ["-DHYDRA_SINGLE_ROUNDING=1"] if single_rounding else []
+    """The tfl_* kernels as LiteRT's single-rounding build (hydra_tfl.h); the native kernels take rounding per node."""
+    return ["-DHYDRA_TFL_SINGLE_ROUNDING=1"] if single_rounding else []
 
 
 def run_cc(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -73,24 +75,22 @@ def _asan_loaded() -> bool:
         return False
 
 
-def build_runtime_lib(tmpdir: str | os.PathLike, single_rounding: bool = False, sanitize: bool = False) -> ctypes.CDLL:
+def build_runtime_lib(tmpdir: str | os.PathLike, sanitize: bool = False) -> ctypes.CDLL:
     """Compile every runtime source into ``tmpdir/libhydra_rt*.so`` and load it.
 
-    ``single_rounding`` builds the kernels with ``-DHYDRA_SINGLE_ROUNDING=1``
-    (``hydra_requantize_double`` and ``_single`` are both exported either way).
     ``sanitize`` adds UBSan with ``-fno-sanitize-recover=all`` (an error aborts
     the process), and ASan too when the process was started with libasan in
     ``LD_PRELOAD`` (ASan cannot be loaded later; ``test_runtime_build.py`` runs
     ASan on a standalone driver instead). Prototypes are declared on the result.
     """
-    key = (single_rounding, sanitize)
+    key = sanitize
     if key in _CACHE:
         return _CACHE[key]
-    flags = [*STRICT_FLAGS, "-fPIC", "-shared", f"-I{INCLUDE_DIR}", *rounding_defines(single_rounding)]
+    flags = [*STRICT_FLAGS, "-fPIC", "-shared", f"-I{INCLUDE_DIR}"]
     if sanitize:
         kinds = "address,undefined" if _asan_loaded() else "undefined"
         flags += [f"-fsanitize={kinds}", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
-    name = "libhydra_rt" + ("_single" if single_rounding else "_double") + ("_san" if sanitize else "") + ".so"
+    name = "libhydra_rt" + ("_san" if sanitize else "") + ".so"
     out = Path(tmpdir) / name
     run_cc([*flags, *map(str, c_sources()), "-o", str(out)])
     lib = ctypes.CDLL(str(out))
@@ -108,12 +108,14 @@ _i32, _i64, _p = ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p
 
 class LinearParams(ctypes.Structure):
     _fields_ = [("rows", _i32), ("in_features", _i32), ("out_features", _i32), ("weights", _p), ("bias", _p),
-                ("multiplier", _p), ("shift", _p), ("output_zero_point", _i32)]
+                ("multiplier", _p), ("shift", _p), ("output_zero_point", _i32), ("activation_min", _i32),
+                ("activation_max", _i32), ("single_rounding", _i32)]
 
 
 class PatchEmbedParams(ctypes.Structure):
     _fields_ = [("channels", _i32), ("height", _i32), ("width", _i32), ("patch", _i32), ("embed_dim", _i32),
-                ("weights", _p), ("bias", _p), ("multiplier", _p), ("shift", _p), ("output_zero_point", _i32)]
+                ("weights", _p), ("bias", _p), ("multiplier", _p), ("shift", _p), ("output_zero_point", _i32),
+                ("single_rounding", _i32)]
 
 
 class LayerNormParams(ctypes.Structure):
@@ -128,25 +130,27 @@ class LutParams(ctypes.Structure):
 class AttentionParams(ctypes.Structure):
     _fields_ = [("tokens", _i32), ("dim", _i32), ("q_zero_point", _i32), ("k_zero_point", _i32),
                 ("v_zero_point", _i32), ("kv_shift", _i32), ("multiplier", _i32), ("shift", _i32),
-                ("output_zero_point", _i32)]
+                ("output_zero_point", _i32), ("single_rounding", _i32)]
 
 
 class AddParams(ctypes.Structure):
     _fields_ = [("size", _i32), ("left_shift", _i32), ("a_zero_point", _i32), ("a_multiplier", _i32),
                 ("a_shift", _i32), ("b_zero_point", _i32), ("b_multiplier", _i32), ("b_shift", _i32),
-                ("output_multiplier", _i32), ("output_shift", _i32), ("output_zero_point", _i32)]
+                ("output_multiplier", _i32), ("output_shift", _i32), ("output_zero_point", _i32),
+                ("single_rounding", _i32)]
 
 
 class MeanPoolParams(ctypes.Structure):
     _fields_ = [("tokens", _i32), ("dim", _i32), ("input_zero_point", _i32), ("multiplier", _i32),
-                ("shift", _i32), ("output_zero_point", _i32)]
+                ("shift", _i32), ("output_zero_point", _i32), ("single_rounding", _i32)]
 
 
 class SoftmaxAttentionParams(ctypes.Structure):
     _fields_ = [("tokens", _i32), ("dim", _i32), ("heads", _i32), ("query_rows", _i32), ("q_zero_point", _i32),
                 ("k_zero_point", _i32),
                 ("v_zero_point", _i32), ("exp_multiplier", _i32), ("exp_shift", _i32), ("exp_table", _p),
-                ("exp_table_size", _i32), ("multiplier", _i32), ("shift", _i32), ("output_zero_point", _i32)]
+                ("exp_table_size", _i32), ("multiplier", _i32), ("shift", _i32), ("output_zero_point", _i32),
+                ("single_rounding", _i32)]
 
 
 # C struct name -> its mirror; the layout test walks this table.

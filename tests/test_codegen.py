@@ -176,16 +176,24 @@ def test_build_folder_layout(tmp_path):
     assert f"#define HYDRA_MODEL_ARENA_BYTES {plan.arena_bytes}" in model_h
     makefile = (folder / "Makefile").read_text()
     assert "CC ?= cc" in makefile and "-std=c99 -O2 -Wall -Wextra -Werror -pedantic" in makefile
-    assert "HYDRA_SINGLE_ROUNDING" not in makefile
+    assert "ROUNDING" not in makefile  # rounding is per node (the params), never a build define
     assert "-fsanitize=address,undefined -fno-sanitize-recover=all -g" in makefile
     assert (folder / "main.c").read_text() == (load_board("host").folder / "main.c").read_text()
     # The graph travels with the build.
     assert [n.name for n in load_graph(folder).nodes] == [n.name for n in g.nodes]
 
 
-def test_single_rounding_sets_the_define(tmp_path):
+def test_single_rounding_is_a_field_of_each_node(tmp_path):
+    """No build-wide define: every requantising node's params carry its rounding (the graph's by default)."""
     folder, _ = emit(tiny_graph("single"), tmp_path / "b", runtime_dir=fake_runtime(tmp_path))
-    assert "-DHYDRA_SINGLE_ROUNDING=1" in (folder / "Makefile").read_text()
+    assert "ROUNDING" not in (folder / "Makefile").read_text()
+    model_c = (folder / "model.c").read_text()
+    assert model_c.count(".single_rounding = 1,") == 3 and ".single_rounding = 0," not in model_c  # linear, add, mean
+    g = tiny_graph("single")
+    g.nodes[0].attrs["rounding"] = "double"  # a node may differ from the graph
+    folder, _ = emit(g, tmp_path / "c", runtime_dir=tmp_path / "fake_runtime")
+    model_c = (folder / "model.c").read_text()
+    assert model_c.count(".single_rounding = 1,") == 2 and model_c.count(".single_rounding = 0,") == 1
 
 
 def test_re_emitting_drops_stale_kernels_and_keeps_unchanged_files(tmp_path):

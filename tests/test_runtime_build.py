@@ -124,6 +124,10 @@ DRIVER = r"""
 #include <string.h>
 #include "hydra_rt.h"
 
+#ifndef SINGLE /* the params' single_rounding: the test builds the driver with -DSINGLE=0 and 1 */
+#define SINGLE 0
+#endif
+
 static int failures;
 #define CHECK(c) do { if (!(c)) { printf("FAIL %d: %s\n", __LINE__, #c); failures++; } } while (0)
 
@@ -182,7 +186,7 @@ static void linear(void)
                 m[n] = n % 2 ? INT32_MAX : 1 << 30;
                 s[n] = n % 2 ? 30 : -31;
             }
-            hydra_linear_params p = {T, K, N, w, b, m, s, pat % 2 ? 127 : -128};
+            hydra_linear_params p = {T, K, N, w, b, m, s, pat % 2 ? 127 : -128, -128, 127, SINGLE};
             CHECK(hydra_linear_s8(&p, x, y) == HYDRA_OK);
             p.shift = NULL;
             CHECK(hydra_linear_s8(&p, x, y) == HYDRA_ERR_ARG);
@@ -207,7 +211,7 @@ static void patch_embed(void)
         int8_t *y = malloc((size_t)T * D);
         int32_t b[5] = {INT32_MAX, INT32_MIN, 0, 1, -1}, m[5] = {INT32_MAX, 1 << 30, 0, 1, INT32_MAX};
         int32_t s[5] = {30, -31, 0, 1, -1};
-        hydra_patch_embed_params p = {C, H, W, P, D, w, b, m, s, 5};
+        hydra_patch_embed_params p = {C, H, W, P, D, w, b, m, s, 5, SINGLE};
         CHECK(hydra_patch_embed_s8(&p, x, y) == HYDRA_OK);
         p.height = 9;
         CHECK(hydra_patch_embed_s8(&p, x, y) == HYDRA_ERR_SHAPE);
@@ -283,7 +287,7 @@ static void attention(void)
                 const size_t n = (size_t)T * D;
                 int8_t *q = buf8(n, pat, z), *k = buf8(n, (pat + 2) % 5, z), *v = buf8(n, (pat + 1) % 4, z);
                 int8_t *y = malloc(n);
-                hydra_attention_params p = {T, D, z, z, z, 0, INT32_MAX, 30, zs[(zi + 1) % 3]};
+                hydra_attention_params p = {T, D, z, z, z, 0, INT32_MAX, 30, zs[(zi + 1) % 3], SINGLE};
                 const int32_t bytes = hydra_attention_s8_get_buffer_size(&p);
                 CHECK(bytes == 5 * D);
                 void *scratch = malloc((size_t)bytes);
@@ -319,7 +323,7 @@ static void add(void)
         for (int32_t ls = 0; ls <= 23; ls += 23) {
             int8_t *a = buf8((size_t)n, pat, 0), *b = buf8((size_t)n, (pat + 1) % 4, 0), *y = malloc((size_t)n);
             int8_t *a2 = malloc((size_t)n), *b2 = malloc((size_t)n);
-            hydra_add_params p = {n, ls, -128, INT32_MAX, 30, 127, INT32_MAX, 30, INT32_MAX, 30, 127};
+            hydra_add_params p = {n, ls, -128, INT32_MAX, 30, 127, INT32_MAX, 30, INT32_MAX, 30, 127, SINGLE};
             CHECK(hydra_add_s8(&p, a, b, y) == HYDRA_OK);
             memcpy(a2, a, (size_t)n); memcpy(b2, b, (size_t)n);
             CHECK(hydra_add_s8(&p, a2, b, a2) == HYDRA_OK && memcmp(a2, y, (size_t)n) == 0);
@@ -341,7 +345,7 @@ static void mean_pool(void)
         for (int pat = 1; pat < 3; pat++) {
             const int32_t T = shapes[c][0], D = shapes[c][1];
             int8_t *x = buf8((size_t)T * D, pat, 0), *y = malloc((size_t)D);
-            hydra_mean_pool_params p = {T, D, pat == 1 ? 127 : -128, INT32_MAX, 30, 0};
+            hydra_mean_pool_params p = {T, D, pat == 1 ? 127 : -128, INT32_MAX, 30, 0, SINGLE};
             CHECK(hydra_mean_pool_s8(&p, x, y) == HYDRA_OK);
             p.tokens = 8421505;
             CHECK(hydra_mean_pool_s8(&p, x, y) == HYDRA_ERR_SHAPE);
@@ -360,7 +364,7 @@ static void mean_pool_steps(void)
             const int32_t T = shapes[c][0], D = shapes[c][1];
             int8_t *x = buf8((size_t)T * D, pat, 0), *want = malloc((size_t)D), *got = malloc((size_t)D);
             int32_t *acc = malloc(sizeof(int32_t) * (size_t)D);
-            hydra_mean_pool_params p = {T, D, pat == 1 ? 127 : -128, INT32_MAX, -3, 5};
+            hydra_mean_pool_params p = {T, D, pat == 1 ? 127 : -128, INT32_MAX, -3, 5, SINGLE};
             CHECK(hydra_mean_pool_s8(&p, x, want) == HYDRA_OK);
             hydra_mean_pool_begin_s8(&p, acc);
             for (int32_t t0 = 0; t0 < T; t0 += 3)
@@ -395,7 +399,7 @@ def test_sanitized_driver(tmp_path, single):
     driver = tmp_path / "driver.c"
     driver.write_text(DRIVER)
     exe = tmp_path / "driver"
-    flags = [*c_build.STRICT_FLAGS, *c_build.SANITIZE_FLAGS, *c_build.rounding_defines(single)]
+    flags = [*c_build.STRICT_FLAGS, *c_build.SANITIZE_FLAGS, *c_build.rounding_defines(single), f"-DSINGLE={int(single)}"]
     flags = [f for f in flags if f != "-O2"] + ["-O1"]  # faster to build, still optimised
     try:
         c_build.run_cc([*flags, f"-I{c_build.INCLUDE_DIR}", str(driver), *map(str, SOURCES), "-o", str(exe)])

@@ -51,9 +51,7 @@ STYLES = ("sdpa", "manual", "mha")
 
 @pytest.fixture(scope="module", params=["double", "single"])
 def rt(request, tmp_path_factory):
-    single = request.param == "single"
-    return request.param, c_build.build_runtime_lib(tmp_path_factory.mktemp("rt"), single_rounding=single,
-                                                    sanitize=True)
+    return request.param, c_build.build_runtime_lib(tmp_path_factory.mktemp("rt"), sanitize=True)
 
 
 def _node(heads, zq, zk, zv, em, es, m, s, zy) -> Node:
@@ -62,13 +60,14 @@ def _node(heads, zq, zk, zv, em, es, m, s, zy) -> Node:
     return Node("attn", "softmax_attention", ["q", "k", "v", "table"], ["y"], attrs)
 
 
-def _run_c(lib, node: Node, q, k, v, table) -> tuple[int, np.ndarray]:
+def _run_c(lib, node: Node, q, k, v, table, rounding: str = "double") -> tuple[int, np.ndarray]:
     t, d = q.shape
     a = node.attrs
     p = c_build.SoftmaxAttentionParams(
         tokens=t, dim=d, heads=a["heads"], query_rows=t, q_zero_point=a["zq"], k_zero_point=a["zk"], v_zero_point=a["zv"],
         exp_multiplier=a["exp_multiplier"], exp_shift=a["exp_shift"], exp_table=table.ctypes.data,
-        exp_table_size=len(table), multiplier=a["multiplier"], shift=a["shift"], output_zero_point=a["out_zp"])
+        exp_table_size=len(table), multiplier=a["multiplier"], shift=a["shift"], output_zero_point=a["out_zp"],
+        single_rounding=int(rounding == "single"))
     size = lib.hydra_softmax_attention_s8_get_buffer_size(ctypes.byref(p))
     scratch = np.zeros(max(size, 4) // 4, np.int32)
     out = np.zeros((t, d), np.int8)
@@ -95,7 +94,7 @@ def _case(rng, t, d, heads, regime):
 
 def _check(rt, node, q, k, v, table):
     rounding, lib = rt
-    status, got = _run_c(lib, node, q, k, v, table)
+    status, got = _run_c(lib, node, q, k, v, table, rounding)
     assert status == c_build.HYDRA_OK
     want = op_def("softmax_attention").int_ref(node, q, k, v, table, rounding)
     np.testing.assert_array_equal(got, want, err_msg=str(node.attrs))

@@ -7,8 +7,10 @@
  * docs/numerics.md; the numpy reference interpreter implements the same
  * spec and the tests compare the two bit for bit.
  *
- * C99, no allocation, no global state. Requantisation uses double rounding
- * unless the library is built with -DHYDRA_SINGLE_ROUNDING=1.
+ * C99, no allocation, no global state. Rounding is per node: every param struct
+ * whose kernel requantises has a `single_rounding` field (0: double rounding,
+ * TFLM's; 1: single, LiteRT's), which the emitter sets from the node. A struct
+ * left zero-initialised rounds as TFLM.
  *
  * Aliasing: elementwise kernels (add, lut, layernorm) accept output == input
  * (in place). hydra_attention and hydra_attention_apply_s8 accept output == q. Other kernels
@@ -98,11 +100,22 @@ static inline int32_t hydra_requantize_single_inline(int32_t x, int32_t multipli
     return hydra_saturate_s32(hydra_floor_div_pow2_s64(p, total));
 }
 
-#if defined(HYDRA_SINGLE_ROUNDING) && HYDRA_SINGLE_ROUNDING
-#define hydra_requantize hydra_requantize_single_inline
+/* Forces inlining where a kernel instantiates its loop once per rounding mode (below). */
+#if defined(__GNUC__) || defined(__clang__)
+#define HYDRA_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
-#define hydra_requantize hydra_requantize_double_inline
+#define HYDRA_ALWAYS_INLINE inline
 #endif
+
+/* requant(x, M, shift) in a node's rounding mode (its params' single_rounding: 0 double, else single).
+ * The hot kernels (linear, patch_embed, add) read the mode once per call and run a copy of their loop
+ * made for it, so that no per-element branch remains: `single_rounding` is then a constant here. */
+static HYDRA_ALWAYS_INLINE int32_t hydra_requantize(int32_t x, int32_t multiplier, int32_t shift,
+                                                    int32_t single_rounding)
+{
+    return single_rounding ? hydra_requantize_single_inline(x, multiplier, shift)
+                           : hydra_requantize_double_inline(x, multiplier, shift);
+}
 
 /* round_shift(x, n): floor((x + 2^(n-1)) / 2^n), n in [0, 62]. The kernels use the inline
  * hydra_round_shift; the function is the same code for callers outside the library. */
@@ -140,10 +153,11 @@ static inline int8_t hydra_add_zero_point_s8(int32_t r, int32_t zy)
 
 /* The output of a linear-like kernel: zy + requant(bias + dot). The compiler proves bias + dot fits
  * int32; it saturates (never wraps) if a caller breaks that. */
-static inline int8_t hydra_linear_output_s8(int32_t bias, int32_t dot, int32_t multiplier, int32_t shift, int32_t zy)
+static HYDRA_ALWAYS_INLINE int8_t hydra_linear_output_s8(int32_t bias, int32_t dot, int32_t multiplier, int32_t shift,
+                                                         int32_t zy, int32_t single_rounding)
 {
     const int32_t acc = hydra_saturate_s32((int64_t)bias + dot);
-    return hydra_add_zero_point_s8(hydra_requantize(acc, multiplier, shift), zy);
+    return hydra_add_zero_point_s8(hydra_requantize(acc, multiplier, shift, single_rounding), zy);
 }
 
 static inline int hydra_zero_point_ok(int32_t z)
@@ -162,6 +176,8 @@ typedef struct {
     const int32_t *multiplier; /* [N] */
     const int32_t *shift;      /* [N] */
     int32_t output_zero_point;
+    int32_t activation_min, activation_max; /* the output clamp inside int8 (a fused RELU / RELU6), or -128, 127 */
+    int32_t single_rounding;               /* 0: double rounding, 1: single */
 } hydra_linear_params;
 
 hydra_status hydra_linear_s8(const hydra_linear_params *params, const int8_t *input, int8_t *output);
@@ -177,6 +193,7 @@ typedef struct {
     const int32_t *multiplier;       /* [D] */
     const int32_t *shift;            /* [D] */
     int32_t output_zero_point;
+    int32_t single_rounding;         /* 0: double rounding, 1: single */
 } hydra_patch_embed_params;
 
 hydra_status hydra_patch_embed_s8(const hydra_patch_embed_params *params, const int8_t *input, int8_t *output);
@@ -212,6 +229,7 @@ typedef struct {
     int32_t kv_shift;
     int32_t multiplier, shift;
     int32_t output_zero_point;
+    int32_t single_rounding; /* 0: double rounding, 1: single */
 } hydra_attention_params;
 
 /* Scratch bytes: the int32 attention state and one phi row (0 for invalid params).
@@ -250,6 +268,7 @@ typedef struct {
     int32_t a_zero_point, a_multiplier, a_shift;
     int32_t b_zero_point, b_multiplier, b_shift;
     int32_t output_multiplier, output_shift, output_zero_point;
+    int32_t single_rounding; /* 0: double rounding, 1: single */
 } hydra_add_params;
 
 hydra_status hydra_add_s8(const hydra_add_params *params, const int8_t *a, const int8_t *b, int8_t *output);
@@ -261,6 +280,7 @@ typedef struct {
     int32_t input_zero_point;
     int32_t multiplier, shift;
     int32_t output_zero_point;
+    int32_t single_rounding; /* 0: double rounding, 1: single */
 } hydra_mean_pool_params;
 
 hydra_status hydra_mean_pool_s8(const hydra_mean_pool_params *params, const int8_t *input, int8_t *output);
@@ -291,6 +311,7 @@ typedef struct {
     int32_t exp_table_size;
     int32_t multiplier, shift;         /* normalised Q15 sum -> output units */
     int32_t output_zero_point;
+    int32_t single_rounding;           /* 0: double rounding, 1: single (both requantisations) */
 } hydra_softmax_attention_params;
 
 /* Scratch bytes: int32 scores of one query row and key sums of one head, 8 * tokens (0 for invalid params).

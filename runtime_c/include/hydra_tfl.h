@@ -3,8 +3,7 @@
  * Used when the input model is an int8 .tflite: each op keeps the file's quantisation and gives the
  * same output bytes as TFLM's interpreter. The contract (op names, params, argument order) is in
  * toolchain/hydra_edge/frontend/tflite_types.py; the rounding of every step is TFLM's
- * (MultiplyByQuantizedMultiplier, double rounding; HYDRA_SINGLE_ROUNDING selects the single-rounding
- * variant, TFLITE_SINGLE_ROUNDING in TFLite). */
+ * (MultiplyByQuantizedMultiplier: hydra_tfl_requantize). */
 #ifndef HYDRA_TFL_H
 #define HYDRA_TFL_H
 
@@ -22,7 +21,7 @@ extern "C" {
 /* PAD, TRANSPOSE, MEAN and SUM walk shapes extended with leading 1s to HYDRA_TFL_MAX_DIMS dimensions;
  * NHWC ops (CONV_2D, DEPTHWISE_CONV_2D, the pools) use 4-D shapes [N, H, W, C] (filters [O, H, W, I],
  * depthwise [1, H, W, O]). Offsets follow TFLM: input offset = -zero point, output offset = +zero point.
- * Multipliers and shifts are TFLM's (MultiplyByQuantizedMultiplier: hydra_requantize, shift in [-31, 30]).
+ * Multipliers and shifts are TFLM's (MultiplyByQuantizedMultiplier: hydra_tfl_requantize, shift in [-31, 30]).
  * Inputs a kernel does not read (RESHAPE's shape, TRANSPOSE's perm, PAD's paddings, the reductions'
  * axes: all folded into the params) are `const void *` and may be NULL. Output buffers must not overlap
  * the inputs, except RESHAPE (output == input is a no-op). No kernel here needs scratch. */
@@ -31,6 +30,22 @@ extern "C" {
 /* ---- what the kernels share, CMSIS-NN style: small checks and steps inline here, the loops several kernels
  * walk (broadcast, reduction, LOGISTIC / TANH, convolution, pooling) in tfl_fixedpoint.c. Kernels whose params
  * are identical share one struct under each op's name (typedefs): hydra_tfl_<op>_params still names them. */
+
+/* TFLM's MultiplyByQuantizedMultiplier. Rounding is a property of a TFLM build (TFLITE_SINGLE_ROUNDING),
+ * not of a node, and compiled models always use TFLM's default, double rounding: the emitter never
+ * defines HYDRA_TFL_SINGLE_ROUNDING, which only builds these kernels as LiteRT's single-rounding build for
+ * the tests. (The native kernels take rounding per node, from their params; FULLY_CONNECTED's own
+ * single_rounding flag below is LiteRT's reference FULLY_CONNECTED.) */
+#if defined(HYDRA_TFL_SINGLE_ROUNDING) && HYDRA_TFL_SINGLE_ROUNDING
+#define HYDRA_TFL_ROUNDING 1
+#else
+#define HYDRA_TFL_ROUNDING 0
+#endif
+
+static inline int32_t hydra_tfl_requantize(int32_t x, int32_t multiplier, int32_t shift)
+{
+    return hydra_requantize(x, multiplier, shift, HYDRA_TFL_ROUNDING);
+}
 
 /* An int8 input offset (-zero point): [-127, 128]. */
 static inline int hydra_tfl_input_offset_ok(int32_t offset)
@@ -263,7 +278,7 @@ static inline int8_t hydra_tfl_reduce_output_s8(const hydra_tfl_reduce_params *p
 {
     const uint32_t u = (uint32_t)(uint64_t)(sum - (int64_t)p->input_zero_point * count);
     const int32_t shifted = u <= (uint32_t)INT32_MAX ? (int32_t)u : -(int32_t)(~u) - 1;
-    return hydra_tfl_output_s8(hydra_requantize(shifted, p->output_multiplier, p->output_shift),
+    return hydra_tfl_output_s8(hydra_tfl_requantize(shifted, p->output_multiplier, p->output_shift),
                                p->output_zero_point, -128, 127);
 }
 
@@ -335,8 +350,8 @@ static inline void hydra_tfl_rescale_inputs(const hydra_tfl_rescaled_binary_para
 {
     const int32_t shifted1 = (p->input1_offset + x) * (INT32_C(1) << p->left_shift);
     const int32_t shifted2 = (p->input2_offset + y) * (INT32_C(1) << p->left_shift);
-    *scaled1 = hydra_requantize(shifted1, p->input1_multiplier, p->input1_shift);
-    *scaled2 = hydra_requantize(shifted2, p->input2_multiplier, p->input2_shift);
+    *scaled1 = hydra_tfl_requantize(shifted1, p->input1_multiplier, p->input1_shift);
+    *scaled2 = hydra_tfl_requantize(shifted2, p->input2_multiplier, p->input2_shift);
 }
 
 /* MUL: output = offset + MBQM((a + off1) * (b + off2), M, shift), clamped to the activation range. */

@@ -15,6 +15,26 @@ static int shift_ok(int32_t s)
     return s >= -31 && s <= 30;
 }
 
+/* Every element, in one rounding mode (a constant single_rounding: each call is its own loop). */
+static HYDRA_ALWAYS_INLINE void add_elements(const hydra_add_params *pr, const int8_t *a, const int8_t *b,
+                                             int8_t *output, int32_t single_rounding)
+{
+    /* Locals, not pr->...: a store through int8_t * may alias the params, which would make the
+     * compiler reload them and redo the (loop-invariant) shift decoding for every element. */
+    const int32_t headroom = (int32_t)1 << pr->left_shift;
+    const int32_t za = pr->a_zero_point, ma = pr->a_multiplier, sa_shift = pr->a_shift;
+    const int32_t zb = pr->b_zero_point, mb = pr->b_multiplier, sb_shift = pr->b_shift;
+    const int32_t zy = pr->output_zero_point, my = pr->output_multiplier, sy_shift = pr->output_shift;
+    const int32_t size = pr->size;
+    for (int32_t i = 0; i < size; i++) {
+        const int32_t sa = hydra_requantize((a[i] - za) * headroom, ma, sa_shift, single_rounding);
+        const int32_t sb = hydra_requantize((b[i] - zb) * headroom, mb, sb_shift, single_rounding);
+        /* |sa + sb| < 2^29 for the compiler's multipliers; saturate (never wrap) for any other */
+        const int32_t sum = hydra_saturate_s32((int64_t)sa + sb);
+        output[i] = hydra_add_zero_point_s8(hydra_requantize(sum, my, sy_shift, single_rounding), zy);
+    }
+}
+
 hydra_status hydra_add_s8(const hydra_add_params *params, const int8_t *a, const int8_t *b, int8_t *output)
 {
     if (params == NULL || a == NULL || b == NULL || output == NULL)
@@ -27,19 +47,9 @@ hydra_status hydra_add_s8(const hydra_add_params *params, const int8_t *a, const
         !shift_ok(pr->b_shift) || !shift_ok(pr->output_shift))
         return HYDRA_ERR_ARG;
 
-    /* Locals, not pr->...: a store through int8_t * may alias the params, which would make the
-     * compiler reload them and redo the (loop-invariant) shift decoding for every element. */
-    const int32_t headroom = (int32_t)1 << pr->left_shift;
-    const int32_t za = pr->a_zero_point, ma = pr->a_multiplier, sa_shift = pr->a_shift;
-    const int32_t zb = pr->b_zero_point, mb = pr->b_multiplier, sb_shift = pr->b_shift;
-    const int32_t zy = pr->output_zero_point, my = pr->output_multiplier, sy_shift = pr->output_shift;
-    const int32_t size = pr->size;
-    for (int32_t i = 0; i < size; i++) {
-        const int32_t sa = hydra_requantize((a[i] - za) * headroom, ma, sa_shift);
-        const int32_t sb = hydra_requantize((b[i] - zb) * headroom, mb, sb_shift);
-        /* |sa + sb| < 2^29 for the compiler's multipliers; saturate (never wrap) for any other */
-        const int32_t sum = hydra_saturate_s32((int64_t)sa + sb);
-        output[i] = hydra_add_zero_point_s8(hydra_requantize(sum, my, sy_shift), zy);
-    }
+    if (pr->single_rounding)
+        add_elements(pr, a, b, output, 1);
+    else
+        add_elements(pr, a, b, output, 0);
     return HYDRA_OK;
 }

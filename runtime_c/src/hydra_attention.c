@@ -112,7 +112,7 @@ hydra_status hydra_attention_apply_s8(const hydra_attention_params *params, cons
         return HYDRA_ERR_SHAPE;
     const int32_t D = params->dim, zq = params->q_zero_point, zy = params->output_zero_point;
     /* Locals: stores through int8_t * may alias the params, and the compiler would reload them. */
-    const int32_t multiplier = params->multiplier, shift = params->shift;
+    const int32_t multiplier = params->multiplier, shift = params->shift, single = params->single_rounding;
 
     /* Each query row gates the state. */
     for (int32_t t = 0; t < rows; t++) {
@@ -121,7 +121,7 @@ hydra_status hydra_attention_apply_s8(const hydra_attention_params *params, cons
         for (int32_t d = 0; d < D; d++) {
             /* |phi * kv| <= 2^30 with the compiler's kv_shift; saturate (never wrap) otherwise */
             const int32_t prod = hydra_saturate_s32((int64_t)phi_scratch[d] * kv[d]);
-            y[d] = hydra_add_zero_point_s8(hydra_requantize(prod, multiplier, shift), zy);
+            y[d] = hydra_add_zero_point_s8(hydra_requantize(prod, multiplier, shift, single), zy);
         }
     }
     return HYDRA_OK;

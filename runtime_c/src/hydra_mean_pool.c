@@ -33,7 +33,7 @@ hydra_status hydra_mean_pool_s8(const hydra_mean_pool_params *params, const int8
         int32_t acc = 0;
         for (int32_t t = 0; t < T; t++)
             acc += input[(size_t)t * (size_t)D + (size_t)d] - zx;
-        output[d] = hydra_add_zero_point_s8(hydra_requantize(acc, params->multiplier, params->shift), zy);
+        output[d] = hydra_add_zero_point_s8(hydra_requantize(acc, params->multiplier, params->shift, params->single_rounding), zy);
     }
     return HYDRA_OK;
 }
@@ -73,8 +73,8 @@ hydra_status hydra_mean_pool_finish_s8(const hydra_mean_pool_params *params, con
     const hydra_status st = check_params(params);
     if (st != HYDRA_OK)
         return st;
+    const int32_t m = params->multiplier, shift = params->shift, single = params->single_rounding;
     for (int32_t d = 0; d < params->dim; d++)
-        output[d] = hydra_add_zero_point_s8(hydra_requantize(acc[d], params->multiplier, params->shift),
-                                            params->output_zero_point);
+        output[d] = hydra_add_zero_point_s8(hydra_requantize(acc[d], m, shift, single), params->output_zero_point);
     return HYDRA_OK;
 }

@@ -11,30 +11,19 @@
 #define HYDRA_PATCH_MAX_K 131071
 
 /* y[d] from its dot product (the per-channel parameters of channel d). */
-static inline int8_t output_s8(const hydra_patch_embed_params *p, int32_t d, int32_t dot)
+static HYDRA_ALWAYS_INLINE int8_t output_s8(const hydra_patch_embed_params *p, int32_t d, int32_t dot,
+                                            int32_t single_rounding)
 {
-    return hydra_linear_output_s8(p->bias[d], dot, p->multiplier[d], p->shift[d], p->output_zero_point);
+    return hydra_linear_output_s8(p->bias[d], dot, p->multiplier[d], p->shift[d], p->output_zero_point,
+                                  single_rounding);
 }
 
-hydra_status hydra_patch_embed_s8(const hydra_patch_embed_params *params, const int8_t *input, int8_t *output)
+/* Every patch, in one rounding mode (a constant single_rounding: each call is its own loop). */
+static HYDRA_ALWAYS_INLINE void patches(const hydra_patch_embed_params *params, const int8_t *input, int8_t *output,
+                                        int32_t single_rounding)
 {
-    if (params == NULL || input == NULL || output == NULL || params->weights == NULL ||
-        params->bias == NULL || params->multiplier == NULL || params->shift == NULL)
-        return HYDRA_ERR_ARG;
     const int32_t C = params->channels, H = params->height, W = params->width;
-    const int32_t p = params->patch, D = params->embed_dim, zy = params->output_zero_point;
-    if (C <= 0 || H <= 0 || W <= 0 || p <= 0 || D <= 0)
-        return HYDRA_ERR_SHAPE;
-    if (H % p != 0 || W % p != 0) /* the compiler only emits whole patches */
-        return HYDRA_ERR_SHAPE;
-    if ((int64_t)p * p > HYDRA_PATCH_MAX_K || (int64_t)C * p * p > HYDRA_PATCH_MAX_K)
-        return HYDRA_ERR_SHAPE;
-    if (!hydra_zero_point_ok(zy))
-        return HYDRA_ERR_ARG;
-    for (int32_t d = 0; d < D; d++)
-        if (params->shift[d] < -31 || params->shift[d] > 30)
-            return HYDRA_ERR_ARG;
-
+    const int32_t p = params->patch, D = params->embed_dim;
     const size_t K = (size_t)C * (size_t)p * (size_t)p;
     const int32_t grid_w = W / p;
     for (int32_t py = 0; py < H / p; py++) {
@@ -56,11 +45,36 @@ hydra_status hydra_patch_embed_s8(const hydra_patch_embed_params *params, const 
                         dot0 += dots[0];
                         dot1 += dots[1];
                     }
-                y[d] = output_s8(params, d, dot0);
+                y[d] = output_s8(params, d, dot0, single_rounding);
                 if (pair)
-                    y[d + 1] = output_s8(params, d + 1, dot1);
+                    y[d + 1] = output_s8(params, d + 1, dot1, single_rounding);
             }
         }
     }
+}
+
+hydra_status hydra_patch_embed_s8(const hydra_patch_embed_params *params, const int8_t *input, int8_t *output)
+{
+    if (params == NULL || input == NULL || output == NULL || params->weights == NULL ||
+        params->bias == NULL || params->multiplier == NULL || params->shift == NULL)
+        return HYDRA_ERR_ARG;
+    const int32_t C = params->channels, H = params->height, W = params->width;
+    const int32_t p = params->patch, D = params->embed_dim, zy = params->output_zero_point;
+    if (C <= 0 || H <= 0 || W <= 0 || p <= 0 || D <= 0)
+        return HYDRA_ERR_SHAPE;
+    if (H % p != 0 || W % p != 0) /* the compiler only emits whole patches */
+        return HYDRA_ERR_SHAPE;
+    if ((int64_t)p * p > HYDRA_PATCH_MAX_K || (int64_t)C * p * p > HYDRA_PATCH_MAX_K)
+        return HYDRA_ERR_SHAPE;
+    if (!hydra_zero_point_ok(zy))
+        return HYDRA_ERR_ARG;
+    for (int32_t d = 0; d < D; d++)
+        if (params->shift[d] < -31 || params->shift[d] > 30)
+            return HYDRA_ERR_ARG;
+
+    if (params->single_rounding)
+        patches(params, input, output, 1);
+    else
+        patches(params, input, output, 0);
     return HYDRA_OK;
 }

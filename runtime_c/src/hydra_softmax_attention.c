@@ -56,10 +56,10 @@ static int32_t row_sum(const int8_t *x, int32_t n)
 }
 
 /* One output from its weighted value sum: normalise by recip (|acc * recip| < 2^54), requantise. */
-static int8_t value_out(int64_t acc, int64_t recip, int32_t multiplier, int32_t shift, int32_t zy)
+static int8_t value_out(int64_t acc, int64_t recip, int32_t multiplier, int32_t shift, int32_t zy, int32_t single)
 {
     const int32_t n = (int32_t)hydra_round_shift(acc * recip, 31);
-    return hydra_add_zero_point_s8(hydra_requantize(n, multiplier, shift), zy);
+    return hydra_add_zero_point_s8(hydra_requantize(n, multiplier, shift, single), zy);
 }
 
 int32_t hydra_softmax_attention_s8_get_buffer_size(const hydra_softmax_attention_params *params)
@@ -85,6 +85,7 @@ hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *pa
     /* Locals: stores through int8_t * may alias the params, and the compiler would reload them. */
     const int32_t exp_m = params->exp_multiplier, exp_s = params->exp_shift;
     const int32_t out_m = params->multiplier, out_s = params->shift, zy = params->output_zero_point;
+    const int32_t single = params->single_rounding;
     const int32_t *exp_table = params->exp_table;
     int32_t *w = (int32_t *)scratch;
     int32_t *ksum = w + T;
@@ -109,7 +110,7 @@ hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *pa
             /* exp of (score - max) from the table; the max itself gives 2^15, so S >= 2^15. */
             int32_t sum = 0;
             for (int32_t j = 0; j < T; j++) {
-                int32_t idx = hydra_requantize(smax - w[j], exp_m, exp_s);
+                int32_t idx = hydra_requantize(smax - w[j], exp_m, exp_s, single);
                 idx = idx < 0 ? 0 : (idx > last ? last : idx);
                 w[j] = exp_table[idx];
                 sum += w[j]; /* <= T * 2^15 <= 2^31 - 1 by HYDRA_SOFTMAX_MAX_TOKENS */
@@ -132,10 +133,10 @@ hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *pa
                         a2 += w[j] * vj[2];
                         a3 += w[j] * vj[3];
                     }
-                    yt[i] = value_out(a0 - zv * sum, recip, out_m, out_s, zy);
-                    yt[i + 1] = value_out(a1 - zv * sum, recip, out_m, out_s, zy);
-                    yt[i + 2] = value_out(a2 - zv * sum, recip, out_m, out_s, zy);
-                    yt[i + 3] = value_out(a3 - zv * sum, recip, out_m, out_s, zy);
+                    yt[i] = value_out(a0 - zv * sum, recip, out_m, out_s, zy, single);
+                    yt[i + 1] = value_out(a1 - zv * sum, recip, out_m, out_s, zy, single);
+                    yt[i + 2] = value_out(a2 - zv * sum, recip, out_m, out_s, zy, single);
+                    yt[i + 3] = value_out(a3 - zv * sum, recip, out_m, out_s, zy, single);
                 }
             }
             for (; i < dh; i++) {
@@ -143,7 +144,7 @@ hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *pa
                 int64_t acc = 0; /* |acc| <= 255 * sum */
                 for (int32_t j = 0; j < T; j++)
                     acc += (int64_t)w[j] * (vi[(size_t)j * (size_t)D] - zv);
-                yt[i] = value_out(acc, recip, out_m, out_s, zy);
+                yt[i] = value_out(acc, recip, out_m, out_s, zy, single);
             }
         }
     }

@@ -2,7 +2,7 @@
  * tfl_mul.c - TFLite Micro's int8 MUL (reference_integer_ops::MulElementwise / BroadcastMul6DSlow).
  *
  * output = offset + MBQM((x + off1) * (y + off2), M, shift), clamped to the activation range. The
- * product fits 17 bits; the multiplier may exceed 1 (shift > 0), where hydra_requantize saturates what
+ * product fits 17 bits; the multiplier may exceed 1 (shift > 0), where hydra_tfl_requantize saturates what
  * TFLM's int32 arithmetic would overflow, so the final sum is formed in int64.
  */
 #include <stddef.h>
@@ -13,7 +13,7 @@ static int8_t mul_one(int32_t x, int32_t y, const void *params)
 {
     const hydra_tfl_mul_params *p = (const hydra_tfl_mul_params *)params;
     const int32_t product = (p->input1_offset + x) * (p->input2_offset + y);
-    return hydra_tfl_output_s8(hydra_requantize(product, p->output_multiplier, p->output_shift), p->output_offset,
+    return hydra_tfl_output_s8(hydra_tfl_requantize(product, p->output_multiplier, p->output_shift), p->output_offset,
                                p->output_activation_min, p->output_activation_max);
 }
 

@@ -1,7 +1,7 @@
 /*
  * tfl_quantize.c - TFLite Micro's int8 -> int8 QUANTIZE (reference_ops::Requantize<int8_t, int8_t>).
  *
- * output = zp_out + MBQM(x - zp_in, multiplier, shift), clamped (the sum in int64: hydra_requantize
+ * output = zp_out + MBQM(x - zp_in, multiplier, shift), clamped (the sum in int64: hydra_tfl_requantize
  * saturates where TFLM's int32 arithmetic would overflow for a multiplier far above 1).
  */
 #include <stddef.h>
@@ -18,7 +18,7 @@ hydra_status hydra_tfl_quantize_s8(const hydra_tfl_quantize_params *p, const int
         return HYDRA_ERR_ARG;
     for (int32_t i = 0; i < p->size; i++) {
         const int64_t out =
-            (int64_t)hydra_requantize(input[i] - p->input_zero_point, p->multiplier, p->shift) + p->output_zero_point;
+            (int64_t)hydra_tfl_requantize(input[i] - p->input_zero_point, p->multiplier, p->shift) + p->output_zero_point;
         output[i] = (int8_t)(out < -128 ? -128 : (out > 127 ? 127 : out));
     }
     return HYDRA_OK;

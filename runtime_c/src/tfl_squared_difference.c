@@ -3,7 +3,7 @@
  *
  * As ADD with left_shift 7: both inputs rescaled by multipliers < 1, their difference (|.| < 2^15)
  * squared in int32, then MBQM by an output multiplier of any size plus the output offset (in int64:
- * hydra_requantize saturates where TFLM would overflow), clamped to int8.
+ * hydra_tfl_requantize saturates where TFLM would overflow), clamped to int8.
  */
 #include <stddef.h>
 
@@ -15,7 +15,7 @@ static int8_t squared_difference_one(int32_t x, int32_t y, const void *params)
     int32_t scaled1, scaled2;
     hydra_tfl_rescale_inputs(p, x, y, &scaled1, &scaled2);
     const int32_t diff = scaled1 - scaled2;
-    return hydra_tfl_output_s8(hydra_requantize(diff * diff, p->output_multiplier, p->output_shift), p->output_offset,
+    return hydra_tfl_output_s8(hydra_tfl_requantize(diff * diff, p->output_multiplier, p->output_shift), p->output_offset,
                                p->output_activation_min, p->output_activation_max);
 }
 

@@ -14,7 +14,7 @@ static int8_t sub_one(int32_t x, int32_t y, const void *params)
     const hydra_tfl_sub_params *p = (const hydra_tfl_sub_params *)params;
     int32_t scaled1, scaled2;
     hydra_tfl_rescale_inputs(p, x, y, &scaled1, &scaled2);
-    return hydra_tfl_output_s8(hydra_requantize(scaled1 - scaled2, p->output_multiplier, p->output_shift),
+    return hydra_tfl_output_s8(hydra_tfl_requantize(scaled1 - scaled2, p->output_multiplier, p->output_shift),
                                p->output_offset, p->output_activation_min, p->output_activation_max);
 }
 

@@ -33,6 +33,7 @@ from .ir.graph import Graph
 from .ir.serialize import load_graph
 from .memory.planner import MemoryPlan, plan_memory
 from .outdir import check_output, staged_build
+from .passes.legalise_tfl import legalise_tfl
 from .passes.pipeline import lower_to_ir
 from .passes.stream import schedule_token_loops
 from .quant.calibrate import DEFAULT_MAX_SAMPLES, calibrate, fallback_calibration, load_calibration
@@ -213,8 +214,9 @@ def compile_prequantised(
     Calibration data is ignored with a warning (the file's scales are kept). By default (schedule None)
     each Hydra core written with tfl ops is lifted into one tfl_hydra_attention node that streams over the
     tokens with the same bits (passes/lift_tfl_hydra.py); schedule "greedy" keeps every op unfused (TFLM's
-    own graph). Either way TFLM's op order, planned with in-place reuse where a kernel allows it (a RESHAPE
-    is an alias, tfl_hydra_attention writes over q, k or v).
+    own graph). Either way the nodes with a native twin of the same bits become native ops
+    (passes/legalise_tfl.py), in TFLM's op order, planned with in-place reuse where a kernel allows it (a
+    RESHAPE is an alias, tfl_hydra_attention writes over q, k or v, an add over an operand).
     rounding "double" is TFLM's; "single" gives LiteRT's reference kernels (BUILTIN_REF), whose
     FULLY_CONNECTED rounds once while the other ops round as TFLM (frontend.tflite.litert_rounding).
     """
@@ -233,6 +235,7 @@ def compile_prequantised(
         from .passes.lift_tfl_hydra import lift_tfl_hydra
 
         qgraph = lift_tfl_hydra(qgraph)
+    qgraph = legalise_tfl(qgraph)  # FULLY_CONNECTED, ADD, MEAN over tokens: the native kernels, TFLM's bits
     g = schedule_graph(qgraph, "greedy", int(tokens_per_step))
     g.meta["rounding"] = "double"
     plan = plan_memory(g, kernel_scratch(g), in_place=True)

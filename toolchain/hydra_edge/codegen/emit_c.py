@@ -42,7 +42,7 @@ from ..ir.graph import Graph, Node, Tensor
 from ..ir.serialize import save_graph
 from ..memory.loop_plan import STATE_SUFFIX, LoopLayout, plan_token_loop, row_bytes
 from ..memory.planner import MemoryPlan, check_no_overlap, scratch_name
-from ..ops import REGISTRY, check_shapes, op_def
+from ..ops import REGISTRY, check_shapes, node_rounding, op_def
 from .c_syntax import INT32_MAX, Call, CodegenError, c_int
 from .emit_tfl import TFL_HEADER, is_tfl, lower_tfl, tfl_scratch, tfl_sources
 
@@ -264,6 +264,10 @@ class _ModelC:
 
     def multiplier(self, node: Node, key: str) -> str:
         return self.scalar(node, key, lo=0, hi=INT32_MAX)
+
+    def single_rounding(self, node: Node) -> str:
+        """The params' single_rounding: the node's rounding (ops.node_rounding, the graph's by default) as 0 or 1."""
+        return "1" if node_rounding(node, _rounding(self.graph)) == "single" else "0"
 
     def check_array_range(self, node: Node, key: str, lo: int, hi: int) -> None:
         data = np.asarray(self.attr(node, key)).astype(np.int64)
@@ -528,8 +532,8 @@ def _model_h(graph: Graph, plan: MemoryPlan, x: Tensor, y: Tensor) -> str:
 
 
 def _makefile(graph: Graph, board: Board, sources: list[str]) -> str:
-    """The model's part (sources, defines, the board's compiler and flags), then the board's board.mk."""
-    defines = " -DHYDRA_SINGLE_ROUNDING=1" if _rounding(graph) == "single" else ""
+    """The model's part (sources, the board's compiler and flags), then the board's board.mk. No rounding
+    define: each node's params say its rounding (single_rounding)."""
     if board.cross:  # a cross compiler: an environment CC (the host's) must not replace it
         cc = f"CC = {board.cc}"
     else:
@@ -547,7 +551,7 @@ def _makefile(graph: Graph, board: Board, sources: list[str]) -> str:
             "# The model's sources and flags; the board's build rules follow (boards/<board>/board.mk).",
             cc,
             f"BOARD_CFLAGS = {' '.join(board.cflags)}",
-            f"CPPFLAGS = -I. -Iruntime/include{defines}",
+            "CPPFLAGS = -I. -Iruntime/include",
             *extra,
             f"MODEL_SRCS = {srcs}",
             "",

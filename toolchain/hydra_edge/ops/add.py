@@ -8,13 +8,14 @@ import numpy as np
 
 from ..ir.graph import IRError, Node
 from ..numerics.fixedpoint import requantize
-from .base import I64, OpDef, Shape, clamp_s8, elementwise_macs, multiplier, qparams_for_range, quantize_array, register
+from .base import (I64, OpDef, Shape, clamp_s8, elementwise_macs, multiplier, qparams_for_range, quantize_array,
+                   register, strip_leading_ones)
 
 ADD_LEFT_SHIFT = 20
 
 
 def shape(node: Node, shapes: list[Shape]) -> Shape:
-    if shapes[0] != shapes[1]:
+    if strip_leading_ones(shapes[0]) != strip_leading_ones(shapes[1]):  # leading 1s: TFLite's batch
         raise IRError(f"{node.name}: add operands differ in shape: {shapes[0]} and {shapes[1]}")
     return shapes[0]
 
@@ -63,6 +64,7 @@ def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
         ("output_multiplier", em.multiplier(node, "my")),
         ("output_shift", em.shift(node, "sy")),
         ("output_zero_point", em.zp(node, "out_zp")),
+        ("single_rounding", em.single_rounding(node)),
     ]
 
 

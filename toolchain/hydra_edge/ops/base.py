@@ -81,6 +81,29 @@ def op_def(name: str) -> OpDef | None:
     return REGISTRY.get(name)
 
 
+ROUNDING_MODES = ("double", "single")
+
+
+def node_rounding(node: Node, default: str) -> str:
+    """A node's requantisation rounding: its "rounding" attr, else `default` (the graph's meta "rounding").
+
+    The reference interpreter and the emitter (the C params' single_rounding) both read it here, so the two
+    agree node by node; a graph may mix modes (a legalised LiteRT FULLY_CONNECTED rounds once, the rest twice).
+    """
+    rounding = node.attrs.get("rounding", default)
+    if rounding not in ROUNDING_MODES:
+        raise HydraEdgeError(f"node {node.name} ({node.op}): rounding {rounding!r} is not one of {ROUNDING_MODES}")
+    return str(rounding)
+
+
+def strip_leading_ones(shape: Shape) -> Shape:
+    """The shape without its leading 1s: shapes that differ only there hold the same bytes in the same order
+    (a legalised TFLite node keeps TFLite's batch dimension of 1)."""
+    shape = tuple(int(s) for s in shape)
+    lead = next((i for i, s in enumerate(shape) if s != 1), len(shape))
+    return shape[lead:]
+
+
 def numel(shape: Shape) -> int:
     return int(np.prod(shape, dtype=np.int64))
 

@@ -92,6 +92,7 @@ def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
         ("multiplier", em.multiplier(node, "multiplier")),
         ("shift", em.shift(node, "shift")),
         ("output_zero_point", em.zp(node, "out_zp")),
+        ("single_rounding", em.single_rounding(node)),
     ]
 
 

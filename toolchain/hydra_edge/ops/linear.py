@@ -25,7 +25,13 @@ def float_ref(node: Node, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.nda
 def int_ref(node: Node, x: np.ndarray, w: np.ndarray, bias: np.ndarray, rounding: str) -> np.ndarray:
     acc = x.astype(I64) @ w.reshape(len(w), -1).astype(I64).T + bias.astype(I64)  # int32 by the compile-time bound
     y = requantize(acc, node.attrs["multiplier"].astype(I64), node.attrs["shift"].astype(I64), rounding)
-    return clamp_s8(node.attrs["out_zp"] + y)
+    lo, hi = activation_range(node)
+    return np.clip(clamp_s8(node.attrs["out_zp"] + y), lo, hi).astype(np.int8)
+
+
+def activation_range(node: Node) -> tuple[int, int]:
+    """The output clamp [act_min, act_max] (a fused RELU / RELU6 of a legalised FULLY_CONNECTED); int8's without."""
+    return int(node.attrs.get("act_min", -128)), int(node.attrs.get("act_max", 127))
 
 
 def quantize(q: Any, node: Node) -> None:
@@ -70,7 +76,16 @@ def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
         ("multiplier", em.attr_array(node, "multiplier", n)),
         ("shift", em.attr_array(node, "shift", n)),
         ("output_zero_point", em.zp(node, "out_zp")),
+        *activation_fields(em, node),
+        ("single_rounding", em.single_rounding(node)),
     ]
+
+
+def activation_fields(em: Any, node: Node) -> list[tuple[str, Any]]:
+    lo, hi = activation_range(node)
+    if not -128 <= lo <= hi <= 127:
+        raise em.error(f"node {node.name} ({node.op}): activation range [{lo}, {hi}] is not inside int8")
+    return [("activation_min", str(lo)), ("activation_max", str(hi))]
 
 
 def macs(graph: Graph, node: Node) -> int:

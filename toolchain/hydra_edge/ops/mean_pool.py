@@ -12,9 +12,9 @@ from .base import I64, OpDef, Shape, clamp_s8, multiplier, numel, register, unar
 
 
 def shape(node: Node, shapes: list[Shape]) -> Shape:
-    if len(shapes[0]) != 2:
+    if len(shapes[0]) < 2 or any(s != 1 for s in shapes[0][:-2]):  # leading 1s: a legalised TFLite MEAN's batch
         raise IRError(f"{node.name}: mean_pool needs [T, D], got {shapes[0]}")
-    return (shapes[0][1],)
+    return (shapes[0][-1],)
 
 
 def float_ref(node: Node, x: np.ndarray) -> np.ndarray:
@@ -23,7 +23,7 @@ def float_ref(node: Node, x: np.ndarray) -> np.ndarray:
 
 def int_ref(node: Node, x: np.ndarray, rounding: str) -> np.ndarray:
     a = node.attrs
-    acc = (x.astype(I64) - a["in_zp"]).sum(axis=0)
+    acc = (x.reshape(-1, x.shape[-1]).astype(I64) - a["in_zp"]).sum(axis=0)
     return clamp_s8(a["out_zp"] + requantize(acc, a["multiplier"], a["shift"], rounding))
 
 
@@ -35,7 +35,7 @@ def quantize(q: Any, node: Node) -> None:
 
 
 def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
-    t, d = em.tensor(node, 0).shape
+    t, d = em.tensor(node, 0).shape[-2:]
     return [
         ("tokens", str(t)),
         ("dim", str(d)),
@@ -43,6 +43,7 @@ def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
         ("multiplier", em.multiplier(node, "multiplier")),
         ("shift", em.shift(node, "shift")),
         ("output_zero_point", em.zp(node, "out_zp")),
+        ("single_rounding", em.single_rounding(node)),
     ]
 
 

@@ -52,6 +52,7 @@ def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
         ("multiplier", em.attr_array(node, "multiplier", d)),
         ("shift", em.attr_array(node, "shift", d)),
         ("output_zero_point", em.zp(node, "out_zp")),
+        ("single_rounding", em.single_rounding(node)),
     ]
 
 

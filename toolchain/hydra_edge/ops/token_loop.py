@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Graph, IRError, Node
-from .base import OpDef, Shape, op_def, register
+from .base import OpDef, Shape, node_rounding, op_def, register
 
 
 def body_nodes(node: Node) -> list[Node]:
@@ -68,7 +68,8 @@ def shape(node: Node, shapes: list[Shape]) -> Shape:
 def run_body(node: Node, values: dict[str, np.ndarray], rounding: str) -> None:
     """The body nodes in order, each by its own integer reference, over whole tensors (values gets them all)."""
     for sub in body_nodes(node):
-        values[sub.outputs[0]] = op_def(sub.op).int_ref(sub, *(values[n] for n in sub.inputs), rounding)
+        values[sub.outputs[0]] = op_def(sub.op).int_ref(sub, *(values[n] for n in sub.inputs),
+                                                        node_rounding(sub, rounding))
 
 
 def macs(graph: Graph, node: Node) -> int:

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from ..ir.graph import Graph
-from ..ops import op_def
+from ..ops import node_rounding, op_def
 from ..ops.token_loop import run_body
 
 
@@ -33,7 +33,10 @@ def tfl_kernels() -> dict[str, Callable[..., np.ndarray]]:
 
 
 def run_int(graph: Graph, x: np.ndarray, keep_all: bool = False) -> list[np.ndarray] | dict[str, np.ndarray]:
-    """Run one int8 input (no batch dimension). keep_all returns every tensor by name."""
+    """Run one int8 input (no batch dimension). keep_all returns every tensor by name.
+
+    Each native node rounds as its "rounding" attr says, the graph's meta "rounding" by default
+    (ops.node_rounding, as the emitter's single_rounding fields)."""
     rounding = graph.meta.get("rounding", "double")
     values: dict[str, np.ndarray] = {n: t.data for n, t in graph.tensors.items() if t.is_constant}
     values[graph.inputs[0]] = np.asarray(x, np.int8).reshape(graph.tensor(graph.inputs[0]).shape)
@@ -45,7 +48,9 @@ def run_int(graph: Graph, x: np.ndarray, keep_all: bool = False) -> list[np.ndar
             out = tfl_kernels()[node.op](node.attrs, [values.get(n) if n else None for n in node.inputs], rounding)
             values[node.outputs[0]] = np.asarray(out).reshape(graph.tensor(node.outputs[0]).shape)
             continue
-        values[node.outputs[0]] = _int_ref(node.op)(node, *(values[n] for n in node.inputs), rounding)
+        out = _int_ref(node.op)(node, *(values[n] for n in node.inputs), node_rounding(node, rounding))
+        # the output tensor's own shape: a legalised TFLite node's differs from its rule's by leading 1s
+        values[node.outputs[0]] = np.asarray(out).reshape(graph.tensor(node.outputs[0]).shape)
     if keep_all:
         return values
     return [values[n] for n in graph.outputs]
