@@ -191,6 +191,8 @@ def declare_prototypes(lib: ctypes.CDLL) -> None:
         "hydra_mean_pool_finish_s8": (ctypes.c_int, [P(MeanPoolParams), _p, _p]),
         "hydra_softmax_attention_s8_get_buffer_size": (_i32, [P(SoftmaxAttentionParams)]),
         "hydra_softmax_attention_s8": (ctypes.c_int, [P(SoftmaxAttentionParams), _p, _p, _p, _p, _p]),
+        "hydra_softmax_attention_key_sums_s8": (ctypes.c_int, [P(SoftmaxAttentionParams), _p, _p]),
+        "hydra_softmax_attention_rows_s8": (ctypes.c_int, [P(SoftmaxAttentionParams), _p, _p, _p, _p, _p, _p]),
     }
     for name, (restype, argtypes) in sigs.items():
         fn = getattr(lib, name)

@@ -3,7 +3,7 @@
 A token loop (passes/stream.py, codegen/emit_c.py) runs each op on groups of rows: Hydra attention as
 accumulate over any split of the rows, round_state, apply; softmax attention on `query_rows` rows of q at
 a time against all keys and values; mean_pool as begin, accumulate over any split, finish. Each must give
-the bits of one call over all rows. The library is built with UBSan, in both rounding modes.
+the bits of one call over all rows. The library is built with UBSan; both rounding modes (per call).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import ctypes
 import c_build
 import numpy as np
 import pytest
-from c_build import HYDRA_ERR_SHAPE, HYDRA_OK, AttentionParams, MeanPoolParams, SoftmaxAttentionParams, ptr
+from c_build import HYDRA_ERR_ARG, HYDRA_ERR_SHAPE, HYDRA_OK, AttentionParams, MeanPoolParams, SoftmaxAttentionParams, ptr
 from hydra_edge.ops.softmax_attention import softmax_exp_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,11 +24,13 @@ INT32_MAX = 2**31 - 1
 zero_points = st.one_of(st.integers(-128, 127), st.sampled_from([-128, 0, 127]))
 
 
-@pytest.fixture(scope="module", params=["double", "single"])
-def rt(request, tmp_path_factory):
-    """The runtime under UBSan (undefined behaviour aborts), in each rounding mode."""
-    return c_build.build_runtime_lib(tmp_path_factory.mktemp("rt"), single_rounding=request.param == "single",
-                                     sanitize=True)
+@pytest.fixture(scope="module")
+def rt(tmp_path_factory):
+    """The runtime under UBSan (undefined behaviour aborts)."""
+    return c_build.build_runtime_lib(tmp_path_factory.mktemp("rt"), sanitize=True)
+
+
+roundings = st.sampled_from([0, 1])  # each params struct's single_rounding
 
 
 def _splits(rng: np.random.Generator, t: int) -> list[tuple[int, int]]:
@@ -36,16 +38,17 @@ def _splits(rng: np.random.Generator, t: int) -> list[tuple[int, int]]:
     return list(zip(cuts, cuts[1:]))
 
 
-@given(st.integers(1, 30), st.integers(1, 12), zero_points, zero_points, st.integers(0, 2**32 - 1))
+@given(st.integers(1, 30), st.integers(1, 12), zero_points, zero_points, roundings, st.integers(0, 2**32 - 1))
 @settings(max_examples=15, deadline=None)
-def test_attention_rows_in_chunks(rt, t, d, zk, zv, seed):
+def test_attention_rows_in_chunks(rt, t, d, zk, zv, single, seed):
     """accumulate over any split of the rows, round_state, apply row by row == hydra_attention_s8."""
     rng = np.random.default_rng(seed)
     q, k, v = (rng.integers(-128, 128, (t, d)).astype(np.int8) for _ in range(3))
     k[rng.integers(0, t)] = zk  # one zero row for phi
     p = AttentionParams(tokens=t, dim=d, q_zero_point=int(rng.integers(-128, 128)), k_zero_point=zk,
                         v_zero_point=zv, kv_shift=int(rng.integers(0, 8)), multiplier=2**30 + 12345,
-                        shift=int(rng.integers(-12, 1)), output_zero_point=int(rng.integers(-128, 128)))
+                        shift=int(rng.integers(-12, 1)), output_zero_point=int(rng.integers(-128, 128)),
+                        single_rounding=single)
     scratch = np.zeros((5 * d + 3) // 4, np.int32)
     want = np.empty((t, d), np.int8)
     assert rt.hydra_attention_s8(ctypes.byref(p), ptr(q, np.int8), ptr(k, np.int8), ptr(v, np.int8),
@@ -69,23 +72,33 @@ def test_attention_max_tokens(rt):
     assert rt.hydra_attention_max_tokens(128) == rt.hydra_attention_max_tokens(-129) == 0
 
 
-def _softmax(rt, p: SoftmaxAttentionParams, q, k, v, rows: int) -> np.ndarray:
+def _softmax(rt, p: SoftmaxAttentionParams, q, k, v, rows: int, key_sums: bool = False) -> np.ndarray:
+    """hydra_softmax_attention_s8 on groups of `rows` query rows; with key_sums, the token loop's pair
+    (key sums once, then hydra_softmax_attention_rows_s8 per group)."""
     scratch = np.zeros(2 * p.tokens, np.int32)
+    sums = np.zeros(p.heads * p.tokens, np.int32)
+    if key_sums:
+        assert rt.hydra_softmax_attention_key_sums_s8(ctypes.byref(p), ptr(k, np.int8), ptr(sums, np.int32)) == HYDRA_OK
     out = np.zeros_like(q)
-    p.query_rows = rows
     for lo in range(0, q.shape[0], rows):
-        n = min(rows, q.shape[0] - lo)
-        p.query_rows = n
-        assert rt.hydra_softmax_attention_s8(ctypes.byref(p), ptr(q[lo:], np.int8), ptr(k, np.int8), ptr(v, np.int8),
-                                             ptr(out[lo:], np.int8), ptr(scratch, np.int32)) == HYDRA_OK
+        p.query_rows = min(rows, q.shape[0] - lo)
+        args = (ptr(q[lo:], np.int8), ptr(k, np.int8), ptr(v, np.int8))
+        if key_sums:
+            status = rt.hydra_softmax_attention_rows_s8(ctypes.byref(p), *args, ptr(sums, np.int32),
+                                                        ptr(out[lo:], np.int8), ptr(scratch, np.int32))
+        else:
+            status = rt.hydra_softmax_attention_s8(ctypes.byref(p), *args, ptr(out[lo:], np.int8),
+                                                   ptr(scratch, np.int32))
+        assert status == HYDRA_OK
     return out
 
 
-@given(st.integers(1, 40), st.sampled_from([(4, 1), (6, 2), (8, 4), (12, 3)]), zero_points, zero_points,
+@given(st.integers(1, 40), st.sampled_from([(4, 1), (6, 2), (8, 4), (12, 3)]), zero_points, zero_points, roundings,
        st.integers(0, 2**32 - 1))
 @settings(max_examples=15, deadline=None)
-def test_softmax_query_rows_in_groups(rt, t, dims, zq, zk, seed):
-    """query_rows rows of q at a time, against all keys and values == all T rows in one call."""
+def test_softmax_query_rows_in_groups(rt, t, dims, zq, zk, single, seed):
+    """query_rows rows of q at a time, against all keys and values, with the key sums per call or once before
+    == all T rows in one call."""
     d, heads = dims
     rng = np.random.default_rng(seed)
     q, k, v = (rng.integers(-128, 128, (t, d)).astype(np.int8) for _ in range(3))
@@ -94,10 +107,11 @@ def test_softmax_query_rows_in_groups(rt, t, dims, zq, zk, seed):
                                v_zero_point=int(rng.integers(-128, 128)), exp_multiplier=2**30 + 777,
                                exp_shift=int(rng.integers(-10, 2)), exp_table=ptr(table, np.int32),
                                exp_table_size=len(table), multiplier=2**30 + 99, shift=int(rng.integers(-20, -5)),
-                               output_zero_point=int(rng.integers(-128, 128)))
+                               output_zero_point=int(rng.integers(-128, 128)), single_rounding=single)
     whole = _softmax(rt, p, q, k, v, t)
-    for rows in sorted({1, 3, max(1, t // 2)}):
+    for rows in sorted({1, 3, max(1, t // 2), t}):
         np.testing.assert_array_equal(_softmax(rt, p, q, k, v, rows), whole)
+        np.testing.assert_array_equal(_softmax(rt, p, q, k, v, rows, key_sums=True), whole)
 
 
 def test_softmax_rejects_bad_query_rows(rt):
@@ -109,16 +123,23 @@ def test_softmax_rejects_bad_query_rows(rt):
                                    exp_table_size=len(table), multiplier=2**30, exp_multiplier=2**30)
         assert rt.hydra_softmax_attention_s8(ctypes.byref(p), ptr(q, np.int8), ptr(q, np.int8), ptr(q, np.int8),
                                              ptr(q, np.int8), ptr(scratch, np.int32)) == HYDRA_ERR_SHAPE
+        assert rt.hydra_softmax_attention_rows_s8(ctypes.byref(p), ptr(q, np.int8), ptr(q, np.int8), ptr(q, np.int8),
+                                                  ptr(scratch, np.int32), ptr(q, np.int8),
+                                                  ptr(scratch, np.int32)) == HYDRA_ERR_SHAPE
+    p.query_rows = 4
+    assert rt.hydra_softmax_attention_rows_s8(ctypes.byref(p), ptr(q, np.int8), ptr(q, np.int8), ptr(q, np.int8),
+                                              None, ptr(q, np.int8), ptr(scratch, np.int32)) == HYDRA_ERR_ARG
+    assert rt.hydra_softmax_attention_key_sums_s8(ctypes.byref(p), ptr(q, np.int8), None) == HYDRA_ERR_ARG
 
 
-@given(st.integers(1, 50), st.integers(1, 20), zero_points, zero_points, st.integers(0, 2**32 - 1))
+@given(st.integers(1, 50), st.integers(1, 20), zero_points, zero_points, roundings, st.integers(0, 2**32 - 1))
 @settings(max_examples=20, deadline=None)
-def test_mean_pool_in_groups(rt, t, d, zx, zy, seed):
+def test_mean_pool_in_groups(rt, t, d, zx, zy, single, seed):
     """begin, accumulate over any split of the rows, finish == hydra_mean_pool_s8."""
     rng = np.random.default_rng(seed)
     x = rng.integers(-128, 128, (t, d)).astype(np.int8)
     p = MeanPoolParams(tokens=t, dim=d, input_zero_point=zx, multiplier=2**30 + int(rng.integers(0, 2**30)),
-                       shift=int(rng.integers(-31, 1)), output_zero_point=zy)
+                       shift=int(rng.integers(-31, 1)), output_zero_point=zy, single_rounding=single)
     want = np.zeros(d, np.int8)
     assert rt.hydra_mean_pool_s8(ctypes.byref(p), ptr(x, np.int8), ptr(want, np.int8)) == HYDRA_OK
     acc = np.full(d, 12345, np.int32)  # begin must clear it

@@ -321,6 +321,15 @@ int32_t hydra_softmax_attention_s8_get_buffer_size(const hydra_softmax_attention
 hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *params, const int8_t *q,
                                         const int8_t *k, const int8_t *v, int8_t *output, void *scratch);
 
+/* The same in a token loop, where the keys stay the same for every group of query rows: the key sums
+ * of every head once, key_sums[heads][tokens] (int32, 4-byte aligned), before the loop; then per group
+ * query_rows rows of q and output (pointing at the group's first row) with the scratch above. */
+hydra_status hydra_softmax_attention_key_sums_s8(const hydra_softmax_attention_params *params, const int8_t *k,
+                                                 int32_t *key_sums);
+hydra_status hydra_softmax_attention_rows_s8(const hydra_softmax_attention_params *params, const int8_t *q,
+                                             const int8_t *k, const int8_t *v, const int32_t *key_sums,
+                                             int8_t *output, void *scratch);
+
 #ifdef __cplusplus
 }
 #endif

@@ -69,16 +69,10 @@ int32_t hydra_softmax_attention_s8_get_buffer_size(const hydra_softmax_attention
     return 8 * params->tokens; /* int32 scores of one query row, int32 key sums of one head */
 }
 
-hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *params, const int8_t *q,
-                                        const int8_t *k, const int8_t *v, int8_t *output, void *scratch)
+/* The query rows of one head (features h0 .. h0 + dh) against every key: ksum holds that head's key sums. */
+static void attend_head(const hydra_softmax_attention_params *params, const int8_t *q, const int8_t *k,
+                        const int8_t *v, const int32_t *ksum, int32_t h0, int8_t *output, int32_t *w)
 {
-    if (params == NULL || q == NULL || k == NULL || v == NULL || output == NULL || scratch == NULL)
-        return HYDRA_ERR_ARG;
-    if ((uintptr_t)scratch % sizeof(int32_t) != 0)
-        return HYDRA_ERR_ARG;
-    const hydra_status st = check_params(params);
-    if (st != HYDRA_OK)
-        return st;
     const int32_t T = params->tokens, rows = params->query_rows, D = params->dim, dh = D / params->heads;
     const int32_t zq = params->q_zero_point, zk = params->k_zero_point, zv = params->v_zero_point;
     const int32_t last = params->exp_table_size - 1;
@@ -87,66 +81,116 @@ hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *pa
     const int32_t out_m = params->multiplier, out_s = params->shift, zy = params->output_zero_point;
     const int32_t single = params->single_rounding;
     const int32_t *exp_table = params->exp_table;
-    int32_t *w = (int32_t *)scratch;
-    int32_t *ksum = w + T;
     /* sum_j w_j (v - zv) fits int32 while T * 2^15 * 255 < 2^31; longer rows take the int64 loop. */
     const int narrow = T <= 256;
 
+    for (int32_t t = 0; t < rows; t++) {
+        const int8_t *qt = q + (size_t)t * (size_t)D + (size_t)h0;
+        const int32_t q_term = dh * zq * zk - zk * row_sum(qt, dh);
+
+        /* Scores of row t against every key, and their max. |s| <= dh * 255^2 < 2^30. */
+        int32_t smax = INT32_MIN;
+        for (int32_t j = 0; j < T; j++) {
+            const int32_t s = hydra_dot_s8(qt, k + (size_t)j * (size_t)D + (size_t)h0, dh) + q_term - zq * ksum[j];
+            w[j] = s;
+            smax = s > smax ? s : smax;
+        }
+
+        /* exp of (score - max) from the table; the max itself gives 2^15, so S >= 2^15. */
+        int32_t sum = 0;
+        for (int32_t j = 0; j < T; j++) {
+            int32_t idx = hydra_requantize(smax - w[j], exp_m, exp_s, single);
+            idx = idx < 0 ? 0 : (idx > last ? last : idx);
+            w[j] = exp_table[idx];
+            sum += w[j]; /* <= T * 2^15 <= 2^31 - 1 by HYDRA_SOFTMAX_MAX_TOKENS */
+        }
+        const int64_t recip = RECIP_NUM / sum; /* in [2^15, 2^31) */
+
+        /* The weighted sum of value rows, normalised by recip, requantised. Up to 256 tokens, four
+         * columns per pass over the rows in int32, with the zero point taken out as zv * S: the same
+         * integer, since |sum_j w_j v_j| <= 2^30 and the result fits (255 S < 2^31). */
+        int8_t *yt = output + (size_t)t * (size_t)D + (size_t)h0;
+        int32_t i = 0;
+        if (narrow) {
+            for (; i + 4 <= dh; i += 4) {
+                const int8_t *vi = v + (size_t)h0 + (size_t)i;
+                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                for (int32_t j = 0; j < T; j++) {
+                    const int8_t *vj = vi + (size_t)j * (size_t)D;
+                    a0 += w[j] * vj[0];
+                    a1 += w[j] * vj[1];
+                    a2 += w[j] * vj[2];
+                    a3 += w[j] * vj[3];
+                }
+                yt[i] = value_out(a0 - zv * sum, recip, out_m, out_s, zy, single);
+                yt[i + 1] = value_out(a1 - zv * sum, recip, out_m, out_s, zy, single);
+                yt[i + 2] = value_out(a2 - zv * sum, recip, out_m, out_s, zy, single);
+                yt[i + 3] = value_out(a3 - zv * sum, recip, out_m, out_s, zy, single);
+            }
+        }
+        for (; i < dh; i++) {
+            const int8_t *vi = v + (size_t)h0 + (size_t)i;
+            int64_t acc = 0; /* |acc| <= 255 * sum */
+            for (int32_t j = 0; j < T; j++)
+                acc += (int64_t)w[j] * (vi[(size_t)j * (size_t)D] - zv);
+            yt[i] = value_out(acc, recip, out_m, out_s, zy, single);
+        }
+    }
+}
+
+/* The checks every entry point shares: pointers, alignment of the int32 buffers, the params. */
+static hydra_status check_call(const hydra_softmax_attention_params *params, const int8_t *q, const int8_t *k,
+                               const int8_t *v, const void *ints, int8_t *output)
+{
+    if (params == NULL || q == NULL || k == NULL || v == NULL || output == NULL || ints == NULL)
+        return HYDRA_ERR_ARG;
+    if ((uintptr_t)ints % sizeof(int32_t) != 0)
+        return HYDRA_ERR_ARG;
+    return check_params(params);
+}
+
+hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *params, const int8_t *q,
+                                        const int8_t *k, const int8_t *v, int8_t *output, void *scratch)
+{
+    const hydra_status st = check_call(params, q, k, v, scratch, output);
+    if (st != HYDRA_OK)
+        return st;
+    const int32_t T = params->tokens, D = params->dim, dh = D / params->heads;
+    int32_t *w = (int32_t *)scratch, *ksum = w + T;
     for (int32_t h0 = 0; h0 < D; h0 += dh) {
         for (int32_t j = 0; j < T; j++)
             ksum[j] = row_sum(k + (size_t)j * (size_t)D + (size_t)h0, dh);
-        for (int32_t t = 0; t < rows; t++) {
-            const int8_t *qt = q + (size_t)t * (size_t)D + (size_t)h0;
-            const int32_t q_term = dh * zq * zk - zk * row_sum(qt, dh);
-
-            /* Scores of row t against every key, and their max. |s| <= dh * 255^2 < 2^30. */
-            int32_t smax = INT32_MIN;
-            for (int32_t j = 0; j < T; j++) {
-                const int32_t s = hydra_dot_s8(qt, k + (size_t)j * (size_t)D + (size_t)h0, dh) + q_term - zq * ksum[j];
-                w[j] = s;
-                smax = s > smax ? s : smax;
-            }
-
-            /* exp of (score - max) from the table; the max itself gives 2^15, so S >= 2^15. */
-            int32_t sum = 0;
-            for (int32_t j = 0; j < T; j++) {
-                int32_t idx = hydra_requantize(smax - w[j], exp_m, exp_s, single);
-                idx = idx < 0 ? 0 : (idx > last ? last : idx);
-                w[j] = exp_table[idx];
-                sum += w[j]; /* <= T * 2^15 <= 2^31 - 1 by HYDRA_SOFTMAX_MAX_TOKENS */
-            }
-            const int64_t recip = RECIP_NUM / sum; /* in [2^15, 2^31) */
-
-            /* The weighted sum of value rows, normalised by recip, requantised. Up to 256 tokens, four
-             * columns per pass over the rows in int32, with the zero point taken out as zv * S: the same
-             * integer, since |sum_j w_j v_j| <= 2^30 and the result fits (255 S < 2^31). */
-            int8_t *yt = output + (size_t)t * (size_t)D + (size_t)h0;
-            int32_t i = 0;
-            if (narrow) {
-                for (; i + 4 <= dh; i += 4) {
-                    const int8_t *vi = v + (size_t)h0 + (size_t)i;
-                    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-                    for (int32_t j = 0; j < T; j++) {
-                        const int8_t *vj = vi + (size_t)j * (size_t)D;
-                        a0 += w[j] * vj[0];
-                        a1 += w[j] * vj[1];
-                        a2 += w[j] * vj[2];
-                        a3 += w[j] * vj[3];
-                    }
-                    yt[i] = value_out(a0 - zv * sum, recip, out_m, out_s, zy, single);
-                    yt[i + 1] = value_out(a1 - zv * sum, recip, out_m, out_s, zy, single);
-                    yt[i + 2] = value_out(a2 - zv * sum, recip, out_m, out_s, zy, single);
-                    yt[i + 3] = value_out(a3 - zv * sum, recip, out_m, out_s, zy, single);
-                }
-            }
-            for (; i < dh; i++) {
-                const int8_t *vi = v + (size_t)h0 + (size_t)i;
-                int64_t acc = 0; /* |acc| <= 255 * sum */
-                for (int32_t j = 0; j < T; j++)
-                    acc += (int64_t)w[j] * (vi[(size_t)j * (size_t)D] - zv);
-                yt[i] = value_out(acc, recip, out_m, out_s, zy, single);
-            }
-        }
+        attend_head(params, q, k, v, ksum, h0, output, w);
     }
+    return HYDRA_OK;
+}
+
+hydra_status hydra_softmax_attention_key_sums_s8(const hydra_softmax_attention_params *params, const int8_t *k,
+                                                 int32_t *key_sums)
+{
+    if (params == NULL || k == NULL || key_sums == NULL || (uintptr_t)key_sums % sizeof(int32_t) != 0)
+        return HYDRA_ERR_ARG;
+    const hydra_status st = check_params(params);
+    if (st != HYDRA_OK)
+        return st;
+    const int32_t T = params->tokens, D = params->dim, dh = D / params->heads;
+    for (int32_t h = 0; h < params->heads; h++)
+        for (int32_t j = 0; j < T; j++)
+            key_sums[(size_t)h * (size_t)T + (size_t)j] = row_sum(k + (size_t)j * (size_t)D + (size_t)h * (size_t)dh, dh);
+    return HYDRA_OK;
+}
+
+hydra_status hydra_softmax_attention_rows_s8(const hydra_softmax_attention_params *params, const int8_t *q,
+                                             const int8_t *k, const int8_t *v, const int32_t *key_sums,
+                                             int8_t *output, void *scratch)
+{
+    hydra_status st = check_call(params, q, k, v, scratch, output);
+    if (st == HYDRA_OK && (key_sums == NULL || (uintptr_t)key_sums % sizeof(int32_t) != 0))
+        st = HYDRA_ERR_ARG;
+    if (st != HYDRA_OK)
+        return st;
+    const int32_t T = params->tokens, dh = params->dim / params->heads;
+    for (int32_t h = 0; h < params->heads; h++)
+        attend_head(params, q, k, v, key_sums + (size_t)h * (size_t)T, h * dh, output, (int32_t *)scratch);
     return HYDRA_OK;
 }

@@ -126,6 +126,7 @@ class _Loop:
     layout: LoopLayout
     base: int  # the loop's scratch offset in the arena
     steps: list[str] = field(default_factory=list)  # the current body call's param copies (C declarations)
+    statics: dict[str, str] = field(default_factory=dict)  # a param copy -> the static struct it copies
 
 
 @dataclass
@@ -289,7 +290,12 @@ class _ModelC:
         per_row = self.tensor(node, 0, "output").numel // self.tensor(node, 0, "output").shape[0]
         rows = f"rows * {per_row}" if d.rows_field_elements else "rows"
         self.loop.steps.append(f"{ctype} {step} = {ident};\n{step}.{d.rows_field} = {rows};")
+        self.loop.statics[step] = ident
         return step, decl
+
+    def static(self, ident: str) -> str:
+        """The static param struct behind `ident` (a token loop's per-group copy), for code before or after the loop."""
+        return self.loop.statics.get(ident, ident) if self.loop is not None else ident
 
     # the op files' duck-typed view of the emitter (OpDef.fields and OpDef.emit) -----------------------------
     def call(self, node: Node, params_decl: str, call: str, check: str = "", before: str = "", after: str = "") -> Call:
@@ -306,7 +312,8 @@ class _ModelC:
         return self.offset(sname), self.plan.buffer(sname).size
 
     def loop_state(self, node: Node) -> str:
-        """An int32 pointer to a reduction's running sums in the token loop's scratch (OpDef.loop_state)."""
+        """An int32 pointer to what an op keeps across the token loop (OpDef.loop_state): a reduction's running
+        sums, softmax attention's key sums."""
         if self.loop is None:
             raise CodegenError(f"node {node.name} ({node.op}): loop state outside a token loop")
         return f"(int32_t *)(void *)(hydra_arena + {self.loop.base + self.loop.layout.offsets[node.name + STATE_SUFFIX]})"

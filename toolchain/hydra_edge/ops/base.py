@@ -55,7 +55,7 @@ class OpDef:
     rows_field: str | None = None
     rows_field_elements: bool = False
     reduces: bool = False
-    loop_state: Callable[[Graph, Node], int] | None = None  # a reduction's bytes held across a loop (em.loop_state)
+    loop_state: Callable[[Graph, Node], int] | None = None  # bytes it keeps across a loop (em.loop_state)
 
     @property
     def in_float(self) -> bool:

@@ -129,14 +129,20 @@ def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
 
 
 def emit(em: Any, node: Node) -> Any:
+    """The whole kernel; in a token loop, the key sums of every head once before it (the keys are the same
+    for every group) and each group's query rows against them."""
     ident, decl = em.params(node, OP.param_struct, fields(em, node))
     soff, ssize = em.scratch(node)
     check = scratch_guard("hydra_softmax_attention_s8_get_buffer_size", ident, ssize)
-    call = (
-        f"{OP.c_function}(&{ident}, {em.act(node, 0)}, {em.act(node, 1)}, {em.act(node, 2)}, "
-        f"{em.act(node, 0, 'output')}, (void *)(hydra_arena + {soff}))"
-    )
-    return em.call(node, decl, call, check)
+    q, k, v, y = em.act(node, 0), em.act(node, 1), em.act(node, 2), em.act(node, 0, "output")
+    scratch = f"(void *)(hydra_arena + {soff})"
+    if em.rows is None:
+        return em.call(node, decl, f"{OP.c_function}(&{ident}, {q}, {k}, {v}, {y}, {scratch})", check)
+    key_sums = em.loop_state(node)
+    before = (f"status = hydra_softmax_attention_key_sums_s8(&{em.static(ident)}, {k}, {key_sums});\n"
+              "if (status != HYDRA_OK) {\n    return (int)status;\n}")
+    return em.call(node, decl, f"hydra_softmax_attention_rows_s8(&{ident}, {q}, {k}, {v}, {key_sums}, {y}, {scratch})",
+                   check, before=before)
 
 
 def scratch_size(tokens: int) -> int:
@@ -155,4 +161,5 @@ OP = register(OpDef(
     param_struct="hydra_softmax_attention_params", fields=fields, emit=emit,
     scratch=lambda graph, node: scratch_size(graph.tensor(node.inputs[0]).shape[0]),
     row_inputs=(0,), rows_field="query_rows",  # a query row reads its own q row, and k and v whole
+    loop_state=lambda graph, node: 4 * int(node.attrs["heads"]) * graph.tensor(node.inputs[1]).shape[0],  # key sums
 ))

@@ -17,8 +17,9 @@ The steps, on a pure copy of the graph:
 3. As late as possible: a streamable node whose outputs only feed row inputs moves up to the lowest
    level of its readers (the q projection joins its attention), so that its output need not be stored.
 4. Recompute instead of store: a cheap node (at most 4 MACs an output element: layernorm, add, lut)
-   read at several levels runs again at each of them, when its own inputs are stored anyway (LN1 before
-   q, and before k and v, as a Hydra block's two passes over the tokens do).
+   read at several levels runs again at each of them, when its inputs are read at those levels anyway,
+   so that recomputing keeps nothing alive longer (LN1 before q, and before k and v, as a Hydra block's
+   two passes over the tokens do; not a position add, whose input would live on instead of its output).
 5. Stored tensors: graph inputs and outputs, whole inputs, the outputs of ops that do not stream and of
    reductions, and a tensor read at a level its producer does not run at.
 6. Regions: the streamable nodes of one level and token count, joined along the edges of tensors that
@@ -134,7 +135,6 @@ def _levels(f: _Facts) -> dict[int, set[int]]:
         if readers and all(f.row_edge(p, c, k) for c, k in readers):
             level[p] = max(level[p], min(level[c] for c, _ in readers))
     levels = {i: {level[i]} for i in range(n)}
-    stored_anyway = _stored(f, levels)
     for p in range(n):  # step 4
         node = g.nodes[p]
         if p not in f.tokens or op_def(node.op).reduces or node.outputs[0] in outputs:
@@ -144,10 +144,18 @@ def _levels(f: _Facts) -> dict[int, set[int]]:
             continue
         wanted = {level[c] for c, _ in readers}
         cheap = op_def(node.op).macs(g, node) <= RECOMPUTE_MACS_PER_ELEMENT * g.tensor(node.outputs[0]).numel
-        inputs_stored = all(name in stored_anyway or g.tensor(name).is_constant for name in node.inputs)
-        if len(wanted) > 1 and cheap and inputs_stored:
+        if len(wanted) > 1 and cheap and all(_read_there(f, level, p, name, wanted) for name in node.inputs):
             levels[p] = wanted | {level[p]}
     return levels
+
+
+def _read_there(f: _Facts, level: list[int], p: int, name: str, wanted: set[int]) -> bool:
+    """Whether recomputing node p at the `wanted` levels keeps its input `name` alive no longer: a constant, or
+    a tensor something else reads at each of those levels anyway (LN1's input x, which the residual add reads)."""
+    if f.graph.tensor(name).is_constant:
+        return True
+    at = {level[c] for c, _ in f.readers.get(name, []) if c != p}
+    return wanted - {level[p]} <= at
 
 
 def _stored(f: _Facts, levels: dict[int, set[int]]) -> set[str]:
