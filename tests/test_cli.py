@@ -54,10 +54,11 @@ def test_compile_validate_run_report(workdir):
     for key in ("arena_bytes", "peak_bytes"):
         assert report["ram"][key] > 0
     assert report["flash"]["weights_bytes"] > 0 and report["macs"] > 0
-    # The default schedule streams: the row-local ops in token loops, patch_embed and the head on whole tensors.
+    # The default schedule streams: the blocks in token loops; patch_embed, the position add (its output is kept
+    # for the residual anyway) and the head on whole tensors.
     assert report["ram"]["schedule"] == "stream"
     assert report["ram"]["peak_bytes"] >= report["ram"]["lower_bound_bytes"] > 0
-    assert {op["kind"] for op in report["ops"]} == {"patch_embed", "token_loop", "linear"}
+    assert {op["kind"] for op in report["ops"]} == {"patch_embed", "add", "token_loop", "linear"}
     for op in report["ops"]:
         assert {"name", "kind", "macs", "live_bytes"} <= set(op)
     assert (build / "memory.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -349,3 +349,18 @@ def test_checker_rejects_bad_aliases():
     third = [*ok, Buffer("z", 16, 1, 1, 16)]
     with pytest.raises(MemoryPlanError, match="overlap"):
         check_no_overlap(MemoryPlan(third, 32))
+
+
+def test_a_second_order_is_kept_only_when_it_packs_smaller():
+    """Step 5a: TFLM's largest-first order puts the long-lived B above A and E (arena 1920); size x lifetime
+    first puts B at 0 and the rest after it (1568, the peak)."""
+    def bufs():
+        return [Buffer("A", 768, 0, 0), Buffer("B", 384, 0, 3), Buffer("C", 384, 2, 3), Buffer("D", 384, 2, 3),
+                Buffer("E", 416, 3, 3)]
+
+    plan = place(bufs())
+    check_no_overlap(plan)
+    assert plan.arena_bytes == peak_bytes(plan) == 1568 and plan.offset("B") == 0
+    # where largest-first is as good, its placement stays (the TFLM-compatible one)
+    same = place([Buffer("x", 64, 0, 1), Buffer("y", 32, 1, 2), Buffer("z", 64, 2, 3)])
+    assert (same.offset("x"), same.offset("z"), same.offset("y")) == (0, 0, 64)

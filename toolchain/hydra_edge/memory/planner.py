@@ -26,6 +26,10 @@ The algorithm (steps 1-5 as TFLM's greedy_memory_planner; 2a with in_place):
    enough, or the end of the last one. Every member of a group gets the
    group's offset.
 5. The arena is the highest end offset, rounded up to 16 bytes.
+5a. Steps 3-5 again with the buffers sorted by size times lifetime (steps
+   live), largest first; that placement is kept when its arena is strictly
+   smaller (a small buffer living long, placed after a large short-lived one,
+   can otherwise sit above the bytes the rest needs).
 6. With in_place, the graph is planned again without the handovers of
    step 2a and the smaller arena is kept, the
    in-place one on a tie (a handover stretches one buffer over two lifetimes,
@@ -240,7 +244,15 @@ def place(buffers: list[Buffer], alignment: int = ALIGNMENT, in_place: bool = Fa
             Buffer(root, max(b.size for b in members), min(b.first for b in members), max(b.last for b in members))
             for root, members in groups.items()
         ]
-    _place_units(units, alignment)
+    _place_units(units, alignment, _ORDERS[0])
+    arena = _align(max((u.end for u in units), default=0), alignment)
+    for order in _ORDERS[1:]:  # step 5a: another order, kept only when strictly smaller
+        trial = [Buffer(u.name, u.size, u.first, u.last) for u in units]
+        _place_units(trial, alignment, order)
+        if _align(max((u.end for u in trial), default=0), alignment) < arena:
+            for u, t in zip(units, trial):
+                u.offset = t.offset
+            arena = _align(max((u.end for u in units), default=0), alignment)
     if units is not buffers:
         offset = {u.name: u.offset for u in units}
         roots = _roots(buffers)
@@ -250,8 +262,16 @@ def place(buffers: list[Buffer], alignment: int = ALIGNMENT, in_place: bool = Fa
     return MemoryPlan(list(buffers), arena, alignment, in_place)
 
 
-def _place_units(buffers: list[Buffer], alignment: int) -> None:
-    order = sorted(buffers, key=lambda b: (-b.size, b.first, b.name))
+# Step 3's order (TFLM's: largest first), then step 5a's (largest size x lifetime first: a small buffer that lives
+# long is placed before a large one that lives a step, which would otherwise push it up the arena).
+_ORDERS = (
+    lambda b: (-b.size, b.first, b.name),
+    lambda b: (-b.size * (b.last - b.first + 1), -b.size, b.first, b.name),
+)
+
+
+def _place_units(buffers: list[Buffer], alignment: int, key) -> None:
+    order = sorted(buffers, key=key)
     placed_at: dict[int, list[Buffer]] = {}  # step -> the placed buffers live at it
     for buf in order:
         steps = range(buf.first, buf.last + 1)
