@@ -125,7 +125,8 @@ class _Loop:
     node: Node
     layout: LoopLayout
     base: int  # the loop's scratch offset in the arena
-    steps: list[str] = field(default_factory=list)  # the current body call's param copies (C declarations)
+    copies: list[str] = field(default_factory=list)  # the body's param copies, declared once before the loop
+    rows: list[str] = field(default_factory=list)  # the current body call's rows assignments (in the loop)
     statics: dict[str, str] = field(default_factory=dict)  # a param copy -> the static struct it copies
 
 
@@ -286,10 +287,11 @@ class _ModelC:
         d = op_def(node.op)
         if self.loop is None or d is None or d.rows_field is None:
             return ident, decl
-        step = f"step{len(self.loop.steps)}"
+        step = f"step{len(self.loop.copies)}"
         per_row = self.tensor(node, 0, "output").numel // self.tensor(node, 0, "output").shape[0]
         rows = f"rows * {per_row}" if d.rows_field_elements else "rows"
-        self.loop.steps.append(f"{ctype} {step} = {ident};\n{step}.{d.rows_field} = {rows};")
+        self.loop.copies.append(f"{ctype} {step} = {ident};")
+        self.loop.rows.append(f"{step}.{d.rows_field} = {rows};")
         self.loop.statics[step] = ident
         return step, decl
 
@@ -323,29 +325,31 @@ class _ModelC:
         from ..ops.token_loop import body_nodes
 
         tokens, group = int(node.attrs["tokens"]), int(node.attrs["tokens_per_step"])
-        self.loop = _Loop(node, plan_token_loop(self.graph, node), self.scratch(node)[0])
+        loop = self.loop = _Loop(node, plan_token_loop(self.graph, node), self.scratch(node)[0])
         try:
             calls = []
             for sub in body_nodes(node):
-                self.loop.steps = []
-                calls.append((self.lower(sub), list(self.loop.steps)))
+                loop.rows = []
+                calls.append((self.lower(sub), loop.rows))
         finally:
             self.loop = None
         decls = "".join(c.params_decl for c, _ in calls)
         before = [c.before for c, _ in calls if c.before]
-        lines = [f"/* {len(calls)} ops over {tokens} tokens, {group} at a time */", *before,
-                 f"for (int32_t t0 = 0; t0 < {tokens}; t0 += {group}) {{",
-                 f"    const int32_t rows = {tokens} - t0 < {group} ? {tokens} - t0 : {group};"]
-        for c, steps in calls:
-            lines.append(f"    {{ /* {_c_comment(f'{c.node.name} ({c.node.op})')} */")
-            lines += [f"        {line}" for step in steps for line in step.split("\n")]
-            lines += [f"        {line}" for line in c.check.rstrip("\n").split("\n") if line.strip()]
-            lines += [f"        status = {c.call};", "        if (status != HYDRA_OK) {",
-                      "            return (int)status;", "        }", "    }"]
-        lines.append("}")
+        # each op's params copied once; in the loop only their rows change (the last group may be shorter)
+        body = [*loop.copies, *before, f"for (int32_t t0 = 0; t0 < {tokens}; t0 += {group}) {{",
+                f"    const int32_t rows = {tokens} - t0 < {group} ? {tokens} - t0 : {group};"]
+        for c, rows in calls:
+            body.append(f"    {{ /* {_c_comment(f'{c.node.name} ({c.node.op})')} */")
+            body += [f"        {line}" for line in rows]
+            body += [f"        {line.strip()}" for line in c.check.rstrip("\n").split("\n") if line.strip()]
+            body += [f"        status = {c.call};", "        if (status != HYDRA_OK) {",
+                     "            return (int)status;", "        }", "    }"]
+        body.append("}")
         for c, _ in calls:
             if c.after:
-                lines += [f"status = {c.after};", "if (status != HYDRA_OK) {", "    return (int)status;", "}"]
+                body += [f"status = {c.after};", "if (status != HYDRA_OK) {", "    return (int)status;", "}"]
+        lines = [f"/* {len(calls)} ops over {tokens} tokens, {group} at a time */", "{",
+                 *(f"    {line}" for text in body for line in text.split("\n")), "}"]
         return Call(node, decls, "", code="\n".join(lines))
 
     def lower(self, node: Node) -> Call:
