@@ -129,10 +129,11 @@ def inspect(model: Path, lowered: bool, input_shape: tuple[int, ...] | None, tru
 @click.option("--rounding", type=click.Choice(["double", "single"]), default="double", show_default=True,
               help="Requantisation rounding: TFLM/CMSIS-NN double rounding, or LiteRT single rounding.")
 @click.option("--schedule", type=click.Choice(["greedy", "stream"]), default=None,
-              help="Memory schedule: 'stream' runs each Hydra encoder block token by token in place (the default "
-                   "when the model has Hydra attention); 'greedy' is TFLite Micro's planner on the unfused ops.")
+              help="Memory schedule: 'stream' (the default) runs the row-local ops as token loops between the steps "
+                   "that need every token (attention state, keys and values, pooling); 'greedy' is TFLite Micro's "
+                   "planner on the ops one by one. An int8 .tflite is compiled op by op.")
 @click.option("--tokens-per-step", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Tokens a streamed block takes at once: more scratch RAM, fewer weight reads.")
+              help="Tokens a token loop takes at once: more scratch RAM, fewer kernel calls.")
 @_load_options
 def compile(model: Path, board: str, out: Path, calib: Path | None, rounding: str, schedule: str | None,  # noqa: A001
             tokens_per_step: int, input_shape: tuple[int, ...] | None, trust_pickle: bool,
