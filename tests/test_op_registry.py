@@ -56,10 +56,12 @@ def test_every_op_a_token_loop_runs_says_how(name):
     d = REGISTRY[name]
     assert d.in_int and callable(d.fields)
     assert d.rows_field is not None or d.reduces or name in ATTENTION_HALVES
-    if d.rows_field is not None:
-        from c_build import INCLUDE_DIR
+    from c_build import INCLUDE_DIR
 
-        header = (INCLUDE_DIR / "hydra_rt.h").read_text()
+    header = (INCLUDE_DIR / "hydra_rt.h").read_text()
+    for fn in d.loop_functions or ():  # the check once before the loop, the rows function per group
+        assert f"hydra_status {fn}(const {d.param_struct} *params" in header
+    if d.rows_field is not None:
         struct = header.split(f"}} {d.param_struct};")[0].rsplit("typedef struct", 1)[1]
         assert d.rows_field in struct
 

@@ -1,6 +1,7 @@
 """The row-level C entry points a token loop calls, against the whole-tensor kernels, byte for byte.
 
-A token loop (passes/stream.py, codegen/emit_c.py) runs each op on groups of rows: Hydra attention as
+A token loop (passes/stream.py, codegen/emit_c.py) runs each op on groups of rows: linear and layernorm
+as their params' check once, then their rows function per group; Hydra attention as
 accumulate over any split of the rows, round_state, apply; softmax attention on `query_rows` rows of q at
 a time against all keys and values; mean_pool as begin, accumulate over any split, finish. Each must give
 the bits of one call over all rows. The library is built with UBSan; both rounding modes (per call).
@@ -13,7 +14,8 @@ import ctypes
 import c_build
 import numpy as np
 import pytest
-from c_build import HYDRA_ERR_ARG, HYDRA_ERR_SHAPE, HYDRA_OK, AttentionParams, MeanPoolParams, SoftmaxAttentionParams, ptr
+from c_build import (HYDRA_ERR_ARG, HYDRA_ERR_SHAPE, HYDRA_OK, AttentionParams, LayerNormParams, LinearParams,
+                     MeanPoolParams, SoftmaxAttentionParams, ptr)
 from hydra_edge.ops.softmax_attention import softmax_exp_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -153,3 +155,59 @@ def test_mean_pool_in_groups(rt, t, d, zx, zy, single, seed):
     for rows in (0, t + 1):
         assert rt.hydra_mean_pool_accumulate_s8(ctypes.byref(p), ptr(x, np.int8), rows,
                                                 ptr(acc, np.int32)) == HYDRA_ERR_SHAPE
+
+
+def _in_groups(fn, p, rows_field: str, x: np.ndarray, out_width: int, group: int) -> np.ndarray:
+    """fn(params, x rows, y rows) over groups of `group` rows, params' rows_field set per group."""
+    t = x.shape[0]
+    y = np.zeros((t, out_width), np.int8)
+    for lo in range(0, t, group):
+        setattr(p, rows_field, min(group, t - lo))
+        assert fn(ctypes.byref(p), ptr(x[lo:], np.int8), ptr(y[lo:], np.int8)) == HYDRA_OK
+    setattr(p, rows_field, t)
+    return y
+
+
+@given(st.integers(1, 20), st.integers(1, 40), st.integers(1, 40), roundings, st.integers(0, 2**32 - 1))
+@settings(max_examples=20, deadline=None)
+def test_linear_checked_once_then_rows_in_groups(rt, t, k, n, single, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (t, k)).astype(np.int8)
+    w = rng.integers(-127, 128, (n, k)).astype(np.int8)
+    b = rng.integers(-2**20, 2**20, n).astype(np.int32)
+    m = rng.integers(2**30, 2**31 - 1, n).astype(np.int32)
+    sh = rng.integers(-31, 31, n).astype(np.int32)
+    p = LinearParams(rows=t, in_features=k, out_features=n, weights=ptr(w, np.int8), bias=ptr(b, np.int32),
+                     multiplier=ptr(m, np.int32), shift=ptr(sh, np.int32), output_zero_point=int(rng.integers(-128, 128)),
+                     activation_min=-128, activation_max=127, single_rounding=single)
+    whole = np.zeros((t, n), np.int8)
+    assert rt.hydra_linear_s8(ctypes.byref(p), ptr(x, np.int8), ptr(whole, np.int8)) == HYDRA_OK
+    assert rt.hydra_linear_s8_check(ctypes.byref(p)) == HYDRA_OK
+    for group in sorted({1, 3, t}):
+        np.testing.assert_array_equal(_in_groups(rt.hydra_linear_rows_s8, p, "rows", x, n, group), whole)
+    sh[n // 2] = 31  # a shift out of range: refused by the check (and by the whole kernel), before any row
+    assert rt.hydra_linear_s8_check(ctypes.byref(p)) == HYDRA_ERR_ARG
+    assert rt.hydra_linear_s8(ctypes.byref(p), ptr(x, np.int8), ptr(whole, np.int8)) == HYDRA_ERR_ARG
+    p.rows = 0
+    assert rt.hydra_linear_rows_s8(ctypes.byref(p), ptr(x, np.int8), ptr(whole, np.int8)) == HYDRA_ERR_SHAPE
+    assert rt.hydra_linear_rows_s8(ctypes.byref(p), None, ptr(whole, np.int8)) == HYDRA_ERR_ARG
+
+
+@given(st.integers(1, 20), st.integers(1, 40), zero_points, zero_points, st.integers(0, 2**32 - 1))
+@settings(max_examples=20, deadline=None)
+def test_layernorm_checked_once_then_rows_in_groups(rt, t, d, zx, zy, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (t, d)).astype(np.int8)
+    gamma = rng.integers(-2**20, 2**20, d).astype(np.int32)
+    beta = rng.integers(-2**40, 2**40, d).astype(np.int64)
+    p = LayerNormParams(tokens=t, dim=d, input_zero_point=zx, eps=int(rng.integers(1, 2**20)), gamma=ptr(gamma, np.int32),
+                        beta=ptr(beta, np.int64), output_shift=int(rng.integers(20, 40)), output_zero_point=zy)
+    whole = np.zeros((t, d), np.int8)
+    assert rt.hydra_layernorm_s8(ctypes.byref(p), ptr(x, np.int8), ptr(whole, np.int8)) == HYDRA_OK
+    assert rt.hydra_layernorm_s8_check(ctypes.byref(p)) == HYDRA_OK
+    for group in sorted({1, 3, t}):
+        np.testing.assert_array_equal(_in_groups(rt.hydra_layernorm_rows_s8, p, "tokens", x, d, group), whole)
+    beta[d - 1] = 2**62 + 1  # outside the spec's bound: refused by the check
+    assert rt.hydra_layernorm_s8_check(ctypes.byref(p)) == HYDRA_ERR_ARG
+    p.tokens = 0
+    assert rt.hydra_layernorm_rows_s8(ctypes.byref(p), ptr(x, np.int8), ptr(whole, np.int8)) == HYDRA_ERR_SHAPE

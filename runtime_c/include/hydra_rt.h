@@ -182,6 +182,12 @@ typedef struct {
 
 hydra_status hydra_linear_s8(const hydra_linear_params *params, const int8_t *input, int8_t *output);
 
+/* hydra_linear_s8 in two halves, for a token loop that runs the same params on many row groups: the
+ * checks of the params once (_check), then the rows with no more than null-pointer and row-count checks
+ * (_rows; params must have passed _check, with only the rows field changed since). The same bits. */
+hydra_status hydra_linear_s8_check(const hydra_linear_params *params);
+hydra_status hydra_linear_rows_s8(const hydra_linear_params *params, const int8_t *input, int8_t *output);
+
 /* ---- patch embedding (hydra_patch_embed.c) -------------------------- */
 
 typedef struct {
@@ -211,6 +217,9 @@ typedef struct {
 } hydra_layernorm_params;
 
 hydra_status hydra_layernorm_s8(const hydra_layernorm_params *params, const int8_t *input, int8_t *output);
+/* The same in two halves for a token loop, as hydra_linear_s8_check / hydra_linear_rows_s8. */
+hydra_status hydra_layernorm_s8_check(const hydra_layernorm_params *params);
+hydra_status hydra_layernorm_rows_s8(const hydra_layernorm_params *params, const int8_t *input, int8_t *output);
 
 /* ---- table lookup (hydra_lut.c) ------------------------------------- */
 
@@ -322,8 +331,9 @@ hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *pa
                                         const int8_t *k, const int8_t *v, int8_t *output, void *scratch);
 
 /* The same in a token loop, where the keys stay the same for every group of query rows: the key sums
- * of every head once, key_sums[heads][tokens] (int32, 4-byte aligned), before the loop; then per group
- * query_rows rows of q and output (pointing at the group's first row) with the scratch above. */
+ * of every head once, key_sums[heads][tokens] (int32, 4-byte aligned), before the loop (it checks the
+ * params, exp table included); then per group query_rows rows of q and output (pointing at the group's
+ * first row) with the scratch above (it checks all but the exp table's entries). */
 hydra_status hydra_softmax_attention_key_sums_s8(const hydra_softmax_attention_params *params, const int8_t *k,
                                                  int32_t *key_sums);
 hydra_status hydra_softmax_attention_rows_s8(const hydra_softmax_attention_params *params, const int8_t *q,

@@ -9,25 +9,44 @@
 
 #define HYDRA_LAYERNORM_MAX_DIM 4096 /* the spec's bound: every intermediate then fits */
 
-hydra_status hydra_layernorm_s8(const hydra_layernorm_params *params, const int8_t *input, int8_t *output)
+hydra_status hydra_layernorm_s8_check(const hydra_layernorm_params *params)
 {
-    if (params == NULL || input == NULL || output == NULL || params->gamma == NULL || params->beta == NULL)
+    if (params == NULL || params->gamma == NULL || params->beta == NULL)
         return HYDRA_ERR_ARG;
-    const int32_t T = params->tokens, D = params->dim;
-    const int32_t zx = params->input_zero_point, zy = params->output_zero_point;
-    const int32_t out_shift = params->output_shift;
-    const int64_t eps = params->eps;
-    if (T <= 0 || D <= 0 || D > HYDRA_LAYERNORM_MAX_DIM)
+    const int32_t D = params->dim, out_shift = params->output_shift;
+    if (params->tokens <= 0 || D <= 0 || D > HYDRA_LAYERNORM_MAX_DIM)
         return HYDRA_ERR_SHAPE;
-    if (!hydra_zero_point_ok(zx) || !hydra_zero_point_ok(zy) || out_shift < 0 || out_shift > 62)
+    if (!hydra_zero_point_ok(params->input_zero_point) || !hydra_zero_point_ok(params->output_zero_point) ||
+        out_shift < 0 || out_shift > 62)
         return HYDRA_ERR_ARG;
     /* eps_q in [1, 2^61] keeps 1 <= v < 2^62, since D * S2 - S1^2 < 2^40 */
-    if (eps < 1 || eps > (INT64_C(1) << 61))
+    if (params->eps < 1 || params->eps > (INT64_C(1) << 61))
         return HYDRA_ERR_ARG;
     /* |z * gamma_q| < 2^26 * 2^31, so |beta_q| <= 2^62 keeps a_i inside int64 */
     for (int32_t i = 0; i < D; i++)
         if (params->beta[i] < -(INT64_C(1) << 62) || params->beta[i] > (INT64_C(1) << 62))
             return HYDRA_ERR_ARG;
+    return HYDRA_OK;
+}
+
+hydra_status hydra_layernorm_s8(const hydra_layernorm_params *params, const int8_t *input, int8_t *output)
+{
+    if (input == NULL || output == NULL)
+        return HYDRA_ERR_ARG;
+    const hydra_status st = hydra_layernorm_s8_check(params);
+    return st != HYDRA_OK ? st : hydra_layernorm_rows_s8(params, input, output);
+}
+
+hydra_status hydra_layernorm_rows_s8(const hydra_layernorm_params *params, const int8_t *input, int8_t *output)
+{
+    if (params == NULL || input == NULL || output == NULL)
+        return HYDRA_ERR_ARG;
+    const int32_t T = params->tokens, D = params->dim;
+    const int32_t zx = params->input_zero_point, zy = params->output_zero_point;
+    const int32_t out_shift = params->output_shift;
+    const int64_t eps = params->eps;
+    if (T <= 0)
+        return HYDRA_ERR_SHAPE;
 
     for (int32_t t = 0; t < T; t++) {
         const int8_t *x = input + (size_t)t * (size_t)D;

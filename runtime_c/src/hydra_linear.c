@@ -42,25 +42,40 @@ static HYDRA_ALWAYS_INLINE void linear_rows(const hydra_linear_params *params, c
     }
 }
 
-hydra_status hydra_linear_s8(const hydra_linear_params *params, const int8_t *input, int8_t *output)
+hydra_status hydra_linear_s8_check(const hydra_linear_params *params)
 {
-    if (params == NULL || input == NULL || output == NULL || params->weights == NULL ||
-        params->bias == NULL || params->multiplier == NULL || params->shift == NULL)
+    if (params == NULL || params->weights == NULL || params->bias == NULL || params->multiplier == NULL ||
+        params->shift == NULL)
         return HYDRA_ERR_ARG;
-    const int32_t T = params->rows, K = params->in_features, N = params->out_features;
-    const int32_t zy = params->output_zero_point;
-    if (T <= 0 || K <= 0 || N <= 0 || K > HYDRA_LINEAR_MAX_K)
+    const int32_t K = params->in_features, N = params->out_features;
+    if (params->rows <= 0 || K <= 0 || N <= 0 || K > HYDRA_LINEAR_MAX_K)
         return HYDRA_ERR_SHAPE;
-    if (!hydra_zero_point_ok(zy) || params->activation_min < -128 || params->activation_max > 127 ||
-        params->activation_min > params->activation_max)
+    if (!hydra_zero_point_ok(params->output_zero_point) || params->activation_min < -128 ||
+        params->activation_max > 127 || params->activation_min > params->activation_max)
         return HYDRA_ERR_ARG;
     for (int32_t n = 0; n < N; n++)
         if (params->shift[n] < -31 || params->shift[n] > 30)
             return HYDRA_ERR_ARG;
+    return HYDRA_OK;
+}
 
+hydra_status hydra_linear_rows_s8(const hydra_linear_params *params, const int8_t *input, int8_t *output)
+{
+    if (params == NULL || input == NULL || output == NULL)
+        return HYDRA_ERR_ARG;
+    if (params->rows <= 0)
+        return HYDRA_ERR_SHAPE;
     if (params->single_rounding)
         linear_rows(params, input, output, 1);
     else
         linear_rows(params, input, output, 0);
     return HYDRA_OK;
+}
+
+hydra_status hydra_linear_s8(const hydra_linear_params *params, const int8_t *input, int8_t *output)
+{
+    if (input == NULL || output == NULL)
+        return HYDRA_ERR_ARG;
+    const hydra_status st = hydra_linear_s8_check(params);
+    return st != HYDRA_OK ? st : hydra_linear_rows_s8(params, input, output);
 }

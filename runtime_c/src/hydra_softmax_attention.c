@@ -26,7 +26,8 @@
 #define EXP_ONE (INT32_C(1) << 15)  /* exp(0) in the table's Q15 */
 #define RECIP_NUM ((INT64_C(1) << 46) - 1)
 
-static hydra_status check_params(const hydra_softmax_attention_params *p)
+/* Everything but the exp table's entries (checked once per call of the whole kernel or of the key sums). */
+static hydra_status check_scalars(const hydra_softmax_attention_params *p)
 {
     if (p->tokens <= 0 || p->tokens > HYDRA_SOFTMAX_MAX_TOKENS || p->query_rows <= 0 || p->query_rows > p->tokens ||
         p->dim <= 0 || p->heads <= 0 ||
@@ -40,6 +41,14 @@ static hydra_status check_params(const hydra_softmax_attention_params *p)
         return HYDRA_ERR_ARG;
     if (p->exp_table == NULL || p->exp_table_size <= 0 || p->exp_table[0] != EXP_ONE)
         return HYDRA_ERR_ARG;
+    return HYDRA_OK;
+}
+
+static hydra_status check_params(const hydra_softmax_attention_params *p)
+{
+    const hydra_status st = check_scalars(p);
+    if (st != HYDRA_OK)
+        return st;
     for (int32_t i = 1; i < p->exp_table_size; i++) /* the bounds on S and recip need 0 <= w <= 2^15 */
         if (p->exp_table[i] < 0 || p->exp_table[i] > EXP_ONE)
             return HYDRA_ERR_ARG;
@@ -138,21 +147,20 @@ static void attend_head(const hydra_softmax_attention_params *params, const int8
     }
 }
 
-/* The checks every entry point shares: pointers, alignment of the int32 buffers, the params. */
-static hydra_status check_call(const hydra_softmax_attention_params *params, const int8_t *q, const int8_t *k,
-                               const int8_t *v, const void *ints, int8_t *output)
+/* The pointer checks every entry point shares: non-null, the int32 buffer aligned. */
+static int pointers_ok(const hydra_softmax_attention_params *params, const int8_t *q, const int8_t *k,
+                       const int8_t *v, const void *ints, int8_t *output)
 {
-    if (params == NULL || q == NULL || k == NULL || v == NULL || output == NULL || ints == NULL)
-        return HYDRA_ERR_ARG;
-    if ((uintptr_t)ints % sizeof(int32_t) != 0)
-        return HYDRA_ERR_ARG;
-    return check_params(params);
+    return params != NULL && q != NULL && k != NULL && v != NULL && output != NULL && ints != NULL &&
+           (uintptr_t)ints % sizeof(int32_t) == 0;
 }
 
 hydra_status hydra_softmax_attention_s8(const hydra_softmax_attention_params *params, const int8_t *q,
                                         const int8_t *k, const int8_t *v, int8_t *output, void *scratch)
 {
-    const hydra_status st = check_call(params, q, k, v, scratch, output);
+    if (!pointers_ok(params, q, k, v, scratch, output))
+        return HYDRA_ERR_ARG;
+    const hydra_status st = check_params(params);
     if (st != HYDRA_OK)
         return st;
     const int32_t T = params->tokens, D = params->dim, dh = D / params->heads;
@@ -184,9 +192,11 @@ hydra_status hydra_softmax_attention_rows_s8(const hydra_softmax_attention_param
                                              const int8_t *k, const int8_t *v, const int32_t *key_sums,
                                              int8_t *output, void *scratch)
 {
-    hydra_status st = check_call(params, q, k, v, scratch, output);
-    if (st == HYDRA_OK && (key_sums == NULL || (uintptr_t)key_sums % sizeof(int32_t) != 0))
-        st = HYDRA_ERR_ARG;
+    /* the exp table was checked by hydra_softmax_attention_key_sums_s8, once before the loop */
+    if (!pointers_ok(params, q, k, v, scratch, output) || key_sums == NULL ||
+        (uintptr_t)key_sums % sizeof(int32_t) != 0)
+        return HYDRA_ERR_ARG;
+    const hydra_status st = check_scalars(params);
     if (st != HYDRA_OK)
         return st;
     const int32_t T = params->tokens, dh = params->dim / params->heads;

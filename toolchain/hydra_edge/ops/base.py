@@ -56,6 +56,8 @@ class OpDef:
     rows_field_elements: bool = False
     reduces: bool = False
     loop_state: Callable[[Graph, Node], int] | None = None  # bytes it keeps across a loop (em.loop_state)
+    # (check, rows): the kernel in two halves, so that a loop checks the params once, not once per group
+    loop_functions: tuple[str, str] | None = None
 
     @property
     def in_float(self) -> bool:
@@ -130,9 +132,15 @@ def multiplier(real: float, what: str) -> tuple[int, int]:
 
 
 def unary_call(em: Any, node: Node, op: OpDef) -> Any:
-    """The common lowering `<c_function>(&params, x, y)`."""
+    """The common lowering `<c_function>(&params, x, y)`; in a token loop with loop_functions, the check once
+    before the loop and the rows function per group."""
     ident, decl = em.params(node, op.param_struct, op.fields(em, node))
-    return em.call(node, decl, f"{op.c_function}(&{ident}, {em.act(node, 0)}, {em.act(node, 0, 'output')})")
+    args = f"{em.act(node, 0)}, {em.act(node, 0, 'output')}"
+    if em.rows is None or op.loop_functions is None:
+        return em.call(node, decl, f"{op.c_function}(&{ident}, {args})")
+    check, rows = op.loop_functions
+    before = f"status = {check}(&{em.static(ident)});\nif (status != HYDRA_OK) {{\n    return (int)status;\n}}"
+    return em.call(node, decl, f"{rows}(&{ident}, {args})", before=before)
 
 
 def scratch_guard(get_buffer_size: str, params: str, available: int) -> str:

@@ -85,4 +85,5 @@ OP = register(OpDef(
     c_source="hydra_layernorm.c", c_function="hydra_layernorm_s8", param_struct="hydra_layernorm_params",
     fields=fields, emit=lambda em, node: unary_call(em, node, OP), in_place=(0,), row_local=True,
     row_inputs=(0,), rows_field="tokens",
+    loop_functions=("hydra_layernorm_s8_check", "hydra_layernorm_rows_s8"),
 ))

@@ -98,4 +98,5 @@ OP = register(OpDef(
     c_source="hydra_linear.c", c_function="hydra_linear_s8", param_struct="hydra_linear_params",
     fields=fields, emit=lambda em, node: unary_call(em, node, OP), row_local=True,
     row_inputs=(0,), rows_field="rows",
+    loop_functions=("hydra_linear_s8_check", "hydra_linear_rows_s8"),
 ))
