@@ -476,6 +476,16 @@ typedef struct {
 int32_t hydra_tfl_hydra_attention_get_buffer_size(const hydra_tfl_hydra_attention_params *p);
 hydra_status hydra_tfl_hydra_attention_s8(const hydra_tfl_hydra_attention_params *p, const int8_t *q,
                                           const int8_t *k, const int8_t *v, int8_t *output, int32_t *scratch);
+/* The same two passes in a token loop (passes/stream.py splits tfl_hydra_attention into tfl_hydra_kv_state and
+ * tfl_hydra_apply): kv_begin zeroes the state (int32 acc [D], then one int8 row [D]: 5 * depth bytes, 4-byte
+ * aligned), kv_rows runs pass 1 on `rows` tokens of k and v, kv_end writes kv [D], apply runs pass 2 on `rows`
+ * tokens of q (row: depth bytes of scratch; the output may be q). The same calls as the whole kernel's. */
+hydra_status hydra_tfl_hydra_kv_begin_s8(const hydra_tfl_hydra_attention_params *p, int32_t *state);
+hydra_status hydra_tfl_hydra_kv_rows_s8(const hydra_tfl_hydra_attention_params *p, const int8_t *k,
+                                        const int8_t *v, int32_t rows, int32_t *state);
+hydra_status hydra_tfl_hydra_kv_end_s8(const hydra_tfl_hydra_attention_params *p, const int32_t *state, int8_t *kv);
+hydra_status hydra_tfl_hydra_apply_s8(const hydra_tfl_hydra_attention_params *p, const int8_t *q, const int8_t *kv,
+                                      int32_t rows, int8_t *output, int8_t *row);
 
 #ifdef __cplusplus
 }

@@ -73,12 +73,9 @@ int32_t hydra_tfl_hydra_attention_get_buffer_size(const hydra_tfl_hydra_attentio
     return 6 * p->depth; /* int32 acc [D], int8 row [D], int8 kv [D] */
 }
 
-hydra_status hydra_tfl_hydra_attention_s8(const hydra_tfl_hydra_attention_params *p, const int8_t *q,
-                                          const int8_t *k, const int8_t *v, int8_t *output, int32_t *scratch)
+/* The params' checks, shared by every entry point. */
+static hydra_status check(const hydra_tfl_hydra_attention_params *p)
 {
-    if (p == NULL || q == NULL || k == NULL || v == NULL || output == NULL || scratch == NULL ||
-        ((uintptr_t)(void *)scratch & 3u) != 0)
-        return HYDRA_ERR_ARG;
     const int32_t t_count = p->tokens, depth = p->depth;
     if (t_count <= 0 || t_count > MAX_TOKENS || depth <= 0 || depth > INT32_MAX / 6)
         return HYDRA_ERR_SHAPE;
@@ -91,17 +88,38 @@ hydra_status hydra_tfl_hydra_attention_s8(const hydra_tfl_hydra_attention_params
         return HYDRA_ERR_SHAPE;
     if (!hydra_tfl_reduce_quant_ok(ks))
         return HYDRA_ERR_ARG;
+    return HYDRA_OK;
+}
 
-    int32_t *acc = scratch;
-    int8_t *row = (int8_t *)(void *)(scratch + depth);
-    int8_t *kv = row + depth;
-    for (int32_t d = 0; d < depth; d++)
-        acc[d] = 0;
+hydra_status hydra_tfl_hydra_kv_begin_s8(const hydra_tfl_hydra_attention_params *p, int32_t *state)
+{
+    if (p == NULL || state == NULL || ((uintptr_t)(void *)state & 3u) != 0)
+        return HYDRA_ERR_ARG;
+    hydra_status st = check(p);
+    if (st != HYDRA_OK)
+        return st;
+    for (int32_t d = 0; d < p->depth; d++)
+        state[d] = 0;
+    return HYDRA_OK;
+}
 
-    /* pass 1: kv state */
-    for (int32_t t = 0; t < t_count; t++) {
+/* pass 1 on `rows` tokens: acc += kv_mul(phi_k(k_t), v_t) (state: int32 acc [D], then the int8 row [D]) */
+hydra_status hydra_tfl_hydra_kv_rows_s8(const hydra_tfl_hydra_attention_params *p, const int8_t *k,
+                                        const int8_t *v, int32_t rows, int32_t *state)
+{
+    if (p == NULL || k == NULL || v == NULL || state == NULL || ((uintptr_t)(void *)state & 3u) != 0)
+        return HYDRA_ERR_ARG;
+    hydra_status st = check(p);
+    if (st != HYDRA_OK)
+        return st;
+    if (rows <= 0 || rows > p->tokens)
+        return HYDRA_ERR_SHAPE;
+    const int32_t depth = p->depth;
+    int32_t *acc = state;
+    int8_t *row = (int8_t *)(void *)(state + depth);
+    for (int32_t t = 0; t < rows; t++) {
         const size_t base = (size_t)t * (size_t)depth;
-        hydra_status st = phi_row(&p->phi_k, k + base, row);
+        st = phi_row(&p->phi_k, k + base, row);
         if (st == HYDRA_OK)
             st = hydra_tfl_mul_s8(&p->kv_mul, row, v + base, row);
         if (st != HYDRA_OK)
@@ -109,17 +127,57 @@ hydra_status hydra_tfl_hydra_attention_s8(const hydra_tfl_hydra_attention_params
         for (int32_t d = 0; d < depth; d++)
             acc[d] += row[d];
     }
-    for (int32_t d = 0; d < depth; d++)
-        kv[d] = hydra_tfl_reduce_output_s8(ks, acc[d], t_count); /* SUM's ending (hydra_tfl_reduce_s8's) */
+    return HYDRA_OK;
+}
 
-    /* pass 2: one output row per token; q's row is read into `row` before the output row is written */
-    for (int32_t t = 0; t < t_count; t++) {
-        const size_t base = (size_t)t * (size_t)depth;
-        hydra_status st = phi_row(&p->phi_q, q + base, row);
+hydra_status hydra_tfl_hydra_kv_end_s8(const hydra_tfl_hydra_attention_params *p, const int32_t *state, int8_t *kv)
+{
+    if (p == NULL || state == NULL || kv == NULL)
+        return HYDRA_ERR_ARG;
+    hydra_status st = check(p);
+    if (st != HYDRA_OK)
+        return st;
+    for (int32_t d = 0; d < p->depth; d++)
+        kv[d] = hydra_tfl_reduce_output_s8(&p->kv_sum, state[d], p->tokens); /* SUM's ending (tfl_sum.c's) */
+    return HYDRA_OK;
+}
+
+/* pass 2 on `rows` tokens; q's row is read into `row` [D] before the output row is written */
+hydra_status hydra_tfl_hydra_apply_s8(const hydra_tfl_hydra_attention_params *p, const int8_t *q, const int8_t *kv,
+                                      int32_t rows, int8_t *output, int8_t *row)
+{
+    if (p == NULL || q == NULL || kv == NULL || output == NULL || row == NULL)
+        return HYDRA_ERR_ARG;
+    hydra_status st = check(p);
+    if (st != HYDRA_OK)
+        return st;
+    if (rows <= 0 || rows > p->tokens)
+        return HYDRA_ERR_SHAPE;
+    for (int32_t t = 0; t < rows; t++) {
+        const size_t base = (size_t)t * (size_t)p->depth;
+        st = phi_row(&p->phi_q, q + base, row);
         if (st == HYDRA_OK)
             st = hydra_tfl_mul_s8(&p->out_mul, row, kv, output + base);
         if (st != HYDRA_OK)
             return st;
     }
     return HYDRA_OK;
+}
+
+hydra_status hydra_tfl_hydra_attention_s8(const hydra_tfl_hydra_attention_params *p, const int8_t *q,
+                                          const int8_t *k, const int8_t *v, int8_t *output, int32_t *scratch)
+{
+    if (p == NULL || q == NULL || k == NULL || v == NULL || output == NULL || scratch == NULL ||
+        ((uintptr_t)(void *)scratch & 3u) != 0)
+        return HYDRA_ERR_ARG;
+    hydra_status st = hydra_tfl_hydra_kv_begin_s8(p, scratch);
+    if (st == HYDRA_OK)
+        st = hydra_tfl_hydra_kv_rows_s8(p, k, v, p->tokens, scratch);
+    int8_t *row = (int8_t *)(void *)(scratch + p->depth);
+    int8_t *kv = row + p->depth;
+    if (st == HYDRA_OK)
+        st = hydra_tfl_hydra_kv_end_s8(p, scratch, kv);
+    if (st == HYDRA_OK)
+        st = hydra_tfl_hydra_apply_s8(p, q, kv, p->tokens, output, row);
+    return st;
 }

@@ -223,20 +223,20 @@ def compile_prequantised(
     if calib is not None:
         warnings.warn("calibration data is ignored for an int8 .tflite: the model keeps its own quantisation",
                       PrequantisedWarning, stacklevel=3)
-    if schedule not in (None, "greedy"):
-        raise ScheduleError(f"schedule {schedule!r}: an int8 .tflite is compiled op by op (schedule greedy)")
+    if schedule not in (None, *SCHEDULES):
+        raise ScheduleError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
     if rounding not in ("double", "single"):
         raise ScheduleError(f"rounding must be 'double' or 'single', got {rounding!r}")
     if rounding == "single":  # LiteRT's reference kernels: FULLY_CONNECTED rounds once, the others as TFLM
         from .frontend.tflite import litert_rounding
 
         qgraph = litert_rounding(qgraph)
-    if schedule is None:  # the Hydra cores as one streaming op each, bit for bit the unfused ops
+    if schedule != "greedy":  # the Hydra cores as one streaming op each, bit for bit the unfused ops
         from .passes.lift_tfl_hydra import lift_tfl_hydra
 
         qgraph = lift_tfl_hydra(qgraph)
     qgraph = legalise_tfl(qgraph)  # FULLY_CONNECTED, ADD, MEAN over tokens: the native kernels, TFLM's bits
-    g = schedule_graph(qgraph, "greedy", int(tokens_per_step))
+    g = schedule_graph(qgraph, schedule or "stream", int(tokens_per_step))
     g.meta["rounding"] = "double"
     plan = plan_memory(g, kernel_scratch(g), in_place=True)
     x = g.tensor(g.inputs[0])

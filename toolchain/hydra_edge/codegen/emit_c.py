@@ -43,8 +43,9 @@ from ..ir.serialize import save_graph
 from ..memory.loop_plan import STATE_SUFFIX, LoopLayout, plan_token_loop, row_bytes
 from ..memory.planner import MemoryPlan, check_no_overlap, scratch_name
 from ..ops import REGISTRY, check_shapes, node_rounding, op_def
+from ..ops.token_loop import graph_row_facts, row_tokens
 from .c_syntax import INT32_MAX, Call, CodegenError, c_int
-from .emit_tfl import TFL_HEADER, is_tfl, lower_tfl, tfl_scratch, tfl_sources
+from .emit_tfl import TFL_HEADER, is_tfl, lower_tfl, tfl_scratch, tfl_sources, uses_tfl
 
 RUNTIME_DIR = Path(__file__).resolve().parents[3] / "runtime_c"
 
@@ -171,8 +172,8 @@ class _ModelC:
 
     def _row(self, node: Node, index: int, kind: str, t: Tensor, whole: str) -> str:
         """In a token loop, a row operand points at the group's first row: input rows or output rows of a row op."""
-        d = op_def(node.op)
-        if self.loop is None or d is None:
+        d = graph_row_facts(self.graph, node) if self.loop is not None else None
+        if d is None:
             return whole
         if (index in d.row_inputs) if kind == "input" else not d.reduces:
             return f"({whole} + (size_t)t0 * {row_bytes(self.graph, t.name)})"
@@ -285,13 +286,22 @@ class _ModelC:
         ident = self.namer(node.name, "_params")
         decl = f"static const {ctype} {ident} = {{\n{_initialiser(fields, 1)}\n}};\n"
         d = op_def(node.op)
-        if self.loop is None or d is None or d.rows_field is None:
+        if self.loop is None:
+            return ident, decl
+        if d is None:  # a tfl op: its shapes' token dimensions, or its element count (ir/tfl_ops.tfl_rows)
+            facts = graph_row_facts(self.graph, node)
+            sets = [(f, "rows" if n == 1 else f"rows * {n}") for f, n in (facts.fields if facts else ())]
+        elif d.rows_field is not None:
+            out = self.tensor(node, 0, "output")
+            per_row = out.numel // row_tokens(out.shape)
+            sets = [(d.rows_field, f"rows * {per_row}" if d.rows_field_elements else "rows")]
+        else:
+            sets = []
+        if not sets:
             return ident, decl
         step = f"step{len(self.loop.copies)}"
-        per_row = self.tensor(node, 0, "output").numel // self.tensor(node, 0, "output").shape[0]
-        rows = f"rows * {per_row}" if d.rows_field_elements else "rows"
         self.loop.copies.append(f"{ctype} {step} = {ident};")
-        self.loop.rows.append(f"{step}.{d.rows_field} = {rows};")
+        self.loop.rows += [f"{step}.{f} = {rows};" for f, rows in sets]
         self.loop.statics[step] = ident
         return step, decl
 
@@ -444,7 +454,7 @@ def _model_c(graph: Graph, plan: MemoryPlan, board: Board, x: Tensor, y: Tensor)
         "#include <string.h>",
         "",
         '#include "hydra_rt.h"',
-        *(['#include "hydra_tfl.h"'] if any(is_tfl(n.op) for n in graph.nodes) else []),
+        *(['#include "hydra_tfl.h"'] if uses_tfl(graph) else []),
         '#include "model.h"',
         "",
         "#if defined(__GNUC__) || defined(__clang__)",
@@ -633,7 +643,7 @@ def emit_project(
         _write(folder / path.name, path.read_bytes())
     _write(folder / "Makefile", _makefile(graph, board, sources))
     _write(folder / "runtime" / "include" / "hydra_rt.h", header.read_bytes())
-    if any(is_tfl(n.op) for n in graph.nodes):
+    if uses_tfl(graph):
         _write(folder / "runtime" / "include" / TFL_HEADER, (runtime_dir / "include" / TFL_HEADER).read_bytes())
     src_dir = folder / "runtime" / "src"
     for stale in src_dir.glob("*.c") if src_dir.is_dir() else ():

@@ -34,25 +34,40 @@ TFL_HEADER = "hydra_tfl.h"
 TFL_SHARED_SOURCES = ("tfl_fixedpoint.c",)
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 # kernels that call other tfl kernels (on one row at a time): their sources come along
-TFL_CALLS = {"tfl_hydra_attention": ("tfl_mul", "tfl_sum", "tfl_add", "tfl_rsqrt", "tfl_l2_normalization")}
+TFL_CALLS = {op: ("tfl_mul", "tfl_sum", "tfl_add", "tfl_rsqrt", "tfl_l2_normalization")
+             for op in ("tfl_hydra_attention", "tfl_hydra_kv_state", "tfl_hydra_apply")}
+# the halves passes/stream.py splits tfl_hydra_attention into: their functions are in its source
+TFL_SOURCE = {"tfl_hydra_kv_state": "tfl_hydra_attention", "tfl_hydra_apply": "tfl_hydra_attention"}
 
 
 def is_tfl(op: str) -> bool:
     return op.startswith(TFL_PREFIX)
 
 
+def graph_ops(graph: Graph) -> set[str]:
+    """The ops of the graph's nodes and of its token loops' bodies."""
+    return {n.op for n in graph.nodes} | {sub["op"] for n in graph.nodes if n.op == "token_loop"
+                                          for sub in n.attrs["body"]}
+
+
+def uses_tfl(graph: Graph) -> bool:
+    return any(is_tfl(op) for op in graph_ops(graph))
+
+
 def tfl_sources(graph: Graph, runtime_src: Any) -> list[str]:
     """The tfl_*.c files the graph's tfl ops need (shared helpers first, when present), in a fixed order."""
-    used = {n.op for n in graph.nodes if is_tfl(n.op)}
+    used = {op for op in graph_ops(graph) if is_tfl(op)}
     ops = sorted(used.union(*(TFL_CALLS.get(op, ()) for op in used)))
     if not ops:
         return []
     shared = [s for s in TFL_SHARED_SOURCES if (runtime_src / s).is_file()]
-    return shared + [f"{op}.c" for op in ops]
+    return shared + sorted({f"{TFL_SOURCE.get(op, op)}.c" for op in ops})
 
 
 def _scratch_fn(op: str):
-    for mod in (tfl_linear, tfl_elementwise, tfl_hydra):
+    if op in tfl_hydra.KERNELS:  # one formula per op of the Hydra core (whole, or split in two)
+        return lambda attrs: tfl_hydra.scratch_bytes(attrs, op)
+    for mod in (tfl_linear, tfl_elementwise):
         if op in getattr(mod, "KERNELS", {}):
             return getattr(mod, "scratch_bytes", None)
     return None
@@ -103,6 +118,8 @@ def _operand(m: "_ModelC", node: Node, name: str) -> str:
     if name == "":
         return "NULL"
     t = m.graph.tensor(name)
+    if t.is_constant and m.loop is not None and str(np.asarray(t.data).dtype) == "int8":
+        return m.act(node, node.inputs.index(name))  # a constant read row by row (in a loop) points at the group's
     if t.is_constant:
         dtype = str(np.asarray(t.data).dtype)
         if dtype not in ("int8", "int32", "int64"):
@@ -111,7 +128,7 @@ def _operand(m: "_ModelC", node: Node, name: str) -> str:
         return m.const_array(t, dtype)
     if t.dtype != "int8":
         raise CodegenError(f"node {node.name} ({node.op}): activation {name!r} is {t.dtype}, expected int8")
-    return f"HYDRA_ARENA_S8({m.offset(name)})"
+    return m.act(node, node.inputs.index(name))  # in a token loop, a row input's group of rows
 
 
 def lower_tfl(m: "_ModelC", node: Node) -> Call:
@@ -120,12 +137,14 @@ def lower_tfl(m: "_ModelC", node: Node) -> Call:
         raise CodegenError(f"node {node.name} ({node.op}): the C kernels write one output, it has {len(node.outputs)}")
     base = f"hydra_{node.op}"
     fields = [(key, _field(m, node, key, value)) for key, value in node.attrs.items()]
+    if node.op in TFL_SOURCE:
+        return _hydra_half(m, node, fields)
     ident, decl = m.params(node, f"{base}_params", fields)
     args = [f"&{ident}", *(_operand(m, node, n) for n in node.inputs), m.act(node, 0, "output")]
     check = ""
     sname = scratch_name(node.name)
-    if any(b.name == sname for b in m.plan.buffers):
-        soff, ssize = m.offset(sname), m.plan.buffer(sname).size
+    if any(b.name == sname for b in m.plan.buffers) or (m.loop is not None and sname in m.loop.layout.offsets):
+        soff, ssize = m.scratch(node)
         args.append(f"(int32_t *)(void *)(hydra_arena + {soff})")
         check = (
             f"    if ({base}_get_buffer_size(&{ident}) > {ssize}) {{\n"
@@ -133,3 +152,21 @@ def lower_tfl(m: "_ModelC", node: Node) -> Call:
             f"    }}\n"
         )
     return Call(node, decl, f"{base}_s8({', '.join(args)})", check)
+
+
+def _hydra_half(m: "_ModelC", node: Node, fields: list) -> Call:
+    """tfl_hydra_kv_state (zero the state, accumulate the rows, kv after the last) or tfl_hydra_apply (per rows),
+    tfl_hydra_attention.c's halves, with the whole kernel's params; in a token loop on the group's rows, else on
+    all tokens (the state then in the node's scratch)."""
+    ident, decl = m.params(node, "hydra_tfl_hydra_attention_params", fields)
+    rows = m.rows or str(int(node.attrs["tokens"]))
+    if node.op == "tfl_hydra_apply":
+        row = f"HYDRA_ARENA_S8({m.scratch(node)[0]})"
+        call = f"hydra_tfl_hydra_apply_s8(&{ident}, {m.act(node, 0)}, {m.act(node, 1)}, {rows}, " \
+               f"{m.act(node, 0, 'output')}, {row})"
+        return Call(node, decl, call)
+    state = m.loop_state(node) if m.rows else f"(int32_t *)(void *)(hydra_arena + {m.scratch(node)[0]})"
+    before = (f"status = hydra_tfl_hydra_kv_begin_s8(&{m.static(ident)}, {state});\n"
+              "if (status != HYDRA_OK) {\n    return (int)status;\n}")
+    return Call(node, decl, f"hydra_tfl_hydra_kv_rows_s8(&{ident}, {m.act(node, 0)}, {m.act(node, 1)}, {rows}, {state})",
+                before=before, after=f"hydra_tfl_hydra_kv_end_s8(&{ident}, {state}, {m.act(node, 0, 'output')})")

@@ -29,6 +29,8 @@ MEMORY_PLOT = "memory.png"
 
 def node_macs(graph: Graph, node: Node) -> int:
     """Multiply-accumulates of one node (elementwise ops: one per element): the native ops' OpDef.macs."""
+    if node.op == "token_loop":  # its body's (tfl ops' by the rules below)
+        return sum(node_macs(graph, sub) for sub in body_nodes(node))
     d = op_def(node.op)
     if d is not None:
         return d.macs(graph, node)
@@ -46,6 +48,8 @@ def node_macs(graph: Graph, node: Node) -> int:
         return out.numel * int(node.attrs["depth"])
     if node.op == "tfl_hydra_attention":
         return 3 * out.numel
+    if node.op == "tfl_hydra_kv_state":  # its halves (passes/stream.py): k, v rows; q rows
+        return 2 * graph.tensor(node.inputs[0]).numel
     return out.numel  # other elementwise tfl ops
 
 

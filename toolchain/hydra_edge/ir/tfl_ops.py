@@ -9,6 +9,7 @@ a node whose attrs and tensors disagree.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -96,10 +97,26 @@ def _hydra_attention(node: Node, shapes: list[Shape]) -> Shape:
     return (a["tokens"], a["depth"])
 
 
+def _hydra_kv_state(node: Node, shapes: list[Shape]) -> Shape:
+    """tfl_hydra_kv_state(k, v) -> kv [depth] (passes/stream.py splits tfl_hydra_attention into it and apply)."""
+    a = node.attrs
+    if len(shapes) != 2 or any(_size(s) != a["tokens"] * a["depth"] for s in shapes):
+        raise IRError(f"{node.name}: k, v {shapes} are not [{a['tokens']}, {a['depth']}]")
+    return (a["depth"],)
+
+
+def _hydra_apply(node: Node, shapes: list[Shape]) -> Shape:
+    """tfl_hydra_apply(q, kv) -> out, q's shape."""
+    a = node.attrs
+    if len(shapes) != 2 or _size(shapes[0]) != a["tokens"] * a["depth"] or tuple(shapes[1]) != (a["depth"],):
+        raise IRError(f"{node.name}: q, kv {shapes} are not [{a['tokens']}, {a['depth']}] and [{a['depth']}]")
+    return shapes[0]
+
+
 # Rules that compare sizes only: the output tensor's own shape is kept when its element count fits
 # (RESHAPE, and the reductions whose keep_dims only changes the rank).
 SIZE_ONLY = frozenset({"tfl_reshape", "tfl_mean", "tfl_sum", "tfl_fully_connected", "tfl_batch_matmul",
-                       "tfl_hydra_attention"})
+                       "tfl_hydra_attention", "tfl_hydra_apply"})
 
 TFL_SHAPE_RULES: dict[str, Callable[[Node, list[Shape]], Shape]] = {
     "tfl_fully_connected": _fully_connected,
@@ -114,6 +131,8 @@ TFL_SHAPE_RULES: dict[str, Callable[[Node, list[Shape]], Shape]] = {
     "tfl_mean": _reduce,
     "tfl_sum": _reduce,
     "tfl_hydra_attention": _hydra_attention,
+    "tfl_hydra_kv_state": _hydra_kv_state,
+    "tfl_hydra_apply": _hydra_apply,
     # the elementwise family (frontend/tflite_prepare_elementwise.py): binary ops broadcast, the rest keep the shape
     **{f"tfl_{op}": _broadcast for op in ("add", "sub", "mul", "squared_difference")},
     **{f"tfl_{op}": _same_size for op in ("rsqrt", "logistic", "tanh", "softmax", "l2_normalization", "quantize",
@@ -126,3 +145,90 @@ def check_tfl_shape(node: Node, expected: Shape, actual: Shape) -> bool:
     if node.op in SIZE_ONLY:
         return _size(tuple(expected)) == _size(tuple(actual))
     return tuple(expected) == tuple(actual)
+
+
+# -- token loops (passes/stream.py): the tfl ops that run on a group of token rows -------------------------
+#
+# A tensor's token axis is its first dimension that is not 1 ([1, T, D], [1, T, 1], [1, T], [T, D] and
+# [1, T, H, Dh] all put T first after TFLite's leading 1s), so a group of G tokens is G consecutive rows of
+# numel / T bytes. An op runs on a group when each output row depends only on the same rows of its row
+# inputs: an elementwise op whose other operand is broadcast along T, MEAN / SUM over axes after T, RESHAPE
+# and the unary ops keeping T first. The loop gives it a copy of its params with the T dimension of each
+# row operand's (6-D, right-aligned) shape, or its element count, set to the group's (TflRows.fields).
+
+TFL_ROW_OPS = frozenset({"tfl_add", "tfl_sub", "tfl_mul", "tfl_squared_difference", "tfl_mean", "tfl_sum",
+                         "tfl_reshape", "tfl_rsqrt", "tfl_logistic", "tfl_tanh", "tfl_hydra_kv_state",
+                         "tfl_hydra_apply"})
+# the inputs whose bytes a tfl op's output may take (the kernel accepts output == that input)
+TFL_IN_PLACE = {"tfl_reshape": (0,), "tfl_hydra_attention": (0, 1, 2), "tfl_hydra_apply": (0,)}
+BINARY = ("tfl_add", "tfl_sub", "tfl_mul", "tfl_squared_difference")
+UNARY = ("tfl_rsqrt", "tfl_logistic", "tfl_tanh")
+
+
+def token_axis(shape: Shape) -> int | None:
+    """The index of a shape's token axis (its first dimension that is not 1), or None when it has none."""
+    return next((i for i, s in enumerate(shape) if int(s) != 1), None)
+
+
+def token_rows(shape: Shape) -> int:
+    """T of a row tensor: its token axis's size (1 when it has none)."""
+    axis = token_axis(shape)
+    return 1 if axis is None else int(shape[axis])
+
+
+@dataclass(frozen=True)
+class TflRows:
+    """How a tfl node runs in a token loop: its row inputs, whether it reduces over the tokens, and the params
+    fields a group sets: (C field, elements per row), set to rows * elements per row."""
+
+    tokens: int
+    row_inputs: tuple[int, ...]
+    reduces: bool = False
+    fields: tuple[tuple[str, int], ...] = ()
+
+
+def _six(attr: tuple, shape: Shape, axis: int) -> int | None:
+    """The index of `shape`'s axis in a 6-D right-aligned attr shape, when the attr agrees with the shape there."""
+    idx = len(attr) - len(shape) + axis
+    return idx if 0 <= idx < len(attr) and int(attr[idx]) == int(shape[axis]) else None
+
+
+def tfl_rows(node: Node, ins: list[Shape | None], out: Shape) -> TflRows | None:
+    """The token-loop facts of a tfl node with input shapes `ins` (None: an absent input) and output `out`; None
+    when it cannot run on a group of rows."""
+    a, op = node.attrs, node.op
+    if op in ("tfl_hydra_kv_state", "tfl_hydra_apply"):
+        t = int(a["tokens"])
+        return TflRows(t, (0, 1) if op == "tfl_hydra_kv_state" else (0,), op == "tfl_hydra_kv_state")
+    ax = token_axis(out)
+    if ax is None or int(out[ax]) < 2 or not ins or ins[0] is None:
+        return None
+    t = int(out[ax])
+    if op in BINARY and len(ins) == 2 and all(s is not None for s in ins):
+        fields, rows = [], []
+        for k, name in enumerate(("input1_shape", "input2_shape")):
+            s = tuple(ins[k])
+            p = ax - (len(out) - len(s))
+            if p >= 0 and int(s[p]) == t and token_axis(s) == p:
+                idx = _six(a[name], s, p)
+                if idx is None:
+                    return None
+                rows.append(k)
+                fields.append((f"{name}[{idx}]", 1))
+            elif p >= 0 and int(s[p]) != 1:
+                return None
+        idx = _six(a["output_shape"], out, ax)
+        if not rows or idx is None:
+            return None
+        return TflRows(t, tuple(rows), False, (*fields, (f"output_shape[{idx}]", 1)))
+    if token_axis(ins[0]) is None or token_rows(ins[0]) != t:
+        return None
+    if op in ("tfl_mean", "tfl_sum"):
+        s = tuple(ins[0])
+        idx = _six(a["input_shape"], s, token_axis(s))
+        if idx is None or int(a["reduce_shape"][idx]) != 1:
+            return None
+        return TflRows(t, (0,), False, ((f"input_shape[{idx}]", 1),))
+    if op == "tfl_reshape" or op in UNARY:
+        return TflRows(t, (0,), False, (("size", _size(out) // t),))
+    return None

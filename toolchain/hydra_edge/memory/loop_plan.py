@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from ..ir.graph import Graph, Node
 from ..ops import op_def
-from ..ops.token_loop import body_nodes
+from ..ir.tfl_ops import TFL_ROW_OPS
+from ..ops.token_loop import body_nodes, row_tokens
 from .planner import ALIGNMENT, Buffer, MemoryPlan, in_place_aliases, place, scratch_name
 
 STATE_SUFFIX = "#state"
@@ -51,7 +52,19 @@ class _Body:
 
 def row_bytes(graph: Graph, tensor: str) -> int:
     t = graph.tensor(tensor)
-    return t.nbytes // t.shape[0]
+    return t.nbytes // row_tokens(t.shape)
+
+
+def _loop_bytes(graph: Graph, sub: Node) -> tuple[int, int]:
+    """(scratch, loop state) bytes of a body op: OpDef.scratch and loop_state; of a tfl op, tfl_hydra_kv_state's
+    acc and row as its state (tfl_hydra_attention.c's kv_begin / kv_rows / kv_end), apply's row as scratch (the
+    other tfl row ops need none: reference/tfl_linear.py, tfl_elementwise.py)."""
+    if sub.op in TFL_ROW_OPS:
+        depth = int(sub.attrs.get("depth", 0))
+        return {"tfl_hydra_kv_state": (0, 5 * depth), "tfl_hydra_apply": (depth, 0)}.get(sub.op, (0, 0))
+    d = op_def(sub.op)
+    scratch = d.scratch(graph, sub) if d.scratch is not None else 0
+    return scratch, d.loop_state(graph, sub) if d.loop_state is not None else 0
 
 
 def plan_token_loop(graph: Graph, node: Node) -> LoopLayout:
@@ -69,11 +82,11 @@ def plan_token_loop(graph: Graph, node: Node) -> LoopLayout:
                 first[name] = last[name] = j
     buffers = [Buffer(name, group * row_bytes(graph, name), first[name], last[name]) for name in first]
     for j, sub in enumerate(body):
-        d = op_def(sub.op)
-        if d.scratch is not None and (size := d.scratch(graph, sub)) > 0:
-            buffers.append(Buffer(scratch_name(sub.name), size, j, j))
-        if d.loop_state is not None:
-            buffers.append(Buffer(sub.name + STATE_SUFFIX, d.loop_state(graph, sub), 0, len(body) - 1))
+        scratch, state = _loop_bytes(graph, sub)
+        if scratch > 0:
+            buffers.append(Buffer(scratch_name(sub.name), scratch, j, j))
+        if state > 0:
+            buffers.append(Buffer(sub.name + STATE_SUFFIX, state, 0, len(body) - 1))
     for b in buffers:
         b.alias_of = None
     aliases = in_place_aliases(_Body(body, list(kept)), buffers)  # type: ignore[arg-type]

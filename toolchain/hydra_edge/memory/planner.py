@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 
 from ..errors import HydraEdgeError
 from ..ir.graph import Graph, IRError
+from ..ir.tfl_ops import TFL_IN_PLACE
 from ..ops import REGISTRY
 
 ALIGNMENT = 16
@@ -68,8 +69,7 @@ SCRATCH_SUFFIX = "#scratch"
 # the native ops' OpDef.in_place (hydra_edge/ops), then the imported .tflite ones.
 IN_PLACE_OPS: dict[str, tuple[int, ...]] = {
     **{name: d.in_place for name, d in REGISTRY.items() if d.in_place},
-    "tfl_reshape": (0,),  # an imported RESHAPE: the same bytes
-    "tfl_hydra_attention": (0, 1, 2),  # reads q_t before out_t, k, v first
+    **TFL_IN_PLACE,  # an imported RESHAPE: the same bytes; tfl_hydra_attention reads q_t before out_t, k, v first
 }
 
 

@@ -66,5 +66,5 @@ OP = register(OpDef(
     "mean_pool", shape, macs, float_ref=float_ref, int_ref=int_ref, quantize=quantize,
     c_source="hydra_mean_pool.c", c_function="hydra_mean_pool_s8", param_struct="hydra_mean_pool_params",
     fields=fields, emit=emit, row_inputs=(0,), reduces=True,
-    loop_state=lambda graph, node: 4 * graph.tensor(node.inputs[0]).shape[1],
+    loop_state=lambda graph, node: 4 * graph.tensor(node.inputs[0]).shape[-1],
 ))

@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 
 from ..ir.graph import Graph, Node, Tensor
 from ..ir.ops import node_to_dict
-from ..ops import op_def
+from ..ops import op_def, strip_leading_ones
+from ..ops.token_loop import RowFacts, graph_row_facts, row_tokens
 
 RECOMPUTE_MACS_PER_ELEMENT = 4  # step 4: layernorm (3), add and lut (1) are recomputed; a linear never
 
@@ -50,6 +51,13 @@ def split_hydra_attention(graph: Graph) -> Graph:
     g = graph.copy()
     nodes: list[Node] = []
     for node in g.nodes:
+        if node.op == "tfl_hydra_attention" and len(node.inputs) == 3:  # the same two passes (tfl_hydra_attention.c)
+            q, k, v = node.inputs
+            kv = _fresh(g, node.name + ".kv")
+            g.tensors[kv] = Tensor(kv, (int(node.attrs["depth"]),), "int8")
+            nodes.append(Node(node.name + ".kv", "tfl_hydra_kv_state", [k, v], [kv], dict(node.attrs), node.source))
+            nodes.append(Node(node.name, "tfl_hydra_apply", [q, kv], list(node.outputs), dict(node.attrs), node.source))
+            continue
         if node.op != "hydra_attention" or len(node.inputs) != 3 or "kv_shift" not in node.attrs:
             nodes.append(node)
             continue
@@ -79,6 +87,7 @@ class _Facts:
     producer: dict[str, int] = field(default_factory=dict)
     readers: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # tensor -> [(node, input index)]
     tokens: dict[int, int] = field(default_factory=dict)  # streamable node -> its token count
+    facts: dict[int, RowFacts] = field(default_factory=dict)  # streamable node -> how it runs in a loop
 
     def __post_init__(self) -> None:
         for i, node in enumerate(self.graph.nodes):
@@ -86,30 +95,40 @@ class _Facts:
                 self.readers.setdefault(name, []).append((i, k))
             for name in node.outputs:
                 self.producer[name] = i
-            t = self._stream_tokens(node)
+            d = graph_row_facts(self.graph, node)
+            t = None if d is None else self._stream_tokens(node, d)
             if t is not None:
-                self.tokens[i] = t
+                self.tokens[i], self.facts[i] = t, d
 
-    def _stream_tokens(self, node: Node) -> int | None:
-        """T when `node` can run in a token loop: its row inputs [T, w] (one an activation), its output rows too."""
-        d = op_def(node.op)
-        if d is None or not d.row_inputs or len(node.outputs) != 1:
+    def _stream_tokens(self, node: Node, d: RowFacts) -> int | None:
+        """T when `node` can run in a token loop: its row inputs [T, w] (one an activation; TFLite's [1, T, ...]
+        too), its output rows too."""
+        g = self.graph
+        rows = [k for k in d.row_inputs if k < len(node.inputs) and node.inputs[k]]
+        shapes = [g.tensor(node.inputs[k]).shape for k in rows]
+        tokens = {row_tokens(s) for s in shapes}
+        if not shapes or len(tokens) != 1 or min(tokens) < 2 or (d.tokens is not None and d.tokens not in tokens):
             return None
-        shapes = [self.graph.tensor(node.inputs[k]).shape for k in d.row_inputs if k < len(node.inputs)]
-        if not shapes or any(len(s) != 2 for s in shapes) or len({s[0] for s in shapes}) != 1 or shapes[0][0] < 2:
+        if d.tokens is None and any(len(strip_leading_ones(s)) != 2 for s in shapes):  # a native op: [T, w]
             return None
-        if all(self.graph.tensor(node.inputs[k]).is_constant for k in d.row_inputs):
+        if all(g.tensor(node.inputs[k]).is_constant for k in rows):
             return None
-        out = self.graph.tensor(node.outputs[0]).shape
-        if not d.reduces and (len(out) != 2 or out[0] != shapes[0][0]):
+        out = g.tensor(node.outputs[0]).shape
+        if not d.reduces and (row_tokens(out) != min(tokens) or
+                              (d.tokens is None and len(strip_leading_ones(out)) != 2)):
             return None
-        return shapes[0][0]
+        return min(tokens)
 
     def row_edge(self, p: int, c: int, k: int) -> bool:
         """Whether input k of node c, written by node p, can be handed over row by row in one loop."""
         if p not in self.tokens or c not in self.tokens or self.tokens[p] != self.tokens[c]:
             return False
-        return not op_def(self.graph.nodes[p].op).reduces and k in op_def(self.graph.nodes[c].op).row_inputs
+        return not self.facts[p].reduces and k in self.facts[c].row_inputs
+
+    def macs(self, i: int) -> int:
+        node = self.graph.nodes[i]
+        d = op_def(node.op)
+        return d.macs(self.graph, node) if d is not None else self.graph.tensor(node.outputs[0]).numel
 
     def edges_in(self, c: int):
         """(producer, input index, tensor) of node c's activation inputs that a node writes."""
@@ -129,7 +148,7 @@ def _levels(f: _Facts) -> dict[int, set[int]]:
     outputs = set(g.outputs)
     for p in reversed(range(n)):  # step 3
         node = g.nodes[p]
-        if p not in f.tokens or op_def(node.op).reduces or node.outputs[0] in outputs:
+        if p not in f.tokens or f.facts[p].reduces or node.outputs[0] in outputs:
             continue
         readers = f.readers.get(node.outputs[0], [])
         if readers and all(f.row_edge(p, c, k) for c, k in readers):
@@ -137,13 +156,13 @@ def _levels(f: _Facts) -> dict[int, set[int]]:
     levels = {i: {level[i]} for i in range(n)}
     for p in range(n):  # step 4
         node = g.nodes[p]
-        if p not in f.tokens or op_def(node.op).reduces or node.outputs[0] in outputs:
+        if p not in f.tokens or f.facts[p].reduces or node.outputs[0] in outputs:
             continue
         readers = f.readers.get(node.outputs[0], [])
         if not readers or not all(f.row_edge(p, c, k) for c, k in readers):
             continue
         wanted = {level[c] for c, _ in readers}
-        cheap = op_def(node.op).macs(g, node) <= RECOMPUTE_MACS_PER_ELEMENT * g.tensor(node.outputs[0]).numel
+        cheap = f.macs(p) <= RECOMPUTE_MACS_PER_ELEMENT * g.tensor(node.outputs[0]).numel
         if len(wanted) > 1 and cheap and all(_read_there(f, level, p, name, wanted) for name in node.inputs):
             levels[p] = wanted | {level[p]}
     return levels
@@ -163,7 +182,7 @@ def _stored(f: _Facts, levels: dict[int, set[int]]) -> set[str]:
     g = f.graph
     stored = {n for n in g.inputs if not g.tensor(n).is_constant} | set(g.outputs)
     for name, p in f.producer.items():
-        if p not in f.tokens or op_def(g.nodes[p].op).reduces:
+        if p not in f.tokens or f.facts[p].reduces:
             stored.add(name)
             continue
         for c, k in f.readers.get(name, []):
@@ -265,14 +284,15 @@ def _in_place(graph: Graph, body: list[Node], inputs: list[str], outputs: list[s
     # input -> the latest body step that reads it, as a write at step w may follow it: a row read at step j
     # allows w > j, one by an input the op may overwrite (OpDef.in_place) w >= j, a whole read nothing
     last_read: dict[str, float] = {}
+    facts = [graph_row_facts(graph, sub) for sub in body]
     for j, sub in enumerate(body):
-        d = op_def(sub.op)
+        d = facts[j]
         for k, name in enumerate(sub.inputs):
             at = float("inf") if k not in d.row_inputs else j - 0.5 if k in d.in_place else j
             last_read[name] = max(last_read.get(name, -1.0), at)
     pairs, taken = [], set()
     for oi, out in enumerate(outputs):
-        if op_def(body[writer[out]].op).reduces:
+        if facts[writer[out]].reduces:
             continue
         for ii, name in enumerate(inputs):
             t = graph.tensor(name)
@@ -320,11 +340,13 @@ def schedule_token_loops(graph: Graph, tokens_per_step: int = 1) -> Graph:
         inputs = list(dict.fromkeys(n for sub in body for n in sub.inputs if n in item.reads))
         outputs = [n for sub in body for n in sub.outputs if n in item.writes]
         tokens = f.tokens[item.copies[0][0]]
+        shapes = {sub.outputs[0]: [int(v) for v in g.tensor(sub.outputs[0]).shape] for sub in body}
+        shapes = shapes if any(op_def(sub.op) is None for sub in body) else {}  # TFLite's shapes (token_loop.py)
         nodes.append(Node(
             _region_name(body, used), "token_loop", inputs, outputs,
             {"body": [node_to_dict(sub) for sub in body], "tokens": int(tokens),
              "tokens_per_step": min(int(tokens_per_step), int(tokens)),
-             "in_place": _in_place(g, body, inputs, outputs)},
+             "in_place": _in_place(g, body, inputs, outputs), **({"shapes": shapes} if shapes else {})},
             next((sub.source for sub in body if sub.source), ""),
         ))
     g.nodes = nodes

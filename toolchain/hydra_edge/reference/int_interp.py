@@ -41,12 +41,15 @@ def run_int(graph: Graph, x: np.ndarray, keep_all: bool = False) -> list[np.ndar
     values: dict[str, np.ndarray] = {n: t.data for n, t in graph.tensors.items() if t.is_constant}
     values[graph.inputs[0]] = np.asarray(x, np.int8).reshape(graph.tensor(graph.inputs[0]).shape)
     for node in graph.nodes:
-        if node.op == "token_loop":  # the body's intermediates land in `values` too (keep_all shows them)
-            run_body(node, values, rounding)
-            continue
-        if node.op.startswith("tfl_"):  # an imported .tflite op: reference/tfl_*.py, shaped as its output tensor
+        def tfl(node):  # an imported .tflite op: reference/tfl_*.py, shaped as its output tensor
             out = tfl_kernels()[node.op](node.attrs, [values.get(n) if n else None for n in node.inputs], rounding)
-            values[node.outputs[0]] = np.asarray(out).reshape(graph.tensor(node.outputs[0]).shape)
+            return np.asarray(out).reshape(graph.tensor(node.outputs[0]).shape)
+
+        if node.op == "token_loop":  # the body's intermediates land in `values` too (keep_all shows them)
+            run_body(node, values, rounding, tfl)
+            continue
+        if node.op.startswith("tfl_"):
+            values[node.outputs[0]] = tfl(node)
             continue
         out = _int_ref(node.op)(node, *(values[n] for n in node.inputs), node_rounding(node, rounding))
         # the output tensor's own shape: a legalised TFLite node's differs from its rule's by leading 1s

@@ -36,22 +36,36 @@ def phi_row(p: dict, x: np.ndarray, rounding: str) -> np.ndarray:
 
 
 def tfl_hydra_attention(a: dict, inputs: list, rounding: str) -> np.ndarray:
+    q, k, v = inputs
+    return tfl_hydra_apply(a, [q, tfl_hydra_kv_state(a, [k, v], rounding)], rounding)
+
+
+def tfl_hydra_kv_state(a: dict, inputs: list, rounding: str) -> np.ndarray:
+    """Pass 1 and kv: the first half, as passes/stream.py splits the node (tfl_hydra_kv_state(k, v) -> kv)."""
     t, d = a["tokens"], a["depth"]
-    q, k, v = (np.asarray(x).reshape(t, d) for x in inputs)
+    k, v = (np.asarray(x).reshape(t, d) for x in inputs)
     acc = np.zeros(d, np.int64)
     for i in range(t):
         acc += tfl_mul(a["kv_mul"], [phi_row(a["phi_k"], k[i], rounding), v[i]], rounding).astype(np.int64)
-    kv = requantize_sum(a["kv_sum"], acc, rounding)
+    return requantize_sum(a["kv_sum"], acc, rounding)
+
+
+def tfl_hydra_apply(a: dict, inputs: list, rounding: str) -> np.ndarray:
+    """Pass 2: the second half (tfl_hydra_apply(q, kv) -> out)."""
+    t, d = a["tokens"], a["depth"]
+    q, kv = np.asarray(inputs[0]).reshape(t, d), np.asarray(inputs[1]).reshape(d)
     out = np.empty((t, d), np.int8)
     for i in range(t):
         out[i] = tfl_mul(a["out_mul"], [phi_row(a["phi_q"], q[i], rounding), kv], rounding)
     return out
 
 
-def scratch_bytes(attrs: dict) -> int:
-    """The C kernel's scratch: the int32 accumulator [D], one int8 row [D] and kv [D]."""
+def scratch_bytes(attrs: dict, op: str = "tfl_hydra_attention") -> int:
+    """The C kernel's scratch: the int32 accumulator [D], one int8 row [D] and kv [D]; kv_state's acc and row
+    (its loop state in a token loop), apply's row."""
     d = int(attrs["depth"]) if "depth" in attrs else 0
-    return 4 * d + 2 * d
+    return {"tfl_hydra_kv_state": 5 * d, "tfl_hydra_apply": d}.get(op, 6 * d)
 
 
-KERNELS = {"tfl_hydra_attention": tfl_hydra_attention}
+KERNELS = {"tfl_hydra_attention": tfl_hydra_attention, "tfl_hydra_kv_state": tfl_hydra_kv_state,
+           "tfl_hydra_apply": tfl_hydra_apply}
