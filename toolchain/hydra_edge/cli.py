@@ -131,7 +131,7 @@ def inspect(model: Path, lowered: bool, input_shape: tuple[int, ...] | None, tru
 @click.option("--schedule", type=click.Choice(["greedy", "stream"]), default=None,
               help="Memory schedule: 'stream' (the default) runs the row-local ops as token loops between the steps "
                    "that need every token (attention state, keys and values, pooling); 'greedy' is TFLite Micro's "
-                   "planner on the ops one by one. An int8 .tflite is compiled op by op.")
+                   "planner on the ops one by one (for an int8 .tflite: TFLM's own unfused graph).")
 @click.option("--tokens-per-step", type=click.IntRange(min=1), default=1, show_default=True,
               help="Tokens a token loop takes at once: more scratch RAM, fewer kernel calls.")
 @_load_options

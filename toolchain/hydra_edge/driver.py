@@ -211,12 +211,13 @@ def compile_prequantised(
 ) -> CompileResult:
     """An int8 .tflite graph -> build folder: no lowering, calibration or quantisation (the file's own).
 
-    Calibration data is ignored with a warning (the file's scales are kept). By default (schedule None)
-    each Hydra core written with tfl ops is lifted into one tfl_hydra_attention node that streams over the
-    tokens with the same bits (passes/lift_tfl_hydra.py); schedule "greedy" keeps every op unfused (TFLM's
-    own graph). Either way the nodes with a native twin of the same bits become native ops
-    (passes/legalise_tfl.py), in TFLM's op order, planned with in-place reuse where a kernel allows it (a
-    RESHAPE is an alias, tfl_hydra_attention writes over q, k or v, an add over an operand).
+    Calibration data is ignored with a warning (the file's scales are kept). By default (schedule None or
+    "stream") each Hydra core written with tfl ops is lifted into one tfl_hydra_attention node with the same
+    bits (passes/lift_tfl_hydra.py) and the graph is scheduled as token loops (passes/stream.py: the row-local
+    tfl ops, the legalised native ones and the core's two halves run token group by token group);
+    schedule "greedy" keeps every op unfused (TFLM's own graph), op by op. Either way the nodes with a native
+    twin of the same bits become native ops (passes/legalise_tfl.py), planned with in-place reuse where a
+    kernel allows it (a RESHAPE is an alias, tfl_hydra_attention writes over q, k or v, an add over an operand).
     rounding "double" is TFLM's; "single" gives LiteRT's reference kernels (BUILTIN_REF), whose
     FULLY_CONNECTED rounds once while the other ops round as TFLM (frontend.tflite.litert_rounding).
     """

@@ -169,7 +169,8 @@ def text_table(headers: list[str], rows: list[list[Any]], right: set[int]) -> li
 
 def schedule_detail(graph: Graph, plan: MemoryPlan) -> str:
     """What the schedule did to this graph, in words: which ops run fused or streamed, and in place or not."""
-    if graph.meta.get("frontend") == "tflite":
+    loops = [node for node in graph.nodes if node.op == "token_loop"]
+    if graph.meta.get("frontend") == "tflite" and not loops:
         parts = ["the .tflite's own ops in its order"]
         cores = sum(node.op == "tfl_hydra_attention" for node in graph.nodes)
         if cores:
