@@ -170,13 +170,14 @@ hydra_status hydra_tfl_hydra_attention_s8(const hydra_tfl_hydra_attention_params
     if (p == NULL || q == NULL || k == NULL || v == NULL || output == NULL || scratch == NULL ||
         ((uintptr_t)(void *)scratch & 3u) != 0)
         return HYDRA_ERR_ARG;
-    hydra_status st = hydra_tfl_hydra_kv_begin_s8(p, scratch);
+    hydra_status st = hydra_tfl_hydra_kv_begin_s8(p, scratch); /* checks the params (depth) first */
     if (st == HYDRA_OK)
         st = hydra_tfl_hydra_kv_rows_s8(p, k, v, p->tokens, scratch);
+    if (st != HYDRA_OK)
+        return st;
     int8_t *row = (int8_t *)(void *)(scratch + p->depth);
     int8_t *kv = row + p->depth;
-    if (st == HYDRA_OK)
-        st = hydra_tfl_hydra_kv_end_s8(p, scratch, kv);
+    st = hydra_tfl_hydra_kv_end_s8(p, scratch, kv);
     if (st == HYDRA_OK)
         st = hydra_tfl_hydra_apply_s8(p, q, kv, p->tokens, output, row);
     return st;

@@ -57,7 +57,7 @@ def graph_row_facts(graph: Graph, node: Node) -> RowFacts | None:
 
 def row_tokens(shape: Shape) -> int:
     """T of a row tensor ([T, w], or TFLite's [1, T, ...])."""
-    return token_rows(strip_leading_ones(shape)) if strip_leading_ones(shape) else 1
+    return token_rows(shape)
 
 
 def body_nodes(node: Node) -> list[Node]:
