@@ -121,14 +121,13 @@ class _Namer:
 
 @dataclass
 class _Loop:
-    """The token loop being emitted: where its rows live, and the param copies its body's calls use."""
+    """The token loop being emitted: where its rows live, and which params its body's calls use per group."""
 
     node: Node
     layout: LoopLayout
     base: int  # the loop's scratch offset in the arena
-    copies: list[str] = field(default_factory=list)  # the body's param copies, declared once before the loop
-    rows: list[str] = field(default_factory=list)  # the current body call's rows assignments (in the loop)
-    statics: dict[str, str] = field(default_factory=dict)  # a param copy -> the static struct it copies
+    rows: list[str] = field(default_factory=list)  # the current body call's lines in the loop (its params' choice)
+    statics: dict[str, str] = field(default_factory=dict)  # a per-group params pointer -> the full groups' struct
 
 
 @dataclass
@@ -281,29 +280,34 @@ class _ModelC:
     def params(self, node: Node, ctype: str, fields: list[tuple[str, Any]]) -> tuple[str, str]:
         """A static const param struct; a field whose value is a list of fields is a nested struct.
 
-        In a token loop, an op with a rows field gets a copy of it with that field set to the group's rows:
-        the identifier returned is the copy's."""
+        In a token loop, an op whose params give its rows (OpDef.rows_field; a tfl op's TflRows.fields) gets them
+        for a group of G rows, and a second struct for the last group when G does not divide T: the identifier
+        returned then points at the one for the current group (both in flash: nothing is copied per loop)."""
         ident = self.namer(node.name, "_params")
-        decl = f"static const {ctype} {ident} = {{\n{_initialiser(fields, 1)}\n}};\n"
-        d = op_def(node.op)
-        if self.loop is None:
+        sets = self._row_fields(node) if self.loop is not None else []
+        if not sets:
+            return ident, f"static const {ctype} {ident} = {{\n{_initialiser(fields, 1)}\n}};\n"
+        tokens, group = int(self.loop.node.attrs["tokens"]), int(self.loop.node.attrs["tokens_per_step"])
+        decl = f"static const {ctype} {ident} = {{\n{_initialiser(_with_rows(fields, sets, group), 1)}\n}};\n"
+        if tokens % group == 0:
             return ident, decl
+        last = self.namer(node.name, "_params_last")
+        decl += f"static const {ctype} {last} = {{\n{_initialiser(_with_rows(fields, sets, tokens % group), 1)}\n}};\n"
+        step = f"step{len(self.loop.statics)}"
+        self.loop.rows.append(f"const {ctype} *{step} = rows == {group} ? &{ident} : &{last};")
+        self.loop.statics[f"(*{step})"] = ident
+        return f"(*{step})", decl
+
+    def _row_fields(self, node: Node) -> list[tuple[str, int]]:
+        """(field, elements per row) of the params a group sets: `name` or `name[index]`."""
+        d = op_def(node.op)
         if d is None:  # a tfl op: its shapes' token dimensions, or its element count (ir/tfl_ops.tfl_rows)
             facts = graph_row_facts(self.graph, node)
-            sets = [(f, "rows" if n == 1 else f"rows * {n}") for f, n in (facts.fields if facts else ())]
-        elif d.rows_field is not None:
-            out = self.tensor(node, 0, "output")
-            per_row = out.numel // row_tokens(out.shape)
-            sets = [(d.rows_field, f"rows * {per_row}" if d.rows_field_elements else "rows")]
-        else:
-            sets = []
-        if not sets:
-            return ident, decl
-        step = f"step{len(self.loop.copies)}"
-        self.loop.copies.append(f"{ctype} {step} = {ident};")
-        self.loop.rows += [f"{step}.{f} = {rows};" for f, rows in sets]
-        self.loop.statics[step] = ident
-        return step, decl
+            return list(facts.fields) if facts else []
+        if d.rows_field is None:
+            return []
+        out = self.tensor(node, 0, "output")
+        return [(d.rows_field, out.numel // row_tokens(out.shape) if d.rows_field_elements else 1)]
 
     def static(self, ident: str) -> str:
         """The static param struct behind `ident` (a token loop's per-group copy), for code before or after the loop."""
@@ -345,9 +349,10 @@ class _ModelC:
             self.loop = None
         decls = "".join(c.params_decl for c, _ in calls)
         before = [c.before for c, _ in calls if c.before]
-        # each op's params copied once; in the loop only their rows change (the last group may be shorter)
-        body = [*loop.copies, *before, f"for (int32_t t0 = 0; t0 < {tokens}; t0 += {group}) {{",
-                f"    const int32_t rows = {tokens} - t0 < {group} ? {tokens} - t0 : {group};"]
+        # each op's params made for a group in flash (and for a shorter last group): the loop only picks them
+        body = [*before, f"for (int32_t t0 = 0; t0 < {tokens}; t0 += {group}) {{",
+                f"    const int32_t rows = {tokens} - t0 < {group} ? {tokens} - t0 : {group};",
+                "    (void)rows; /* (read by the calls that take rows, and to pick a shorter last group's params) */"]
         for c, rows in calls:
             body.append(f"    {{ /* {_c_comment(f'{c.node.name} ({c.node.op})')} */")
             body += [f"        {line}" for line in rows]
@@ -372,6 +377,22 @@ class _ModelC:
                 "quantise the graph first (gelu becomes lut)"
             )
         return d.emit(self, node)
+
+
+def _with_rows(fields: list[tuple[str, Any]], sets: list[tuple[str, int]], rows: int) -> list[tuple[str, Any]]:
+    """The fields with each of `sets` (`name` or `name[index]`, elements per row) set for `rows` rows."""
+    values = dict(fields)
+    for name, per_row in sets:
+        key, _, index = name.partition("[")
+        if key not in values:
+            raise CodegenError(f"params have no field {key!r} to give the group's rows")
+        if not index:
+            values[key] = str(rows * per_row)
+            continue
+        items = [v.strip() for v in str(values[key]).strip("{}").split(",")]
+        items[int(index.rstrip("]"))] = str(rows * per_row)
+        values[key] = "{" + ", ".join(items) + "}"
+    return [(k, values[k]) for k, _ in fields]
 
 
 def _initialiser(fields: list[tuple[str, Any]], depth: int) -> str:
