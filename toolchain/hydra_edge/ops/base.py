@@ -47,8 +47,8 @@ class OpDef:
     # Token loops (passes/stream.py, ops/token_loop.py). row_inputs: the inputs the op reads row by row
     # ([T, ...], row t for output row t); its other activation inputs it reads whole, so they must be complete
     # before a loop that runs it starts. An op with row_inputs can run inside a token loop: the emitter gives
-    # it a copy of its params with `rows_field` set to the group's rows (times the row's elements when
-    # rows_field_elements), row pointers for its row inputs and outputs, whole ones for the rest.
+    # it params with `rows_field` set to the group's rows (times the row's elements when
+    # rows_field_elements; in flash, for G rows and for a shorter last group), row pointers for its row inputs and outputs, whole ones for the rest.
     # reduces: its output is not token rows but a reduction over all of them, complete after the loop
     # (mean_pool, hydra_kv_state); its emit gives the code before and after the loop too.
     row_inputs: tuple[int, ...] = ()
