@@ -91,6 +91,34 @@ def test_an_op_across_the_tokens_does_not_stream():
             assert facts is None
 
 
+def _node(op: str, **attrs):
+    from hydra_edge.ir.graph import Node
+
+    return Node("n", op, ["a", "b"], ["y"], attrs)
+
+
+def test_row_facts_follow_the_token_axis():
+    six = lambda *s: (1,) * (6 - len(s)) + s  # noqa: E731  (TFLM's right-aligned 6-D shapes)
+    mul = _node("tfl_mul", input1_shape=six(16, 32), input2_shape=six(16, 1), output_shape=six(16, 32))
+    r = tfl_rows(mul, [(1, 16, 32), (1, 16, 1)], (1, 16, 32))
+    assert (r.tokens, r.row_inputs, r.fields) == (16, (0, 1), (("input1_shape[4]", 1), ("input2_shape[4]", 1),
+                                                                ("output_shape[4]", 1)))
+    add = _node("tfl_add", input1_shape=six(16), input2_shape=six(1), output_shape=six(16))  # [1, T] + eps
+    assert tfl_rows(add, [(1, 16), ()], (1, 16)).fields == (("input1_shape[5]", 1), ("output_shape[5]", 1))
+    across = _node("tfl_mul", input1_shape=six(16, 32), input2_shape=six(2, 16, 32), output_shape=six(2, 16, 32))
+    r = tfl_rows(across, [(16, 32), (2, 16, 32)], (2, 16, 32))  # rows along the first axis: the [16, 32] whole
+    assert (r.tokens, r.row_inputs) == (2, (1,))
+    partial = _node("tfl_mul", input1_shape=six(4, 32), input2_shape=six(16, 32), output_shape=six(16, 32))
+    assert tfl_rows(partial, [(4, 32), (16, 32)], (16, 32)) is None  # no broadcast rule gives this: refused
+    mean = dict(input_shape=six(16, 32), num_elements=32)
+    assert tfl_rows(_node("tfl_mean", reduce_shape=six(1, 32), **mean), [(1, 16, 32)], (1, 16, 1)).fields == (
+        ("input_shape[4]", 1),)
+    assert tfl_rows(_node("tfl_mean", reduce_shape=six(16, 1), **mean), [(1, 16, 32)], (1, 1, 32)) is None
+    assert tfl_rows(_node("tfl_reshape", size=512), [(1, 32, 16)], (1, 16, 32)) is None  # T changes
+    assert tfl_rows(_node("tfl_reshape", size=512), [(16, 32)], (1, 16, 2, 16)).fields == (("size", 32),)
+    assert tfl_rows(_node("tfl_logistic", size=1024), [(16, 64)], (16, 64)).fields == (("size", 64),)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_split_tfl_hydra_attention_is_the_same_bits(seed):
     graph = _graph("tfl_hydra_vit")
