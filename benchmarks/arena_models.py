@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             for schedule in (None, "greedy"):
                 try:
                     row = measure(model, calib, shape, schedule, args.tokens_per_step, Path(tmp) / "build")
-                except Exception as exc:  # a schedule the model refuses (an int8 .tflite has one)
+                except Exception as exc:  # a schedule the model refuses
                     if schedule is None:
                         raise
                     print(f"{model}: schedule {schedule}: {exc}", file=sys.stderr)

@@ -45,14 +45,15 @@ def test_layernorm_over_a_1d_tensor(tmp_path):
 
 
 def test_a_tflite_build_says_what_its_schedule_did(tmp_path):
-    """An int8 .tflite is compiled in its own op order: the report says so, and whether Hydra cores were
-    lifted into streaming ops and in place was used, rather than only "schedule greedy"."""
+    """An int8 .tflite streams by default (the report says how many of its ops run in token loops) and with
+    schedule greedy is compiled in its own op order: the report says so, rather than only "schedule greedy"."""
     from model_zoo import ROOT
 
     model = ROOT / "tests" / "models" / "tfl_hydra_vit.tflite"
-    lifted = driver.compile_model(model, "host", tmp_path / "default").report["ram"]
-    assert lifted["schedule_detail"].startswith("the .tflite's own ops in its order; 2 Hydra cores as one streaming")
-    assert lifted["schedule_detail"].endswith("in place where a kernel allows") == lifted["in_place"]
+    streamed = driver.compile_model(model, "host", tmp_path / "default").report["ram"]
+    assert streamed["schedule"] == "stream"
+    assert " ops in 7 token loops, run token group by token group; " in streamed["schedule_detail"]
+    assert streamed["schedule_detail"].endswith("in place where a kernel allows") == streamed["in_place"]
     unfused = driver.compile_model(model, "host", tmp_path / "greedy", schedule="greedy").report
     assert "Hydra core" not in unfused["ram"]["schedule_detail"]
     assert unfused["ram"]["schedule_detail"] in format_report(unfused)
