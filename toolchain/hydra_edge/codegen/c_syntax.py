@@ -33,6 +33,16 @@ def c_int(value: Any, ctype: str, where: str) -> str:
     return str(v)
 
 
+def status_checked(expr: str) -> str:
+    """`status = expr;` and the early return of a failed status: the C that follows every call in model.c."""
+    return f"status = {expr};\nif (status != HYDRA_OK) {{\n    return (int)status;\n}}"
+
+
+def indented(text: str, spaces: int) -> list[str]:
+    """The lines of `text`, each indented by `spaces`."""
+    return [" " * spaces + line for line in text.split("\n")]
+
+
 @dataclass
 class Call:
     """One node lowered: its params struct declaration and its kernel call."""

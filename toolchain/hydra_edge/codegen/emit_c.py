@@ -44,7 +44,7 @@ from ..memory.loop_plan import STATE_SUFFIX, LoopLayout, plan_token_loop, row_by
 from ..memory.planner import MemoryPlan, check_no_overlap, scratch_name
 from ..ops import REGISTRY, check_shapes, node_rounding, op_def
 from ..ops.token_loop import graph_row_facts, row_tokens
-from .c_syntax import INT32_MAX, Call, CodegenError, c_int
+from .c_syntax import INT32_MAX, Call, CodegenError, c_int, indented, status_checked
 from .emit_tfl import TFL_HEADER, is_tfl, lower_tfl, tfl_scratch, tfl_sources, uses_tfl
 
 RUNTIME_DIR = Path(__file__).resolve().parents[3] / "runtime_c"
@@ -317,6 +317,10 @@ class _ModelC:
     def call(self, node: Node, params_decl: str, call: str, check: str = "", before: str = "", after: str = "") -> Call:
         return Call(node, params_decl, call, check, before, after)
 
+    def checked(self, expr: str) -> str:
+        """C that evaluates a hydra_status expression and returns it when it failed (for an op's `before`)."""
+        return status_checked(expr)
+
     def error(self, message: str) -> CodegenError:
         return CodegenError(message)
 
@@ -357,12 +361,9 @@ class _ModelC:
             body.append(f"    {{ /* {_c_comment(f'{c.node.name} ({c.node.op})')} */")
             body += [f"        {line}" for line in rows]
             body += [f"        {line.strip()}" for line in c.check.rstrip("\n").split("\n") if line.strip()]
-            body += [f"        status = {c.call};", "        if (status != HYDRA_OK) {",
-                     "            return (int)status;", "        }", "    }"]
+            body += [*indented(status_checked(c.call), 8), "    }"]
         body.append("}")
-        for c, _ in calls:
-            if c.after:
-                body += [f"status = {c.after};", "if (status != HYDRA_OK) {", "    return (int)status;", "}"]
+        body += [status_checked(c.after) for c, _ in calls if c.after]
         lines = [f"/* {len(calls)} ops over {tokens} tokens, {group} at a time */", "{",
                  *(f"    {line}" for text in body for line in text.split("\n")), "}"]
         return Call(node, decls, "", code="\n".join(lines))
@@ -515,13 +516,10 @@ def _model_c(graph: Graph, plan: MemoryPlan, board: Board, x: Tensor, y: Tensor)
         if c.check:
             lines.append(c.check.rstrip("\n"))
         if c.before:
-            lines.append(f"    {c.before}")
-        lines.append(f"    status = {c.call};")
-        lines.append("    if (status != HYDRA_OK) {")
-        lines.append("        return (int)status;")
-        lines.append("    }")
+            lines += indented(c.before, 4)
+        lines += indented(status_checked(c.call), 4)
         if c.after:
-            lines += [f"    status = {c.after};", "    if (status != HYDRA_OK) {", "        return (int)status;", "    }"]
+            lines += indented(status_checked(c.after), 4)
     lines += [
         "",
         f"    {OP_MARKER}({len(calls)}); /* end of the last op */",

@@ -23,7 +23,7 @@ import numpy as np
 from ..ir.graph import Graph, Node
 from ..memory.planner import scratch_name
 from ..reference import tfl_elementwise, tfl_hydra, tfl_linear
-from .c_syntax import Call, CodegenError, c_int
+from .c_syntax import Call, CodegenError, c_int, status_checked
 
 # emit_c's model writer (emit_c._ModelC: graph, plan, params, act, offset, const_array, attr_array), which
 # passes itself in; emit_c imports this module, so the type is not imported back.
@@ -166,7 +166,6 @@ def _hydra_half(m: "_ModelC", node: Node, fields: list) -> Call:
                f"{m.act(node, 0, 'output')}, {row})"
         return Call(node, decl, call)
     state = m.loop_state(node) if m.rows else f"(int32_t *)(void *)(hydra_arena + {m.scratch(node)[0]})"
-    before = (f"status = hydra_tfl_hydra_kv_begin_s8(&{m.static(ident)}, {state});\n"
-              "if (status != HYDRA_OK) {\n    return (int)status;\n}")
+    before = status_checked(f"hydra_tfl_hydra_kv_begin_s8(&{m.static(ident)}, {state})")
     return Call(node, decl, f"hydra_tfl_hydra_kv_rows_s8(&{ident}, {m.act(node, 0)}, {m.act(node, 1)}, {rows}, {state})",
                 before=before, after=f"hydra_tfl_hydra_kv_end_s8(&{ident}, {state}, {m.act(node, 0, 'output')})")

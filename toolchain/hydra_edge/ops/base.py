@@ -139,7 +139,7 @@ def unary_call(em: Any, node: Node, op: OpDef) -> Any:
     if em.rows is None or op.loop_functions is None:
         return em.call(node, decl, f"{op.c_function}(&{ident}, {args})")
     check, rows = op.loop_functions
-    before = f"status = {check}(&{em.static(ident)});\nif (status != HYDRA_OK) {{\n    return (int)status;\n}}"
+    before = em.checked(f"{check}(&{em.static(ident)})")
     return em.call(node, decl, f"{rows}(&{ident}, {args})", before=before)
 
 

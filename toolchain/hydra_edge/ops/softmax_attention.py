@@ -139,8 +139,7 @@ def emit(em: Any, node: Node) -> Any:
     if em.rows is None:
         return em.call(node, decl, f"{OP.c_function}(&{ident}, {q}, {k}, {v}, {y}, {scratch})", check)
     key_sums = em.loop_state(node)
-    before = (f"status = hydra_softmax_attention_key_sums_s8(&{em.static(ident)}, {k}, {key_sums});\n"
-              "if (status != HYDRA_OK) {\n    return (int)status;\n}")
+    before = em.checked(f"hydra_softmax_attention_key_sums_s8(&{em.static(ident)}, {k}, {key_sums})")
     return em.call(node, decl, f"hydra_softmax_attention_rows_s8(&{ident}, {q}, {k}, {v}, {key_sums}, {y}, {scratch})",
                    check, before=before)
 

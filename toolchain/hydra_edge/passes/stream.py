@@ -53,7 +53,7 @@ def split_hydra_attention(graph: Graph) -> Graph:
     for node in g.nodes:
         if node.op == "tfl_hydra_attention" and len(node.inputs) == 3:  # the same two passes (tfl_hydra_attention.c)
             q, k, v = node.inputs
-            kv = _fresh(g, node.name + ".kv")
+            kv = g.unique_name(node.name + ".kv")
             g.tensors[kv] = Tensor(kv, (int(node.attrs["depth"]),), "int8")
             nodes.append(Node(node.name + ".kv", "tfl_hydra_kv_state", [k, v], [kv], dict(node.attrs), node.source))
             nodes.append(Node(node.name, "tfl_hydra_apply", [q, kv], list(node.outputs), dict(node.attrs), node.source))
@@ -63,20 +63,13 @@ def split_hydra_attention(graph: Graph) -> Graph:
             continue
         q, k, v = node.inputs
         tokens, dim = g.tensor(k).shape
-        kv = _fresh(g, node.name + ".kv")
+        kv = g.unique_name(node.name + ".kv")
         g.tensors[kv] = Tensor(kv, (dim,), "int32")
         nodes.append(Node(node.name + ".kv", "hydra_kv_state", [k, v], [kv], {**node.attrs, "tokens": int(tokens)},
                           node.source))
         nodes.append(Node(node.name, "hydra_apply", [q, kv], list(node.outputs), dict(node.attrs), node.source))
     g.nodes = nodes
     return g
-
-
-def _fresh(graph: Graph, base: str) -> str:
-    name, i = base, 1
-    while name in graph.tensors:
-        name, i = f"{base}_{i}", i + 1
-    return name
 
 
 @dataclass
