@@ -46,6 +46,7 @@ NUM_TEST_VECTORS = 8
 Progress = Callable[[str, int, int], None]
 
 SCHEDULES = ("greedy", "stream")
+DEFAULT_SCHEDULE = "stream"  # token loops wherever a graph has rows to stream (one without any runs op by op)
 
 
 class ScheduleError(HydraEdgeError, ValueError):
@@ -127,13 +128,13 @@ def compile_graph(
 ) -> CompileResult:
     """Lowered float IR -> quantised IR -> build folder.
 
-    schedule: "greedy" or "stream" (None: "stream" when the graph has Hydra attention, else "greedy");
-    tokens_per_step: tokens per group in a streamed block (more scratch, fewer weight reads);
+    schedule: "greedy" or "stream" (None: DEFAULT_SCHEDULE, "stream");
+    tokens_per_step: tokens per group in a token loop (more scratch, fewer kernel calls);
     calib_percentile: None for min/max ranges, or P to clip each range to its P and 100 - P percentiles.
     """
     if is_prequantised(float_graph):  # an int8 .tflite: its own quantisation, nothing to calibrate
         return compile_prequantised(float_graph, board, out, calib, rounding, schedule, tokens_per_step, force)
-    schedule = default_schedule(float_graph) if schedule is None else schedule
+    schedule = DEFAULT_SCHEDULE if schedule is None else schedule
     if schedule not in SCHEDULES:
         raise ScheduleError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
     if isinstance(tokens_per_step, bool) or int(tokens_per_step) != tokens_per_step or tokens_per_step < 1:
@@ -157,7 +158,7 @@ def plan_graph(float_graph: Graph, calib: np.ndarray, rounding: str = "double", 
                tokens_per_step: int = 1, tick: Callable[[int], None] | None = None,
                percentile: float | None = None) -> tuple[Graph, MemoryPlan]:
     """Calibrate, quantise, schedule and plan: the quantised graph as it will run, and its arena."""
-    schedule = default_schedule(float_graph) if schedule is None else schedule
+    schedule = DEFAULT_SCHEDULE if schedule is None else schedule
     ranges = calibrate(float_graph, calib, tick, percentile)
     qgraph = schedule_graph(quantize_graph(float_graph, ranges, rounding), schedule, int(tokens_per_step))
     return qgraph, plan_memory(qgraph, kernel_scratch(qgraph), in_place=schedule == "stream")
@@ -237,7 +238,7 @@ def compile_prequantised(
 
         qgraph = lift_tfl_hydra(qgraph)
     qgraph = legalise_tfl(qgraph)  # FULLY_CONNECTED, ADD, MEAN over tokens: the native kernels, TFLM's bits
-    g = schedule_graph(qgraph, schedule or "stream", int(tokens_per_step))
+    g = schedule_graph(qgraph, schedule or DEFAULT_SCHEDULE, int(tokens_per_step))
     g.meta["rounding"] = "double"
     plan = plan_memory(g, kernel_scratch(g), in_place=True)
     x = g.tensor(g.inputs[0])
@@ -252,11 +253,6 @@ def compile_prequantised(
 
         extra[SOURCE_TFLITE] = source
     return write_build(g, plan, board, Path(out), vectors, force=force, extra_files=extra)
-
-
-def default_schedule(graph: Graph) -> str:
-    """"stream": token loops wherever the graph has rows to stream (a graph without any is planned op by op)."""
-    return "stream"
 
 
 def schedule_graph(qgraph: Graph, schedule: str, tokens_per_step: int = 1) -> Graph:

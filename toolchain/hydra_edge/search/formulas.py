@@ -11,7 +11,7 @@
   i.e. every tensor of the layer held whole, as a layer-by-layer runtime
   (TFLite Micro) holds it; peak RAM = the largest of these.
 
-Neither sees what the compiler does (streamed blocks, in-place reuse, kernel
+Neither sees what the compiler does (token loops, in-place reuse, kernel
 scratch, the harness and stack); search/constraint.py counts the candidates
 each rule would have let through that the compiler refuses, and the reverse.
 """

@@ -14,7 +14,7 @@ against board.toml's ram_bytes and flash_bytes. A board without them (host,
 jetson-*) has no budget. A model over the RAM budget is refused with the
 bytes over, the op at the arena's peak (name, kind, bytes live there) and a
 suggestion, most useful first: the streaming schedule when the greedy one was
-used, fewer tokens per step when a streamed block is at the peak, fewer
+used, fewer tokens per step when a token loop is at the peak, fewer
 tokens (a larger patch or a smaller image), a smaller embedding dim. The linker has the last word (the emulation and
 device images are linked with the board's real region sizes); this check
 exists so that a model that cannot fit fails at compile time, saying by how
