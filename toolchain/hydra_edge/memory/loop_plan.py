@@ -42,14 +42,6 @@ class LoopLayout:
         return self.offsets.get(tensor)
 
 
-class _Body:
-    """What planner.in_place_aliases reads of a graph: the nodes, in order, and the outputs."""
-
-    def __init__(self, nodes: list[Node], outputs: list[str]) -> None:
-        self.nodes = nodes
-        self.outputs = outputs
-
-
 def row_bytes(graph: Graph, tensor: str) -> int:
     t = graph.tensor(tensor)
     return t.nbytes // row_tokens(t.shape)
@@ -87,9 +79,7 @@ def plan_token_loop(graph: Graph, node: Node) -> LoopLayout:
             buffers.append(Buffer(scratch_name(sub.name), scratch, j, j))
         if state > 0:
             buffers.append(Buffer(sub.name + STATE_SUFFIX, state, 0, len(body) - 1))
-    for b in buffers:
-        b.alias_of = None
-    aliases = in_place_aliases(_Body(body, list(kept)), buffers)  # type: ignore[arg-type]
+    aliases = in_place_aliases(body, buffers)  # the loop's kept outputs are not among its buffers
     for b in buffers:
         b.alias_of = aliases.get(b.name)
     return LoopLayout(place(buffers, ALIGNMENT, in_place=True))

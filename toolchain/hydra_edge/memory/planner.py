@@ -58,7 +58,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import HydraEdgeError
-from ..ir.graph import Graph, IRError
+from ..ir.graph import Graph, IRError, Node
 from ..ir.tfl_ops import TFL_IN_PLACE
 from ..ops import REGISTRY
 
@@ -210,12 +210,12 @@ def in_place_slots(node) -> list[tuple[int, tuple[int, ...]]]:
     return [(0, slots)] if slots and len(node.outputs) == 1 else []
 
 
-def in_place_aliases(graph: Graph, buffers: list[Buffer]) -> dict[str, str]:
-    """Step 2a: {output tensor: the input whose bytes it takes}."""
+def in_place_aliases(nodes: list[Node], buffers: list[Buffer], keep: frozenset[str] = frozenset()) -> dict[str, str]:
+    """Step 2a over `nodes` (the steps, in order): {output tensor: the input whose bytes it takes}. `keep`: tensors
+    whose bytes must outlive their last reader (the graph's outputs)."""
     by_name = {b.name: b for b in buffers}
-    outputs = set(graph.outputs)
     aliases: dict[str, str] = {}
-    for i, node in enumerate(graph.nodes):
+    for i, node in enumerate(nodes):
         for out_index, slots in in_place_slots(node):
             out = by_name.get(node.outputs[out_index]) if out_index < len(node.outputs) else None
             if out is None:
@@ -225,7 +225,7 @@ def in_place_aliases(graph: Graph, buffers: list[Buffer]) -> dict[str, str]:
                 if k >= len(node.inputs) or node.inputs[k] not in by_name:
                     continue  # a constant
                 src = by_name[node.inputs[k]]
-                if (src.name not in outputs and src.last == i and src.size == out.size
+                if (src.name not in keep and src.last == i and src.size == out.size
                         and src.name not in aliases.values()):
                     chosen = src.name
                     break
@@ -298,7 +298,7 @@ def plan_memory(
     tie; the plan's in_place says which was kept, other_arena_bytes the arena of the one not kept.
     """
     buffers = lifetimes(graph, scratch)
-    aliases = in_place_aliases(graph, buffers) if in_place else {}
+    aliases = in_place_aliases(graph.nodes, buffers, frozenset(graph.outputs)) if in_place else {}
     for b in buffers:
         b.alias_of = aliases.get(b.name)
     plan = place(buffers, alignment, in_place)
