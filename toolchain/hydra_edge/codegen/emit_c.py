@@ -40,10 +40,11 @@ from ..boards import Board, get_board
 from ..build_manifest import BUILD_MANIFEST, SANITIZE_BINARY
 from ..ir.graph import Graph, Node, Tensor
 from ..ir.serialize import save_graph
+from ..ir.tfl_ops import token_rows
 from ..memory.loop_plan import STATE_SUFFIX, LoopLayout, plan_token_loop, row_bytes
 from ..memory.planner import MemoryPlan, check_no_overlap, scratch_name
 from ..ops import REGISTRY, check_shapes, node_rounding, op_def
-from ..ops.token_loop import graph_row_facts, row_tokens
+from ..ops.token_loop import graph_row_facts
 from .c_syntax import INT32_MAX, Call, CodegenError, c_int, indented, status_checked
 from .emit_tfl import TFL_HEADER, is_tfl, lower_tfl, tfl_scratch, tfl_sources, uses_tfl
 
@@ -307,7 +308,7 @@ class _ModelC:
         if d.rows_field is None:
             return []
         out = self.tensor(node, 0, "output")
-        return [(d.rows_field, out.numel // row_tokens(out.shape) if d.rows_field_elements else 1)]
+        return [(d.rows_field, out.numel // token_rows(out.shape) if d.rows_field_elements else 1)]
 
     def static(self, ident: str) -> str:
         """The static param struct behind `ident` (a token loop's per-group copy), for code before or after the loop."""

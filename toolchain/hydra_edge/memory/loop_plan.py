@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir.graph import Graph, Node
+from ..ir.tfl_ops import TFL_ROW_OPS, token_rows
 from ..ops import op_def
-from ..ir.tfl_ops import TFL_ROW_OPS
-from ..ops.token_loop import body_nodes, row_tokens
+from ..ops.token_loop import body_nodes
 from .planner import ALIGNMENT, Buffer, MemoryPlan, in_place_aliases, place, scratch_name
 
 STATE_SUFFIX = "#state"
@@ -44,7 +44,7 @@ class LoopLayout:
 
 def row_bytes(graph: Graph, tensor: str) -> int:
     t = graph.tensor(tensor)
-    return t.nbytes // row_tokens(t.shape)
+    return t.nbytes // token_rows(t.shape)
 
 
 def _loop_bytes(graph: Graph, sub: Node) -> tuple[int, int]:

@@ -55,11 +55,6 @@ def graph_row_facts(graph: Graph, node: Node) -> RowFacts | None:
     return row_facts(node, ins, graph.tensor(node.outputs[0]).shape) if len(node.outputs) == 1 else None
 
 
-def row_tokens(shape: Shape) -> int:
-    """T of a row tensor ([T, w], or TFLite's [1, T, ...])."""
-    return token_rows(shape)
-
-
 def body_nodes(node: Node) -> list[Node]:
     """The body as Nodes; IRError when it is malformed."""
     from ..ir.ops import node_from_dict
@@ -97,7 +92,7 @@ def shape(node: Node, shapes: list[Shape]) -> Shape:
         if facts is None:
             raise IRError(f"{node.name}: body node {sub.name} ({sub.op}) cannot run on a group of rows")
         for k in facts.row_inputs:
-            if k < len(ins) and (row_tokens(ins[k]) != tokens or (facts.tokens is None and
+            if k < len(ins) and (token_rows(ins[k]) != tokens or (facts.tokens is None and
                                                                  len(strip_leading_ones(ins[k])) != 2)):
                 raise IRError(f"{node.name}: body node {sub.name} row input {sub.inputs[k]!r} is {ins[k]}, "
                               f"not [{tokens}, width]")

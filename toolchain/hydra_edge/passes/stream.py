@@ -40,8 +40,9 @@ from dataclasses import dataclass, field
 
 from ..ir.graph import Graph, Node, Tensor
 from ..ir.ops import node_to_dict
+from ..ir.tfl_ops import token_rows
 from ..ops import op_def, strip_leading_ones
-from ..ops.token_loop import RowFacts, graph_row_facts, row_tokens
+from ..ops.token_loop import RowFacts, graph_row_facts
 
 RECOMPUTE_MACS_PER_ELEMENT = 4  # step 4: layernorm (3), add and lut (1) are recomputed; a linear never
 
@@ -99,7 +100,7 @@ class _Facts:
         g = self.graph
         rows = [k for k in d.row_inputs if k < len(node.inputs) and node.inputs[k]]
         shapes = [g.tensor(node.inputs[k]).shape for k in rows]
-        tokens = {row_tokens(s) for s in shapes}
+        tokens = {token_rows(s) for s in shapes}
         if not shapes or len(tokens) != 1 or min(tokens) < 2 or (d.tokens is not None and d.tokens not in tokens):
             return None
         if d.tokens is None and any(len(strip_leading_ones(s)) != 2 for s in shapes):  # a native op: [T, w]
@@ -107,7 +108,7 @@ class _Facts:
         if all(g.tensor(node.inputs[k]).is_constant for k in rows):
             return None
         out = g.tensor(node.outputs[0]).shape
-        if not d.reduces and (row_tokens(out) != min(tokens) or
+        if not d.reduces and (token_rows(out) != min(tokens) or
                               (d.tokens is None and len(strip_leading_ones(out)) != 2)):
             return None
         return min(tokens)
