@@ -115,7 +115,7 @@ class LinearParams(ctypes.Structure):
 class PatchEmbedParams(ctypes.Structure):
     _fields_ = [("channels", _i32), ("height", _i32), ("width", _i32), ("patch", _i32), ("embed_dim", _i32),
                 ("weights", _p), ("bias", _p), ("multiplier", _p), ("shift", _p), ("output_zero_point", _i32),
-                ("single_rounding", _i32)]
+                ("single_rounding", _i32), ("prefix_tokens", _i32), ("prefix", _p)]
 
 
 class LayerNormParams(ctypes.Structure):

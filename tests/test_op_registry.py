@@ -10,7 +10,7 @@ from hydra_edge.ir.graph import Graph, Node, Tensor
 from hydra_edge.ops import LOWERED_OPS, REGISTRY, OpDef, op_def
 
 NATIVE = ("patch_embed", "linear", "layernorm", "gelu", "lut", "hydra_attention", "hydra_kv_state", "hydra_apply",
-          "softmax_attention", "add", "mean_pool", "token_loop")
+          "softmax_attention", "add", "mean_pool", "select_token", "token_loop")
 # hydra_attention's two halves in a token loop: its C file's row-level functions, scratch one phi row [D]
 ATTENTION_HALVES = ("hydra_kv_state", "hydra_apply")
 
@@ -112,6 +112,7 @@ def _samples(rng: np.random.Generator) -> dict[str, tuple[Node, list[np.ndarray]
                               (0, 1, 2)),
         "add": (node("add", 2), [x(T, D), x(T, D)], (0, 1)),
         "mean_pool": (node("mean_pool", 1), [x(T, D)], (0,)),
+        "select_token": (node("select_token", 1, index=0), [x(T, D)], (0,)),
     }
 
 

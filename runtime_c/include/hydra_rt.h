@@ -200,8 +200,11 @@ typedef struct {
     const int32_t *shift;            /* [D] */
     int32_t output_zero_point;
     int32_t single_rounding;         /* 0: double rounding, 1: single */
+    int32_t prefix_tokens;           /* P rows before the patches (a class token), 0 for none */
+    const int8_t *prefix;            /* [P][D], already in the output's scale; NULL when P is 0 */
 } hydra_patch_embed_params;
 
+/* output [P + (H/p)(W/p)][D]: the prefix rows, then one row per patch. */
 hydra_status hydra_patch_embed_s8(const hydra_patch_embed_params *params, const int8_t *input, int8_t *output);
 
 /* ---- layernorm (hydra_layernorm.c) ---------------------------------- */
@@ -300,6 +303,19 @@ void hydra_mean_pool_begin_s8(const hydra_mean_pool_params *params, int32_t *acc
 hydra_status hydra_mean_pool_accumulate_s8(const hydra_mean_pool_params *params, const int8_t *input, int32_t rows,
                                            int32_t *acc);
 hydra_status hydra_mean_pool_finish_s8(const hydra_mean_pool_params *params, const int32_t *acc, int8_t *output);
+
+/* ---- one token's row (hydra_select_token.c) ------------------------- */
+
+typedef struct {
+    int32_t tokens, dim;
+    int32_t index; /* the row copied, in [0, tokens) */
+} hydra_select_token_params;
+
+/* output[dim] = input[index][dim]: a copy in the input's scale (a class token read out). */
+hydra_status hydra_select_token_s8(const hydra_select_token_params *params, const int8_t *input, int8_t *output);
+/* For a token loop: rows_in holds rows first_row .. first_row + rows - 1; copies row index when among them. */
+hydra_status hydra_select_token_rows_s8(const hydra_select_token_params *params, const int8_t *rows_in,
+                                        int32_t first_row, int32_t rows, int8_t *output);
 
 /* ---- softmax attention, one query row at a time (hydra_softmax_attention.c) ----
  *

@@ -2,6 +2,7 @@
  * hydra_patch_embed.c - a convolution with kernel == stride == patch, writing
  * tokens: token t = py * (W / p) + px takes x[c, py*p + ky, px*p + kx] in the
  * order (c, ky, kx), then exactly linear. docs/numerics.md, "patch_embed".
+ * Prefix rows (a class token), when given, are copied in front of the patch rows.
  */
 #include <stddef.h>
 
@@ -68,13 +69,19 @@ hydra_status hydra_patch_embed_s8(const hydra_patch_embed_params *params, const 
         return HYDRA_ERR_SHAPE;
     if (!hydra_zero_point_ok(zy))
         return HYDRA_ERR_ARG;
+    const int32_t P = params->prefix_tokens;
+    if (P < 0 || (P > 0 && params->prefix == NULL))
+        return HYDRA_ERR_ARG;
     for (int32_t d = 0; d < D; d++)
         if (params->shift[d] < -31 || params->shift[d] > 30)
             return HYDRA_ERR_ARG;
 
+    for (size_t i = 0; i < (size_t)P * (size_t)D; i++)
+        output[i] = params->prefix[i];
+    int8_t *rows = output + (size_t)P * (size_t)D;
     if (params->single_rounding)
-        patches(params, input, output, 1);
+        patches(params, input, rows, 1);
     else
-        patches(params, input, output, 0);
+        patches(params, input, rows, 0);
     return HYDRA_OK;
 }

@@ -195,6 +195,23 @@ def _flatten(node: OnnxNode, args: list) -> np.ndarray:
     return x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1)
 
 
+def _mod(node: OnnxNode, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ONNX Mod: the sign of the divisor (Python's %), or of the dividend with fmod=1 (C's fmod)."""
+    if np.any(b == 0):
+        raise ValueError("Mod by zero")
+    fn = np.fmod if int(node.attrs.get("fmod", 0)) else np.mod
+    return np.asarray(fn(a, b)).astype(a.dtype)
+
+
+def _range(node: OnnxNode, args: list) -> np.ndarray:
+    start, limit, delta = (np.asarray(v).reshape(-1)[0] for v in args[:3])
+    if delta == 0:
+        raise ValueError("Range delta 0")
+    count = max(int(np.ceil((float(limit) - float(start)) / float(delta))), 0)
+    _check_size(node, (count,))  # before the array is made
+    return (start + delta * np.arange(count)).astype(np.asarray(args[0]).dtype)
+
+
 def _typed(fn: Callable) -> Callable:
     """An elementwise op whose result keeps its first input's dtype (ONNX's type constraint T)."""
 
@@ -226,6 +243,21 @@ _EVAL: dict[str, Callable[[OnnxNode, list], np.ndarray]] = {
     "Where": lambda n, a: np.where(a[0], a[1], a[2]),
     "Sqrt": _typed(np.sqrt),
     "Pow": _typed(np.power),
+    "Neg": _typed(np.negative),
+    "Abs": _typed(np.abs),
+    "Mod": lambda n, a: _mod(n, a[0], a[1]),
+    "Min": lambda n, a: _typed(np.minimum)(n, a) if len(a) == 2 else np.minimum.reduce(a),
+    "Max": lambda n, a: _typed(np.maximum)(n, a) if len(a) == 2 else np.maximum.reduce(a),
+    "Range": _range,
+    "IsNaN": lambda n, a: np.isnan(a[0]),
+    "IsInf": lambda n, a: np.isinf(a[0]),
+    "Not": lambda n, a: np.logical_not(a[0]),
+    "And": lambda n, a: np.logical_and(a[0], a[1]),
+    "Or": lambda n, a: np.logical_or(a[0], a[1]),
+    "Less": lambda n, a: np.less(a[0], a[1]),
+    "LessOrEqual": lambda n, a: np.less_equal(a[0], a[1]),
+    "Greater": lambda n, a: np.greater(a[0], a[1]),
+    "GreaterOrEqual": lambda n, a: np.greater_equal(a[0], a[1]),
 }
 FOLDABLE = set(_EVAL) | {"Shape", "Size", "Constant"}
 

@@ -20,6 +20,7 @@
 | Expand                             | expand (size, implicit False)                               |
 | Concat, Slice, Gather, Cast        | cat (dim), slice (dim, start, end, step), select/index_select, |
 | on activations                     | _to_copy (dtype); lowering decides whether it takes them    |
+| Split                              | one slice (dim, start, end, step 1) per output              |
 | Identity, Dropout (inference)      | nothing: the output is the input                            |
 
 Constant, Shape, Size, ConstantOfShape, Equal, Where and every node whose
@@ -46,7 +47,7 @@ _SCOPES = re.compile(r"'([^']*)'")
 _ACTIVATION_OPS = {
     "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Erf", "ReduceL2", "ReduceSum", "ReduceMean",
     "LayerNormalization", "Gelu", "Softmax", "Transpose", "Reshape", "Flatten", "Unsqueeze", "Squeeze", "Conv",
-    "Identity", "Dropout", "Clip", "Expand", "Concat", "Slice", "Gather", "Cast",
+    "Identity", "Dropout", "Clip", "Expand", "Concat", "Slice", "Gather", "Cast", "Split",
 }
 SUPPORTED_OPS = frozenset(_ACTIVATION_OPS | FOLDABLE)
 
@@ -505,6 +506,28 @@ class _Converter:
             self.emit(node, "select", [node.inputs[0]], {"dim": axis, "index": int(idx)})
         else:
             self.emit(node, "index_select", [node.inputs[0], node.inputs[1]], {"dim": axis})
+
+    def _op_Split(self, node: OnnxNode) -> None:
+        """One slice per output, as torch's split/chunk/unbind read back (a fused qkv's three parts)."""
+        ins = node.inputs
+        shape = self.shape(ins[0])
+        axis = int(node.attrs.get("axis", 0)) % max(len(shape), 1)
+        if len(ins) > 1 and ins[1]:
+            sizes = self.ints(self.need_const(ins[1], "split input"))
+        elif "split" in node.attrs:
+            sizes = self.ints(node.attrs["split"])
+        else:  # equal parts (opset 18's num_outputs: the last part may be smaller)
+            parts = len(node.outputs)
+            step = -(-shape[axis] // parts)
+            sizes = [min(step, shape[axis] - i * step) for i in range(parts)]
+        if len(sizes) != len(node.outputs) or sum(sizes) != shape[axis] or min(sizes) < 0:
+            raise self.error(f"splits axis {axis} of size {shape[axis]} into {sizes} for {len(node.outputs)} outputs")
+        start = 0
+        for out, size in zip(node.outputs, sizes):
+            if out:
+                self.emit(node, "slice", [ins[0]], {"dim": axis, "start": start, "end": start + size, "step": 1},
+                          out=out)
+            start += size
 
     def _op_Slice(self, node: OnnxNode) -> None:
         ins = node.inputs

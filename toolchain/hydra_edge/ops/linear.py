@@ -8,7 +8,10 @@ import numpy as np
 
 from ..ir.graph import Graph, IRError, Node
 from ..numerics.fixedpoint import quantize_multipliers, requantize, round_half_away
-from .base import I64, INT32_MAX, OpDef, QuantizationError, Shape, clamp_s8, numel, quantize_weights, register, unary_call
+from .base import (
+    I64, INT32_MAX, OpDef, QuantizationError, Shape, clamp_s8, numel, quantize_array, quantize_weights, register,
+    unary_call,
+)
 
 
 def shape(node: Node, shapes: list[Shape]) -> Shape:
@@ -36,7 +39,7 @@ def activation_range(node: Node) -> tuple[int, int]:
 
 def quantize(q: Any, node: Node) -> None:
     """Also patch_embed's: per-channel weights, the input zero point folded into the int32 bias."""
-    x, w_name, b_name = node.inputs
+    x, w_name, b_name = node.inputs[:3]
     y = node.outputs[0]
     w = q.src.tensor(w_name).data
     b = q.src.tensor(b_name).data.astype(np.float64)
@@ -56,9 +59,13 @@ def quantize(q: Any, node: Node) -> None:
     except ValueError as exc:
         raise QuantizationError(f"node {node.name} ({node.op}): {exc}") from None
     attrs = dict(multiplier=mult, shift=shift, out_zp=q.zp(y))
+    inputs = [x, q.const(node, "weight", wq), q.const(node, "bias", bias_k.astype(np.int32))]
     if node.op == "patch_embed":
         attrs = {"patch": int(node.attrs["patch"]), **attrs}
-    q.emit(node, [x, q.const(node, "weight", wq), q.const(node, "bias", bias_k.astype(np.int32))], **attrs)
+        if len(node.inputs) == 4:  # prefix tokens (a class token): int8 rows in the output's own scale
+            prefix = quantize_array(q.src.tensor(node.inputs[3]).data, q.scale(y), q.zp(y))
+            inputs.append(q.const(node, "prefix", prefix))
+    q.emit(node, inputs, **attrs)
 
 
 def fields(em: Any, node: Node) -> list[tuple[str, Any]]:

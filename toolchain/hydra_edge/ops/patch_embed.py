@@ -1,4 +1,10 @@
-"""patch_embed: x[C, H, W] cut into p x p patches ((c, ky, kx) order), each a linear row: [(H/p)(W/p), D]."""
+"""patch_embed: x[C, H, W] cut into p x p patches ((c, ky, kx) order), each a linear row: [(H/p)(W/p), D].
+
+An optional fourth input, prefix [P, D] (a class token, DeiT's class and distillation tokens), comes
+first: the output is [P + (H/p)(W/p), D], prefix rows then patch rows (torch.cat([cls, x], dim=1)
+right after the patch embedding). Quantised with the output's scale and zero point, the prefix rows are
+constants the kernel copies, so the class token costs no tensor of its own and no extra copy of x.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +25,12 @@ def shape(node: Node, shapes: list[Shape]) -> Shape:
         raise IRError(f"{node.name}: patch_embed weight {ws} does not match input channels {c} and patch {p}")
     if h % p or w % p:
         raise IRError(f"{node.name}: input {h}x{w} is not a multiple of the patch size {p}")
-    return ((h // p) * (w // p), ws[0])
+    prefix = 0
+    if len(shapes) > 3:
+        if len(shapes[3]) != 2 or shapes[3][1] != ws[0]:
+            raise IRError(f"{node.name}: patch_embed prefix {shapes[3]} is not [P, {ws[0]}]")
+        prefix = shapes[3][0]
+    return (prefix + (h // p) * (w // p), ws[0])
 
 
 def patches(node: Node, x: np.ndarray) -> np.ndarray:
@@ -28,12 +39,13 @@ def patches(node: Node, x: np.ndarray) -> np.ndarray:
     return x.reshape(c, h // p, p, wd // p, p).transpose(1, 3, 0, 2, 4).reshape(-1, c * p * p)  # (c, ky, kx) order
 
 
-def float_ref(node: Node, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return patches(node, x) @ w.reshape(w.shape[0], -1).T + b
+def float_ref(node: Node, x: np.ndarray, w: np.ndarray, b: np.ndarray, *prefix: np.ndarray) -> np.ndarray:
+    return np.concatenate([*prefix, patches(node, x) @ w.reshape(w.shape[0], -1).T + b])
 
 
-def int_ref(node: Node, x: np.ndarray, w: np.ndarray, bias: np.ndarray, rounding: str) -> np.ndarray:
-    return linear_int_ref(node, patches(node, x), w, bias, rounding)
+def int_ref(node: Node, x: np.ndarray, w: np.ndarray, bias: np.ndarray, *rest) -> np.ndarray:
+    *prefix, rounding = rest
+    return np.concatenate([*prefix, linear_int_ref(node, patches(node, x), w, bias, rounding)])
 
 
 def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
@@ -53,12 +65,15 @@ def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
         ("shift", em.attr_array(node, "shift", d)),
         ("output_zero_point", em.zp(node, "out_zp")),
         ("single_rounding", em.single_rounding(node)),
+        ("prefix_tokens", str(em.tensor(node, 3).shape[0]) if len(node.inputs) > 3 else "0"),
+        ("prefix", em.const(node, 3, "int8") if len(node.inputs) > 3 else "NULL"),
     ]
 
 
 def macs(graph: Graph, node: Node) -> int:
     d, c, p, _ = graph.tensor(node.inputs[1]).shape
-    return graph.tensor(node.outputs[0]).shape[0] * d * c * p * p
+    prefix = graph.tensor(node.inputs[3]).shape[0] if len(node.inputs) > 3 else 0
+    return (graph.tensor(node.outputs[0]).shape[0] - prefix) * d * c * p * p
 
 
 OP = register(OpDef(

@@ -9,6 +9,11 @@
     add of two activations of one shape, or of an
       activation and a broadcastable constant (pos_embed) -> add          (the constant is
       materialised at the activation's batch-free shape)
+    cat([constant tokens..., x], dim=1) right after the
+      patch embedding (a class / distillation token)      -> patch_embed's prefix input
+    select of one token (x[:, 0]) of [B, T, D]            -> select_token attrs index
+    mul / div by a constant of the output of a linear
+      (or of an add of linears: DeiT's (x + x_dist) / 2)  -> nothing: folded into the weights
     mean over the token dim of [B, T, D]                  -> mean_pool
     hydra_attention                                       -> hydra_attention
     softmax_attention (lifted by passes/lift_softmax.py)  -> softmax_attention attrs heads, scale
@@ -413,6 +418,79 @@ class _Lowerer:
             ) from None
         c = self.new_const(const_name, np.ascontiguousarray(full))
         self.emit("add", [x, c], {}, node, out)
+
+    def _op_cat(self, node: Node) -> None:
+        """Class (and distillation) tokens: constant rows put before the patch embedding's tokens."""
+        hint = ("a concatenation is lowered only as class tokens put before the patch embedding's tokens: "
+                "torch.cat([cls_token.expand(B, -1, -1), x], dim=1) right after the patch embedding")
+        out_shape = self.g.tensor(node.outputs[0]).shape
+        *prefix, last = node.inputs
+        if len(out_shape) != 3 or int(node.attrs.get("dim", 0)) % 3 != 1 or not prefix:
+            raise unsupported(node, hint)
+        if self.is_const(last) or not all(self.is_const(c) for c in prefix) or self.only_user(last) is not node:
+            raise unsupported(node, hint)
+        x = self.act(last, node)
+        embed = next((n for n in self.out.nodes if n.outputs[0] == x), None)
+        if embed is None or embed.op != "patch_embed" or len(embed.inputs) != 3:
+            raise unsupported(node, hint)
+        d = out_shape[2]
+        rows = np.concatenate([self.g.tensor(c).data.reshape(-1, d) for c in prefix]).astype(np.float32)
+        embed.inputs.append(self.new_const(f"{node.name}_tokens", rows))
+        t = self.out.tensor(x)
+        t.shape = (1, rows.shape[0] + t.shape[1], d)
+        self.env[node.outputs[0]] = x
+
+    def _op_select(self, node: Node) -> None:
+        src = node.inputs[0]
+        shape = self.g.tensor(src).shape
+        if len(shape) != 3 or int(node.attrs.get("dim", 0)) % 3 != 1:
+            raise unsupported(node, "a select (x[:, i]) is lowered only as one token of [B, T, D] tokens")
+        x = self.act(src, node)
+        index = int(node.attrs["index"]) % shape[1]
+        self.emit("select_token", [x], {"index": index}, node, node.outputs[0])
+
+    def _op_mul(self, node: Node) -> None:
+        self._scale_by_constant(node, divide=False)
+
+    def _op_div(self, node: Node) -> None:
+        self._scale_by_constant(node, divide=True)
+
+    def _scale_by_constant(self, node: Node, divide: bool) -> None:
+        """x * c or x / c with x a linear's output (or a sum of linears' outputs): c goes into their weights."""
+        hint = ("a product or quotient with a constant is lowered only on a linear's output (or a sum of "
+                "linears' outputs); " + _HYDRA_HINT)
+        other = node.attrs.get("other")
+        if len(node.inputs) == 2 and self.is_const(node.inputs[1]) and self.g.tensor(node.inputs[1]).data.size == 1:
+            other = float(self.g.tensor(node.inputs[1]).data.reshape(-1)[0])
+        if len(node.inputs) != 1 and other is None or not isinstance(other, (int, float)) or other == 0:
+            raise unsupported(node, hint)
+        factor = 1.0 / float(other) if divide else float(other)
+        src = node.inputs[0]
+        if self.is_const(src) or self.only_user(src) is not node:
+            raise unsupported(node, hint)
+        x = self.act(src, node)
+        linears = self._linears_summed_into(x)
+        if linears is None:
+            raise unsupported(node, hint)
+        for lin in linears:  # each linear is read only by this sum, so scaling it changes nothing else
+            for i in (1, 2):
+                lin.inputs[i] = self.new_const(lin.inputs[i], self.out.tensor(lin.inputs[i]).data * factor)
+        self.env[node.outputs[0]] = x
+
+    def _linears_summed_into(self, lowered: str, reader: Node | None = None) -> list[Node] | None:
+        """The linear nodes whose outputs `lowered` adds up (or its own linear), each read only by that sum
+        (`reader`; `lowered` itself has no reader yet)."""
+        producer = next((n for n in self.out.nodes if lowered in n.outputs), None)
+        readers = [n for n in self.out.nodes if lowered in n.inputs]
+        if producer is None or lowered in self.out.outputs or readers != ([reader] if reader else []):
+            return None
+        if producer.op == "linear":
+            return [producer]
+        if producer.op == "add" and producer.inputs[0] != producer.inputs[1]:
+            found = [self._linears_summed_into(i, producer) for i in producer.inputs]
+            if all(f is not None for f in found):
+                return [lin for f in found for lin in f]
+        return None
 
     def _op_mean(self, node: Node) -> None:
         src = node.inputs[0]

@@ -24,7 +24,7 @@ def dequantize_array(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray
 
 
 class _Quantizer:
-    """What an op's OpDef.quantize(q, node) sees: src, out, qp, scale, zp, const, emit."""
+    """What an op's OpDef.quantize(q, node) sees: src, out, qp, scale, zp, share_quant, const, emit."""
 
     def __init__(self, graph: Graph, ranges: dict[str, Range], rounding: str) -> None:
         self.src = graph
@@ -38,6 +38,12 @@ class _Quantizer:
 
     def zp(self, name: str) -> int:
         return self.qp[name].scalar_zero_point
+
+    def share_quant(self, name: str, like: str) -> None:
+        """Tensor `name` holds values of `like` unchanged (a copy): it takes like's scale and zero point.
+        Called by the producer's quantize, before any reader of `name` is quantised."""
+        self.qp[name] = self.qp[like]
+        self.out.tensor(name).quant = self.qp[like]
 
     def const(self, node: Node, role: str, data: np.ndarray) -> str:
         name = self.out.unique_name(f"{node.name}.{role}")

@@ -1,0 +1,228 @@
+"""ViTs and CNNs as people write them: built from timm, torchvision and transformers, made small.
+
+Every model takes a [1, 3, 32, 32] image and gives 10 logits; the ViTs use patch 4, D 96, depth 3,
+3 heads (the sizes of issue 17). Weights are seeded (`build(name, seed)`), so a test and the benchmark
+see the same model.
+
+torchvision on the CPU torch: PyPI's torchvision wheel is built against CUDA torch, so its C
+extension (detection ops such as nms) does not load beside the CPU torch 2.13.0, and `import
+torchvision` then fails in its fake-kernel registrations ("operator torchvision::nms does not exist").
+The ViT and ResNet code is pure Python and never calls those ops, so `import_torchvision()` declares
+the two operator schemas that torchvision registers fake kernels for unconditionally before the first
+import; the ops stay without kernels (calling one raises). Nothing else of torchvision is changed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+IMAGE, PATCH, DIM, DEPTH, HEADS, CLASSES = 32, 4, 96, 3, 3, 10
+_TORCHVISION_OPS = (
+    "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+)
+_schema_library: list[torch.library.Library] = []  # kept alive: dropping a Library undefines its ops
+
+
+def import_torchvision():
+    """`import torchvision`, also with the CPU torch (see the module docstring)."""
+    try:
+        return importlib.import_module("torchvision")
+    except RuntimeError as e:
+        if "torchvision::" not in str(e):
+            raise
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]  # the half-imported package, so that it is imported again from the top
+    lib = torch.library.Library("torchvision", "FRAGMENT")
+    for schema in _TORCHVISION_OPS:
+        lib.define(schema)
+    _schema_library.append(lib)
+    return importlib.import_module("torchvision")
+
+
+def _timm_vit(**kw) -> nn.Module:
+    import_torchvision()  # timm imports torchvision
+    import timm
+
+    args = dict(img_size=IMAGE, patch_size=PATCH, embed_dim=DIM, depth=DEPTH, num_heads=HEADS,
+                num_classes=CLASSES, mlp_ratio=4.0)
+    args.update(kw)
+    return timm.models.vision_transformer.VisionTransformer(**args)
+
+
+def timm_vit_token(qkv_bias: bool = True) -> nn.Module:
+    """timm's default: a class token read out by x[:, 0]."""
+    return _timm_vit(global_pool="token", qkv_bias=qkv_bias)
+
+
+def timm_vit_avg(fc_norm: bool) -> nn.Module:
+    """Average pooling without a class token; fc_norm: LayerNorm on the pooled vector."""
+    return _timm_vit(global_pool="avg", class_token=False, fc_norm=fc_norm)
+
+
+def deit_tiny() -> nn.Module:
+    import_torchvision()
+    import timm
+
+    return timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=IMAGE, patch_size=PATCH,
+                             embed_dim=DIM, depth=DEPTH, num_heads=HEADS, num_classes=CLASSES)
+
+
+def deit_tiny_distilled() -> nn.Module:
+    """Two tokens (class and distillation); in eval the two heads' logits are averaged."""
+    import_torchvision()
+    import timm
+
+    return timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, img_size=IMAGE,
+                             patch_size=PATCH, embed_dim=DIM, depth=DEPTH, num_heads=HEADS, num_classes=CLASSES)
+
+
+def torchvision_vit() -> nn.Module:
+    tv = import_torchvision()
+    return tv.models.vision_transformer.VisionTransformer(
+        image_size=IMAGE, patch_size=PATCH, num_layers=DEPTH, num_heads=HEADS, hidden_dim=DIM,
+        mlp_dim=4 * DIM, num_classes=CLASSES)
+
+
+class _Logits(nn.Module):
+    """A Hugging Face model returns an output object; export wants tensors."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=x).logits
+
+
+def hf_vit(attn_implementation: str) -> nn.Module:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    cfg = ViTConfig(image_size=IMAGE, patch_size=PATCH, num_channels=3, hidden_size=DIM,
+                    num_hidden_layers=DEPTH, num_attention_heads=HEADS, intermediate_size=4 * DIM,
+                    num_labels=CLASSES, attn_implementation=attn_implementation)
+    return _Logits(ViTForImageClassification(cfg))
+
+
+class HydraAttentionFused(nn.Module):
+    """The Hydra paper's listing (Bolya et al. 2022, Appendix): one qkv Linear, chunked in three,
+    cosine kernel, heads = features."""
+
+    def __init__(self, dim: int, qkv_bias: bool = True, **_):
+        super().__init__()
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        q = q / q.norm(dim=-1, keepdim=True)
+        k = k / k.norm(dim=-1, keepdim=True)
+        kv = (k * v).sum(dim=-2, keepdim=True)
+        return self.proj(q * kv)
+
+
+class HydraPaperViT(nn.Module):
+    """A plain pre-norm ViT with average pooling around the paper's listing."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, DIM, PATCH, PATCH)
+        self.pos = nn.Parameter(torch.randn(1, (IMAGE // PATCH) ** 2, DIM) * 0.02)
+        self.blocks = nn.ModuleList()
+        for _ in range(DEPTH):
+            self.blocks.append(nn.ModuleDict({
+                "norm1": nn.LayerNorm(DIM), "attn": HydraAttentionFused(DIM),
+                "norm2": nn.LayerNorm(DIM),
+                "mlp": nn.Sequential(nn.Linear(DIM, 4 * DIM), nn.GELU(), nn.Linear(4 * DIM, DIM)),
+            }))
+        self.norm = nn.LayerNorm(DIM)
+        self.head = nn.Linear(DIM, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2) + self.pos
+        for b in self.blocks:
+            x = x + b["attn"](b["norm1"](x))
+            x = x + b["mlp"](b["norm2"](x))
+        return self.head(self.norm(x).mean(dim=1))
+
+
+def hydra_paper_vit() -> nn.Module:
+    return HydraPaperViT()
+
+
+class TimmHydraAttention(nn.Module):
+    """timm's Attention with its softmax swapped for Hydra: timm's reshape/permute/unbind head split
+    kept, with heads = features (num_heads = D, so each head is one feature)."""
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, **_):
+        super().__init__()
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, **_) -> torch.Tensor:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, C).permute(2, 0, 1, 3)
+        q, k, v = qkv.unbind(0)
+        q = q / q.norm(dim=-1, keepdim=True)
+        k = k / k.norm(dim=-1, keepdim=True)
+        kv = (k * v).sum(dim=-2, keepdim=True)
+        return self.proj(q * kv)
+
+
+def timm_hydra_vit() -> nn.Module:
+    model = _timm_vit(global_pool="avg", class_token=False, fc_norm=False, qkv_bias=True)
+    for block in model.blocks:
+        block.attn = TimmHydraAttention(DIM, qkv_bias=True)
+    return model
+
+
+VITS: dict[str, Callable[[], nn.Module]] = {
+    "timm_vit_token": lambda: timm_vit_token(qkv_bias=True),
+    "timm_vit_token_nobias": lambda: timm_vit_token(qkv_bias=False),
+    "timm_vit_avg": lambda: timm_vit_avg(fc_norm=False),
+    "timm_vit_avg_fcnorm": lambda: timm_vit_avg(fc_norm=True),
+    "deit_tiny": deit_tiny,
+    "deit_tiny_distilled": deit_tiny_distilled,
+    "torchvision_vit": torchvision_vit,
+    "hf_vit_eager": lambda: hf_vit("eager"),
+    "hf_vit_sdpa": lambda: hf_vit("sdpa"),
+    "hydra_paper": hydra_paper_vit,
+    "timm_hydra": timm_hydra_vit,
+}
+
+
+def build(name: str, seed: int = 0) -> nn.Module:
+    """The named model in eval mode with seeded weights (LayerNorm affine randomised too)."""
+    torch.manual_seed(seed)
+    model = VITS[name]().eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    return model
+
+
+def example_input() -> torch.Tensor:
+    return torch.randn(1, 3, IMAGE, IMAGE, generator=torch.Generator().manual_seed(0))
+
+
+EXPORTS = ("pt2", "onnx_dynamo", "onnx_legacy")
+
+
+def export(model: nn.Module, how: str, path) -> None:
+    """Write `model` the way a user would: torch.export (.pt2), or ONNX by either exporter."""
+    example = (torch.zeros(1, 3, IMAGE, IMAGE),)
+    if how == "pt2":
+        torch.export.save(torch.export.export(model, example), str(path))
+    elif how == "onnx_dynamo":
+        torch.onnx.export(model, example, str(path), dynamo=True, external_data=False, verbose=False)
+    elif how == "onnx_legacy":
+        torch.onnx.export(model, example, str(path), dynamo=False, opset_version=17)
+    else:
+        raise ValueError(f"unknown export {how!r}; choose from {EXPORTS}")
