@@ -101,6 +101,7 @@ class _Logits(nn.Module):
 
 
 def hf_vit(attn_implementation: str) -> nn.Module:
+    import_torchvision()  # transformers imports torchvision when it is installed
     from transformers import ViTConfig, ViTForImageClassification
 
     cfg = ViTConfig(image_size=IMAGE, patch_size=PATCH, num_channels=3, hidden_size=DIM,

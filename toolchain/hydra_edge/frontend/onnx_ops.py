@@ -21,6 +21,8 @@
 | Concat, Slice, Gather, Cast        | cat (dim), slice (dim, start, end, step), select/index_select, |
 | on activations                     | _to_copy (dtype); lowering decides whether it takes them    |
 | Split                              | one slice (dim, start, end, step 1) per output              |
+| IsNaN, Where on activations        | isnan, where (condition, self, other): the dynamo exporter's |
+|                                    | guard around softmax, which passes/lift_softmax.py drops    |
 | Identity, Dropout (inference)      | nothing: the output is the input                            |
 
 Constant, Shape, Size, ConstantOfShape, Equal, Where and every node whose
@@ -47,7 +49,7 @@ _SCOPES = re.compile(r"'([^']*)'")
 _ACTIVATION_OPS = {
     "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Erf", "ReduceL2", "ReduceSum", "ReduceMean",
     "LayerNormalization", "Gelu", "Softmax", "Transpose", "Reshape", "Flatten", "Unsqueeze", "Squeeze", "Conv",
-    "Identity", "Dropout", "Clip", "Expand", "Concat", "Slice", "Gather", "Cast", "Split",
+    "Identity", "Dropout", "Clip", "Expand", "Concat", "Slice", "Gather", "Cast", "Split", "IsNaN", "Where",
 }
 SUPPORTED_OPS = frozenset(_ACTIVATION_OPS | FOLDABLE)
 
@@ -495,6 +497,12 @@ class _Converter:
             self.alias[node.outputs[0]] = node.inputs[0]
             return
         self.emit(node, "_to_copy", [node.inputs[0]], {"dtype": str(np.dtype(to))})
+
+    def _op_IsNaN(self, node: OnnxNode) -> None:
+        self.emit(node, "isnan", [node.inputs[0]], {})
+
+    def _op_Where(self, node: OnnxNode) -> None:
+        self.emit(node, "where", list(node.inputs[:3]), {})
 
     def _op_Concat(self, node: OnnxNode) -> None:
         self.emit(node, "cat", [i for i in node.inputs if i], {"dim": int(node.attrs["axis"])})

@@ -7,8 +7,12 @@
    or whose broadcast the consumer does anyway (F.normalize's expand before
    its div), _assert_* and other effect-only checks;
 3. fold constants: t/transpose/permute/view/reshape/expand/casts (and
-   add/sub/mul/div) of constants become constants (a transposed weight);
-4. drop whatever no output depends on.
+   add/sub/mul/div, comparisons, where, logical ops) of constants become
+   constants (a transposed weight), as do arange/zeros/ones/full, which have no
+   inputs (Hugging Face builds its all-true attention mask from them);
+4. drop masks that mask nothing: an attention's constant mask that lets every
+   key through (boolean all true, additive all zero) and an add of zeros;
+5. drop whatever no output depends on.
 
 strip_batch_dim removes the leading batch dimension of 1 from every
 activation: lowering calls it last, once every op is a lowered one.
@@ -24,6 +28,8 @@ import numpy as np
 
 from ..ir.graph import Graph, Node
 from .errors import LoweringError
+
+MAX_FOLDED_ELEMENTS = 1 << 24  # a folded constant larger than this is no microcontroller model's
 
 ALIAS_OPS = {
     "clone", "contiguous", "alias", "alias_copy", "detach", "detach_", "detach_copy",
@@ -67,6 +73,8 @@ def canonicalize(graph: Graph) -> Graph:
     _fold_getitem(g)
     _drop_noops(g)
     _fold_constants(g)
+    if _drop_empty_masks(g):
+        _drop_noops(g)
     return g.prune()
 
 
@@ -179,7 +187,40 @@ def _binary(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]):
     return fold
 
 
+def _where(node: Node, args: list[np.ndarray]) -> np.ndarray:
+    """aten.where(condition, self, other), either value possibly a scalar attr."""
+    cond, rest = args[0], list(args[1:])
+    a = node.attrs["self"] if "self" in node.attrs else rest.pop(0)
+    b = node.attrs["other"] if "other" in node.attrs else rest.pop(0)
+    return np.where(cond.astype(bool), a, b)
+
+
+def _arange(node: Node, args: list[np.ndarray]) -> np.ndarray:
+    a = node.attrs
+    return np.arange(a.get("start", 0), a["end"], a.get("step", 1))
+
+
+_CREATION = {
+    "arange": _arange,
+    "zeros": lambda n, a: np.zeros(n.attrs.get("size", [])),
+    "ones": lambda n, a: np.ones(n.attrs.get("size", [])),
+    "full": lambda n, a: np.full(n.attrs.get("size", []), n.attrs.get("fill_value", 0)),
+    "scalar_tensor": lambda n, a: np.asarray(n.attrs.get("s", 0)),
+}
+
 _FOLDERS: dict[str, Callable[[Node, list[np.ndarray]], np.ndarray]] = {
+    **_CREATION,
+    "ge": _binary(np.greater_equal),
+    "gt": _binary(np.greater),
+    "le": _binary(np.less_equal),
+    "lt": _binary(np.less),
+    "eq": _binary(np.equal),
+    "ne": _binary(np.not_equal),
+    "where": _where,
+    "logical_not": lambda n, a: np.logical_not(a[0]),
+    "bitwise_not": lambda n, a: np.logical_not(a[0]) if a[0].dtype == bool else np.invert(a[0]),
+    "logical_and": lambda n, a: np.logical_and(a[0], a[1]),
+    "logical_or": lambda n, a: np.logical_or(a[0], a[1]),
     "t": lambda n, a: a[0].T,
     "transpose": lambda n, a: np.swapaxes(a[0], n.attrs["dim0"], n.attrs["dim1"]),
     "permute": lambda n, a: np.transpose(a[0], n.attrs["dims"]),
@@ -207,13 +248,16 @@ def _fold_constants(g: Graph) -> None:
         fold = _FOLDERS.get(node.op)
         if (
             fold is None
-            or not node.inputs
+            or (not node.inputs and node.op not in _CREATION)
             or len(node.outputs) != 1
             or not all(g.tensor(name).is_constant for name in node.inputs)
         ):
             kept.append(node)
             continue
         out = g.tensor(node.outputs[0])
+        if out.numel > MAX_FOLDED_ELEMENTS:  # sizes come from the model file: checked before memory is taken
+            raise LoweringError(f"node {node.source or node.name} ({node.op}) makes a constant of shape "
+                                f"{list(out.shape)}; the file is damaged or the model is far larger than an MCU model")
         value = np.asarray(fold(node, [g.tensor(name).data for name in node.inputs]))
         if value.size == int(np.prod(out.shape)) and value.shape != out.shape and node.op not in ("expand",):
             value = value.reshape(out.shape)
@@ -226,6 +270,36 @@ def _fold_constants(g: Graph) -> None:
             replace_uses(g, out.name, new)
             out.name = new
     g.nodes = kept
+
+
+SDPA = "scaled_dot_product_attention"
+
+
+def _masks_nothing(t) -> bool:
+    """A constant attention mask that lets every key through: all true (boolean, recorded as integers), or
+    all zero (added to the scores)."""
+    if not t.is_constant:
+        return False
+    data = np.asarray(t.data)
+    return bool(np.all(data != 0)) if data.dtype.kind in "biu" else bool(np.all(data == 0))
+
+
+def _drop_empty_masks(g: Graph) -> bool:
+    """SDPA's attn_mask and adds of zeros that change nothing become absent / aliases; True if any did."""
+    changed = False
+    for node in g.nodes:
+        if node.op == SDPA and len(node.inputs) == 4 and _masks_nothing(g.tensor(node.inputs[3])):
+            node.inputs = node.inputs[:3]
+            node.attrs["attn_mask"] = None
+            changed = True
+        elif node.op == "add" and len(node.inputs) == 2 and node.attrs.get("alpha", 1) == 1:
+            zeros = [i for i in node.inputs if g.tensor(i).is_constant and g.tensor(i).dtype == "float32"
+                     and _masks_nothing(g.tensor(i))]
+            x = [i for i in node.inputs if i not in zeros]
+            if zeros and len(x) == 1 and g.tensor(x[0]).shape == g.tensor(node.outputs[0]).shape:
+                node.op, node.inputs, node.attrs = "alias", x, {}  # x + 0 is x; _drop_noops removes it
+                changed = True
+    return changed
 
 
 # -- batch dimension -----------------------------------------------------------

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ir.graph import Graph, Node, Tensor
-from .canonicalize import RESHAPE_OPS, consumers
+from .canonicalize import RESHAPE_OPS, canonicalize, consumers
 
 _PART_NAMES = ("q", "k", "v")
 
@@ -59,7 +59,7 @@ def split_projections(graph: Graph) -> Graph:
         if found is not None:
             _rewrite(g, proj, *found)
             changed = True
-    return g.prune() if changed else g
+    return canonicalize(g) if changed else g  # drops the chains' no-op views and permutes
 
 
 def _const(g: Graph, name: str) -> np.ndarray | None:

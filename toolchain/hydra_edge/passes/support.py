@@ -28,8 +28,9 @@ from .lift_softmax import LAYOUT_OPS, MATMUL_OPS, SCALAR_OPS, SDPA_OPS, SOFTMAX_
 from .lower import LOWERED_OPS
 
 # What lift_softmax may consume: its own sets, plus torch's "safe softmax" wrapper, where(row all -inf,
-# 0, softmax) with its mask computed by eq/logical_not/any (core-aten decompositions): the lift drops it.
-SAFE_SOFTMAX_OPS = {"where", "full_like", "zeros_like", "eq", "logical_not", "any", "all", "isinf", "isneginf"}
+# 0, softmax) with its mask computed by eq/logical_not/any (core-aten decompositions), or where(isnan(softmax),
+# 0, softmax) (the dynamo ONNX exporter's): the lift drops it.
+SAFE_SOFTMAX_OPS = {"where", "full_like", "zeros_like", "eq", "logical_not", "any", "all", "isinf", "isneginf", "isnan"}
 SOFTMAX_LIFT_OPS = SOFTMAX_OPS | MATMUL_OPS | SDPA_OPS | LAYOUT_OPS | SCALAR_OPS | SAFE_SOFTMAX_OPS
 
 KNOWN_OPS = NOOP_OPS | HYDRA_OPS | SOFTMAX_LIFT_OPS | LOWERED_OPS
