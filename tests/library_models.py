@@ -198,7 +198,8 @@ VITS: dict[str, Callable[[], nn.Module]] = {
 
 
 def build(name: str, seed: int = 0) -> nn.Module:
-    """The named model in eval mode with seeded weights (LayerNorm affine randomised too)."""
+    """The named model in eval mode with seeded weights: LayerNorm affine randomised too, and a Linear its
+    library initialises to zeros (torchvision's head) given random weights, so that the logits say something."""
     torch.manual_seed(seed)
     model = VITS[name]().eval()
     with torch.no_grad():
@@ -206,6 +207,8 @@ def build(name: str, seed: int = 0) -> nn.Module:
             if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.3, 0.3)
+            elif isinstance(m, nn.Linear) and not m.weight.any():
+                nn.init.normal_(m.weight, std=m.in_features ** -0.5)
     return model
 
 
