@@ -199,8 +199,9 @@ def test_unsupported_ops_are_listed_together_before_any_work(tmp_path):
     with pytest.raises(FrontendError) as err:
         _load(_model(nodes, [("k", np.array([2], np.int64))]), tmp_path)
     msg = str(err.value)
-    assert "4 unsupported ONNX ops" in msg
-    for item in ("#0 Relu (ok_relu_is_not_ok)", "#1 Sin (my_sin)", "#3 TopK (top)", "#4 com.example.FusedThing (custom)"):
+    assert "4 unsupported ONNX ops of 4 kinds" in msg
+    for item in ("Relu x1 (#0 ok_relu_is_not_ok)", "Sin x1 (#1 my_sin)", "TopK x1 (#3 top)",
+                 "com.example.FusedThing x1 (#4 custom)"):
         assert item in msg
     assert "fine_add" not in msg and "m.onnx" in msg
 

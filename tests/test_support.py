@@ -39,10 +39,24 @@ def test_every_unsupported_op_in_one_error():
     with pytest.raises(LoweringError) as info:
         lower_to_ir(graph)
     msg = str(info.value)
-    assert "\n" not in msg and msg.startswith("3 unsupported ops: #0 'aten.relu' at relu (test_support.py:")
+    # grouped by op in first-seen order, each with its count and locations: "#index where at file:line"
+    assert "\n" not in msg and msg.startswith("<_TwoBad>: 3 unsupported ops of 2 kinds: aten.relu x2 (#0 relu at ")
     for i, node in found:
-        assert f"#{i} 'aten.{node.op}' at {node.source}" in msg
-    assert "'aten.max_pool2d'" in msg and "hydra-edge lowers:" in msg
+        where, _, line = node.source[:-1].rpartition(" (")
+        assert f"#{i} {where} at {line}" in msg and line.startswith("tests/test_support.py:")
+    assert "aten.max_pool2d x1 (#1 max_pool2d at tests/test_support.py:" in msg and "hydra-edge lowers:" in msg
+
+
+def test_many_unsupported_nodes_are_counted_not_listed():
+    class Many(nn.Module):
+        def forward(self, x):
+            for _ in range(12):
+                x = torch.relu(x)
+            return x
+
+    msg = str(pytest.raises(LoweringError, check_supported, from_module(Many(), torch.zeros(1, 3, 8, 8))).value)
+    assert msg.startswith("<Many>: 12 unsupported ops: aten.relu x12 (#0 relu at ") and ", +9 more)" in msg
+    assert msg.count(" at tests/test_support.py:") == 3
 
 
 def test_one_unsupported_op():
@@ -50,7 +64,7 @@ def test_one_unsupported_op():
         def forward(self, x):
             return torch.relu(x)
 
-    with pytest.raises(LoweringError, match=r"^unsupported op: #0 'aten.relu' at relu \(test_support.py:\d+\);"):
+    with pytest.raises(LoweringError, match=r"^<Relu>: 1 unsupported op: aten.relu x1 \(#0 relu at tests/test_support.py:\d+\);"):
         check_supported(from_module(Relu(), torch.zeros(1, 3, 8, 8)))
 
 
@@ -101,5 +115,5 @@ def test_cli_names_every_unsupported_op(tmp_path):
     result = CliRunner().invoke(main, ["compile", str(f), "-o", str(tmp_path / "b")])
     assert result.exit_code == 1 and "Traceback" not in result.output
     line = result.output.strip().splitlines()[-1]
-    assert line.startswith("error: 3 unsupported ops: #0 'aten.relu'")
-    assert "'aten.max_pool2d'" in line
+    assert line.startswith(f"error: {f}: 3 unsupported ops of 2 kinds: aten.relu x2 (#0 relu at ")
+    assert "aten.max_pool2d x1" in line

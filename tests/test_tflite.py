@@ -362,9 +362,9 @@ def test_unsupported_ops_are_listed_in_one_error():
     with pytest.raises(UnsupportedTfliteError) as info:
         tflite_from_bytes(_pack(fb, model), "bad.tflite")
     msg = str(info.value)
-    assert "3 unsupported operator(s)" in msg
-    assert f"#1 CONV_2D ({names[0]}): fused activation TANH" in msg
-    assert f"#2 EXP ({names[1]})" in msg and f"#8 EXP ({names[2]})" in msg
+    assert "3 unsupported ops of 2 kinds" in msg, msg
+    assert f"CONV_2D x1 (#1 {names[0]}: fused activation TANH (supported: " in msg
+    assert f"EXP x2 (#2 {names[1]}: " in msg and f"#8 {names[2]}: " in msg
     assert msg.index("#1 ") < msg.index("#2 ") < msg.index("#8 ")
 
 

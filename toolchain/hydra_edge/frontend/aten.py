@@ -33,14 +33,10 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 from ..ir.graph import Graph, IRError, Node, Tensor
-from .errors import FrontendError, first_line
+from .errors import FrontendError, first_line, source_location
 
-_TORCH_DIR = os.path.dirname(torch.__file__)
-# torch's own frames, wherever the torch that exported the file was installed
-_TORCH_FRAME = re.compile(r"[/\\]site-packages[/\\]torch[/\\]")
 # ops whose module path names them well (one aten call per nn.Module)
 _NAMED_BY_MODULE = {"linear", "conv2d", "convolution", "layer_norm", "native_layer_norm"}
-_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 
 _INT_DTYPES = {torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool}
 _FLOAT_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.float64}
@@ -60,20 +56,6 @@ def exported_program_to_graph(program: ExportedProgram, source_file: str, fronte
 
 
 # -- helpers ----------------------------------------------------------------
-
-
-def source_location(stack_trace: str | None) -> str:
-    """The innermost frame outside torch itself, as "file.py:line" ("" if none)."""
-    if not stack_trace:
-        return ""
-    frames = _FRAME.findall(stack_trace)
-    for path, line in reversed(frames):
-        if not os.path.abspath(path).startswith(_TORCH_DIR + os.sep) and not _TORCH_FRAME.search(path):
-            return f"{os.path.basename(path)}:{line}"
-    if frames:
-        path, line = frames[-1]
-        return f"{os.path.basename(path)}:{line}"
-    return ""
 
 
 def _module_path(node: torch.fx.Node) -> str:

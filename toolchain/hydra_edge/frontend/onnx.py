@@ -34,7 +34,8 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper, numpy_helper
 
 from ..ir.graph import Graph, IRError
-from .errors import FrontendError, first_line
+from ..errors import UnsupportedNode, unsupported_summary
+from .errors import FrontendError, first_line, source_location
 from .onnx_fold import OnnxNode, decode_attrs, fold_static
 from .onnx_fuse import fuse_decompositions
 from .onnx_ops import SUPPORTED_OPS, convert_graph
@@ -149,17 +150,24 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
 # -- 2. the op check -------------------------------------------------------------------------------
 
 
+_STACK_TRACE = "pkg.torch.onnx.stack_trace"  # the dynamo exporter's record of the torch line behind a node
+
+
 def check_ops(model: onnx.ModelProto, name: str) -> None:
     """Raise one FrontendError listing every node hydra-edge does not convert, before any other work."""
     bad = []
     for i, node in enumerate(model.graph.node):
         if node.domain not in _DEFAULT_DOMAINS:
-            bad.append(f"#{i} {node.domain}.{node.op_type} ({node.name or 'unnamed'})")
+            kind = f"{node.domain}.{node.op_type}"
         elif node.op_type not in SUPPORTED_OPS:
-            bad.append(f"#{i} {node.op_type} ({node.name or 'unnamed'})")
+            kind = node.op_type
+        else:
+            continue
+        meta = {p.key: p.value for p in node.metadata_props}
+        bad.append(UnsupportedNode(kind, i, node.name or "unnamed", source_location(meta.get(_STACK_TRACE))))
     if bad:
         raise FrontendError(
-            f"{name}: {len(bad)} unsupported ONNX op{'s' if len(bad) > 1 else ''}: {', '.join(bad)}; "
+            f"{name}: {unsupported_summary(bad).replace('unsupported op', 'unsupported ONNX op', 1)}; "
             f"hydra-edge converts {', '.join(sorted(SUPPORTED_OPS))}"
         )
 

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import UnsupportedNode, unsupported_summary
 from ..ir.graph import Graph, Node, QuantParams, Tensor
 from .errors import FrontendError
 from .tflite_types import TflTensorInfo
@@ -401,13 +402,13 @@ def _convert(path: Path, m: _Model) -> Graph:
             continue
         why, attrs = _op_problem(op, m, table)
         if why is not None:
-            problems.append(f"#{op.index} {op.name} ({m.tensors[op.outputs[0]].name}): {why}")
+            problems.append(UnsupportedNode(op.name, op.index, m.tensors[op.outputs[0]].name, why=why))
         else:
             prepared[op.index] = attrs
     if problems:
         raise UnsupportedTfliteError(
-            f"{path}: {len(problems)} unsupported operator(s): " + "; ".join(problems)
-            + ". hydra-edge's TFLite frontend covers TFLite Micro's int8 kernels listed in docs/frontends.md")
+            f"{path}: {unsupported_summary(problems)}; hydra-edge's TFLite frontend covers TFLite Micro's int8 "
+            "kernels listed in docs/frontends.md")
     return _build_graph(path, m, plan, prepared)
 
 

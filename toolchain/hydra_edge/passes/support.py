@@ -7,8 +7,9 @@ collects each node that depends on the model's input and whose op
 - no lifting pass may consume (Hydra attention, softmax attention), and
 - lowering has no handler for,
 
-and raises ONE LoweringError naming each as "#index 'aten.op' at source",
-index being the node's position in the graph. The known ops are the sets each
+and raises ONE LoweringError listing them grouped by op, each as "#index where at
+file:line" (errors.unsupported_summary, the format every frontend uses), index
+being the node's position in the graph. The known ops are the sets each
 pass module exports beside its code, so a pass that learns an op needs no
 edit here. Nodes computed from constants alone (a transposed weight, a mask
 made by ones().tril()) are compile-time values: canonicalize folds them, or
@@ -20,6 +21,7 @@ details.
 
 from __future__ import annotations
 
+from ..errors import UnsupportedNode, display_path, unsupported_summary
 from ..ir.graph import Graph, Node
 from .canonicalize import CHECK_PREFIXES, NOOP_OPS
 from .errors import SUPPORTED_OPS, LoweringError, qualified
@@ -55,6 +57,16 @@ def check_supported(graph: Graph) -> None:
     found = unsupported_nodes(graph)
     if not found:
         return
-    items = [f"#{i} '{qualified(node.op)}' at {node.source or node.name}" for i, node in found]
-    head = "unsupported op" if len(items) == 1 else f"{len(items)} unsupported ops"
-    raise LoweringError(f"{head}: {', '.join(items)}; hydra-edge lowers: {SUPPORTED_OPS}")
+    items = [UnsupportedNode(qualified(node.op), i, *_where_and_line(node)) for i, node in found]
+    source = graph.meta.get("source_file")
+    prefix = f"{display_path(str(source))}: " if source else ""
+    raise LoweringError(f"{prefix}{unsupported_summary(items)}; hydra-edge lowers: {SUPPORTED_OPS}")
+
+
+def _where_and_line(node: Node) -> tuple[str, str]:
+    """A frontend's Node.source "module: name (file.py:12)" split into ("module: name", "file.py:12")."""
+    text = node.source or node.name
+    if text.endswith(")") and " (" in text:
+        where, _, line = text[:-1].rpartition(" (")
+        return where, line
+    return text, ""
