@@ -383,3 +383,25 @@ def test_near_miss_builder_lifts_without_the_flaw():
     """The near-miss models differ from a liftable one by their flaw only (else the test above proves nothing)."""
     graph = tflite_from_bytes(hydra_block(4, Variant(), t=6, d=6), "ok.tflite")
     assert len(_lifted(lift_tfl_hydra(graph))) == 1
+
+
+def test_a_core_whose_ops_round_alike_lifts_with_that_rounding():
+    """The lifted node rounds as the ops it replaces (its C params give that rounding to every nested op): ops
+    with a "rounding" attr of their own lift when they all agree, keeping it on the node (not in its nested
+    params), and stay unfused when one rounds otherwise (one kernel call rounds one way)."""
+    graph = load_tflite(MODEL)
+    core = {n.name for n in lift_tfl_hydra(graph).nodes}  # what lifting leaves: the replaced ones are the rest
+    replaced = [n for n in graph.nodes if n.name not in core and n.op != "tfl_fully_connected"]
+    once = graph.copy()
+    for node in once.nodes:
+        if node.name in {n.name for n in replaced}:
+            node.attrs["rounding"] = "single"
+    lifted = _lifted(lift_tfl_hydra(once))
+    assert len(lifted) == 2 and {n.attrs["rounding"] for n in lifted} == {"single"}
+    assert "rounding" not in str({k: v for k, v in lifted[0].attrs.items() if k != "rounding"})
+    x = _inputs(graph.tensor(graph.inputs[0]).shape, seed=6, n_random=1)
+    np.testing.assert_array_equal(_reference(lift_tfl_hydra(once), x), _reference(once, x))
+    mixed = once.copy()
+    rsqrt = next(n.name for n in replaced if n.op == "tfl_rsqrt")  # phi's, in one of the cores
+    next(n for n in mixed.nodes if n.name == rsqrt).attrs["rounding"] = "double"
+    assert len(_lifted(lift_tfl_hydra(mixed))) == 1  # the other core still lifts

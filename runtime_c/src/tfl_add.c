@@ -14,8 +14,9 @@ static int8_t add_one(int32_t x, int32_t y, const void *params)
     const hydra_tfl_add_params *p = (const hydra_tfl_add_params *)params;
     int32_t scaled1, scaled2;
     hydra_tfl_rescale_inputs(p, x, y, &scaled1, &scaled2);
-    return hydra_tfl_output_s8(hydra_tfl_requantize(scaled1 + scaled2, p->output_multiplier, p->output_shift),
-                               p->output_offset, p->output_activation_min, p->output_activation_max);
+    const int32_t out =
+        hydra_tfl_requantize(scaled1 + scaled2, p->output_multiplier, p->output_shift, p->single_rounding);
+    return hydra_tfl_output_s8(out, p->output_offset, p->output_activation_min, p->output_activation_max);
 }
 
 hydra_status hydra_tfl_add_s8(const hydra_tfl_add_params *p, const int8_t *input1, const int8_t *input2,

@@ -341,7 +341,8 @@ hydra_status hydra_tfl_sigmoid_s8(const hydra_tfl_sigmoid_params *p, const int8_
         } else if (value >= p->input_range_radius) {
             output[i] = 127;
         } else {
-            const int32_t q4 = hydra_tfl_requantize(value, p->input_multiplier, p->input_left_shift);
+            const int32_t q4 =
+                hydra_tfl_requantize(value, p->input_multiplier, p->input_left_shift, p->single_rounding);
             const int32_t q0 = is_tanh ? hydra_tfl_tanh(q4, 4) : hydra_tfl_logistic(q4, 4);
             output[i] = hydra_clamp_s8(hydra_tfl_rounding_divide_by_pot(q0, 31 - output_bits) + output_zero_point);
         }
@@ -440,9 +441,10 @@ hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *
                     }
                     if (bias != NULL)
                         acc = hydra_saturate_s32((int64_t)acc + bias[oc]);
+                    const int32_t y =
+                        hydra_tfl_requantize(acc, v->output_multiplier[oc], v->output_shift[oc], v->single_rounding);
                     output[hydra_tfl_nhwc(v->output_shape, b, oy, ox, oc)] =
-                        hydra_tfl_output_s8(hydra_tfl_requantize(acc, v->output_multiplier[oc], v->output_shift[oc]),
-                                            v->output_offset, v->activation_min, v->activation_max);
+                        hydra_tfl_output_s8(y, v->output_offset, v->activation_min, v->activation_max);
                 }
     return HYDRA_OK;
 }

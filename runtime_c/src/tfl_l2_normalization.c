@@ -29,7 +29,8 @@ hydra_status hydra_tfl_l2_normalization_s8(const hydra_tfl_l2_normalization_para
         int32_t multiplier, shift;
         hydra_tfl_inv_sqrt_multiplier_exp(acc, -1, &multiplier, &shift);
         for (int32_t c = 0; c < p->depth; c++)
-            y[c] = hydra_clamp_s8(hydra_tfl_requantize(x[c] - p->input_zero_point, multiplier, shift + 7));
+            y[c] = hydra_clamp_s8(
+                hydra_tfl_requantize(x[c] - p->input_zero_point, multiplier, shift + 7, p->single_rounding));
     }
     return HYDRA_OK;
 }

@@ -13,8 +13,8 @@ static int8_t mul_one(int32_t x, int32_t y, const void *params)
 {
     const hydra_tfl_mul_params *p = (const hydra_tfl_mul_params *)params;
     const int32_t product = (p->input1_offset + x) * (p->input2_offset + y);
-    return hydra_tfl_output_s8(hydra_tfl_requantize(product, p->output_multiplier, p->output_shift), p->output_offset,
-                               p->output_activation_min, p->output_activation_max);
+    const int32_t out = hydra_tfl_requantize(product, p->output_multiplier, p->output_shift, p->single_rounding);
+    return hydra_tfl_output_s8(out, p->output_offset, p->output_activation_min, p->output_activation_max);
 }
 
 hydra_status hydra_tfl_mul_s8(const hydra_tfl_mul_params *p, const int8_t *input1, const int8_t *input2,

@@ -17,8 +17,9 @@ hydra_status hydra_tfl_quantize_s8(const hydra_tfl_quantize_params *p, const int
     if (!hydra_zero_point_ok(p->input_zero_point) || !hydra_zero_point_ok(p->output_zero_point))
         return HYDRA_ERR_ARG;
     for (int32_t i = 0; i < p->size; i++) {
-        const int64_t out =
-            (int64_t)hydra_tfl_requantize(input[i] - p->input_zero_point, p->multiplier, p->shift) + p->output_zero_point;
+        const int64_t out = (int64_t)hydra_tfl_requantize(input[i] - p->input_zero_point, p->multiplier, p->shift,
+                                                          p->single_rounding) +
+                            p->output_zero_point;
         output[i] = (int8_t)(out < -128 ? -128 : (out > 127 ? 127 : out));
     }
     return HYDRA_OK;

@@ -29,8 +29,9 @@ hydra_status hydra_tfl_rsqrt_s8(const hydra_tfl_rsqrt_params *p, const int8_t *i
         }
         int32_t inv_multiplier, inv_shift;
         hydra_tfl_inv_sqrt_multiplier_exp(value, -1, &inv_multiplier, &inv_shift);
-        const int32_t data = hydra_tfl_requantize(1, inv_multiplier, inv_shift + K_SHIFT);
-        const int64_t out = (int64_t)hydra_tfl_requantize(data, p->multiplier, p->shift - K_SHIFT) + p->output_zero_point;
+        const int32_t data = hydra_tfl_requantize(1, inv_multiplier, inv_shift + K_SHIFT, p->single_rounding);
+        const int32_t y = hydra_tfl_requantize(data, p->multiplier, p->shift - K_SHIFT, p->single_rounding);
+        const int64_t out = (int64_t)y + p->output_zero_point;
         output[i] = (int8_t)(out < -128 ? -128 : (out > 127 ? 127 : out));
     }
     return HYDRA_OK;

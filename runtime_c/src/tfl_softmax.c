@@ -13,7 +13,8 @@
 static int32_t rescaled_diff(const hydra_tfl_softmax_params *p, int32_t diff)
 {
     /* a shift of 31 (multiplier capped at 2^31 - 1) leaves diff_min == 0, so diff == 0 here */
-    return hydra_tfl_requantize(diff, p->input_multiplier, p->input_left_shift > 30 ? 30 : p->input_left_shift);
+    return hydra_tfl_requantize(diff, p->input_multiplier, p->input_left_shift > 30 ? 30 : p->input_left_shift,
+                                p->single_rounding);
 }
 
 hydra_status hydra_tfl_softmax_s8(const hydra_tfl_softmax_params *p, const int8_t *input, int8_t *output)

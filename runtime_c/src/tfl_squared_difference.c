@@ -15,8 +15,8 @@ static int8_t squared_difference_one(int32_t x, int32_t y, const void *params)
     int32_t scaled1, scaled2;
     hydra_tfl_rescale_inputs(p, x, y, &scaled1, &scaled2);
     const int32_t diff = scaled1 - scaled2;
-    return hydra_tfl_output_s8(hydra_tfl_requantize(diff * diff, p->output_multiplier, p->output_shift), p->output_offset,
-                               p->output_activation_min, p->output_activation_max);
+    const int32_t out = hydra_tfl_requantize(diff * diff, p->output_multiplier, p->output_shift, p->single_rounding);
+    return hydra_tfl_output_s8(out, p->output_offset, p->output_activation_min, p->output_activation_max);
 }
 
 hydra_status hydra_tfl_squared_difference_s8(const hydra_tfl_squared_difference_params *p, const int8_t *input1,
