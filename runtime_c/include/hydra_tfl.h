@@ -342,15 +342,16 @@ static inline int hydra_tfl_rescaled_binary_ok(const hydra_tfl_rescaled_binary_p
                                      p->output_activation_max);
 }
 
-/* Their first step on both inputs: (x + offset) * 2^left_shift, scaled by the input's multiplier < 1.
+/* Their first step on both inputs: (x + offset) * 2^left_shift, scaled by the input's multiplier < 1, rounding
+ * as single_rounding says (the params', passed as a constant by each kernel's per-mode callback).
  * |(x + offset) 2^20| <= 2^28, so nothing overflows int32. */
 static inline void hydra_tfl_rescale_inputs(const hydra_tfl_rescaled_binary_params *p, int32_t x, int32_t y,
-                                            int32_t *scaled1, int32_t *scaled2)
+                                            int32_t single_rounding, int32_t *scaled1, int32_t *scaled2)
 {
     const int32_t shifted1 = (p->input1_offset + x) * (INT32_C(1) << p->left_shift);
     const int32_t shifted2 = (p->input2_offset + y) * (INT32_C(1) << p->left_shift);
-    *scaled1 = hydra_tfl_requantize(shifted1, p->input1_multiplier, p->input1_shift, p->single_rounding);
-    *scaled2 = hydra_tfl_requantize(shifted2, p->input2_multiplier, p->input2_shift, p->single_rounding);
+    *scaled1 = hydra_tfl_requantize(shifted1, p->input1_multiplier, p->input1_shift, single_rounding);
+    *scaled2 = hydra_tfl_requantize(shifted2, p->input2_multiplier, p->input2_shift, single_rounding);
 }
 
 /* MUL: output = offset + MBQM((a + off1) * (b + off2), M, shift), clamped to the activation range. */
