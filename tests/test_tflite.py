@@ -21,7 +21,7 @@ from hydra_edge import driver
 from hydra_edge.frontend.errors import FrontendError
 from hydra_edge.frontend.tflite import UnsupportedTfliteError, litert_rounding, load_tflite, tflite_from_bytes
 from hydra_edge.ir.graph import Graph
-from hydra_edge.ops import check_shapes
+from hydra_edge.ops import check_shapes, node_rounding
 from hydra_edge.numerics.fixedpoint import quantize_multiplier, requantize
 from hydra_edge.reference.int_interp import run_int, tfl_kernels
 from hydra_edge.targets import runner
@@ -210,7 +210,8 @@ def test_litert_sum_is_broken():
     for node in graph.nodes:
         theirs = interp.get_tensor(index[node.outputs[0]]).reshape(-1)
         ins = [interp.get_tensor(index[i]) if i in index else graph.tensor(i).data for i in node.inputs]
-        ours = np.asarray(kernels[node.op](node.attrs, ins, "double")).reshape(-1)
+        rounding = node_rounding(node, graph.meta["rounding"])  # FULLY_CONNECTED's "single" (litert_rounding)
+        ours = np.asarray(kernels[node.op](node.attrs, ins, rounding)).reshape(-1)
         if node.op == "tfl_sum":
             sums += 1
             # LiteRT: nearly every element -1 whatever the input; TFLM and hydra-edge: the rescaled sums
