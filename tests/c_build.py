@@ -54,11 +54,6 @@ def have_compiler() -> bool:
     return shutil.which(CC) is not None
 
 
-def rounding_defines(single_rounding: bool) -> list[str]:
-    """The tfl_* kernels as LiteRT's single-rounding build (hydra_tfl.h); the native kernels take rounding per node."""
-    return ["-DHYDRA_TFL_SINGLE_ROUNDING=1"] if single_rounding else []
-
-
 def run_cc(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the compiler; raise ``RuntimeError`` carrying its diagnostics if it fails."""
     proc = subprocess.run([CC, *args], cwd=cwd, capture_output=True, text=True)

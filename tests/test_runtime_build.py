@@ -1,7 +1,8 @@
 """The C runtime builds clean, stays within its MCU constraints, and is UB-free.
 
 - every source compiles alone with -Werror -pedantic (and stricter warnings),
-  in both rounding modes, and as 32-bit freestanding code;
+  and as 32-bit freestanding code (rounding is no build option: each params
+  struct's single_rounding picks it per call);
 - no float, no 128-bit integers, no allocation, no libc beyond the allowed
   headers, and no undefined symbols other than the runtime's own;
 - the ctypes mirrors in c_build.py match the C structs;
@@ -32,10 +33,9 @@ def test_every_op_has_a_source():
     assert EXPECTED <= {p.name for p in SOURCES}
 
 
-@pytest.mark.parametrize("single", [False, True], ids=["double", "single"])
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.name)
-def test_compiles_strict(tmp_path, src, single):
-    flags = [*c_build.STRICT_FLAGS, *c_build.EXTRA_WARNINGS, *c_build.rounding_defines(single)]
+def test_compiles_strict(tmp_path, src):
+    flags = [*c_build.STRICT_FLAGS, *c_build.EXTRA_WARNINGS]
     c_build.run_cc([*flags, f"-I{c_build.INCLUDE_DIR}", "-c", str(src), "-o", str(tmp_path / "x.o")])
 
 
@@ -399,7 +399,7 @@ def test_sanitized_driver(tmp_path, single):
     driver = tmp_path / "driver.c"
     driver.write_text(DRIVER)
     exe = tmp_path / "driver"
-    flags = [*c_build.STRICT_FLAGS, *c_build.SANITIZE_FLAGS, *c_build.rounding_defines(single), f"-DSINGLE={int(single)}"]
+    flags = [*c_build.STRICT_FLAGS, *c_build.SANITIZE_FLAGS, f"-DSINGLE={int(single)}"]
     flags = [f for f in flags if f != "-O2"] + ["-O1"]  # faster to build, still optimised
     try:
         c_build.run_cc([*flags, f"-I{c_build.INCLUDE_DIR}", str(driver), *map(str, SOURCES), "-o", str(exe)])

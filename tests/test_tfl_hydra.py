@@ -383,3 +383,99 @@ def test_near_miss_builder_lifts_without_the_flaw():
     """The near-miss models differ from a liftable one by their flaw only (else the test above proves nothing)."""
     graph = tflite_from_bytes(hydra_block(4, Variant(), t=6, d=6), "ok.tflite")
     assert len(_lifted(lift_tfl_hydra(graph))) == 1
+
+
+def test_a_core_whose_ops_round_alike_lifts_with_that_rounding():
+    """The lifted node rounds as the ops it replaces (its C params give that rounding to every nested op): ops
+    with a "rounding" attr of their own lift when they all agree, keeping it on the node (not in its nested
+    params), and stay unfused when one rounds otherwise (one kernel call rounds one way)."""
+    graph = load_tflite(MODEL)
+    core = {n.name for n in lift_tfl_hydra(graph).nodes}  # what lifting leaves: the replaced ones are the rest
+    replaced = [n for n in graph.nodes if n.name not in core and n.op != "tfl_fully_connected"]
+    once = graph.copy()
+    for node in once.nodes:
+        if node.name in {n.name for n in replaced}:
+            node.attrs["rounding"] = "single"
+    lifted = _lifted(lift_tfl_hydra(once))
+    assert len(lifted) == 2 and {n.attrs["rounding"] for n in lifted} == {"single"}
+    assert "rounding" not in str({k: v for k, v in lifted[0].attrs.items() if k != "rounding"})
+    x = _inputs(graph.tensor(graph.inputs[0]).shape, seed=6, n_random=1)
+    np.testing.assert_array_equal(_reference(lift_tfl_hydra(once), x), _reference(once, x))
+    mixed = once.copy()
+    rsqrt = next(n.name for n in replaced if n.op == "tfl_rsqrt")  # phi's, in one of the cores
+    next(n for n in mixed.nodes if n.name == rsqrt).attrs["rounding"] = "double"
+    assert len(_lifted(lift_tfl_hydra(mixed))) == 1  # the other core still lifts
+
+
+ENTRY_CHECKS = r"""
+#include <stdio.h>
+#include "hydra_tfl.h"
+
+static int failures;
+#define CHECK(c) do { if (!(c)) { printf("FAIL %d: %s\n", __LINE__, #c); failures++; } } while (0)
+
+int main(void)
+{
+    hydra_tfl_mul_params mul = {{1, 1, 1, 1, 1, 2}, {1, 1, 1, 1, 1, 2}, {1, 1, 1, 1, 1, 2}, 0, 0, 0,
+                                1 << 30, 0, -128, 127, 0};
+    hydra_tfl_hydra_attention_params p = {0};
+    p.tokens = 2;
+    p.depth = 2;
+    p.phi_q.kind = p.phi_k.kind = HYDRA_TFL_PHI_L2;
+    p.phi_q.l2.outer_size = p.phi_k.l2.outer_size = 1;
+    p.phi_q.l2.depth = p.phi_k.l2.depth = 2;
+    p.kv_mul = p.out_mul = mul;
+    for (int d = 0; d < HYDRA_TFL_MAX_DIMS; d++)
+        p.kv_sum.input_shape[d] = p.kv_sum.reduce_shape[d] = 1;
+    p.kv_sum.input_shape[4] = p.kv_sum.input_shape[5] = p.kv_sum.reduce_shape[4] = 2;
+    p.kv_sum.num_elements = 2;
+    p.kv_sum.output_multiplier = 1 << 30;
+    hydra_tfl_hydra_attention_params bad = p;
+    bad.tokens = 0;
+
+    const int8_t k[4] = {-128, 127, 5, -7}, v[4] = {3, -128, 127, 0}, q[4] = {127, 127, -128, 1};
+    int32_t state[3]; /* 5 * depth bytes */
+    int8_t kv[2], out[4], row[2];
+    CHECK(hydra_tfl_hydra_kv_begin_s8(&p, state) == HYDRA_OK);
+    CHECK(hydra_tfl_hydra_kv_rows_s8(&p, k, v, 2, state) == HYDRA_OK);
+    CHECK(hydra_tfl_hydra_kv_rows_s8(NULL, k, v, 2, state) == HYDRA_ERR_ARG);
+    CHECK(hydra_tfl_hydra_kv_rows_s8(&p, NULL, v, 2, state) == HYDRA_ERR_ARG);
+    CHECK(hydra_tfl_hydra_kv_rows_s8(&p, k, NULL, 2, state) == HYDRA_ERR_ARG);
+    CHECK(hydra_tfl_hydra_kv_rows_s8(&p, k, v, 2, NULL) == HYDRA_ERR_ARG);
+    CHECK(hydra_tfl_hydra_kv_rows_s8(&bad, NULL, v, 2, state) == HYDRA_ERR_ARG); /* pointers first */
+    CHECK(hydra_tfl_hydra_kv_rows_s8(&bad, k, v, 2, state) == HYDRA_ERR_SHAPE);  /* then the params */
+    CHECK(hydra_tfl_hydra_kv_rows_s8(&p, k, v, 0, state) == HYDRA_ERR_SHAPE);    /* then the rows */
+    CHECK(hydra_tfl_hydra_kv_rows_s8(&p, k, v, 3, state) == HYDRA_ERR_SHAPE);
+    CHECK(hydra_tfl_hydra_kv_end_s8(&p, state, kv) == HYDRA_OK);
+    CHECK(hydra_tfl_hydra_apply_s8(&p, q, kv, 2, out, row) == HYDRA_OK);
+    CHECK(hydra_tfl_hydra_apply_s8(NULL, q, kv, 2, out, row) == HYDRA_ERR_ARG);
+    CHECK(hydra_tfl_hydra_apply_s8(&p, NULL, kv, 2, out, row) == HYDRA_ERR_ARG);
+    CHECK(hydra_tfl_hydra_apply_s8(&p, q, NULL, 2, out, row) == HYDRA_ERR_ARG);
+    CHECK(hydra_tfl_hydra_apply_s8(&p, q, kv, 2, NULL, row) == HYDRA_ERR_ARG);
+    CHECK(hydra_tfl_hydra_apply_s8(&p, q, kv, 2, out, NULL) == HYDRA_ERR_ARG);
+    CHECK(hydra_tfl_hydra_apply_s8(&bad, q, kv, 2, out, NULL) == HYDRA_ERR_ARG);
+    CHECK(hydra_tfl_hydra_apply_s8(&bad, q, kv, 2, out, row) == HYDRA_ERR_SHAPE);
+    CHECK(hydra_tfl_hydra_apply_s8(&p, q, kv, 0, out, row) == HYDRA_ERR_SHAPE);
+    CHECK(hydra_tfl_hydra_apply_s8(&p, q, kv, 3, out, row) == HYDRA_ERR_SHAPE);
+    printf(failures ? "FAILED %d\n" : "OK\n", failures);
+    return failures != 0;
+}
+"""
+
+
+def test_kv_rows_and_apply_check_their_arguments_alike(tmp_path):
+    """The C entry points of the split core refuse NULL pointers (HYDRA_ERR_ARG) before bad params, and those
+    (HYDRA_ERR_SHAPE) before a row count outside [1, tokens]; built with UBSan."""
+    import subprocess
+
+    from c_build import INCLUDE_DIR, SRC_DIR, STRICT_FLAGS, run_cc
+
+    src = tmp_path / "entry_checks.c"
+    src.write_text(ENTRY_CHECKS)
+    sources = ["tfl_hydra_attention.c", "tfl_mul.c", "tfl_sum.c", "tfl_add.c", "tfl_rsqrt.c", "tfl_l2_normalization.c",
+               "tfl_fixedpoint.c", "hydra_requantize.c"]
+    exe = tmp_path / "entry_checks"
+    run_cc([*STRICT_FLAGS, "-fsanitize=undefined", "-fno-sanitize-recover=all", f"-I{INCLUDE_DIR}", str(src),
+            *(str(SRC_DIR / s) for s in sources), "-o", str(exe)])
+    proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "OK", proc.stdout + proc.stderr

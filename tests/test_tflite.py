@@ -21,11 +21,13 @@ from hydra_edge import driver
 from hydra_edge.frontend.errors import FrontendError
 from hydra_edge.frontend.tflite import UnsupportedTfliteError, litert_rounding, load_tflite, tflite_from_bytes
 from hydra_edge.ir.graph import Graph
-from hydra_edge.ops import check_shapes
+from hydra_edge.ops import check_shapes, node_rounding
 from hydra_edge.numerics.fixedpoint import quantize_multiplier, requantize
 from hydra_edge.reference.int_interp import run_int, tfl_kernels
 from hydra_edge.targets import runner
+from hydra_edge.validate.bitexact import validate_build
 from hydra_edge.boards import load_board
+from hydra_edge.codegen.emit_tfl import ROUNDED_OPS
 from tfl_single_op import TensorSpec, run_litert, run_tflm, single_op_model
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -60,6 +62,15 @@ def _tflm(model: bytes, xs: np.ndarray) -> np.ndarray:
 
 def _reference(graph: Graph, xs: np.ndarray) -> np.ndarray:
     return np.stack([run_int(graph, x)[0].reshape(-1) for x in xs])
+
+
+def _rounding_once(graph: Graph) -> Graph:
+    """The graph with every node rounding once: the model's setting (meta "rounding"), which each node's C params
+    take (single_rounding), tfl kernels and native ones alike. No oracle rounds so (TFLM is double, LiteRT
+    single only in FULLY_CONNECTED): the reference interpreter is the one."""
+    g = graph.copy()
+    g.meta["rounding"] = "single"
+    return g
 
 
 # ---------------------------------------------------------------- fixed point = TFLM's
@@ -199,7 +210,8 @@ def test_litert_sum_is_broken():
     for node in graph.nodes:
         theirs = interp.get_tensor(index[node.outputs[0]]).reshape(-1)
         ins = [interp.get_tensor(index[i]) if i in index else graph.tensor(i).data for i in node.inputs]
-        ours = np.asarray(kernels[node.op](node.attrs, ins, "double")).reshape(-1)
+        rounding = node_rounding(node, graph.meta["rounding"])  # FULLY_CONNECTED's "single" (litert_rounding)
+        ours = np.asarray(kernels[node.op](node.attrs, ins, rounding)).reshape(-1)
         if node.op == "tfl_sum":
             sums += 1
             # LiteRT: nearly every element -1 whatever the input; TFLM and hydra-edge: the rescaled sums
@@ -319,6 +331,30 @@ def test_single_op_matches_tflm(case, tmp_path):
     np.testing.assert_array_equal(_reference(graph, xs), expected)
     res = driver.compile_prequantised(graph, load_board("host"), tmp_path / "build")
     np.testing.assert_array_equal(runner.run(res.folder, xs.reshape(len(xs), -1)).reshape(len(xs), -1), expected)
+    once = _rounding_once(graph)  # and the kernel rounding once, as its params say: C == reference
+    res = driver.compile_prequantised(once, load_board("host"), tmp_path / "once")
+    model_c = (res.folder / "model.c").read_text()  # a field where the kernel requantises, never 0
+    assert (".single_rounding = 1" in model_c) == ("tfl_" + op.lower() in ROUNDED_OPS), model_c
+    assert ".single_rounding = 0" not in model_c
+    np.testing.assert_array_equal(runner.run(res.folder, xs.reshape(len(xs), -1)).reshape(len(xs), -1),
+                                  _reference(once, xs))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_node_rounding_once_is_bit_exact(name, tmp_path):
+    """A .tflite graph whose setting is single rounding: every params struct of model.c says so (tfl kernels and
+    the legalised native ones), and the build validates bit-exact against the reference in that rounding, which
+    differs from TFLM's on these inputs for the ViTs."""
+    graph = _rounding_once(load_tflite(_path(name)))
+    res = driver.compile_prequantised(graph, load_board("host"), tmp_path / "build")
+    model_c = (res.folder / "model.c").read_text()
+    assert ".single_rounding = 1" in model_c and ".single_rounding = 0" not in model_c
+    assert not (res.folder / "source.tflite").exists()  # TFLM rounds twice: not an oracle of this build
+    xs = _inputs(graph.tensor(graph.inputs[0]).shape, seed=5)
+    result = validate_build(res.folder, res.graph, xs)
+    assert result.ok, result.mismatches
+    if name in ("tfl_hydra_vit", "tfl_softmax_vit"):
+        assert not np.array_equal(_reference(graph, xs), _tflm(_path(name).read_bytes(), xs))
 
 
 def test_batch_matmul_of_two_activations_matches_tflm():
@@ -460,3 +496,7 @@ def test_validate_of_a_tflite_build_also_runs_tflite_micro(tmp_path):
     single = tmp_path / "single"  # LiteRT's rounding is not TFLM's: no TFLM comparison is offered
     assert invoke("compile", _path("tfl_softmax_vit"), "--rounding", "single", "-o", single).exit_code == 0
     assert not (single / "source.tflite").exists()
+    result = invoke("validate", single)  # its FULLY_CONNECTED params round once, the rest twice: still bit-exact
+    assert result.exit_code == 0 and "BIT-EXACT" in result.output, result.output
+    model_c = (single / "model.c").read_text()
+    assert ".single_rounding = 1" in model_c and ".single_rounding = 0" in model_c

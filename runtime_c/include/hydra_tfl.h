@@ -31,20 +31,13 @@ extern "C" {
  * walk (broadcast, reduction, LOGISTIC / TANH, convolution, pooling) in tfl_fixedpoint.c. Kernels whose params
  * are identical share one struct under each op's name (typedefs): hydra_tfl_<op>_params still names them. */
 
-/* TFLM's MultiplyByQuantizedMultiplier. Rounding is a property of a TFLM build (TFLITE_SINGLE_ROUNDING),
- * not of a node, and compiled models always use TFLM's default, double rounding: the emitter never
- * defines HYDRA_TFL_SINGLE_ROUNDING, which only builds these kernels as LiteRT's single-rounding build for
- * the tests. (The native kernels take rounding per node, from their params; FULLY_CONNECTED's own
- * single_rounding flag below is LiteRT's reference FULLY_CONNECTED.) */
-#if defined(HYDRA_TFL_SINGLE_ROUNDING) && HYDRA_TFL_SINGLE_ROUNDING
-#define HYDRA_TFL_ROUNDING 1
-#else
-#define HYDRA_TFL_ROUNDING 0
-#endif
-
-static inline int32_t hydra_tfl_requantize(int32_t x, int32_t multiplier, int32_t shift)
+/* TFLM's MultiplyByQuantizedMultiplier in a node's rounding mode: every params struct below whose kernel
+ * requantises has a `single_rounding` field (0: TFLM's default, double rounding; else single, as a build with
+ * TFLITE_SINGLE_ROUNDING or LiteRT's reference FULLY_CONNECTED), which the emitter sets from the node's
+ * rounding (ops.node_rounding), as for the native kernels (hydra_rt.h). */
+static inline int32_t hydra_tfl_requantize(int32_t x, int32_t multiplier, int32_t shift, int32_t single_rounding)
 {
-    return hydra_requantize(x, multiplier, shift, HYDRA_TFL_ROUNDING);
+    return hydra_requantize(x, multiplier, shift, single_rounding);
 }
 
 /* An int8 input offset (-zero point): [-127, 128]. */
@@ -105,7 +98,7 @@ typedef struct {
     const int32_t *output_multiplier;
     const int32_t *output_shift;
     int32_t activation_min, activation_max;
-    int32_t single_rounding;            /* 1: one rounding (LiteRT's reference FULLY_CONNECTED), 0: the build's */
+    int32_t single_rounding;            /* 0: double rounding (TFLM), else single (LiteRT's reference FC) */
 } hydra_tfl_fully_connected_params;
 
 hydra_status hydra_tfl_fully_connected_s8(const hydra_tfl_fully_connected_params *p, const int8_t *input,
@@ -123,6 +116,7 @@ typedef struct {
     const int32_t *output_multiplier;   /* [output channels] */
     const int32_t *output_shift;
     int32_t activation_min, activation_max;
+    int32_t single_rounding;            /* 0: double rounding (TFLM), else single */
 } hydra_tfl_conv_2d_params;
 
 typedef struct {
@@ -135,6 +129,7 @@ typedef struct {
     const int32_t *output_multiplier;   /* [output channels] */
     const int32_t *output_shift;
     int32_t activation_min, activation_max;
+    int32_t single_rounding;            /* 0: double rounding (TFLM), else single */
 } hydra_tfl_depthwise_conv_2d_params;
 
 hydra_status hydra_tfl_conv_2d_s8(const hydra_tfl_conv_2d_params *p, const int8_t *input, const int8_t *filter,
@@ -151,13 +146,14 @@ typedef struct {
     int32_t input_offset, output_offset;
     const int32_t *output_multiplier, *output_shift;
     int32_t activation_min, activation_max;
+    int32_t single_rounding;            /* 0: double rounding (TFLM), else single */
 } hydra_tfl_conv_view;
 
 #define HYDRA_TFL_CONV_VIEW(p)                                                                                    \
     {(p)->input_shape, (p)->filter_shape, (p)->output_shape, (p)->stride_height, (p)->stride_width,              \
      (p)->dilation_height_factor, (p)->dilation_width_factor, (p)->padding_height, (p)->padding_width,           \
      (p)->input_offset, (p)->output_offset, (p)->output_multiplier, (p)->output_shift, (p)->activation_min,       \
-     (p)->activation_max}
+     (p)->activation_max, (p)->single_rounding}
 
 /* The walk both share (tfl_fixedpoint.c), after the kernel's own shape checks: HYDRA_ERR_ARG for the window,
  * offsets, activation range or a multiplier, else every output (b, oy, ox, oc). Output channel oc reads
@@ -238,6 +234,7 @@ typedef struct {
     int32_t lhs_offset, rhs_offset, output_offset;
     int32_t output_multiplier, output_shift;
     int32_t activation_min, activation_max;
+    int32_t single_rounding;            /* 0: double rounding (TFLM), else single */
 } hydra_tfl_batch_matmul_params;
 
 hydra_status hydra_tfl_batch_matmul_s8(const hydra_tfl_batch_matmul_params *p, const int8_t *lhs,
@@ -251,6 +248,7 @@ typedef struct {
     int32_t num_elements;
     int32_t input_zero_point, output_zero_point;
     int32_t output_multiplier, output_shift;
+    int32_t single_rounding;            /* 0: double rounding (TFLM), else single */
 } hydra_tfl_reduce_params;
 
 typedef hydra_tfl_reduce_params hydra_tfl_mean_params;
@@ -278,7 +276,7 @@ static inline int8_t hydra_tfl_reduce_output_s8(const hydra_tfl_reduce_params *p
 {
     const uint32_t u = (uint32_t)(uint64_t)(sum - (int64_t)p->input_zero_point * count);
     const int32_t shifted = u <= (uint32_t)INT32_MAX ? (int32_t)u : -(int32_t)(~u) - 1;
-    return hydra_tfl_output_s8(hydra_tfl_requantize(shifted, p->output_multiplier, p->output_shift),
+    return hydra_tfl_output_s8(hydra_tfl_requantize(shifted, p->output_multiplier, p->output_shift, p->single_rounding),
                                p->output_zero_point, -128, 127);
 }
 
@@ -321,6 +319,7 @@ typedef struct {
     int32_t input2_multiplier, input2_shift;
     int32_t output_multiplier, output_shift;
     int32_t output_activation_min, output_activation_max;
+    int32_t single_rounding;            /* 0: double rounding (TFLM), else single */
 } hydra_tfl_rescaled_binary_params;
 
 typedef hydra_tfl_rescaled_binary_params hydra_tfl_add_params;
@@ -343,15 +342,16 @@ static inline int hydra_tfl_rescaled_binary_ok(const hydra_tfl_rescaled_binary_p
                                      p->output_activation_max);
 }
 
-/* Their first step on both inputs: (x + offset) * 2^left_shift, scaled by the input's multiplier < 1.
+/* Their first step on both inputs: (x + offset) * 2^left_shift, scaled by the input's multiplier < 1, rounding
+ * as single_rounding says (the params', passed as a constant by each kernel's per-mode callback).
  * |(x + offset) 2^20| <= 2^28, so nothing overflows int32. */
 static inline void hydra_tfl_rescale_inputs(const hydra_tfl_rescaled_binary_params *p, int32_t x, int32_t y,
-                                            int32_t *scaled1, int32_t *scaled2)
+                                            int32_t single_rounding, int32_t *scaled1, int32_t *scaled2)
 {
     const int32_t shifted1 = (p->input1_offset + x) * (INT32_C(1) << p->left_shift);
     const int32_t shifted2 = (p->input2_offset + y) * (INT32_C(1) << p->left_shift);
-    *scaled1 = hydra_tfl_requantize(shifted1, p->input1_multiplier, p->input1_shift);
-    *scaled2 = hydra_tfl_requantize(shifted2, p->input2_multiplier, p->input2_shift);
+    *scaled1 = hydra_tfl_requantize(shifted1, p->input1_multiplier, p->input1_shift, single_rounding);
+    *scaled2 = hydra_tfl_requantize(shifted2, p->input2_multiplier, p->input2_shift, single_rounding);
 }
 
 /* MUL: output = offset + MBQM((a + off1) * (b + off2), M, shift), clamped to the activation range. */
@@ -362,6 +362,7 @@ typedef struct {
     int32_t input1_offset, input2_offset, output_offset;
     int32_t output_multiplier, output_shift;
     int32_t output_activation_min, output_activation_max;
+    int32_t single_rounding;            /* 0: double rounding (TFLM), else single */
 } hydra_tfl_mul_params;
 
 hydra_status hydra_tfl_add_s8(const hydra_tfl_add_params *p, const int8_t *input1, const int8_t *input2,
@@ -380,6 +381,7 @@ typedef struct {
     int32_t size;
     int32_t input_zero_point, output_zero_point;
     int32_t multiplier, shift;
+    int32_t single_rounding;            /* 0: double rounding (TFLM), else single */
 } hydra_tfl_rsqrt_params;
 
 hydra_status hydra_tfl_rsqrt_s8(const hydra_tfl_rsqrt_params *p, const int8_t *input, int8_t *output);
@@ -390,6 +392,7 @@ typedef struct {
     int32_t size;
     int32_t input_zero_point, input_range_radius;
     int32_t input_multiplier, input_left_shift;
+    int32_t single_rounding;            /* 0: double rounding (TFLM), else single */
 } hydra_tfl_sigmoid_params;
 
 typedef hydra_tfl_sigmoid_params hydra_tfl_logistic_params;
@@ -412,6 +415,7 @@ typedef struct {
     int32_t outer_size, depth;
     int32_t input_multiplier, input_left_shift;
     int32_t diff_min;
+    int32_t single_rounding;            /* 0: double rounding (TFLM), else single */
 } hydra_tfl_softmax_params;
 
 hydra_status hydra_tfl_softmax_s8(const hydra_tfl_softmax_params *p, const int8_t *input, int8_t *output);
@@ -420,6 +424,7 @@ hydra_status hydra_tfl_softmax_s8(const hydra_tfl_softmax_params *p, const int8_
 typedef struct {
     int32_t outer_size, depth;
     int32_t input_zero_point;
+    int32_t single_rounding;            /* 0: double rounding (TFLM), else single */
 } hydra_tfl_l2_normalization_params;
 
 hydra_status hydra_tfl_l2_normalization_s8(const hydra_tfl_l2_normalization_params *p, const int8_t *input,
@@ -431,6 +436,7 @@ typedef struct {
     int32_t size;
     int32_t input_zero_point, output_zero_point;
     int32_t multiplier, shift;
+    int32_t single_rounding;            /* 0: double rounding (TFLM), else single */
 } hydra_tfl_quantize_params;
 
 hydra_status hydra_tfl_quantize_s8(const hydra_tfl_quantize_params *p, const int8_t *input, int8_t *output);
@@ -462,6 +468,7 @@ typedef struct {
  *           kv = kv_sum's requantisation of acc (minus zp * tokens, MBQM, plus zp, clamped);
  *   pass 2: out_t = out_mul(phi_q(q_t), kv).
  * kv_mul and out_mul are per row ([1, depth] operands, input1 the phi row); kv_sum keeps its [T, D] params.
+ * Each nested op's params carry their own single_rounding: the emitter sets them all to the node's rounding.
  * Scratch: hydra_tfl_hydra_attention_get_buffer_size bytes (int32 acc [D], int8 row [D], int8 kv [D]), 4-byte
  * aligned. The output may be q, k or v itself (each row of q is read before its output row is written, all
  * of k and v before any output). A negative RSQRT input returns HYDRA_ERR_ARG, as TFLM fails the op. */

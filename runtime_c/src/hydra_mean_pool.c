@@ -20,6 +20,14 @@ static hydra_status check_params(const hydra_mean_pool_params *params)
     return HYDRA_OK;
 }
 
+/* The finish step of one feature from its sum over the tokens, sum_t (x[t, d] - zx): the one requantisation of
+ * both the whole kernel (one sum at a time, no int32 row of sums) and hydra_mean_pool_finish_s8. */
+static int8_t finish_one(const hydra_mean_pool_params *params, int32_t sum)
+{
+    const int32_t y = hydra_requantize(sum, params->multiplier, params->shift, params->single_rounding);
+    return hydra_add_zero_point_s8(y, params->output_zero_point);
+}
+
 hydra_status hydra_mean_pool_s8(const hydra_mean_pool_params *params, const int8_t *input, int8_t *output)
 {
     if (params == NULL || input == NULL || output == NULL)
@@ -27,13 +35,12 @@ hydra_status hydra_mean_pool_s8(const hydra_mean_pool_params *params, const int8
     const hydra_status st = check_params(params);
     if (st != HYDRA_OK)
         return st;
-    const int32_t T = params->tokens, D = params->dim;
-    const int32_t zx = params->input_zero_point, zy = params->output_zero_point;
+    const int32_t T = params->tokens, D = params->dim, zx = params->input_zero_point;
     for (int32_t d = 0; d < D; d++) {
         int32_t acc = 0;
         for (int32_t t = 0; t < T; t++)
             acc += input[(size_t)t * (size_t)D + (size_t)d] - zx;
-        output[d] = hydra_add_zero_point_s8(hydra_requantize(acc, params->multiplier, params->shift, params->single_rounding), zy);
+        output[d] = finish_one(params, acc);
     }
     return HYDRA_OK;
 }
@@ -73,8 +80,7 @@ hydra_status hydra_mean_pool_finish_s8(const hydra_mean_pool_params *params, con
     const hydra_status st = check_params(params);
     if (st != HYDRA_OK)
         return st;
-    const int32_t m = params->multiplier, shift = params->shift, single = params->single_rounding;
     for (int32_t d = 0; d < params->dim; d++)
-        output[d] = hydra_add_zero_point_s8(hydra_requantize(acc[d], m, shift, single), params->output_zero_point);
+        output[d] = finish_one(params, acc[d]);
     return HYDRA_OK;
 }

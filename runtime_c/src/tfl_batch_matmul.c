@@ -45,8 +45,9 @@ hydra_status hydra_tfl_batch_matmul_s8(const hydra_tfl_batch_matmul_params *p, c
                                                 (size_t)j * (size_t)p->rhs_col_stride];
                             acc += (a + p->lhs_offset) * (c + p->rhs_offset);
                         }
-                        output[o++] = hydra_tfl_output_s8(hydra_tfl_requantize(acc, p->output_multiplier, p->output_shift),
-                                                          p->output_offset, p->activation_min, p->activation_max);
+                        const int32_t y =
+                            hydra_tfl_requantize(acc, p->output_multiplier, p->output_shift, p->single_rounding);
+                        output[o++] = hydra_tfl_output_s8(y, p->output_offset, p->activation_min, p->activation_max);
                     }
             }
     return HYDRA_OK;

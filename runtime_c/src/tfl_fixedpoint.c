@@ -320,6 +320,27 @@ hydra_status hydra_tfl_reduce_s8(const hydra_tfl_reduce_params *p, const int8_t 
     return HYDRA_OK;
 }
 
+/* The elements of hydra_tfl_sigmoid_s8 after its checks, rounding as `single` says: a constant at each of its two
+ * calls, one loop per rounding mode, so that no element tests the params' single_rounding. */
+static inline void sigmoid_loop(const hydra_tfl_sigmoid_params *p, const int8_t *input, int8_t *output, int is_tanh,
+                                int32_t single)
+{
+    /* the output scale: 1/256 with zero point -128 (logistic), 1/128 with zero point 0 (tanh) */
+    const int32_t output_bits = is_tanh ? 7 : 8, output_zero_point = is_tanh ? 0 : -128;
+    for (int32_t i = 0; i < p->size; i++) {
+        const int32_t value = input[i] - p->input_zero_point;
+        if (value <= -p->input_range_radius) {
+            output[i] = -128;
+        } else if (value >= p->input_range_radius) {
+            output[i] = 127;
+        } else {
+            const int32_t q4 = hydra_tfl_requantize(value, p->input_multiplier, p->input_left_shift, single);
+            const int32_t q0 = is_tanh ? hydra_tfl_tanh(q4, 4) : hydra_tfl_logistic(q4, 4);
+            output[i] = hydra_clamp_s8(hydra_tfl_rounding_divide_by_pot(q0, 31 - output_bits) + output_zero_point);
+        }
+    }
+}
+
 hydra_status hydra_tfl_sigmoid_s8(const hydra_tfl_sigmoid_params *p, const int8_t *input, int8_t *output,
                                   int32_t kind)
 {
@@ -332,20 +353,10 @@ hydra_status hydra_tfl_sigmoid_s8(const hydra_tfl_sigmoid_params *p, const int8_
         p->input_range_radius < 0)
         return HYDRA_ERR_ARG;
     const int is_tanh = kind == HYDRA_TFL_SIGMOID_TANH;
-    /* the output scale: 1/256 with zero point -128 (logistic), 1/128 with zero point 0 (tanh) */
-    const int32_t output_bits = is_tanh ? 7 : 8, output_zero_point = is_tanh ? 0 : -128;
-    for (int32_t i = 0; i < p->size; i++) {
-        const int32_t value = input[i] - p->input_zero_point;
-        if (value <= -p->input_range_radius) {
-            output[i] = -128;
-        } else if (value >= p->input_range_radius) {
-            output[i] = 127;
-        } else {
-            const int32_t q4 = hydra_tfl_requantize(value, p->input_multiplier, p->input_left_shift);
-            const int32_t q0 = is_tanh ? hydra_tfl_tanh(q4, 4) : hydra_tfl_logistic(q4, 4);
-            output[i] = hydra_clamp_s8(hydra_tfl_rounding_divide_by_pot(q0, 31 - output_bits) + output_zero_point);
-        }
-    }
+    if (p->single_rounding)
+        sigmoid_loop(p, input, output, is_tanh, 1);
+    else
+        sigmoid_loop(p, input, output, is_tanh, 0);
     return HYDRA_OK;
 }
 
@@ -440,9 +451,10 @@ hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *
                     }
                     if (bias != NULL)
                         acc = hydra_saturate_s32((int64_t)acc + bias[oc]);
+                    const int32_t y =
+                        hydra_tfl_requantize(acc, v->output_multiplier[oc], v->output_shift[oc], v->single_rounding);
                     output[hydra_tfl_nhwc(v->output_shape, b, oy, ox, oc)] =
-                        hydra_tfl_output_s8(hydra_tfl_requantize(acc, v->output_multiplier[oc], v->output_shift[oc]),
-                                            v->output_offset, v->activation_min, v->activation_max);
+                        hydra_tfl_output_s8(y, v->output_offset, v->activation_min, v->activation_max);
                 }
     return HYDRA_OK;
 }

@@ -39,9 +39,8 @@ hydra_status hydra_tfl_fully_connected_s8(const hydra_tfl_fully_connected_params
             if (bias != NULL)
                 acc = hydra_saturate_s32((int64_t)acc + bias[o]);
             const int32_t c = p->per_channel ? o : 0;
-            const int32_t y = p->single_rounding
-                                  ? hydra_requantize_single(acc, p->output_multiplier[c], p->output_shift[c])
-                                  : hydra_tfl_requantize(acc, p->output_multiplier[c], p->output_shift[c]);
+            const int32_t y =
+                hydra_tfl_requantize(acc, p->output_multiplier[c], p->output_shift[c], p->single_rounding);
             output[(size_t)b * (size_t)n_out + (size_t)o] =
                 hydra_tfl_output_s8(y, p->output_offset, p->activation_min, p->activation_max);
         }

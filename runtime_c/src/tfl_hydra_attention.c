@@ -91,6 +91,22 @@ static hydra_status check(const hydra_tfl_hydra_attention_params *p)
     return HYDRA_OK;
 }
 
+/* The entry checks of kv_rows and apply, in this order: the pointers (HYDRA_ERR_ARG: p, either input, the output
+ * or the working buffer NULL, or the working buffer not aligned to work_align bytes: kv_rows' int32 state, which is
+ * also its output), the params (check), then rows in [1, tokens] (HYDRA_ERR_SHAPE). */
+static hydra_status check_rows(const hydra_tfl_hydra_attention_params *p, const void *in1, const void *in2,
+                               const void *out, const void *work, uintptr_t work_align, int32_t rows)
+{
+    if (p == NULL || in1 == NULL || in2 == NULL || out == NULL || work == NULL || (uintptr_t)work % work_align != 0)
+        return HYDRA_ERR_ARG;
+    const hydra_status st = check(p);
+    if (st != HYDRA_OK)
+        return st;
+    if (rows <= 0 || rows > p->tokens)
+        return HYDRA_ERR_SHAPE;
+    return HYDRA_OK;
+}
+
 hydra_status hydra_tfl_hydra_kv_begin_s8(const hydra_tfl_hydra_attention_params *p, int32_t *state)
 {
     if (p == NULL || state == NULL || ((uintptr_t)(void *)state & 3u) != 0)
@@ -107,13 +123,9 @@ hydra_status hydra_tfl_hydra_kv_begin_s8(const hydra_tfl_hydra_attention_params 
 hydra_status hydra_tfl_hydra_kv_rows_s8(const hydra_tfl_hydra_attention_params *p, const int8_t *k,
                                         const int8_t *v, int32_t rows, int32_t *state)
 {
-    if (p == NULL || k == NULL || v == NULL || state == NULL || ((uintptr_t)(void *)state & 3u) != 0)
-        return HYDRA_ERR_ARG;
-    hydra_status st = check(p);
+    hydra_status st = check_rows(p, k, v, state, state, sizeof(int32_t), rows);
     if (st != HYDRA_OK)
         return st;
-    if (rows <= 0 || rows > p->tokens)
-        return HYDRA_ERR_SHAPE;
     const int32_t depth = p->depth;
     int32_t *acc = state;
     int8_t *row = (int8_t *)(void *)(state + depth);
@@ -146,13 +158,9 @@ hydra_status hydra_tfl_hydra_kv_end_s8(const hydra_tfl_hydra_attention_params *p
 hydra_status hydra_tfl_hydra_apply_s8(const hydra_tfl_hydra_attention_params *p, const int8_t *q, const int8_t *kv,
                                       int32_t rows, int8_t *output, int8_t *row)
 {
-    if (p == NULL || q == NULL || kv == NULL || output == NULL || row == NULL)
-        return HYDRA_ERR_ARG;
-    hydra_status st = check(p);
+    hydra_status st = check_rows(p, q, kv, output, row, 1, rows);
     if (st != HYDRA_OK)
         return st;
-    if (rows <= 0 || rows > p->tokens)
-        return HYDRA_ERR_SHAPE;
     for (int32_t t = 0; t < rows; t++) {
         const size_t base = (size_t)t * (size_t)p->depth;
         st = phi_row(&p->phi_q, q + base, row);

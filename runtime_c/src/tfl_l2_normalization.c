@@ -9,15 +9,11 @@
 
 #include "hydra_tfl.h"
 
-hydra_status hydra_tfl_l2_normalization_s8(const hydra_tfl_l2_normalization_params *p, const int8_t *input,
-                                           int8_t *output)
+/* The rows after the params' checks, rounding as `single` says: a constant at each of the two calls below, one loop
+ * per rounding mode, so that no element tests the params' single_rounding. */
+static inline void l2_rows(const hydra_tfl_l2_normalization_params *p, const int8_t *input, int8_t *output,
+                           int32_t single)
 {
-    if (p == NULL || input == NULL || output == NULL)
-        return HYDRA_ERR_ARG;
-    if (p->outer_size < 0 || p->depth <= 0 || p->depth > 33025) /* 33025 * 255^2 < 2^31 */
-        return HYDRA_ERR_SHAPE;
-    if (!hydra_zero_point_ok(p->input_zero_point))
-        return HYDRA_ERR_ARG;
     for (int32_t row = 0; row < p->outer_size; row++) {
         const int8_t *x = input + (int64_t)row * p->depth;
         int8_t *y = output + (int64_t)row * p->depth;
@@ -29,7 +25,22 @@ hydra_status hydra_tfl_l2_normalization_s8(const hydra_tfl_l2_normalization_para
         int32_t multiplier, shift;
         hydra_tfl_inv_sqrt_multiplier_exp(acc, -1, &multiplier, &shift);
         for (int32_t c = 0; c < p->depth; c++)
-            y[c] = hydra_clamp_s8(hydra_tfl_requantize(x[c] - p->input_zero_point, multiplier, shift + 7));
+            y[c] = hydra_clamp_s8(hydra_tfl_requantize(x[c] - p->input_zero_point, multiplier, shift + 7, single));
     }
+}
+
+hydra_status hydra_tfl_l2_normalization_s8(const hydra_tfl_l2_normalization_params *p, const int8_t *input,
+                                           int8_t *output)
+{
+    if (p == NULL || input == NULL || output == NULL)
+        return HYDRA_ERR_ARG;
+    if (p->outer_size < 0 || p->depth <= 0 || p->depth > 33025) /* 33025 * 255^2 < 2^31 */
+        return HYDRA_ERR_SHAPE;
+    if (!hydra_zero_point_ok(p->input_zero_point))
+        return HYDRA_ERR_ARG;
+    if (p->single_rounding)
+        l2_rows(p, input, output, 1);
+    else
+        l2_rows(p, input, output, 0);
     return HYDRA_OK;
 }

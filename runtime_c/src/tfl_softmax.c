@@ -10,20 +10,18 @@
 
 #include "hydra_tfl.h"
 
-static int32_t rescaled_diff(const hydra_tfl_softmax_params *p, int32_t diff)
+static inline int32_t rescaled_diff(const hydra_tfl_softmax_params *p, int32_t diff, int32_t single)
 {
     /* a shift of 31 (multiplier capped at 2^31 - 1) leaves diff_min == 0, so diff == 0 here */
-    return hydra_tfl_requantize(diff, p->input_multiplier, p->input_left_shift > 30 ? 30 : p->input_left_shift);
+    return hydra_tfl_requantize(diff, p->input_multiplier, p->input_left_shift > 30 ? 30 : p->input_left_shift,
+                                single);
 }
 
-hydra_status hydra_tfl_softmax_s8(const hydra_tfl_softmax_params *p, const int8_t *input, int8_t *output)
+/* The rows after the params' checks, rounding as `single` says: a constant at each of the two calls below, one loop
+ * per rounding mode, so that no element tests the params' single_rounding. */
+static inline void softmax_rows(const hydra_tfl_softmax_params *p, const int8_t *input, int8_t *output,
+                                int32_t single)
 {
-    if (p == NULL || input == NULL || output == NULL)
-        return HYDRA_ERR_ARG;
-    if (p->outer_size < 0 || p->depth <= 0 || p->depth >= 4096)
-        return HYDRA_ERR_SHAPE;
-    if (p->input_left_shift < 0 || p->input_left_shift > 31 || p->diff_min > 0)
-        return HYDRA_ERR_ARG;
     for (int32_t row = 0; row < p->outer_size; row++) {
         const int8_t *x = input + (int64_t)row * p->depth;
         int8_t *y = output + (int64_t)row * p->depth;
@@ -34,7 +32,7 @@ hydra_status hydra_tfl_softmax_s8(const hydra_tfl_softmax_params *p, const int8_
         for (int32_t c = 0; c < p->depth; c++) {
             const int32_t diff = x[c] - max_in_row;
             if (diff >= p->diff_min) {
-                const int32_t e = hydra_tfl_exp_on_negative_values(rescaled_diff(p, diff), 5);
+                const int32_t e = hydra_tfl_exp_on_negative_values(rescaled_diff(p, diff, single), 5);
                 sum_of_exps += hydra_tfl_rounding_divide_by_pot(e, 12); /* Rescale<12> */
             }
         }
@@ -45,7 +43,7 @@ hydra_status hydra_tfl_softmax_s8(const hydra_tfl_softmax_params *p, const int8_
         for (int32_t c = 0; c < p->depth; c++) {
             const int32_t diff = x[c] - max_in_row;
             if (diff >= p->diff_min) {
-                const int32_t e = hydra_tfl_exp_on_negative_values(rescaled_diff(p, diff), 5);
+                const int32_t e = hydra_tfl_exp_on_negative_values(rescaled_diff(p, diff, single), 5);
                 const int32_t unsat = hydra_tfl_rounding_divide_by_pot(hydra_tfl_srdhm(shifted_scale, e), exponent);
                 y[c] = hydra_clamp_s8(unsat - 128);
             } else {
@@ -53,5 +51,19 @@ hydra_status hydra_tfl_softmax_s8(const hydra_tfl_softmax_params *p, const int8_
             }
         }
     }
+}
+
+hydra_status hydra_tfl_softmax_s8(const hydra_tfl_softmax_params *p, const int8_t *input, int8_t *output)
+{
+    if (p == NULL || input == NULL || output == NULL)
+        return HYDRA_ERR_ARG;
+    if (p->outer_size < 0 || p->depth <= 0 || p->depth >= 4096)
+        return HYDRA_ERR_SHAPE;
+    if (p->input_left_shift < 0 || p->input_left_shift > 31 || p->diff_min > 0)
+        return HYDRA_ERR_ARG;
+    if (p->single_rounding)
+        softmax_rows(p, input, output, 1);
+    else
+        softmax_rows(p, input, output, 0);
     return HYDRA_OK;
 }

@@ -9,14 +9,26 @@
 
 #include "hydra_tfl.h"
 
-static int8_t squared_difference_one(int32_t x, int32_t y, const void *params)
+/* One element, rounding as `single` says: a constant in each of the two callbacks below, one per rounding
+ * mode, so that no element tests the params' single_rounding. */
+static inline int8_t squared_difference_one(int32_t x, int32_t y, const hydra_tfl_squared_difference_params *p,
+                                            int32_t single)
 {
-    const hydra_tfl_squared_difference_params *p = (const hydra_tfl_squared_difference_params *)params;
     int32_t scaled1, scaled2;
-    hydra_tfl_rescale_inputs(p, x, y, &scaled1, &scaled2);
+    hydra_tfl_rescale_inputs(p, x, y, single, &scaled1, &scaled2);
     const int32_t diff = scaled1 - scaled2;
-    return hydra_tfl_output_s8(hydra_tfl_requantize(diff * diff, p->output_multiplier, p->output_shift), p->output_offset,
-                               p->output_activation_min, p->output_activation_max);
+    const int32_t out = hydra_tfl_requantize(diff * diff, p->output_multiplier, p->output_shift, single);
+    return hydra_tfl_output_s8(out, p->output_offset, p->output_activation_min, p->output_activation_max);
+}
+
+static int8_t squared_difference_double(int32_t x, int32_t y, const void *params)
+{
+    return squared_difference_one(x, y, (const hydra_tfl_squared_difference_params *)params, 0);
+}
+
+static int8_t squared_difference_single(int32_t x, int32_t y, const void *params)
+{
+    return squared_difference_one(x, y, (const hydra_tfl_squared_difference_params *)params, 1);
 }
 
 hydra_status hydra_tfl_squared_difference_s8(const hydra_tfl_squared_difference_params *p, const int8_t *input1,
@@ -28,5 +40,5 @@ hydra_status hydra_tfl_squared_difference_s8(const hydra_tfl_squared_difference_
     if (!hydra_tfl_rescaled_binary_ok(p, 7) || p->input1_shift > 0 || p->input2_shift > 0)
         return HYDRA_ERR_ARG;
     return hydra_tfl_broadcast_binary_s8(p->input1_shape, p->input2_shape, p->output_shape, input1, input2, output,
-                                         squared_difference_one, p);
+                                         p->single_rounding ? squared_difference_single : squared_difference_double, p);
 }

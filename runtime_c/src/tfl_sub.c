@@ -9,13 +9,24 @@
 
 #include "hydra_tfl.h"
 
-static int8_t sub_one(int32_t x, int32_t y, const void *params)
+/* One element, rounding as `single` says: a constant in each of the two callbacks below, one per rounding
+ * mode, so that no element tests the params' single_rounding. */
+static inline int8_t sub_one(int32_t x, int32_t y, const hydra_tfl_sub_params *p, int32_t single)
 {
-    const hydra_tfl_sub_params *p = (const hydra_tfl_sub_params *)params;
     int32_t scaled1, scaled2;
-    hydra_tfl_rescale_inputs(p, x, y, &scaled1, &scaled2);
-    return hydra_tfl_output_s8(hydra_tfl_requantize(scaled1 - scaled2, p->output_multiplier, p->output_shift),
-                               p->output_offset, p->output_activation_min, p->output_activation_max);
+    hydra_tfl_rescale_inputs(p, x, y, single, &scaled1, &scaled2);
+    const int32_t out = hydra_tfl_requantize(scaled1 - scaled2, p->output_multiplier, p->output_shift, single);
+    return hydra_tfl_output_s8(out, p->output_offset, p->output_activation_min, p->output_activation_max);
+}
+
+static int8_t sub_double(int32_t x, int32_t y, const void *params)
+{
+    return sub_one(x, y, (const hydra_tfl_sub_params *)params, 0);
+}
+
+static int8_t sub_single(int32_t x, int32_t y, const void *params)
+{
+    return sub_one(x, y, (const hydra_tfl_sub_params *)params, 1);
 }
 
 hydra_status hydra_tfl_sub_s8(const hydra_tfl_sub_params *p, const int8_t *input1, const int8_t *input2,
@@ -24,5 +35,5 @@ hydra_status hydra_tfl_sub_s8(const hydra_tfl_sub_params *p, const int8_t *input
     if (p == NULL || !hydra_tfl_rescaled_binary_ok(p, 20))
         return HYDRA_ERR_ARG;
     return hydra_tfl_broadcast_binary_s8(p->input1_shape, p->input2_shape, p->output_shape, input1, input2, output,
-                                         sub_one, p);
+                                         p->single_rounding ? sub_single : sub_double, p);
 }

@@ -32,6 +32,7 @@ from .errors import HydraEdgeError
 from .ir.graph import Graph
 from .ir.serialize import load_graph
 from .memory.planner import MemoryPlan, plan_memory
+from .ops import node_rounding
 from .outdir import check_output, staged_build
 from .passes.legalise_tfl import legalise_tfl
 from .passes.pipeline import lower_to_ir
@@ -219,8 +220,9 @@ def compile_prequantised(
     schedule "greedy" keeps every op unfused (TFLM's own graph), op by op. Either way the nodes with a native
     twin of the same bits become native ops (passes/legalise_tfl.py), planned with in-place reuse where a
     kernel allows it (a RESHAPE is an alias, tfl_hydra_attention writes over q, k or v, an add over an operand).
-    rounding "double" is TFLM's; "single" gives LiteRT's reference kernels (BUILTIN_REF), whose
-    FULLY_CONNECTED rounds once while the other ops round as TFLM (frontend.tflite.litert_rounding).
+    rounding "double" keeps the graph's rounding (TFLM's, from the frontend); "single" gives LiteRT's reference
+    kernels (BUILTIN_REF), whose FULLY_CONNECTED rounds once while the other ops round as TFLM
+    (frontend.tflite.litert_rounding). Each node's C params say its rounding (ops.node_rounding).
     """
     if calib is not None:
         warnings.warn("calibration data is ignored for an int8 .tflite: the model keeps its own quantisation",
@@ -239,7 +241,7 @@ def compile_prequantised(
         qgraph = lift_tfl_hydra(qgraph)
     qgraph = legalise_tfl(qgraph)  # FULLY_CONNECTED, ADD, MEAN over tokens: the native kernels, TFLM's bits
     g = schedule_graph(qgraph, schedule or DEFAULT_SCHEDULE, int(tokens_per_step))
-    g.meta["rounding"] = "double"
+    g.meta.setdefault("rounding", "double")  # TFLM's, unless the graph says otherwise
     plan = plan_memory(g, kernel_scratch(g), in_place=True)
     x = g.tensor(g.inputs[0])
     check_input_fits(g, board)  # before the test vectors (NUM_TEST_VECTORS inputs) are drawn
@@ -248,7 +250,8 @@ def compile_prequantised(
     vectors[0], vectors[1] = -128, 127
     source = Path(str(g.meta.get("source_file", "")))
     extra = {}
-    if rounding == "double" and source.is_file():  # validate also runs it on TFLite Micro (validate/tflm.py)
+    tflm_bits = all(node_rounding(n, g.meta["rounding"]) == "double" for n in qgraph.nodes)  # TFLM rounds twice
+    if tflm_bits and source.is_file():  # validate also runs it on TFLite Micro (validate/tflm.py)
         from .validate.tflm import SOURCE_TFLITE
 
         extra[SOURCE_TFLITE] = source

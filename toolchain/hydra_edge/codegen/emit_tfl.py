@@ -7,6 +7,10 @@ frontend/tflite_types.py fixes everything a call needs, so no op has code of its
   an inline ``{a, b, ...}`` array, a dict as a nested struct (tfl_hydra_attention's per-op params);
 - the call ``hydra_tfl_<op>_s8(&params, <one pointer per node input, in order>, <output>[, scratch])``:
   an activation is its arena offset, a constant its emitted array (int8, int32 or int64), "" is NULL;
+- rounding: the params of every op whose kernel requantises (ROUNDED_OPS) get ``single_rounding`` from the
+  node's rounding (ops.node_rounding: its "rounding" attr, else the graph's), as a native op's params do; so do
+  the nested params of tfl_hydra_attention's ops (each nested struct that holds no struct); the "rounding" attr
+  itself has no C field;
 - scratch: when the op's reference module says ``scratch_bytes(attrs) > 0``, the planner's scratch buffer
   is passed, after a check against ``hydra_tfl_<op>_get_buffer_size``.
 
@@ -38,6 +42,13 @@ TFL_CALLS = {op: ("tfl_mul", "tfl_sum", "tfl_add", "tfl_rsqrt", "tfl_l2_normaliz
              for op in ("tfl_hydra_attention", "tfl_hydra_kv_state", "tfl_hydra_apply")}
 # the halves passes/stream.py splits tfl_hydra_attention into: their functions are in its source
 TFL_SOURCE = {"tfl_hydra_kv_state": "tfl_hydra_attention", "tfl_hydra_apply": "tfl_hydra_attention"}
+# the ops whose params struct has a single_rounding field: their kernels requantise (hydra_tfl_requantize)
+ROUNDED_OPS = frozenset({
+    "tfl_fully_connected", "tfl_conv_2d", "tfl_depthwise_conv_2d", "tfl_batch_matmul", "tfl_mean", "tfl_sum",
+    "tfl_add", "tfl_sub", "tfl_squared_difference", "tfl_mul", "tfl_rsqrt", "tfl_logistic", "tfl_tanh",
+    "tfl_softmax", "tfl_l2_normalization", "tfl_quantize",
+})
+ROUNDING_ATTR = "rounding"  # the node's rounding (ops.node_rounding), written as the params' single_rounding
 
 
 def is_tfl(op: str) -> bool:
@@ -89,7 +100,10 @@ def _field(m: "_ModelC", node: Node, key: str, value: Any) -> Any:
     """A C initialiser: a string, or a list of (field, initialiser) for a nested struct."""
     where = f"node {node.name} attr {key}"
     if isinstance(value, dict):  # a nested params struct (tfl_hydra_attention: the attrs of each op it replaces)
-        return [(k, _nested_field(m, node, f"{key}.{k}", v)) for k, v in value.items()]
+        fields = [(k, _nested_field(m, node, f"{key}.{k}", v)) for k, v in value.items() if k != ROUNDING_ATTR]
+        if not any(isinstance(v, dict) for v in value.values()):  # an op's params: it rounds as the node
+            fields.append(("single_rounding", m.single_rounding(node)))
+        return fields
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "iu":
             raise CodegenError(f"node {node.name} ({node.op}): attr {key} is {value.dtype}, expected integers")
@@ -136,7 +150,9 @@ def lower_tfl(m: "_ModelC", node: Node) -> Call:
     if len(node.outputs) != 1:
         raise CodegenError(f"node {node.name} ({node.op}): the C kernels write one output, it has {len(node.outputs)}")
     base = f"hydra_{node.op}"
-    fields = [(key, _field(m, node, key, value)) for key, value in node.attrs.items()]
+    fields = [(key, _field(m, node, key, value)) for key, value in node.attrs.items() if key != ROUNDING_ATTR]
+    if node.op in ROUNDED_OPS:
+        fields.append(("single_rounding", m.single_rounding(node)))
     if node.op in TFL_SOURCE:
         return _hydra_half(m, node, fields)
     ident, decl = m.params(node, f"{base}_params", fields)

@@ -449,11 +449,12 @@ def _build_graph(path: Path, m: _Model, plan: _Plan, prepared: dict[int, dict]) 
 
 def litert_rounding(graph: Graph) -> Graph:
     """The graph as LiteRT's reference kernels (BUILTIN_REF) compute it: FULLY_CONNECTED rounds once
-    (single rounding), every other op as TFLM (double). A copy; meta "fc_rounding" records it."""
+    (single rounding: the node's "rounding" attr, ops.node_rounding), every other op as TFLM (double, the
+    graph's). A copy; meta "fc_rounding" records it."""
     g = graph.copy()
     for node in g.nodes:
         if node.op == "tfl_fully_connected":
-            node.attrs["single_rounding"] = 1
+            node.attrs["rounding"] = "single"
     g.meta["fc_rounding"] = "single"
     return g
 

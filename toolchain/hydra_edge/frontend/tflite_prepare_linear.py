@@ -177,7 +177,6 @@ def fully_connected(inputs: list, outputs: list, options: dict) -> dict[str, Any
         "output_shift": shift,
         "activation_min": lo,
         "activation_max": hi,
-        "single_rounding": 0,  # 1 reproduces LiteRT's reference kernel (frontend.tflite.litert_rounding)
     }
 
 

@@ -26,7 +26,10 @@ IR node's attrs. The contract between the frontend, the reference kernels
   (bytes) and its reference module a ``scratch_bytes(attrs) -> int``.
 - Reference kernel: ``KERNELS[ir_op](attrs, inputs, rounding) -> np.ndarray``,
   inputs as numpy arrays in node input order (None for ""), rounding "double"
-  (TFLM's MultiplyByQuantizedMultiplier) or "single" (TFLITE_SINGLE_ROUNDING).
+  (TFLM's MultiplyByQuantizedMultiplier) or "single" (as TFLITE_SINGLE_ROUNDING
+  builds it): the node's rounding (ops.node_rounding), not an attr of the prepare
+  dict. The C params of an op whose kernel requantises carry it as
+  ``single_rounding`` (codegen/emit_tfl.py writes it, ROUNDED_OPS).
 """
 
 from __future__ import annotations

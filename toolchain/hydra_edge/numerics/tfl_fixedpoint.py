@@ -236,8 +236,9 @@ def get_inv_sqrt_quantized_multiplier_exp(value: ArrayLike, reverse_shift: int) 
 def multiply_by_quantized_multiplier(x: ArrayLike, multiplier: ArrayLike, shift: ArrayLike, rounding: str) -> np.ndarray:
     """TFLM MultiplyByQuantizedMultiplier (and its SmallerThanOneExp / GreaterThanOne forms), broadcasting.
 
-    Double rounding is the default TFLM build, single is TFLITE_SINGLE_ROUNDING; the
-    same function as ``hydra_requantize``. ``shift`` must lie in [-31, 30].
+    Double rounding is the default TFLM build, single is TFLITE_SINGLE_ROUNDING's; rounding is the node's
+    (ops.node_rounding), as the C params' single_rounding. The same function as ``hydra_requantize``.
+    ``shift`` must lie in [-31, 30].
     """
     return requantize(x, multiplier, shift, rounding)
 

@@ -7,15 +7,16 @@ optimised kernel (SIMD dot products, requantisation inline, in-place elementwise
 - tfl_fully_connected -> linear. TFLM's sum of (w + filter_offset) * (x + input_offset) plus bias is, with
   filter_offset 0, exactly bias_k + sum x * w with bias_k = bias + input_offset * sum_k w (docs/numerics.md
   "linear": the input zero point folded into the bias). A per-tensor multiplier is repeated per channel; the
-  fused RELU / RELU6 is linear's activation clamp; LiteRT's single-rounding FC is the node's rounding.
+  fused RELU / RELU6 is linear's activation clamp.
 - tfl_add -> add. TFLM's int8 ADD (left shift 20, two input multipliers and an output one, each
   MultiplyByQuantizedMultiplier) is the native add's formula; its prepared multipliers are copied over.
 - tfl_mean over the tokens of [T, D] (batch 1) -> mean_pool: QuantizedMeanOrSum's (sum - zp * T), requantised
   by the multiplier that already holds 1 / T, is mean_pool's requant(sum (x - zx)).
 
-A mapped node keeps TFLite's tensors, so shapes differ from the native rules only by TFLite's leading batch 1
-(ops.check_shapes compares up to leading 1s, the same bytes in the same order). It is left as it is when it
-cannot map:
+A mapped node keeps the tfl node's rounding (ops.node_rounding: LiteRT's single-rounding FULLY_CONNECTED, or
+the graph's) as its own "rounding" attr, and TFLite's tensors, so shapes differ from the native rules only by
+TFLite's leading batch 1 (ops.check_shapes compares up to leading 1s, the same bytes in the same order). It is
+left as it is when it cannot map:
 
 - FULLY_CONNECTED with a filter zero point (filter_offset != 0: a term in sum x that no bias can fold), an input
   whose last dimension is not accum_depth (TFLite's implicit flatten), accum_depth above 33025 (TFLM's int32 sum
@@ -38,12 +39,18 @@ from collections.abc import Callable
 import numpy as np
 
 from ..ir.graph import Graph, Node
+from ..ops import node_rounding
 
 INT32_MAX = 2**31 - 1
 INT8_RANGE = (-128, 127)
 TFL_FC_MAX_DEPTH = 33025  # runtime_c/src/tfl_fully_connected.c: beyond it TFLM's int32 sum can overflow
 MEAN_POOL_MAX_TOKENS = INT32_MAX // 255  # runtime_c/src/hydra_mean_pool.c
-TFLM_ROUNDING = "double"  # every tfl op but LiteRT's single-rounding FULLY_CONNECTED rounds as TFLM
+
+
+def _rounding(g: Graph, node: Node) -> str:
+    """The tfl node's rounding (its attr, else the graph's: TFLM's double for an imported .tflite), which the
+    native node keeps as its own attr (LiteRT's single-rounding FULLY_CONNECTED is a node's "single")."""
+    return node_rounding(node, g.meta.get("rounding", "double"))
 
 
 def _linear(g: Graph, node: Node) -> Node | None:
@@ -65,7 +72,7 @@ def _linear(g: Graph, node: Node) -> Node | None:
     attrs = {
         "multiplier": mult.astype(np.int32), "shift": shift.astype(np.int32), "out_zp": int(a["output_offset"]),
         "act_min": int(a["activation_min"]), "act_max": int(a["activation_max"]),
-        "rounding": "single" if a.get("single_rounding") else TFLM_ROUNDING,
+        "rounding": _rounding(g, node),
     }
     return Node(node.name, "linear", [node.inputs[0], node.inputs[1], bias.name], list(node.outputs), attrs,
                 node.source)
@@ -81,7 +88,7 @@ def _add(g: Graph, node: Node) -> Node | None:
         "za": -int(a["input1_offset"]), "ma": int(a["input1_multiplier"]), "sa": int(a["input1_shift"]),
         "zb": -int(a["input2_offset"]), "mb": int(a["input2_multiplier"]), "sb": int(a["input2_shift"]),
         "my": int(a["output_multiplier"]), "sy": int(a["output_shift"]), "out_zp": int(a["output_offset"]),
-        "rounding": TFLM_ROUNDING,
+        "rounding": _rounding(g, node),
     }
     return Node(node.name, "add", list(node.inputs[:2]), list(node.outputs), attrs, node.source)
 
@@ -96,7 +103,7 @@ def _mean_pool(g: Graph, node: Node) -> Node | None:
         return None
     attrs = {
         "in_zp": int(a["input_zero_point"]), "multiplier": int(a["output_multiplier"]),
-        "shift": int(a["output_shift"]), "out_zp": int(a["output_zero_point"]), "rounding": TFLM_ROUNDING,
+        "shift": int(a["output_shift"]), "out_zp": int(a["output_zero_point"]), "rounding": _rounding(g, node),
     }
     return Node(node.name, "mean_pool", [node.inputs[0]], list(node.outputs), attrs, node.source)
 

@@ -32,8 +32,9 @@ input1 is always the row operand (x, phi(k), phi(q)) and input2 the other (r, v,
 Every condition the row-by-row evaluation relies on is checked, else the pattern is left unfused:
 shapes (batch 1, the [T, D] layout of every operand as its attrs state it, each reduction over
 exactly the tokens or exactly the features, the per-token scalar broadcast along the features only),
-a constant one-element int8 eps, T > 1 and D > 1, and that no removed tensor is read by a node that
-stays or is a graph output. Pure: graph in, graph out.
+a constant one-element int8 eps, T > 1 and D > 1, that no removed tensor is read by a node that
+stays or is a graph output, and that every replaced node rounds alike (ops.node_rounding: the lifted node
+keeps that rounding, and its C params give it to each nested op). Pure: graph in, graph out.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ir.graph import Graph, Node
+from ..ops import node_rounding
 
 OP = "tfl_hydra_attention"
 PHI_RSQRT, PHI_L2 = 0, 1
@@ -230,7 +232,10 @@ def _match(u: _Uses, final: Node) -> tuple[Node, set[str]] | None:
             removed = {n.name: n for n in [*phi_q.nodes, *phi_k.nodes, kv_mul, kv_sum, *kv_nodes]}
             if not _closed(u, removed, final, (phi_q.x, phi_k.x, v), t * d):
                 continue
-            attrs = {
+            rounding = _one_rounding(u.graph, [*removed.values(), final])
+            if rounding is None:
+                continue
+            attrs = _without_rounding({
                 "tokens": t,
                 "depth": d,
                 "phi_q": phi_q.attrs,
@@ -238,11 +243,27 @@ def _match(u: _Uses, final: Node) -> tuple[Node, set[str]] | None:
                 "kv_mul": _per_row_binary(kv_attrs, _row(d), _row(d)),
                 "kv_sum": dict(kv_sum.attrs),
                 "out_mul": _per_row_binary(out_attrs, _row(d), _row(d)),
-            }
+            })
+            if rounding:  # the replaced nodes' own rounding attr (else the graph's, as theirs)
+                attrs["rounding"] = rounding
             node = Node(f"{final.name}_hydra", OP, [phi_q.x, phi_k.x, v], list(final.outputs), attrs,
                         final.source or final.name)
             return node, set(removed)
     return None
+
+
+def _one_rounding(g: Graph, nodes: list[Node]) -> str | None:
+    """The replaced nodes' one rounding: "" when none has a "rounding" attr (they round as the graph), the attr
+    when they all round alike, None when they differ (one kernel call rounds one way: not lifted)."""
+    default = g.meta.get("rounding", "double")
+    if len({node_rounding(n, default) for n in nodes}) > 1:
+        return None
+    return node_rounding(nodes[0], default) if any("rounding" in n.attrs for n in nodes) else ""
+
+
+def _without_rounding(attrs: dict) -> dict:
+    """The nested params without the replaced nodes' "rounding" attrs (the lifted node holds its rounding)."""
+    return {k: _without_rounding(v) if isinstance(v, dict) else v for k, v in attrs.items() if k != "rounding"}
 
 
 def _closed(u: _Uses, removed: dict[str, Node], final: Node, operands: tuple[str, ...], size: int) -> bool:

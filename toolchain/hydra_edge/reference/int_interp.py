@@ -35,14 +35,15 @@ def tfl_kernels() -> dict[str, Callable[..., np.ndarray]]:
 def run_int(graph: Graph, x: np.ndarray, keep_all: bool = False) -> list[np.ndarray] | dict[str, np.ndarray]:
     """Run one int8 input (no batch dimension). keep_all returns every tensor by name.
 
-    Each native node rounds as its "rounding" attr says, the graph's meta "rounding" by default
+    Each node, native or tfl_*, rounds as its "rounding" attr says, the graph's meta "rounding" by default
     (ops.node_rounding, as the emitter's single_rounding fields)."""
     rounding = graph.meta.get("rounding", "double")
     values: dict[str, np.ndarray] = {n: t.data for n, t in graph.tensors.items() if t.is_constant}
     values[graph.inputs[0]] = np.asarray(x, np.int8).reshape(graph.tensor(graph.inputs[0]).shape)
     for node in graph.nodes:
         def tfl(node):  # an imported .tflite op: reference/tfl_*.py, shaped as its output tensor
-            out = tfl_kernels()[node.op](node.attrs, [values.get(n) if n else None for n in node.inputs], rounding)
+            inputs = [values.get(n) if n else None for n in node.inputs]
+            out = tfl_kernels()[node.op](node.attrs, inputs, node_rounding(node, rounding))
             return np.asarray(out).reshape(graph.tensor(node.outputs[0]).shape)
 
         if node.op == "token_loop":  # the body's intermediates land in `values` too (keep_all shows them)

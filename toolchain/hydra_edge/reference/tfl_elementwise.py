@@ -2,8 +2,8 @@
 
 ``KERNELS[ir_op](attrs, inputs, rounding) -> np.ndarray`` (contract in
 ``frontend/tflite_types.py``): ``attrs`` from ``frontend/tflite_prepare_elementwise.py``,
-``inputs`` numpy arrays in node input order, ``rounding`` "double" (TFLM) or
-"single" (TFLITE_SINGLE_ROUNDING: only MultiplyByQuantizedMultiplier changes;
+``inputs`` numpy arrays in node input order, ``rounding`` the node's (ops.node_rounding):
+"double" (TFLM) or "single" (as TFLITE_SINGLE_ROUNDING: only MultiplyByQuantizedMultiplier changes;
 the gemmlowp arithmetic inside LOGISTIC, TANH, SOFTMAX and L2_NORMALIZATION
 does not). All arithmetic is int64 numpy on int32 values; each kernel names
 the TFLM function it mirrors. Broadcasting is numpy's, which is TFLM's

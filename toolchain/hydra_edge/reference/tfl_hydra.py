@@ -10,7 +10,8 @@ one token's row at a time, in the order the C kernel (runtime_c/src/tfl_hydra_at
 
 phi is MUL_scale(x, RSQRT([ADD_eps(] SUM_row(MUL_square(x, x)) [, eps)])) or L2_NORMALIZATION(x).
 tests/test_tfl_hydra.py proves that this equals the unfused ops (and TFLM) on every input it tries.
-Contract as the other tfl kernels: ``KERNELS[op](attrs, inputs, rounding)``, ``scratch_bytes(attrs)``.
+Contract as the other tfl kernels: ``KERNELS[op](attrs, inputs, rounding)``, ``scratch_bytes(attrs)``; every
+step rounds as the node (the C kernel's nested params each carry that rounding).
 """
 
 from __future__ import annotations

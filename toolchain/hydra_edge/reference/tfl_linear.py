@@ -33,7 +33,6 @@ def fully_connected(a: dict, inputs: list, rounding: str) -> np.ndarray:
     mult, shift = np.asarray(a["output_multiplier"]), np.asarray(a["output_shift"])
     if not a["per_channel"]:
         mult, shift = mult[:1], shift[:1]
-    rounding = "single" if a.get("single_rounding") else rounding  # LiteRT's reference FC rounds once
     return _out(acc, mult, shift, a["output_offset"], a["activation_min"], a["activation_max"], rounding)
 
 
