@@ -235,8 +235,9 @@ def compile_prequantised(
         qgraph = litert_rounding(qgraph)
     if schedule != "greedy":  # the Hydra cores as one streaming op each, bit for bit the unfused ops
         from .passes.lift_tfl_hydra import lift_tfl_hydra
+        from .passes.lift_tfl_softmax import lift_tfl_softmax
 
-        qgraph = lift_tfl_hydra(qgraph)
+        qgraph = lift_tfl_softmax(lift_tfl_hydra(qgraph))
     qgraph = legalise_tfl(qgraph)  # FULLY_CONNECTED, ADD, MEAN over tokens: the native kernels, TFLM's bits
     g = schedule_graph(qgraph, schedule or DEFAULT_SCHEDULE, int(tokens_per_step))
     g.meta["rounding"] = "double"
