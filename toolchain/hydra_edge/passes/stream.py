@@ -161,14 +161,17 @@ def _levels(f: _Facts) -> dict[int, set[int]]:
 
 
 def _recomputable(f: _Facts, level: list[int], p: int) -> bool:
-    """Whether node p may run again at other levels: cheap, streamable, no reduction, every reader a row edge."""
+    """Whether node p may run again at other levels: cheap, streamable, no reduction, nothing read whole, every
+    reader a row edge."""
     g = f.graph
     node = g.nodes[p]
     if p not in f.tokens or f.facts[p].reduces or node.outputs[0] in g.outputs:
         return False
     readers = f.readers.get(node.outputs[0], [])
     cheap = f.macs(p) <= RECOMPUTE_MACS_PER_ELEMENT * g.tensor(node.outputs[0]).numel
-    return bool(readers) and cheap and all(f.row_edge(p, c, k) for c, k in readers)
+    whole = any(k not in f.facts[p].row_inputs and n and not g.tensor(n).is_constant  # attention's k and v
+                for k, n in enumerate(node.inputs))
+    return bool(readers) and cheap and not whole and all(f.row_edge(p, c, k) for c, k in readers)
 
 
 def _chain(f: _Facts, level: list[int], p: int, wanted: set[int]) -> set[int] | None:
