@@ -214,7 +214,8 @@ def compile_prequantised(
 
     Calibration data is ignored with a warning (the file's scales are kept). By default (schedule None or
     "stream") each Hydra core written with tfl ops is lifted into one tfl_hydra_attention node with the same
-    bits (passes/lift_tfl_hydra.py) and the graph is scheduled as token loops (passes/stream.py: the row-local
+    bits (passes/lift_tfl_hydra.py), each softmax attention core into one tfl_softmax_attention node
+    (passes/lift_tfl_softmax.py: query rows against k and v whole) and the graph is scheduled as token loops (passes/stream.py: the row-local
     tfl ops, the legalised native ones and the core's two halves run token group by token group);
     schedule "greedy" keeps every op unfused (TFLM's own graph), op by op. Either way the nodes with a native
     twin of the same bits become native ops (passes/legalise_tfl.py), planned with in-place reuse where a
