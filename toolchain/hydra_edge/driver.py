@@ -243,6 +243,12 @@ def compile_prequantised(
     g = schedule_graph(qgraph, schedule or DEFAULT_SCHEDULE, int(tokens_per_step))
     g.meta["rounding"] = "double"
     plan = plan_memory(g, kernel_scratch(g), in_place=True)
+    if g.meta["schedule"] == "stream":  # recomputed chains (a LayerNorm of tfl ops) only where they save RAM
+        single = schedule_graph(qgraph, "stream", int(tokens_per_step), chains=False)
+        single.meta["rounding"] = "double"
+        single_plan = plan_memory(single, kernel_scratch(single), in_place=True)
+        if single_plan.arena_bytes <= plan.arena_bytes:
+            g, plan = single, single_plan
     x = g.tensor(g.inputs[0])
     check_input_fits(g, board)  # before the test vectors (NUM_TEST_VECTORS inputs) are drawn
     rng = np.random.default_rng(0)  # seeded: extremes first, then random int8 inputs (drawn as int8)
@@ -257,11 +263,12 @@ def compile_prequantised(
     return write_build(g, plan, board, Path(out), vectors, force=force, extra_files=extra)
 
 
-def schedule_graph(qgraph: Graph, schedule: str, tokens_per_step: int = 1) -> Graph:
-    """The quantised graph as the schedule runs it: token loops for "stream"; meta records the choice."""
+def schedule_graph(qgraph: Graph, schedule: str, tokens_per_step: int = 1, chains: bool = True) -> Graph:
+    """The quantised graph as the schedule runs it: token loops for "stream" (`chains`: passes/stream.py's
+    recomputed chains); meta records the choice."""
     if schedule not in SCHEDULES:
         raise ScheduleError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
-    g = schedule_token_loops(qgraph, tokens_per_step) if schedule == "stream" else qgraph.copy()
+    g = schedule_token_loops(qgraph, tokens_per_step, chains) if schedule == "stream" else qgraph.copy()
     g.meta["schedule"] = schedule
     g.meta["tokens_per_step"] = int(tokens_per_step)
     return g

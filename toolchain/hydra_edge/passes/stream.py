@@ -22,6 +22,8 @@ The steps, on a pure copy of the graph:
    two passes over the tokens do; not a position add, whose input would live on instead of its output).
    An input made by another cheap row node of the same level that nothing else reads there brings that
    node along: a chain is recomputed back to inputs that are at hand (a .tflite's LayerNorm, seven ops).
+   `chains=False` recomputes single nodes only (the driver keeps that when its arena is no larger: a chain
+   costs instructions on every token and pays only where it sets the peak).
 5. Stored tensors: graph inputs and outputs, whole inputs, the outputs of ops that do not stream and of
    reductions, and a tensor read at a level its producer does not run at.
 6. Regions: the streamable nodes of one level and token count, joined along the edges of tensors that
@@ -133,7 +135,7 @@ class _Facts:
                 yield self.producer[name], k, name
 
 
-def _levels(f: _Facts) -> dict[int, set[int]]:
+def _levels(f: _Facts, chains: bool = True) -> dict[int, set[int]]:
     """Steps 2-4: each node's levels (a set: more than one when it is recomputed)."""
     g = f.graph
     n = len(g.nodes)
@@ -155,6 +157,8 @@ def _levels(f: _Facts) -> dict[int, set[int]]:
             continue
         wanted = {level[c] for c, _ in f.readers[g.nodes[p].outputs[0]]}
         chain = _chain(f, level, p, wanted) if len(wanted) > 1 else None
+        if chain is not None and len(chain) > 1 and not chains:
+            chain = None
         for i in chain or ():
             levels[i] |= wanted
     return levels
@@ -346,13 +350,13 @@ def _region_name(body: list[Node], used: set[str]) -> str:
     return name
 
 
-def schedule_token_loops(graph: Graph, tokens_per_step: int = 1) -> Graph:
+def schedule_token_loops(graph: Graph, tokens_per_step: int = 1, chains: bool = True) -> Graph:
     """The quantised `graph` with its streamable regions as token_loop nodes (pure); see the module docstring."""
     if isinstance(tokens_per_step, bool) or int(tokens_per_step) != tokens_per_step or tokens_per_step < 1:
         raise ValueError(f"tokens_per_step must be a positive integer, got {tokens_per_step!r}")
     g = split_hydra_attention(graph)
     f = _Facts(g)
-    levels = _levels(f)
+    levels = _levels(f, chains)
     stored = _stored(f, levels)
     regions = _regions(f, levels, stored)
     items = _ordered(f, regions, levels, stored)
