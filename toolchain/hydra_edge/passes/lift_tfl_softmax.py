@@ -265,7 +265,7 @@ def _match(u: _Uses, pv: Node) -> tuple[Node, set[str], Node] | None:
             if o in u.graph.outputs or any(r.name not in inside for r in u.readers.get(o, [])):
                 return None
     q, k, v = (s[0] for s in sources)
-    if out in (q, k, v):
+    if out in (q, k, v) or q in (k, v):  # the output may take q's bytes (TFL_IN_PLACE): q is not k or v
         return None
     attrs = {
         "tokens": t, "heads": heads, "head_dim": dh, "query_rows": t,
