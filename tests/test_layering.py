@@ -171,12 +171,12 @@ def test_the_checks_catch_a_cycle_and_a_backward_import():
 
 def test_every_tfl_shape_rule_has_a_frontend_and_a_reference_kernel():
     """ir/tfl_ops.py has a shape rule only for ops the .tflite frontend produces (or lift_tfl_hydra, for
-    tfl_hydra_attention, and passes/stream.py, for its halves) and the reference interpreter runs; none without
+    tfl_hydra_attention, and passes/stream.py, for its halves; lift_tfl_softmax, for tfl_softmax_attention) and the reference interpreter runs; none without
     a rule either."""
     from hydra_edge.frontend.tflite import prepare_table
     from hydra_edge.ir.tfl_ops import TFL_SHAPE_RULES
     from hydra_edge.reference.int_interp import tfl_kernels
 
     produced = {"tfl_" + op.lower() for op in prepare_table()} | {"tfl_hydra_attention", "tfl_hydra_kv_state",
-                                                                  "tfl_hydra_apply"}
+                                                                  "tfl_hydra_apply", "tfl_softmax_attention"}
     assert set(TFL_SHAPE_RULES) == produced == set(tfl_kernels())

@@ -169,5 +169,9 @@ def test_hydra_vit_arena_is_at_most_0_6_of_op_by_op(tmp_path):
     assert _arena("tfl_hydra_vit", tmp_path) <= TARGET_ARENA
 
 
-def test_softmax_vit_arena_is_smaller_streamed(tmp_path):
-    assert _arena("tfl_softmax_vit", tmp_path) <= 2560 < GREEDY_ARENA
+def test_softmax_vit_arena_is_at_most_0_6_of_op_by_op(tmp_path):
+    """The attention core lifted (tfl_softmax_attention, query rows streamed against k and v) and the LayerNorm
+    chain recomputed before q: x, k, v and a loop's rows (1,920 B; 2,560 B with the core on whole tensors)."""
+    res = driver.compile_model(_path("tfl_softmax_vit"), "host", tmp_path / "soft")
+    assert res.plan.arena_bytes <= 1920 <= TARGET_ARENA < GREEDY_ARENA
+    assert res.plan.arena_bytes <= 1.15 * res.report["ram"]["lower_bound_bytes"]

@@ -494,6 +494,33 @@ hydra_status hydra_tfl_hydra_kv_end_s8(const hydra_tfl_hydra_attention_params *p
 hydra_status hydra_tfl_hydra_apply_s8(const hydra_tfl_hydra_attention_params *p, const int8_t *q, const int8_t *kv,
                                       int32_t rows, int8_t *output, int8_t *row);
 
+/* ==== softmax attention lifted from an int8 TFLite graph (passes/lift_tfl_softmax.py) ==== */
+
+/* SOFTMAX ATTENTION over q [query_rows, D], k and v [tokens, D] (row-major, D = heads * head_dim, head h at
+ * columns [h head_dim, (h+1) head_dim)), TFLM's bits of the unfused RESHAPE / TRANSPOSE / BATCH_MATMUL / MUL /
+ * SOFTMAX / BATCH_MATMUL / TRANSPOSE chain: for each query row t and head h, with the replaced ops' params
+ * made per row (the transposes are the pointer offsets and strides):
+ *   s   = qk(q[t, h], k[:, h])      BATCH_MATMUL, 1 x tokens, depth head_dim (rhs col stride D)
+ *   s   = scale(s, scale_value)     MUL by the one-element constant, when has_scale ([1, tokens] x [1])
+ *   p   = softmax(s)                SOFTMAX, outer_size 1, depth tokens
+ *   out[t, h] = pv(p, v[:, h])      BATCH_MATMUL, 1 x head_dim, depth tokens (rhs depth stride D)
+ * query_rows (1..tokens) rows of q give as many rows of output, so a token loop passes a group's q and output
+ * rows and k, v whole. Scratch: hydra_tfl_softmax_attention_get_buffer_size bytes (one head's int8 scores and
+ * probabilities), 4-byte aligned. The output must not overlap k or v; it may be q itself (q[t, h] is read before
+ * out[t, h] is written, and no later step reads it). */
+typedef struct {
+    int32_t tokens, heads, head_dim, query_rows;
+    int32_t has_scale, scale_value;
+    hydra_tfl_batch_matmul_params qk;
+    hydra_tfl_mul_params scale;
+    hydra_tfl_softmax_params softmax;
+    hydra_tfl_batch_matmul_params pv;
+} hydra_tfl_softmax_attention_params;
+
+int32_t hydra_tfl_softmax_attention_get_buffer_size(const hydra_tfl_softmax_attention_params *p);
+hydra_status hydra_tfl_softmax_attention_s8(const hydra_tfl_softmax_attention_params *p, const int8_t *q,
+                                            const int8_t *k, const int8_t *v, int8_t *output, int32_t *scratch);
+
 #ifdef __cplusplus
 }
 #endif

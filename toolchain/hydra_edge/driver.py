@@ -215,7 +215,8 @@ def compile_prequantised(
 
     Calibration data is ignored with a warning (the file's scales are kept). By default (schedule None or
     "stream") each Hydra core written with tfl ops is lifted into one tfl_hydra_attention node with the same
-    bits (passes/lift_tfl_hydra.py) and the graph is scheduled as token loops (passes/stream.py: the row-local
+    bits (passes/lift_tfl_hydra.py), each softmax attention core into one tfl_softmax_attention node
+    (passes/lift_tfl_softmax.py: query rows against k and v whole) and the graph is scheduled as token loops (passes/stream.py: the row-local
     tfl ops, the legalised native ones and the core's two halves run token group by token group);
     schedule "greedy" keeps every op unfused (TFLM's own graph), op by op. Either way the nodes with a native
     twin of the same bits become native ops (passes/legalise_tfl.py), planned with in-place reuse where a
@@ -237,12 +238,19 @@ def compile_prequantised(
         qgraph = litert_rounding(qgraph)
     if schedule != "greedy":  # the Hydra cores as one streaming op each, bit for bit the unfused ops
         from .passes.lift_tfl_hydra import lift_tfl_hydra
+        from .passes.lift_tfl_softmax import lift_tfl_softmax
 
-        qgraph = lift_tfl_hydra(qgraph)
+        qgraph = lift_tfl_softmax(lift_tfl_hydra(qgraph))
     qgraph = legalise_tfl(qgraph)  # FULLY_CONNECTED, ADD, MEAN over tokens: the native kernels, TFLM's bits
     g = schedule_graph(qgraph, schedule or DEFAULT_SCHEDULE, int(tokens_per_step))
     g.meta.setdefault("rounding", "double")  # TFLM's, unless the graph says otherwise
     plan = plan_memory(g, kernel_scratch(g), in_place=True)
+    if g.meta["schedule"] == "stream":  # recomputed chains (a LayerNorm of tfl ops) only where they save RAM
+        unchained = schedule_graph(qgraph, "stream", int(tokens_per_step), chains=False)
+        unchained.meta.setdefault("rounding", "double")
+        unchained_plan = plan_memory(unchained, kernel_scratch(unchained), in_place=True)
+        if unchained_plan.arena_bytes <= plan.arena_bytes:
+            g, plan = unchained, unchained_plan
     x = g.tensor(g.inputs[0])
     check_input_fits(g, board)  # before the test vectors (NUM_TEST_VECTORS inputs) are drawn
     rng = np.random.default_rng(0)  # seeded: extremes first, then random int8 inputs (drawn as int8)
@@ -258,11 +266,12 @@ def compile_prequantised(
     return write_build(g, plan, board, Path(out), vectors, force=force, extra_files=extra)
 
 
-def schedule_graph(qgraph: Graph, schedule: str, tokens_per_step: int = 1) -> Graph:
-    """The quantised graph as the schedule runs it: token loops for "stream"; meta records the choice."""
+def schedule_graph(qgraph: Graph, schedule: str, tokens_per_step: int = 1, chains: bool = True) -> Graph:
+    """The quantised graph as the schedule runs it: token loops for "stream" (`chains`: passes/stream.py's
+    recomputed chains); meta records the choice."""
     if schedule not in SCHEDULES:
         raise ScheduleError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
-    g = schedule_token_loops(qgraph, tokens_per_step) if schedule == "stream" else qgraph.copy()
+    g = schedule_token_loops(qgraph, tokens_per_step, chains) if schedule == "stream" else qgraph.copy()
     g.meta["schedule"] = schedule
     g.meta["tokens_per_step"] = int(tokens_per_step)
     return g

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..ir.graph import Graph, Node
 from ..memory.planner import scratch_name
-from ..reference import tfl_elementwise, tfl_hydra, tfl_linear
+from ..reference import tfl_elementwise, tfl_hydra, tfl_linear, tfl_softmax_attention
 from .c_syntax import Call, CodegenError, c_int, status_checked
 
 # emit_c's model writer (emit_c._ModelC: graph, plan, params, act, offset, const_array, attr_array), which
@@ -40,6 +40,7 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 # kernels that call other tfl kernels (on one row at a time): their sources come along
 TFL_CALLS = {op: ("tfl_mul", "tfl_sum", "tfl_add", "tfl_rsqrt", "tfl_l2_normalization")
              for op in ("tfl_hydra_attention", "tfl_hydra_kv_state", "tfl_hydra_apply")}
+TFL_CALLS["tfl_softmax_attention"] = ("tfl_batch_matmul", "tfl_mul", "tfl_softmax")  # per query row and head
 # the halves passes/stream.py splits tfl_hydra_attention into: their functions are in its source
 TFL_SOURCE = {"tfl_hydra_kv_state": "tfl_hydra_attention", "tfl_hydra_apply": "tfl_hydra_attention"}
 # the ops whose params struct has a single_rounding field: their kernels requantise (hydra_tfl_requantize)
@@ -78,7 +79,7 @@ def tfl_sources(graph: Graph, runtime_src: Any) -> list[str]:
 def _scratch_fn(op: str):
     if op in tfl_hydra.KERNELS:  # one formula per op of the Hydra core (whole, or split in two)
         return lambda attrs: tfl_hydra.scratch_bytes(attrs, op)
-    for mod in (tfl_linear, tfl_elementwise):
+    for mod in (tfl_linear, tfl_elementwise, tfl_softmax_attention):
         if op in getattr(mod, "KERNELS", {}):
             return getattr(mod, "scratch_bytes", None)
     return None

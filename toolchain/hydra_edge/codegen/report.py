@@ -48,6 +48,8 @@ def node_macs(graph: Graph, node: Node) -> int:
         return out.numel * int(node.attrs["depth"])
     if node.op == "tfl_hydra_attention":
         return 3 * out.numel
+    if node.op == "tfl_softmax_attention":  # each output row: T scores of dh products, dh sums of T products
+        return 2 * out.numel * int(node.attrs["tokens"])
     if node.op == "tfl_hydra_kv_state":  # its halves (passes/stream.py): k, v rows; q rows
         return 2 * graph.tensor(node.inputs[0]).numel
     return out.numel  # other elementwise tfl ops

@@ -113,10 +113,21 @@ def _hydra_apply(node: Node, shapes: list[Shape]) -> Shape:
     return shapes[0]
 
 
+def _softmax_attention(node: Node, shapes: list[Shape]) -> Shape:
+    """tfl_softmax_attention (passes/lift_tfl_softmax.py): q [query_rows, D], k and v [tokens, D] (D = heads x
+    head_dim, row-major, leading 1s allowed); the output is q's rows."""
+    a = node.attrs
+    d = a["heads"] * a["head_dim"]
+    if len(shapes) != 3 or _size(shapes[0]) != a["query_rows"] * d or \
+            any(_size(s) != a["tokens"] * d for s in shapes[1:]):
+        raise IRError(f"{node.name}: q, k, v {shapes} are not [{a['query_rows']}, {d}] and [{a['tokens']}, {d}]")
+    return (a["query_rows"], d)
+
+
 # Rules that compare sizes only: the output tensor's own shape is kept when its element count fits
 # (RESHAPE, and the reductions whose keep_dims only changes the rank).
 SIZE_ONLY = frozenset({"tfl_reshape", "tfl_mean", "tfl_sum", "tfl_fully_connected", "tfl_batch_matmul",
-                       "tfl_hydra_attention", "tfl_hydra_apply"})
+                       "tfl_hydra_attention", "tfl_hydra_apply", "tfl_softmax_attention"})
 
 TFL_SHAPE_RULES: dict[str, Callable[[Node, list[Shape]], Shape]] = {
     "tfl_fully_connected": _fully_connected,
@@ -133,6 +144,7 @@ TFL_SHAPE_RULES: dict[str, Callable[[Node, list[Shape]], Shape]] = {
     "tfl_hydra_attention": _hydra_attention,
     "tfl_hydra_kv_state": _hydra_kv_state,
     "tfl_hydra_apply": _hydra_apply,
+    "tfl_softmax_attention": _softmax_attention,
     # the elementwise family (frontend/tflite_prepare_elementwise.py): binary ops broadcast, the rest keep the shape
     **{f"tfl_{op}": _broadcast for op in ("add", "sub", "mul", "squared_difference")},
     **{f"tfl_{op}": _same_size for op in ("rsqrt", "logistic", "tanh", "softmax", "l2_normalization", "quantize",
@@ -158,9 +170,10 @@ def check_tfl_shape(node: Node, expected: Shape, actual: Shape) -> bool:
 
 TFL_ROW_OPS = frozenset({"tfl_add", "tfl_sub", "tfl_mul", "tfl_squared_difference", "tfl_mean", "tfl_sum",
                          "tfl_reshape", "tfl_rsqrt", "tfl_logistic", "tfl_tanh", "tfl_hydra_kv_state",
-                         "tfl_hydra_apply"})
+                         "tfl_hydra_apply", "tfl_softmax_attention"})
 # the inputs whose bytes a tfl op's output may take (the kernel accepts output == that input)
-TFL_IN_PLACE = {"tfl_reshape": (0,), "tfl_hydra_attention": (0, 1, 2), "tfl_hydra_apply": (0,)}
+TFL_IN_PLACE = {"tfl_reshape": (0,), "tfl_hydra_attention": (0, 1, 2), "tfl_hydra_apply": (0,),
+                "tfl_softmax_attention": (0,)}  # q[t, h] is read before out[t, h] is written
 BINARY = ("tfl_add", "tfl_sub", "tfl_mul", "tfl_squared_difference")
 UNARY = ("tfl_rsqrt", "tfl_logistic", "tfl_tanh")
 
@@ -200,6 +213,8 @@ def tfl_rows(node: Node, ins: list[Shape | None], out: Shape) -> TflRows | None:
     if op in ("tfl_hydra_kv_state", "tfl_hydra_apply"):
         t = int(a["tokens"])
         return TflRows(t, (0, 1) if op == "tfl_hydra_kv_state" else (0,), op == "tfl_hydra_kv_state")
+    if op == "tfl_softmax_attention":  # query rows against k and v whole: the group's rows are its query_rows
+        return TflRows(int(a["tokens"]), (0,), False, (("query_rows", 1),))
     ax = token_axis(out)
     if ax is None or int(out[ax]) < 2 or not ins or ins[0] is None:
         return None

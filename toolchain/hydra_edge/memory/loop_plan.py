@@ -16,6 +16,7 @@ from ..ir.graph import Graph, Node
 from ..ir.tfl_ops import TFL_ROW_OPS, token_rows
 from ..ops import op_def
 from ..ops.token_loop import body_nodes
+from ..reference import tfl_softmax_attention
 from .planner import ALIGNMENT, Buffer, MemoryPlan, in_place_aliases, place, scratch_name
 
 STATE_SUFFIX = "#state"
@@ -49,8 +50,11 @@ def row_bytes(graph: Graph, tensor: str) -> int:
 
 def _loop_bytes(graph: Graph, sub: Node) -> tuple[int, int]:
     """(scratch, loop state) bytes of a body op: OpDef.scratch and loop_state; of a tfl op, tfl_hydra_kv_state's
-    acc and row as its state (tfl_hydra_attention.c's kv_begin / kv_rows / kv_end), apply's row as scratch (the
-    other tfl row ops need none: reference/tfl_linear.py, tfl_elementwise.py)."""
+    acc and row as its state (tfl_hydra_attention.c's kv_begin / kv_rows / kv_end), apply's row as scratch,
+    tfl_softmax_attention's scores and probabilities as scratch (reference/tfl_softmax_attention.py; the other tfl
+    row ops need none: reference/tfl_linear.py, tfl_elementwise.py)."""
+    if sub.op == "tfl_softmax_attention":  # one head's scores and probabilities (tfl_softmax_attention.c)
+        return tfl_softmax_attention.scratch_bytes(sub.attrs), 0
     if sub.op in TFL_ROW_OPS:
         depth = int(sub.attrs.get("depth", 0))
         return {"tfl_hydra_kv_state": (0, 5 * depth), "tfl_hydra_apply": (depth, 0)}.get(sub.op, (0, 0))

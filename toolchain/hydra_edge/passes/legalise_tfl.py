@@ -27,7 +27,7 @@ left as it is when it cannot map:
 Ops with no native twin keep their own kernels: SUB (TFLM rounds scaled1 - scaled2, and gemmlowp's rounding is
 not odd-symmetric, so it is not an add of a negated operand), MUL and SQUARED_DIFFERENCE (no native multiply),
 the convolutions, pools, PAD, TRANSPOSE, RESHAPE, BATCH_MATMUL, SUM, RSQRT, the gemmlowp LOGISTIC / TANH /
-SOFTMAX, L2_NORMALIZATION, QUANTIZE and the lifted tfl_hydra_attention.
+SOFTMAX, L2_NORMALIZATION, QUANTIZE and the lifted tfl_hydra_attention and tfl_softmax_attention.
 
 Pure: graph in, graph out (a copy; the input graph is not touched).
 """

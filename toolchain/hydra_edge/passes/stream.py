@@ -20,6 +20,10 @@ The steps, on a pure copy of the graph:
    read at several levels runs again at each of them, when its inputs are read at those levels anyway,
    so that recomputing keeps nothing alive longer (LN1 before q, and before k and v, as a Hydra block's
    two passes over the tokens do; not a position add, whose input would live on instead of its output).
+   An input made by another cheap row node of the same level that nothing else reads there brings that
+   node along: a chain is recomputed back to inputs that are at hand (a .tflite's LayerNorm, seven ops).
+   `chains=False` recomputes single nodes only (the driver keeps that when its arena is no larger: a chain
+   costs instructions on every token and pays only where it sets the peak).
 5. Stored tensors: graph inputs and outputs, whole inputs, the outputs of ops that do not stream and of
    reductions, and a tensor read at a level its producer does not run at.
 6. Regions: the streamable nodes of one level and token count, joined along the edges of tensors that
@@ -131,7 +135,7 @@ class _Facts:
                 yield self.producer[name], k, name
 
 
-def _levels(f: _Facts) -> dict[int, set[int]]:
+def _levels(f: _Facts, chains: bool = True) -> dict[int, set[int]]:
     """Steps 2-4: each node's levels (a set: more than one when it is recomputed)."""
     g = f.graph
     n = len(g.nodes)
@@ -149,26 +153,58 @@ def _levels(f: _Facts) -> dict[int, set[int]]:
             level[p] = max(level[p], min(level[c] for c, _ in readers))
     levels = {i: {level[i]} for i in range(n)}
     for p in range(n):  # step 4
-        node = g.nodes[p]
-        if p not in f.tokens or f.facts[p].reduces or node.outputs[0] in outputs:
+        if not _recomputable(f, level, p):
             continue
-        readers = f.readers.get(node.outputs[0], [])
-        if not readers or not all(f.row_edge(p, c, k) for c, k in readers):
-            continue
-        wanted = {level[c] for c, _ in readers}
-        cheap = f.macs(p) <= RECOMPUTE_MACS_PER_ELEMENT * g.tensor(node.outputs[0]).numel
-        if len(wanted) > 1 and cheap and all(_read_there(f, level, p, name, wanted) for name in node.inputs):
-            levels[p] = wanted | {level[p]}
+        wanted = {level[c] for c, _ in f.readers[g.nodes[p].outputs[0]]}
+        chain = _chain(f, level, p, wanted) if len(wanted) > 1 else None
+        if chain is not None and len(chain) > 1 and not chains:
+            chain = None
+        for i in chain or ():
+            levels[i] |= wanted
     return levels
 
 
-def _read_there(f: _Facts, level: list[int], p: int, name: str, wanted: set[int]) -> bool:
-    """Whether recomputing node p at the `wanted` levels keeps its input `name` alive no longer: a constant, or
-    a tensor something else reads at each of those levels anyway (LN1's input x, which the residual add reads)."""
+def _recomputable(f: _Facts, level: list[int], p: int) -> bool:
+    """Whether node p may run again at other levels: cheap, streamable, no reduction, nothing read whole, every
+    reader a row edge."""
+    g = f.graph
+    node = g.nodes[p]
+    if p not in f.tokens or f.facts[p].reduces or node.outputs[0] in g.outputs:
+        return False
+    readers = f.readers.get(node.outputs[0], [])
+    cheap = f.macs(p) <= RECOMPUTE_MACS_PER_ELEMENT * g.tensor(node.outputs[0]).numel
+    whole = any(k not in f.facts[p].row_inputs and n and not g.tensor(n).is_constant  # attention's k and v
+                for k, n in enumerate(node.inputs))
+    return bool(readers) and cheap and not whole and all(f.row_edge(p, c, k) for c, k in readers)
+
+
+def _chain(f: _Facts, level: list[int], p: int, wanted: set[int]) -> set[int] | None:
+    """The nodes to recompute at the `wanted` levels so that node p's output is made there: p, and back from it
+    every cheap row node of p's level whose output is not otherwise at hand there (a LayerNorm spelt as seven
+    tfl ops: MEAN, SUB, MUL, MEAN, ADD, RSQRT, MUL), so long as what the chain reads from outside is (step 4)."""
+    g = f.graph
+    chain, todo = {p}, [p]
+    while todo:
+        for name in g.nodes[todo.pop()].inputs:
+            q = f.producer.get(name)
+            if not name or q in chain or _read_there(f, level, chain, name, wanted, level[p]):
+                continue
+            if q is None or level[q] != level[p] or not _recomputable(f, level, q):
+                return None
+            chain.add(q)
+            todo.append(q)
+    inputs = {n for i in chain for n in g.nodes[i].inputs if n and f.producer.get(n) not in chain}
+    return chain if all(_read_there(f, level, chain, n, wanted, level[p]) for n in inputs) else None
+
+
+def _read_there(f: _Facts, level: list[int], chain: set[int], name: str, wanted: set[int], home: int) -> bool:
+    """Whether recomputing the `chain` (at level `home`) at the `wanted` levels keeps its input `name` alive no
+    longer: a constant, or a tensor something outside the chain reads at each of those levels anyway (LN1's input
+    x, which the residual add reads)."""
     if f.graph.tensor(name).is_constant:
         return True
-    at = {level[c] for c, _ in f.readers.get(name, []) if c != p}
-    return wanted - {level[p]} <= at
+    at = {level[c] for c, _ in f.readers.get(name, []) if c not in chain}
+    return wanted - {home} <= at
 
 
 def _stored(f: _Facts, levels: dict[int, set[int]]) -> set[str]:
@@ -314,13 +350,13 @@ def _region_name(body: list[Node], used: set[str]) -> str:
     return name
 
 
-def schedule_token_loops(graph: Graph, tokens_per_step: int = 1) -> Graph:
+def schedule_token_loops(graph: Graph, tokens_per_step: int = 1, chains: bool = True) -> Graph:
     """The quantised `graph` with its streamable regions as token_loop nodes (pure); see the module docstring."""
     if isinstance(tokens_per_step, bool) or int(tokens_per_step) != tokens_per_step or tokens_per_step < 1:
         raise ValueError(f"tokens_per_step must be a positive integer, got {tokens_per_step!r}")
     g = split_hydra_attention(graph)
     f = _Facts(g)
-    levels = _levels(f)
+    levels = _levels(f, chains)
     stored = _stored(f, levels)
     regions = _regions(f, levels, stored)
     items = _ordered(f, regions, levels, stored)

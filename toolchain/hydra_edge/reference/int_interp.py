@@ -24,12 +24,14 @@ def _int_ref(op: str) -> Callable[..., np.ndarray]:
 
 
 def tfl_kernels() -> dict[str, Callable[..., np.ndarray]]:
-    """The reference kernels of imported TFLite ops: the linear family, the elementwise one, tfl_hydra_attention."""
+    """The reference kernels of imported TFLite ops: the linear family, the elementwise one, tfl_hydra_attention,
+    tfl_softmax_attention."""
     from .tfl_elementwise import KERNELS as elementwise
     from .tfl_linear import KERNELS as linear
     from .tfl_hydra import KERNELS as hydra  # tfl_hydra_attention (passes/lift_tfl_hydra.py)
+    from .tfl_softmax_attention import KERNELS as softmax  # tfl_softmax_attention (passes/lift_tfl_softmax.py)
 
-    return {**linear, **elementwise, **hydra}
+    return {**linear, **elementwise, **hydra, **softmax}
 
 
 def run_int(graph: Graph, x: np.ndarray, keep_all: bool = False) -> list[np.ndarray] | dict[str, np.ndarray]:
