@@ -380,3 +380,36 @@ def test_format_graph_aten_and_quantised():
     assert "multiplier=[1073741824,536870912]" in text and "shift=int32[64]" in text
     assert "# fc (model.py:3)" in text
     assert text.splitlines()[-1] == "1 nodes, 18 parameters in 2 constants (0.0 KiB); ops: linear 1"
+
+
+class _MaskedAttention(nn.Module):
+    """Softmax attention the lift leaves alone for a reason the error should say."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+        self.patch = nn.Conv2d(3, 16, 4, 4)
+        self.q, self.k, self.v = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 16)
+        self.register_buffer("mask", torch.triu(torch.full((16, 16), float("-inf")), 1))
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        q, k, v = self.q(t), self.k(t), self.v(t)
+        if self.mode == "causal":
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True).mean(1)
+        if self.mode == "mask":
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask).mean(1)
+        if self.mode == "dim":
+            return (torch.softmax(q @ k.transpose(-2, -1), dim=-2) @ v).mean(1)
+        return (torch.softmax(q @ k.transpose(-2, -1) * 0.25 + self.mask, dim=-1) @ v).mean(1)
+
+
+@pytest.mark.parametrize("mode,says", [
+    ("causal", "causal (is_causal=True)"), ("mask", "with an attn_mask that hides some keys"),
+    ("additive", "its scores get a constant mask that hides some keys"), ("dim", "softmax is over dim 1, not the keys"),
+])
+def test_an_attention_that_almost_lifts_says_why(mode, says):
+    graph = from_module(_MaskedAttention(mode).eval(), torch.zeros(1, 3, 16, 16))
+    with pytest.raises(LoweringError) as info:
+        lower_to_ir(graph)
+    assert f"softmax attention found, but {says}" in str(info.value)

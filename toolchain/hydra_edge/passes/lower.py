@@ -100,7 +100,7 @@ class _Lowerer:
         self.env[x.name] = x.name
         for node in g.nodes:  # an attention lift_softmax left alone: say so, not what its head split trips on
             if node.op in _UNLIFTED_SOFTMAX:
-                raise unsupported(node, _SOFTMAX_HINT)
+                raise unsupported(node, self._softmax_near_miss(node))
         for node in g.nodes:
             if node.name in self.absorbed:
                 continue
@@ -121,6 +121,30 @@ class _Lowerer:
         check_shapes(lowered)
         lowered.validate()
         return lowered
+
+    def _softmax_near_miss(self, node: Node) -> str:
+        """What kept an attention from being lifted, when it is one of the usual reasons; else the general hint."""
+        found = "softmax attention found, but "
+        if node.op == "scaled_dot_product_attention":
+            if node.attrs.get("is_causal"):
+                return found + ("causal (is_causal=True): it hides later tokens from earlier ones; hydra-edge "
+                                "lowers attention over all tokens, as a ViT's")
+            if len(node.inputs) > 3:
+                return found + ("with an attn_mask that hides some keys; hydra-edge lowers attention over all "
+                                "tokens (an all-true or all-zero mask is dropped)")
+            if float(node.attrs.get("dropout_p") or 0.0) > 0.0:
+                return found + "with dropout_p > 0: export the model after model.eval()"
+        else:
+            rank = len(self.g.tensor(node.inputs[0]).shape)
+            dim = int(node.attrs.get("dim", -1)) % max(rank, 1)
+            if dim != rank - 1:
+                return found + f"softmax is over dim {dim}, not the keys (the last dim)"
+            scores = self.prod.get(node.inputs[0])
+            if scores is not None and scores.op in ("add", "masked_fill", "where") and any(
+                    self.is_const(i) for i in scores.inputs):
+                return found + ("its scores get a constant mask that hides some keys; hydra-edge lowers "
+                                "attention over all tokens (an all-true or all-zero mask is dropped)")
+        return _SOFTMAX_HINT
 
     @staticmethod
     def _bad_input(x: Tensor) -> LoweringError:
