@@ -417,3 +417,21 @@ def test_fuzzed_files_give_a_graph_or_a_frontend_error(tmp_path):
             graph.validate()
             outcomes["graph"] += 1
     assert outcomes["error"] > FUZZ_ATTEMPTS // 4 and outcomes["graph"] > 0, outcomes
+
+
+def test_shape_arithmetic_folds_and_a_huge_range_is_refused_before_it_is_made(tmp_path):
+    """Mod (nn.MultiheadAttention's head arithmetic) and Range (Hugging Face's mask) fold into constants; a Range
+    whose length would be gigantic is refused by its size, computed from start, limit and delta first."""
+    ints = lambda v: np.asarray(v, np.int64)  # noqa: E731
+    nodes = [
+        helper.make_node("Mod", ["seven", "four"], ["three"], fmod=0),
+        helper.make_node("Range", ["zero", "three", "one"], ["r"]),  # [0, 1, 2]
+        helper.make_node("Concat", ["one", "four", "eight"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["x", "shape"], ["y"]),
+    ]
+    inits = [("seven", ints(7)), ("four", ints([4])), ("zero", ints(0)), ("one", ints([1])), ("eight", ints([8]))]
+    graph = _load(_model(nodes, inits), tmp_path)
+    assert [n.op for n in graph.nodes] == ["reshape"]
+    huge = [helper.make_node("Range", ["zero", "big", "one1"], ["r"]), helper.make_node("Identity", ["x"], ["y"])]
+    with pytest.raises(FrontendError, match="would make a constant of shape"):
+        _load(_model(huge, [("zero", ints(0)), ("big", ints(10**12)), ("one1", ints(1))]), tmp_path)
