@@ -45,7 +45,7 @@ def int_ref(node: Node, x: np.ndarray, rounding: str) -> np.ndarray:
 def quantize(q: Any, node: Node) -> None:
     x, y = node.inputs[0], node.outputs[0]
     q.share_quant(y, x)
-    q.emit(node, [x])
+    q.emit(node, [x], **{k: node.attrs[k] for k in ("in_hw", "kernel", "stride", "padding")})
 
 
 def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
