@@ -303,10 +303,26 @@ class CCT(nn.Module):
         return self.head(self.norm(self.blocks(x)).mean(1))
 
 
+class LeNet(nn.Module):
+    """A LeNet-style net: conv 5x5 + ReLU + max pool 2, conv 3x3 stride 2 + SiLU, conv 3x3 + sigmoid (tables),
+    then torch.flatten(x, 1) of the 4x4 map into Linear + ReLU (fused) + Linear (the flatten permutes the first
+    Linear's weight columns to channels-last order)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 5), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(8, 16, 3, 2), nn.SiLU(), nn.Conv2d(16, 16, 3), nn.Sigmoid())
+        self.fc1, self.fc2 = nn.Linear(16 * 4 * 4, 32), nn.Linear(32, CLASSES)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(torch.flatten(self.features(x), 1))))
+
+
 CNNS: dict[str, Callable[[], nn.Module]] = {
     "resnet8": ResNet8,
     "mobilenetv2": MobileNetV2Tiny,
     "cct": CCT,
+    "lenet": LeNet,
 }
 
 

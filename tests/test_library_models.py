@@ -131,6 +131,7 @@ CNN_OPS = {
     "resnet8": {"conv2d": 9, "add": 3, "activation": 3, "mean_pool": 1, "linear": 1},
     "mobilenetv2": {"conv2d": 17, "add": 3, "mean_pool": 1, "linear": 1},
     "cct": {"conv2d": 2, "max_pool2d": 2, "softmax_attention": 2, "mean_pool": 1},
+    "lenet": {"conv2d": 3, "max_pool2d": 1, "activation": 2, "flatten": 1, "linear": 2},
 }
 
 
@@ -147,7 +148,8 @@ def test_every_cnn_compiles_from_pt2(name, tmp_path):
 
 @pytest.mark.skipif(not have_compiler(), reason="no C compiler")
 @pytest.mark.parametrize("name,how", [("resnet8", "onnx_legacy"), ("mobilenetv2", "onnx_legacy"),
-                                      ("cct", "onnx_legacy"), ("mobilenetv2", "onnx_dynamo")])
+                                      ("cct", "onnx_legacy"), ("lenet", "onnx_legacy"),
+                                      ("mobilenetv2", "onnx_dynamo")])
 def test_onnx_cnns_lower_to_what_pt2_does(name, how, tmp_path):
     model, graph = _lowered(name, how, tmp_path)
     _, from_pt2 = _lowered(name, "pt2", tmp_path)

@@ -12,7 +12,7 @@
  * TFLM's; 1: single, LiteRT's), which the emitter sets from the node. A struct
  * left zero-initialised rounds as TFLM.
  *
- * Aliasing: elementwise kernels (add, lut, layernorm) accept output == input
+ * Aliasing: elementwise kernels (add, lut, layernorm) and flatten accept output == input
  * (in place). hydra_attention and hydra_attention_apply_s8 accept output == q. Other kernels
  * need disjoint input and output buffers.
  */
@@ -242,6 +242,15 @@ typedef struct {
 
 /* output [OH][OW][C] in the input's scale and zero point; output must not alias input. */
 hydra_status hydra_max_pool2d_s8(const hydra_max_pool2d_params *params, const int8_t *input, int8_t *output);
+
+/* ---- a feature map as one vector (hydra_flatten.c) ------------------ */
+
+typedef struct {
+    int32_t size; /* H * W * C bytes */
+} hydra_flatten_params;
+
+/* output [size] = input [H*W][C]; output == input is allowed (in place), other overlaps are not. */
+hydra_status hydra_flatten_s8(const hydra_flatten_params *params, const int8_t *input, int8_t *output);
 
 /* ---- layernorm (hydra_layernorm.c) ---------------------------------- */
 

@@ -114,6 +114,7 @@ class _Lowerer:
         self.fmaps: dict[str, tuple[int, int, int]] = {}
         self.channels_first_tokens: set[str] = set()
         self.made: dict[str, Node] = {}  # lowered tensor -> the lowered node that computes it
+        self.flattened: dict[str, tuple[int, int, int]] = {}  # lowered flatten output -> (H, W, C) in HWC order
 
     # -- driving -----------------------------------------------------------
     def run(self) -> Graph:
@@ -573,8 +574,14 @@ class _Lowerer:
                 self.env[out] = self.act(src, node)
                 self.fmaps[out] = (h, w, c)
                 return
+            readers = self.users.get(out, [])
+            if tuple(out_shape) == (1, c * h * w) and readers and out not in self.g.outputs and all(
+                    r.op == "linear" for r in readers):  # flatten(1) before a Linear: its weight columns follow
+                self.emit("flatten", [self.act(src, node)], {}, node, out)
+                self.flattened[self.env[out]] = (h, w, c)
+                return
             raise unsupported(node, f"a feature map [1, {c}, {h}, {w}] is reshaped only by flatten(2) before "
-                                    "transpose(1, 2) into tokens, or pooled first (flatten(1) of a 1x1 map)")
+                                    "transpose(1, 2) into tokens, or by flatten(1) before a Linear")
         if not self.is_const(src) and _ones_dropped(self.g.tensor(src).shape) == _ones_dropped(
             self.g.tensor(out).shape
         ):
@@ -596,6 +603,10 @@ class _Lowerer:
         ops = self.operands(node, ["input", "weight", "bias"])
         x = self.act(ops["input"], node)
         w = self.const(ops["weight"], node, rank=2)
+        if x in self.flattened:  # torch's columns are in (c, y, x) order, the flattened map's in (y, x, c)
+            h, wd, c = self.flattened[x]
+            data = self.out.tensor(w).data
+            w = self.new_const(f"{w}_hwc", data.reshape(-1, c, h, wd).transpose(0, 2, 3, 1).reshape(len(data), -1))
         b = self.const(ops["bias"], node, rank=1) if "bias" in ops else None
         self._linear(node, x, w, b, self.out.tensor(w).shape[0])
 
@@ -738,7 +749,26 @@ class _Lowerer:
         self.emit("select_token", [x], {"index": index}, node, node.outputs[0])
 
     def _op_mul(self, node: Node) -> None:
-        self._scale_by_constant(node, divide=False)
+        if not self._silu(node):
+            self._scale_by_constant(node, divide=False)
+
+    def _silu(self, node: Node) -> bool:
+        """x * sigmoid(x) (SiLU as the legacy ONNX exporter writes it): the sigmoid's table becomes SiLU's."""
+        if len(node.inputs) != 2:
+            return False
+        for x, s in (node.inputs, node.inputs[::-1]):
+            sig = self.prod.get(s)
+            if sig is None or sig.op != "sigmoid" or sig.inputs[0] != x or self.only_user(s) is not node:
+                continue
+            made = self._lowered_producer(self.env.get(s, ""), ("activation",))
+            if made is None or made.attrs.get("function") != "sigmoid":
+                continue
+            made.attrs["function"] = "silu"
+            self.env[node.outputs[0]] = self.env[s]
+            if s in self.fmaps:
+                self.fmaps[node.outputs[0]] = self.fmaps[s]
+            return True
+        return False
 
     def _op_div(self, node: Node) -> None:
         self._scale_by_constant(node, divide=True)
