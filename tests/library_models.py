@@ -305,14 +305,16 @@ class CCT(nn.Module):
 
 class LeNet(nn.Module):
     """A LeNet-style net: conv 5x5 + ReLU + max pool 2, conv 3x3 stride 2 + SiLU, conv 3x3 + sigmoid (tables),
-    then torch.flatten(x, 1) of the 4x4 map into Linear + ReLU (fused) + Linear (the flatten permutes the first
+    a padded 3x3 average pool (count_include_pad=False, TFLite's),
+    then torch.flatten(x, 1) of the 6x6 map into Linear + ReLU (fused) + Linear (the flatten permutes the first
     Linear's weight columns to channels-last order)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(nn.Conv2d(3, 8, 5), nn.ReLU(), nn.MaxPool2d(2),
-                                      nn.Conv2d(8, 16, 3, 2), nn.SiLU(), nn.Conv2d(16, 16, 3), nn.Sigmoid())
-        self.fc1, self.fc2 = nn.Linear(16 * 4 * 4, 32), nn.Linear(32, CLASSES)
+                                      nn.Conv2d(8, 16, 3, 2), nn.SiLU(), nn.Conv2d(16, 16, 3, padding=1),
+                                      nn.Sigmoid(), nn.AvgPool2d(3, 1, 1, count_include_pad=False))
+        self.fc1, self.fc2 = nn.Linear(16 * 6 * 6, 32), nn.Linear(32, CLASSES)
 
     def forward(self, x):
         return self.fc2(torch.relu(self.fc1(torch.flatten(self.features(x), 1))))

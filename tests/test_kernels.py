@@ -369,8 +369,9 @@ def test_conv2d(runner, data, h, w, c, cout, regime, rounding, seed):
 
 
 @EXAMPLES
-@given(st.data(), st.integers(1, 9), st.integers(1, 9), st.integers(1, 6), seeds)
-def test_max_pool2d(runner, data, h, w, c, seed):
+@given(st.data(), st.integers(1, 9), st.integers(1, 9), st.integers(1, 6), st.sampled_from(["max", "avg"]), seeds)
+def test_pool2d(runner, data, h, w, c, kind, seed):
+    """max_pool2d and avg_pool2d (TFLM's rounding: ties away from zero, padding not counted)."""
     rng = np.random.default_rng(seed)
     kh, kw = data.draw(st.integers(1, 3), "kh"), data.draw(st.integers(1, 3), "kw")
     stride = [data.draw(st.integers(1, 3), "sh"), data.draw(st.integers(1, 3), "sw")]
@@ -385,6 +386,6 @@ def test_max_pool2d(runner, data, h, w, c, seed):
     x = act(g, "x", (h * w, c), zx)
     y = act(g, "y", (oh * ow, c), zx)
     attrs = {"in_hw": [h, w], "kernel": [kh, kw], "stride": stride, "padding": pad}
-    g.add_node(Node("pool", "max_pool2d", [x], [y], attrs))
+    g.add_node(Node("pool", f"{kind}_pool2d", [x], [y], attrs))
     g.inputs, g.outputs = [x], [y]
     runner.check(g, inputs_for(rng, (h * w, c), zx))

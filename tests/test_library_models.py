@@ -131,7 +131,7 @@ CNN_OPS = {
     "resnet8": {"conv2d": 9, "add": 3, "activation": 3, "mean_pool": 1, "linear": 1},
     "mobilenetv2": {"conv2d": 17, "add": 3, "mean_pool": 1, "linear": 1},
     "cct": {"conv2d": 2, "max_pool2d": 2, "softmax_attention": 2, "mean_pool": 1},
-    "lenet": {"conv2d": 3, "max_pool2d": 1, "activation": 2, "flatten": 1, "linear": 2},
+    "lenet": {"conv2d": 3, "max_pool2d": 1, "avg_pool2d": 1, "activation": 2, "flatten": 1, "linear": 2},
 }
 
 

@@ -243,6 +243,19 @@ typedef struct {
 /* output [OH][OW][C] in the input's scale and zero point; output must not alias input. */
 hydra_status hydra_max_pool2d_s8(const hydra_max_pool2d_params *params, const int8_t *input, int8_t *output);
 
+/* ---- average pooling on a channels-last feature map (hydra_avg_pool2d.c) ---- */
+
+typedef struct {
+    int32_t in_height, in_width, channels;
+    int32_t out_height, out_width;
+    int32_t kernel_h, kernel_w;   /* at most 2^16 pixels */
+    int32_t stride_h, stride_w;
+    int32_t pad_top, pad_left;    /* each smaller than the kernel; padding is not counted */
+} hydra_avg_pool2d_params;
+
+/* output [OH][OW][C] in the input's scale and zero point: round(sum / count), ties away from zero (TFLM's). */
+hydra_status hydra_avg_pool2d_s8(const hydra_avg_pool2d_params *params, const int8_t *input, int8_t *output);
+
 /* ---- a feature map as one vector (hydra_flatten.c) ------------------ */
 
 typedef struct {

@@ -1,7 +1,20 @@
 """Lower a canonical aten-level graph (Hydra already lifted) to the ops of ir/ops.py.
 
-    conv2d (kernel == stride, square, no padding/dilation, groups 1)
+    conv2d (kernel == stride, square, no padding/dilation, groups 1) on the image
       + flatten(2) (or view [B, D, T]) + transpose(1, 2)  -> patch_embed  attrs patch
+    any other conv2d (dilation 1, groups 1 or depthwise)  -> conv2d on a channels-last feature map [H*W, C]
+      (ops/conv2d.py; weight [Cout, kh, kw, Cin / groups])   attrs in_hw, stride, padding, groups
+    eval BatchNorm after a conv2d read only by it         -> nothing: folded into its weights and bias
+      (elsewhere: a depthwise 1x1 conv2d)
+    relu / relu6 / hardtanh / clamp after a conv2d or
+      linear read only by it                              -> nothing: the producer's clamp_min / clamp_max
+    other relu-likes, sigmoid, tanh, silu (also x *
+      sigmoid(x)), hardswish, hardsigmoid                 -> activation   attrs function (a lut once quantised)
+    max_pool2d, avg_pool2d (count_include_pad=False
+      when padded)                                        -> max_pool2d, avg_pool2d
+    adaptive_avg_pool2d to 1x1, mean over H, W            -> mean_pool over the [H*W, C] map
+    flatten(2) + transpose(1, 2) of a feature map         -> nothing: it is the token matrix already
+    flatten(1) of a feature map read by Linears           -> flatten (their weight columns permuted to HWC)
     linear; mm/matmul/addmm with a constant weight      -> linear       (a following
       add of a [N] constant becomes the bias)
     layer_norm / native_layer_norm over the last dim      -> layernorm    attrs eps
@@ -471,6 +484,21 @@ class _Lowerer:
         self.emit("max_pool2d", [x], attrs, node, node.outputs[0])
 
     _op_max_pool2d_with_indices = _op_max_pool2d
+
+    def _op_avg_pool2d(self, node: Node) -> None:
+        x, (h, w, c) = self._feature_map_input(node.inputs[0], node)
+        if node.inputs[0] in self.g.inputs:
+            raise unsupported(node, "average pooling of the image itself (pool a convolution's feature map)")
+        kernel = _pair(node.attrs.get("kernel_size"), "kernel_size", node)
+        stride = _pair(node.attrs.get("stride") or list(kernel), "stride", node)
+        padding = self._padding(node, kernel, stride)
+        if node.attrs.get("ceil_mode") or node.attrs.get("divisor_override") is not None:
+            raise unsupported(node, "average pooling with ceil_mode=True or a divisor_override")
+        if any(padding) and node.attrs.get("count_include_pad", True):
+            raise unsupported(node, "padded average pooling that counts the padding (count_include_pad=True, "
+                                    "torch's default): use count_include_pad=False, as TFLite does")
+        attrs = {"in_hw": [h, w], "kernel": list(kernel), "stride": list(stride), "padding": padding}
+        self.emit("avg_pool2d", [x], attrs, node, node.outputs[0])
 
     def _op_adaptive_avg_pool2d(self, node: Node) -> None:
         src = node.inputs[0]
