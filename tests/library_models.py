@@ -197,11 +197,142 @@ VITS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
+# -- CNNs and conv stems (issue 17 part 2) ---------------------------------------------------------
+
+
+class _ResBlock(nn.Module):
+    """MLPerf Tiny's ResNet-8 block: conv3x3-BN-ReLU, conv3x3-BN, a 1x1 strided conv-BN shortcut when the
+    shape changes, ReLU after the sum."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + self.shortcut(x))
+
+
+class ResNet8(nn.Module):
+    """MLPerf Tiny's image-classification ResNet-8 (16/32/64 channels), global average pool, linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.blocks = nn.Sequential(_ResBlock(16, 16, 1), _ResBlock(16, 32, 2), _ResBlock(32, 64, 2))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, CLASSES)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+
+class _InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1x1 expand + ReLU6, 3x3 depthwise + ReLU6, 1x1 project; residual when shapes match."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        self.residual = stride == 1 and cin == cout
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+
+    def forward(self, x):
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+class MobileNetV2Tiny(nn.Module):
+    """A MobileNetV2 made small: stem conv 3x3 stride 2 + ReLU6, five inverted residual blocks, 1x1 conv,
+    global average pool, dropout-free classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6())
+        self.blocks = nn.Sequential(_InvertedResidual(16, 16, 1, 1), _InvertedResidual(16, 24, 2, 4),
+                                    _InvertedResidual(24, 24, 1, 4), _InvertedResidual(24, 32, 2, 4),
+                                    _InvertedResidual(32, 32, 1, 4))
+        self.head = nn.Sequential(nn.Conv2d(32, 64, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU6())
+        self.fc = nn.Linear(64, CLASSES)
+
+    def forward(self, x):
+        return self.fc(self.head(self.blocks(self.stem(x))).mean((2, 3)))
+
+
+class _CCTBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(DIM)
+        self.attn = nn.MultiheadAttention(DIM, HEADS, batch_first=True)
+        self.norm2 = nn.LayerNorm(DIM)
+        self.mlp = nn.Sequential(nn.Linear(DIM, 2 * DIM), nn.GELU(), nn.Linear(2 * DIM, DIM))
+
+    def forward(self, x):
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class CCT(nn.Module):
+    """A Compact Convolutional Transformer: two conv 3x3 + ReLU + max pool 3x3/2 tokenizer layers (32x32 ->
+    8x8 tokens), flatten(2).transpose(1, 2), learned position embedding, transformer blocks, mean pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokenizer = nn.Sequential(
+            nn.Conv2d(3, 48, 3, 1, 1, bias=False), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+            nn.Conv2d(48, DIM, 3, 1, 1, bias=False), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+        )
+        self.pos = nn.Parameter(torch.randn(1, (IMAGE // 4) ** 2, DIM) * 0.1)
+        self.blocks = nn.Sequential(*[_CCTBlock() for _ in range(2)])
+        self.norm = nn.LayerNorm(DIM)
+        self.head = nn.Linear(DIM, CLASSES)
+
+    def forward(self, x):
+        x = self.tokenizer(x).flatten(2).transpose(1, 2) + self.pos
+        return self.head(self.norm(self.blocks(x)).mean(1))
+
+
+class LeNet(nn.Module):
+    """A LeNet-style net: conv 5x5 + ReLU + max pool 2, conv 3x3 stride 2 + SiLU, conv 3x3 + sigmoid (tables),
+    a padded 3x3 average pool (count_include_pad=False, TFLite's),
+    then torch.flatten(x, 1) of the 6x6 map into Linear + ReLU (fused) + Linear (the flatten permutes the first
+    Linear's weight columns to channels-last order)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 5), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(8, 16, 3, 2), nn.SiLU(), nn.Conv2d(16, 16, 3, padding=1),
+                                      nn.Sigmoid(), nn.AvgPool2d(3, 1, 1, count_include_pad=False))
+        self.fc1, self.fc2 = nn.Linear(16 * 6 * 6, 32), nn.Linear(32, CLASSES)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(torch.flatten(self.features(x), 1))))
+
+
+CNNS: dict[str, Callable[[], nn.Module]] = {
+    "resnet8": ResNet8,
+    "mobilenetv2": MobileNetV2Tiny,
+    "cct": CCT,
+    "lenet": LeNet,
+}
+
+
 def build(name: str, seed: int = 0) -> nn.Module:
     """The named model in eval mode with seeded weights: LayerNorm affine randomised too, and a Linear its
     library initialises to zeros (torchvision's head) given random weights, so that the logits say something."""
     torch.manual_seed(seed)
-    model = VITS[name]().eval()
+    model = (VITS[name] if name in VITS else CNNS[name])().eval()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
@@ -209,6 +340,11 @@ def build(name: str, seed: int = 0) -> nn.Module:
                 m.bias.uniform_(-0.3, 0.3)
             elif isinstance(m, nn.Linear) and not m.weight.any():
                 nn.init.normal_(m.weight, std=m.in_features ** -0.5)
+            elif isinstance(m, nn.BatchNorm2d):  # running statistics as if trained, so that folding them matters
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
     return model
 
 

@@ -325,3 +325,67 @@ def test_mean_pool(runner, data, t, d, regime, rounding, seed):
     g.add_node(Node("pool", "mean_pool", [x], [y], attrs))
     g.inputs, g.outputs = [x], [y]
     runner.check(g, inputs_for(rng, (t, d), zx))
+
+
+@EXAMPLES
+@given(st.data(), st.integers(1, 7), st.integers(1, 7), st.integers(1, 5), st.integers(1, 6), regimes, roundings,
+       seeds)
+def test_conv2d(runner, data, h, w, c, cout, regime, rounding, seed):
+    """Any kernel, stride and (asymmetric) padding, depthwise or not, the image read channels first or a
+    channels-last feature map, a fused clamp; padding reads the input zero point."""
+    rng = np.random.default_rng(seed)
+    zx, zy = zero_point(data, regime, "zx"), zero_point(data, regime, "zy")
+    kh, kw = data.draw(st.integers(1, 3), "kh"), data.draw(st.integers(1, 3), "kw")
+    stride = [data.draw(st.integers(1, 3), "sh"), data.draw(st.integers(1, 3), "sw")]
+    pad = [data.draw(st.integers(0, 2), f"pad{i}") for i in range(4)]
+    if h + pad[0] + pad[2] < kh or w + pad[1] + pad[3] < kw:
+        pad = [kh, kw, kh, kw]  # the window must fit the padded input
+    dw = data.draw(st.booleans(), "depthwise")
+    chw = not dw and data.draw(st.booleans(), "channels-first image input")
+    if dw:
+        cout = c
+    oh, ow = (h + pad[0] + pad[2] - kh) // stride[0] + 1, (w + pad[1] + pad[3] - kw) // stride[1] + 1
+    k = kh * kw * (1 if dw else c)
+    g = Graph(meta={"rounding": rounding})
+    x = act(g, "x", (c, h, w) if chw else (h * w, c), zx)
+    wq = rng.integers(-127, 128, (cout, kh, kw, 1 if dw else c))
+    if data.draw(st.integers(0, 3), "extreme weights") == 0:
+        wq = rng.choice(np.array([-127, 127]), wq.shape)
+    bias = rng.integers(-5000, 5001, cout)
+    if regime != "realistic":
+        bound = INT32_MAX - k * 128 * 127
+        bias = rng.integers(-bound, bound, cout, endpoint=True)
+    m, s = channel_params(rng, cout, regime, np.sqrt(k) * 75 * 73)
+    g.add_constant("w", wq.astype(np.int8))
+    g.add_constant("b", bias.astype(np.int32))
+    y = act(g, "y", (oh * ow, cout), zy)
+    lo = data.draw(st.sampled_from([-128, zy, -5]), "act_min")
+    hi = data.draw(st.sampled_from([127, max(lo, 100)]), "act_max")
+    attrs = {"in_hw": [h, w], "stride": stride, "padding": pad, "groups": c if dw else 1, "multiplier": m,
+             "shift": s, "in_zp": np.int32(zx), "out_zp": np.int32(zy), "act_min": lo, "act_max": hi}
+    g.add_node(Node("conv", "conv2d", [x, "w", "b"], [y], attrs))
+    g.inputs, g.outputs = [x], [y]
+    runner.check(g, inputs_for(rng, g.tensor(x).shape, zx))
+
+
+@EXAMPLES
+@given(st.data(), st.integers(1, 9), st.integers(1, 9), st.integers(1, 6), st.sampled_from(["max", "avg"]), seeds)
+def test_pool2d(runner, data, h, w, c, kind, seed):
+    """max_pool2d and avg_pool2d (TFLM's rounding: ties away from zero, padding not counted)."""
+    rng = np.random.default_rng(seed)
+    kh, kw = data.draw(st.integers(1, 3), "kh"), data.draw(st.integers(1, 3), "kw")
+    stride = [data.draw(st.integers(1, 3), "sh"), data.draw(st.integers(1, 3), "sw")]
+    pad = [data.draw(st.integers(0, kh - 1), "pt"), data.draw(st.integers(0, kw - 1), "pl"),
+           data.draw(st.integers(0, kh - 1), "pb"), data.draw(st.integers(0, kw - 1), "pr")]
+    if h + pad[0] + pad[2] < kh or w + pad[1] + pad[3] < kw:
+        pad = [0, 0, 0, 0]
+        kh, kw = min(kh, h), min(kw, w)
+    oh, ow = (h + pad[0] + pad[2] - kh) // stride[0] + 1, (w + pad[1] + pad[3] - kw) // stride[1] + 1
+    zx = data.draw(zero_points, "zx")
+    g = Graph()
+    x = act(g, "x", (h * w, c), zx)
+    y = act(g, "y", (oh * ow, c), zx)
+    attrs = {"in_hw": [h, w], "kernel": [kh, kw], "stride": stride, "padding": pad}
+    g.add_node(Node("pool", f"{kind}_pool2d", [x], [y], attrs))
+    g.inputs, g.outputs = [x], [y]
+    runner.check(g, inputs_for(rng, (h * w, c), zx))

@@ -20,6 +20,7 @@ from c_build import have_compiler
 from hydra_edge import driver
 from hydra_edge.boards import load_board
 from hydra_edge.build_manifest import TEST_VECTORS
+from hydra_edge.ops.token_loop import body_nodes
 from hydra_edge.reference.float_interp import run_float
 from hydra_edge.validate.accuracy import int8_outputs
 from hydra_edge.validate.bitexact import validate_build
@@ -121,4 +122,69 @@ def test_onnx_exports_lower_to_what_pt2_does(name, how, tmp_path):
 def test_a_class_token_vit_is_bit_exact_on_the_cortex_m7(tmp_path):
     """The class token (patch_embed's prefix row) and x[:, 0] (select_token in the last token loop) on QEMU."""
     model, graph = _lowered("deit_tiny_distilled", "pt2", tmp_path)
+    _compile_and_check(model, graph, tmp_path, board="stm32f746")
+
+
+# -- CNNs and conv stems (issue 17 part 2) ------------------------------------------------------------
+# what each CNN lowers to: convolutions (BatchNorm folded, ReLU / ReLU6 fused), residual adds, pools
+CNN_OPS = {
+    "resnet8": {"conv2d": 9, "add": 3, "activation": 3, "mean_pool": 1, "linear": 1},
+    "mobilenetv2": {"conv2d": 17, "add": 3, "mean_pool": 1, "linear": 1},
+    "cct": {"conv2d": 2, "max_pool2d": 2, "softmax_attention": 2, "mean_pool": 1},
+    "lenet": {"conv2d": 3, "max_pool2d": 1, "avg_pool2d": 1, "activation": 2, "flatten": 1, "linear": 2},
+}
+
+
+@pytest.mark.skipif(not have_compiler(), reason="no C compiler")
+@pytest.mark.parametrize("name", tuple(lm.CNNS))
+def test_every_cnn_compiles_from_pt2(name, tmp_path):
+    """BatchNorm folds into the convolutions and ReLU / ReLU6 into their clamps; bit-exact on the host."""
+    model, graph = _lowered(name, "pt2", tmp_path)
+    ops = Counter(n.op for n in graph.nodes)
+    assert {op: ops[op] for op in CNN_OPS[name]} == CNN_OPS[name]
+    _float_matches(model, graph)
+    assert _compile_and_check(model, graph, tmp_path) < 0.1
+
+
+@pytest.mark.skipif(not have_compiler(), reason="no C compiler")
+@pytest.mark.parametrize("name,how", [("resnet8", "onnx_legacy"), ("mobilenetv2", "onnx_legacy"),
+                                      ("cct", "onnx_legacy"), ("lenet", "onnx_legacy"),
+                                      ("mobilenetv2", "onnx_dynamo")])
+def test_onnx_cnns_lower_to_what_pt2_does(name, how, tmp_path):
+    model, graph = _lowered(name, how, tmp_path)
+    _, from_pt2 = _lowered(name, "pt2", tmp_path)
+    assert Counter(n.op for n in graph.nodes) == Counter(n.op for n in from_pt2.nodes)
+    _float_matches(model, graph)
+    assert _compile_and_check(model, graph, tmp_path) < 0.1
+
+
+def test_a_conv_tokenizer_vit_streams_its_transformer_blocks(tmp_path):
+    """CCT: the tokenizer's convolutions and pools run whole before the token loops of the blocks."""
+    model, graph = _lowered("cct", "pt2", tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = driver.compile_graph(graph, load_board("host"), tmp_path / "b", calib=_inputs(4, seed=2),
+                                      force=True)
+    ops = [n.op for n in result.graph.nodes]
+    assert ops[:4] == ["conv2d", "max_pool2d", "conv2d", "max_pool2d"]
+    assert ops.count("token_loop") >= 2
+    body = Counter(b.op for n in result.graph.nodes if n.op == "token_loop" for b in body_nodes(n))
+    assert body["softmax_attention"] == 2 and body["linear"] >= 8  # both blocks, their projections and MLPs
+
+
+def test_training_mode_batchnorm_is_refused(tmp_path):
+    """A .pt2 of a model in training mode updates BatchNorm's running statistics: the frontend says so."""
+    from hydra_edge.errors import HydraEdgeError
+
+    model = lm.build("resnet8").train()
+    path = tmp_path / "m.pt2"
+    lm.export(model, "pt2", path)
+    with pytest.raises(HydraEdgeError, match=r"model\.eval\(\)"):
+        driver.lower_to_ir(driver.load_model(path))
+
+
+@pytest.mark.skipif(not have_compiler(), reason="no C compiler")
+def test_resnet8_is_bit_exact_on_the_cortex_m7(tmp_path):
+    """conv2d (CHW image input, padding, strides, 1x1 shortcut), the residual adds and global pooling on QEMU."""
+    model, graph = _lowered("resnet8", "pt2", tmp_path)
     _compile_and_check(model, graph, tmp_path, board="stm32f746")

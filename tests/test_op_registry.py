@@ -10,7 +10,9 @@ from hydra_edge.ir.graph import Graph, Node, Tensor
 from hydra_edge.ops import LOWERED_OPS, REGISTRY, OpDef, op_def
 
 NATIVE = ("patch_embed", "linear", "layernorm", "gelu", "lut", "hydra_attention", "hydra_kv_state", "hydra_apply",
-          "softmax_attention", "add", "mean_pool", "select_token", "token_loop")
+          "softmax_attention", "add", "mean_pool", "select_token", "conv2d", "max_pool2d", "avg_pool2d", "activation",
+          "flatten",
+          "token_loop")
 # hydra_attention's two halves in a token loop: its C file's row-level functions, scratch one phi row [D]
 ATTENTION_HALVES = ("hydra_kv_state", "hydra_apply")
 
@@ -113,6 +115,15 @@ def _samples(rng: np.random.Generator) -> dict[str, tuple[Node, list[np.ndarray]
         "add": (node("add", 2), [x(T, D), x(T, D)], (0, 1)),
         "mean_pool": (node("mean_pool", 1), [x(T, D)], (0,)),
         "select_token": (node("select_token", 1, index=0), [x(T, D)], (0,)),
+        # a 2x3 feature map (T = 6 pixels, channels last): a 3x3 window reads the neighbouring pixels
+        "conv2d": (node("conv2d", 3, in_hw=[2, 3], stride=[1, 1], padding=[1, 1, 1, 1], groups=1),
+                   [x(T, D), x(5, 3, 3, D), x(5)], (0,)),
+        "max_pool2d": (node("max_pool2d", 1, in_hw=[2, 3], kernel=[3, 3], stride=[1, 1], padding=[1, 1, 1, 1]),
+                       [x(T, D)], (0,)),
+        "activation": (node("activation", 1, function="silu"), [x(T, D)], (0,)),
+        "flatten": (node("flatten", 1), [x(T, D)], (0,)),
+        "avg_pool2d": (node("avg_pool2d", 1, in_hw=[2, 3], kernel=[3, 3], stride=[1, 1], padding=[1, 1, 1, 1]),
+                       [x(T, D)], (0,)),
     }
 
 

@@ -211,7 +211,7 @@ static void patch_embed(void)
         int8_t *y = malloc((size_t)T * D);
         int32_t b[5] = {INT32_MAX, INT32_MIN, 0, 1, -1}, m[5] = {INT32_MAX, 1 << 30, 0, 1, INT32_MAX};
         int32_t s[5] = {30, -31, 0, 1, -1};
-        hydra_patch_embed_params p = {C, H, W, P, D, w, b, m, s, 5, SINGLE};
+        hydra_patch_embed_params p = {C, H, W, P, D, w, b, m, s, 5, SINGLE, 0, NULL};
         CHECK(hydra_patch_embed_s8(&p, x, y) == HYDRA_OK);
         p.height = 9;
         CHECK(hydra_patch_embed_s8(&p, x, y) == HYDRA_ERR_SHAPE);

@@ -18,7 +18,7 @@ torch.set_num_threads(1)
 
 
 class _TwoBad(nn.Module):
-    """relu and max_pool2d (neither lowered) around an otherwise fine patch embedding."""
+    """sin and elu (neither lowered) around an otherwise fine patch embedding."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -26,46 +26,46 @@ class _TwoBad(nn.Module):
         self.head = nn.Linear(8, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(torch.relu(x), 2)
+        x = F.elu(torch.sin(x))
         t = self.patch(x).flatten(2).transpose(1, 2)
-        return self.head(torch.relu(t).mean(dim=1))
+        return self.head(torch.sin(t).mean(dim=1))
 
 
 def test_every_unsupported_op_in_one_error():
     graph = from_module(_TwoBad().eval(), torch.zeros(1, 3, 16, 16))
     found = unsupported_nodes(graph)
     assert [(graph.nodes.index(n), n.op) for _, n in found] == [(i, n.op) for i, n in found]
-    assert [n.op for _, n in found] == ["relu", "max_pool2d", "relu"]
+    assert [n.op for _, n in found] == ["sin", "elu", "sin"]
     with pytest.raises(LoweringError) as info:
         lower_to_ir(graph)
     msg = str(info.value)
     # grouped by op in first-seen order, each with its count and locations: "#index where at file:line"
-    assert "\n" not in msg and msg.startswith("<_TwoBad>: 3 unsupported ops of 2 kinds: aten.relu x2 (#0 relu at ")
+    assert "\n" not in msg and msg.startswith("<_TwoBad>: 3 unsupported ops of 2 kinds: aten.sin x2 (#0 sin at ")
     for i, node in found:
         where, _, line = node.source[:-1].rpartition(" (")
         assert f"#{i} {where} at {line}" in msg and line.startswith("tests/test_support.py:")
-    assert "aten.max_pool2d x1 (#1 max_pool2d at tests/test_support.py:" in msg and "hydra-edge lowers:" in msg
+    assert "aten.elu x1 (#1 elu at tests/test_support.py:" in msg and "hydra-edge lowers:" in msg
 
 
 def test_many_unsupported_nodes_are_counted_not_listed():
     class Many(nn.Module):
         def forward(self, x):
             for _ in range(12):
-                x = torch.relu(x)
+                x = torch.sin(x)
             return x
 
     msg = str(pytest.raises(LoweringError, check_supported, from_module(Many(), torch.zeros(1, 3, 8, 8))).value)
-    assert msg.startswith("<Many>: 12 unsupported ops: aten.relu x12 (#0 relu at ") and ", +9 more)" in msg
+    assert msg.startswith("<Many>: 12 unsupported ops: aten.sin x12 (#0 sin at ") and ", +9 more)" in msg
     assert msg.count(" at tests/test_support.py:") == 3
 
 
 def test_one_unsupported_op():
-    class Relu(nn.Module):
+    class Sin(nn.Module):
         def forward(self, x):
-            return torch.relu(x)
+            return torch.sin(x)
 
-    with pytest.raises(LoweringError, match=r"^<Relu>: 1 unsupported op: aten.relu x1 \(#0 relu at tests/test_support.py:\d+\);"):
-        check_supported(from_module(Relu(), torch.zeros(1, 3, 8, 8)))
+    with pytest.raises(LoweringError, match=r"^<Sin>: 1 unsupported op: aten.sin x1 \(#0 sin at tests/test_support.py:\d+\);"):
+        check_supported(from_module(Sin(), torch.zeros(1, 3, 8, 8)))
 
 
 @pytest.mark.parametrize(
@@ -115,5 +115,5 @@ def test_cli_names_every_unsupported_op(tmp_path):
     result = CliRunner().invoke(main, ["compile", str(f), "-o", str(tmp_path / "b")])
     assert result.exit_code == 1 and "Traceback" not in result.output
     line = result.output.strip().splitlines()[-1]
-    assert line.startswith(f"error: {f}: 3 unsupported ops of 2 kinds: aten.relu x2 (#0 relu at ")
-    assert "aten.max_pool2d x1" in line
+    assert line.startswith(f"error: {f}: 3 unsupported ops of 2 kinds: aten.sin x2 (#0 sin at ")
+    assert "aten.elu x1" in line

@@ -12,7 +12,7 @@
  * TFLM's; 1: single, LiteRT's), which the emitter sets from the node. A struct
  * left zero-initialised rounds as TFLM.
  *
- * Aliasing: elementwise kernels (add, lut, layernorm) accept output == input
+ * Aliasing: elementwise kernels (add, lut, layernorm) and flatten accept output == input
  * (in place). hydra_attention and hydra_attention_apply_s8 accept output == q. Other kernels
  * need disjoint input and output buffers.
  */
@@ -206,6 +206,64 @@ typedef struct {
 
 /* output [P + (H/p)(W/p)][D]: the prefix rows, then one row per patch. */
 hydra_status hydra_patch_embed_s8(const hydra_patch_embed_params *params, const int8_t *input, int8_t *output);
+
+/* ---- convolution on a channels-last feature map (hydra_conv2d.c) ---- */
+
+typedef struct {
+    int32_t in_height, in_width, in_channels;
+    int32_t chw_input;                       /* 1: input [Cin][H][W] (the graph's image); 0: [H][W][Cin] */
+    int32_t out_height, out_width, out_channels;
+    int32_t kernel_h, kernel_w;
+    int32_t stride_h, stride_w;
+    int32_t pad_top, pad_left;               /* bottom and right padding follow from the output size */
+    int32_t depthwise;                       /* 1: one filter per channel (in_channels == out_channels) */
+    const int8_t *weights;                   /* [Cout][kh][kw][Cin], depthwise [C][kh][kw][1] */
+    const int32_t *bias;                     /* [Cout], input zero point folded in */
+    const int32_t *multiplier;               /* [Cout] */
+    const int32_t *shift;                    /* [Cout] */
+    int32_t input_zero_point;                /* what padding reads */
+    int32_t output_zero_point;
+    int32_t activation_min, activation_max;  /* a fused ReLU / ReLU6 / hardtanh, or -128, 127 */
+    int32_t single_rounding;                 /* 0: double rounding, 1: single */
+} hydra_conv2d_params;
+
+/* output [OH][OW][Cout] (= [OH*OW][Cout] rows); output must not alias input. */
+hydra_status hydra_conv2d_s8(const hydra_conv2d_params *params, const int8_t *input, int8_t *output);
+
+/* ---- max pooling on a channels-last feature map (hydra_max_pool2d.c) ---- */
+
+typedef struct {
+    int32_t in_height, in_width, channels;
+    int32_t out_height, out_width;
+    int32_t kernel_h, kernel_w;
+    int32_t stride_h, stride_w;
+    int32_t pad_top, pad_left; /* each smaller than the kernel: no window is all padding */
+} hydra_max_pool2d_params;
+
+/* output [OH][OW][C] in the input's scale and zero point; output must not alias input. */
+hydra_status hydra_max_pool2d_s8(const hydra_max_pool2d_params *params, const int8_t *input, int8_t *output);
+
+/* ---- average pooling on a channels-last feature map (hydra_avg_pool2d.c) ---- */
+
+typedef struct {
+    int32_t in_height, in_width, channels;
+    int32_t out_height, out_width;
+    int32_t kernel_h, kernel_w;   /* at most 2^16 pixels */
+    int32_t stride_h, stride_w;
+    int32_t pad_top, pad_left;    /* each smaller than the kernel; padding is not counted */
+} hydra_avg_pool2d_params;
+
+/* output [OH][OW][C] in the input's scale and zero point: round(sum / count), ties away from zero (TFLM's). */
+hydra_status hydra_avg_pool2d_s8(const hydra_avg_pool2d_params *params, const int8_t *input, int8_t *output);
+
+/* ---- a feature map as one vector (hydra_flatten.c) ------------------ */
+
+typedef struct {
+    int32_t size; /* H * W * C bytes */
+} hydra_flatten_params;
+
+/* output [size] = input [H*W][C]; output == input is allowed (in place), other overlaps are not. */
+hydra_status hydra_flatten_s8(const hydra_flatten_params *params, const int8_t *input, int8_t *output);
 
 /* ---- layernorm (hydra_layernorm.c) ---------------------------------- */
 

@@ -15,7 +15,14 @@
 | Softmax                            | softmax (dim, dtype None)                                   |
 | Transpose                          | permute (dims)                                              |
 | Reshape, Flatten, (Un)Squeeze      | reshape (shape: the static output shape)                    |
-| Conv (2-d)                         | conv2d (stride, padding, dilation, groups)                  |
+| Conv (2-d)                         | conv2d (stride, padding [top, left, bottom, right] when     |
+|                                    | asymmetric, dilation, groups)                               |
+| BatchNormalization (inference)     | _native_batch_norm_legit_no_training (eps)                  |
+| Relu, Sigmoid, Tanh, HardSwish,    | relu, sigmoid, tanh, hardswish, hardsigmoid                 |
+| HardSigmoid (alpha 1/6, beta 1/2)  |                                                             |
+| MaxPool, AveragePool (2-d)         | max_pool2d, avg_pool2d (kernel_size, stride, padding,       |
+|                                    | ceil_mode; count_include_pad)                               |
+| GlobalAveragePool                  | adaptive_avg_pool2d (output_size [1, 1])                    |
 | Clip                               | clamp_min / clamp_max / clamp (min, max)                    |
 | Expand                             | expand (size, implicit False)                               |
 | Concat, Slice, Gather, Cast        | cat (dim), slice (dim, start, end, step), select/index_select, |
@@ -50,6 +57,8 @@ _ACTIVATION_OPS = {
     "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Erf", "ReduceL2", "ReduceSum", "ReduceMean",
     "LayerNormalization", "Gelu", "Softmax", "Transpose", "Reshape", "Flatten", "Unsqueeze", "Squeeze", "Conv",
     "Identity", "Dropout", "Clip", "Expand", "Concat", "Slice", "Gather", "Cast", "Split", "IsNaN", "Where",
+    "BatchNormalization", "Relu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "MaxPool", "AveragePool",
+    "GlobalAveragePool",
 }
 SUPPORTED_OPS = frozenset(_ACTIVATION_OPS | FOLDABLE)
 
@@ -387,10 +396,11 @@ class _Converter:
                 total = max((out - 1) * strides[i] + (k[i] - 1) * dilations[i] + 1 - size, 0)
                 small = total // 2
                 pads[i], pads[i + 2] = (small, total - small) if auto == "SAME_UPPER" else (total - small, small)
-        if len(pads) != 4 or pads[0] != pads[2] or pads[1] != pads[3]:
-            raise self.error(f"has asymmetric padding {pads}; hydra-edge converts symmetric padding only")
+        if len(pads) != 4:
+            raise self.error(f"has padding {pads}; hydra-edge converts 2-d padding [top, left, bottom, right]")
+        padding = [pads[0], pads[1]] if pads[0] == pads[2] and pads[1] == pads[3] else pads
         attrs: dict[str, Any] = {
-            "stride": strides, "padding": [pads[0], pads[1]], "dilation": dilations,
+            "stride": strides, "padding": padding, "dilation": dilations,
             "groups": int(node.attrs.get("group", 1)),
         }
         inputs = [ins[0], ins[1]]
@@ -399,6 +409,62 @@ class _Converter:
         else:
             attrs = {"bias": None, **attrs}
         self.emit(node, "conv2d", inputs, attrs)
+
+    # -- CNN layers -------------------------------------------------------------------------------
+    def _op_BatchNormalization(self, node: OnnxNode) -> None:
+        if int(node.attrs.get("training_mode", 0)) or any(o and o in self.read for o in node.outputs[1:]):
+            raise self.error("is in training mode (batch statistics); export the model after model.eval()")
+        ins = node.inputs
+        for i in ins[1:5]:
+            self.need_const(i, "BatchNormalization parameter")
+        self.emit(node, "_native_batch_norm_legit_no_training", ins[:5],
+                  {"momentum": 0.1, "eps": decimal_float(node.attrs.get("epsilon", 1e-5))})
+
+    def _op_Relu(self, node: OnnxNode) -> None:
+        self.emit(node, "relu", [node.inputs[0]], {})
+
+    def _op_Sigmoid(self, node: OnnxNode) -> None:
+        self.emit(node, "sigmoid", [node.inputs[0]], {})
+
+    def _op_Tanh(self, node: OnnxNode) -> None:
+        self.emit(node, "tanh", [node.inputs[0]], {})
+
+    def _op_HardSwish(self, node: OnnxNode) -> None:
+        self.emit(node, "hardswish", [node.inputs[0]], {})
+
+    def _op_HardSigmoid(self, node: OnnxNode) -> None:
+        alpha, beta = float(node.attrs.get("alpha", 0.2)), float(node.attrs.get("beta", 0.5))
+        if abs(alpha - 1 / 6) > 1e-6 or abs(beta - 0.5) > 1e-6:
+            raise self.error(f"has alpha {alpha}, beta {beta}; hydra-edge converts torch's hardsigmoid "
+                             "(alpha 1/6, beta 1/2)")
+        self.emit(node, "hardsigmoid", [node.inputs[0]], {})
+
+    def _pool(self, node: OnnxNode, op: str) -> None:
+        if any(o and o in self.read for o in node.outputs[1:]):
+            raise self.error("uses the Indices output; hydra-edge converts MaxPool's Y only")
+        if str(node.attrs.get("auto_pad", "NOTSET")) not in ("NOTSET", "VALID"):
+            raise self.error("has auto_pad SAME; re-export with explicit pads")
+        kernel = self.ints(node.attrs["kernel_shape"])
+        pads = self.ints(node.attrs.get("pads", [0, 0, 0, 0]))
+        attrs: dict[str, Any] = {
+            "kernel_size": kernel, "stride": self.ints(node.attrs.get("strides", [1] * len(kernel))),
+            "padding": [pads[0], pads[1]] if pads[0] == pads[2] and pads[1] == pads[3] else pads,
+            "ceil_mode": bool(node.attrs.get("ceil_mode", 0)),
+        }
+        if op == "max_pool2d":
+            attrs["dilation"] = self.ints(node.attrs.get("dilations", [1] * len(kernel)))
+        else:
+            attrs["count_include_pad"] = bool(node.attrs.get("count_include_pad", 0))
+        self.emit(node, op, [node.inputs[0]], attrs)
+
+    def _op_MaxPool(self, node: OnnxNode) -> None:
+        self._pool(node, "max_pool2d")
+
+    def _op_AveragePool(self, node: OnnxNode) -> None:
+        self._pool(node, "avg_pool2d")
+
+    def _op_GlobalAveragePool(self, node: OnnxNode) -> None:
+        self.emit(node, "adaptive_avg_pool2d", [node.inputs[0]], {"output_size": [1, 1]})
 
     # -- reductions and normalisation ----------------------------------------------------------------
     def _reduce(self, node: OnnxNode, op: str, extra: dict[str, Any]) -> None:

@@ -35,6 +35,7 @@ from ..ir.tfl_ops import TFL_SHAPE_RULES, check_tfl_shape
 # imported for their register() calls; this order is the runtime sources' order in a build's Makefile
 from . import linear, patch_embed, layernorm, gelu, lut, hydra_attention, softmax_attention, add, mean_pool  # noqa: F401,E401,I001
 from . import select_token  # noqa: F401
+from . import conv2d, max_pool2d, avg_pool2d, activation, flatten  # noqa: F401,E401,I001
 from . import token_loop  # noqa: F401  (after the ops of its body)
 from .base import REGISTRY, OpDef, QuantizationError, node_rounding, op_def, strip_leading_ones
 

@@ -189,3 +189,33 @@ def quantize_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scale = np.where(amax > 0, amax / 127.0, 1.0)
     q = np.clip(round_half_away(flat / scale[:, None]), -127, 127).astype(np.int8)
     return q.reshape(w.shape), scale
+
+
+# -- a fused activation clamp (ReLU, ReLU6, hardtanh after a conv2d / linear / add) ------------------
+
+
+def float_clamp(node: Node, y: np.ndarray) -> np.ndarray:
+    """The float graph's fused clamp: attrs clamp_min / clamp_max (either may be absent: unbounded)."""
+    lo, hi = node.attrs.get("clamp_min"), node.attrs.get("clamp_max")
+    if lo is not None:
+        y = np.maximum(y, float(lo))
+    if hi is not None:
+        y = np.minimum(y, float(hi))
+    return y
+
+
+def clamp_attrs(q: Any, node: Node) -> dict[str, int]:
+    """The int8 activation clamp [act_min, act_max] of a fused float clamp, in the output's scale and zero point
+    (TFLite's CalculateActivationRangeQuantized: zp + round(bound / scale), inside int8); {} without one."""
+    from ..numerics.fixedpoint import round_half_away
+
+    lo, hi = node.attrs.get("clamp_min"), node.attrs.get("clamp_max")
+    if lo is None and hi is None:
+        return {}
+    y = node.outputs[0]
+    s, z = q.scale(y), q.zp(y)
+    act_min = -128 if lo is None else int(np.clip(z + round_half_away(float(lo) / s), -128, 127))
+    act_max = 127 if hi is None else int(np.clip(z + round_half_away(float(hi) / s), -128, 127))
+    if act_min > act_max:
+        raise QuantizationError(f"node {node.name} ({node.op}): clamp [{lo}, {hi}] is empty in int8")
+    return {"act_min": act_min, "act_max": act_max}

@@ -9,8 +9,8 @@ import numpy as np
 from ..ir.graph import Graph, IRError, Node
 from ..numerics.fixedpoint import quantize_multipliers, requantize, round_half_away
 from .base import (
-    I64, INT32_MAX, OpDef, QuantizationError, Shape, clamp_s8, numel, quantize_array, quantize_weights, register,
-    unary_call,
+    I64, INT32_MAX, OpDef, QuantizationError, Shape, clamp_attrs, clamp_s8, float_clamp, numel, quantize_array,
+    quantize_weights, register, unary_call,
 )
 
 
@@ -22,7 +22,7 @@ def shape(node: Node, shapes: list[Shape]) -> Shape:
 
 
 def float_ref(node: Node, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return x @ w.T + b
+    return float_clamp(node, x @ w.T + b)
 
 
 def int_ref(node: Node, x: np.ndarray, w: np.ndarray, bias: np.ndarray, rounding: str) -> np.ndarray:
@@ -33,12 +33,28 @@ def int_ref(node: Node, x: np.ndarray, w: np.ndarray, bias: np.ndarray, rounding
 
 
 def activation_range(node: Node) -> tuple[int, int]:
-    """The output clamp [act_min, act_max] (a fused RELU / RELU6 of a legalised FULLY_CONNECTED); int8's without."""
+    """The output clamp [act_min, act_max] (a fused ReLU / ReLU6 / hardtanh, or the fused RELU / RELU6 of a
+    legalised FULLY_CONNECTED); int8's without."""
     return int(node.attrs.get("act_min", -128)), int(node.attrs.get("act_max", 127))
 
 
 def quantize(q: Any, node: Node) -> None:
     """Also patch_embed's: per-channel weights, the input zero point folded into the int32 bias."""
+    inputs, attrs = quantized_weights(q, node)
+    attrs.update(clamp_attrs(q, node))  # a fused ReLU / ReLU6 / hardtanh
+    if node.op == "patch_embed":
+        attrs = {"patch": int(node.attrs["patch"]), **attrs}
+        if len(node.inputs) == 4:  # prefix tokens (a class token): int8 rows in the output's own scale
+            y = node.outputs[0]
+            prefix = quantize_array(q.src.tensor(node.inputs[3]).data, q.scale(y), q.zp(y))
+            inputs.append(q.const(node, "prefix", prefix))
+    q.emit(node, inputs, **attrs)
+
+
+def quantized_weights(q: Any, node: Node) -> tuple[list[str], dict[str, Any]]:
+    """The int8 node's [x, weight, bias] and attrs (multiplier, shift, out_zp) of a linear-like node (linear,
+    patch_embed, conv2d): weights per output channel (axis 0), bias int32 with the input zero point folded in
+    (bias - zx * sum of the channel's weights), the int32 accumulator's bound checked."""
     x, w_name, b_name = node.inputs[:3]
     y = node.outputs[0]
     w = q.src.tensor(w_name).data
@@ -59,13 +75,7 @@ def quantize(q: Any, node: Node) -> None:
     except ValueError as exc:
         raise QuantizationError(f"node {node.name} ({node.op}): {exc}") from None
     attrs = dict(multiplier=mult, shift=shift, out_zp=q.zp(y))
-    inputs = [x, q.const(node, "weight", wq), q.const(node, "bias", bias_k.astype(np.int32))]
-    if node.op == "patch_embed":
-        attrs = {"patch": int(node.attrs["patch"]), **attrs}
-        if len(node.inputs) == 4:  # prefix tokens (a class token): int8 rows in the output's own scale
-            prefix = quantize_array(q.src.tensor(node.inputs[3]).data, q.scale(y), q.zp(y))
-            inputs.append(q.const(node, "prefix", prefix))
-    q.emit(node, inputs, **attrs)
+    return [x, q.const(node, "weight", wq), q.const(node, "bias", bias_k.astype(np.int32))], attrs
 
 
 def fields(em: Any, node: Node) -> list[tuple[str, Any]]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from ..errors import HydraEdgeError
 
-SUPPORTED_OPS = "conv2d (patch embedding), linear, layer_norm, gelu, add, mean, Hydra attention"
+SUPPORTED_OPS = ("conv2d (patch embedding; any kernel, stride, padding, groups 1 or depthwise), batch_norm (eval), "
+                 "relu/relu6/hardtanh/clamp, sigmoid, tanh, silu, hardswish, max_pool2d, avg_pool2d, "
+                 "adaptive_avg_pool2d (1x1), linear, layer_norm, gelu, add, mean, Hydra attention")
 
 
 class LoweringError(HydraEdgeError):

@@ -1,7 +1,20 @@
 """Lower a canonical aten-level graph (Hydra already lifted) to the ops of ir/ops.py.
 
-    conv2d (kernel == stride, square, no padding/dilation, groups 1)
+    conv2d (kernel == stride, square, no padding/dilation, groups 1) on the image
       + flatten(2) (or view [B, D, T]) + transpose(1, 2)  -> patch_embed  attrs patch
+    any other conv2d (dilation 1, groups 1 or depthwise)  -> conv2d on a channels-last feature map [H*W, C]
+      (ops/conv2d.py; weight [Cout, kh, kw, Cin / groups])   attrs in_hw, stride, padding, groups
+    eval BatchNorm after a conv2d read only by it         -> nothing: folded into its weights and bias
+      (elsewhere: a depthwise 1x1 conv2d)
+    relu / relu6 / hardtanh / clamp after a conv2d or
+      linear read only by it                              -> nothing: the producer's clamp_min / clamp_max
+    other relu-likes, sigmoid, tanh, silu (also x *
+      sigmoid(x)), hardswish, hardsigmoid                 -> activation   attrs function (a lut once quantised)
+    max_pool2d, avg_pool2d (count_include_pad=False
+      when padded)                                        -> max_pool2d, avg_pool2d
+    adaptive_avg_pool2d to 1x1, mean over H, W            -> mean_pool over the [H*W, C] map
+    flatten(2) + transpose(1, 2) of a feature map         -> nothing: it is the token matrix already
+    flatten(1) of a feature map read by Linears           -> flatten (their weight columns permuted to HWC)
     linear; mm/matmul/addmm with a constant weight      -> linear       (a following
       add of a [N] constant becomes the bias)
     layer_norm / native_layer_norm over the last dim      -> layernorm    attrs eps
@@ -75,6 +88,29 @@ def _where(node: Node) -> str:
     return node.source or node.name
 
 
+def _feature_map(torch_shape: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """(H, W, C) of a torch [1, C, H, W] activation with more than one pixel (its channels-last lowered
+    tensor is [1, H*W, C]); None for any other shape."""
+    if len(torch_shape) != 4 or torch_shape[0] != 1 or torch_shape[2] * torch_shape[3] == 1:
+        return None
+    return int(torch_shape[2]), int(torch_shape[3]), int(torch_shape[1])
+
+
+def _pair(v: Any, what: str, node: Node) -> tuple[int, int]:
+    v = [v] if isinstance(v, int) else list(v or [])
+    if len(v) == 1:
+        v = v * 2
+    if len(v) != 2:
+        raise unsupported(node, f"{what} {v} is not one value or two (2-d)")
+    return int(v[0]), int(v[1])
+
+
+_CLAMPS = {"relu": (0.0, None), "relu6": (0.0, 6.0)}
+_TABLE_ACTIVATIONS = {"sigmoid", "tanh", "silu", "hardswish", "hardsigmoid"}
+_BN_TRAINING = ("BatchNorm in training mode (batch statistics) is not lowered: call model.eval() before "
+                "exporting, so that BatchNorm uses its running statistics and folds into the convolution")
+
+
 class _Lowerer:
     def __init__(self, graph: Graph) -> None:
         self.g = graph
@@ -86,6 +122,12 @@ class _Lowerer:
         self.suffix: dict[str, int] = {}  # base name -> the suffix fresh() tries next (names are never freed)
         self.prod = producers(graph)
         self.users = consumers(graph)
+        # Feature maps (ops/conv2d.py): an aten [1, C, H, W] tensor whose lowered tensor is [1, H*W, C]
+        # (channels last), and an aten [1, C, T] one (its flatten(2)) whose lowered tensor is [1, T, C].
+        self.fmaps: dict[str, tuple[int, int, int]] = {}
+        self.channels_first_tokens: set[str] = set()
+        self.made: dict[str, Node] = {}  # lowered tensor -> the lowered node that computes it
+        self.flattened: dict[str, tuple[int, int, int]] = {}  # lowered flatten output -> (H, W, C) in HWC order
 
     # -- driving -----------------------------------------------------------
     def run(self) -> Graph:
@@ -211,7 +253,10 @@ class _Lowerer:
         except (IRError, KeyError, IndexError, ValueError) as exc:
             raise LoweringError(f"{op} at node {_where(node)}: {exc}") from None
         torch_shape = self.g.tensor(stands_for).shape
-        if _ones_dropped(shape) != _ones_dropped(torch_shape):  # aliasing reshapes move size-1 dims
+        fmap = _feature_map(torch_shape)
+        if fmap is not None and _ones_dropped(shape) == _ones_dropped((fmap[0] * fmap[1], fmap[2])):
+            self.fmaps[stands_for] = fmap  # [1, C, H, W] in torch, [H*W, C] here (channels last)
+        elif _ones_dropped(shape) != _ones_dropped(torch_shape):  # aliasing reshapes move size-1 dims
             raise LoweringError(
                 f"{op} at node {_where(node)}: lowered shape {list(shape)} does not match torch's "
                 f"{list(torch_shape)}"
@@ -219,6 +264,7 @@ class _Lowerer:
         self.out.add_tensor(Tensor(name, (1, *shape), "float32"))
         self.out.add_node(lowered)
         self.env[stands_for] = name
+        self.made[name] = lowered
         return name
 
     def only_user(self, tensor: str) -> Node | None:
@@ -241,6 +287,264 @@ class _Lowerer:
         self._op_conv2d(node)
 
     def _op_conv2d(self, node: Node) -> None:
+        """A ViT patch embedding (kernel == stride on the image, then .flatten(2).transpose(1, 2)) stays
+        patch_embed; any other 2-d convolution is conv2d on a channels-last feature map."""
+        if self._is_patch_embedding(node):
+            self._patch_embed(node)
+        else:
+            self._conv2d(node)
+
+    def _is_patch_embedding(self, node: Node) -> bool:
+        ops = self.operands(node, ["input", "weight", "bias"])
+        w, x = self.g.tensor(ops["weight"]), self.g.tensor(ops["input"])
+        if not w.is_constant or len(w.shape) != 4 or len(x.shape) != 4 or ops["input"] not in self.g.inputs:
+            return False
+        d, _, kh, kw = w.shape
+        padding = node.attrs.get("padding", [0, 0])
+        padding = [0, 0] if padding == "valid" else padding
+        if isinstance(padding, str) or kh != kw or list(node.attrs.get("stride", [1, 1])) != [kh, kw]:
+            return False
+        if any(int(p) for p in padding) or any(int(v) != 1 for v in node.attrs.get("dilation", [1, 1])):
+            return False
+        if int(node.attrs.get("groups", 1)) != 1 or x.shape[2] % kh or x.shape[3] % kw:
+            return False
+        flat = self.only_user(node.outputs[0])
+        tokens = (x.shape[2] // kh) * (x.shape[3] // kw)
+        if flat is None or flat.op not in _RESHAPES or self.g.tensor(flat.outputs[0]).shape != (1, d, tokens):
+            return False
+        tr = self.only_user(flat.outputs[0])
+        return tr is not None and self._is_swap12(tr)
+
+    def _feature_map_input(self, name: str, node: Node) -> tuple[str, tuple[int, int, int]]:
+        """The lowered input of a windowed op and its (H, W, C): the image [1, C, H, W] (read channels first)
+        or a feature map."""
+        x = self.act(name, node)
+        shape = self.g.tensor(name).shape
+        if name in self.g.inputs and len(shape) == 4:
+            return x, (int(shape[2]), int(shape[3]), int(shape[1]))
+        if name in self.fmaps:
+            return x, self.fmaps[name]
+        raise unsupported(node, f"its input {name} {list(shape)} is neither the image nor a feature map "
+                                "(the output of a convolution, pool or an elementwise op on one)")
+
+    def _conv2d(self, node: Node) -> None:
+        ops = self.operands(node, ["input", "weight", "bias"])
+        w = self.g.tensor(ops["weight"])
+        if not w.is_constant or len(w.shape) != 4:
+            raise unsupported(node, "a convolution is lowered with a constant [Cout, Cin / groups, kh, kw] weight")
+        x, (h, wd, c) = self._feature_map_input(ops["input"], node)
+        cout, cin_g, kh, kw = w.shape
+        if any(int(v) != 1 for v in node.attrs.get("dilation", [1, 1])):
+            raise unsupported(node, f"dilation {node.attrs.get('dilation')} (only 1 is lowered)")
+        groups = int(node.attrs.get("groups", 1))
+        if groups != 1 and not (groups == c == cout and cin_g == 1):
+            raise unsupported(node, f"groups {groups}: a convolution is lowered with groups 1 or depthwise "
+                                    "(groups == in channels == out channels)")
+        stride = _pair(node.attrs.get("stride", [1, 1]), "stride", node)
+        padding = self._padding(node, (kh, kw), stride)
+        b = ops.get("bias")
+        bias = self.const(b, node, rank=1) if b else self.new_const(f"{node.name}_bias", np.zeros(cout, np.float32))
+        weight = self.new_const(ops["weight"], np.ascontiguousarray(w.data.transpose(0, 2, 3, 1)))  # [Cout, kh, kw, Cin]
+        attrs = {"in_hw": [h, wd], "stride": list(stride), "padding": padding, "groups": groups}
+        self.emit("conv2d", [x, weight, bias], attrs, node, node.outputs[0])
+
+    def _padding(self, node: Node, kernel: tuple[int, int], stride: tuple[int, int]) -> list[int]:
+        """[top, left, bottom, right] from torch's padding ([ph, pw], "valid", "same") or ONNX's pads."""
+        padding = node.attrs.get("padding", [0, 0])
+        if padding == "valid":
+            return [0, 0, 0, 0]
+        if padding == "same":
+            if stride != (1, 1):
+                raise unsupported(node, "padding='same' with a stride other than 1")
+            (kh, kw) = kernel
+            return [(kh - 1) // 2, (kw - 1) // 2, kh - 1 - (kh - 1) // 2, kw - 1 - (kw - 1) // 2]
+        padding = [int(p) for p in ([padding] if isinstance(padding, int) else padding)]
+        if len(padding) == 1:
+            padding *= 2
+        if len(padding) == 2:
+            return [padding[0], padding[1], padding[0], padding[1]]
+        if len(padding) == 4:  # [top, left, bottom, right] (ONNX's pads order)
+            return padding
+        raise unsupported(node, f"padding {padding}")
+
+    def _lowered_producer(self, lowered: str, op: tuple[str, ...]) -> Node | None:
+        """The lowered node of kind `op` computing `lowered`, when nothing reads its output yet."""
+        made = self.made.get(lowered)
+        if made is None or made.op not in op or lowered in self.out.outputs:
+            return None
+        if any(lowered in n.inputs for n in self.out.nodes):
+            return None
+        return made
+
+    def _op__native_batch_norm_legit_no_training(self, node: Node) -> None:
+        """Eval-mode BatchNorm: folded into the convolution before it; on any other feature map, a depthwise
+        1x1 conv2d (scale and shift)."""
+        ops = self.operands(node, ["input", "weight", "bias", "running_mean", "running_var"])
+        src, gamma, beta, mean, var = (ops.get(k) for k in ("input", "weight", "bias", "running_mean", "running_var"))
+        eps = float(node.attrs.get("eps", 1e-5))
+        for extra in node.outputs[1:]:
+            if self.users.get(extra) or extra in self.g.outputs:
+                raise unsupported(node, "the saved mean and invstd results of batch norm are not lowered")
+        consts = [self.g.tensor(n) if n else None for n in (gamma, beta, mean, var)]
+        if any(t is not None and not t.is_constant for t in consts) or consts[2] is None or consts[3] is None:
+            raise unsupported(node, "batch norm is lowered with constant running statistics (model.eval())")
+        c = consts[2].data.size
+        g_ = consts[0].data.astype(np.float64) if consts[0] is not None else np.ones(c)
+        b_ = consts[1].data.astype(np.float64) if consts[1] is not None else np.zeros(c)
+        scale = g_ / np.sqrt(consts[3].data.astype(np.float64) + eps)
+        shift = b_ - consts[2].data.astype(np.float64) * scale
+        self._scale_shift_channels(node, src, scale, shift)
+
+    def _scale_shift_channels(self, node: Node, src: str, scale: np.ndarray, shift: np.ndarray) -> None:
+        x = self.act(src, node)
+        conv = self._lowered_producer(x, ("conv2d",)) if self.only_user(src) is node else None
+        if conv is not None and "clamp_min" not in conv.attrs and "clamp_max" not in conv.attrs:
+            w, b = (self.out.tensor(conv.inputs[i]).data.astype(np.float64) for i in (1, 2))
+            conv.inputs[1] = self.new_const(conv.inputs[1], w * scale[:, None, None, None])
+            conv.inputs[2] = self.new_const(conv.inputs[2], b * scale + shift)
+            self.env[node.outputs[0]] = x
+            if src in self.fmaps:
+                self.fmaps[node.outputs[0]] = self.fmaps[src]
+            return
+        x, (h, wd, c) = self._feature_map_input(src, node)
+        weight = self.new_const(f"{node.name}_weight", scale.reshape(c, 1, 1, 1))
+        bias = self.new_const(f"{node.name}_bias", shift)
+        attrs = {"in_hw": [h, wd], "stride": [1, 1], "padding": [0, 0, 0, 0], "groups": c}
+        self.emit("conv2d", [x, weight, bias], attrs, node, node.outputs[0])
+
+    def _op__native_batch_norm_legit(self, node: Node) -> None:
+        if node.attrs.get("training", True):
+            raise unsupported(node, _BN_TRAINING)
+        self._op__native_batch_norm_legit_no_training(node)
+
+    def _op_batch_norm(self, node: Node) -> None:
+        """aten.batch_norm / native_batch_norm (input, weight, bias, running_mean, running_var)."""
+        if node.attrs.get("training", False):
+            raise unsupported(node, _BN_TRAINING)
+        self._op__native_batch_norm_legit_no_training(node)
+
+    _op_native_batch_norm = _op_batch_norm
+    _op__native_batch_norm_legit_functional = _op__native_batch_norm_legit
+
+    # activations: a clamp fused into the conv2d / linear before it, anything else a table (lut)
+    def _activation(self, node: Node, function: str, lo: float | None = None, hi: float | None = None) -> None:
+        src = node.inputs[0]
+        x = self.act(src, node)
+        if function in ("relu", "relu6", "hardtanh") and self.only_user(src) is node:
+            made = self._lowered_producer(x, ("conv2d", "linear"))
+            if made is not None:
+                old_lo, old_hi = made.attrs.get("clamp_min"), made.attrs.get("clamp_max")
+                if lo is not None:
+                    made.attrs["clamp_min"] = lo if old_lo is None else max(lo, old_lo)
+                if hi is not None:
+                    made.attrs["clamp_max"] = hi if old_hi is None else min(hi, old_hi)
+                self.env[node.outputs[0]] = x
+                if src in self.fmaps:
+                    self.fmaps[node.outputs[0]] = self.fmaps[src]
+                return
+        attrs: dict[str, Any] = {"function": function}
+        if function == "hardtanh":
+            attrs.update(min_val=float(lo if lo is not None else -np.inf), max_val=float(hi if hi is not None
+                                                                                           else np.inf))
+        self.emit("activation", [x], attrs, node, node.outputs[0])
+
+    def _op_relu(self, node: Node) -> None:
+        self._activation(node, "relu", 0.0)
+
+    def _op_relu6(self, node: Node) -> None:
+        self._activation(node, "relu6", 0.0, 6.0)
+
+    def _op_hardtanh(self, node: Node) -> None:
+        lo, hi = float(node.attrs.get("min_val", -1.0)), float(node.attrs.get("max_val", 1.0))
+        self._activation(node, "relu6" if (lo, hi) == (0.0, 6.0) else "hardtanh", lo, hi)
+
+    def _op_clamp(self, node: Node) -> None:
+        lo, hi = node.attrs.get("min"), node.attrs.get("max")
+        if len(node.inputs) != 1 or (lo is None and hi is None) or not all(
+                v is None or isinstance(v, (int, float)) for v in (lo, hi)):
+            raise unsupported(node, "clamp is lowered with constant scalar bounds only (ReLU, ReLU6, hardtanh)")
+        lo = None if lo is None else float(lo)
+        hi = None if hi is None else float(hi)
+        if hi is None and lo == 0.0:
+            self._activation(node, "relu", 0.0)
+        elif hi is None or lo is None:
+            raise unsupported(node, "a one-sided clamp other than clamp(min=0) (ReLU)")
+        else:
+            self._activation(node, "hardtanh", lo, hi)
+
+    _op_clamp_min = _op_clamp
+
+    def _op_sigmoid(self, node: Node) -> None:
+        self._activation(node, "sigmoid")
+
+    def _op_tanh(self, node: Node) -> None:
+        self._activation(node, "tanh")
+
+    def _op_silu(self, node: Node) -> None:
+        self._activation(node, "silu")
+
+    def _op_hardswish(self, node: Node) -> None:
+        self._activation(node, "hardswish")
+
+    def _op_hardsigmoid(self, node: Node) -> None:
+        self._activation(node, "hardsigmoid")
+
+    # pooling
+    def _op_max_pool2d(self, node: Node) -> None:
+        for extra in node.outputs[1:]:  # max_pool2d_with_indices: the indices must be unused
+            if self.users.get(extra) or extra in self.g.outputs:
+                raise unsupported(node, "max pooling's indices are not lowered")
+        x, (h, w, c) = self._feature_map_input(node.inputs[0], node)
+        if node.inputs[0] in self.g.inputs:
+            raise unsupported(node, "max pooling of the image itself (pool a convolution's feature map)")
+        kernel = _pair(node.attrs.get("kernel_size"), "kernel_size", node)
+        stride = _pair(node.attrs.get("stride") or list(kernel), "stride", node)
+        if any(int(v) != 1 for v in _pair(node.attrs.get("dilation", [1, 1]), "dilation", node)):
+            raise unsupported(node, "max pooling with dilation")
+        if node.attrs.get("ceil_mode"):
+            raise unsupported(node, "max pooling with ceil_mode=True")
+        padding = self._padding(node, kernel, stride)
+        attrs = {"in_hw": [h, w], "kernel": list(kernel), "stride": list(stride), "padding": padding}
+        self.emit("max_pool2d", [x], attrs, node, node.outputs[0])
+
+    _op_max_pool2d_with_indices = _op_max_pool2d
+
+    def _op_avg_pool2d(self, node: Node) -> None:
+        x, (h, w, c) = self._feature_map_input(node.inputs[0], node)
+        if node.inputs[0] in self.g.inputs:
+            raise unsupported(node, "average pooling of the image itself (pool a convolution's feature map)")
+        kernel = _pair(node.attrs.get("kernel_size"), "kernel_size", node)
+        stride = _pair(node.attrs.get("stride") or list(kernel), "stride", node)
+        padding = self._padding(node, kernel, stride)
+        if node.attrs.get("ceil_mode") or node.attrs.get("divisor_override") is not None:
+            raise unsupported(node, "average pooling with ceil_mode=True or a divisor_override")
+        if any(padding) and node.attrs.get("count_include_pad", True):
+            raise unsupported(node, "padded average pooling that counts the padding (count_include_pad=True, "
+                                    "torch's default): use count_include_pad=False, as TFLite does")
+        attrs = {"in_hw": [h, w], "kernel": list(kernel), "stride": list(stride), "padding": padding}
+        self.emit("avg_pool2d", [x], attrs, node, node.outputs[0])
+
+    def _op_adaptive_avg_pool2d(self, node: Node) -> None:
+        src = node.inputs[0]
+        size = _pair(node.attrs.get("output_size"), "output_size", node)
+        if src not in self.fmaps or size != (1, 1):
+            raise unsupported(node, "adaptive average pooling is lowered to 1x1 (global average pooling) "
+                                    "of a feature map")
+        self.emit("mean_pool", [self.act(src, node)], {}, node, node.outputs[0])
+
+    _op__adaptive_avg_pool2d = _op_adaptive_avg_pool2d
+
+    def _op_transpose(self, node: Node) -> None:
+        """x.flatten(2).transpose(1, 2) of a feature map: the channels-last tokens it already is."""
+        src = node.inputs[0]
+        if src in self.channels_first_tokens and self._is_swap12(node):
+            self.env[node.outputs[0]] = self.act(src, node)
+            return
+        raise unsupported(node, "tokens are transposed only right after a convolution (.flatten(2).transpose(1, 2))")
+
+    _op_permute = _op_transpose
+
+    def _patch_embed(self, node: Node) -> None:
         ops = self.operands(node, ["input", "weight", "bias"])
         x = self.act(ops["input"], node)
         w = self.g.tensor(ops["weight"])
@@ -311,6 +615,25 @@ class _Lowerer:
         is the same), so nn.MultiheadAttention's [B, T, D] -> [T, B, D] is a [T, 1, D] reshape.
         """
         src, out = node.inputs[0], node.outputs[0]
+        out_shape = self.g.tensor(out).shape
+        if src in self.fmaps:
+            h, w, c = self.fmaps[src]
+            if tuple(out_shape) == (1, c, h * w):  # flatten(2): tokens channels first, transposed next
+                self.env[out] = self.act(src, node)
+                self.channels_first_tokens.add(out)
+                return
+            if len(out_shape) == 4 and _feature_map(out_shape) == (h, w, c):
+                self.env[out] = self.act(src, node)
+                self.fmaps[out] = (h, w, c)
+                return
+            readers = self.users.get(out, [])
+            if tuple(out_shape) == (1, c * h * w) and readers and out not in self.g.outputs and all(
+                    r.op == "linear" for r in readers):  # flatten(1) before a Linear: its weight columns follow
+                self.emit("flatten", [self.act(src, node)], {}, node, out)
+                self.flattened[self.env[out]] = (h, w, c)
+                return
+            raise unsupported(node, f"a feature map [1, {c}, {h}, {w}] is reshaped only by flatten(2) before "
+                                    "transpose(1, 2) into tokens, or by flatten(1) before a Linear")
         if not self.is_const(src) and _ones_dropped(self.g.tensor(src).shape) == _ones_dropped(
             self.g.tensor(out).shape
         ):
@@ -332,6 +655,10 @@ class _Lowerer:
         ops = self.operands(node, ["input", "weight", "bias"])
         x = self.act(ops["input"], node)
         w = self.const(ops["weight"], node, rank=2)
+        if x in self.flattened:  # torch's columns are in (c, y, x) order, the flattened map's in (y, x, c)
+            h, wd, c = self.flattened[x]
+            data = self.out.tensor(w).data
+            w = self.new_const(f"{w}_hwc", data.reshape(-1, c, h, wd).transpose(0, 2, 3, 1).reshape(len(data), -1))
         b = self.const(ops["bias"], node, rank=1) if "bias" in ops else None
         self._linear(node, x, w, b, self.out.tensor(w).shape[0])
 
@@ -474,7 +801,26 @@ class _Lowerer:
         self.emit("select_token", [x], {"index": index}, node, node.outputs[0])
 
     def _op_mul(self, node: Node) -> None:
-        self._scale_by_constant(node, divide=False)
+        if not self._silu(node):
+            self._scale_by_constant(node, divide=False)
+
+    def _silu(self, node: Node) -> bool:
+        """x * sigmoid(x) (SiLU as the legacy ONNX exporter writes it): the sigmoid's table becomes SiLU's."""
+        if len(node.inputs) != 2:
+            return False
+        for x, s in (node.inputs, node.inputs[::-1]):
+            sig = self.prod.get(s)
+            if sig is None or sig.op != "sigmoid" or sig.inputs[0] != x or self.only_user(s) is not node:
+                continue
+            made = self._lowered_producer(self.env.get(s, ""), ("activation",))
+            if made is None or made.attrs.get("function") != "sigmoid":
+                continue
+            made.attrs["function"] = "silu"
+            self.env[node.outputs[0]] = self.env[s]
+            if s in self.fmaps:
+                self.fmaps[node.outputs[0]] = self.fmaps[s]
+            return True
+        return False
 
     def _op_div(self, node: Node) -> None:
         self._scale_by_constant(node, divide=True)
@@ -522,6 +868,9 @@ class _Lowerer:
         shape = self.g.tensor(src).shape
         dims = node.attrs.get("dim")
         dims = [dims] if isinstance(dims, int) else list(dims or [])
+        if src in self.fmaps and sorted(int(d) % 4 for d in dims) == [2, 3] and node.attrs.get("dtype") is None:
+            self.emit("mean_pool", [x], {}, node, node.outputs[0])  # global average pooling
+            return
         if len(shape) != 3 or [int(d) % 3 for d in dims] != [1] or node.attrs.get("dtype") is not None:
             raise unsupported(node, "mean is lowered only over the token dimension of [B, T, D] tokens")
         self.emit("mean_pool", [x], {}, node, node.outputs[0])
