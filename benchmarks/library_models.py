@@ -4,7 +4,8 @@
                                         [--finetune-steps N] [--images N] [--json FILE]
 
 Each model of tests/library_models.py (timm, DeiT, torchvision, Hugging Face, the Hydra paper's listing,
-timm with Hydra attention; 32x32 input, patch 4, D 96, depth 3, 3 heads) is trained briefly on CIFAR-10
+timm with Hydra attention: 32x32 input, patch 4, D 96, depth 3, 3 heads; and the CNNs: ResNet-8, a
+MobileNetV2-style net, a conv-tokenizer ViT, a LeNet-style net) is trained briefly on CIFAR-10
 (../shared/data, --finetune-steps of batch 64 from its seeded initialisation), exported as .pt2, ONNX by
 the dynamo exporter and ONNX by the legacy one, and each file is compiled for the host and the stm32f746.
 Per cell: does it compile; do the host build and the QEMU Cortex-M7 build give the reference
@@ -103,9 +104,9 @@ def main() -> int:
     from hydra_edge.models.data import load_cifar10, preprocess
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default=",".join(lm.VITS))
+    ap.add_argument("--models", default=",".join([*lm.VITS, *lm.CNNS]))
     ap.add_argument("--exports", default=",".join(lm.EXPORTS))
-    ap.add_argument("--finetune-steps", type=int, default=600)
+    ap.add_argument("--finetune-steps", type=int, default=300)
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--json", type=Path, default=RESULTS)
     args = ap.parse_args()
