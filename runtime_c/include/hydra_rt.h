@@ -230,27 +230,30 @@ typedef struct {
 /* output [OH][OW][Cout] (= [OH*OW][Cout] rows); output must not alias input. */
 hydra_status hydra_conv2d_s8(const hydra_conv2d_params *params, const int8_t *input, int8_t *output);
 
-/* ---- max pooling on a channels-last feature map (hydra_max_pool2d.c) ---- */
+/* ---- pooling on a channels-last feature map (hydra_max_pool2d.c, hydra_avg_pool2d.c) ---- */
 
+/* The window geometry both poolings share. */
 typedef struct {
     int32_t in_height, in_width, channels;
     int32_t out_height, out_width;
     int32_t kernel_h, kernel_w;
     int32_t stride_h, stride_w;
     int32_t pad_top, pad_left; /* each smaller than the kernel: no window is all padding */
+} hydra_pool2d_window;
+
+/* HYDRA_OK when every size is in [1, 32767] (pads in [0, kernel)) and every window holds a pixel
+ * (defined in hydra_max_pool2d.c). */
+hydra_status hydra_pool2d_window_check(const hydra_pool2d_window *window);
+
+typedef struct {
+    hydra_pool2d_window window;
 } hydra_max_pool2d_params;
 
 /* output [OH][OW][C] in the input's scale and zero point; output must not alias input. */
 hydra_status hydra_max_pool2d_s8(const hydra_max_pool2d_params *params, const int8_t *input, int8_t *output);
 
-/* ---- average pooling on a channels-last feature map (hydra_avg_pool2d.c) ---- */
-
 typedef struct {
-    int32_t in_height, in_width, channels;
-    int32_t out_height, out_width;
-    int32_t kernel_h, kernel_w;   /* at most 2^16 pixels */
-    int32_t stride_h, stride_w;
-    int32_t pad_top, pad_left;    /* each smaller than the kernel; padding is not counted */
+    hydra_pool2d_window window; /* at most 2^16 pixels a window; padding is not counted */
 } hydra_avg_pool2d_params;
 
 /* output [OH][OW][C] in the input's scale and zero point: round(sum / count), ties away from zero (TFLM's). */

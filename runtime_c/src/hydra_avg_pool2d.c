@@ -7,28 +7,16 @@
 
 #include "hydra_rt.h"
 
-#define HYDRA_POOL_MAX_DIM 32767
-
-static int dim_ok(int32_t v, int32_t lo)
-{
-    return v >= lo && v <= HYDRA_POOL_MAX_DIM;
-}
-
 hydra_status hydra_avg_pool2d_s8(const hydra_avg_pool2d_params *params, const int8_t *input, int8_t *output)
 {
     if (params == NULL || input == NULL || output == NULL)
         return HYDRA_ERR_ARG;
-    const hydra_avg_pool2d_params *p = params;
-    if (!dim_ok(p->in_height, 1) || !dim_ok(p->in_width, 1) || !dim_ok(p->channels, 1) ||
-        !dim_ok(p->out_height, 1) || !dim_ok(p->out_width, 1) || !dim_ok(p->kernel_h, 1) ||
-        !dim_ok(p->kernel_w, 1) || !dim_ok(p->stride_h, 1) || !dim_ok(p->stride_w, 1) || !dim_ok(p->pad_top, 0) ||
-        !dim_ok(p->pad_left, 0) || p->pad_top >= p->kernel_h || p->pad_left >= p->kernel_w)
-        return HYDRA_ERR_SHAPE;
+    const hydra_pool2d_window *p = &params->window;
+    const hydra_status st = hydra_pool2d_window_check(p);
+    if (st != HYDRA_OK)
+        return st;
     /* a window of at most 2^16 pixels: its sum of int8 values fits int32 */
     if ((int64_t)p->kernel_h * p->kernel_w > 65536)
-        return HYDRA_ERR_SHAPE;
-    if ((int64_t)(p->out_height - 1) * p->stride_h - p->pad_top >= p->in_height ||
-        (int64_t)(p->out_width - 1) * p->stride_w - p->pad_left >= p->in_width)
         return HYDRA_ERR_SHAPE;
     const int32_t H = p->in_height, W = p->in_width, C = p->channels;
     for (int32_t oy = 0; oy < p->out_height; oy++) {

@@ -14,11 +14,10 @@ static int dim_ok(int32_t v, int32_t lo)
     return v >= lo && v <= HYDRA_POOL_MAX_DIM;
 }
 
-hydra_status hydra_max_pool2d_s8(const hydra_max_pool2d_params *params, const int8_t *input, int8_t *output)
+hydra_status hydra_pool2d_window_check(const hydra_pool2d_window *p)
 {
-    if (params == NULL || input == NULL || output == NULL)
+    if (p == NULL)
         return HYDRA_ERR_ARG;
-    const hydra_max_pool2d_params *p = params;
     if (!dim_ok(p->in_height, 1) || !dim_ok(p->in_width, 1) || !dim_ok(p->channels, 1) ||
         !dim_ok(p->out_height, 1) || !dim_ok(p->out_width, 1) || !dim_ok(p->kernel_h, 1) ||
         !dim_ok(p->kernel_w, 1) || !dim_ok(p->stride_h, 1) || !dim_ok(p->stride_w, 1) || !dim_ok(p->pad_top, 0) ||
@@ -28,6 +27,17 @@ hydra_status hydra_max_pool2d_s8(const hydra_max_pool2d_params *params, const in
     if ((int64_t)(p->out_height - 1) * p->stride_h - p->pad_top >= p->in_height ||
         (int64_t)(p->out_width - 1) * p->stride_w - p->pad_left >= p->in_width)
         return HYDRA_ERR_SHAPE;
+    return HYDRA_OK;
+}
+
+hydra_status hydra_max_pool2d_s8(const hydra_max_pool2d_params *params, const int8_t *input, int8_t *output)
+{
+    if (params == NULL || input == NULL || output == NULL)
+        return HYDRA_ERR_ARG;
+    const hydra_pool2d_window *p = &params->window;
+    const hydra_status st = hydra_pool2d_window_check(p);
+    if (st != HYDRA_OK)
+        return st;
     const int32_t H = p->in_height, W = p->in_width, C = p->channels;
     for (int32_t oy = 0; oy < p->out_height; oy++) {
         const int32_t y0 = oy * p->stride_h - p->pad_top;

@@ -9,20 +9,13 @@ scale and zero point, sum the raw int8 values, divide by the count rounding half
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
-from ..ir.graph import Graph, Node
-from .base import OpDef, Shape, numel, register, unary_call
+from ..ir.graph import Node
+from .base import OpDef, register, unary_call
 from .conv2d import windows
-from .max_pool2d import fields as max_pool_fields
-from .max_pool2d import kernel
-from .max_pool2d import shape as max_pool_shape
-
-
-def shape(node: Node, shapes: list[Shape]) -> Shape:
-    return max_pool_shape(node, shapes)
+from .max_pool2d import fields, kernel, macs, quantize, shape
 
 
 def _counts(node: Node, x: np.ndarray) -> np.ndarray:
@@ -41,18 +34,9 @@ def int_ref(node: Node, x: np.ndarray, rounding: str) -> np.ndarray:
     return np.clip(avg, -128, 127).astype(np.int8)
 
 
-def quantize(q: Any, node: Node) -> None:
-    x, y = node.inputs[0], node.outputs[0]
-    q.share_quant(y, x)
-    q.emit(node, [x], **{k: node.attrs[k] for k in ("in_hw", "kernel", "stride", "padding")})
-
-
-def macs(graph: Graph, node: Node) -> int:
-    return numel(graph.tensor(node.outputs[0]).shape) * numel(kernel(node))
-
-
 OP = register(OpDef(
     "avg_pool2d", shape, macs, float_ref=float_ref, int_ref=int_ref, quantize=quantize,
     c_source="hydra_avg_pool2d.c", c_function="hydra_avg_pool2d_s8", param_struct="hydra_avg_pool2d_params",
-    fields=max_pool_fields, emit=lambda em, node: unary_call(em, node, OP),
+    fields=fields, emit=lambda em, node: unary_call(em, node, OP),
+    c_depends=("max_pool2d",),  # hydra_pool2d_window_check
 ))

@@ -43,23 +43,25 @@ def int_ref(node: Node, x: np.ndarray, rounding: str) -> np.ndarray:
 
 
 def quantize(q: Any, node: Node) -> None:
+    """Both poolings': the output keeps the input's scale and zero point."""
     x, y = node.inputs[0], node.outputs[0]
     q.share_quant(y, x)
     q.emit(node, [x], **{k: node.attrs[k] for k in ("in_hw", "kernel", "stride", "padding")})
 
 
 def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
+    """Both poolings' params: one hydra_pool2d_window."""
     h, w, c, _ = input_hwc(node, em.tensor(node, 0).shape)
     kh, kw = kernel(node)
     oh, ow = out_hw(node, (kh, kw))
     _, (sh, sw), (pt, pl, _, _) = window_attrs(node)
-    return [
+    return [("window", [
         ("in_height", str(h)), ("in_width", str(w)), ("channels", str(c)),
         ("out_height", str(oh)), ("out_width", str(ow)),
         ("kernel_h", str(kh)), ("kernel_w", str(kw)),
         ("stride_h", str(sh)), ("stride_w", str(sw)),
         ("pad_top", str(pt)), ("pad_left", str(pl)),
-    ]
+    ])]
 
 
 def macs(graph: Graph, node: Node) -> int:
