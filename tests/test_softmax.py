@@ -336,7 +336,7 @@ def test_masked_attention_is_refused_with_a_hint():
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             return self.attn.proj(out.transpose(1, 2).reshape(b, n, d)).mean(1)
 
-    with pytest.raises(LoweringError, match=r"scaled_dot_product_attention.*without mask"):
+    with pytest.raises(LoweringError, match=r"scaled_dot_product_attention.*with an attn_mask that hides some keys"):
         lower_to_ir(from_module(Masked().eval(), torch.zeros(1, 3, 8, 8)))
 
 
