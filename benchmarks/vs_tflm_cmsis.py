@@ -77,12 +77,27 @@ def shown(path: Path) -> str:
 # ---------------------------------------------------------------- the peer
 
 
+def _main_checkout() -> Path | None:
+    """The main checkout when this one is a git worktree (its shared/ sits beside that one), else None."""
+    try:
+        common = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return Path(common.stdout.strip()).parent if common.returncode == 0 and common.stdout.strip() else None
+
+
 def default_peer() -> Path:
-    """$TFLM_PEER_SRC, else shared/peers/tflm_cmsis_nn inside or beside the checkout."""
+    """$TFLM_PEER_SRC, else shared/peers/tflm_cmsis_nn inside or beside the checkout (or beside the main
+    checkout, from a git worktree)."""
     if os.environ.get(PEER_ENV):
         return Path(os.environ[PEER_ENV])
-    for base in (ROOT / "shared", ROOT.parent / "shared"):
-        if (base / "peers" / PEER_NAME / "build.sh").is_file():
+    bases = [ROOT / "shared", ROOT.parent / "shared"]
+    main = _main_checkout()
+    if main is not None:
+        bases.append(main.parent / "shared")
+    for base in bases:
+        if (base / "peers" / PEER_NAME / "run.py").is_file():
             return base / "peers" / PEER_NAME
     return ROOT.parent / "shared" / "peers" / PEER_NAME
 
@@ -204,6 +219,20 @@ def run_hydra(model: Path, x: np.ndarray, out: Path, per_op: bool) -> dict:
     return got
 
 
+def run_hydra_op_by_op(model: Path, x: np.ndarray, out: Path) -> dict:
+    """The same model op by op (--schedule greedy: no token loops, each TFLite operator its own kernel call,
+    the same bits), counted on the first input: where hydra-edge's instructions go per operator."""
+    from hydra_edge import driver
+    from hydra_edge.targets.icount import bench
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        driver.compile_model(model, BOARD, out, schedule="greedy")
+    counted = bench(out, runs=1, x=x[:1].reshape(1, -1))
+    return {"build": shown(out), "schedule": "greedy", "instructions": counted["inference"]["instructions"],
+            "per_op": [{k: op[k] for k in ("index", "name", "kind", "macs", "instructions")} for op in counted["ops"]]}
+
+
 # ---------------------------------------------------------------- inputs, comparison
 
 
@@ -239,7 +268,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
-def summarise(model: Path, peer: dict[str, dict], hydra: dict) -> dict:
+def summarise(model: Path, peer: dict[str, dict], hydra: dict, op_by_op: dict | None = None) -> dict:
     base = peer["cmsis_nn"]
     row = {
         "model": model.stem,
@@ -251,6 +280,8 @@ def summarise(model: Path, peer: dict[str, dict], hydra: dict) -> dict:
         "ram_in_use_ratio": ratio(hydra["ram_in_use_bytes"], base["smallest_arena_bytes"]),
         "arena_ratio": ratio(hydra["arena_bytes"], base["smallest_arena_bytes"]),
     }
+    if op_by_op:
+        row["hydra_edge_op_by_op"] = op_by_op
     if "ref" in peer:
         row["bits_ref"] = bits_equal(hydra["outputs_hex"], peer["ref"]["outputs_hex"])
     return row
@@ -284,41 +315,53 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def kind_totals(ops: list[dict], key: str) -> list[tuple[str, int, int]]:
-    """(op kind, instructions, count) summed per kind, largest first."""
+# hydra-edge op kinds (an op-by-op build) -> the TFLite operator they run
+KIND_TO_TFLITE = {"linear": "FULLY_CONNECTED", "add": "ADD", "mean_pool": "MEAN"}
+
+
+def tflite_name(kind: str) -> str:
+    """The TFLite operator a hydra-edge op kind stands for (tfl_conv_2d -> CONV_2D); others as they are."""
+    if kind in KIND_TO_TFLITE:
+        return KIND_TO_TFLITE[kind]
+    return kind[4:].upper() if kind.startswith("tfl_") else kind
+
+
+def kind_totals(ops: list[dict], key: str, name=lambda k: k) -> dict[str, list[int]]:
+    """{name(op[key]): [instructions, ops]} summed per kind."""
     acc: dict[str, list[int]] = {}
     for op in ops:
-        a = acc.setdefault(op[key], [0, 0])
+        a = acc.setdefault(name(op[key]), [0, 0])
         a[0] += int(op["instructions"])
         a[1] += 1
-    return sorted(((k, v[0], v[1]) for k, v in acc.items()), key=lambda t: -t[1])
+    return acc
 
 
-def format_per_op(row: dict, top: int = 8) -> str:
-    """Where the instructions go on each side (first input), per op kind."""
-    t, h = row["tflm"]["cmsis_nn"].get("per_op"), row["hydra_edge"].get("per_op")
+def format_per_op(row: dict) -> str:
+    """Where the instructions go on each side (first input), per TFLite operator: TFLM+CMSIS-NN's profiled
+    Invoke against hydra-edge's op-by-op build (--schedule greedy; its default build fuses token loops,
+    whose ops cannot be counted apart)."""
+    t, h = row["tflm"]["cmsis_nn"].get("per_op"), row.get("hydra_edge_op_by_op")
     if not t or not h:
         return ""
-    t_total = t["invoke_total_profiled"]
-    h_total = sum(op["instructions"] for op in h)
-    lines = [f"{row['model']}: TFLM+CMSIS-NN {t_total:,} instructions (profiled Invoke), "
-             f"hydra-edge {h_total:,} (first op to last)", "",
-             "| TFLM+CMSIS-NN op | ops | instructions | share | hydra-edge op | ops | instructions | share |",
-             "|---|---:|---:|---:|---|---:|---:|---:|"]
-    tk = kind_totals(t["ops"], "op") + [("(interpreter, between ops)", int(t["outside_ops"]), 0)]
-    tk.sort(key=lambda v: -v[1])
-    # hydra-edge's token loops are one op each, named after the ops they fuse: each keeps its name
-    hk = kind_totals([dict(op, label=op["name"] if op["kind"] == "token_loop" else op["kind"]) for op in h], "label")
-    for i in range(min(top, max(len(tk), len(hk)))):
-        left = (f"{tk[i][0]} | {tk[i][2] or ''} | {tk[i][1]:,} | {100 * tk[i][1] / t_total:.1f}%" if i < len(tk)
-                else " | | | ")
-        right = (f"{hk[i][0]} | {hk[i][2]} | {hk[i][1]:,} | {100 * hk[i][1] / h_total:.1f}%" if i < len(hk)
-                 else " | | | ")
-        lines.append(f"| {left} | {right} |")
-    rest_t = sum(v[1] for v in tk[top:])
-    rest_h = sum(v[1] for v in hk[top:])
-    if rest_t or rest_h:
-        lines.append(f"| (the rest) | | {rest_t:,} | | (the rest) | | {rest_h:,} | |")
+    t_total = int(t["invoke_total_profiled"])
+    h_total = sum(op["instructions"] for op in h["per_op"])
+    tk = kind_totals(t["ops"], "op")
+    hk = kind_totals(h["per_op"], "kind", tflite_name)
+    names = sorted(set(tk) | set(hk), key=lambda k: -max(tk.get(k, [0])[0], hk.get(k, [0])[0]))
+    lines = [f"{row['model']} (first input): TFLM+CMSIS-NN {t_total:,} instructions (profiled Invoke); hydra-edge "
+             f"{h_total:,} op by op, {row['hydra_edge']['instructions_per_inference'][0]:,} in its default build",
+             "",
+             "| operator | TFLM ops | TFLM+CMSIS-NN instructions | share | hydra-edge instructions (op by op) | share "
+             "| hydra/TFLM |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for k in names:
+        ti, tn = tk.get(k, [None, 0])
+        hi = hk.get(k, [None])[0]
+        lines.append(f"| {k} | {tn or '-'} | {_n(ti)} | {'-' if ti is None else f'{100 * ti / t_total:.1f}%'} | "
+                     f"{_n(hi)} | {'-' if hi is None else f'{100 * hi / h_total:.1f}%'} | "
+                     f"{'-' if not ti or hi is None else f'{hi / ti:.2f}'} |")
+    outside = int(t["outside_ops"])
+    lines.append(f"| (interpreter, between ops) | | {outside:,} | {100 * outside / t_total:.1f}% | | | |")
     return "\n".join(lines)
 
 
@@ -387,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     peer = (args.peer or default_peer()).resolve()
+    if not (peer / "run.py").is_file():
+        raise BenchError(f"the peer is not at {peer} (no run.py): pass --peer or set {PEER_ENV}")
     build = (args.peer_build or default_peer_build()).expanduser().resolve()
     variants = ["cmsis_nn"] + (["ref"] if args.with_ref or peer_built(build, "ref") else [])
     build_s = {}
@@ -414,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
             hydra = run_hydra(model, x, args.out / model.stem, args.per_op)
             log(f"  hydra-edge: {hydra['instructions_mean']:,.0f} instructions, RAM in use "
                 f"{hydra['ram_in_use_bytes']} B ({hydra['seconds']} s)")
-            rows.append(summarise(model, peer_res, hydra))
+            op_by_op = run_hydra_op_by_op(model, x, args.out / f"{model.stem}.op_by_op") if args.per_op else None
+            rows.append(summarise(model, peer_res, hydra, op_by_op))
 
     table = format_table(rows)
     print(table)

@@ -45,10 +45,12 @@ def _rows(vs):
                         {"index": 1, "op": "CONV_2D", "instructions": 200, "macs": 10},
                         {"index": 2, "op": "SOFTMAX", "instructions": 150, "macs": 0}],
                 "invoke_total_profiled": 1000, "outside_ops": 50}
-    hydra_ops = [{"index": 0, "name": "conv0", "kind": "conv2d", "macs": 90, "instructions": 900},
-                 {"index": 1, "name": "loop.a..b", "kind": "token_loop", "macs": 10, "instructions": 600}]
+    op_by_op = {"schedule": "greedy", "instructions": 1400,
+                "per_op": [{"index": 0, "name": "c0", "kind": "tfl_conv_2d", "macs": 90, "instructions": 900},
+                           {"index": 1, "name": "c1", "kind": "tfl_conv_2d", "macs": 10, "instructions": 300},
+                           {"index": 2, "name": "fc", "kind": "linear", "macs": 0, "instructions": 200}]}
     a = vs.summarise(Path("/x/tfl_a.tflite"), {"cmsis_nn": _peer([1000, 1000], 5340, same, peer_ops)},
-                     _hydra([1500, 1500], 4000, 2816, same, hydra_ops))
+                     _hydra([1500, 1500], 4000, 2816, same), op_by_op)
     b = vs.summarise(Path("/x/tfl_b.tflite"),
                      {"cmsis_nn": _peer([4000, 4002], 26864, same), "ref": _peer([8000, 8000], 26348, same)},
                      _hydra([3000, 3000], 3256, 1536, ["00ff7f81", "01020304"]))
@@ -80,11 +82,14 @@ def test_table_without_the_ref_variant_has_no_ref_column(vs):
     assert "ref kernels" not in vs.format_table(rows)
 
 
-def test_per_op_breakdown_sums_kinds_and_keeps_token_loops_by_name(vs):
+def test_per_op_breakdown_lines_up_tflite_operators(vs):
     text = vs.format_per_op(_rows(vs)[0])
-    assert "TFLM+CMSIS-NN 1,000 instructions" in text and "hydra-edge 1,500" in text
-    assert "| CONV_2D | 2 | 800 | 80.0% | conv2d | 1 | 900 | 60.0% |" in text
-    assert "loop.a..b" in text and "(interpreter, between ops)" in text
+    assert "TFLM+CMSIS-NN 1,000 instructions" in text and "hydra-edge 1,400 op by op, 1,500 in its default" in text
+    lines = text.splitlines()
+    assert "| CONV_2D | 2 | 800 | 80.0% | 1,200 | 85.7% | 1.50 |" in lines
+    assert "| SOFTMAX | 1 | 150 | 15.0% | - | - | - |" in lines
+    assert "| FULLY_CONNECTED | - | - | - | 200 | 14.3% | - |" in lines  # hydra-edge's linear
+    assert lines[-1].startswith("| (interpreter, between ops) | | 50 | 5.0% |")
     assert vs.format_per_op(_rows(vs)[1]) == ""  # no per-op counts: nothing printed
 
 
