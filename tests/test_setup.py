@@ -17,8 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "toolchain" / "setup.sh"
-CROSS = ["gcc-arm-none-eabi", "libnewlib-arm-none-eabi", "qemu-system-arm", "gcc-aarch64-linux-gnu",
-         "libc6-dev-arm64-cross", "qemu-user", "openocd", "stlink-tools"]
+CROSS = ["gcc-arm-none-eabi", "libnewlib-arm-none-eabi", "libstdc++-arm-none-eabi-newlib", "qemu-system-arm",
+         "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "qemu-user", "openocd", "stlink-tools"]
 
 
 def _stub(folder: Path, name: str, body: str) -> None:
@@ -88,8 +88,8 @@ def test_user_without_sudo_gets_one_message_naming_the_packages(tmp_path):
 
 def test_nothing_missing_installs_nothing(tmp_path):
     bin_dir, log = _bare_path(tmp_path, uid=0, sudo=None)
-    for tool in ("arm-none-eabi-gcc", "qemu-system-arm", "aarch64-linux-gnu-gcc", "qemu-aarch64", "openocd",
-                 "st-flash"):
+    for tool in ("arm-none-eabi-gcc", "arm-none-eabi-g++", "qemu-system-arm", "aarch64-linux-gnu-gcc", "qemu-aarch64",
+                 "openocd", "st-flash"):
         real = shutil.which(tool)
         if real is None:
             pytest.fail(f"{tool} is not installed: run toolchain/setup.sh (CI does)")

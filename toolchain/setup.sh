@@ -34,6 +34,12 @@ missing_packages() {
         || [ ! -f "$(arm-none-eabi-gcc -print-file-name=nano.specs)" ]; then
         need+=(libnewlib-arm-none-eabi)
     fi
+    # its C++ library (libstdc++ for newlib): the TFLite Micro + CMSIS-NN peer that
+    # benchmarks/vs_tflm_cmsis.py builds is C++ (the compiler alone has no <cstdint>)
+    if ! command -v arm-none-eabi-g++ >/dev/null \
+        || [ ! -f "$(arm-none-eabi-g++ -print-file-name=libstdc++.a)" ]; then
+        need+=(libstdc++-arm-none-eabi-newlib)
+    fi
     command -v qemu-system-arm >/dev/null || need+=(qemu-system-arm)
     # Jetson boards: static aarch64 Linux builds, run under qemu-aarch64
     command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
