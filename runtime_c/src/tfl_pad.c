@@ -19,17 +19,25 @@ hydra_status hydra_tfl_pad_s8(const hydra_tfl_pad_params *p, const int8_t *input
             return HYDRA_ERR_SHAPE;
         total *= (size_t)p->output_shape[d];
     }
-    int32_t idx[HYDRA_TFL_MAX_DIMS] = {0};
-    size_t in_pos = 0;
-    for (size_t o = 0; o < total; o++) {
-        int inside = 1;
+    /* The pad value everywhere, then each innermost input row copied to its place: the same bytes as
+     * TFLM's element-by-element walk, without a per-element index test. */
+    for (size_t o = 0; o < total; o++)
+        output[o] = (int8_t)p->pad_value;
+    const int last = HYDRA_TFL_MAX_DIMS - 1;
+    const size_t row = (size_t)p->input_shape[last];
+    size_t rows = 1;
+    for (int d = 0; d < last; d++)
+        rows *= (size_t)p->input_shape[d];
+    int32_t idx[HYDRA_TFL_MAX_DIMS] = {0}; /* the row's input index in the outer dimensions */
+    for (size_t r = 0; r < rows; r++) {
+        size_t at = 0;
         for (int d = 0; d < HYDRA_TFL_MAX_DIMS; d++)
-            if (idx[d] < p->pad_before[d] || idx[d] >= p->pad_before[d] + p->input_shape[d])
-                inside = 0;
-        /* inside positions come in the input's own row-major order */
-        output[o] = inside ? input[in_pos++] : (int8_t)p->pad_value;
-        for (int d = HYDRA_TFL_MAX_DIMS - 1; d >= 0; d--) {
-            if (++idx[d] < p->output_shape[d])
+            at = at * (size_t)p->output_shape[d] + (size_t)(p->pad_before[d] + (d == last ? 0 : idx[d]));
+        const int8_t *src = input + r * row;
+        for (size_t i = 0; i < row; i++)
+            output[at + i] = src[i];
+        for (int d = last - 1; d >= 0; d--) {
+            if (++idx[d] < p->input_shape[d])
                 break;
             idx[d] = 0;
         }
