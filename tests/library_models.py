@@ -329,8 +329,9 @@ CNNS: dict[str, Callable[[], nn.Module]] = {
 
 
 def build(name: str, seed: int = 0) -> nn.Module:
-    """The named model in eval mode with seeded weights: LayerNorm affine randomised too, and a Linear its
-    library initialises to zeros (torchvision's head) given random weights, so that the logits say something."""
+    """The named model in eval mode with seeded weights: LayerNorm affine randomised too, a Linear its library
+    initialises to zeros (torchvision's head) given random weights, so that the logits say something, and
+    zero biases made small random ones, as training leaves them."""
     torch.manual_seed(seed)
     model = (VITS[name] if name in VITS else CNNS[name])().eval()
     with torch.no_grad():
@@ -345,6 +346,9 @@ def build(name: str, seed: int = 0) -> nn.Module:
                 m.bias.uniform_(-0.3, 0.3)
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 2.0)
+        for name, param in model.named_parameters():  # zero-initialised biases (Hugging Face, MultiheadAttention):
+            if name.endswith("bias") and not param.any():  # trained ones are not, and exporters fold zero adds
+                param.uniform_(-0.1, 0.1)
     return model
 
 

@@ -36,7 +36,7 @@ ALL = tuple(lm.VITS)
 # torchvision's MultiheadAttention (Mod in the legacy shape arithmetic), HF sdpa's IsNaN guard (dynamo),
 # the Hydra paper's chunk as Slice (legacy), DeiT's two tokens and averaged heads.
 ONNX_CASES = [("timm_vit_token", "onnx_legacy"), ("timm_vit_token", "onnx_dynamo"),
-              ("torchvision_vit", "onnx_legacy"), ("hf_vit_sdpa", "onnx_dynamo"),
+              ("torchvision_vit", "onnx_legacy"), ("torchvision_vit", "onnx_dynamo"), ("hf_vit_sdpa", "onnx_dynamo"),
               ("hydra_paper", "onnx_legacy"), ("deit_tiny_distilled", "onnx_dynamo")]
 
 

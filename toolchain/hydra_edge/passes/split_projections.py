@@ -6,9 +6,10 @@ Linear(D, 3D) and cut its output. The cuts people write, as the exporters record
 1. slices of the last dim: `qkv.chunk(3, -1)`, `torch.split(qkv, D, -1)` (aten split /
    split_with_sizes, ONNX Split or Slice): each part is the Linear with those weight rows;
 2. timm's `qkv.reshape(B, N, 3, H, hd).permute(2, 0, 3, 1, 4).unbind(0)` (also with select,
-   or ONNX Split + Squeeze on the leading axis): the reshape cuts the features into P equal parts
-   (axis P of the reshape), the permute moves that axis; part i is Linear_i, reshaped to the
-   reshape's shape without that axis and permuted by the same order without it.
+   or ONNX Split + Squeeze on the leading axis; nn.MultiheadAttention's unflatten/unsqueeze/
+   transpose/squeeze/select): the reshape cuts the features into P equal parts (axis P of the
+   reshape); reshapes that add or drop 1s and one permute move that axis; part i is Linear_i, put
+   through the same steps with that axis left out.
 
 A bias, given to the Linear or added after a MatMul (ONNX), is cut the same way. Each part keeps the
 name of the tensor the cut produced, so the attention that reads it is untouched, and afterwards it
@@ -157,28 +158,37 @@ def _parts(g: Graph, y: str) -> tuple[list[Node], list[_Part]] | None:
     axis = last
     if len(cut) <= rank or cut[:axis] != shape[:axis] or int(np.prod(cut[axis:])) != n or cut[axis] < 2:
         return None
-    pieces, width, rest = cut[axis], n // cut[axis], cut[axis + 1:]
+    pieces, width = cut[axis], n // cut[axis]
+    # Follow the parts' axis through what only moves it: reshapes that add or drop 1s (nn.MultiheadAttention's
+    # unsqueeze/squeeze) and one permute; each step is replayed on a part with that axis left out.
     removed, held = [view], view.outputs[0]
-    perm: list[int] | None = None
-    move = _only_user(g, users, held)
-    if move is not None and move.op == "permute":
-        perm = [int(d) % len(cut) for d in move.attrs.get("dims", [])]
-        removed.append(move)
-        held = move.outputs[0]
-    where = perm.index(axis) if perm is not None else axis
+    chain: list[tuple[str, dict]] = [("view", {"size": _without(cut, axis)})]
+    permuted = False
+    while (step := _only_user(g, users, held)) is not None:
+        src, out = g.tensor(held).shape, g.tensor(step.outputs[0]).shape
+        if step.op in RESHAPE_OPS and _ones_dropped(src) == _ones_dropped(out):
+            k = sum(1 for d in src[:axis] if d != 1)  # the parts' axis is the k-th dim larger than 1
+            axis = [i for i, d in enumerate(out) if d != 1][k]
+            chain.append(("view", {"size": _without(out, axis)}))
+        elif step.op == "permute" and not permuted:
+            perm = [int(d) % len(src) for d in step.attrs.get("dims", [])]
+            chain.append(("permute", {"dims": [d - (d > axis) for d in perm if d != axis]}))
+            axis, permuted = perm.index(axis), True
+        else:
+            break
+        removed.append(step)
+        held = step.outputs[0]
+    where, rank_held = axis, len(g.tensor(held).shape)
     readers = users.get(held, [])
     if not readers or held in g.outputs:
         return None
-    chain: list[tuple[str, dict]] = [("view", {"size": [*shape[:axis], *rest]})]
-    if perm is not None:
-        chain.append(("permute", {"dims": [d - (d > axis) for d in perm if d != axis]}))
     for r in readers:
-        if r.op == "unbind" and int(r.attrs.get("dim", 0)) % len(cut) == where:
+        if r.op == "unbind" and int(r.attrs.get("dim", 0)) % rank_held == where:
             picks = list(enumerate(r.outputs))
-        elif r.op == "select" and int(r.attrs.get("dim", 0)) % len(cut) == where:
+        elif r.op == "select" and int(r.attrs.get("dim", 0)) % rank_held == where:
             picks = [(int(r.attrs["index"]) % pieces, r.outputs[0])]
         else:
-            span = _slice_range(r, len(cut), where, pieces)
+            span = _slice_range(r, rank_held, where, pieces)
             if span is None or span[1] - span[0] != 1:
                 return None
             kept = list(g.tensor(r.outputs[0]).shape)  # the slice keeps a 1 where the parts were
@@ -188,6 +198,14 @@ def _parts(g: Graph, y: str) -> tuple[list[Node], list[_Part]] | None:
             continue
         parts += [_Part(out, i * width, (i + 1) * width, list(chain)) for i, out in picks]
     return (removed + readers, parts) if len(parts) > 1 else None
+
+
+def _without(shape: tuple[int, ...], axis: int) -> list[int]:
+    return [int(d) for i, d in enumerate(shape) if i != axis]
+
+
+def _ones_dropped(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
 
 
 def _rewrite(g: Graph, proj: _Projection, cuts: list[Node], parts: list[_Part]) -> None:
