@@ -781,8 +781,8 @@ class _Lowerer:
         if self.is_const(last) or not all(self.is_const(c) for c in prefix) or self.only_user(last) is not node:
             raise unsupported(node, hint)
         x = self.act(last, node)
-        embed = next((n for n in self.out.nodes if n.outputs[0] == x), None)
-        if embed is None or embed.op != "patch_embed" or len(embed.inputs) != 3:
+        embed = self._lowered_producer(x, ("patch_embed",))
+        if embed is None or len(embed.inputs) != 3:
             raise unsupported(node, hint)
         d = out_shape[2]
         rows = np.concatenate([self.g.tensor(c).data.reshape(-1, d) for c in prefix]).astype(np.float32)
@@ -850,7 +850,7 @@ class _Lowerer:
     def _linears_summed_into(self, lowered: str, reader: Node | None = None) -> list[Node] | None:
         """The linear nodes whose outputs `lowered` adds up (or its own linear), each read only by that sum
         (`reader`; `lowered` itself has no reader yet)."""
-        producer = next((n for n in self.out.nodes if lowered in n.outputs), None)
+        producer = self.made.get(lowered)
         readers = [n for n in self.out.nodes if lowered in n.inputs]
         if producer is None or lowered in self.out.outputs or readers != ([reader] if reader else []):
             return None
