@@ -27,7 +27,7 @@ class UnsupportedNode:
     why: str = ""  # what is unsupported about it, when the op itself is known
 
 
-def unsupported_summary(nodes: list[UnsupportedNode]) -> str:
+def unsupported_summary(nodes: list[UnsupportedNode], noun: str = "op") -> str:
     """One line: 'N unsupported ops of K kinds: KIND xC (#i where at line, ...); ...', kinds in first-seen order.
 
     A hybrid CNN-ViT has hundreds of such nodes: grouped by kind with a count and the first few locations,
@@ -45,7 +45,7 @@ def unsupported_summary(nodes: list[UnsupportedNode]) -> str:
         more = len(items) - len(shown)
         parts.append(f"{kind} x{len(items)} ({', '.join(shown)}{f', +{more} more' if more else ''})")
     n, k = len(nodes), len(groups)
-    head = f"{n} unsupported op{'s' if n != 1 else ''}"
+    head = f"{n} unsupported {noun}{'s' if n != 1 else ''}"
     if k > 1:
         head += f" of {k} kinds"
     return f"{head}: {'; '.join(parts)}"

@@ -167,7 +167,7 @@ def check_ops(model: onnx.ModelProto, name: str) -> None:
         bad.append(UnsupportedNode(kind, i, node.name or "unnamed", source_location(meta.get(_STACK_TRACE))))
     if bad:
         raise FrontendError(
-            f"{name}: {unsupported_summary(bad).replace('unsupported op', 'unsupported ONNX op', 1)}; "
+            f"{name}: {unsupported_summary(bad, noun='ONNX op')}; "
             f"hydra-edge converts {', '.join(sorted(SUPPORTED_OPS))}"
         )
 
