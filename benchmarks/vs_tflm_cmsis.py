@@ -230,7 +230,8 @@ def run_hydra_op_by_op(model: Path, x: np.ndarray, out: Path) -> dict:
         driver.compile_model(model, BOARD, out, schedule="greedy")
     counted = bench(out, runs=1, x=x[:1].reshape(1, -1))
     return {"build": shown(out), "schedule": "greedy", "instructions": counted["inference"]["instructions"],
-            "per_op": [{k: op[k] for k in ("index", "name", "kind", "macs", "instructions")} for op in counted["ops"]]}
+            "per_op": [{k: op.get(k) for k in ("index", "name", "kind", "imported_op", "macs", "instructions")}
+                       for op in counted["ops"]]}
 
 
 # ---------------------------------------------------------------- inputs, comparison
@@ -315,22 +316,18 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-# hydra-edge op kinds (an op-by-op build) -> the TFLite operator they run
-KIND_TO_TFLITE = {"linear": "FULLY_CONNECTED", "add": "ADD", "mean_pool": "MEAN"}
-
-
-def tflite_name(kind: str) -> str:
-    """The TFLite operator a hydra-edge op kind stands for (tfl_conv_2d -> CONV_2D); others as they are."""
-    if kind in KIND_TO_TFLITE:
-        return KIND_TO_TFLITE[kind]
+def tflite_name(op: dict) -> str:
+    """The TFLite operator a hydra-edge op runs: the tfl_* op a legalised native node replaced (its
+    imported_op, e.g. lut from tfl_logistic), or its own kind (tfl_conv_2d -> CONV_2D); others as they are."""
+    kind = op.get("imported_op") or op["kind"]
     return kind[4:].upper() if kind.startswith("tfl_") else kind
 
 
-def kind_totals(ops: list[dict], key: str, name=lambda k: k) -> dict[str, list[int]]:
-    """{name(op[key]): [instructions, ops]} summed per kind."""
+def kind_totals(ops: list[dict], name) -> dict[str, list[int]]:
+    """{name(op): [instructions, ops]} summed per kind."""
     acc: dict[str, list[int]] = {}
     for op in ops:
-        a = acc.setdefault(name(op[key]), [0, 0])
+        a = acc.setdefault(name(op), [0, 0])
         a[0] += int(op["instructions"])
         a[1] += 1
     return acc
@@ -345,8 +342,8 @@ def format_per_op(row: dict) -> str:
         return ""
     t_total = int(t["invoke_total_profiled"])
     h_total = sum(op["instructions"] for op in h["per_op"])
-    tk = kind_totals(t["ops"], "op")
-    hk = kind_totals(h["per_op"], "kind", tflite_name)
+    tk = kind_totals(t["ops"], lambda op: op["op"])
+    hk = kind_totals(h["per_op"], tflite_name)
     names = sorted(set(tk) | set(hk), key=lambda k: -max(tk.get(k, [0])[0], hk.get(k, [0])[0]))
     lines = [f"{row['model']} (first input): TFLM+CMSIS-NN {t_total:,} instructions (profiled Invoke); hydra-edge "
              f"{h_total:,} op by op, {row['hydra_edge']['instructions_per_inference'][0]:,} in its default build",

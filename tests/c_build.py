@@ -166,6 +166,8 @@ def declare_prototypes(lib: ctypes.CDLL) -> None:
     P = ctypes.POINTER
     sigs = {
         "hydra_requantize_double": (_i32, [_i32, _i32, _i32]),
+        "hydra_requantize_right_double": (_i32, [_i32, _i32, _i32]),
+        "hydra_requantize_right_single": (_i32, [_i32, _i32, _i32]),
         "hydra_requantize_single": (_i32, [_i32, _i32, _i32]),
         "hydra_round_shift_s64": (_i64, [_i64, _i32]),
         "hydra_inv_sqrt": (None, [_i64, P(_i32), P(_i32)]),

@@ -48,7 +48,8 @@ def _rows(vs):
     op_by_op = {"schedule": "greedy", "instructions": 1400,
                 "per_op": [{"index": 0, "name": "c0", "kind": "tfl_conv_2d", "macs": 90, "instructions": 900},
                            {"index": 1, "name": "c1", "kind": "tfl_conv_2d", "macs": 10, "instructions": 300},
-                           {"index": 2, "name": "fc", "kind": "linear", "macs": 0, "instructions": 200}]}
+                           {"index": 2, "name": "fc", "kind": "linear", "imported_op": "tfl_fully_connected",
+                            "macs": 0, "instructions": 200}]}
     a = vs.summarise(Path("/x/tfl_a.tflite"), {"cmsis_nn": _peer([1000, 1000], 5340, same, peer_ops)},
                      _hydra([1500, 1500], 4000, 2816, same), op_by_op)
     b = vs.summarise(Path("/x/tfl_b.tflite"),

@@ -190,6 +190,22 @@ def test_requant_bulk_random(rt, mode):
         assert gi == c_requant(rt, xi, Mi, si, mode) == oracle_requant(xi, Mi, si, mode), (xi, Mi, si)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_requant_right_equals_requant_where_it_applies(rt, mode):
+    """hydra_requantize_right (the kernels' loop for shift <= 0, |x| < 2^30, M in [0, 2^31)) gives
+    requant's bits: every shift in [-31, 0], x at and near the domain's ends and random, M at its ends."""
+    rng = np.random.default_rng(11)
+    edges = [0, 1, -1, 2, -2, 2**29, -(2**29), 2**30 - 1, -(2**30) + 1, 2**16, -(2**16), 12345, -12345]
+    xs = edges + rng.integers(-(2**30) + 1, 2**30, 300).tolist() + rng.integers(-(2**17), 2**17, 300).tolist()
+    ms = [0, 1, 2**30, 2**30 + 1, I32_MAX - 1, I32_MAX] + rng.integers(2**30, I32_MAX, 6).tolist()
+    fast = rt.hydra_requantize_right_double if mode == "double" else rt.hydra_requantize_right_single
+    for s in range(-31, 1):
+        for m in ms:
+            for x in xs:
+                want = oracle_requant(x, m, s, mode)
+                assert fast(x, m, s) == want == c_requant(rt, x, m, s, mode), (x, m, s)
+
+
 def test_requant_c_clamps_out_of_range_shift(rt):
     """The C primitive clamps shift into [-31, 30] (the kernels reject it instead)."""
     for mode in MODES:

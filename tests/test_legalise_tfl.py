@@ -28,8 +28,8 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 NATIVE = {
     "tfl_tiny_mlp": ({"linear": 2, "mean_pool": 1}, False),
     "tfl_small_cnn": ({"linear": 1}, True),
-    "tfl_hydra_vit": ({"linear": 13, "add": 5, "mean_pool": 1}, True),
-    "tfl_softmax_vit": ({"linear": 13, "add": 5, "mean_pool": 1}, True),
+    "tfl_hydra_vit": ({"linear": 13, "add": 5, "mean_pool": 1, "lut": 7}, True),
+    "tfl_softmax_vit": ({"linear": 13, "add": 5, "mean_pool": 1, "lut": 7}, True),
 }
 
 

@@ -20,6 +20,9 @@
 #define HYDRA_RT_H
 
 #include <stdint.h>
+#if defined(__ARM_FEATURE_SAT) && !defined(HYDRA_PORTABLE_KERNELS)
+#include <arm_acle.h> /* __ssat */
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -117,6 +120,30 @@ static HYDRA_ALWAYS_INLINE int32_t hydra_requantize(int32_t x, int32_t multiplie
                            : hydra_requantize_double_inline(x, multiplier, shift);
 }
 
+/* requant(x, M, shift) where the kernel has checked, once per call, that nothing can saturate: |x| < 2^30,
+ * shift in [-31, 0], M in [0, 2^31). Then double rounding is SaturatingRoundingDoublingHighMul as one
+ * floor((x M + 2^30) / 2^31) (no left shift, no INT32_MIN * INT32_MIN) and RoundingDivideByPOT as
+ * floor((y + 2^(r-1) - [y < 0]) / 2^r), ties away from zero (|y| <= |x| + 1, so the sum stays in int32);
+ * single rounding needs no saturation. The same value as hydra_requantize in a third of its instructions:
+ * the hot loops run a copy of themselves for this case (every multiplier below 1, as calibration makes them). */
+static HYDRA_ALWAYS_INLINE int32_t hydra_requantize_right(int32_t x, int32_t multiplier, int32_t shift,
+                                                          int32_t single_rounding)
+{
+    if (single_rounding) {
+        const int32_t total = 31 - shift; /* [31, 62]: |x M| + 2^(total - 1) < 2^62 */
+        return (int32_t)hydra_floor_div_pow2_s64((int64_t)x * multiplier + (INT64_C(1) << (total - 1)), total);
+    }
+    const int32_t y = (int32_t)hydra_floor_div_pow2_s64((int64_t)x * multiplier + (INT64_C(1) << 30), 31);
+    if (shift == 0)
+        return y;
+    const int32_t right = -shift;
+    return hydra_floor_div_pow2_s32(y + (INT32_C(1) << (right - 1)) - (y < 0 ? 1 : 0), right);
+}
+
+/* hydra_requantize_right as functions, for the tests. */
+int32_t hydra_requantize_right_double(int32_t x, int32_t multiplier, int32_t shift);
+int32_t hydra_requantize_right_single(int32_t x, int32_t multiplier, int32_t shift);
+
 /* round_shift(x, n): floor((x + 2^(n-1)) / 2^n), n in [0, 62]. The kernels use the inline
  * hydra_round_shift; the function is the same code for callers outside the library. */
 int64_t hydra_round_shift_s64(int64_t x, int32_t n);
@@ -140,9 +167,14 @@ int32_t hydra_dot_s8(const int8_t *a, const int8_t *b, int32_t n);
 /* dots[r] = sum(x[i] * w_r[i]) for r = 0, 1: one pass over x for two weight rows. */
 void hydra_dot2_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, int32_t n, int32_t dots[2]);
 
+/* x saturated to int8: one SSAT where the target has it (the same value). */
 static inline int8_t hydra_clamp_s8(int32_t x)
 {
+#if defined(__ARM_FEATURE_SAT) && !defined(HYDRA_PORTABLE_KERNELS)
+    return (int8_t)__ssat(x, 8);
+#else
     return (int8_t)(x < -128 ? -128 : (x > 127 ? 127 : x));
+#endif
 }
 
 /* zy + r as int8; r is saturated to 9 bits first so the sum cannot overflow. */

@@ -301,11 +301,15 @@ int32_t hydra_tfl_get_reciprocal(int32_t x, int32_t integer_digits, int32_t *num
 /* GetInvSqrtQuantizedMultiplierExp: 1/sqrt(input) ~ *multiplier * 2^*shift / 2^31 (input >= 0). */
 void hydra_tfl_inv_sqrt_multiplier_exp(int32_t input, int32_t reverse_shift, int32_t *multiplier, int32_t *shift);
 
-/* The broadcast loop of the binary kernels: output[i] = fn(a[.], b[.], params) over out_shape. */
-typedef int8_t (*hydra_tfl_binary_fn)(int32_t a, int32_t b, const void *params);
+/* The broadcast loop of the binary kernels. Dimensions of size 1 are dropped and neighbours that broadcast alike
+ * merged, so that the innermost run is as long as it can be; `run` computes one run:
+ * out[i] = op(a[i * a_step], b[i * b_step]) for i < n, where a_step and b_step are 1, or 0 for an operand
+ * broadcast along the run (a kernel computes what depends on that operand alone once per run). */
+typedef void (*hydra_tfl_binary_run_fn)(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int8_t *out,
+                                        int32_t n, const void *params);
 hydra_status hydra_tfl_broadcast_binary_s8(const int32_t *a_shape, const int32_t *b_shape, const int32_t *out_shape,
                                            const int8_t *a, const int8_t *b, int8_t *output,
-                                           hydra_tfl_binary_fn fn, const void *params);
+                                           hydra_tfl_binary_run_fn run, const void *params);
 
 /* ADD, SUB, SQUARED_DIFFERENCE: both inputs shifted left by left_shift (20, 20, 7) and scaled by
  * multipliers < 1, then combined and scaled by the output multiplier (any size for SQUARED_DIFFERENCE). */
@@ -342,16 +346,28 @@ static inline int hydra_tfl_rescaled_binary_ok(const hydra_tfl_rescaled_binary_p
                                      p->output_activation_max);
 }
 
-/* Their first step on both inputs: (x + offset) * 2^left_shift, scaled by the input's multiplier < 1, rounding
- * as single_rounding says (the params', passed as a constant by each kernel's per-mode callback).
+/* Their first step on input 1 or 2: (x + offset) * 2^left_shift, scaled by the input's multiplier < 1, rounding
+ * as single_rounding says (the params', passed as a constant by each kernel's per-mode callback), by
+ * hydra_requantize_right where `right_only` (hydra_tfl_rescaled_binary_right_only).
  * |(x + offset) 2^20| <= 2^28, so nothing overflows int32. */
-static inline void hydra_tfl_rescale_inputs(const hydra_tfl_rescaled_binary_params *p, int32_t x, int32_t y,
-                                            int32_t single_rounding, int32_t *scaled1, int32_t *scaled2)
+static HYDRA_ALWAYS_INLINE int32_t hydra_tfl_rescale_input(const hydra_tfl_rescaled_binary_params *p, int input,
+                                                           int32_t x, int32_t single_rounding, int32_t right_only)
 {
-    const int32_t shifted1 = (p->input1_offset + x) * (INT32_C(1) << p->left_shift);
-    const int32_t shifted2 = (p->input2_offset + y) * (INT32_C(1) << p->left_shift);
-    *scaled1 = hydra_tfl_requantize(shifted1, p->input1_multiplier, p->input1_shift, single_rounding);
-    *scaled2 = hydra_tfl_requantize(shifted2, p->input2_multiplier, p->input2_shift, single_rounding);
+    const int32_t offset = input == 1 ? p->input1_offset : p->input2_offset;
+    const int32_t multiplier = input == 1 ? p->input1_multiplier : p->input2_multiplier;
+    const int32_t shift = input == 1 ? p->input1_shift : p->input2_shift;
+    const int32_t shifted = (offset + x) * (INT32_C(1) << p->left_shift);
+    return right_only ? hydra_requantize_right(shifted, multiplier, shift, single_rounding)
+                      : hydra_tfl_requantize(shifted, multiplier, shift, single_rounding);
+}
+
+/* Whether every requantisation of an ADD or SUB (left_shift <= 20) may use hydra_requantize_right: each input's
+ * |(x + offset) 2^20| <= 2^28 and the sum of two rescaled inputs below 2^30, so it is enough that every
+ * multiplier is non-negative and every shift <= 0. */
+static inline int hydra_tfl_rescaled_binary_right_only(const hydra_tfl_rescaled_binary_params *p)
+{
+    return p->input1_multiplier >= 0 && p->input2_multiplier >= 0 && p->output_multiplier >= 0 &&
+           p->input1_shift <= 0 && p->input2_shift <= 0 && p->output_shift <= 0;
 }
 
 /* MUL: output = offset + MBQM((a + off1) * (b + off2), M, shift), clamped to the activation range. */

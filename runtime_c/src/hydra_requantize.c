@@ -19,6 +19,16 @@ int32_t hydra_requantize_single(int32_t x, int32_t multiplier, int32_t shift)
     return hydra_requantize_single_inline(x, multiplier, shift);
 }
 
+int32_t hydra_requantize_right_double(int32_t x, int32_t multiplier, int32_t shift)
+{
+    return hydra_requantize_right(x, multiplier, shift, 0);
+}
+
+int32_t hydra_requantize_right_single(int32_t x, int32_t multiplier, int32_t shift)
+{
+    return hydra_requantize_right(x, multiplier, shift, 1);
+}
+
 int64_t hydra_round_shift_s64(int64_t x, int32_t n)
 {
     return hydra_round_shift(x, n);

@@ -228,41 +228,61 @@ void hydra_tfl_inv_sqrt_multiplier_exp(int32_t input, int32_t reverse_shift, int
 
 hydra_status hydra_tfl_broadcast_binary_s8(const int32_t *a_shape, const int32_t *b_shape, const int32_t *out_shape,
                                            const int8_t *a, const int8_t *b, int8_t *output,
-                                           hydra_tfl_binary_fn fn, const void *params)
+                                           hydra_tfl_binary_run_fn run, const void *params)
 {
     enum { N = HYDRA_TFL_MAX_BROADCAST_DIMS };
     if (a_shape == NULL || b_shape == NULL || out_shape == NULL || a == NULL || b == NULL || output == NULL ||
-        fn == NULL)
+        run == NULL)
         return HYDRA_ERR_ARG;
-    int32_t a_stride[N], b_stride[N];
-    int32_t a_step = 1, b_step = 1;
+    /* The output's dimensions other than 1, outermost first, merged where a and b both advance or both stay:
+     * size[k], and whether a and b advance along it. */
+    int32_t size[N], a_moves[N], b_moves[N];
+    int k = -1;
     int64_t total = 1;
-    for (int d = N - 1; d >= 0; d--) {
+    for (int d = 0; d < N; d++) {
         const int32_t da = a_shape[d], db = b_shape[d], dout = out_shape[d];
-        if (da <= 0 || db <= 0 || dout <= 0)
-            return HYDRA_ERR_SHAPE;
-        if ((da != dout && da != 1) || (db != dout && db != 1))
+        if (da <= 0 || db <= 0 || dout <= 0 || (da != dout && da != 1) || (db != dout && db != 1))
             return HYDRA_ERR_SHAPE;
         total *= dout;
         if (total > INT32_MAX)
             return HYDRA_ERR_SHAPE;
-        a_stride[d] = da == 1 ? 0 : a_step; /* a broadcast dimension does not advance */
-        b_stride[d] = db == 1 ? 0 : b_step;
-        a_step *= da; /* <= total: cannot overflow */
-        b_step *= db;
+        if (dout == 1)
+            continue;
+        const int32_t am = da != 1, bm = db != 1;
+        if (k >= 0 && a_moves[k] == am && b_moves[k] == bm) {
+            size[k] *= dout; /* <= total */
+            continue;
+        }
+        k++;
+        size[k] = dout;
+        a_moves[k] = am;
+        b_moves[k] = bm;
     }
+    if (k < 0) { /* one element */
+        run(a, 1, b, 1, output, 1, params);
+        return HYDRA_OK;
+    }
+    /* strides of the merged dimensions (0 where an operand stays), innermost last */
+    int32_t a_stride[N], b_stride[N], a_step = 1, b_step = 1;
+    for (int d = k; d >= 0; d--) {
+        a_stride[d] = a_moves[d] ? a_step : 0;
+        b_stride[d] = b_moves[d] ? b_step : 0;
+        a_step *= a_moves[d] ? size[d] : 1;
+        b_step *= b_moves[d] ? size[d] : 1;
+    }
+    const int32_t n = size[k], runs = (int32_t)(total / n);
     int32_t index[N] = {0};
     int32_t ia = 0, ib = 0;
-    for (int32_t i = 0; i < (int32_t)total; i++) {
-        output[i] = fn(a[ia], b[ib], params);
-        for (int d = N - 1; d >= 0; d--) { /* odometer: advance the last dimension, carry to the left */
-            if (++index[d] < out_shape[d]) {
+    for (int32_t r = 0; r < runs; r++) {
+        run(a + ia, a_stride[k], b + ib, b_stride[k], output + (size_t)r * (size_t)n, n, params);
+        for (int d = k - 1; d >= 0; d--) { /* odometer over the outer dimensions */
+            if (++index[d] < size[d]) {
                 ia += a_stride[d];
                 ib += b_stride[d];
                 break;
             }
-            ia -= a_stride[d] * (out_shape[d] - 1);
-            ib -= b_stride[d] * (out_shape[d] - 1);
+            ia -= a_stride[d] * (size[d] - 1);
+            ib -= b_stride[d] * (size[d] - 1);
             index[d] = 0;
         }
     }

@@ -12,6 +12,11 @@ optimised kernel (SIMD dot products, requantisation inline, in-place elementwise
   MultiplyByQuantizedMultiplier) is the native add's formula; its prepared multipliers are copied over.
 - tfl_mean over the tokens of [T, D] (batch 1) -> mean_pool: QuantizedMeanOrSum's (sum - zp * T), requantised
   by the multiplier that already holds 1 / T, is mean_pool's requant(sum (x - zx)).
+- tfl_logistic, tfl_tanh, tfl_rsqrt and an int8 -> int8 tfl_quantize -> lut. Each output is a function of its own
+  int8 input alone (per-tensor parameters), so TFLM's kernel run on the 256 possible inputs (the reference, which
+  equals it bit for bit) is the whole op: y = table[x + 128], a few instructions per element instead of gemmlowp's
+  fixed-point logistic (about 200). RSQRT maps only when no int8 input lies below its zero point (-128): TFLM
+  fails the op on such an input, which a table cannot.
 
 A mapped node keeps the tfl node's rounding (ops.node_rounding: LiteRT's single-rounding FULLY_CONNECTED, or
 the graph's) as its own "rounding" attr, and TFLite's tensors, so shapes differ from the native rules only by
@@ -22,12 +27,12 @@ left as it is when it cannot map:
   whose last dimension is not accum_depth (TFLite's implicit flatten), accum_depth above 33025 (TFLM's int32 sum
   can overflow) or a folded bias for which |bias_k| + K * 2^14 does not fit int32 (the native bound);
 - ADD that broadcasts or has a fused activation (the native add has neither);
+- RSQRT whose input zero point is not -128; QUANTIZE from or to anything but int8;
 - MEAN over anything but the tokens of a [1, T, D] input (e.g. a CNN's spatial mean over the inner axis).
 
 Ops with no native twin keep their own kernels: SUB (TFLM rounds scaled1 - scaled2, and gemmlowp's rounding is
 not odd-symmetric, so it is not an add of a negated operand), MUL and SQUARED_DIFFERENCE (no native multiply),
-the convolutions, pools, PAD, TRANSPOSE, RESHAPE, BATCH_MATMUL, SUM, RSQRT, the gemmlowp LOGISTIC / TANH /
-SOFTMAX, L2_NORMALIZATION, QUANTIZE and the lifted tfl_hydra_attention and tfl_softmax_attention.
+the convolutions, pools, PAD, TRANSPOSE, RESHAPE, BATCH_MATMUL, SUM, the gemmlowp SOFTMAX, L2_NORMALIZATION and the lifted tfl_hydra_attention and tfl_softmax_attention.
 
 Pure: graph in, graph out (a copy; the input graph is not touched).
 """
@@ -40,11 +45,13 @@ import numpy as np
 
 from ..ir.graph import Graph, Node
 from ..ops import node_rounding
+from ..reference.tfl_elementwise import KERNELS as TFL_ELEMENTWISE
 
 INT32_MAX = 2**31 - 1
 INT8_RANGE = (-128, 127)
 TFL_FC_MAX_DEPTH = 33025  # runtime_c/src/tfl_fully_connected.c: beyond it TFLM's int32 sum can overflow
 MEAN_POOL_MAX_TOKENS = INT32_MAX // 255  # runtime_c/src/hydra_mean_pool.c
+IMPORTED_OP = "imported_op"  # attr of a legalised node: the tfl_* op it replaced
 
 
 def _rounding(g: Graph, node: Node) -> str:
@@ -108,10 +115,27 @@ def _mean_pool(g: Graph, node: Node) -> Node | None:
     return Node(node.name, "mean_pool", [node.inputs[0]], list(node.outputs), attrs, node.source)
 
 
+def _table(g: Graph, node: Node) -> Node | None:
+    x, y = g.tensor(node.inputs[0]), g.tensor(node.outputs[0])
+    if x.dtype != "int8" or y.dtype != "int8" or x.is_constant:
+        return None
+    if node.op == "tfl_rsqrt" and int(node.attrs["input_zero_point"]) != -128:
+        return None
+    every_input = np.arange(-128, 128, dtype=np.int8)
+    table = TFL_ELEMENTWISE[node.op](node.attrs, [every_input], _rounding(g, node))
+    name = g.unique_name(f"{node.name}_table")
+    g.add_constant(name, np.asarray(table, np.int8).reshape(256))
+    return Node(node.name, "lut", [node.inputs[0], name], list(node.outputs), {}, node.source)
+
+
 RULES: dict[str, Callable[[Graph, Node], Node | None]] = {
     "tfl_fully_connected": _linear,
     "tfl_add": _add,
     "tfl_mean": _mean_pool,
+    "tfl_logistic": _table,
+    "tfl_tanh": _table,
+    "tfl_rsqrt": _table,
+    "tfl_quantize": _table,
 }
 
 
@@ -121,7 +145,10 @@ def legalise_tfl(graph: Graph) -> Graph:
     nodes = []
     for node in g.nodes:
         rule = RULES.get(node.op)
-        nodes.append((rule(g, node) if rule is not None else None) or node)
+        native = rule(g, node) if rule is not None else None
+        if native is not None:
+            native.attrs[IMPORTED_OP] = node.op  # the TFLite operator it runs (bench's per-op table)
+        nodes.append(native or node)
     g.nodes = nodes
     used = {n for node in g.nodes for n in node.inputs} | set(g.inputs) | set(g.outputs)
     g.tensors = {k: t for k, t in g.tensors.items() if k in used or not t.is_constant}  # a replaced bias, an axis

@@ -404,7 +404,8 @@ def map_ops(counts: Counts, graph, report_ops: list[dict] | None = None) -> dict
         n_insn = first[i + 1] - first[i]
         m = macs.get(node.name, node_macs(graph, node))
         ops.append({"index": i, "name": node.name, "kind": node.op, "macs": m, "instructions": n_insn,
-                    "macs_per_instruction": m / n_insn if n_insn else None})
+                    "macs_per_instruction": m / n_insn if n_insn else None,
+                    "imported_op": node.attrs.get("imported_op")})
     total_ops = first[-1] - first[0]
     total_macs = sum(op["macs"] for op in ops)
     for op in ops:
