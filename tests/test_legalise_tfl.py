@@ -131,3 +131,32 @@ def test_single_ops_legalise_only_where_the_bits_are_the_same(case, tmp_path):
     np.testing.assert_array_equal(_reference(graph, xs), expected)
     res = driver.compile_prequantised(graph, load_board("host"), tmp_path / "build")
     np.testing.assert_array_equal(runner.run(res.folder, xs.reshape(len(xs), -1)).reshape(len(xs), -1), expected)
+
+
+# Unary ops whose output depends on the element alone: name -> (op, input, output, the op after legalisation)
+UNARY = {
+    "logistic": ("LOGISTIC", TensorSpec((1, 256), 0.07, 5), TensorSpec((1, 256), 1 / 256, -128), "lut"),
+    "tanh": ("TANH", TensorSpec((1, 256), 0.03, -9), TensorSpec((1, 256), 1 / 128, 0), "lut"),
+    "rsqrt": ("RSQRT", TensorSpec((1, 256), 0.01, -128), TensorSpec((1, 256), 0.05, -100), "lut"),
+    "rsqrt_zero_point_inside": ("RSQRT", TensorSpec((1, 256), 0.01, -20), TensorSpec((1, 256), 0.05, -100),
+                                "tfl_rsqrt"),  # TFLM fails inputs below -20, which a table cannot
+    "requantize": ("QUANTIZE", TensorSpec((1, 256), 0.02, 7), TensorSpec((1, 256), 0.05, -3), "lut"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNARY))
+def test_unary_ops_become_tables_with_tflm_bytes_on_every_input(case, tmp_path):
+    """Each of the 256 int8 inputs once: the table (reference, and C on the host) gives TFLite Micro's byte."""
+    op, x, y, want = UNARY[case]
+    model = single_op_model(op, [x], [y], {})
+    graph = legalise_tfl(tflite_from_bytes(model, f"{case}.tflite"))
+    assert [n.op for n in graph.nodes] == [want]
+    if want != "lut":
+        return
+    assert graph.nodes[0].attrs["imported_op"] == f"tfl_{op.lower()}"
+    every = np.arange(-128, 128, dtype=np.int8).reshape(1, 1, 256)
+    expected = _tflm(model, every)
+    np.testing.assert_array_equal(graph.tensor(graph.nodes[0].inputs[1]).data.reshape(1, -1), expected)
+    np.testing.assert_array_equal(_reference(graph, every), expected)
+    res = driver.compile_prequantised(graph, load_board("host"), tmp_path / "build")
+    np.testing.assert_array_equal(runner.run(res.folder, every.reshape(1, -1)).reshape(1, -1), expected)
