@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from hydra_edge.reference.tfl_elementwise import softmax_exp_table
 from c_build import (
     EXTRA_WARNINGS,
     INCLUDE_DIR,
@@ -63,7 +64,8 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "logistic": _struct("TflLogisticParams", _SIGMOID),
     "tanh": _struct("TflTanhParams", _SIGMOID),
     "softmax": _struct("TflSoftmaxParams", [("outer_size", _i32), ("depth", _i32), ("input_multiplier", _i32),
-                                            ("input_left_shift", _i32), ("diff_min", _i32), _ROUNDING]),
+                                            ("input_left_shift", _i32), ("diff_min", _i32), _ROUNDING,
+                                            ("exp_table", ctypes.POINTER(_i32))]),
     "l2_normalization": _struct("TflL2NormalizationParams", [("outer_size", _i32), ("depth", _i32),
                                                              ("input_zero_point", _i32), _ROUNDING]),
     "quantize": _struct("TflQuantizeParams", [("size", _i32), ("input_zero_point", _i32),
@@ -103,6 +105,10 @@ def params_struct(op: str, attrs: dict, rounding: str = "double") -> ctypes.Stru
         raise ValueError(f"rounding {rounding!r}")
     struct = STRUCTS[op]()
     for field, ctype in struct._fields_:
+        if field == "exp_table":  # the compiler's table (codegen/emit_tfl.py TABLES), kept alive by the struct
+            struct.table = np.ascontiguousarray(softmax_exp_table(attrs, rounding), dtype=np.int32)
+            struct.exp_table = struct.table.ctypes.data_as(ctypes.POINTER(_i32))
+            continue
         value = int(rounding == "single") if field == "single_rounding" else attrs[field]
         if isinstance(value, (tuple, list, np.ndarray)):
             setattr(struct, field, ctype(*[int(v) for v in value]))

@@ -209,7 +209,8 @@ def _params(attrs: dict, rows: int):
         setattr(p, f, int(attrs[f]))
     p.query_rows = rows
     p.qk, p.pv = _nested(_BMM, attrs["qk"]), _nested(_BMM, attrs["pv"])
-    p.softmax = params_struct("softmax", attrs["softmax"])
+    p.softmax_params = params_struct("softmax", attrs["softmax"])  # owns the exp table the copy points at
+    p.softmax = p.softmax_params
     if attrs["has_scale"]:
         p.scale = params_struct("mul", attrs["scale"])
     return p

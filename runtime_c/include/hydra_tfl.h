@@ -432,6 +432,9 @@ typedef struct {
     int32_t input_multiplier, input_left_shift;
     int32_t diff_min;
     int32_t single_rounding;            /* 0: double rounding (TFLM), else single */
+    /* [256]: entry 255 + d is exp(d rescaled) in Q0.31 for a difference d = x - max in [-255, 0], 0 where
+     * d < diff_min (reference/tfl_elementwise.py softmax_exp_table, made by the compiler in this rounding) */
+    const int32_t *exp_table;
 } hydra_tfl_softmax_params;
 
 hydra_status hydra_tfl_softmax_s8(const hydra_tfl_softmax_params *p, const int8_t *input, int8_t *output);

@@ -15,9 +15,10 @@ static int shift_ok(int32_t s)
     return s >= -31 && s <= 30;
 }
 
-/* Every element, in one rounding mode (a constant single_rounding: each call is its own loop). */
+/* Every element, in one rounding mode and one requantisation path (constant single_rounding and right_only:
+ * each call is its own loop). right_only: hydra_requantize_right, which add_right_only allows. */
 static HYDRA_ALWAYS_INLINE void add_elements(const hydra_add_params *pr, const int8_t *a, const int8_t *b,
-                                             int8_t *output, int32_t single_rounding)
+                                             int8_t *output, int32_t single_rounding, int32_t right_only)
 {
     /* Locals, not pr->...: a store through int8_t * may alias the params, which would make the
      * compiler reload them and redo the (loop-invariant) shift decoding for every element. */
@@ -27,12 +28,26 @@ static HYDRA_ALWAYS_INLINE void add_elements(const hydra_add_params *pr, const i
     const int32_t zy = pr->output_zero_point, my = pr->output_multiplier, sy_shift = pr->output_shift;
     const int32_t size = pr->size;
     for (int32_t i = 0; i < size; i++) {
+        if (right_only) {
+            const int32_t sa = hydra_requantize_right((a[i] - za) * headroom, ma, sa_shift, single_rounding);
+            const int32_t sb = hydra_requantize_right((b[i] - zb) * headroom, mb, sb_shift, single_rounding);
+            output[i] = hydra_clamp_s8(hydra_requantize_right(sa + sb, my, sy_shift, single_rounding) + zy);
+            continue;
+        }
         const int32_t sa = hydra_requantize((a[i] - za) * headroom, ma, sa_shift, single_rounding);
         const int32_t sb = hydra_requantize((b[i] - zb) * headroom, mb, sb_shift, single_rounding);
         /* |sa + sb| < 2^29 for the compiler's multipliers; saturate (never wrap) for any other */
         const int32_t sum = hydra_saturate_s32((int64_t)sa + sb);
         output[i] = hydra_add_zero_point_s8(hydra_requantize(sum, my, sy_shift, single_rounding), zy);
     }
+}
+
+/* Whether hydra_requantize_right serves all three requantisations: |x - z| 2^left_shift <= 255 * 2^21 < 2^29,
+ * each rescaled operand no larger, so their sum stays below 2^30; every multiplier >= 0 with a shift <= 0. */
+static int add_right_only(const hydra_add_params *pr)
+{
+    return pr->left_shift <= 21 && pr->a_multiplier >= 0 && pr->b_multiplier >= 0 && pr->output_multiplier >= 0 &&
+           pr->a_shift <= 0 && pr->b_shift <= 0 && pr->output_shift <= 0;
 }
 
 hydra_status hydra_add_s8(const hydra_add_params *params, const int8_t *a, const int8_t *b, int8_t *output)
@@ -47,9 +62,10 @@ hydra_status hydra_add_s8(const hydra_add_params *params, const int8_t *a, const
         !shift_ok(pr->b_shift) || !shift_ok(pr->output_shift))
         return HYDRA_ERR_ARG;
 
+    const int right_only = add_right_only(pr);
     if (pr->single_rounding)
-        add_elements(pr, a, b, output, 1);
+        right_only ? add_elements(pr, a, b, output, 1, 1) : add_elements(pr, a, b, output, 1, 0);
     else
-        add_elements(pr, a, b, output, 0);
+        right_only ? add_elements(pr, a, b, output, 0, 1) : add_elements(pr, a, b, output, 0, 0);
     return HYDRA_OK;
 }

@@ -1,6 +1,7 @@
 /*
  * hydra_dot.c - sum(a[i] * b[i]) over int8 vectors: the inner loop of linear
- * (two weight rows at a time) and of softmax attention's scores.
+ * (four weight rows at a time, in the block layout of ops/linear.py blocked_weights),
+ * of the patch embedding (two rows) and of softmax attention's scores.
  *
  * An integer dot product is exact in any order while it fits int32 (the
  * callers bound n), so every path below gives the same bits as the portable
@@ -27,6 +28,7 @@
 #define HYDRA_DOT_SIMD32 1
 #elif !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_NEON) && defined(__aarch64__)
 #include <arm_neon.h>
+#include <string.h> /* memcpy */
 #define HYDRA_DOT_NEON 1
 #endif
 
@@ -127,4 +129,81 @@ void hydra_dot2_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, int32_t 
     }
     dots[0] = acc0;
     dots[1] = acc1;
+}
+
+/* dots[r] = x . row r of a block of 4 weight rows stored as ops/linear.py blocked_weights lays them out:
+ * for each group of 4 columns the 4 rows' 4 bytes (16 bytes), then the K % 4 tail columns row by row. */
+void hydra_dot4_blocked_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t dots[4])
+{
+    int32_t i = 0;
+    int32_t acc0 = 0, acc1 = 0, acc2 = 0, acc3 = 0;
+#if defined(HYDRA_DOT_SIMD32)
+    /* one expanded x word feeds 4 rows: 2 loads, 10 SXTB16 and 8 SMLAD for 16 MACs */
+    for (; i + 4 <= n; i += 4, w += 16) {
+        int32_t xe, xo, we, wo;
+        load_pairs(x + i, &xe, &xo);
+        load_pairs(w, &we, &wo);
+        acc0 = __smlad(xo, wo, __smlad(xe, we, acc0));
+        load_pairs(w + 4, &we, &wo);
+        acc1 = __smlad(xo, wo, __smlad(xe, we, acc1));
+        load_pairs(w + 8, &we, &wo);
+        acc2 = __smlad(xo, wo, __smlad(xe, we, acc2));
+        load_pairs(w + 12, &we, &wo);
+        acc3 = __smlad(xo, wo, __smlad(xe, we, acc3));
+    }
+#elif defined(HYDRA_DOT_NEON) && defined(__ARM_FEATURE_DOTPROD)
+    /* SDOT by lane: the 16 bytes of a column group are 4 rows x 4 columns, x's 4 columns one lane */
+    int32x4_t lanes = vdupq_n_s32(0);
+    for (; i + 16 <= n; i += 16, w += 64) {
+        const int8x16_t vx = vld1q_s8(x + i);
+        lanes = vdotq_laneq_s32(lanes, vld1q_s8(w), vx, 0);
+        lanes = vdotq_laneq_s32(lanes, vld1q_s8(w + 16), vx, 1);
+        lanes = vdotq_laneq_s32(lanes, vld1q_s8(w + 32), vx, 2);
+        lanes = vdotq_laneq_s32(lanes, vld1q_s8(w + 48), vx, 3);
+    }
+    for (; i + 4 <= n; i += 4, w += 16) {
+        int32_t word;
+        memcpy(&word, x + i, 4);
+        lanes = vdotq_s32(lanes, vld1q_s8(w), vreinterpretq_s8_s32(vdupq_n_s32(word)));
+    }
+    acc0 = vgetq_lane_s32(lanes, 0);
+    acc1 = vgetq_lane_s32(lanes, 1);
+    acc2 = vgetq_lane_s32(lanes, 2);
+    acc3 = vgetq_lane_s32(lanes, 3);
+#elif defined(HYDRA_DOT_NEON)
+    /* x's 4 columns repeated for the 4 rows; SMULL to int16 (one product fits), SADALP into pair sums */
+    int32x4_t low = vdupq_n_s32(0), high = vdupq_n_s32(0); /* rows 0-1, rows 2-3: two pair sums each */
+    for (; i + 4 <= n; i += 4, w += 16) {
+        int32_t word;
+        memcpy(&word, x + i, 4);
+        const int8x16_t vx = vreinterpretq_s8_s32(vdupq_n_s32(word)), vw = vld1q_s8(w);
+        low = vpadalq_s16(low, vmull_s8(vget_low_s8(vw), vget_low_s8(vx)));
+        high = vpadalq_s16(high, vmull_high_s8(vw, vx));
+    }
+    acc0 = vgetq_lane_s32(low, 0) + vgetq_lane_s32(low, 1);
+    acc1 = vgetq_lane_s32(low, 2) + vgetq_lane_s32(low, 3);
+    acc2 = vgetq_lane_s32(high, 0) + vgetq_lane_s32(high, 1);
+    acc3 = vgetq_lane_s32(high, 2) + vgetq_lane_s32(high, 3);
+#else
+    for (; i + 4 <= n; i += 4, w += 16)
+        for (int32_t j = 0; j < 4; j++) {
+            const int32_t xj = x[i + j];
+            acc0 += xj * w[j];
+            acc1 += xj * w[4 + j];
+            acc2 += xj * w[8 + j];
+            acc3 += xj * w[12 + j];
+        }
+#endif
+    const int32_t tail = n - i; /* the K % 4 tail, row by row */
+    for (int32_t j = 0; j < tail; j++) {
+        const int32_t xj = x[i + j];
+        acc0 += xj * w[j];
+        acc1 += xj * w[tail + j];
+        acc2 += xj * w[2 * tail + j];
+        acc3 += xj * w[3 * tail + j];
+    }
+    dots[0] = acc0;
+    dots[1] = acc1;
+    dots[2] = acc2;
+    dots[3] = acc3;
 }

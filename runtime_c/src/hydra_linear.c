@@ -10,35 +10,63 @@
 /* K products of at most 128 * 128 = 2^14 each: K < 2^17 keeps the int32 dot exact. */
 #define HYDRA_LINEAR_MAX_K 131071
 
-/* y[n] from its dot product (the per-channel parameters of channel n), clamped to [lo, hi]. */
+/* y[n] from its dot product (the per-channel parameters of channel n), clamped to [lo, hi]; by
+ * hydra_requantize_right where `right_only` (linear_right_only said so for the whole call). */
 static HYDRA_ALWAYS_INLINE int8_t output_s8(const hydra_linear_params *p, int32_t n, int32_t dot, int32_t lo,
-                                            int32_t hi, int32_t single_rounding)
+                                            int32_t hi, int32_t single_rounding, int32_t right_only)
 {
-    const int8_t y =
-        hydra_linear_output_s8(p->bias[n], dot, p->multiplier[n], p->shift[n], p->output_zero_point, single_rounding);
+    int8_t y;
+    if (right_only)
+        y = hydra_clamp_s8(hydra_requantize_right(p->bias[n] + dot, p->multiplier[n], p->shift[n], single_rounding) +
+                           p->output_zero_point);
+    else
+        y = hydra_linear_output_s8(p->bias[n], dot, p->multiplier[n], p->shift[n], p->output_zero_point,
+                                   single_rounding);
     return (int8_t)(y < lo ? lo : (y > hi ? hi : y));
 }
 
-/* Every row, in one rounding mode: called with a constant single_rounding, so each call is its own loop. */
+/* Whether every output may use hydra_requantize_right: K <= 2^15 and |bias| < 2^29 keep |bias + dot| < 2^30,
+ * and every multiplier is non-negative with a shift <= 0 (below 1, as calibration makes them). O(N) per call,
+ * against the call's T * N * K multiply-adds. */
+static int linear_right_only(const hydra_linear_params *p)
+{
+    if (p->in_features > 32768)
+        return 0;
+    for (int32_t n = 0; n < p->out_features; n++)
+        if (p->multiplier[n] < 0 || p->shift[n] > 0 || p->bias[n] <= -(INT32_C(1) << 29) ||
+            p->bias[n] >= (INT32_C(1) << 29))
+            return 0;
+    return 1;
+}
+
+/* Every row, in one rounding mode and one requantisation path: called with constant single_rounding and
+ * right_only, so each call is its own loop. The weights are in the block layout (ops/linear.py
+ * blocked_weights): blocks of 4 rows, then the N % 4 rows after the last block as they are. */
 static HYDRA_ALWAYS_INLINE void linear_rows(const hydra_linear_params *params, const int8_t *input, int8_t *output,
-                                            int32_t single_rounding)
+                                            int32_t single_rounding, int32_t right_only)
 {
     const int32_t T = params->rows, K = params->in_features, N = params->out_features;
     const int32_t lo = params->activation_min, hi = params->activation_max;
+    const int32_t full = N - N % 4;
     for (int32_t t = 0; t < T; t++) {
         const int8_t *x = input + (size_t)t * (size_t)K;
         int8_t *y = output + (size_t)t * (size_t)N;
+        const int8_t *w = params->weights;
         int32_t n = 0;
-        for (; n + 2 <= N; n += 2) { /* two outputs per pass over x */
+        for (; n < full; n += 4, w += (size_t)4 * (size_t)K) { /* four outputs per pass over x */
+            int32_t dots[4];
+            hydra_dot4_blocked_s8(x, w, K, dots);
+            for (int32_t r = 0; r < 4; r++)
+                y[n + r] = output_s8(params, n + r, dots[r], lo, hi, single_rounding, right_only);
+        }
+        for (; n + 2 <= N; n += 2, w += (size_t)2 * (size_t)K) {
             int32_t dots[2];
-            const int8_t *w = params->weights + (size_t)n * (size_t)K;
             hydra_dot2_s8(x, w, w + K, K, dots);
-            y[n] = output_s8(params, n, dots[0], lo, hi, single_rounding);
-            y[n + 1] = output_s8(params, n + 1, dots[1], lo, hi, single_rounding);
+            y[n] = output_s8(params, n, dots[0], lo, hi, single_rounding, right_only);
+            y[n + 1] = output_s8(params, n + 1, dots[1], lo, hi, single_rounding, right_only);
         }
         if (n < N)
-            y[n] = output_s8(params, n, hydra_dot_s8(x, params->weights + (size_t)n * (size_t)K, K), lo, hi,
-                             single_rounding);
+            y[n] = output_s8(params, n, hydra_dot_s8(x, w, K), lo, hi, single_rounding, right_only);
     }
 }
 
@@ -65,10 +93,11 @@ hydra_status hydra_linear_rows_s8(const hydra_linear_params *params, const int8_
         return HYDRA_ERR_ARG;
     if (params->rows <= 0)
         return HYDRA_ERR_SHAPE;
+    const int right_only = linear_right_only(params);
     if (params->single_rounding)
-        linear_rows(params, input, output, 1);
+        right_only ? linear_rows(params, input, output, 1, 1) : linear_rows(params, input, output, 1, 0);
     else
-        linear_rows(params, input, output, 0);
+        right_only ? linear_rows(params, input, output, 0, 1) : linear_rows(params, input, output, 0, 0);
     return HYDRA_OK;
 }
 

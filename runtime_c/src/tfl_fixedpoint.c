@@ -13,6 +13,12 @@
 
 #include "hydra_tfl.h"
 
+#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32)
+#include <arm_acle.h>
+#include <string.h> /* memcpy */
+#define HYDRA_TFL_SIMD32 1
+#endif
+
 /* uint32 -> int32 as two's complement, without the implementation-defined conversion. */
 static int32_t from_u32(uint32_t u)
 {
@@ -289,6 +295,28 @@ hydra_status hydra_tfl_broadcast_binary_s8(const int32_t *a_shape, const int32_t
     return HYDRA_OK;
 }
 
+/* sum(x[0 .. n)), exact. With SIMD32 a word's four bytes are summed by one USADA8 (|b - 0| of each byte of x with
+ * its sign bit flipped, x + 128 as unsigned), and 128 per element taken off at the end: the same integer. */
+static int64_t sum_run_s8(const int8_t *x, int32_t n)
+{
+    int64_t sum = 0;
+    int32_t i = 0;
+#if defined(HYDRA_TFL_SIMD32)
+    if (n <= (INT32_C(1) << 23)) { /* 255 * n < 2^31: the biased sum fits its uint32 */
+        uint32_t biased = 0;
+        for (; i + 4 <= n; i += 4) {
+            uint32_t word;
+            memcpy(&word, x + i, 4);
+            biased = __usada8(word ^ UINT32_C(0x80808080), 0, biased);
+        }
+        sum = (int64_t)biased - (int64_t)128 * i;
+    }
+#endif
+    for (; i < n; i++)
+        sum += x[i];
+    return sum;
+}
+
 hydra_status hydra_tfl_reduce_s8(const hydra_tfl_reduce_params *p, const int8_t *input, int8_t *output)
 {
     if (p == NULL || input == NULL || output == NULL)
@@ -310,6 +338,20 @@ hydra_status hydra_tfl_reduce_s8(const hydra_tfl_reduce_params *p, const int8_t 
     }
     if (count != p->num_elements)
         return HYDRA_ERR_SHAPE;
+
+    /* The reduced dimensions are the innermost ones (a MEAN or SUM over the features of [T, D]): output o sums the
+     * contiguous run input[o * count, (o + 1) * count). */
+    int outer_end = HYDRA_TFL_MAX_DIMS - 1; /* the last dimension not reduced whole */
+    while (outer_end >= 0 && p->reduce_shape[outer_end] == p->input_shape[outer_end])
+        outer_end--;
+    int inner = 1;
+    for (int k = 0; k <= outer_end; k++)
+        inner = inner && p->reduce_shape[k] == 1;
+    if (inner) {
+        for (size_t o = 0; o < total_out; o++)
+            output[o] = hydra_tfl_reduce_output_s8(p, sum_run_s8(input + o * (size_t)count, (int32_t)count), count);
+        return HYDRA_OK;
+    }
 
     /* Each output's sum is formed directly (no int32 scratch array as in TFLM): the same integers. */
     int32_t o_idx[HYDRA_TFL_MAX_DIMS] = {0};

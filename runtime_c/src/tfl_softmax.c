@@ -3,25 +3,24 @@
  *
  * Per row: diff = x - max; the diffs >= diff_min are rescaled to Q5.26 (MBQM, multiplier > 1) and
  * exponentiated by gemmlowp (Q0.31); their sum in Q12.19 is inverted by GetReciprocal; each output is
- * round(exp * 1/sum / 2^exponent) - 128. The input row is read again in the second pass, so the
- * exponentials need no scratch (and output == input works: each element is read before it is written).
+ * round(exp * 1/sum / 2^exponent) - 128. A difference of two int8 lies in [-255, 0], so the exponentials are
+ * the params' exp_table, which the compiler computes from the same formula (0 below diff_min, which makes
+ * such an output -128 with no test). The input row is read again in the second pass, so the exponentials need
+ * no scratch (and output == input works: each element is read before it is written).
  */
 #include <stddef.h>
 
 #include "hydra_tfl.h"
 
-static inline int32_t rescaled_diff(const hydra_tfl_softmax_params *p, int32_t diff, int32_t single)
+hydra_status hydra_tfl_softmax_s8(const hydra_tfl_softmax_params *p, const int8_t *input, int8_t *output)
 {
-    /* a shift of 31 (multiplier capped at 2^31 - 1) leaves diff_min == 0, so diff == 0 here */
-    return hydra_tfl_requantize(diff, p->input_multiplier, p->input_left_shift > 30 ? 30 : p->input_left_shift,
-                                single);
-}
-
-/* The rows after the params' checks, rounding as `single` says: a constant at each of the two calls below, one loop
- * per rounding mode, so that no element tests the params' single_rounding. */
-static inline void softmax_rows(const hydra_tfl_softmax_params *p, const int8_t *input, int8_t *output,
-                                int32_t single)
-{
+    if (p == NULL || input == NULL || output == NULL || p->exp_table == NULL)
+        return HYDRA_ERR_ARG;
+    if (p->outer_size < 0 || p->depth <= 0 || p->depth >= 4096)
+        return HYDRA_ERR_SHAPE;
+    if (p->input_left_shift < 0 || p->input_left_shift > 31 || p->diff_min > 0)
+        return HYDRA_ERR_ARG;
+    const int32_t *exps = p->exp_table + 255; /* exps[d] for d in [-255, 0] */
     for (int32_t row = 0; row < p->outer_size; row++) {
         const int8_t *x = input + (int64_t)row * p->depth;
         int8_t *y = output + (int64_t)row * p->depth;
@@ -29,41 +28,14 @@ static inline void softmax_rows(const hydra_tfl_softmax_params *p, const int8_t 
         for (int32_t c = 0; c < p->depth; c++)
             max_in_row = x[c] > max_in_row ? x[c] : max_in_row;
         int32_t sum_of_exps = 0; /* Q12.19; < 2^31 since depth < 4096 */
-        for (int32_t c = 0; c < p->depth; c++) {
-            const int32_t diff = x[c] - max_in_row;
-            if (diff >= p->diff_min) {
-                const int32_t e = hydra_tfl_exp_on_negative_values(rescaled_diff(p, diff, single), 5);
-                sum_of_exps += hydra_tfl_rounding_divide_by_pot(e, 12); /* Rescale<12> */
-            }
-        }
+        for (int32_t c = 0; c < p->depth; c++)
+            sum_of_exps += hydra_rdbpot(exps[x[c] - max_in_row], 12); /* Rescale<12> */
         int32_t num_bits_over_unit;
         const int32_t shifted_scale = hydra_tfl_get_reciprocal(sum_of_exps, 12, &num_bits_over_unit);
         int32_t exponent = num_bits_over_unit + 31 - 8;
         exponent = exponent < 0 ? 0 : (exponent > 31 ? 31 : exponent); /* TFLM CHECKs [0, 31] */
-        for (int32_t c = 0; c < p->depth; c++) {
-            const int32_t diff = x[c] - max_in_row;
-            if (diff >= p->diff_min) {
-                const int32_t e = hydra_tfl_exp_on_negative_values(rescaled_diff(p, diff, single), 5);
-                const int32_t unsat = hydra_tfl_rounding_divide_by_pot(hydra_tfl_srdhm(shifted_scale, e), exponent);
-                y[c] = hydra_clamp_s8(unsat - 128);
-            } else {
-                y[c] = -128;
-            }
-        }
+        for (int32_t c = 0; c < p->depth; c++)
+            y[c] = hydra_clamp_s8(hydra_rdbpot(hydra_srdhm(shifted_scale, exps[x[c] - max_in_row]), exponent) - 128);
     }
-}
-
-hydra_status hydra_tfl_softmax_s8(const hydra_tfl_softmax_params *p, const int8_t *input, int8_t *output)
-{
-    if (p == NULL || input == NULL || output == NULL)
-        return HYDRA_ERR_ARG;
-    if (p->outer_size < 0 || p->depth <= 0 || p->depth >= 4096)
-        return HYDRA_ERR_SHAPE;
-    if (p->input_left_shift < 0 || p->input_left_shift > 31 || p->diff_min > 0)
-        return HYDRA_ERR_ARG;
-    if (p->single_rounding)
-        softmax_rows(p, input, output, 1);
-    else
-        softmax_rows(p, input, output, 0);
     return HYDRA_OK;
 }

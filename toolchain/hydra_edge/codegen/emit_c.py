@@ -192,11 +192,18 @@ class _ModelC:
         except KeyError:
             raise CodegenError(f"the memory plan has no buffer for {buffer!r}") from None
 
-    def const(self, node: Node, index: int, dtype: str) -> str:
+    def const(self, node: Node, index: int, dtype: str, layout=None, suffix: str = "") -> str:
+        """The C array of the node's constant input `index`; `layout` (array -> array of the same bytes, named
+        with `suffix`) reorders it for the kernel."""
         t = self.tensor(node, index)
         if not t.is_constant:
             raise CodegenError(f"node {node.name} ({node.op}): input {t.name!r} must be a constant")
-        return self.const_array(t, dtype)
+        if layout is None:
+            return self.const_array(t, dtype)
+        data = np.asarray(t.data)
+        if str(data.dtype) != dtype:
+            raise CodegenError(f"constant {t.name!r} is {data.dtype}, the kernel needs {dtype}")
+        return self._define(t.name, suffix, layout(data), f"{t.name}: {dtype} {list(data.shape)}, reordered{suffix}")
 
     def const_array(self, t: Tensor, dtype: str) -> str:
         data = np.asarray(t.data)

@@ -146,6 +146,26 @@ def _operand(m: "_ModelC", node: Node, name: str) -> str:
     return m.act(node, node.inputs.index(name))  # in a token loop, a row input's group of rows
 
 
+# Tables a kernel reads instead of computing a function of an int8 value per element, made here (they depend on
+# the node's rounding): op -> [(path of the nested params struct, field, fn(attrs, rounding) -> int32 array)]
+TABLES = {
+    "tfl_softmax": [((), "exp_table", tfl_elementwise.softmax_exp_table)],
+    "tfl_softmax_attention": [(("softmax",), "exp_table", tfl_elementwise.softmax_exp_table)],
+}
+
+
+def _add_tables(m: "_ModelC", node: Node, fields: list) -> None:
+    rounding = "single" if m.single_rounding(node) == "1" else "double"
+    for path, field, make in TABLES.get(node.op, ()):
+        attrs, target = node.attrs, fields
+        for key in path:
+            attrs, target = attrs[key], dict(target)[key]
+        table = np.asarray(make(attrs, rounding), np.int64)
+        name = "_".join((*path, field))
+        target.append((field, m._define(node.name, f"_{name}", table, f"{node.name}.{name}: int32 [{table.size}]",
+                                        "int32_t")))
+
+
 def lower_tfl(m: "_ModelC", node: Node) -> Call:
     """One tfl_* node as a params struct and a kernel call (emit_c._ModelC.lower calls this)."""
     if len(node.outputs) != 1:
@@ -154,6 +174,7 @@ def lower_tfl(m: "_ModelC", node: Node) -> Call:
     fields = [(key, _field(m, node, key, value)) for key, value in node.attrs.items() if key != ROUNDING_ATTR]
     if node.op in ROUNDED_OPS:
         fields.append(("single_rounding", m.single_rounding(node)))
+    _add_tables(m, node, fields)
     if node.op in TFL_SOURCE:
         return _hydra_half(m, node, fields)
     ident, decl = m.params(node, f"{base}_params", fields)

@@ -78,6 +78,24 @@ def quantized_weights(q: Any, node: Node) -> tuple[list[str], dict[str, Any]]:
     return [x, q.const(node, "weight", wq), q.const(node, "bias", bias_k.astype(np.int32))], attrs
 
 
+WEIGHT_BLOCK = 4  # output rows per block in the C kernel's weight layout (runtime_c/src/hydra_dot.c)
+
+
+def blocked_weights(w: np.ndarray) -> np.ndarray:
+    """[N, K] weights in the order hydra_linear.c reads them (a reordering, the same bytes): rows in blocks of
+    4; in a block, for each group of 4 columns, the 4 rows' 4 bytes (16 bytes: one load feeds 4 outputs), then
+    the K % 4 tail columns row by row; the N % 4 rows after the last block as they are."""
+    n, k = w.shape
+    full_n, full_k = n - n % WEIGHT_BLOCK, k - k % 4
+    parts = []
+    for n0 in range(0, full_n, WEIGHT_BLOCK):
+        block = w[n0:n0 + WEIGHT_BLOCK]
+        parts.append(block[:, :full_k].reshape(WEIGHT_BLOCK, -1, 4).transpose(1, 0, 2).reshape(-1))
+        parts.append(block[:, full_k:].reshape(-1))
+    parts.append(w[full_n:].reshape(-1))
+    return np.concatenate(parts).astype(w.dtype)
+
+
 def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
     x, w = em.tensor(node, 0), em.tensor(node, 1)
     n, k = w.shape
@@ -88,7 +106,7 @@ def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
         ("rows", str(rows)),
         ("in_features", str(k)),
         ("out_features", str(n)),
-        ("weights", em.const(node, 1, "int8")),
+        ("weights", em.const(node, 1, "int8", layout=blocked_weights, suffix="_blocked")),
         ("bias", em.const(node, 2, "int32")),
         ("multiplier", em.attr_array(node, "multiplier", n)),
         ("shift", em.attr_array(node, "shift", n)),

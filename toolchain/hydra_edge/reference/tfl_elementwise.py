@@ -131,23 +131,33 @@ def tfl_tanh(a: dict, inputs: list, rounding: str) -> np.ndarray:
     return np.where(low, -128, np.where(high, 127, _s8(out))).astype(np.int8)
 
 
-def tfl_softmax(a: dict, inputs: list, rounding: str) -> np.ndarray:
-    """reference_ops::Softmax<int8_t, int8_t>: exp of Q5.26 differences, sum in Q12.19, GetReciprocal."""
-    x = np.asarray(inputs[0])
-    rows = x.reshape(a["outer_size"], a["depth"]).astype(I64)
-    diff = rows - rows.max(axis=1, keepdims=True)
+SOFTMAX_TABLE_SIZE = 256  # the differences x - max of an int8 row: -255 .. 0
+
+
+def softmax_exp_table(a: dict, rounding: str) -> np.ndarray:
+    """exp of each difference d = x - max in [-255, 0] as Softmax<int8_t> forms it (d rescaled to Q5.26, gemmlowp's
+    exp, Q0.31), 0 where d < diff_min: entry 255 + d. A row's exponentials are its entries, so the C kernel looks
+    them up (runtime_c/src/tfl_softmax.c) instead of running gemmlowp's exp per element."""
+    diff = np.arange(-(SOFTMAX_TABLE_SIZE - 1), 1, dtype=I64)
     use = diff >= a["diff_min"]
     # MultiplyByQuantizedMultiplierGreaterThanOne; a shift of 31 leaves only diff == 0 (diff_min is 0 then).
     rescaled = multiply_by_quantized_multiplier(
         np.where(use, diff, 0), a["input_multiplier"], min(a["input_left_shift"], 30), rounding
     )
-    exps = exp_on_negative_values(rescaled, 5)  # Q0.31
-    exps_q12 = rounding_divide_by_pot(exps, 12)  # Rescale<12>
-    sum_of_exps = np.where(use, exps_q12, 0).sum(axis=1, keepdims=True)  # < 2^31 for depth < 2^12
+    return np.where(use, exp_on_negative_values(rescaled, 5), 0).astype(np.int32)
+
+
+def tfl_softmax(a: dict, inputs: list, rounding: str) -> np.ndarray:
+    """reference_ops::Softmax<int8_t, int8_t>: exp of Q5.26 differences, sum in Q12.19, GetReciprocal."""
+    x = np.asarray(inputs[0])
+    rows = x.reshape(a["outer_size"], a["depth"]).astype(I64)
+    diff = rows - rows.max(axis=1, keepdims=True)
+    exps = softmax_exp_table(a, rounding).astype(I64)[diff + SOFTMAX_TABLE_SIZE - 1]  # Q0.31; 0 below diff_min
+    sum_of_exps = rounding_divide_by_pot(exps, 12).sum(axis=1, keepdims=True)  # Rescale<12>; < 2^31 (depth < 2^12)
     shifted_scale, num_bits_over_unit = get_reciprocal(sum_of_exps, 12)
     exponent = num_bits_over_unit + 31 - 8
     unsat = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted_scale, exps), exponent)
-    out = np.where(use, _s8(unsat - 128), -128)
+    out = np.where(diff >= a["diff_min"], _s8(unsat - 128), -128)
     return out.astype(np.int8).reshape(x.shape)
 
 
