@@ -834,21 +834,22 @@ static inline int32_t lane16(int32_t word, int h)
 
 /* Four channels at once: SSUB8 + SEL is a bytewise signed maximum; SXTAB16 sums bytes 0, 2 and 1, 3 in int16
  * lanes (exact for at most 256 taps of |x| <= 128). */
-static inline void pool_max4(const int8_t *x, int32_t rows, int32_t taps, ptrdiff_t row, ptrdiff_t tap, int32_t lo4,
-                             int32_t hi4, int8_t *out)
+static inline void pool_max4(const int8_t *x, int32_t rows, int32_t taps, ptrdiff_t row, ptrdiff_t tap, uint32_t lo4,
+                             uint32_t hi4, int8_t *out)
 {
-    int32_t m = from_u32(UINT32_C(0x80808080));
+    uint32_t m = UINT32_C(0x80808080);
     for (int32_t r = 0; r < rows; r++, x += row) {
         const int8_t *t = x;
         for (int32_t k = 0; k < taps; k++, t += tap) {
-            const int32_t word = load_word(t);
-            (void)__ssub8(word, m); /* GE bits: word >= m, bytewise */
+            uint32_t word;
+            memcpy(&word, t, 4);
+            (void)__ssub8(from_u32(word), from_u32(m)); /* GE bits: word >= m, bytewise */
             m = __sel(word, m);
         }
     }
-    (void)__ssub8(m, lo4);
+    (void)__ssub8(from_u32(m), from_u32(lo4));
     m = __sel(m, lo4); /* max(m, lo) */
-    (void)__ssub8(m, hi4);
+    (void)__ssub8(from_u32(m), from_u32(hi4));
     m = __sel(hi4, m); /* min(m, hi) */
     memcpy(out, &m, 4);
 }
@@ -888,7 +889,7 @@ hydra_status hydra_tfl_pool_2d_s8(const hydra_tfl_pool_2d_params *p, const int8_
     const ptrdiff_t tap = depth, row = (ptrdiff_t)in_w * depth;
 #if defined(HYDRA_TFL_SIMD32)
     const uint32_t lo_byte = (uint32_t)lo & 0xFFu, hi_byte = (uint32_t)hi & 0xFFu;
-    const int32_t lo4 = from_u32(lo_byte * UINT32_C(0x01010101)), hi4 = from_u32(hi_byte * UINT32_C(0x01010101));
+    const uint32_t lo4 = lo_byte * UINT32_C(0x01010101), hi4 = hi_byte * UINT32_C(0x01010101);
 #endif
     for (int32_t b = 0; b < p->input_shape[0]; b++)
         for (int32_t oy = 0; oy < p->output_shape[1]; oy++) {
