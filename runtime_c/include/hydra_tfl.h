@@ -180,22 +180,14 @@ hydra_status hydra_tfl_average_pool_2d_s8(const hydra_tfl_average_pool_2d_params
                                           int8_t *output);
 hydra_status hydra_tfl_max_pool_2d_s8(const hydra_tfl_max_pool_2d_params *p, const int8_t *input, int8_t *output);
 
-/* The part of an output's window inside the image: filter rows [fy0, fy1) and columns [fx0, fx1), tap (fy, fx)
- * at input (y0 + fy, x0 + fx). Empty (fy0 >= fy1 or fx0 >= fx1) when the window lies in the padding. */
-typedef struct {
-    int32_t y0, x0, fy0, fy1, fx0, fx1;
-} hydra_tfl_pool_window;
-
-/* A pool's reduction of channel c of the taps in window w of batch b of input [N, H, W, C] (shape), into
- * *value; 0 when the op fails there (HYDRA_ERR_SHAPE). */
-typedef int (*hydra_tfl_pool_fn)(const int8_t *input, const int32_t shape[4], int32_t b, int32_t c,
-                                 hydra_tfl_pool_window w, int32_t *value);
-
-/* The walk both pools share (tfl_fixedpoint.c): checks the params (HYDRA_ERR_SHAPE for the shapes and a window
- * of more than max_taps taps, then HYDRA_ERR_ARG), then output (b, oy, ox, c) = fn's value clamped to the
- * activation range. */
+/* The walk both pools share (tfl_fixedpoint.c), kind HYDRA_TFL_POOL_MAX or HYDRA_TFL_POOL_AVERAGE: checks the
+ * params (HYDRA_ERR_SHAPE for the shapes and, for AVERAGE_POOL_2D, a window of more than 2^23 taps or one wholly
+ * in the padding, then HYDRA_ERR_ARG), then output (b, oy, ox, c) = the largest / the rounded average of the
+ * window's taps inside the image (-128 for an empty MAX_POOL_2D window) clamped to the activation range. */
+#define HYDRA_TFL_POOL_MAX 0
+#define HYDRA_TFL_POOL_AVERAGE 1
 hydra_status hydra_tfl_pool_2d_s8(const hydra_tfl_pool_2d_params *p, const int8_t *input, int8_t *output,
-                                  int64_t max_taps, hydra_tfl_pool_fn fn);
+                                  int32_t kind);
 
 /* PAD: the input copied at pad_before[d] in every dimension, pad_value (the output zero point) elsewhere. */
 typedef struct {

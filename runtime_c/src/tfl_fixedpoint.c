@@ -13,9 +13,12 @@
 
 #include "hydra_tfl.h"
 
+/* The convolution and pool walks and the reduction's sum below have a path for cores with the 32-bit SIMD
+ * instructions (Cortex-M4/M7/M33: SXTB16/SMLAD, USADA8), in the style of hydra_dot.c: integer sums are exact in
+ * any order, so it gives the same bits as the portable loops (-DHYDRA_PORTABLE_KERNELS builds those everywhere). */
 #if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32)
 #include <arm_acle.h>
-#include <string.h> /* memcpy */
+#include <string.h> /* memcpy: the one libc function used, on these targets only */
 #define HYDRA_TFL_SIMD32 1
 #endif
 
@@ -422,49 +425,6 @@ hydra_status hydra_tfl_sigmoid_s8(const hydra_tfl_sigmoid_params *p, const int8_
     return HYDRA_OK;
 }
 
-static hydra_status pool_2d_check(const hydra_tfl_pool_2d_params *p, int64_t max_taps)
-{
-    const int32_t batches = p->input_shape[0], in_h = p->input_shape[1], in_w = p->input_shape[2];
-    const int32_t depth = p->input_shape[3], out_h = p->output_shape[1], out_w = p->output_shape[2];
-    if (batches <= 0 || in_h <= 0 || in_w <= 0 || depth <= 0 || out_h <= 0 || out_w <= 0 ||
-        p->output_shape[0] != batches || p->output_shape[3] != depth || p->filter_height <= 0 ||
-        p->filter_width <= 0 || (int64_t)p->filter_height * p->filter_width > max_taps)
-        return HYDRA_ERR_SHAPE;
-    if (!hydra_tfl_window_ok(p->stride_height, p->stride_width, 1, 1, p->padding_height, p->padding_width) ||
-        !hydra_tfl_activation_ok(p->activation_min, p->activation_max))
-        return HYDRA_ERR_ARG;
-    return HYDRA_OK;
-}
-
-hydra_status hydra_tfl_pool_2d_s8(const hydra_tfl_pool_2d_params *p, const int8_t *input, int8_t *output,
-                                  int64_t max_taps, hydra_tfl_pool_fn fn)
-{
-    if (p == NULL || input == NULL || output == NULL || fn == NULL)
-        return HYDRA_ERR_ARG;
-    const hydra_status st = pool_2d_check(p, max_taps);
-    if (st != HYDRA_OK)
-        return st;
-    const int32_t in_h = p->input_shape[1], in_w = p->input_shape[2];
-    for (int32_t b = 0; b < p->input_shape[0]; b++)
-        for (int32_t oy = 0; oy < p->output_shape[1]; oy++)
-            for (int32_t ox = 0; ox < p->output_shape[2]; ox++)
-                for (int32_t c = 0; c < p->input_shape[3]; c++) {
-                    hydra_tfl_pool_window w;
-                    w.y0 = oy * p->stride_height - p->padding_height;
-                    w.x0 = ox * p->stride_width - p->padding_width;
-                    w.fy0 = w.y0 < 0 ? -w.y0 : 0;
-                    w.fx0 = w.x0 < 0 ? -w.x0 : 0;
-                    w.fy1 = p->filter_height < in_h - w.y0 ? p->filter_height : in_h - w.y0;
-                    w.fx1 = p->filter_width < in_w - w.x0 ? p->filter_width : in_w - w.x0;
-                    int32_t value;
-                    if (!fn(input, p->input_shape, b, c, w, &value))
-                        return HYDRA_ERR_SHAPE;
-                    output[hydra_tfl_nhwc(p->output_shape, b, oy, ox, c)] =
-                        hydra_tfl_output_s8(value, 0, p->activation_min, p->activation_max);
-                }
-    return HYDRA_OK;
-}
-
 /* Along one dimension, the input position of tap f of output o, o * stride - padding + dilation * f, or -1
  * when it falls outside [0, size): TFLM skips those taps. */
 static int32_t conv_tap(int32_t o, int32_t stride, int32_t padding, int32_t dilation, int32_t f, int32_t size)
@@ -473,25 +433,340 @@ static int32_t conv_tap(int32_t o, int32_t stride, int32_t padding, int32_t dila
     return i >= 0 && i < size ? i : -1;
 }
 
-hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
-                                    const int32_t *bias, int8_t *output, int32_t depthwise)
+/* Along one dimension, the taps [*lo, *hi) of a window of `taps` taps `dilation` apart whose tap 0 is at input
+ * position `start` that fall inside [0, size): TFLM skips the others. Empty (*lo >= *hi) when none does. */
+static void tap_range(int32_t start, int32_t dilation, int32_t taps, int32_t size, int32_t *lo, int32_t *hi)
 {
-    const int32_t out_c = v->output_shape[3];
-    if (!hydra_tfl_window_ok(v->stride_height, v->stride_width, v->dilation_height_factor, v->dilation_width_factor,
-                             v->padding_height, v->padding_width) ||
-        !hydra_tfl_input_offset_ok(v->input_offset) || !hydra_zero_point_ok(v->output_offset) ||
-        !hydra_tfl_activation_ok(v->activation_min, v->activation_max) ||
-        !hydra_tfl_multipliers_ok(v->output_multiplier, v->output_shift, out_c))
-        return HYDRA_ERR_ARG;
+    const int32_t h = start > size - 1 ? 0 : (size - 1 - start) / dilation + 1;
+    *lo = start >= 0 ? 0 : (dilation - 1 - start) / dilation;
+    *hi = h < taps ? h : taps;
+}
+
+/* The output stage of a convolution's accumulator: bias (saturating, as the int64 sum clamped), MBQM, output
+ * offset, activation clamp. The walk has checked the shifts ([-31, 30]) and the offsets. */
+static inline int8_t conv_output(const hydra_tfl_conv_view *v, const int32_t *bias, int32_t oc, int32_t acc)
+{
+#if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
+    if (bias != NULL)
+        acc = __qadd(acc, bias[oc]); /* QADD: the int32 sum saturated, as hydra_saturate_s32 of the int64 one */
+    const int32_t y = hydra_tfl_requantize(acc, v->output_multiplier[oc], v->output_shift[oc], v->single_rounding);
+    const int32_t r = __qadd(y, v->output_offset); /* saturated beyond int32: clamped below all the same */
+    return (int8_t)(r < v->activation_min ? v->activation_min : (r > v->activation_max ? v->activation_max : r));
+#else
+    if (bias != NULL)
+        acc = hydra_saturate_s32((int64_t)acc + bias[oc]);
+    const int32_t y = hydra_tfl_requantize(acc, v->output_multiplier[oc], v->output_shift[oc], v->single_rounding);
+    return hydra_tfl_output_s8(y, v->output_offset, v->activation_min, v->activation_max);
+#endif
+}
+
+/* The taps of one or two output pixels (the same taps: a pair whose windows lie alike in the image) as runs of
+ * input and filter bytes: `rows` filter rows, each `runs` runs of `len` bytes; a run of pixel b is pixel a's
+ * plus `x_pair`; the next run is x_run / w_run bytes on, the next row x_row / w_row. Without x dilation a row's
+ * in-image taps are one run of taps * in_c bytes (NHWC input, [O, H, W, I] filter), else one run per tap. */
+typedef struct {
+    int32_t rows, runs, len;
+    int32_t x_row, x_run, x_pair;
+    int32_t w_row, w_run, w_channel; /* w_channel: from one output channel's filter to the next */
+    int32_t input_offset;
+} conv_runs;
+
+#if defined(HYDRA_TFL_SIMD32)
+/* SXTB16 / SXTAB16 of the word rotated right by 8 (bytes 1 and 3): GCC does not fold the rotation into the
+ * instruction by itself (hydra_dot.c). */
+static inline int32_t sxtb16_ror8(int32_t word)
+{
+#if defined(__GNUC__)
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(word));
+    return r;
+#else
+    return __sxtb16((int32_t)((uint32_t)word >> 8));
+#endif
+}
+
+static inline int32_t sxtab16_ror8(int32_t halves, int32_t word)
+{
+#if defined(__GNUC__)
+    int32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(halves), "r"(word));
+    return r;
+#else
+    return __sxtab16(halves, (int32_t)((uint32_t)word >> 8));
+#endif
+}
+
+static inline int32_t load_word(const int8_t *p)
+{
+    int32_t word;
+    memcpy(&word, p, 4);
+    return word;
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+#define HYDRA_TFL_NOINLINE __attribute__((noinline))
+#else
+#define HYDRA_TFL_NOINLINE
+#endif
+
+/* acc[2 px + ch] += sum over the runs of r of w_ch[i] * (x_px[i] + offset), for pixel a (input x) and pixel b
+ * (x + x_pair) when two_px, channel a (filter w) and channel b (w + w_channel) when two_ch. Each input word becomes
+ * two pairs of int16 x + offset (SXTAB16 adds the offset, in both halves of off2, as it sign-extends:
+ * |x + offset| <= 255) that serve both channels; each filter word two pairs of int16 that serve both pixels; SMLAD
+ * adds two products (|sum| < 2^31: at most 33025 taps of |w (x + offset)| <= 2^7 * 255). Each instantiation is a
+ * function of its own, so that the word loop has the registers to itself. */
+static HYDRA_ALWAYS_INLINE void conv_dot(const conv_runs *r, const int8_t *x, const int8_t *w, int32_t off2,
+                                         int32_t acc[4], const int two_px, const int two_ch)
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    const int32_t words = r->len >> 2, tail = r->len & 3, offset = r->input_offset, runs = r->runs;
+    /* after a run the pointers (moved on by len) step to the row's next run; after its last run, to the next row */
+    const ptrdiff_t x_next_run = r->x_run - r->len, w_next_run = r->w_run - r->len;
+    const ptrdiff_t x_next_row = r->x_row - (ptrdiff_t)(runs - 1) * r->x_run - r->len;
+    const ptrdiff_t w_next_row = r->w_row - (ptrdiff_t)(runs - 1) * r->w_run - r->len;
+    const int8_t *xa = x, *wa = w;
+    const int8_t *xb = two_px ? x + r->x_pair : x, *wb = two_ch ? w + r->w_channel : w;
+    for (int32_t row = r->rows; row > 0; row--) {
+        for (int32_t u = runs; u > 0; u--) {
+            for (int32_t k = words; k > 0; k--) {
+                const int32_t wva = load_word(wa), xva = load_word(xa);
+                wa += 4;
+                xa += 4;
+                const int32_t wae = __sxtb16(wva), xae = __sxtab16(off2, xva);
+                const int32_t wao = sxtb16_ror8(wva), xao = sxtab16_ror8(off2, xva);
+                a0 = __smlad(xao, wao, __smlad(xae, wae, a0));
+                if (two_ch) {
+                    const int32_t wvb = load_word(wb);
+                    wb += 4;
+                    const int32_t wbe = __sxtb16(wvb), wbo = sxtb16_ror8(wvb);
+                    a1 = __smlad(xao, wbo, __smlad(xae, wbe, a1));
+                    if (two_px) {
+                        const int32_t xvb = load_word(xb);
+                        xb += 4;
+                        const int32_t xbe = __sxtab16(off2, xvb), xbo = sxtab16_ror8(off2, xvb);
+                        a2 = __smlad(xbo, wao, __smlad(xbe, wae, a2));
+                        a3 = __smlad(xbo, wbo, __smlad(xbe, wbe, a3));
+                    }
+                } else if (two_px) {
+                    const int32_t xvb = load_word(xb);
+                    xb += 4;
+                    const int32_t xbe = __sxtab16(off2, xvb), xbo = sxtab16_ror8(off2, xvb);
+                    a2 = __smlad(xbo, wao, __smlad(xbe, wae, a2));
+                }
+            }
+            for (int32_t i = tail; i > 0; i--) {
+                const int32_t xa_i = *xa++ + offset, wa_i = *wa++;
+                a0 += wa_i * xa_i;
+                if (two_ch)
+                    a1 += *wb++ * xa_i;
+                if (two_px) {
+                    const int32_t xb_i = *xb++ + offset;
+                    a2 += wa_i * xb_i;
+                    if (two_ch)
+                        a3 += wb[-1] * xb_i;
+                }
+            }
+            if (u > 1) { /* x dilation: one run per tap */
+                xa += x_next_run;
+                wa += w_next_run;
+                if (two_px)
+                    xb += x_next_run;
+                if (two_ch)
+                    wb += w_next_run;
+            }
+        }
+        if (row > 1) {
+            xa += x_next_row;
+            wa += w_next_row;
+            if (two_px)
+                xb += x_next_row;
+            if (two_ch)
+                wb += w_next_row;
+        }
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* What the pixel kernels below need besides the runs: the output stage's params. */
+typedef struct {
+    conv_runs r;
+    const int32_t *bias, *multiplier, *shift;
+    int32_t out_c, off2, output_offset, activation_min, activation_max;
+} conv_ctx;
+
+/* conv_output for a channel's bias, multiplier and shift, rounding as `single` (a constant) says. */
+static HYDRA_ALWAYS_INLINE int8_t conv_output_simd(const conv_ctx *c, int32_t acc, int32_t bias, int32_t multiplier,
+                                                   int32_t shift, const int single)
+{
+    acc = __qadd(acc, bias); /* QADD: the int32 sum saturated, as hydra_saturate_s32 of the int64 one */
+    const int32_t y = single ? hydra_requantize_single_inline(acc, multiplier, shift)
+                             : hydra_requantize_double_inline(acc, multiplier, shift);
+    const int32_t r = __qadd(y, c->output_offset); /* saturated beyond int32: clamped below all the same */
+    return (int8_t)(r < c->activation_min ? c->activation_min : (r > c->activation_max ? c->activation_max : r));
+}
+
+/* Every output channel of pixel a (out) and, when two_px, of pixel b (out + out_c), channels in pairs. */
+static HYDRA_ALWAYS_INLINE void conv_pixels(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out,
+                                            const int two_px, const int single)
+{
+    const int32_t out_c = c->out_c;
+    int32_t oc = 0;
+    for (; oc + 2 <= out_c; oc += 2, w += 2 * c->r.w_channel) {
+        int32_t acc[4] = {0, 0, 0, 0};
+        conv_dot(&c->r, x, w, c->off2, acc, two_px, 1);
+        for (int32_t j = 0; j < 2; j++) {
+            const int32_t bias = c->bias != NULL ? c->bias[oc + j] : 0;
+            const int32_t m = c->multiplier[oc + j], sh = c->shift[oc + j];
+            out[oc + j] = conv_output_simd(c, acc[j], bias, m, sh, single);
+            if (two_px)
+                out[out_c + oc + j] = conv_output_simd(c, acc[2 + j], bias, m, sh, single);
+        }
+    }
+    if (oc < out_c) {
+        int32_t acc[4] = {0, 0, 0, 0};
+        conv_dot(&c->r, x, w, c->off2, acc, two_px, 0);
+        const int32_t bias = c->bias != NULL ? c->bias[oc] : 0;
+        const int32_t m = c->multiplier[oc], sh = c->shift[oc];
+        out[oc] = conv_output_simd(c, acc[0], bias, m, sh, single);
+        if (two_px)
+            out[out_c + oc] = conv_output_simd(c, acc[2], bias, m, sh, single);
+    }
+}
+
+static HYDRA_TFL_NOINLINE void conv_pixels_2_double(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)
+{
+    conv_pixels(c, x, w, out, 1, 0);
+}
+
+static HYDRA_TFL_NOINLINE void conv_pixels_1_double(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)
+{
+    conv_pixels(c, x, w, out, 0, 0);
+}
+
+static HYDRA_TFL_NOINLINE void conv_pixels_2_single(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)
+{
+    conv_pixels(c, x, w, out, 1, 1);
+}
+
+static HYDRA_TFL_NOINLINE void conv_pixels_1_single(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)
+{
+    conv_pixels(c, x, w, out, 0, 1);
+}
+
+/* Groups 1 on the SIMD cores: output pixels in pairs (each filter word expanded once for both) times output
+ * channels in pairs (each input word expanded once for both). A pixel whose window lies in the image unlike
+ * its neighbour's (at a border) goes alone; an odd last channel alone. */
+static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter, const int32_t *bias,
+                      int8_t *output)
+{
     const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2], in_c = v->input_shape[3];
     const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2];
-    const int32_t n = depthwise ? 1 : v->filter_shape[3]; /* input channels per output channel */
-    const int32_t per_group = out_c / (in_c / n);         /* depthwise: the depth multiplier */
+    const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2], out_c = v->output_shape[3];
+    const int32_t dh = v->dilation_height_factor, dw = v->dilation_width_factor;
+    const uint32_t half = (uint32_t)v->input_offset & UINT32_C(0xFFFF);
+    conv_ctx c;
+    c.r.x_row = dh * in_w * in_c;
+    c.r.x_run = dw * in_c;
+    c.r.x_pair = v->stride_width * in_c;
+    c.r.w_row = f_w * in_c;
+    c.r.w_run = in_c;
+    c.r.w_channel = f_h * f_w * in_c;
+    c.r.input_offset = v->input_offset;
+    c.bias = bias;
+    c.multiplier = v->output_multiplier;
+    c.shift = v->output_shift;
+    c.out_c = out_c;
+    c.off2 = from_u32(half | (half << 16)); /* the offset in both int16 halves */
+    c.output_offset = v->output_offset;
+    c.activation_min = v->activation_min;
+    c.activation_max = v->activation_max;
+    for (int32_t b = 0; b < v->output_shape[0]; b++)
+        for (int32_t oy = 0; oy < out_h; oy++) {
+            const int32_t y0 = oy * v->stride_height - v->padding_height;
+            int32_t fy_lo, fy_hi;
+            tap_range(y0, dh, f_h, in_h, &fy_lo, &fy_hi);
+            for (int32_t ox = 0; ox < out_w;) {
+                const int32_t x0 = ox * v->stride_width - v->padding_width;
+                int32_t fx_lo, fx_hi, lo2 = 0, hi2 = 0;
+                tap_range(x0, dw, f_w, in_w, &fx_lo, &fx_hi);
+                if (ox + 1 < out_w)
+                    tap_range(x0 + v->stride_width, dw, f_w, in_w, &lo2, &hi2);
+                const int two_px = ox + 1 < out_w && lo2 == fx_lo && hi2 == fx_hi;
+                const int any = fy_hi > fy_lo && fx_hi > fx_lo;
+                c.r.rows = any ? fy_hi - fy_lo : 0;
+                c.r.runs = dw == 1 ? 1 : fx_hi - fx_lo;
+                c.r.len = dw == 1 ? (fx_hi - fx_lo) * in_c : in_c;
+                /* the first in-image tap's input and filter bytes (not read when there is none) */
+                const int8_t *x = any ? input + hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo, x0 + dw * fx_lo, 0)
+                                      : input;
+                const int8_t *w = any ? filter + ((ptrdiff_t)fy_lo * f_w + fx_lo) * in_c : filter;
+                int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, ox, 0);
+                if (v->single_rounding)
+                    (two_px ? conv_pixels_2_single : conv_pixels_1_single)(&c, x, w, out);
+                else
+                    (two_px ? conv_pixels_2_double : conv_pixels_1_double)(&c, x, w, out);
+                ox += two_px ? 2 : 1;
+            }
+        }
+}
+#endif
 
-    /* Groups 1 and no dilation along x: the taps of a filter row that fall inside the image are one
-     * contiguous run of taps * in_c bytes in the input (NHWC) and in the filter ([O, H, W, I]), summed in
-     * one loop in the same order as tap by tap: the same int32 sum, without per-tap index arithmetic. */
-    const int32_t contiguous = !depthwise && n == in_c && v->dilation_width_factor == 1;
+/* DEPTHWISE_CONV_2D: output channel oc reads input channel oc / depth_multiplier and filter column oc; for each
+ * output pixel the in-image taps are found once, then each channel walks them with two pointer steps. */
+static void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
+                           const int32_t *bias, int8_t *output)
+{
+    const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2], in_c = v->input_shape[3];
+    const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2];
+    const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2], out_c = v->output_shape[3];
+    const int32_t dh = v->dilation_height_factor, dw = v->dilation_width_factor;
+    const int32_t dm = out_c / in_c, offset = v->input_offset;
+    const ptrdiff_t x_tap = (ptrdiff_t)dw * in_c, x_row = (ptrdiff_t)dh * in_w * in_c, w_row = (ptrdiff_t)f_w * out_c;
+    for (int32_t b = 0; b < v->output_shape[0]; b++)
+        for (int32_t oy = 0; oy < out_h; oy++) {
+            const int32_t y0 = oy * v->stride_height - v->padding_height;
+            int32_t fy_lo, fy_hi;
+            tap_range(y0, dh, f_h, in_h, &fy_lo, &fy_hi);
+            for (int32_t ox = 0; ox < out_w; ox++) {
+                const int32_t x0 = ox * v->stride_width - v->padding_width;
+                int32_t fx_lo, fx_hi;
+                tap_range(x0, dw, f_w, in_w, &fx_lo, &fx_hi);
+                const int32_t rows = fy_hi > fy_lo && fx_hi > fx_lo ? fy_hi - fy_lo : 0, taps = fx_hi - fx_lo;
+                const int8_t *x = rows > 0 ? input + hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo,
+                                                                    x0 + dw * fx_lo, 0)
+                                           : input;
+                const int8_t *w = rows > 0 ? filter + ((ptrdiff_t)fy_lo * f_w + fx_lo) * out_c : filter;
+                int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, ox, 0);
+                for (int32_t ic = 0, oc = 0; ic < in_c; ic++)
+                    for (int32_t m = 0; m < dm; m++, oc++) {
+                        int32_t acc = 0;
+                        const int8_t *xr = x + ic, *wr = w + oc;
+                        for (int32_t row = 0; row < rows; row++, xr += x_row, wr += w_row) {
+                            const int8_t *xt = xr, *wt = wr;
+                            for (int32_t t = 0; t < taps; t++, xt += x_tap, wt += out_c)
+                                acc += *wt * (*xt + offset);
+                        }
+                        out[oc] = conv_output(v, bias, oc, acc);
+                    }
+            }
+        }
+}
+
+/* Any other grouping (groups > 1), and groups 1 without the SIMD instructions: tap by tap, except that without
+ * x dilation the taps of a filter row that fall inside the image are one contiguous run of taps * in_c bytes
+ * in the input (NHWC) and in the filter ([O, H, W, I]), summed in one loop in the same order as tap by tap. */
+static void conv_generic(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
+                         const int32_t *bias, int8_t *output)
+{
+    const int32_t out_c = v->output_shape[3];
+    const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2], in_c = v->input_shape[3];
+    const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2];
+    const int32_t n = v->filter_shape[3];        /* input channels per output channel */
+    const int32_t per_group = out_c / (in_c / n); /* output channels per group */
+    const int32_t contiguous = n == in_c && v->dilation_width_factor == 1;
     for (int32_t b = 0; b < v->output_shape[0]; b++)
         for (int32_t oy = 0; oy < v->output_shape[1]; oy++)
             for (int32_t ox = 0; ox < v->output_shape[2]; ox++) {
@@ -522,19 +797,191 @@ hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *
                             if (ix < 0)
                                 continue;
                             const int8_t *x = input + hydra_tfl_nhwc(v->input_shape, b, iy, ix, c0);
-                            const int8_t *w = filter + (depthwise ? hydra_tfl_nhwc(v->filter_shape, 0, fy, fx, oc)
-                                                                  : hydra_tfl_nhwc(v->filter_shape, oc, fy, fx, 0));
+                            const int8_t *w = filter + hydra_tfl_nhwc(v->filter_shape, oc, fy, fx, 0);
                             for (int32_t ic = 0; ic < n; ic++)
                                 acc += (int32_t)w[ic] * ((int32_t)x[ic] + v->input_offset);
                         }
                     }
-                    if (bias != NULL)
-                        acc = hydra_saturate_s32((int64_t)acc + bias[oc]);
-                    const int32_t y =
-                        hydra_tfl_requantize(acc, v->output_multiplier[oc], v->output_shift[oc], v->single_rounding);
-                    output[hydra_tfl_nhwc(v->output_shape, b, oy, ox, oc)] =
-                        hydra_tfl_output_s8(y, v->output_offset, v->activation_min, v->activation_max);
+                    output[hydra_tfl_nhwc(v->output_shape, b, oy, ox, oc)] = conv_output(v, bias, oc, acc);
                 }
             }
+}
+
+hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
+                                    const int32_t *bias, int8_t *output, int32_t depthwise)
+{
+    const int32_t out_c = v->output_shape[3];
+    if (!hydra_tfl_window_ok(v->stride_height, v->stride_width, v->dilation_height_factor, v->dilation_width_factor,
+                             v->padding_height, v->padding_width) ||
+        !hydra_tfl_input_offset_ok(v->input_offset) || !hydra_zero_point_ok(v->output_offset) ||
+        !hydra_tfl_activation_ok(v->activation_min, v->activation_max) ||
+        !hydra_tfl_multipliers_ok(v->output_multiplier, v->output_shift, out_c))
+        return HYDRA_ERR_ARG;
+    if (depthwise) {
+        depthwise_walk(v, input, filter, bias, output);
+        return HYDRA_OK;
+    }
+#if defined(HYDRA_TFL_SIMD32)
+    if (v->filter_shape[3] == v->input_shape[3]) { /* groups 1 */
+        conv_simd(v, input, filter, bias, output);
+        return HYDRA_OK;
+    }
+#endif
+    conv_generic(v, input, filter, bias, output);
+    return HYDRA_OK;
+}
+
+static hydra_status pool_2d_check(const hydra_tfl_pool_2d_params *p, int64_t max_taps)
+{
+    const int32_t batches = p->input_shape[0], in_h = p->input_shape[1], in_w = p->input_shape[2];
+    const int32_t depth = p->input_shape[3], out_h = p->output_shape[1], out_w = p->output_shape[2];
+    if (batches <= 0 || in_h <= 0 || in_w <= 0 || depth <= 0 || out_h <= 0 || out_w <= 0 ||
+        p->output_shape[0] != batches || p->output_shape[3] != depth || p->filter_height <= 0 ||
+        p->filter_width <= 0 || (int64_t)p->filter_height * p->filter_width > max_taps)
+        return HYDRA_ERR_SHAPE;
+    if (!hydra_tfl_window_ok(p->stride_height, p->stride_width, 1, 1, p->padding_height, p->padding_width) ||
+        !hydra_tfl_activation_ok(p->activation_min, p->activation_max))
+        return HYDRA_ERR_ARG;
+    return HYDRA_OK;
+}
+
+/* The largest of `rows` x `taps` int8 (-128 when none) from x, taps `tap` bytes apart, rows `row` apart. */
+static inline int32_t pool_max(const int8_t *x, int32_t rows, int32_t taps, ptrdiff_t row, ptrdiff_t tap)
+{
+    int32_t m = -128;
+    for (int32_t r = 0; r < rows; r++, x += row) {
+        const int8_t *t = x;
+        for (int32_t k = 0; k < taps; k++, t += tap)
+            m = *t > m ? *t : m;
+    }
+    return m;
+}
+
+/* Their int32 sum. */
+static inline int32_t pool_sum(const int8_t *x, int32_t rows, int32_t taps, ptrdiff_t row, ptrdiff_t tap)
+{
+    int32_t acc = 0;
+    for (int32_t r = 0; r < rows; r++, x += row) {
+        const int8_t *t = x;
+        for (int32_t k = 0; k < taps; k++, t += tap)
+            acc += *t;
+    }
+    return acc;
+}
+
+/* AVERAGE_POOL_2D's division of the sum of count taps: rounding half away from zero. */
+static inline int32_t pool_average(int32_t acc, int32_t count)
+{
+    return acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+}
+
+static inline int8_t pool_clamp(int32_t value, int32_t lo, int32_t hi)
+{
+    return (int8_t)(value < lo ? lo : (value > hi ? hi : value));
+}
+
+#if defined(HYDRA_TFL_SIMD32)
+/* The int16 lane h (0 low, 1 high) of a word, sign-extended. */
+static inline int32_t lane16(int32_t word, int h)
+{
+    const uint32_t u = ((uint32_t)word >> (h ? 16 : 0)) & UINT32_C(0xFFFF);
+    return (int32_t)(u ^ UINT32_C(0x8000)) - 0x8000;
+}
+
+/* Four channels at once: SSUB8 + SEL is a bytewise signed maximum; SXTAB16 sums bytes 0, 2 and 1, 3 in int16
+ * lanes (exact for at most 256 taps of |x| <= 128). */
+static inline void pool_max4(const int8_t *x, int32_t rows, int32_t taps, ptrdiff_t row, ptrdiff_t tap, uint32_t lo4,
+                             uint32_t hi4, int8_t *out)
+{
+    uint32_t m = UINT32_C(0x80808080);
+    for (int32_t r = 0; r < rows; r++, x += row) {
+        const int8_t *t = x;
+        for (int32_t k = 0; k < taps; k++, t += tap) {
+            uint32_t word;
+            memcpy(&word, t, 4);
+            (void)__ssub8(from_u32(word), from_u32(m)); /* GE bits: word >= m, bytewise */
+            m = __sel(word, m);
+        }
+    }
+    (void)__ssub8(from_u32(m), from_u32(lo4));
+    m = __sel(m, lo4); /* max(m, lo) */
+    (void)__ssub8(from_u32(m), from_u32(hi4));
+    m = __sel(hi4, m); /* min(m, hi) */
+    memcpy(out, &m, 4);
+}
+
+static inline void pool_sum4(const int8_t *x, int32_t rows, int32_t taps, ptrdiff_t row, ptrdiff_t tap,
+                             int32_t acc[4])
+{
+    int32_t even = 0, odd = 0;
+    for (int32_t r = 0; r < rows; r++, x += row) {
+        const int8_t *t = x;
+        for (int32_t k = 0; k < taps; k++, t += tap) {
+            const int32_t word = load_word(t);
+            even = __sxtab16(even, word);
+            odd = sxtab16_ror8(odd, word);
+        }
+    }
+    acc[0] = lane16(even, 0);
+    acc[1] = lane16(odd, 0);
+    acc[2] = lane16(even, 1);
+    acc[3] = lane16(odd, 1);
+}
+#endif
+
+hydra_status hydra_tfl_pool_2d_s8(const hydra_tfl_pool_2d_params *p, const int8_t *input, int8_t *output,
+                                  int32_t kind)
+{
+    if (p == NULL || input == NULL || output == NULL ||
+        (kind != HYDRA_TFL_POOL_MAX && kind != HYDRA_TFL_POOL_AVERAGE))
+        return HYDRA_ERR_ARG;
+    const int average = kind == HYDRA_TFL_POOL_AVERAGE;
+    /* AVERAGE_POOL_2D: at most 2^23 taps of |x| <= 2^7 keep the int32 sum exact; MAX_POOL_2D: any window */
+    const hydra_status st = pool_2d_check(p, average ? INT64_C(1) << 23 : INT64_MAX);
+    if (st != HYDRA_OK)
+        return st;
+    const int32_t in_h = p->input_shape[1], in_w = p->input_shape[2], depth = p->input_shape[3];
+    const int32_t lo = p->activation_min, hi = p->activation_max;
+    const ptrdiff_t tap = depth, row = (ptrdiff_t)in_w * depth;
+#if defined(HYDRA_TFL_SIMD32)
+    const uint32_t lo_byte = (uint32_t)lo & 0xFFu, hi_byte = (uint32_t)hi & 0xFFu;
+    const uint32_t lo4 = lo_byte * UINT32_C(0x01010101), hi4 = hi_byte * UINT32_C(0x01010101);
+#endif
+    for (int32_t b = 0; b < p->input_shape[0]; b++)
+        for (int32_t oy = 0; oy < p->output_shape[1]; oy++) {
+            const int32_t y0 = oy * p->stride_height - p->padding_height;
+            int32_t fy_lo, fy_hi;
+            tap_range(y0, 1, p->filter_height, in_h, &fy_lo, &fy_hi);
+            for (int32_t ox = 0; ox < p->output_shape[2]; ox++) {
+                const int32_t x0 = ox * p->stride_width - p->padding_width;
+                int32_t fx_lo, fx_hi;
+                tap_range(x0, 1, p->filter_width, in_w, &fx_lo, &fx_hi);
+                const int any = fy_hi > fy_lo && fx_hi > fx_lo;
+                const int32_t rows = any ? fy_hi - fy_lo : 0, taps = any ? fx_hi - fx_lo : 0;
+                const int8_t *x = any ? input + hydra_tfl_nhwc(p->input_shape, b, y0 + fy_lo, x0 + fx_lo, 0) : input;
+                int8_t *out = output + hydra_tfl_nhwc(p->output_shape, b, oy, ox, 0);
+                const int32_t count = rows * taps;
+                if (average && count == 0)
+                    return HYDRA_ERR_SHAPE; /* TFLM fails the op: a window wholly in the padding */
+                int32_t c = 0;
+#if defined(HYDRA_TFL_SIMD32)
+                if (!average) {
+                    for (; c + 4 <= depth; c += 4)
+                        pool_max4(x + c, rows, taps, row, tap, lo4, hi4, out + c);
+                } else if (count <= 256) {
+                    for (; c + 4 <= depth; c += 4) {
+                        int32_t acc[4];
+                        pool_sum4(x + c, rows, taps, row, tap, acc);
+                        for (int k = 0; k < 4; k++)
+                            out[c + k] = pool_clamp(pool_average(acc[k], count), lo, hi);
+                    }
+                }
+#endif
+                for (; c < depth; c++)
+                    out[c] = pool_clamp(average ? pool_average(pool_sum(x + c, rows, taps, row, tap), count)
+                                                : pool_max(x + c, rows, taps, row, tap),
+                                        lo, hi);
+            }
+        }
     return HYDRA_OK;
 }

@@ -1,0 +1,141 @@
+"""The SIMD paths of the imported-.tflite convolutions and pools on the Cortex-M7, bit for bit.
+
+runtime_c/src/tfl_fixedpoint.c has SXTB16/SXTAB16/SMLAD (CONV_2D, groups 1: output pixels and channels in pairs)
+and SSUB8/SEL, SXTAB16 (MAX_POOL_2D, AVERAGE_POOL_2D: four channels a word) paths beside the portable loops the
+host tests run. Each single-operator model here is compiled for the stm32f746 and run under QEMU on the extremes
+(every input -128, every input 127, a checkerboard of both) and random inputs, against the numpy reference
+(reference/tfl_linear.py, itself TFLM's bits: tests/test_tflite.py), and built again with
+-DHYDRA_PORTABLE_KERNELS: another image, the same bytes. The cases cover odd channel counts (the tails of the
+pairs and of the words: 1, 3, 5, 7), SAME and VALID padding (windows cut by the border, pixels that go alone),
+strides 1 and 2, dilation, 1x1, 3x3 and patch (4x4 stride 4) kernels, input zero points at both ends (offsets
+128 and -127), per-channel multipliers and shifts, filters of -128 and 127, and the fused activations. Needs the
+cross toolchain and QEMU (.ci/run installs them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hydra_edge import driver
+from hydra_edge.boards import load_board
+from hydra_edge.frontend.tflite import tflite_from_bytes
+from hydra_edge.reference.int_interp import run_int
+from hydra_edge.targets import runner
+from hydra_edge.targets.icount import PORTABLE_CPPFLAGS
+from tfl_single_op import TensorSpec, single_op_model
+
+
+def _inputs(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    lo, hi = np.full(shape, -128, np.int8), np.full(shape, 127, np.int8)
+    checker = np.where(np.indices(shape).sum(axis=0) % 2 == 0, -128, 127).astype(np.int8)
+    return np.concatenate([np.stack([lo, hi, checker]), rng.integers(-128, 128, (3, *shape)).astype(np.int8)])
+
+
+def _filter(shape: tuple[int, ...], seed: int, out_axis: int) -> np.ndarray:
+    """Random weights, with output channel 0 all -128 and channel 1 all 127 (when there are two)."""
+    w = np.random.default_rng(seed).integers(-128, 128, shape).astype(np.int8)
+    w = np.moveaxis(w, out_axis, 0)
+    w[0] = -128
+    if len(w) > 1:
+        w[1] = 127
+    return np.ascontiguousarray(np.moveaxis(w, 0, out_axis))
+
+
+def _scales(n: int, taps: int) -> list[float]:
+    """Per-channel filter scales spread over two decades around the one that maps a random accumulator (about
+    sqrt(taps) 74^2) onto int8: per-channel multipliers and shifts, outputs neither all saturated nor all zero."""
+    return [float(v) for v in np.geomspace(0.1, 10.0, n) / (74.0**2 * np.sqrt(taps) / 40.0)]
+
+
+def _conv(in_shape, out_c, kernel, stride, padding, zp_in, dilation=1, depthwise=False, act="NONE", seed=0):
+    n, h, w, c = in_shape
+    kh, kw = kernel
+    eff_h, eff_w = (kh - 1) * dilation + 1, (kw - 1) * dilation + 1
+    if padding == "SAME":
+        oh, ow = -(-h // stride), -(-w // stride)
+    else:
+        oh, ow = (h - eff_h) // stride + 1, (w - eff_w) // stride + 1
+    if depthwise:
+        fshape, out_axis, taps = (1, kh, kw, out_c), 3, kh * kw
+    else:
+        fshape, out_axis, taps = (out_c, kh, kw, c), 0, kh * kw * c
+    s_in, s_out = 0.05, 0.05
+    fs = _scales(out_c, taps)
+    bias = np.random.default_rng(seed + 1).integers(-5000, 5000, out_c).astype(np.int32)
+    inputs = [TensorSpec(in_shape, s_in, zp_in),
+              TensorSpec(fshape, fs, 0, data=_filter(fshape, seed, out_axis), quantized_dimension=out_axis),
+              TensorSpec((out_c,), [s_in * s for s in fs], 0, "int32", bias)]
+    outputs = [TensorSpec((n, oh, ow, out_c), s_out, 5)]
+    options = {"padding": padding, "stride_h": stride, "stride_w": stride, "dilation_h_factor": dilation,
+               "dilation_w_factor": dilation, "fused_activation_function": act}
+    if depthwise:
+        options["depth_multiplier"] = out_c // c
+    return ("DEPTHWISE_CONV_2D" if depthwise else "CONV_2D"), inputs, outputs, options
+
+
+def _pool(op, in_shape, kernel, stride, padding, zp, act="NONE"):
+    n, h, w, c = in_shape
+    if padding == "SAME":
+        oh, ow = -(-h // stride), -(-w // stride)
+    else:
+        oh, ow = (h - kernel) // stride + 1, (w - kernel) // stride + 1
+    return (op, [TensorSpec(in_shape, 0.05, zp)], [TensorSpec((n, oh, ow, c), 0.05, zp)],
+            {"padding": padding, "stride_h": stride, "stride_w": stride, "filter_height": kernel,
+             "filter_width": kernel, "fused_activation_function": act})
+
+
+CASES = {
+    # CONV_2D (groups 1): the 2 x 2 pixel-by-channel blocks, their lone pixels and odd last channels
+    "conv3x3_same_s1_c3_o5_off128": _conv((1, 7, 8, 3), 5, (3, 3), 1, "SAME", -128, seed=1),
+    "conv3x3_same_s2_c7_o3_off-127": _conv((1, 9, 7, 7), 3, (3, 3), 2, "SAME", 127, seed=2),
+    "conv3x3_valid_s1_c1_o1": _conv((1, 6, 6, 1), 1, (3, 3), 1, "VALID", 3, seed=3),
+    "conv1x1_c5_o7_relu": _conv((1, 3, 5, 5), 7, (1, 1), 1, "VALID", -128, act="RELU", seed=4),
+    "conv1x1_c16_o6_s2": _conv((1, 5, 5, 16), 6, (1, 1), 2, "VALID", 127, seed=5),
+    "patch4x4_s4_c3_o4": _conv((1, 8, 12, 3), 4, (4, 4), 4, "VALID", -7, seed=6),
+    "patch4x4_s4_c8_o3_off128": _conv((1, 8, 8, 8), 3, (4, 4), 4, "VALID", -128, seed=7),
+    "conv3x3_same_dilated2_c5_o4": _conv((1, 5, 6, 5), 4, (3, 3), 1, "SAME", 20, dilation=2, seed=8),
+    "conv3x3_same_s2_c12_o8_relu6": _conv((1, 8, 8, 12), 8, (3, 3), 2, "SAME", -128, act="RELU6", seed=9),
+    # DEPTHWISE_CONV_2D
+    "dw3x3_same_s1_c5_dm1": _conv((1, 6, 5, 5), 5, (3, 3), 1, "SAME", -128, depthwise=True, seed=10),
+    "dw3x3_same_s2_c3_dm2": _conv((1, 7, 7, 3), 6, (3, 3), 2, "SAME", 127, depthwise=True, seed=11),
+    "dw3x3_valid_dilated2_c7": _conv((1, 8, 8, 7), 7, (3, 3), 1, "VALID", 0, dilation=2, depthwise=True, seed=12),
+    # pools: four channels a word, then the tail
+    "maxpool2x2_s2_valid_c7": _pool("MAX_POOL_2D", (1, 8, 6, 7), 2, 2, "VALID", -128),
+    "maxpool3x3_s2_same_c5_relu6": _pool("MAX_POOL_2D", (1, 7, 6, 5), 3, 2, "SAME", 10, act="RELU6"),
+    "maxpool3x3_s1_same_c8_relu": _pool("MAX_POOL_2D", (1, 5, 5, 8), 3, 1, "SAME", 90, act="RELU"),
+    "avgpool2x2_s1_valid_c24": _pool("AVERAGE_POOL_2D", (1, 5, 5, 24), 2, 1, "VALID", -128),
+    "avgpool3x3_s2_same_c7": _pool("AVERAGE_POOL_2D", (1, 7, 7, 7), 3, 2, "SAME", 3),
+    "avgpool3x3_s1_same_c1_relu": _pool("AVERAGE_POOL_2D", (1, 4, 5, 1), 3, 1, "SAME", -3, act="RELU"),
+    "avgpool17x17_valid_c4": _pool("AVERAGE_POOL_2D", (1, 17, 17, 4), 17, 1, "VALID", 0),  # 289 taps: int32 sums
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_simd_paths_match_reference_on_m7(case, tmp_path):
+    op, inputs, outputs, options = CASES[case]
+    graph = tflite_from_bytes(single_op_model(op, inputs, outputs, options), f"{case}.tflite")
+    assert [n.op for n in graph.nodes] == ["tfl_" + op.lower()]
+    xs = _inputs(graph.tensor(graph.inputs[0]).shape, seed=len(case))
+    expected = np.stack([run_int(graph, x)[0].reshape(-1) for x in xs])
+    assert len(np.unique(expected)) > 4, "outputs too uniform to test anything"
+    res = driver.compile_prequantised(graph, load_board("stm32f746"), tmp_path / "build")
+    flat = xs.reshape(len(xs), -1)
+    np.testing.assert_array_equal(runner.run(res.folder, flat).reshape(len(xs), -1), expected)
+    image = runner.build(res.folder).read_bytes()
+    assert runner.build(res.folder, extra_cppflags=PORTABLE_CPPFLAGS).read_bytes() != image
+    portable = runner.run(res.folder, flat, extra_cppflags=PORTABLE_CPPFLAGS)
+    np.testing.assert_array_equal(portable.reshape(len(xs), -1), expected)
+
+
+@pytest.mark.parametrize("case", ["conv3x3_same_s1_c3_o5_off128", "patch4x4_s4_c8_o3_off128"])
+def test_single_rounding_conv_on_m7(case, tmp_path):
+    """The pixel kernels' copies for single rounding (the params' single_rounding) against the reference."""
+    op, inputs, outputs, options = CASES[case]
+    graph = tflite_from_bytes(single_op_model(op, inputs, outputs, options), f"{case}.tflite")
+    graph.meta["rounding"] = "single"
+    xs = _inputs(graph.tensor(graph.inputs[0]).shape, seed=len(case))
+    expected = np.stack([run_int(graph, x)[0].reshape(-1) for x in xs])
+    res = driver.compile_prequantised(graph, load_board("stm32f746"), tmp_path / "build")
+    assert ".single_rounding = 1" in (res.folder / "model.c").read_text()
+    np.testing.assert_array_equal(runner.run(res.folder, xs.reshape(len(xs), -1)).reshape(len(xs), -1), expected)
