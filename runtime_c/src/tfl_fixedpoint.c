@@ -597,20 +597,40 @@ typedef struct {
     int32_t out_c, off2, output_offset, activation_min, activation_max;
 } conv_ctx;
 
-/* conv_output for a channel's bias, multiplier and shift, rounding as `single` (a constant) says. */
+/* conv_output for a channel's bias, multiplier and shift, rounding as `single` (a constant) says; by
+ * hydra_requantize_right where `right_only` (conv_right_only said so for the whole call). */
 static HYDRA_ALWAYS_INLINE int8_t conv_output_simd(const conv_ctx *c, int32_t acc, int32_t bias, int32_t multiplier,
-                                                   int32_t shift, const int single)
+                                                   int32_t shift, const int single, const int right_only)
 {
-    acc = __qadd(acc, bias); /* QADD: the int32 sum saturated, as hydra_saturate_s32 of the int64 one */
-    const int32_t y = single ? hydra_requantize_single_inline(acc, multiplier, shift)
-                             : hydra_requantize_double_inline(acc, multiplier, shift);
-    const int32_t r = __qadd(y, c->output_offset); /* saturated beyond int32: clamped below all the same */
+    int32_t r;
+    if (right_only) {
+        r = hydra_clamp_s8(hydra_requantize_right(acc + bias, multiplier, shift, single) + c->output_offset);
+    } else {
+        acc = __qadd(acc, bias); /* QADD: the int32 sum saturated, as hydra_saturate_s32 of the int64 one */
+        const int32_t y = single ? hydra_requantize_single_inline(acc, multiplier, shift)
+                                 : hydra_requantize_double_inline(acc, multiplier, shift);
+        r = __qadd(y, c->output_offset); /* saturated beyond int32: clamped below all the same */
+    }
     return (int8_t)(r < c->activation_min ? c->activation_min : (r > c->activation_max ? c->activation_max : r));
+}
+
+/* Whether every output may use hydra_requantize_right: at most 2^14 taps * channels keeps |acc| <= 2^14 * 2^7 * 255
+ * < 2^29, with |bias| < 2^29 the sum stays below 2^30; every multiplier >= 0 with a shift <= 0. */
+static int conv_right_only(const conv_ctx *c, int32_t taps)
+{
+    if (taps > (INT32_C(1) << 14))
+        return 0;
+    for (int32_t oc = 0; oc < c->out_c; oc++) {
+        const int32_t bias = c->bias != NULL ? c->bias[oc] : 0;
+        if (c->multiplier[oc] < 0 || c->shift[oc] > 0 || bias <= -(INT32_C(1) << 29) || bias >= (INT32_C(1) << 29))
+            return 0;
+    }
+    return 1;
 }
 
 /* Every output channel of pixel a (out) and, when two_px, of pixel b (out + out_c), channels in pairs. */
 static HYDRA_ALWAYS_INLINE void conv_pixels(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out,
-                                            const int two_px, const int single)
+                                            const int two_px, const int single, const int right_only)
 {
     const int32_t out_c = c->out_c;
     int32_t oc = 0;
@@ -620,9 +640,9 @@ static HYDRA_ALWAYS_INLINE void conv_pixels(const conv_ctx *c, const int8_t *x, 
         for (int32_t j = 0; j < 2; j++) {
             const int32_t bias = c->bias != NULL ? c->bias[oc + j] : 0;
             const int32_t m = c->multiplier[oc + j], sh = c->shift[oc + j];
-            out[oc + j] = conv_output_simd(c, acc[j], bias, m, sh, single);
+            out[oc + j] = conv_output_simd(c, acc[j], bias, m, sh, single, right_only);
             if (two_px)
-                out[out_c + oc + j] = conv_output_simd(c, acc[2 + j], bias, m, sh, single);
+                out[out_c + oc + j] = conv_output_simd(c, acc[2 + j], bias, m, sh, single, right_only);
         }
     }
     if (oc < out_c) {
@@ -630,31 +650,28 @@ static HYDRA_ALWAYS_INLINE void conv_pixels(const conv_ctx *c, const int8_t *x, 
         conv_dot(&c->r, x, w, c->off2, acc, two_px, 0);
         const int32_t bias = c->bias != NULL ? c->bias[oc] : 0;
         const int32_t m = c->multiplier[oc], sh = c->shift[oc];
-        out[oc] = conv_output_simd(c, acc[0], bias, m, sh, single);
+        out[oc] = conv_output_simd(c, acc[0], bias, m, sh, single, right_only);
         if (two_px)
-            out[out_c + oc] = conv_output_simd(c, acc[2], bias, m, sh, single);
+            out[out_c + oc] = conv_output_simd(c, acc[2], bias, m, sh, single, right_only);
     }
 }
 
-static HYDRA_TFL_NOINLINE void conv_pixels_2_double(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)
-{
-    conv_pixels(c, x, w, out, 1, 0);
-}
-
-static HYDRA_TFL_NOINLINE void conv_pixels_1_double(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)
-{
-    conv_pixels(c, x, w, out, 0, 0);
-}
-
-static HYDRA_TFL_NOINLINE void conv_pixels_2_single(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)
-{
-    conv_pixels(c, x, w, out, 1, 1);
-}
-
-static HYDRA_TFL_NOINLINE void conv_pixels_1_single(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)
-{
-    conv_pixels(c, x, w, out, 0, 1);
-}
+/* One function per (pixels, rounding, requantisation path), so that each word loop has the registers to itself. */
+typedef void (*conv_pixels_fn)(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out);
+#define HYDRA_TFL_CONV_PIXELS(name, two_px, single, right_only)                                                    \
+    static HYDRA_TFL_NOINLINE void name(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)          \
+    {                                                                                                              \
+        conv_pixels(c, x, w, out, two_px, single, right_only);                                                     \
+    }
+HYDRA_TFL_CONV_PIXELS(conv_pixels_2_double, 1, 0, 0)
+HYDRA_TFL_CONV_PIXELS(conv_pixels_1_double, 0, 0, 0)
+HYDRA_TFL_CONV_PIXELS(conv_pixels_2_single, 1, 1, 0)
+HYDRA_TFL_CONV_PIXELS(conv_pixels_1_single, 0, 1, 0)
+HYDRA_TFL_CONV_PIXELS(conv_pixels_2_double_right, 1, 0, 1)
+HYDRA_TFL_CONV_PIXELS(conv_pixels_1_double_right, 0, 0, 1)
+HYDRA_TFL_CONV_PIXELS(conv_pixels_2_single_right, 1, 1, 1)
+HYDRA_TFL_CONV_PIXELS(conv_pixels_1_single_right, 0, 1, 1)
+#undef HYDRA_TFL_CONV_PIXELS
 
 /* Groups 1 on the SIMD cores: output pixels in pairs (each filter word expanded once for both) times output
  * channels in pairs (each input word expanded once for both). A pixel whose window lies in the image unlike
@@ -683,6 +700,12 @@ static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const i
     c.output_offset = v->output_offset;
     c.activation_min = v->activation_min;
     c.activation_max = v->activation_max;
+    const int right = conv_right_only(&c, f_h * f_w * in_c);
+    static const conv_pixels_fn kernels[2][2][2] = { /* [single][right][two_px] */
+        {{conv_pixels_1_double, conv_pixels_2_double}, {conv_pixels_1_double_right, conv_pixels_2_double_right}},
+        {{conv_pixels_1_single, conv_pixels_2_single}, {conv_pixels_1_single_right, conv_pixels_2_single_right}}};
+    const conv_pixels_fn pixels_1 = kernels[v->single_rounding != 0][right][0];
+    const conv_pixels_fn pixels_2 = kernels[v->single_rounding != 0][right][1];
     for (int32_t b = 0; b < v->output_shape[0]; b++)
         for (int32_t oy = 0; oy < out_h; oy++) {
             const int32_t y0 = oy * v->stride_height - v->padding_height;
@@ -704,10 +727,7 @@ static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const i
                                       : input;
                 const int8_t *w = any ? filter + ((ptrdiff_t)fy_lo * f_w + fx_lo) * in_c : filter;
                 int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, ox, 0);
-                if (v->single_rounding)
-                    (two_px ? conv_pixels_2_single : conv_pixels_1_single)(&c, x, w, out);
-                else
-                    (two_px ? conv_pixels_2_double : conv_pixels_1_double)(&c, x, w, out);
+                (two_px ? pixels_2 : pixels_1)(&c, x, w, out);
                 ox += two_px ? 2 : 1;
             }
         }
