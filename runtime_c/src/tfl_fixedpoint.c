@@ -22,6 +22,13 @@
 #define HYDRA_TFL_SIMD32 1
 #endif
 
+/* A kernel instantiated for one case, kept a function of its own (its loop then has the registers to itself). */
+#if defined(__GNUC__) || defined(__clang__)
+#define HYDRA_TFL_NOINLINE __attribute__((noinline))
+#else
+#define HYDRA_TFL_NOINLINE
+#endif
+
 /* uint32 -> int32 as two's complement, without the implementation-defined conversion. */
 static int32_t from_u32(uint32_t u)
 {
@@ -460,6 +467,30 @@ static inline int8_t conv_output(const hydra_tfl_conv_view *v, const int32_t *bi
 #endif
 }
 
+/* conv_output by hydra_requantize_right, where conv_view_right_only allows it for the whole call. */
+static inline int8_t conv_output_right(const hydra_tfl_conv_view *v, const int32_t *bias, int32_t oc, int32_t acc)
+{
+    const int32_t sum = bias != NULL ? acc + bias[oc] : acc;
+    const int32_t r = hydra_clamp_s8(
+        hydra_requantize_right(sum, v->output_multiplier[oc], v->output_shift[oc], v->single_rounding) + v->output_offset);
+    return (int8_t)(r < v->activation_min ? v->activation_min : (r > v->activation_max ? v->activation_max : r));
+}
+
+/* Whether every output of a convolution may use hydra_requantize_right: at most 2^14 products of |w (x + offset)| <=
+ * 2^7 * 255 keep |acc| < 2^29, with |bias| < 2^29 the sum below 2^30; every multiplier >= 0, every shift <= 0. */
+static int conv_view_right_only(const hydra_tfl_conv_view *v, const int32_t *bias, int64_t products)
+{
+    if (products > (INT64_C(1) << 14))
+        return 0;
+    for (int32_t oc = 0; oc < v->output_shape[3]; oc++) {
+        const int32_t b = bias != NULL ? bias[oc] : 0;
+        if (v->output_multiplier[oc] < 0 || v->output_shift[oc] > 0 || b <= -(INT32_C(1) << 29) ||
+            b >= (INT32_C(1) << 29))
+            return 0;
+    }
+    return 1;
+}
+
 /* The taps of one or two output pixels (the same taps: a pair whose windows lie alike in the image) as runs of
  * input and filter bytes: `rows` filter rows, each `runs` runs of `len` bytes; a run of pixel b is pixel a's
  * plus `x_pair`; the next run is x_run / w_run bytes on, the next row x_row / w_row. Without x dilation a row's
@@ -503,11 +534,6 @@ static inline int32_t load_word(const int8_t *p)
     return word;
 }
 
-#if defined(__GNUC__) || defined(__clang__)
-#define HYDRA_TFL_NOINLINE __attribute__((noinline))
-#else
-#define HYDRA_TFL_NOINLINE
-#endif
 
 /* acc[2 px + ch] += sum over the runs of r of w_ch[i] * (x_px[i] + offset), for pixel a (input x) and pixel b
  * (x + x_pair) when two_px, channel a (filter w) and channel b (w + w_channel) when two_ch. Each input word becomes
@@ -598,7 +624,7 @@ typedef struct {
 } conv_ctx;
 
 /* conv_output for a channel's bias, multiplier and shift, rounding as `single` (a constant) says; by
- * hydra_requantize_right where `right_only` (conv_right_only said so for the whole call). */
+ * hydra_requantize_right where `right_only` (conv_view_right_only said so for the whole call). */
 static HYDRA_ALWAYS_INLINE int8_t conv_output_simd(const conv_ctx *c, int32_t acc, int32_t bias, int32_t multiplier,
                                                    int32_t shift, const int single, const int right_only)
 {
@@ -612,20 +638,6 @@ static HYDRA_ALWAYS_INLINE int8_t conv_output_simd(const conv_ctx *c, int32_t ac
         r = __qadd(y, c->output_offset); /* saturated beyond int32: clamped below all the same */
     }
     return (int8_t)(r < c->activation_min ? c->activation_min : (r > c->activation_max ? c->activation_max : r));
-}
-
-/* Whether every output may use hydra_requantize_right: at most 2^14 taps * channels keeps |acc| <= 2^14 * 2^7 * 255
- * < 2^29, with |bias| < 2^29 the sum stays below 2^30; every multiplier >= 0 with a shift <= 0. */
-static int conv_right_only(const conv_ctx *c, int32_t taps)
-{
-    if (taps > (INT32_C(1) << 14))
-        return 0;
-    for (int32_t oc = 0; oc < c->out_c; oc++) {
-        const int32_t bias = c->bias != NULL ? c->bias[oc] : 0;
-        if (c->multiplier[oc] < 0 || c->shift[oc] > 0 || bias <= -(INT32_C(1) << 29) || bias >= (INT32_C(1) << 29))
-            return 0;
-    }
-    return 1;
 }
 
 /* Every output channel of pixel a (out) and, when two_px, of pixel b (out + out_c), channels in pairs. */
@@ -700,7 +712,7 @@ static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const i
     c.output_offset = v->output_offset;
     c.activation_min = v->activation_min;
     c.activation_max = v->activation_max;
-    const int right = conv_right_only(&c, f_h * f_w * in_c);
+    const int right = conv_view_right_only(v, bias, (int64_t)f_h * f_w * in_c);
     static const conv_pixels_fn kernels[2][2][2] = { /* [single][right][two_px] */
         {{conv_pixels_1_double, conv_pixels_2_double}, {conv_pixels_1_double_right, conv_pixels_2_double_right}},
         {{conv_pixels_1_single, conv_pixels_2_single}, {conv_pixels_1_single_right, conv_pixels_2_single_right}}};
@@ -736,8 +748,9 @@ static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const i
 
 /* DEPTHWISE_CONV_2D: output channel oc reads input channel oc / depth_multiplier and filter column oc; for each
  * output pixel the in-image taps are found once, then each channel walks them with two pointer steps. */
-static void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
-                           const int32_t *bias, int8_t *output)
+static HYDRA_ALWAYS_INLINE void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input,
+                                               const int8_t *filter, const int32_t *bias, int8_t *output,
+                                               const int right_only)
 {
     const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2], in_c = v->input_shape[3];
     const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2];
@@ -769,10 +782,22 @@ static void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, co
                             for (int32_t t = 0; t < taps; t++, xt += x_tap, wt += out_c)
                                 acc += *wt * (*xt + offset);
                         }
-                        out[oc] = conv_output(v, bias, oc, acc);
+                        out[oc] = right_only ? conv_output_right(v, bias, oc, acc) : conv_output(v, bias, oc, acc);
                     }
             }
         }
+}
+
+static HYDRA_TFL_NOINLINE void depthwise_walk_right(const hydra_tfl_conv_view *v, const int8_t *input,
+                                                    const int8_t *filter, const int32_t *bias, int8_t *output)
+{
+    depthwise_walk(v, input, filter, bias, output, 1);
+}
+
+static HYDRA_TFL_NOINLINE void depthwise_walk_general(const hydra_tfl_conv_view *v, const int8_t *input,
+                                                      const int8_t *filter, const int32_t *bias, int8_t *output)
+{
+    depthwise_walk(v, input, filter, bias, output, 0);
 }
 
 /* Any other grouping (groups > 1), and groups 1 without the SIMD instructions: tap by tap, except that without
@@ -838,7 +863,10 @@ hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *
         !hydra_tfl_multipliers_ok(v->output_multiplier, v->output_shift, out_c))
         return HYDRA_ERR_ARG;
     if (depthwise) {
-        depthwise_walk(v, input, filter, bias, output);
+        if (conv_view_right_only(v, bias, (int64_t)v->filter_shape[1] * v->filter_shape[2]))
+            depthwise_walk_right(v, input, filter, bias, output);
+        else
+            depthwise_walk_general(v, input, filter, bias, output);
         return HYDRA_OK;
     }
 #if defined(HYDRA_TFL_SIMD32)
