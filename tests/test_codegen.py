@@ -156,7 +156,7 @@ def test_build_folder_layout(tmp_path):
     }
     model_c = (folder / "model.c").read_text()
     # Weights named after their tensors, const, aligned; the alignment attribute guarded for non-GCC compilers.
-    assert "static const int8_t blocks_0_fc_weight[100] HYDRA_ALIGNED(16) = {" in model_c
+    assert "static const int8_t blocks_0_fc_weight_blocked[100] HYDRA_ALIGNED(16) = {" in model_c
     assert "static const int8_t gelu_table[256] HYDRA_ALIGNED(16)" in model_c
     assert "#if defined(__GNUC__) || defined(__clang__)" in model_c
     assert "static uint8_t hydra_arena[HYDRA_MODEL_ARENA_BYTES] HYDRA_ALIGNED(16);" in model_c
@@ -321,3 +321,25 @@ def test_report():
     assert all(op["live_bytes"] > 0 for op in rep["ops"])
     text = format_report(rep)
     assert "residual_add" in text and f"{plan.arena_bytes}" in text
+
+
+@pytest.mark.parametrize("n,k", [(1, 1), (4, 4), (5, 7), (8, 13), (11, 3), (12, 64)])
+def test_linear_weights_blocked_layout_reorders_the_same_bytes(n, k):
+    """ops/linear.py blocked_weights: rows in blocks of 4, per group of 4 columns the 4 rows' 4 bytes, then the
+    K % 4 tail row by row; the N % 4 last rows as they are (what hydra_dot4_blocked_s8 reads)."""
+    from hydra_edge.ops.linear import blocked_weights
+
+    w = np.arange(n * k, dtype=np.int64).reshape(n, k)
+    b = blocked_weights(w)
+    assert sorted(b.tolist()) == list(range(n * k))  # a reordering: every byte once
+    full_n, full_k = n - n % 4, k - k % 4
+    at = 0
+    for n0 in range(0, full_n, 4):
+        for k0 in range(0, full_k, 4):
+            for r in range(4):
+                assert b[at:at + 4].tolist() == w[n0 + r, k0:k0 + 4].tolist()
+                at += 4
+        for r in range(4):
+            assert b[at:at + k - full_k].tolist() == w[n0 + r, full_k:].tolist()
+            at += k - full_k
+    assert b[at:].tolist() == w[full_n:].reshape(-1).tolist()

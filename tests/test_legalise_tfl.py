@@ -27,7 +27,7 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 # model -> the native ops its legalised graph must hold (at least), and whether any tfl_* op may remain
 NATIVE = {
     "tfl_tiny_mlp": ({"linear": 2, "mean_pool": 1}, False),
-    "tfl_small_cnn": ({"linear": 1}, True),
+    "tfl_small_cnn": ({"linear": 2}, True),  # the FC and the 1x1 conv
     "tfl_hydra_vit": ({"linear": 13, "add": 5, "mean_pool": 1, "lut": 7}, True),
     "tfl_softmax_vit": ({"linear": 13, "add": 5, "mean_pool": 1, "lut": 7}, True),
 }
@@ -107,6 +107,16 @@ SINGLE = {
                                                 TensorSpec((4,), 0.001, 0, "int32",
                                                            np.array([300, -2000, 5, 900], np.int32))],
                             [TensorSpec((3, 4), 0.01, -100)], {"fused_activation_function": "RELU6"}, "linear"),
+    "conv_1x1": ("CONV_2D", [TensorSpec((1, 3, 4, 6), 0.05, -9), TensorSpec((5, 1, 1, 6), 0.02, 0, data=_w((5, 1, 1, 6), 2)),
+                             TensorSpec((5,), 0.001, 0, "int32", np.array([70, -900, 3, 400, -5], np.int32))],
+                 [TensorSpec((1, 3, 4, 5), 0.03, 11)],
+                 {"padding": "VALID", "stride_w": 1, "stride_h": 1, "fused_activation_function": "RELU"}, "linear"),
+    "conv_1x1_stride_2": ("CONV_2D", [TensorSpec((1, 3, 4, 6), 0.05, -9),
+                                      TensorSpec((5, 1, 1, 6), 0.02, 0, data=_w((5, 1, 1, 6), 2)),
+                                      TensorSpec((5,), 0.001, 0, "int32", np.array([70, -900, 3, 400, -5], np.int32))],
+                          [TensorSpec((1, 2, 2, 5), 0.03, 11)],
+                          {"padding": "VALID", "stride_w": 2, "stride_h": 2, "fused_activation_function": "NONE"},
+                          "tfl_conv_2d"),
 }
 
 

@@ -163,10 +163,10 @@ void hydra_inv_sqrt(int64_t v, int32_t *inv, int32_t *p);
 int32_t hydra_dot_s8(const int8_t *a, const int8_t *b, int32_t n);
 /* dots[r] = sum(x[i] * w_r[i]) for r = 0, 1: one pass over x for two weight rows. */
 void hydra_dot2_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, int32_t n, int32_t dots[2]);
-/* dots[r] = x . row r for a block of 4 weight rows in linear's block layout (ops/linear.py blocked_weights:
- * per group of 4 columns the 4 rows' 4 bytes, then the n % 4 tail columns row by row); 16 * ceil(n / 4)
- * bytes of w at most. */
-void hydra_dot4_blocked_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t dots[4]);
+/* dots[4 b + r] = x . row r of block b, for `blocks` consecutive blocks of 4 weight rows in linear's block layout
+ * (ops/linear.py blocked_weights: per group of 4 columns the 4 rows' 4 bytes, then the n % 4 tail columns row by
+ * row; 4 n bytes per block). */
+void hydra_dot4_blocked_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t blocks, int32_t *dots);
 
 /* x saturated to int8: one SSAT where the target has it (the same value). */
 static inline int8_t hydra_clamp_s8(int32_t x)

@@ -133,7 +133,7 @@ void hydra_dot2_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, int32_t 
 
 /* dots[r] = x . row r of a block of 4 weight rows stored as ops/linear.py blocked_weights lays them out:
  * for each group of 4 columns the 4 rows' 4 bytes (16 bytes), then the K % 4 tail columns row by row. */
-void hydra_dot4_blocked_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t dots[4])
+static HYDRA_ALWAYS_INLINE void dot4_blocked(const int8_t *x, const int8_t *w, int32_t n, int32_t *dots)
 {
     int32_t i = 0;
     int32_t acc0 = 0, acc1 = 0, acc2 = 0, acc3 = 0;
@@ -206,4 +206,10 @@ void hydra_dot4_blocked_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t 
     dots[1] = acc1;
     dots[2] = acc2;
     dots[3] = acc3;
+}
+
+void hydra_dot4_blocked_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t blocks, int32_t *dots)
+{
+    for (int32_t b = 0; b < blocks; b++, w += (size_t)4 * (size_t)n, dots += 4) /* one call for several blocks */
+        dot4_blocked(x, w, n, dots);
 }

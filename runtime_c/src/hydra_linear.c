@@ -9,20 +9,27 @@
 
 /* K products of at most 128 * 128 = 2^14 each: K < 2^17 keeps the int32 dot exact. */
 #define HYDRA_LINEAR_MAX_K 131071
+/* Outputs whose dot products one hydra_dot4_blocked_s8 call forms (a multiple of 4; 64 bytes of stack). */
+#define LINEAR_CHUNK 16
+
+/* The per-channel output stage in locals: a store through int8_t * may alias the params, which would make the
+ * compiler reload every pointer for every output. */
+typedef struct {
+    const int32_t *bias, *multiplier, *shift;
+    int32_t zy, lo, hi;
+} linear_outputs;
 
 /* y[n] from its dot product (the per-channel parameters of channel n), clamped to [lo, hi]; by
  * hydra_requantize_right where `right_only` (linear_right_only said so for the whole call). */
-static HYDRA_ALWAYS_INLINE int8_t output_s8(const hydra_linear_params *p, int32_t n, int32_t dot, int32_t lo,
-                                            int32_t hi, int32_t single_rounding, int32_t right_only)
+static HYDRA_ALWAYS_INLINE int8_t output_s8(const linear_outputs o, int32_t n, int32_t dot, int32_t single_rounding,
+                                            int32_t right_only)
 {
     int8_t y;
     if (right_only)
-        y = hydra_clamp_s8(hydra_requantize_right(p->bias[n] + dot, p->multiplier[n], p->shift[n], single_rounding) +
-                           p->output_zero_point);
+        y = hydra_clamp_s8(hydra_requantize_right(o.bias[n] + dot, o.multiplier[n], o.shift[n], single_rounding) + o.zy);
     else
-        y = hydra_linear_output_s8(p->bias[n], dot, p->multiplier[n], p->shift[n], p->output_zero_point,
-                                   single_rounding);
-    return (int8_t)(y < lo ? lo : (y > hi ? hi : y));
+        y = hydra_linear_output_s8(o.bias[n], dot, o.multiplier[n], o.shift[n], o.zy, single_rounding);
+    return (int8_t)(y < o.lo ? o.lo : (y > o.hi ? o.hi : y));
 }
 
 /* Whether every output may use hydra_requantize_right: K <= 2^15 and |bias| < 2^29 keep |bias + dot| < 2^30,
@@ -46,27 +53,31 @@ static HYDRA_ALWAYS_INLINE void linear_rows(const hydra_linear_params *params, c
                                             int32_t single_rounding, int32_t right_only)
 {
     const int32_t T = params->rows, K = params->in_features, N = params->out_features;
-    const int32_t lo = params->activation_min, hi = params->activation_max;
+    const linear_outputs o = {params->bias, params->multiplier, params->shift, params->output_zero_point,
+                              params->activation_min, params->activation_max};
     const int32_t full = N - N % 4;
     for (int32_t t = 0; t < T; t++) {
         const int8_t *x = input + (size_t)t * (size_t)K;
         int8_t *y = output + (size_t)t * (size_t)N;
         const int8_t *w = params->weights;
         int32_t n = 0;
-        for (; n < full; n += 4, w += (size_t)4 * (size_t)K) { /* four outputs per pass over x */
-            int32_t dots[4];
-            hydra_dot4_blocked_s8(x, w, K, dots);
-            for (int32_t r = 0; r < 4; r++)
-                y[n + r] = output_s8(params, n + r, dots[r], lo, hi, single_rounding, right_only);
+        while (n < full) { /* four outputs per pass over x, up to LINEAR_CHUNK of them per call */
+            int32_t dots[LINEAR_CHUNK];
+            const int32_t count = full - n < LINEAR_CHUNK ? full - n : LINEAR_CHUNK;
+            hydra_dot4_blocked_s8(x, w, K, count / 4, dots);
+            for (int32_t r = 0; r < count; r++)
+                y[n + r] = output_s8(o, n + r, dots[r], single_rounding, right_only);
+            n += count;
+            w += (size_t)count * (size_t)K;
         }
         for (; n + 2 <= N; n += 2, w += (size_t)2 * (size_t)K) {
             int32_t dots[2];
             hydra_dot2_s8(x, w, w + K, K, dots);
-            y[n] = output_s8(params, n, dots[0], lo, hi, single_rounding, right_only);
-            y[n + 1] = output_s8(params, n + 1, dots[1], lo, hi, single_rounding, right_only);
+            y[n] = output_s8(o, n, dots[0], single_rounding, right_only);
+            y[n + 1] = output_s8(o, n + 1, dots[1], single_rounding, right_only);
         }
         if (n < N)
-            y[n] = output_s8(params, n, hydra_dot_s8(x, w, K), lo, hi, single_rounding, right_only);
+            y[n] = output_s8(o, n, hydra_dot_s8(x, w, K), single_rounding, right_only);
     }
 }
 

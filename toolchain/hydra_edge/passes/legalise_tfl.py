@@ -4,6 +4,7 @@ An imported .tflite arrives as tfl_* nodes with TFLM's prepared attrs (frontend/
 of the registry (ops/) forms the same integers, the node is rewritten to it, so that it runs the native,
 optimised kernel (SIMD dot products, requantisation inline, in-place elementwise ops) with TFLM's bits:
 
+- tfl_conv_2d 1x1, stride 1, no padding, groups 1 -> linear, as the FULLY_CONNECTED of its [N*H*W, C] pixels.
 - tfl_fully_connected -> linear. TFLM's sum of (w + filter_offset) * (x + input_offset) plus bias is, with
   filter_offset 0, exactly bias_k + sum x * w with bias_k = bias + input_offset * sum_k w (docs/numerics.md
   "linear": the input zero point folded into the bias). A per-tensor multiplier is repeated per channel; the
@@ -85,6 +86,27 @@ def _linear(g: Graph, node: Node) -> Node | None:
                 node.source)
 
 
+def _pointwise_conv(g: Graph, node: Node) -> Node | None:
+    """A 1x1 CONV_2D of stride 1 without padding (groups 1) is FULLY_CONNECTED on the [N*H*W, C] pixels: TFLM's
+    per-channel sum of w * (x + input_offset) plus bias, MBQM per channel, output offset, clamp."""
+    a = node.attrs
+    o, fh, fw, i = (int(v) for v in a["filter_shape"])
+    if (fh, fw) != (1, 1) or i != int(a["input_shape"][3]) or len(node.inputs) != 3 or not node.inputs[2]:
+        return None
+    if (a["stride_height"], a["stride_width"], a["padding_height"], a["padding_width"]) != (1, 1, 0, 0):
+        return None
+    fc = {"filter_offset": 0, "accum_depth": i, "output_depth": o, "input_offset": a["input_offset"],
+          "output_offset": a["output_offset"], "output_multiplier": a["output_multiplier"],
+          "output_shift": a["output_shift"], "per_channel": True, "activation_min": a["activation_min"],
+          "activation_max": a["activation_max"], **({"rounding": a["rounding"]} if "rounding" in a else {})}
+    w = g.tensor(node.inputs[1])
+    if not w.is_constant:
+        return None
+    weights = g.add_constant(g.unique_name(f"{node.name}_weights"), np.asarray(w.data).reshape(o, i))
+    return _linear(g, Node(node.name, "tfl_fully_connected", [node.inputs[0], weights.name, node.inputs[2]],
+                           list(node.outputs), fc, node.source))
+
+
 def _add(g: Graph, node: Node) -> Node | None:
     a = node.attrs
     same = tuple(a["input1_shape"]) == tuple(a["input2_shape"]) == tuple(a["output_shape"])
@@ -130,6 +152,7 @@ def _table(g: Graph, node: Node) -> Node | None:
 
 RULES: dict[str, Callable[[Graph, Node], Node | None]] = {
     "tfl_fully_connected": _linear,
+    "tfl_conv_2d": _pointwise_conv,
     "tfl_add": _add,
     "tfl_mean": _mean_pool,
     "tfl_logistic": _table,
