@@ -195,6 +195,41 @@ static HYDRA_ALWAYS_INLINE int8_t hydra_linear_output_s8(int32_t bias, int32_t d
     return hydra_add_zero_point_s8(hydra_requantize(acc, multiplier, shift, single_rounding), zy);
 }
 
+/* The per-channel output stage of the linear-like kernels (linear, patch_embed), in locals: a store through
+ * int8_t * may alias the params, which would make the compiler reload every pointer for every output. */
+typedef struct {
+    const int32_t *bias, *multiplier, *shift;
+    int32_t zy, lo, hi; /* output zero point, activation clamp inside int8 */
+} hydra_channel_outputs;
+
+/* Whether every channel may use hydra_requantize_right for a dot product over K <= 2^15 products of at most 2^14:
+ * |bias| < 2^29 keeps |bias + dot| < 2^30; every multiplier >= 0 with a shift <= 0 (below 1, as calibration makes
+ * them). O(channels), once per call. */
+static inline int hydra_channels_right_only(const hydra_channel_outputs *o, int32_t channels, int32_t K)
+{
+    if (K > 32768)
+        return 0;
+    for (int32_t n = 0; n < channels; n++)
+        if (o->multiplier[n] < 0 || o->shift[n] > 0 || o->bias[n] <= -(INT32_C(1) << 29) ||
+            o->bias[n] >= (INT32_C(1) << 29))
+            return 0;
+    return 1;
+}
+
+/* Channel n's output from its dot product: zy + requant(bias + dot), clamped to [lo, hi]; by hydra_requantize_right
+ * where `right_only` (hydra_channels_right_only said so for the call). */
+static HYDRA_ALWAYS_INLINE int8_t hydra_channel_output_s8(const hydra_channel_outputs *o, int32_t n, int32_t dot,
+                                                          int32_t single_rounding, int32_t right_only)
+{
+    int8_t y;
+    if (right_only)
+        y = hydra_clamp_s8(hydra_requantize_right(o->bias[n] + dot, o->multiplier[n], o->shift[n], single_rounding) +
+                           o->zy);
+    else
+        y = hydra_linear_output_s8(o->bias[n], dot, o->multiplier[n], o->shift[n], o->zy, single_rounding);
+    return (int8_t)(y < o->lo ? o->lo : (y > o->hi ? o->hi : y));
+}
+
 static inline int hydra_zero_point_ok(int32_t z)
 {
     return z >= -128 && z <= 127;

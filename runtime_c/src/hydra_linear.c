@@ -12,49 +12,16 @@
 /* Outputs whose dot products one hydra_dot4_blocked_s8 call forms (a multiple of 4; 64 bytes of stack). */
 #define LINEAR_CHUNK 16
 
-/* The per-channel output stage in locals: a store through int8_t * may alias the params, which would make the
- * compiler reload every pointer for every output. */
-typedef struct {
-    const int32_t *bias, *multiplier, *shift;
-    int32_t zy, lo, hi;
-} linear_outputs;
-
-/* y[n] from its dot product (the per-channel parameters of channel n), clamped to [lo, hi]; by
- * hydra_requantize_right where `right_only` (linear_right_only said so for the whole call). */
-static HYDRA_ALWAYS_INLINE int8_t output_s8(const linear_outputs o, int32_t n, int32_t dot, int32_t single_rounding,
-                                            int32_t right_only)
-{
-    int8_t y;
-    if (right_only)
-        y = hydra_clamp_s8(hydra_requantize_right(o.bias[n] + dot, o.multiplier[n], o.shift[n], single_rounding) + o.zy);
-    else
-        y = hydra_linear_output_s8(o.bias[n], dot, o.multiplier[n], o.shift[n], o.zy, single_rounding);
-    return (int8_t)(y < o.lo ? o.lo : (y > o.hi ? o.hi : y));
-}
-
-/* Whether every output may use hydra_requantize_right: K <= 2^15 and |bias| < 2^29 keep |bias + dot| < 2^30,
- * and every multiplier is non-negative with a shift <= 0 (below 1, as calibration makes them). O(N) per call,
- * against the call's T * N * K multiply-adds. */
-static int linear_right_only(const hydra_linear_params *p)
-{
-    if (p->in_features > 32768)
-        return 0;
-    for (int32_t n = 0; n < p->out_features; n++)
-        if (p->multiplier[n] < 0 || p->shift[n] > 0 || p->bias[n] <= -(INT32_C(1) << 29) ||
-            p->bias[n] >= (INT32_C(1) << 29))
-            return 0;
-    return 1;
-}
-
-/* Every row, in one rounding mode and one requantisation path: called with constant single_rounding and
- * right_only, so each call is its own loop. The weights are in the block layout (ops/linear.py
+/* Every row, in one rounding mode and one requantisation path (hydra_channel_output_s8): called with constant
+ * single_rounding and right_only, so each call is its own loop. The weights are in the block layout (ops/linear.py
  * blocked_weights): blocks of 4 rows, then the N % 4 rows after the last block as they are. */
 static HYDRA_ALWAYS_INLINE void linear_rows(const hydra_linear_params *params, const int8_t *input, int8_t *output,
                                             int32_t single_rounding, int32_t right_only)
 {
     const int32_t T = params->rows, K = params->in_features, N = params->out_features;
-    const linear_outputs o = {params->bias, params->multiplier, params->shift, params->output_zero_point,
-                              params->activation_min, params->activation_max};
+    const hydra_channel_outputs out = {params->bias, params->multiplier, params->shift, params->output_zero_point,
+                                       params->activation_min, params->activation_max};
+    const hydra_channel_outputs *o = &out;
     const int32_t full = N - N % 4;
     for (int32_t t = 0; t < T; t++) {
         const int8_t *x = input + (size_t)t * (size_t)K;
@@ -66,18 +33,18 @@ static HYDRA_ALWAYS_INLINE void linear_rows(const hydra_linear_params *params, c
             const int32_t count = full - n < LINEAR_CHUNK ? full - n : LINEAR_CHUNK;
             hydra_dot4_blocked_s8(x, w, K, count / 4, dots);
             for (int32_t r = 0; r < count; r++)
-                y[n + r] = output_s8(o, n + r, dots[r], single_rounding, right_only);
+                y[n + r] = hydra_channel_output_s8(o, n + r, dots[r], single_rounding, right_only);
             n += count;
             w += (size_t)count * (size_t)K;
         }
         for (; n + 2 <= N; n += 2, w += (size_t)2 * (size_t)K) {
             int32_t dots[2];
             hydra_dot2_s8(x, w, w + K, K, dots);
-            y[n] = output_s8(o, n, dots[0], single_rounding, right_only);
-            y[n + 1] = output_s8(o, n + 1, dots[1], single_rounding, right_only);
+            y[n] = hydra_channel_output_s8(o, n, dots[0], single_rounding, right_only);
+            y[n + 1] = hydra_channel_output_s8(o, n + 1, dots[1], single_rounding, right_only);
         }
         if (n < N)
-            y[n] = output_s8(o, n, hydra_dot_s8(x, w, K), single_rounding, right_only);
+            y[n] = hydra_channel_output_s8(o, n, hydra_dot_s8(x, w, K), single_rounding, right_only);
     }
 }
 
@@ -104,7 +71,8 @@ hydra_status hydra_linear_rows_s8(const hydra_linear_params *params, const int8_
         return HYDRA_ERR_ARG;
     if (params->rows <= 0)
         return HYDRA_ERR_SHAPE;
-    const int right_only = linear_right_only(params);
+    const hydra_channel_outputs out = {params->bias, params->multiplier, params->shift, 0, 0, 0};
+    const int right_only = hydra_channels_right_only(&out, params->out_features, params->in_features);
     if (params->single_rounding)
         right_only ? linear_rows(params, input, output, 1, 1) : linear_rows(params, input, output, 1, 0);
     else

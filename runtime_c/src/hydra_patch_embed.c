@@ -10,19 +10,17 @@
 
 /* As in linear: fewer than 2^17 products of at most 2^14 keep the int32 dot exact. */
 #define HYDRA_PATCH_MAX_K 131071
+/* A patch of at most this many bytes is first copied into one stack row, so that each pair of output channels is
+ * one dot product over K instead of C * p calls over p bytes. */
+#define HYDRA_PATCH_GATHER_MAX 128
 
-/* y[d] from its dot product (the per-channel parameters of channel d). */
-static HYDRA_ALWAYS_INLINE int8_t output_s8(const hydra_patch_embed_params *p, int32_t d, int32_t dot,
-                                            int32_t single_rounding)
-{
-    return hydra_linear_output_s8(p->bias[d], dot, p->multiplier[d], p->shift[d], p->output_zero_point,
-                                  single_rounding);
-}
-
-/* Every patch, in one rounding mode (a constant single_rounding: each call is its own loop). */
+/* Every patch, in one rounding mode and one requantisation path (hydra_channel_output_s8; constant
+ * single_rounding and right_only: each call is its own loop). */
 static HYDRA_ALWAYS_INLINE void patches(const hydra_patch_embed_params *params, const int8_t *input, int8_t *output,
-                                        int32_t single_rounding)
+                                        int32_t single_rounding, int32_t right_only)
 {
+    const hydra_channel_outputs out = {params->bias, params->multiplier, params->shift, params->output_zero_point,
+                                       -128, 127};
     const int32_t C = params->channels, H = params->height, W = params->width;
     const int32_t p = params->patch, D = params->embed_dim;
     const size_t K = (size_t)C * (size_t)p * (size_t)p;
@@ -30,6 +28,29 @@ static HYDRA_ALWAYS_INLINE void patches(const hydra_patch_embed_params *params, 
     for (int32_t py = 0; py < H / p; py++) {
         for (int32_t px = 0; px < grid_w; px++) {
             int8_t *y = output + ((size_t)py * (size_t)grid_w + (size_t)px) * (size_t)D;
+            if (K <= HYDRA_PATCH_GATHER_MAX) { /* the patch in (c, ky, kx) order, then dot2 over all of it */
+                int8_t patch[HYDRA_PATCH_GATHER_MAX];
+                for (int32_t c = 0; c < C; c++)
+                    for (int32_t ky = 0; ky < p; ky++) {
+                        const int8_t *x = input + ((size_t)c * (size_t)H + (size_t)(py * p + ky)) * (size_t)W
+                                          + (size_t)px * (size_t)p;
+                        int8_t *row = patch + ((size_t)c * (size_t)p + (size_t)ky) * (size_t)p;
+                        for (int32_t kx = 0; kx < p; kx++)
+                            row[kx] = x[kx];
+                    }
+                int32_t d = 0;
+                for (; d + 2 <= D; d += 2) {
+                    int32_t dots[2];
+                    const int8_t *w0 = params->weights + (size_t)d * K;
+                    hydra_dot2_s8(patch, w0, w0 + K, (int32_t)K, dots);
+                    y[d] = hydra_channel_output_s8(&out, d, dots[0], single_rounding, right_only);
+                    y[d + 1] = hydra_channel_output_s8(&out, d + 1, dots[1], single_rounding, right_only);
+                }
+                if (d < D)
+                    y[d] = hydra_channel_output_s8(&out, d, hydra_dot_s8(patch, params->weights + (size_t)d * K, (int32_t)K),
+                                     single_rounding, right_only);
+                continue;
+            }
             /* Two output channels at a time, one image row of the patch (p bytes) per dot2 call. */
             for (int32_t d = 0; d < D; d += 2) {
                 const int32_t pair = d + 1 < D; /* an odd D leaves the last channel alone */
@@ -46,9 +67,9 @@ static HYDRA_ALWAYS_INLINE void patches(const hydra_patch_embed_params *params, 
                         dot0 += dots[0];
                         dot1 += dots[1];
                     }
-                y[d] = output_s8(params, d, dot0, single_rounding);
+                y[d] = hydra_channel_output_s8(&out, d, dot0, single_rounding, right_only);
                 if (pair)
-                    y[d + 1] = output_s8(params, d + 1, dot1, single_rounding);
+                    y[d + 1] = hydra_channel_output_s8(&out, d + 1, dot1, single_rounding, right_only);
             }
         }
     }
@@ -79,9 +100,11 @@ hydra_status hydra_patch_embed_s8(const hydra_patch_embed_params *params, const 
     for (size_t i = 0; i < (size_t)P * (size_t)D; i++)
         output[i] = params->prefix[i];
     int8_t *rows = output + (size_t)P * (size_t)D;
+    const hydra_channel_outputs out = {params->bias, params->multiplier, params->shift, 0, 0, 0};
+    const int right_only = hydra_channels_right_only(&out, D, C * p * p);
     if (params->single_rounding)
-        patches(params, input, rows, 1);
+        right_only ? patches(params, input, rows, 1, 1) : patches(params, input, rows, 1, 0);
     else
-        patches(params, input, rows, 0);
+        right_only ? patches(params, input, rows, 0, 1) : patches(params, input, rows, 0, 0);
     return HYDRA_OK;
 }
