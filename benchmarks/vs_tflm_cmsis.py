@@ -432,7 +432,9 @@ def plot(rows: list[dict], path: Path = PLOT) -> Path:
         ax.set_xticks(x)
         ax.set_xticklabels(names, rotation=20, fontsize=8, ha="right")
         ax.set_ylim(0, max([1.0, *(ins if ax is ax1 else use + arena)]) * 1.18)
-    fig.suptitle("STM32F746 (QEMU mps2-an500), same int8 .tflite and inputs; below 1 = hydra-edge better",
+    pt2 = " (a .pt2 row: hydra-edge compiles the .pt2, TFLM runs its .tflite twin)" if any(
+        "tflm_model" in r for r in rows) else ""
+    fig.suptitle(f"STM32F746 (QEMU mps2-an500), same int8 .tflite and inputs{pt2}; below 1 = hydra-edge better",
                  fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
