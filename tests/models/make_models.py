@@ -298,7 +298,7 @@ def _bench_tflite_modules():
     outputs where the reference has them. Weights: PyTorch's default (seeded) initialisation; each
     BatchNorm gets the running mean and variance of its input over BN_SAMPLES seeded standard-normal
     inputs, a random affine (weight in [0.5, 1.5], bias in [-0.25, 0.25]), and is then folded into the
-    convolution or linear layer before it."""
+    convolution or linear layer before it; MobileNetV1's logits are centred (centre_head)."""
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -426,12 +426,28 @@ def _bench_tflite_modules():
             raise RuntimeError(f"{type(model).__name__}: folding the BatchNorms changed the outputs by {err}")
         return model
 
+    def centre_head(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
+        """The classifier's mean logits over the BatchNorm inputs taken out of its bias (a data-dependent init
+        of the last layer). Untrained, MobileNetV1's two logits sit about 10 apart whatever the input: its int8
+        softmax output would be 127, -128 on every input, leaving the output bits nothing to show. (ResNet-8's
+        and DS-CNN's outputs already vary; centred, more of their logits would clip together.)"""
+        feats = {}
+        hook = model.fc.register_forward_hook(lambda mod, inp, out: feats.__setitem__("logits", out))
+        x = torch.from_numpy(np.random.default_rng(SEED + 1).standard_normal((BN_SAMPLES, *shape[1:]))).float()
+        with torch.no_grad():
+            model(x)
+            logits = feats["logits"]
+            model.fc.bias -= logits.mean(dim=0)
+        hook.remove()
+        return model
+
     modules = {}
     for name, cls, shape in (("resnet8", ResNet8, (1, 32, 32, 3)), ("ds_cnn", DsCnn, (1, 49, 10, 1)),
                              ("mobilenet_v1_025", MobileNetV1, (1, 96, 96, 3)),
                              ("autoencoder", AutoEncoder, (1, 640))):
         torch.manual_seed(SEED)
-        modules[name] = (fold_batchnorms(cls(), shape), shape, None)
+        model = fold_batchnorms(cls(), shape)
+        modules[name] = (centre_head(model, shape) if cls is MobileNetV1 else model, shape, None)
 
     # The bundled example's twin: its weights, calibrated on the inputs `hydra-edge compile` calibrates the
     # .pt2 on when given no --calib (quant.calibrate.fallback_calibration: default_rng(0), standard normal).
