@@ -1,11 +1,13 @@
 """hydra-edge against TFLite Micro + CMSIS-NN on the STM32F746 (QEMU mps2-an500): instructions, RAM, bits.
 
     .venv/bin/python benchmarks/vs_tflm_cmsis.py [--models tests/models/tfl_small_cnn.tflite ...]
+        [--pt2 examples/hydra_vit_cifar10.pt2=benchmarks/models/hydra_vit_cifar10.tflite ...]
         [--peer ../shared/peers/tflm_cmsis_nn] [--peer-build ~/.cache/hydra-edge/tflm_cmsis_nn]
-        [--with-ref] [--per-op] [--inputs 4] [--jobs 2] [--out build/vs_tflm_cmsis]
+        [--with-ref | --no-ref] [--per-op] [--inputs 4] [--jobs 2] [--out build/vs_tflm_cmsis]
 
 The measuring stick of issue 18 (hydra-edge faster than TFLite Micro with Arm's CMSIS-NN kernels on the same
-models). For each int8 .tflite (default: the committed tests/models/tfl_*.tflite) and the same seeded int8 inputs:
+models). For each int8 .tflite (default: the committed tests/models/tfl_*.tflite and benchmarks/models/*.tflite,
+MLPerf Tiny's architectures and the example ViT's twin) and the same seeded int8 inputs:
 
 - the peer (../shared/peers/tflm_cmsis_nn, its README): TFLM's MicroInterpreter with OPTIMIZED_KERNEL_DIR=cmsis_nn,
   bare metal on QEMU mps2-an500 (Cortex-M7). Built once into a cache folder (build.sh with TFLM_PEER_BUILD; ~20 min
@@ -20,6 +22,13 @@ models). For each int8 .tflite (default: the committed tests/models/tfl_*.tflite
   = data + bss + stack high-water mark, and the arena inside bss); instructions as `hydra-edge bench` counts them
   (targets.icount.bench on the same inputs: first op to last of each inference).
 - bits: hydra-edge's output bytes against the peer's, input by input.
+
+`--pt2 PT2=TFLITE` rows (default, when --models is not given either: examples/hydra_vit_cifar10.pt2 against
+benchmarks/models/hydra_vit_cifar10.tflite) put what a PyTorch user would otherwise do beside hydra-edge: hydra-edge
+compiles the .pt2 itself (as `hydra-edge compile` does with no --calib: ranges from its standard-normal fallback
+inputs), the peer runs the model's int8 .tflite twin (benchmarks/tflite_models.py). The same int8 input bytes go to
+both, but the two sides quantise differently, so their bits are not compared ("n/a (different quantisation)"):
+instructions and RAM only.
 
 Prints one table, writes benchmarks/results/vs_tflm_cmsis.json and benchmarks/results/vs_tflm_cmsis.png
 (instructions ratio and RAM ratio per model). The two instruction counts cover slightly different regions:
@@ -47,8 +56,15 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = [ROOT / "tests" / "models" / f"{name}.tflite"
-          for name in ("tfl_tiny_mlp", "tfl_small_cnn", "tfl_hydra_vit", "tfl_softmax_vit")]
+TEST_MODELS = [ROOT / "tests" / "models" / f"{name}.tflite"
+               for name in ("tfl_tiny_mlp", "tfl_small_cnn", "tfl_hydra_vit", "tfl_softmax_vit")]
+# benchmarks/models/README.md: MLPerf Tiny's reference architectures (seeded weights) and the example ViT's twin
+BENCH_MODELS = [ROOT / "benchmarks" / "models" / f"{name}.tflite"
+                for name in ("resnet8", "ds_cnn", "mobilenet_v1_025", "autoencoder", "hydra_vit_cifar10")]
+MODELS = TEST_MODELS + BENCH_MODELS
+# (.pt2 that hydra-edge compiles, its int8 .tflite twin that TFLM runs): what a PyTorch user would otherwise do
+PT2_PAIRS = [(ROOT / "examples" / "hydra_vit_cifar10.pt2", ROOT / "benchmarks" / "models" / "hydra_vit_cifar10.tflite")]
+NOT_COMPARABLE = "n/a (different quantisation)"
 RESULTS = ROOT / "benchmarks" / "results" / "vs_tflm_cmsis.json"
 PLOT = RESULTS.with_suffix(".png")
 BOARD = "stm32f746"
@@ -269,23 +285,41 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
-def summarise(model: Path, peer: dict[str, dict], hydra: dict, op_by_op: dict | None = None) -> dict:
+def summarise(model: Path, peer: dict[str, dict], hydra: dict, op_by_op: dict | None = None,
+              twin: Path | None = None) -> dict:
+    """One row. `twin`: the peer ran this .tflite while hydra-edge compiled `model` (a .pt2): two quantisations,
+    so the bits are not compared."""
     base = peer["cmsis_nn"]
+    if twin is None:
+        bits = bits_equal(hydra["outputs_hex"], base["outputs_hex"])
+    else:
+        bits = {"equal": None, "inputs": len(hydra["outputs_hex"]), "differ": [], "note": NOT_COMPARABLE}
     row = {
-        "model": model.stem,
+        "model": model.stem if twin is None else model.name,
         "path": shown(model),
         "tflm": peer,
         "hydra_edge": hydra,
-        "bits": bits_equal(hydra["outputs_hex"], base["outputs_hex"]),
+        "bits": bits,
         "instructions_ratio": ratio(hydra["instructions_mean"], base["instructions_mean"]),
         "ram_in_use_ratio": ratio(hydra["ram_in_use_bytes"], base["smallest_arena_bytes"]),
         "arena_ratio": ratio(hydra["arena_bytes"], base["smallest_arena_bytes"]),
     }
+    if twin is not None:
+        row["tflm_model"] = shown(twin)
     if op_by_op:
         row["hydra_edge_op_by_op"] = op_by_op
     if "ref" in peer:
-        row["bits_ref"] = bits_equal(hydra["outputs_hex"], peer["ref"]["outputs_hex"])
+        row["bits_ref"] = bits if twin is not None else bits_equal(hydra["outputs_hex"], peer["ref"]["outputs_hex"])
     return row
+
+
+def bits_cell(bits: dict) -> str:
+    """The table's verdict: yes, no (which inputs and bytes), or why the bits are not compared."""
+    if bits["equal"] is None:
+        return bits.get("note", "n/a")
+    if bits["equal"]:
+        return "yes"
+    return "no (" + ", ".join(f"input {d['input']}: {d['bytes_differ']} of {d['of']} B" for d in bits["differ"]) + ")"
 
 
 # ---------------------------------------------------------------- table, JSON, plot
@@ -309,9 +343,8 @@ def format_table(rows: list[dict]) -> str:
         cells = [r["model"], _n(t["instructions_mean"]), _n(h["instructions_mean"]), ratio_s]
         if with_ref:
             cells.append(_n(r["tflm"]["ref"]["instructions_mean"]) if "ref" in r["tflm"] else "-")
-        differ = ", ".join(f"input {d['input']}: {d['bytes_differ']} of {d['of']} B" for d in r["bits"]["differ"])
-        bits = "yes" if r["bits"]["equal"] else f"no ({differ})"
-        cells += [_n(t["smallest_arena_bytes"]), f"{_n(h['ram_in_use_bytes'])} ({_n(h['arena_bytes'])})", bits]
+        cells += [_n(t["smallest_arena_bytes"]), f"{_n(h['ram_in_use_bytes'])} ({_n(h['arena_bytes'])})",
+                  bits_cell(r["bits"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -348,6 +381,8 @@ def format_per_op(row: dict) -> str:
     lines = [f"{row['model']} (first input): TFLM+CMSIS-NN {t_total:,} instructions (profiled Invoke); hydra-edge "
              f"{h_total:,} op by op, {row['hydra_edge']['instructions_per_inference'][0]:,} in its default build",
              "",
+             *([f"(TFLM runs {row['tflm_model']}; hydra-edge compiled the .pt2, whose operators are its own IR's, "
+                "not TFLite's)", ""] if "tflm_model" in row else []),
              "| operator | TFLM ops | TFLM+CMSIS-NN instructions | share | hydra-edge instructions (op by op) | share "
              "| hydra/TFLM |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -397,7 +432,9 @@ def plot(rows: list[dict], path: Path = PLOT) -> Path:
         ax.set_xticks(x)
         ax.set_xticklabels(names, rotation=20, fontsize=8, ha="right")
         ax.set_ylim(0, max([1.0, *(ins if ax is ax1 else use + arena)]) * 1.18)
-    fig.suptitle("STM32F746 (QEMU mps2-an500), same int8 .tflite and inputs; below 1 = hydra-edge better",
+    pt2 = " (a .pt2 row: hydra-edge compiles the .pt2, TFLM runs its .tflite twin)" if any(
+        "tflm_model" in r for r in rows) else ""
+    fig.suptitle(f"STM32F746 (QEMU mps2-an500), same int8 .tflite and inputs{pt2}; below 1 = hydra-edge better",
                  fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -408,14 +445,34 @@ def plot(rows: list[dict], path: Path = PLOT) -> Path:
 # ---------------------------------------------------------------- main
 
 
+def parse_pairs(specs: list[str]) -> list[tuple[Path, Path]]:
+    """--pt2 PT2=TFLITE arguments -> [(pt2, tflite)]."""
+    pairs = []
+    for spec in specs:
+        pt2, sep, tflite = spec.partition("=")
+        if not sep or not pt2 or not tflite:
+            raise BenchError(f"--pt2 wants PT2=TFLITE (the .pt2 hydra-edge compiles, the .tflite TFLM runs), "
+                             f"got {spec!r}")
+        pairs.append((Path(pt2), Path(tflite)))
+    return pairs
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs="+", type=Path, default=MODELS, help="int8 .tflite files")
+    ap.add_argument("--models", nargs="+", type=Path, default=None,
+                    help="int8 .tflite files (default: tests/models/tfl_*.tflite and benchmarks/models/*.tflite)")
+    ap.add_argument("--pt2", nargs="*", default=None, metavar="PT2=TFLITE",
+                    help="hydra-edge compiles PT2, TFLM runs its int8 twin TFLITE; bits not compared (default: "
+                         "examples/hydra_vit_cifar10.pt2=benchmarks/models/hydra_vit_cifar10.tflite when --models "
+                         "is not given either; --pt2 with no pair: none)")
     ap.add_argument("--peer", type=Path, default=None, help=f"the peer's sources (default ${PEER_ENV}, else "
                     "shared/peers/tflm_cmsis_nn in or beside the checkout)")
     ap.add_argument("--peer-build", type=Path, default=None,
                     help="the peer's build cache (default ~/.cache/hydra-edge/tflm_cmsis_nn)")
-    ap.add_argument("--with-ref", action="store_true", help="also build and measure TFLM's reference kernels")
+    ref = ap.add_mutually_exclusive_group()
+    ref.add_argument("--with-ref", action="store_true", help="also build and measure TFLM's reference kernels")
+    ref.add_argument("--no-ref", action="store_true",
+                     help="measure TFLM+CMSIS-NN only, even when the reference-kernel build is in the cache")
     ap.add_argument("--rebuild", action="store_true", help="run build.sh even when its outputs exist")
     ap.add_argument("--jobs", type=int, default=2, help="make -j for the peer build")
     ap.add_argument("--inputs", type=int, default=N_INPUTS, help="seeded int8 inputs per model")
@@ -425,12 +482,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=RESULTS)
     ap.add_argument("--plot", type=Path, default=PLOT)
     args = ap.parse_args(argv)
+    models = MODELS if args.models is None else args.models
+    pairs = parse_pairs(args.pt2) if args.pt2 is not None else (PT2_PAIRS if args.models is None else [])
 
     peer = (args.peer or default_peer()).resolve()
     if not (peer / "run.py").is_file():
         raise BenchError(f"the peer is not at {peer} (no run.py): pass --peer or set {PEER_ENV}")
     build = (args.peer_build or default_peer_build()).expanduser().resolve()
-    variants = ["cmsis_nn"] + (["ref"] if args.with_ref or peer_built(build, "ref") else [])
+    variants = ["cmsis_nn"] + (["ref"] if args.with_ref or (peer_built(build, "ref") and not args.no_ref) else [])
     build_s = {}
     for v in variants:
         took = build_peer(peer, build, v, args.jobs, args.rebuild)
@@ -440,24 +499,27 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="vs_tflm_") as tmp:
         work = Path(tmp)
-        for model in args.models:
+        for model, twin in [(m, None) for m in models] + pairs:
             model = model.resolve()
-            shape = model_input(model)
+            tflite = (twin or model).resolve()
+            shape = model_input(tflite)
             x = seeded_inputs(shape, args.inputs, args.seed)
-            npy = work / f"{model.stem}.inputs.npy"
+            npy = work / f"{tflite.stem}.inputs.npy"
             np.save(npy, x)
-            log(f"{model.stem}: input {shape}, {len(x)} inputs")
+            log(f"{model.name if twin else model.stem}: input {shape}, {len(x)} inputs"
+                + (f"; TFLM runs {shown(tflite)}" if twin else ""))
             peer_res = {}
             for v in variants:
                 t0 = time.perf_counter()
-                peer_res[v] = peer_summary(run_peer(peer, build, v, model, npy, args.per_op and v == "cmsis_nn", work))
+                peer_res[v] = peer_summary(run_peer(peer, build, v, tflite, npy, args.per_op and v == "cmsis_nn", work))
                 log(f"  peer {v}: {peer_res[v]['instructions_mean']:,.0f} instructions, "
                     f"arena {peer_res[v]['smallest_arena_bytes']} B ({time.perf_counter() - t0:.0f} s)")
-            hydra = run_hydra(model, x, args.out / model.stem, args.per_op)
+            build_name = model.stem + (".pt2" if twin else "")
+            hydra = run_hydra(model, x, args.out / build_name, args.per_op)
             log(f"  hydra-edge: {hydra['instructions_mean']:,.0f} instructions, RAM in use "
                 f"{hydra['ram_in_use_bytes']} B ({hydra['seconds']} s)")
-            op_by_op = run_hydra_op_by_op(model, x, args.out / f"{model.stem}.op_by_op") if args.per_op else None
-            rows.append(summarise(model, peer_res, hydra, op_by_op))
+            op_by_op = run_hydra_op_by_op(model, x, args.out / f"{build_name}.op_by_op") if args.per_op else None
+            rows.append(summarise(model, peer_res, hydra, op_by_op, tflite if twin else None))
 
     table = format_table(rows)
     print(table)
@@ -479,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         "table": table,
     }
     print(f"\nwrote {shown(write_results(result, args.json))}, {shown(plot(rows, args.plot))}", file=sys.stderr)
-    return 0 if all(r["bits"]["equal"] for r in rows) else 1
+    return 0 if all(r["bits"]["equal"] is not False for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -116,3 +116,27 @@ def test_an_existing_peer_build_is_not_rebuilt(vs, tmp_path):
 def test_seeded_inputs_are_int8_and_repeatable(vs):
     a, b = vs.seeded_inputs((1, 3, 4), 3), vs.seeded_inputs((1, 3, 4), 3)
     assert a.dtype == np.int8 and a.shape == (3, 1, 3, 4) and np.array_equal(a, b)
+
+
+def test_a_pt2_row_against_its_tflite_twin_compares_no_bits(vs):
+    same = ["00ff7f80", "01020304"]
+    row = vs.summarise(Path("/x/vit.pt2"), {"cmsis_nn": _peer([4000, 4000], 30000, same),
+                                            "ref": _peer([9000, 9000], 29000, same)},
+                       _hydra([2000, 2000], 9000, 4096, ["7f7f7f7f", "00000000"]), twin=Path("/x/vit_twin.tflite"))
+    assert row["model"] == "vit.pt2" and row["tflm_model"] == "/x/vit_twin.tflite"
+    assert row["bits"] == {"equal": None, "inputs": 2, "differ": [], "note": "n/a (different quantisation)"}
+    assert row["bits_ref"]["equal"] is None
+    assert row["instructions_ratio"] == pytest.approx(0.5)
+    line = vs.format_table([_rows(vs)[0], row]).splitlines()[3]
+    assert line == "| vit.pt2 | 4,000 | 2,000 | 0.50 | 9,000 | 30,000 | 9,000 (4,096) | n/a (different quantisation) |"
+
+
+def test_pt2_pairs_parse_and_default_only_without_models(vs):
+    assert vs.parse_pairs(["a.pt2=b.tflite"]) == [(Path("a.pt2"), Path("b.tflite"))]
+    with pytest.raises(vs.BenchError, match="PT2=TFLITE"):
+        vs.parse_pairs(["a.pt2"])
+    assert all(p.is_file() and t.is_file() for p, t in vs.PT2_PAIRS)  # the committed example and its twin
+    assert all(m.is_file() for m in vs.MODELS)
+    assert vs.bits_cell({"equal": True, "differ": []}) == "yes"
+    assert vs.bits_cell({"equal": False, "differ": [{"input": 2, "bytes_differ": 3, "of": 10}]}) == \
+        "no (input 2: 3 of 10 B)"
