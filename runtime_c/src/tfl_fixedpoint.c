@@ -746,6 +746,44 @@ static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const i
 }
 #endif
 
+#if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
+/* acc[j] += sum over the taps of w[c + j] * (x[c + j] + offset) for four output channels c .. c + 3 of a depthwise
+ * conv: with depth multiplier 1 per tap one input word and one filter word; SXTAB16 adds the offset (off2, both
+ * halves) as it sign-extends channels (0, 2) and (1, 3) to int16 (|x + offset| <= 255), SMLABB / SMLATT multiply
+ * one half each into a channel's own accumulator: the same integers as tap by tap. `broadcast` (a depth multiplier
+ * that is a multiple of 4): the four channels share one input channel, x[0] + offset in both halves. */
+static HYDRA_ALWAYS_INLINE void depthwise_quad(const int8_t *x, const int8_t *w, int32_t rows, int32_t taps,
+                                               ptrdiff_t x_row, ptrdiff_t x_tap, ptrdiff_t w_row, ptrdiff_t w_tap,
+                                               int32_t offset, int32_t off2, int32_t acc[4], const int broadcast)
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int32_t row = 0; row < rows; row++, x += x_row, w += w_row) {
+        const int8_t *xt = x, *wt = w;
+        for (int32_t t = 0; t < taps; t++, xt += x_tap, wt += w_tap) {
+            const int32_t wv = load_word(wt);
+            int32_t xe, xo;
+            if (broadcast) { /* x + offset of the one input channel, in both halves */
+                const uint32_t xs = (uint32_t)(*xt + offset) & UINT32_C(0xFFFF);
+                xe = xo = from_u32(xs | (xs << 16));
+            } else {
+                const int32_t xv = load_word(xt);
+                xe = __sxtab16(off2, xv);
+                xo = sxtab16_ror8(off2, xv);
+            }
+            const int32_t we = __sxtb16(wv), wo = sxtb16_ror8(wv);
+            a0 = __smlabb(xe, we, a0);
+            a2 = __smlatt(xe, we, a2);
+            a1 = __smlabb(xo, wo, a1);
+            a3 = __smlatt(xo, wo, a3);
+        }
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+#endif
+
 /* DEPTHWISE_CONV_2D: output channel oc reads input channel oc / depth_multiplier and filter column oc; for each
  * output pixel the in-image taps are found once, then each channel walks them with two pointer steps. */
 static HYDRA_ALWAYS_INLINE void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input,
@@ -758,6 +796,10 @@ static HYDRA_ALWAYS_INLINE void depthwise_walk(const hydra_tfl_conv_view *v, con
     const int32_t dh = v->dilation_height_factor, dw = v->dilation_width_factor;
     const int32_t dm = out_c / in_c, offset = v->input_offset;
     const ptrdiff_t x_tap = (ptrdiff_t)dw * in_c, x_row = (ptrdiff_t)dh * in_w * in_c, w_row = (ptrdiff_t)f_w * out_c;
+#if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
+    const uint32_t half = (uint32_t)offset & UINT32_C(0xFFFF);
+    const int32_t off2 = from_u32(half | (half << 16)); /* the offset in both int16 halves */
+#endif
     for (int32_t b = 0; b < v->output_shape[0]; b++)
         for (int32_t oy = 0; oy < out_h; oy++) {
             const int32_t y0 = oy * v->stride_height - v->padding_height;
@@ -773,7 +815,29 @@ static HYDRA_ALWAYS_INLINE void depthwise_walk(const hydra_tfl_conv_view *v, con
                                            : input;
                 const int8_t *w = rows > 0 ? filter + ((ptrdiff_t)fy_lo * f_w + fx_lo) * out_c : filter;
                 int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, ox, 0);
-                for (int32_t ic = 0, oc = 0; ic < in_c; ic++)
+                int32_t ic = 0;
+#if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
+                if (dm == 1) /* four channels a word: input and filter channels are contiguous */
+                    for (; ic + 4 <= in_c; ic += 4) {
+                        int32_t acc[4] = {0, 0, 0, 0};
+                        depthwise_quad(x + ic, w + ic, rows, taps, x_row, x_tap, w_row, out_c, offset, off2, acc, 0);
+                        for (int32_t j = 0; j < 4; j++)
+                            out[ic + j] = right_only ? conv_output_right(v, bias, ic + j, acc[j])
+                                                     : conv_output(v, bias, ic + j, acc[j]);
+                    }
+                else if (dm % 4 == 0) /* an input channel's dm output channels four at a time */
+                    for (; ic < in_c; ic++)
+                        for (int32_t oc = ic * dm; oc < (ic + 1) * dm; oc += 4) {
+                            int32_t acc[4] = {0, 0, 0, 0};
+                            depthwise_quad(x + ic, w + oc, rows, taps, x_row, x_tap, w_row, out_c, offset, off2,
+                                           acc, 1);
+                            for (int32_t j = 0; j < 4; j++)
+                                out[oc + j] = right_only ? conv_output_right(v, bias, oc + j, acc[j])
+                                                         : conv_output(v, bias, oc + j, acc[j]);
+                        }
+#endif
+                /* the rest: channels left over by the quads, other depth multipliers, the portable build */
+                for (int32_t oc = ic * dm; ic < in_c; ic++)
                     for (int32_t m = 0; m < dm; m++, oc++) {
                         int32_t acc = 0;
                         const int8_t *xr = x + ic, *wr = w + oc;
