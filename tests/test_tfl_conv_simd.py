@@ -106,6 +106,7 @@ CASES = {
     # a depth multiplier that is a multiple of 4 (DS-CNN's first layer: one input channel): quads of output channels
     "dw10x4_same_s2_c1_dm8": _conv((1, 13, 6, 1), 8, (10, 4), 2, "SAME", 127, depthwise=True, seed=15),
     "dw3x3_valid_s1_c2_dm4": _conv((1, 5, 6, 2), 8, (3, 3), 1, "VALID", -128, depthwise=True, seed=16),
+    "dw3x3_same_s1_c4_dm2": _conv((1, 6, 5, 4), 8, (3, 3), 1, "SAME", -128, depthwise=True, seed=17),
     # pools: four channels a word, then the tail
     "maxpool2x2_s2_valid_c7": _pool("MAX_POOL_2D", (1, 8, 6, 7), 2, 2, "VALID", -128),
     "maxpool3x3_s2_same_c5_relu6": _pool("MAX_POOL_2D", (1, 7, 6, 5), 3, 2, "SAME", 10, act="RELU6"),

@@ -750,11 +750,12 @@ static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const i
 /* acc[j] += sum over the taps of w[c + j] * (x[c + j] + offset) for four output channels c .. c + 3 of a depthwise
  * conv: with depth multiplier 1 per tap one input word and one filter word; SXTAB16 adds the offset (off2, both
  * halves) as it sign-extends channels (0, 2) and (1, 3) to int16 (|x + offset| <= 255), SMLABB / SMLATT multiply
- * one half each into a channel's own accumulator: the same integers as tap by tap. `broadcast` (a depth multiplier
- * that is a multiple of 4): the four channels share one input channel, x[0] + offset in both halves. */
+ * one half each into a channel's own accumulator: the same integers as tap by tap. `share`: how many of the four
+ * output channels read one input channel (the depth multiplier: 1; 2, two input channels; 4, or a multiple of 4,
+ * one input channel), whose x + offset the halves then hold. */
 static HYDRA_ALWAYS_INLINE void depthwise_quad(const int8_t *x, const int8_t *w, int32_t rows, int32_t taps,
                                                ptrdiff_t x_row, ptrdiff_t x_tap, ptrdiff_t w_row, ptrdiff_t w_tap,
-                                               int32_t offset, int32_t off2, int32_t acc[4], const int broadcast)
+                                               int32_t offset, int32_t off2, int32_t acc[4], const int share)
 {
     int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     for (int32_t row = 0; row < rows; row++, x += x_row, w += w_row) {
@@ -762,9 +763,13 @@ static HYDRA_ALWAYS_INLINE void depthwise_quad(const int8_t *x, const int8_t *w,
         for (int32_t t = 0; t < taps; t++, xt += x_tap, wt += w_tap) {
             const int32_t wv = load_word(wt);
             int32_t xe, xo;
-            if (broadcast) { /* x + offset of the one input channel, in both halves */
+            if (share == 4) { /* x + offset of the one input channel, in both halves */
                 const uint32_t xs = (uint32_t)(*xt + offset) & UINT32_C(0xFFFF);
                 xe = xo = from_u32(xs | (xs << 16));
+            } else if (share == 2) { /* channels 0, 1 read input channel 0; channels 2, 3 input channel 1 */
+                const uint32_t x0 = (uint32_t)(xt[0] + offset) & UINT32_C(0xFFFF);
+                const uint32_t x1 = (uint32_t)(xt[1] + offset) & UINT32_C(0xFFFF);
+                xe = xo = from_u32(x0 | (x1 << 16));
             } else {
                 const int32_t xv = load_word(xt);
                 xe = __sxtab16(off2, xv);
@@ -820,17 +825,26 @@ static HYDRA_ALWAYS_INLINE void depthwise_walk(const hydra_tfl_conv_view *v, con
                 if (dm == 1) /* four channels a word: input and filter channels are contiguous */
                     for (; ic + 4 <= in_c; ic += 4) {
                         int32_t acc[4] = {0, 0, 0, 0};
-                        depthwise_quad(x + ic, w + ic, rows, taps, x_row, x_tap, w_row, out_c, offset, off2, acc, 0);
+                        depthwise_quad(x + ic, w + ic, rows, taps, x_row, x_tap, w_row, out_c, offset, off2, acc, 1);
                         for (int32_t j = 0; j < 4; j++)
                             out[ic + j] = right_only ? conv_output_right(v, bias, ic + j, acc[j])
                                                      : conv_output(v, bias, ic + j, acc[j]);
+                    }
+                else if (dm == 2) /* two input channels' four output channels at a time */
+                    for (; ic + 2 <= in_c; ic += 2) {
+                        int32_t acc[4] = {0, 0, 0, 0};
+                        depthwise_quad(x + ic, w + 2 * ic, rows, taps, x_row, x_tap, w_row, out_c, offset, off2, acc,
+                                       2);
+                        for (int32_t j = 0; j < 4; j++)
+                            out[2 * ic + j] = right_only ? conv_output_right(v, bias, 2 * ic + j, acc[j])
+                                                         : conv_output(v, bias, 2 * ic + j, acc[j]);
                     }
                 else if (dm % 4 == 0) /* an input channel's dm output channels four at a time */
                     for (; ic < in_c; ic++)
                         for (int32_t oc = ic * dm; oc < (ic + 1) * dm; oc += 4) {
                             int32_t acc[4] = {0, 0, 0, 0};
                             depthwise_quad(x + ic, w + oc, rows, taps, x_row, x_tap, w_row, out_c, offset, off2,
-                                           acc, 1);
+                                           acc, 4);
                             for (int32_t j = 0; j < 4; j++)
                                 out[oc + j] = right_only ? conv_output_right(v, bias, oc + j, acc[j])
                                                          : conv_output(v, bias, oc + j, acc[j]);
