@@ -104,7 +104,7 @@ _i32, _i64, _p = ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p
 class LinearParams(ctypes.Structure):
     _fields_ = [("rows", _i32), ("in_features", _i32), ("out_features", _i32), ("weights", _p), ("bias", _p),
                 ("multiplier", _p), ("shift", _p), ("output_zero_point", _i32), ("activation_min", _i32),
-                ("activation_max", _i32), ("single_rounding", _i32)]
+                ("activation_max", _i32), ("single_rounding", _i32), ("right_only", _i32)]
 
 
 class PatchEmbedParams(ctypes.Structure):

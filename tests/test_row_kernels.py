@@ -193,6 +193,34 @@ def test_linear_checked_once_then_rows_in_groups(rt, t, k, n, single, seed):
     assert rt.hydra_linear_rows_s8(ctypes.byref(p), None, ptr(whole, np.int8)) == HYDRA_ERR_ARG
 
 
+@given(st.integers(1, 6), st.integers(1, 70), st.integers(1, 40), roundings, st.integers(0, 2**32 - 1))
+@settings(max_examples=30, deadline=None)
+def test_linear_right_only_gives_the_same_bits_and_is_checked(rt, t, k, n, single, seed):
+    """right_only = 1 (the compiler's hint: multipliers below 1, |bias| < 2^29) takes hydra_requantize_right: the
+    same bytes as the general path on random and extreme inputs; _check refuses the hint where it does not hold."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (t, k)).astype(np.int8)
+    x[0] = -128 if seed % 2 else 127  # a row at the extreme
+    w = rng.integers(-128, 128, (n, k)).astype(np.int8)
+    b = rng.integers(-2**29 + 1, 2**29, n).astype(np.int32)
+    m = rng.integers(2**30, 2**31 - 1, n).astype(np.int32)
+    sh = rng.integers(-31, 1, n).astype(np.int32)
+    p = LinearParams(rows=t, in_features=k, out_features=n, weights=ptr(w, np.int8), bias=ptr(b, np.int32),
+                     multiplier=ptr(m, np.int32), shift=ptr(sh, np.int32), output_zero_point=int(rng.integers(-128, 128)),
+                     activation_min=-128, activation_max=127, single_rounding=single)
+    general, right = np.zeros((t, n), np.int8), np.zeros((t, n), np.int8)
+    assert rt.hydra_linear_s8(ctypes.byref(p), ptr(x, np.int8), ptr(general, np.int8)) == HYDRA_OK
+    p.right_only = 1
+    assert rt.hydra_linear_s8(ctypes.byref(p), ptr(x, np.int8), ptr(right, np.int8)) == HYDRA_OK
+    np.testing.assert_array_equal(right, general)
+    sh[n - 1] = 1  # a multiplier above 1: the hint is refused
+    assert rt.hydra_linear_s8_check(ctypes.byref(p)) == HYDRA_ERR_ARG
+    sh[n - 1], b[0] = 0, 2**29  # a bias too large for the hint
+    assert rt.hydra_linear_s8_check(ctypes.byref(p)) == HYDRA_ERR_ARG
+    b[0], p.right_only = 0, 2
+    assert rt.hydra_linear_s8_check(ctypes.byref(p)) == HYDRA_ERR_ARG
+
+
 @given(st.integers(1, 20), st.integers(1, 40), zero_points, zero_points, st.integers(0, 2**32 - 1))
 @settings(max_examples=20, deadline=None)
 def test_layernorm_checked_once_then_rows_in_groups(rt, t, d, zx, zy, seed):

@@ -186,7 +186,7 @@ static void linear(void)
                 m[n] = n % 2 ? INT32_MAX : 1 << 30;
                 s[n] = n % 2 ? 30 : -31;
             }
-            hydra_linear_params p = {T, K, N, w, b, m, s, pat % 2 ? 127 : -128, -128, 127, SINGLE};
+            hydra_linear_params p = {T, K, N, w, b, m, s, pat % 2 ? 127 : -128, -128, 127, SINGLE, 0};
             CHECK(hydra_linear_s8(&p, x, y) == HYDRA_OK);
             p.shift = NULL;
             CHECK(hydra_linear_s8(&p, x, y) == HYDRA_ERR_ARG);

@@ -248,6 +248,10 @@ typedef struct {
     int32_t output_zero_point;
     int32_t activation_min, activation_max; /* the output clamp inside int8 (a fused RELU / RELU6), or -128, 127 */
     int32_t single_rounding;               /* 0: double rounding, 1: single */
+    /* 1: every channel meets hydra_channels_right_only, so the outputs take hydra_requantize_right (the compiler
+     * sets it; _check refuses it where it does not hold, so that _rows, called per token group, need not look);
+     * 0 (or a struct left zero): the general requantisation. The same bits either way. */
+    int32_t right_only;
 } hydra_linear_params;
 
 hydra_status hydra_linear_s8(const hydra_linear_params *params, const int8_t *input, int8_t *output);

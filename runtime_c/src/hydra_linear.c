@@ -62,6 +62,9 @@ hydra_status hydra_linear_s8_check(const hydra_linear_params *params)
     for (int32_t n = 0; n < N; n++)
         if (params->shift[n] < -31 || params->shift[n] > 30)
             return HYDRA_ERR_ARG;
+    const hydra_channel_outputs out = {params->bias, params->multiplier, params->shift, 0, 0, 0};
+    if (params->right_only != 0 && (params->right_only != 1 || !hydra_channels_right_only(&out, N, K)))
+        return HYDRA_ERR_ARG;
     return HYDRA_OK;
 }
 
@@ -71,8 +74,7 @@ hydra_status hydra_linear_rows_s8(const hydra_linear_params *params, const int8_
         return HYDRA_ERR_ARG;
     if (params->rows <= 0)
         return HYDRA_ERR_SHAPE;
-    const hydra_channel_outputs out = {params->bias, params->multiplier, params->shift, 0, 0, 0};
-    const int right_only = hydra_channels_right_only(&out, params->out_features, params->in_features);
+    const int right_only = params->right_only; /* checked by hydra_linear_s8_check */
     if (params->single_rounding)
         right_only ? linear_rows(params, input, output, 1, 1) : linear_rows(params, input, output, 1, 0);
     else

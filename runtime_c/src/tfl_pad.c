@@ -3,7 +3,6 @@
  * the HYDRA_TFL_MAX_DIMS dimensions of the output, pad_value (the output zero point) everywhere else.
  */
 #include <stddef.h>
-#include <string.h> /* memcpy */
 
 #include "hydra_tfl.h"
 
@@ -20,15 +19,10 @@ hydra_status hydra_tfl_pad_s8(const hydra_tfl_pad_params *p, const int8_t *input
             return HYDRA_ERR_SHAPE;
         total *= (size_t)p->output_shape[d];
     }
-    /* The pad value everywhere (a word at a time), then each input row copied to its place: the same bytes as
-     * TFLM's element-by-element walk. Trailing dimensions without padding join the row (they are contiguous in
-     * both tensors). */
-    const uint32_t byte = (uint32_t)(p->pad_value & 0xFF);
-    const uint32_t word = byte * UINT32_C(0x01010101);
-    size_t o = 0;
-    for (; o + 4 <= total; o += 4)
-        memcpy(output + o, &word, 4);
-    for (; o < total; o++)
+    /* The pad value everywhere, then each input row copied to its place: the same bytes as TFLM's element-by-element
+     * walk. Trailing dimensions without padding join the row (they are contiguous in both tensors). Plain loops
+     * (no libc: the library builds freestanding), which the compiler turns into block fills and copies. */
+    for (size_t o = 0; o < total; o++)
         output[o] = (int8_t)p->pad_value;
     int last = HYDRA_TFL_MAX_DIMS - 1;
     size_t row = (size_t)p->input_shape[last];
@@ -44,7 +38,9 @@ hydra_status hydra_tfl_pad_s8(const hydra_tfl_pad_params *p, const int8_t *input
         size_t at = 0;
         for (int d = 0; d < HYDRA_TFL_MAX_DIMS; d++)
             at = at * (size_t)p->output_shape[d] + (size_t)(p->pad_before[d] + (d < last ? idx[d] : 0));
-        memcpy(output + at, input + r * row, row);
+        const int8_t *from = input + r * row;
+        for (size_t i = 0; i < row; i++)
+            output[at + i] = from[i];
         for (int d = last - 1; d >= 0; d--) {
             if (++idx[d] < p->input_shape[d])
                 break;

@@ -113,7 +113,16 @@ def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
         ("output_zero_point", em.zp(node, "out_zp")),
         *activation_fields(em, node),
         ("single_rounding", em.single_rounding(node)),
+        ("right_only", "1" if right_only(em.tensor(node, 2).data, node.attrs["multiplier"], node.attrs["shift"], k)
+         else "0"),
     ]
+
+
+def right_only(bias: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, k: int) -> bool:
+    """hydra_channels_right_only (runtime_c/include/hydra_rt.h) at compile time: K <= 2^15, |bias| < 2^29, every
+    multiplier >= 0 with a shift <= 0, so that the outputs may take hydra_requantize_right."""
+    b, m, s = (np.asarray(a).astype(np.int64) for a in (bias, multiplier, shift))
+    return bool(k <= 32768 and (np.abs(b) < 2**29).all() and (m >= 0).all() and (s <= 0).all())
 
 
 def activation_fields(em: Any, node: Node) -> list[tuple[str, Any]]:
