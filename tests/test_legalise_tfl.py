@@ -18,6 +18,7 @@ from hydra_edge.boards import load_board
 from hydra_edge.frontend.tflite import litert_rounding, load_tflite, tflite_from_bytes
 from hydra_edge.ops import check_shapes, node_rounding, op_def
 from hydra_edge.passes.legalise_tfl import legalise_tfl
+from hydra_edge.quant.tabulate_tfl import tabulate_tfl
 from hydra_edge.passes.lift_tfl_hydra import lift_tfl_hydra
 from hydra_edge.reference.int_interp import run_int
 from hydra_edge.targets import runner
@@ -52,7 +53,7 @@ def test_models_legalise_to_native_ops_with_tflm_bits(name):
     path = MODELS_DIR / f"{name}.tflite"
     graph = lift_tfl_hydra(load_tflite(path))
     before = [n.op for n in graph.nodes]
-    legal = legalise_tfl(graph)
+    legal = tabulate_tfl(legalise_tfl(graph))  # as compile_prequantised does
     assert [n.op for n in graph.nodes] == before  # pure
     check_shapes(legal)
     ops = Counter(n.op for n in legal.nodes)
@@ -156,10 +157,11 @@ UNARY = {
 
 @pytest.mark.parametrize("case", sorted(UNARY))
 def test_unary_ops_become_tables_with_tflm_bytes_on_every_input(case, tmp_path):
-    """Each of the 256 int8 inputs once: the table (reference, and C on the host) gives TFLite Micro's byte."""
+    """quant/tabulate_tfl.py: each of the 256 int8 inputs once, the table (reference, and C on the host) gives
+    TFLite Micro's byte."""
     op, x, y, want = UNARY[case]
     model = single_op_model(op, [x], [y], {})
-    graph = legalise_tfl(tflite_from_bytes(model, f"{case}.tflite"))
+    graph = tabulate_tfl(tflite_from_bytes(model, f"{case}.tflite"))
     assert [n.op for n in graph.nodes] == [want]
     if want != "lut":
         return

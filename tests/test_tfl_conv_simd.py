@@ -1,4 +1,5 @@
-"""The SIMD paths of the imported-.tflite convolutions and pools on the Cortex-M7, bit for bit.
+"""The SIMD paths of the imported-.tflite convolutions, pools, reductions and elementwise ops on the Cortex-M7, bit
+for bit.
 
 runtime_c/src/tfl_fixedpoint.c has SXTB16/SXTAB16/SMLAD (CONV_2D, groups 1: output pixels and channels in pairs)
 and SSUB8/SEL, SXTAB16 (MAX_POOL_2D, AVERAGE_POOL_2D: four channels a word) paths beside the portable loops the
@@ -145,4 +146,41 @@ def test_single_rounding_conv_on_m7(case, tmp_path):
     expected = np.stack([run_int(graph, x)[0].reshape(-1) for x in xs])
     res = driver.compile_prequantised(graph, load_board("stm32f746"), tmp_path / "build")
     assert ".single_rounding = 1" in (res.folder / "model.c").read_text()
+    np.testing.assert_array_equal(runner.run(res.folder, xs.reshape(len(xs), -1)).reshape(len(xs), -1), expected)
+
+
+def _reduce(op: str, d: int, zp: int) -> tuple:
+    axis = TensorSpec((1,), dtype="int32", data=np.array([-1], np.int32))
+    return op, [TensorSpec((1, 3, d), 0.05, zp), axis], [TensorSpec((1, 3), 0.1 if op == "MEAN" else 1.5, -5)], \
+        {"keep_dims": False}
+
+
+def _binary(op: str, a: tuple, b: tuple, out: tuple, act: str = "NONE") -> tuple:
+    """The second operand a constant (random, with -128 and 127 in it): one model input."""
+    data = np.random.default_rng(len(op) + len(b)).integers(-128, 128, b).astype(np.int8)
+    data.reshape(-1)[:2] = (-128, 127)
+    return op, [TensorSpec(a, 0.05, 3), TensorSpec(b, 0.03, -120, data=data)], [TensorSpec(out, 0.02, 9)], \
+        {"fused_activation_function": act}
+
+
+# The other M7-only instructions of the .tflite kernels: USADA8 (MEAN / SUM over the innermost dimension, whole
+# words then the tail) and SSAT (every int8 saturation of MUL / ADD / SUB's short requantisation).
+OTHER_CASES = {
+    "mean_d1": _reduce("MEAN", 1, 0), "mean_d7": _reduce("MEAN", 7, -128), "mean_d33": _reduce("MEAN", 33, 127),
+    "sum_d4": _reduce("SUM", 4, 5), "sum_d13": _reduce("SUM", 13, -128),
+    "mul_broadcast_row": _binary("MUL", (1, 4, 7), (1, 4, 1), (1, 4, 7)),
+    "mul_broadcast_first": _binary("MUL", (1, 1, 7), (1, 4, 7), (1, 4, 7), act="RELU"),
+    "sub_broadcast_row": _binary("SUB", (1, 4, 9), (1, 4, 1), (1, 4, 9)),
+    "add_broadcast_col": _binary("ADD", (1, 4, 9), (1, 1, 9), (1, 4, 9)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OTHER_CASES))
+def test_reduce_and_elementwise_on_m7(case, tmp_path):
+    op, inputs, outputs, options = OTHER_CASES[case]
+    graph = tflite_from_bytes(single_op_model(op, inputs, outputs, options), f"{case}.tflite")
+    xs = _inputs(graph.tensor(graph.inputs[0]).shape, seed=len(case))
+    expected = np.stack([run_int(graph, x)[0].reshape(-1) for x in xs])
+    assert len(np.unique(expected)) > 2, "outputs too uniform to test anything"
+    res = driver.compile_prequantised(graph, load_board("stm32f746"), tmp_path / "build")
     np.testing.assert_array_equal(runner.run(res.folder, xs.reshape(len(xs), -1)).reshape(len(xs), -1), expected)

@@ -12,6 +12,7 @@ from hydra_edge.frontend.tflite import load_tflite
 from hydra_edge.ir.tfl_ops import TFL_ROW_OPS, tfl_rows, token_axis
 from hydra_edge.ops.token_loop import body_nodes
 from hydra_edge.passes.legalise_tfl import legalise_tfl
+from hydra_edge.quant.tabulate_tfl import tabulate_tfl
 from hydra_edge.passes.lift_tfl_hydra import lift_tfl_hydra
 from hydra_edge.passes.stream import schedule_token_loops, split_hydra_attention
 from hydra_edge.reference.int_interp import run_int, tfl_kernels
@@ -25,8 +26,8 @@ TARGET_ARENA = 2150  # issue 16: at most 0.6 of it
 
 
 def _graph(name: str):
-    """The ViT as compile_prequantised schedules it: Hydra cores lifted, native twins legalised."""
-    return legalise_tfl(lift_tfl_hydra(load_tflite(_path(name))))
+    """The ViT as compile_prequantised schedules it: Hydra cores lifted, native twins legalised, tables made."""
+    return tabulate_tfl(legalise_tfl(lift_tfl_hydra(load_tflite(_path(name)))))
 
 
 def _group_attrs(attrs: dict, fields, rows: int) -> dict:

@@ -6,6 +6,11 @@
 
 #include "hydra_tfl.h"
 
+#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32)
+#include <string.h> /* memset / memcpy: the targets' libc (the portable build stays freestanding) */
+#define HYDRA_PAD_LIBC 1
+#endif
+
 hydra_status hydra_tfl_pad_s8(const hydra_tfl_pad_params *p, const int8_t *input, const void *paddings,
                               int8_t *output)
 {
@@ -20,10 +25,14 @@ hydra_status hydra_tfl_pad_s8(const hydra_tfl_pad_params *p, const int8_t *input
         total *= (size_t)p->output_shape[d];
     }
     /* The pad value everywhere, then each input row copied to its place: the same bytes as TFLM's element-by-element
-     * walk. Trailing dimensions without padding join the row (they are contiguous in both tensors). Plain loops
-     * (no libc: the library builds freestanding), which the compiler turns into block fills and copies. */
+     * walk. Trailing dimensions without padding join the row (they are contiguous in both tensors). memset and
+     * memcpy on the SIMD targets, plain loops elsewhere (the portable library builds freestanding). */
+#if defined(HYDRA_PAD_LIBC)
+    memset(output, p->pad_value, total);
+#else
     for (size_t o = 0; o < total; o++)
         output[o] = (int8_t)p->pad_value;
+#endif
     int last = HYDRA_TFL_MAX_DIMS - 1;
     size_t row = (size_t)p->input_shape[last];
     while (last > 0 && p->input_shape[last] == p->output_shape[last] && p->pad_before[last] == 0) {
@@ -39,8 +48,12 @@ hydra_status hydra_tfl_pad_s8(const hydra_tfl_pad_params *p, const int8_t *input
         for (int d = 0; d < HYDRA_TFL_MAX_DIMS; d++)
             at = at * (size_t)p->output_shape[d] + (size_t)(p->pad_before[d] + (d < last ? idx[d] : 0));
         const int8_t *from = input + r * row;
+#if defined(HYDRA_PAD_LIBC)
+        memcpy(output + at, from, row);
+#else
         for (size_t i = 0; i < row; i++)
             output[at + i] = from[i];
+#endif
         for (int d = last - 1; d >= 0; d--) {
             if (++idx[d] < p->input_shape[d])
                 break;

@@ -35,6 +35,7 @@ from .memory.planner import MemoryPlan, plan_memory
 from .ops import node_rounding
 from .outdir import check_output, staged_build
 from .passes.legalise_tfl import legalise_tfl
+from .quant.tabulate_tfl import tabulate_tfl
 from .passes.pipeline import lower_to_ir
 from .passes.stream import schedule_token_loops
 from .quant.calibrate import DEFAULT_MAX_SAMPLES, calibrate, fallback_calibration, load_calibration
@@ -241,7 +242,8 @@ def compile_prequantised(
         from .passes.lift_tfl_softmax import lift_tfl_softmax
 
         qgraph = lift_tfl_softmax(lift_tfl_hydra(qgraph))
-    qgraph = legalise_tfl(qgraph)  # FULLY_CONNECTED, ADD, MEAN over tokens: the native kernels, TFLM's bits
+    qgraph = legalise_tfl(qgraph)  # FULLY_CONNECTED, 1x1 CONV_2D, ADD, MEAN over tokens: native kernels, TFLM's bits
+    qgraph = tabulate_tfl(qgraph)  # LOGISTIC, TANH, RSQRT, QUANTIZE: 256-entry tables of TFLM's values
     g = schedule_graph(qgraph, schedule or DEFAULT_SCHEDULE, int(tokens_per_step))
     g.meta.setdefault("rounding", "double")  # TFLM's, unless the graph says otherwise
     plan = plan_memory(g, kernel_scratch(g), in_place=True)

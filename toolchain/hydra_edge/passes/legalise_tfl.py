@@ -13,11 +13,7 @@ optimised kernel (SIMD dot products, requantisation inline, in-place elementwise
   MultiplyByQuantizedMultiplier) is the native add's formula; its prepared multipliers are copied over.
 - tfl_mean over the tokens of [T, D] (batch 1) -> mean_pool: QuantizedMeanOrSum's (sum - zp * T), requantised
   by the multiplier that already holds 1 / T, is mean_pool's requant(sum (x - zx)).
-- tfl_logistic, tfl_tanh, tfl_rsqrt and an int8 -> int8 tfl_quantize -> lut. Each output is a function of its own
-  int8 input alone (per-tensor parameters), so TFLM's kernel run on the 256 possible inputs (the reference, which
-  equals it bit for bit) is the whole op: y = table[x + 128], a few instructions per element instead of gemmlowp's
-  fixed-point logistic (about 200). RSQRT maps only when no int8 input lies below its zero point (-128): TFLM
-  fails the op on such an input, which a table cannot.
+(LOGISTIC, TANH, RSQRT and QUANTIZE become tables in quant/tabulate_tfl.py, which runs their reference kernels.)
 
 A mapped node keeps the tfl node's rounding (ops.node_rounding: LiteRT's single-rounding FULLY_CONNECTED, or
 the graph's) as its own "rounding" attr, and TFLite's tensors, so shapes differ from the native rules only by
@@ -28,12 +24,11 @@ left as it is when it cannot map:
   whose last dimension is not accum_depth (TFLite's implicit flatten), accum_depth above 33025 (TFLM's int32 sum
   can overflow) or a folded bias for which |bias_k| + K * 2^14 does not fit int32 (the native bound);
 - ADD that broadcasts or has a fused activation (the native add has neither);
-- RSQRT whose input zero point is not -128; QUANTIZE from or to anything but int8;
 - MEAN over anything but the tokens of a [1, T, D] input (e.g. a CNN's spatial mean over the inner axis).
 
 Ops with no native twin keep their own kernels: SUB (TFLM rounds scaled1 - scaled2, and gemmlowp's rounding is
 not odd-symmetric, so it is not an add of a negated operand), MUL and SQUARED_DIFFERENCE (no native multiply),
-the convolutions, pools, PAD, TRANSPOSE, RESHAPE, BATCH_MATMUL, SUM, the gemmlowp SOFTMAX, L2_NORMALIZATION and the lifted tfl_hydra_attention and tfl_softmax_attention.
+the other convolutions, pools, PAD, TRANSPOSE, RESHAPE, BATCH_MATMUL, SUM, the gemmlowp SOFTMAX, L2_NORMALIZATION and the lifted tfl_hydra_attention and tfl_softmax_attention.
 
 Pure: graph in, graph out (a copy; the input graph is not touched).
 """
@@ -46,7 +41,6 @@ import numpy as np
 
 from ..ir.graph import Graph, Node
 from ..ops import node_rounding
-from ..reference.tfl_elementwise import KERNELS as TFL_ELEMENTWISE
 
 INT32_MAX = 2**31 - 1
 INT8_RANGE = (-128, 127)
@@ -137,28 +131,11 @@ def _mean_pool(g: Graph, node: Node) -> Node | None:
     return Node(node.name, "mean_pool", [node.inputs[0]], list(node.outputs), attrs, node.source)
 
 
-def _table(g: Graph, node: Node) -> Node | None:
-    x, y = g.tensor(node.inputs[0]), g.tensor(node.outputs[0])
-    if x.dtype != "int8" or y.dtype != "int8" or x.is_constant:
-        return None
-    if node.op == "tfl_rsqrt" and int(node.attrs["input_zero_point"]) != -128:
-        return None
-    every_input = np.arange(-128, 128, dtype=np.int8)
-    table = TFL_ELEMENTWISE[node.op](node.attrs, [every_input], _rounding(g, node))
-    name = g.unique_name(f"{node.name}_table")
-    g.add_constant(name, np.asarray(table, np.int8).reshape(256))
-    return Node(node.name, "lut", [node.inputs[0], name], list(node.outputs), {}, node.source)
-
-
 RULES: dict[str, Callable[[Graph, Node], Node | None]] = {
     "tfl_fully_connected": _linear,
     "tfl_conv_2d": _pointwise_conv,
     "tfl_add": _add,
     "tfl_mean": _mean_pool,
-    "tfl_logistic": _table,
-    "tfl_tanh": _table,
-    "tfl_rsqrt": _table,
-    "tfl_quantize": _table,
 }
 
 
