@@ -14,8 +14,8 @@
  * one dot product over K instead of C * p calls over p bytes. */
 #define HYDRA_PATCH_GATHER_MAX 128
 
-/* Every patch, in one rounding mode and one requantisation path (hydra_channel_output_s8; constant
- * single_rounding and right_only: each call is its own loop). */
+/* Every patch, in one requantisation path (hydra_channel_output_s8; a constant right_only: each call is its own
+ * loop). */
 static HYDRA_ALWAYS_INLINE void patches(const hydra_patch_embed_params *params, const int8_t *input, int8_t *output,
                                         int32_t single_rounding, int32_t right_only)
 {
@@ -102,9 +102,10 @@ hydra_status hydra_patch_embed_s8(const hydra_patch_embed_params *params, const 
     int8_t *rows = output + (size_t)P * (size_t)D;
     const hydra_channel_outputs out = {params->bias, params->multiplier, params->shift, 0, 0, 0};
     const int right_only = hydra_channels_right_only(&out, D, C * p * p);
-    if (params->single_rounding)
-        right_only ? patches(params, input, rows, 1, 1) : patches(params, input, rows, 1, 0);
+    const int32_t single = params->single_rounding != 0; /* read per output: one copy of the loops less */
+    if (right_only)
+        patches(params, input, rows, single, 1);
     else
-        right_only ? patches(params, input, rows, 0, 1) : patches(params, input, rows, 0, 0);
+        patches(params, input, rows, single, 0);
     return HYDRA_OK;
 }

@@ -621,13 +621,15 @@ typedef struct {
     conv_runs r;
     const int32_t *bias, *multiplier, *shift;
     int32_t out_c, off2, output_offset, activation_min, activation_max;
+    int32_t single; /* the params' single_rounding: read per output (one instantiation less per kernel: flash) */
 } conv_ctx;
 
-/* conv_output for a channel's bias, multiplier and shift, rounding as `single` (a constant) says; by
- * hydra_requantize_right where `right_only` (conv_view_right_only said so for the whole call). */
+/* conv_output for a channel's bias, multiplier and shift, rounding as c->single says; by hydra_requantize_right
+ * where `right_only` (a constant: conv_view_right_only said so for the whole call). */
 static HYDRA_ALWAYS_INLINE int8_t conv_output_simd(const conv_ctx *c, int32_t acc, int32_t bias, int32_t multiplier,
-                                                   int32_t shift, const int single, const int right_only)
+                                                   int32_t shift, const int right_only)
 {
+    const int32_t single = c->single;
     int32_t r;
     if (right_only) {
         r = hydra_clamp_s8(hydra_requantize_right(acc + bias, multiplier, shift, single) + c->output_offset);
@@ -642,7 +644,7 @@ static HYDRA_ALWAYS_INLINE int8_t conv_output_simd(const conv_ctx *c, int32_t ac
 
 /* Every output channel of pixel a (out) and, when two_px, of pixel b (out + out_c), channels in pairs. */
 static HYDRA_ALWAYS_INLINE void conv_pixels(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out,
-                                            const int two_px, const int single, const int right_only)
+                                            const int two_px, const int right_only)
 {
     const int32_t out_c = c->out_c;
     int32_t oc = 0;
@@ -652,9 +654,9 @@ static HYDRA_ALWAYS_INLINE void conv_pixels(const conv_ctx *c, const int8_t *x, 
         for (int32_t j = 0; j < 2; j++) {
             const int32_t bias = c->bias != NULL ? c->bias[oc + j] : 0;
             const int32_t m = c->multiplier[oc + j], sh = c->shift[oc + j];
-            out[oc + j] = conv_output_simd(c, acc[j], bias, m, sh, single, right_only);
+            out[oc + j] = conv_output_simd(c, acc[j], bias, m, sh, right_only);
             if (two_px)
-                out[out_c + oc + j] = conv_output_simd(c, acc[2 + j], bias, m, sh, single, right_only);
+                out[out_c + oc + j] = conv_output_simd(c, acc[2 + j], bias, m, sh, right_only);
         }
     }
     if (oc < out_c) {
@@ -662,30 +664,24 @@ static HYDRA_ALWAYS_INLINE void conv_pixels(const conv_ctx *c, const int8_t *x, 
         conv_dot(&c->r, x, w, c->off2, acc, two_px, 0);
         const int32_t bias = c->bias != NULL ? c->bias[oc] : 0;
         const int32_t m = c->multiplier[oc], sh = c->shift[oc];
-        out[oc] = conv_output_simd(c, acc[0], bias, m, sh, single, right_only);
+        out[oc] = conv_output_simd(c, acc[0], bias, m, sh, right_only);
         if (two_px)
-            out[out_c + oc] = conv_output_simd(c, acc[2], bias, m, sh, single, right_only);
+            out[out_c + oc] = conv_output_simd(c, acc[2], bias, m, sh, right_only);
     }
 }
 
-/* One function per (pixels, rounding, requantisation path), so that each word loop has the registers to itself. */
+/* One function per (pixels, requantisation path), so that each word loop has the registers to itself. */
 typedef void (*conv_pixels_fn)(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out);
-#define HYDRA_TFL_CONV_PIXELS(name, two_px, single, right_only)                                                    \
+#define HYDRA_TFL_CONV_PIXELS(name, two_px, right_only)                                                            \
     static HYDRA_TFL_NOINLINE void name(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)          \
     {                                                                                                              \
-        conv_pixels(c, x, w, out, two_px, single, right_only);                                                     \
+        conv_pixels(c, x, w, out, two_px, right_only);                                                             \
     }
-HYDRA_TFL_CONV_PIXELS(conv_pixels_2_double, 1, 0, 0)
-HYDRA_TFL_CONV_PIXELS(conv_pixels_1_double, 0, 0, 0)
-HYDRA_TFL_CONV_PIXELS(conv_pixels_2_single, 1, 1, 0)
-HYDRA_TFL_CONV_PIXELS(conv_pixels_1_single, 0, 1, 0)
-HYDRA_TFL_CONV_PIXELS(conv_pixels_2_double_right, 1, 0, 1)
-HYDRA_TFL_CONV_PIXELS(conv_pixels_1_double_right, 0, 0, 1)
-HYDRA_TFL_CONV_PIXELS(conv_pixels_2_single_right, 1, 1, 1)
-HYDRA_TFL_CONV_PIXELS(conv_pixels_1_single_right, 0, 1, 1)
+HYDRA_TFL_CONV_PIXELS(conv_pixels_2_right, 1, 1)
+HYDRA_TFL_CONV_PIXELS(conv_pixels_1_right, 0, 1)
 #undef HYDRA_TFL_CONV_PIXELS
 
-/* Groups 1 on the SIMD cores: output pixels in pairs (each filter word expanded once for both) times output
+/* Groups 1 on the SIMD cores, where conv_view_right_only holds: output pixels in pairs (each filter word expanded once for both) times output
  * channels in pairs (each input word expanded once for both). A pixel whose window lies in the image unlike
  * its neighbour's (at a border) goes alone; an odd last channel alone. */
 static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter, const int32_t *bias,
@@ -712,12 +708,8 @@ static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const i
     c.output_offset = v->output_offset;
     c.activation_min = v->activation_min;
     c.activation_max = v->activation_max;
-    const int right = conv_view_right_only(v, bias, (int64_t)f_h * f_w * in_c);
-    static const conv_pixels_fn kernels[2][2][2] = { /* [single][right][two_px] */
-        {{conv_pixels_1_double, conv_pixels_2_double}, {conv_pixels_1_double_right, conv_pixels_2_double_right}},
-        {{conv_pixels_1_single, conv_pixels_2_single}, {conv_pixels_1_single_right, conv_pixels_2_single_right}}};
-    const conv_pixels_fn pixels_1 = kernels[v->single_rounding != 0][right][0];
-    const conv_pixels_fn pixels_2 = kernels[v->single_rounding != 0][right][1];
+    c.single = v->single_rounding != 0;
+    const conv_pixels_fn pixels_1 = conv_pixels_1_right, pixels_2 = conv_pixels_2_right;
     for (int32_t b = 0; b < v->output_shape[0]; b++)
         for (int32_t oy = 0; oy < out_h; oy++) {
             const int32_t y0 = oy * v->stride_height - v->padding_height;
@@ -791,9 +783,8 @@ static HYDRA_ALWAYS_INLINE void depthwise_quad(const int8_t *x, const int8_t *w,
 
 /* DEPTHWISE_CONV_2D: output channel oc reads input channel oc / depth_multiplier and filter column oc; for each
  * output pixel the in-image taps are found once, then each channel walks them with two pointer steps. */
-static HYDRA_ALWAYS_INLINE void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input,
-                                               const int8_t *filter, const int32_t *bias, int8_t *output,
-                                               const int right_only)
+static void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
+                           const int32_t *bias, int8_t *output, const int right_only)
 {
     const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2], in_c = v->input_shape[3];
     const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2];
@@ -822,13 +813,14 @@ static HYDRA_ALWAYS_INLINE void depthwise_walk(const hydra_tfl_conv_view *v, con
                 int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, ox, 0);
                 int32_t ic = 0;
 #if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
-                if (dm == 1) /* four channels a word: input and filter channels are contiguous */
+                if (!right_only) {
+                    /* the general requantisation: the scalar loop below (one copy of the quads: flash) */
+                } else if (dm == 1) /* four channels a word: input and filter channels are contiguous */
                     for (; ic + 4 <= in_c; ic += 4) {
                         int32_t acc[4] = {0, 0, 0, 0};
                         depthwise_quad(x + ic, w + ic, rows, taps, x_row, x_tap, w_row, out_c, offset, off2, acc, 1);
                         for (int32_t j = 0; j < 4; j++)
-                            out[ic + j] = right_only ? conv_output_right(v, bias, ic + j, acc[j])
-                                                     : conv_output(v, bias, ic + j, acc[j]);
+                            out[ic + j] = conv_output_right(v, bias, ic + j, acc[j]);
                     }
                 else if (dm == 2) /* two input channels' four output channels at a time */
                     for (; ic + 2 <= in_c; ic += 2) {
@@ -836,8 +828,7 @@ static HYDRA_ALWAYS_INLINE void depthwise_walk(const hydra_tfl_conv_view *v, con
                         depthwise_quad(x + ic, w + 2 * ic, rows, taps, x_row, x_tap, w_row, out_c, offset, off2, acc,
                                        2);
                         for (int32_t j = 0; j < 4; j++)
-                            out[2 * ic + j] = right_only ? conv_output_right(v, bias, 2 * ic + j, acc[j])
-                                                         : conv_output(v, bias, 2 * ic + j, acc[j]);
+                            out[2 * ic + j] = conv_output_right(v, bias, 2 * ic + j, acc[j]);
                     }
                 else if (dm % 4 == 0) /* an input channel's dm output channels four at a time */
                     for (; ic < in_c; ic++)
@@ -846,8 +837,7 @@ static HYDRA_ALWAYS_INLINE void depthwise_walk(const hydra_tfl_conv_view *v, con
                             depthwise_quad(x + ic, w + oc, rows, taps, x_row, x_tap, w_row, out_c, offset, off2,
                                            acc, 4);
                             for (int32_t j = 0; j < 4; j++)
-                                out[oc + j] = right_only ? conv_output_right(v, bias, oc + j, acc[j])
-                                                         : conv_output(v, bias, oc + j, acc[j]);
+                                out[oc + j] = conv_output_right(v, bias, oc + j, acc[j]);
                         }
 #endif
                 /* the rest: channels left over by the quads, other depth multipliers, the portable build */
@@ -866,17 +856,6 @@ static HYDRA_ALWAYS_INLINE void depthwise_walk(const hydra_tfl_conv_view *v, con
         }
 }
 
-static HYDRA_TFL_NOINLINE void depthwise_walk_right(const hydra_tfl_conv_view *v, const int8_t *input,
-                                                    const int8_t *filter, const int32_t *bias, int8_t *output)
-{
-    depthwise_walk(v, input, filter, bias, output, 1);
-}
-
-static HYDRA_TFL_NOINLINE void depthwise_walk_general(const hydra_tfl_conv_view *v, const int8_t *input,
-                                                      const int8_t *filter, const int32_t *bias, int8_t *output)
-{
-    depthwise_walk(v, input, filter, bias, output, 0);
-}
 
 /* Any other grouping (groups > 1), and groups 1 without the SIMD instructions: tap by tap, except that without
  * x dilation the taps of a filter row that fall inside the image are one contiguous run of taps * in_c bytes
@@ -941,14 +920,15 @@ hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *
         !hydra_tfl_multipliers_ok(v->output_multiplier, v->output_shift, out_c))
         return HYDRA_ERR_ARG;
     if (depthwise) {
-        if (conv_view_right_only(v, bias, (int64_t)v->filter_shape[1] * v->filter_shape[2]))
-            depthwise_walk_right(v, input, filter, bias, output);
-        else
-            depthwise_walk_general(v, input, filter, bias, output);
+        depthwise_walk(v, input, filter, bias, output,
+                       conv_view_right_only(v, bias, (int64_t)v->filter_shape[1] * v->filter_shape[2]));
         return HYDRA_OK;
     }
 #if defined(HYDRA_TFL_SIMD32)
-    if (v->filter_shape[3] == v->input_shape[3]) { /* groups 1 */
+    /* groups 1, every multiplier below 1 (as calibration makes them): the SIMD path; anything else the portable walk
+     * (one copy of the SIMD kernels, not one per requantisation path: flash) */
+    if (v->filter_shape[3] == v->input_shape[3] &&
+        conv_view_right_only(v, bias, (int64_t)v->filter_shape[1] * v->filter_shape[2] * v->filter_shape[3])) {
         conv_simd(v, input, filter, bias, output);
         return HYDRA_OK;
     }
