@@ -12,8 +12,8 @@
 /* Outputs whose dot products one hydra_dot4_blocked_s8 call forms (a multiple of 4; 64 bytes of stack). */
 #define LINEAR_CHUNK 16
 
-/* Every row, in one requantisation path (hydra_channel_output_s8): called with a constant right_only, so each
- * call is its own loop. The weights are in the block layout (ops/linear.py
+/* Every row, in one rounding mode and one requantisation path (hydra_channel_output_s8): called with constant
+ * single_rounding and right_only, so each call is its own loop. The weights are in the block layout (ops/linear.py
  * blocked_weights): blocks of 4 rows, then the N % 4 rows after the last block as they are. */
 static HYDRA_ALWAYS_INLINE void linear_rows(const hydra_linear_params *params, const int8_t *input, int8_t *output,
                                             int32_t single_rounding, int32_t right_only)
@@ -74,13 +74,11 @@ hydra_status hydra_linear_rows_s8(const hydra_linear_params *params, const int8_
         return HYDRA_ERR_ARG;
     if (params->rows <= 0)
         return HYDRA_ERR_SHAPE;
-    /* right_only (checked by hydra_linear_s8_check) picks one of two copies of the loop; the rounding is read per
-     * output (a copy per rounding mode too would double the code for a branch per output) */
-    const int32_t single = params->single_rounding != 0;
-    if (params->right_only)
-        linear_rows(params, input, output, single, 1);
+    /* one copy of the loop per rounding mode and requantisation path (right_only: checked by _check) */
+    if (params->single_rounding)
+        params->right_only ? linear_rows(params, input, output, 1, 1) : linear_rows(params, input, output, 1, 0);
     else
-        linear_rows(params, input, output, single, 0);
+        params->right_only ? linear_rows(params, input, output, 0, 1) : linear_rows(params, input, output, 0, 0);
     return HYDRA_OK;
 }
 

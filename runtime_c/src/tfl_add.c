@@ -33,7 +33,8 @@ static HYDRA_ALWAYS_INLINE void add_loop(const int8_t *a, int32_t a_step, const 
     }
 }
 
-/* One run (hydra_tfl_broadcast_binary_s8), rounding as `single` says. */
+/* One run (hydra_tfl_broadcast_binary_s8), rounding as `single` says: a constant in each of the two callbacks
+ * below, one per rounding mode, so that no element tests the params' single_rounding. */
 static HYDRA_ALWAYS_INLINE void add_run(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step,
                                           int8_t *out, int32_t n, const hydra_tfl_add_params *p, int32_t single)
 {
@@ -43,12 +44,16 @@ static HYDRA_ALWAYS_INLINE void add_run(const int8_t *a, int32_t a_step, const i
         add_loop(a, a_step, b, b_step, out, n, p, single, 0);
 }
 
-/* The broadcast walk's run callback: the rounding read once per run (one copy of the loops, not one per mode). */
-static void add_run_any(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int8_t *out,
+static void add_double(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int8_t *out,
                           int32_t n, const void *params)
 {
-    const hydra_tfl_add_params *p = (const hydra_tfl_add_params *)params;
-    add_run(a, a_step, b, b_step, out, n, p, p->single_rounding != 0);
+    add_run(a, a_step, b, b_step, out, n, (const hydra_tfl_add_params *)params, 0);
+}
+
+static void add_single(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int8_t *out,
+                          int32_t n, const void *params)
+{
+    add_run(a, a_step, b, b_step, out, n, (const hydra_tfl_add_params *)params, 1);
 }
 
 hydra_status hydra_tfl_add_s8(const hydra_tfl_add_params *p, const int8_t *input1, const int8_t *input2,
@@ -57,5 +62,5 @@ hydra_status hydra_tfl_add_s8(const hydra_tfl_add_params *p, const int8_t *input
     if (p == NULL || !hydra_tfl_rescaled_binary_ok(p, 20))
         return HYDRA_ERR_ARG;
     return hydra_tfl_broadcast_binary_s8(p->input1_shape, p->input2_shape, p->output_shape, input1, input2, output,
-                                         add_run_any, p);
+                                         p->single_rounding ? add_single : add_double, p);
 }

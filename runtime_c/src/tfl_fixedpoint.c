@@ -621,15 +621,17 @@ typedef struct {
     conv_runs r;
     const int32_t *bias, *multiplier, *shift;
     int32_t out_c, off2, output_offset, activation_min, activation_max;
-    int32_t single; /* the params' single_rounding: read per output (one instantiation less per kernel: flash) */
+    int32_t single; /* the params' single_rounding, read per output */
+    int32_t right;  /* conv_view_right_only: the short requantisation, read per output */
 } conv_ctx;
 
 /* conv_output for a channel's bias, multiplier and shift, rounding as c->single says; by hydra_requantize_right
- * where `right_only` (a constant: conv_view_right_only said so for the whole call). */
+ * where c->right (conv_view_right_only said so for the whole call). Both read per output: one copy of the pixel
+ * kernels (flash), for two predictable branches per output. */
 static HYDRA_ALWAYS_INLINE int8_t conv_output_simd(const conv_ctx *c, int32_t acc, int32_t bias, int32_t multiplier,
-                                                   int32_t shift, const int right_only)
+                                                   int32_t shift)
 {
-    const int32_t single = c->single;
+    const int32_t single = c->single, right_only = c->right;
     int32_t r;
     if (right_only) {
         r = hydra_clamp_s8(hydra_requantize_right(acc + bias, multiplier, shift, single) + c->output_offset);
@@ -644,7 +646,7 @@ static HYDRA_ALWAYS_INLINE int8_t conv_output_simd(const conv_ctx *c, int32_t ac
 
 /* Every output channel of pixel a (out) and, when two_px, of pixel b (out + out_c), channels in pairs. */
 static HYDRA_ALWAYS_INLINE void conv_pixels(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out,
-                                            const int two_px, const int right_only)
+                                            const int two_px)
 {
     const int32_t out_c = c->out_c;
     int32_t oc = 0;
@@ -654,9 +656,9 @@ static HYDRA_ALWAYS_INLINE void conv_pixels(const conv_ctx *c, const int8_t *x, 
         for (int32_t j = 0; j < 2; j++) {
             const int32_t bias = c->bias != NULL ? c->bias[oc + j] : 0;
             const int32_t m = c->multiplier[oc + j], sh = c->shift[oc + j];
-            out[oc + j] = conv_output_simd(c, acc[j], bias, m, sh, right_only);
+            out[oc + j] = conv_output_simd(c, acc[j], bias, m, sh);
             if (two_px)
-                out[out_c + oc + j] = conv_output_simd(c, acc[2 + j], bias, m, sh, right_only);
+                out[out_c + oc + j] = conv_output_simd(c, acc[2 + j], bias, m, sh);
         }
     }
     if (oc < out_c) {
@@ -664,24 +666,26 @@ static HYDRA_ALWAYS_INLINE void conv_pixels(const conv_ctx *c, const int8_t *x, 
         conv_dot(&c->r, x, w, c->off2, acc, two_px, 0);
         const int32_t bias = c->bias != NULL ? c->bias[oc] : 0;
         const int32_t m = c->multiplier[oc], sh = c->shift[oc];
-        out[oc] = conv_output_simd(c, acc[0], bias, m, sh, right_only);
+        out[oc] = conv_output_simd(c, acc[0], bias, m, sh);
         if (two_px)
-            out[out_c + oc] = conv_output_simd(c, acc[2], bias, m, sh, right_only);
+            out[out_c + oc] = conv_output_simd(c, acc[2], bias, m, sh);
     }
 }
 
-/* One function per (pixels, requantisation path), so that each word loop has the registers to itself. */
+/* One function per pixel count, so that each word loop has the registers to itself. */
 typedef void (*conv_pixels_fn)(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out);
-#define HYDRA_TFL_CONV_PIXELS(name, two_px, right_only)                                                            \
-    static HYDRA_TFL_NOINLINE void name(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)          \
-    {                                                                                                              \
-        conv_pixels(c, x, w, out, two_px, right_only);                                                             \
-    }
-HYDRA_TFL_CONV_PIXELS(conv_pixels_2_right, 1, 1)
-HYDRA_TFL_CONV_PIXELS(conv_pixels_1_right, 0, 1)
-#undef HYDRA_TFL_CONV_PIXELS
 
-/* Groups 1 on the SIMD cores, where conv_view_right_only holds: output pixels in pairs (each filter word expanded once for both) times output
+static HYDRA_TFL_NOINLINE void conv_pixels_2(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)
+{
+    conv_pixels(c, x, w, out, 1);
+}
+
+static HYDRA_TFL_NOINLINE void conv_pixels_1(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)
+{
+    conv_pixels(c, x, w, out, 0);
+}
+
+/* Groups 1 on the SIMD cores: output pixels in pairs (each filter word expanded once for both) times output
  * channels in pairs (each input word expanded once for both). A pixel whose window lies in the image unlike
  * its neighbour's (at a border) goes alone; an odd last channel alone. */
 static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter, const int32_t *bias,
@@ -709,7 +713,7 @@ static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const i
     c.activation_min = v->activation_min;
     c.activation_max = v->activation_max;
     c.single = v->single_rounding != 0;
-    const conv_pixels_fn pixels_1 = conv_pixels_1_right, pixels_2 = conv_pixels_2_right;
+    c.right = conv_view_right_only(v, bias, (int64_t)f_h * f_w * in_c);
     for (int32_t b = 0; b < v->output_shape[0]; b++)
         for (int32_t oy = 0; oy < out_h; oy++) {
             const int32_t y0 = oy * v->stride_height - v->padding_height;
@@ -731,7 +735,7 @@ static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const i
                                       : input;
                 const int8_t *w = any ? filter + ((ptrdiff_t)fy_lo * f_w + fx_lo) * in_c : filter;
                 int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, ox, 0);
-                (two_px ? pixels_2 : pixels_1)(&c, x, w, out);
+                (two_px ? conv_pixels_2 : conv_pixels_1)(&c, x, w, out);
                 ox += two_px ? 2 : 1;
             }
         }
@@ -783,8 +787,9 @@ static HYDRA_ALWAYS_INLINE void depthwise_quad(const int8_t *x, const int8_t *w,
 
 /* DEPTHWISE_CONV_2D: output channel oc reads input channel oc / depth_multiplier and filter column oc; for each
  * output pixel the in-image taps are found once, then each channel walks them with two pointer steps. */
-static void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
-                           const int32_t *bias, int8_t *output, const int right_only)
+static HYDRA_ALWAYS_INLINE void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input,
+                                               const int8_t *filter, const int32_t *bias, int8_t *output,
+                                               const int right_only)
 {
     const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2], in_c = v->input_shape[3];
     const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2];
@@ -813,14 +818,13 @@ static void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, co
                 int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, ox, 0);
                 int32_t ic = 0;
 #if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
-                if (!right_only) {
-                    /* the general requantisation: the scalar loop below (one copy of the quads: flash) */
-                } else if (dm == 1) /* four channels a word: input and filter channels are contiguous */
+                if (dm == 1) /* four channels a word: input and filter channels are contiguous */
                     for (; ic + 4 <= in_c; ic += 4) {
                         int32_t acc[4] = {0, 0, 0, 0};
                         depthwise_quad(x + ic, w + ic, rows, taps, x_row, x_tap, w_row, out_c, offset, off2, acc, 1);
                         for (int32_t j = 0; j < 4; j++)
-                            out[ic + j] = conv_output_right(v, bias, ic + j, acc[j]);
+                            out[ic + j] = right_only ? conv_output_right(v, bias, ic + j, acc[j])
+                                                     : conv_output(v, bias, ic + j, acc[j]);
                     }
                 else if (dm == 2) /* two input channels' four output channels at a time */
                     for (; ic + 2 <= in_c; ic += 2) {
@@ -828,7 +832,8 @@ static void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, co
                         depthwise_quad(x + ic, w + 2 * ic, rows, taps, x_row, x_tap, w_row, out_c, offset, off2, acc,
                                        2);
                         for (int32_t j = 0; j < 4; j++)
-                            out[2 * ic + j] = conv_output_right(v, bias, 2 * ic + j, acc[j]);
+                            out[2 * ic + j] = right_only ? conv_output_right(v, bias, 2 * ic + j, acc[j])
+                                                         : conv_output(v, bias, 2 * ic + j, acc[j]);
                     }
                 else if (dm % 4 == 0) /* an input channel's dm output channels four at a time */
                     for (; ic < in_c; ic++)
@@ -837,7 +842,8 @@ static void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, co
                             depthwise_quad(x + ic, w + oc, rows, taps, x_row, x_tap, w_row, out_c, offset, off2,
                                            acc, 4);
                             for (int32_t j = 0; j < 4; j++)
-                                out[oc + j] = conv_output_right(v, bias, oc + j, acc[j]);
+                                out[oc + j] = right_only ? conv_output_right(v, bias, oc + j, acc[j])
+                                                         : conv_output(v, bias, oc + j, acc[j]);
                         }
 #endif
                 /* the rest: channels left over by the quads, other depth multipliers, the portable build */
@@ -909,6 +915,19 @@ static void conv_generic(const hydra_tfl_conv_view *v, const int8_t *input, cons
             }
 }
 
+/* One copy of the walk per requantisation path (a constant right_only: the quads' registers to themselves). */
+static HYDRA_TFL_NOINLINE void depthwise_walk_right(const hydra_tfl_conv_view *v, const int8_t *input,
+                                                    const int8_t *filter, const int32_t *bias, int8_t *output)
+{
+    depthwise_walk(v, input, filter, bias, output, 1);
+}
+
+static HYDRA_TFL_NOINLINE void depthwise_walk_general(const hydra_tfl_conv_view *v, const int8_t *input,
+                                                      const int8_t *filter, const int32_t *bias, int8_t *output)
+{
+    depthwise_walk(v, input, filter, bias, output, 0);
+}
+
 hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
                                     const int32_t *bias, int8_t *output, int32_t depthwise)
 {
@@ -920,15 +939,14 @@ hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *
         !hydra_tfl_multipliers_ok(v->output_multiplier, v->output_shift, out_c))
         return HYDRA_ERR_ARG;
     if (depthwise) {
-        depthwise_walk(v, input, filter, bias, output,
-                       conv_view_right_only(v, bias, (int64_t)v->filter_shape[1] * v->filter_shape[2]));
+        if (conv_view_right_only(v, bias, (int64_t)v->filter_shape[1] * v->filter_shape[2]))
+            depthwise_walk_right(v, input, filter, bias, output);
+        else
+            depthwise_walk_general(v, input, filter, bias, output);
         return HYDRA_OK;
     }
 #if defined(HYDRA_TFL_SIMD32)
-    /* groups 1, every multiplier below 1 (as calibration makes them): the SIMD path; anything else the portable walk
-     * (one copy of the SIMD kernels, not one per requantisation path: flash) */
-    if (v->filter_shape[3] == v->input_shape[3] &&
-        conv_view_right_only(v, bias, (int64_t)v->filter_shape[1] * v->filter_shape[2] * v->filter_shape[3])) {
+    if (v->filter_shape[3] == v->input_shape[3]) { /* groups 1 */
         conv_simd(v, input, filter, bias, output);
         return HYDRA_OK;
     }

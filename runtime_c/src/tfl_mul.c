@@ -26,7 +26,8 @@ static HYDRA_ALWAYS_INLINE void mul_loop_fast(const int8_t *a, const int8_t *b, 
         out[i] = hydra_clamp_s8(hydra_requantize_right((off1 + a[i]) * (off2 + b[i]), m, s, single) + zo);
 }
 
-/* One run (hydra_tfl_broadcast_binary_s8), rounding as `single` says. */
+/* One run (hydra_tfl_broadcast_binary_s8), rounding as `single` says: a constant in each of the two callbacks
+ * below, one per rounding mode, so that no element tests the params' single_rounding. */
 static HYDRA_ALWAYS_INLINE void mul_run(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int8_t *out,
                                         int32_t n, const hydra_tfl_mul_params *p, int32_t single)
 {
@@ -45,12 +46,16 @@ static HYDRA_ALWAYS_INLINE void mul_run(const int8_t *a, int32_t a_step, const i
     }
 }
 
-/* The broadcast walk's run callback: the rounding read once per run (one copy of the loops, not one per mode). */
-static void mul_run_any(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int8_t *out,
-                          int32_t n, const void *params)
+static void mul_double(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int8_t *out, int32_t n,
+                       const void *params)
 {
-    const hydra_tfl_mul_params *p = (const hydra_tfl_mul_params *)params;
-    mul_run(a, a_step, b, b_step, out, n, p, p->single_rounding != 0);
+    mul_run(a, a_step, b, b_step, out, n, (const hydra_tfl_mul_params *)params, 0);
+}
+
+static void mul_single(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int8_t *out, int32_t n,
+                       const void *params)
+{
+    mul_run(a, a_step, b, b_step, out, n, (const hydra_tfl_mul_params *)params, 1);
 }
 
 hydra_status hydra_tfl_mul_s8(const hydra_tfl_mul_params *p, const int8_t *input1, const int8_t *input2,
@@ -60,5 +65,5 @@ hydra_status hydra_tfl_mul_s8(const hydra_tfl_mul_params *p, const int8_t *input
                                                 p->output_activation_min, p->output_activation_max))
         return HYDRA_ERR_ARG;
     return hydra_tfl_broadcast_binary_s8(p->input1_shape, p->input2_shape, p->output_shape, input1, input2, output,
-                                         mul_run_any, p);
+                                         p->single_rounding ? mul_single : mul_double, p);
 }

@@ -9,7 +9,8 @@
 
 #include "hydra_tfl.h"
 
-/* One run (hydra_tfl_broadcast_binary_s8), rounding as `single` says. An operand that stays
+/* One run (hydra_tfl_broadcast_binary_s8), rounding as `single` says: a constant in each of the two callbacks
+ * below, one per rounding mode, so that no element tests the params' single_rounding. An operand that stays
  * along the run (step 0) is rescaled once. */
 static HYDRA_ALWAYS_INLINE void squared_difference_run(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step,
                                           int8_t *out, int32_t n, const hydra_tfl_squared_difference_params *p, int32_t single)
@@ -27,12 +28,16 @@ static HYDRA_ALWAYS_INLINE void squared_difference_run(const int8_t *a, int32_t 
     }
 }
 
-/* The broadcast walk's run callback: the rounding read once per run (one copy of the loops, not one per mode). */
-static void squared_difference_run_any(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int8_t *out,
+static void squared_difference_double(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int8_t *out,
                           int32_t n, const void *params)
 {
-    const hydra_tfl_squared_difference_params *p = (const hydra_tfl_squared_difference_params *)params;
-    squared_difference_run(a, a_step, b, b_step, out, n, p, p->single_rounding != 0);
+    squared_difference_run(a, a_step, b, b_step, out, n, (const hydra_tfl_squared_difference_params *)params, 0);
+}
+
+static void squared_difference_single(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int8_t *out,
+                          int32_t n, const void *params)
+{
+    squared_difference_run(a, a_step, b, b_step, out, n, (const hydra_tfl_squared_difference_params *)params, 1);
 }
 
 hydra_status hydra_tfl_squared_difference_s8(const hydra_tfl_squared_difference_params *p, const int8_t *input1,
@@ -44,5 +49,5 @@ hydra_status hydra_tfl_squared_difference_s8(const hydra_tfl_squared_difference_
     if (!hydra_tfl_rescaled_binary_ok(p, 7) || p->input1_shift > 0 || p->input2_shift > 0)
         return HYDRA_ERR_ARG;
     return hydra_tfl_broadcast_binary_s8(p->input1_shape, p->input2_shape, p->output_shape, input1, input2, output,
-                                         squared_difference_run_any, p);
+                                         p->single_rounding ? squared_difference_single : squared_difference_double, p);
 }
