@@ -221,6 +221,27 @@ def test_linear_right_only_gives_the_same_bits_and_is_checked(rt, t, k, n, singl
     assert rt.hydra_linear_s8_check(ctypes.byref(p)) == HYDRA_ERR_ARG
 
 
+@pytest.mark.parametrize("out_shift", [0, 1, 31, 62])
+@pytest.mark.parametrize("d", [1, 7, 4096])
+def test_layernorm_at_the_bounds_of_its_rounding_shifts(rt, d, out_shift):
+    """hydra_layernorm.c forms round_shift's x + 2^(n-1) directly, relying on the check's bounds (|beta| <= 2^62,
+    |gamma| < 2^31, D <= 4096): at those bounds, under UBSan (no overflow), it gives the reference's bytes."""
+    from hydra_edge.ir.graph import Node
+    from hydra_edge.ops.layernorm import int_ref
+
+    x = np.where(np.arange(2 * d).reshape(2, d) % 2 == 0, -128, 127).astype(np.int8)
+    x[1, 0] = 0  # the second row off balance
+    gamma = np.where(np.arange(d) % 2 == 0, 2**31 - 1, -(2**31) + 1).astype(np.int32)
+    beta = np.where(np.arange(d) % 3 == 0, 2**62, -(2**62)).astype(np.int64)
+    p = LayerNormParams(tokens=2, dim=d, input_zero_point=-128, eps=1, gamma=ptr(gamma, np.int32),
+                        beta=ptr(beta, np.int64), output_shift=out_shift, output_zero_point=0)
+    got = np.zeros((2, d), np.int8)
+    assert rt.hydra_layernorm_s8(ctypes.byref(p), ptr(x, np.int8), ptr(got, np.int8)) == HYDRA_OK
+    node = Node("ln", "layernorm", ["x", "g", "b"], ["y"],
+                {"in_zp": -128, "eps_q": 1, "out_shift": out_shift, "out_zp": 0})
+    np.testing.assert_array_equal(got, int_ref(node, x, gamma, beta, "double"))
+
+
 @given(st.integers(1, 20), st.integers(1, 40), zero_points, zero_points, st.integers(0, 2**32 - 1))
 @settings(max_examples=20, deadline=None)
 def test_layernorm_checked_once_then_rows_in_groups(rt, t, d, zx, zy, seed):
