@@ -155,6 +155,13 @@ static inline int64_t hydra_round_shift(int64_t x, int32_t n)
     return hydra_floor_div_pow2_s64(x, n) + (r > (mask >> 1) ? 1 : 0);
 }
 
+/* round_shift(x, n) formed directly as floor((x + 2^(n-1)) / 2^n): for a caller whose bounds keep
+ * |x| + 2^(n-1) inside int64 (hydra_round_shift holds for any x, at several more instructions). */
+static HYDRA_ALWAYS_INLINE int64_t hydra_round_shift_in_range(int64_t x, int32_t n)
+{
+    return n == 0 ? x : hydra_floor_div_pow2_s64(x + (INT64_C(1) << (n - 1)), n);
+}
+
 /* inv_sqrt(v): 1/sqrt(v) ~= inv * 2^p / 2^61, for 1 <= v < 2^62. */
 void hydra_inv_sqrt(int64_t v, int32_t *inv, int32_t *p);
 

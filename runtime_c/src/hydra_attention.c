@@ -51,8 +51,9 @@ static void phi_row(const int8_t *row, int32_t z, int32_t dim, int8_t *phi)
     int32_t inv, P;
     hydra_inv_sqrt(ss, &inv, &P);
     for (int32_t i = 0; i < dim; i++) {
-        /* |xi * inv| < 2^39; the result is about 128 * xi / |x|, at most 129 in magnitude */
-        const int64_t r = hydra_round_shift((int64_t)(row[i] - z) * inv, 54 - P);
+        /* |xi * inv| < 2^39 (and 54 - P <= 54), so round_shift is in range; the result is about 128 * xi / |x|, at
+         * most 129 in magnitude */
+        const int64_t r = hydra_round_shift_in_range((int64_t)(row[i] - z) * inv, 54 - P);
         phi[i] = (int8_t)(r < -128 ? -128 : (r > 127 ? 127 : r));
     }
 }

@@ -9,13 +9,6 @@
 
 #define HYDRA_LAYERNORM_MAX_DIM 4096 /* the spec's bound: every intermediate then fits */
 
-/* round_shift(x, n) = floor((x + 2^(n-1)) / 2^n), n in [0, 62], formed directly: hydra_round_shift avoids forming
- * x + 2^(n-1) for any int64 x, but here |x| < 2^62 + 2^57 (the check's bounds below), so the sum fits int64. */
-static HYDRA_ALWAYS_INLINE int64_t round_shift_in_range(int64_t x, int32_t n)
-{
-    return n == 0 ? x : hydra_floor_div_pow2_s64(x + (INT64_C(1) << (n - 1)), n);
-}
-
 hydra_status hydra_layernorm_s8_check(const hydra_layernorm_params *params)
 {
     if (params == NULL || params->gamma == NULL || params->beta == NULL)
@@ -75,10 +68,10 @@ hydra_status hydra_layernorm_rows_s8(const hydra_layernorm_params *params, const
             const int32_t xi = x[i] - zx; /* read x[i] before y[i] is written: in place is fine */
             /* |D xi - S1| < 2^21 (int32, so one 32 x 32 multiply) and inv < 2^31;
              * |z| <= sqrt(D) * 2^20 <= 2^26 fits int32 */
-            const int32_t centered = D * xi - s1;
-            const int32_t z = (int32_t)round_shift_in_range((int64_t)centered * inv, 41 - P);
+            const int32_t centered = D * xi - s1; /* both round shifts in range: |x| < 2^62 + 2^57 */
+            const int32_t z = (int32_t)hydra_round_shift_in_range((int64_t)centered * inv, 41 - P);
             const int64_t a = (int64_t)z * params->gamma[i] + params->beta[i];
-            const int64_t r = round_shift_in_range(a, out_shift) + zy;
+            const int64_t r = hydra_round_shift_in_range(a, out_shift) + zy;
             y[i] = (int8_t)(r < -128 ? -128 : (r > 127 ? 127 : r));
         }
     }
