@@ -175,6 +175,34 @@ void hydra_dot2_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, int32_t 
  * row; 4 n bytes per block). */
 void hydra_dot4_blocked_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t blocks, int32_t *dots);
 
+#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32)
+#include <arm_acle.h>
+/* SXTB16 / SXTAB16 of a word rotated right by 8 (bytes 1 and 3), for the SIMD kernels (hydra_dot.c,
+ * tfl_fixedpoint.c): GCC does not fold the rotation into the instruction by itself, so it is spelt out where
+ * inline assembly is known to work. */
+static inline int32_t hydra_sxtb16_ror8(int32_t word)
+{
+#if defined(__GNUC__)
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(word));
+    return r;
+#else
+    return __sxtb16((int32_t)((uint32_t)word >> 8));
+#endif
+}
+
+static inline int32_t hydra_sxtab16_ror8(int32_t halves, int32_t word)
+{
+#if defined(__GNUC__)
+    int32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(halves), "r"(word));
+    return r;
+#else
+    return __sxtab16(halves, (int32_t)((uint32_t)word >> 8));
+#endif
+}
+#endif
+
 /* x saturated to int8: one SSAT where the target has it (the same value). */
 static inline int8_t hydra_clamp_s8(int32_t x)
 {
@@ -209,18 +237,33 @@ typedef struct {
     int32_t zy, lo, hi; /* output zero point, activation clamp inside int8 */
 } hydra_channel_outputs;
 
-/* Whether every channel may use hydra_requantize_right for a dot product over K <= 2^15 products of at most 2^14:
- * |bias| < 2^29 keeps |bias + dot| < 2^30; every multiplier >= 0 with a shift <= 0 (below 1, as calibration makes
- * them). O(channels), once per call. */
+/* Whether channels' requantisation may take hydra_requantize_right once their accumulators are below 2^29: every
+ * |bias| < 2^29 (bias NULL: none), so that the sums stay below 2^30, every multiplier >= 0 with a shift <= 0 (below
+ * 1, as calibration makes them). O(channels), once per call; each caller bounds its accumulator. */
+static inline int hydra_requant_right_ok(const int32_t *bias, const int32_t *multiplier, const int32_t *shift,
+                                         int32_t channels)
+{
+    for (int32_t n = 0; n < channels; n++) {
+        const int32_t b = bias != NULL ? bias[n] : 0;
+        if (multiplier[n] < 0 || shift[n] > 0 || b <= -(INT32_C(1) << 29) || b >= (INT32_C(1) << 29))
+            return 0;
+    }
+    return 1;
+}
+
+/* hydra_requant_right_ok for a dot product over K <= 2^15 products of at most 2^14 (|dot| <= 2^29). */
 static inline int hydra_channels_right_only(const hydra_channel_outputs *o, int32_t channels, int32_t K)
 {
-    if (K > 32768)
-        return 0;
-    for (int32_t n = 0; n < channels; n++)
-        if (o->multiplier[n] < 0 || o->shift[n] > 0 || o->bias[n] <= -(INT32_C(1) << 29) ||
-            o->bias[n] >= (INT32_C(1) << 29))
-            return 0;
-    return 1;
+    return K <= 32768 && hydra_requant_right_ok(o->bias, o->multiplier, o->shift, channels);
+}
+
+/* zo + requant(x) by hydra_requantize_right (its bounds checked by the caller), saturated to int8 and clamped to
+ * the activation range [lo, hi] inside it. */
+static HYDRA_ALWAYS_INLINE int8_t hydra_output_right_s8(int32_t x, int32_t multiplier, int32_t shift,
+                                                        int32_t single_rounding, int32_t zo, int32_t lo, int32_t hi)
+{
+    const int8_t y = hydra_clamp_s8(hydra_requantize_right(x, multiplier, shift, single_rounding) + zo);
+    return (int8_t)(y < lo ? lo : (y > hi ? hi : y));
 }
 
 /* Channel n's output from its dot product: zy + requant(bias + dot), clamped to [lo, hi]; by hydra_requantize_right
@@ -228,12 +271,10 @@ static inline int hydra_channels_right_only(const hydra_channel_outputs *o, int3
 static HYDRA_ALWAYS_INLINE int8_t hydra_channel_output_s8(const hydra_channel_outputs *o, int32_t n, int32_t dot,
                                                           int32_t single_rounding, int32_t right_only)
 {
-    int8_t y;
     if (right_only)
-        y = hydra_clamp_s8(hydra_requantize_right(o->bias[n] + dot, o->multiplier[n], o->shift[n], single_rounding) +
-                           o->zy);
-    else
-        y = hydra_linear_output_s8(o->bias[n], dot, o->multiplier[n], o->shift[n], o->zy, single_rounding);
+        return hydra_output_right_s8(o->bias[n] + dot, o->multiplier[n], o->shift[n], single_rounding, o->zy, o->lo,
+                                     o->hi);
+    const int8_t y = hydra_linear_output_s8(o->bias[n], dot, o->multiplier[n], o->shift[n], o->zy, single_rounding);
     return (int8_t)(y < o->lo ? o->lo : (y > o->hi ? o->hi : y));
 }
 

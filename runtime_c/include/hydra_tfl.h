@@ -362,6 +362,48 @@ static inline int hydra_tfl_rescaled_binary_right_only(const hydra_tfl_rescaled_
            p->input1_shift <= 0 && p->input2_shift <= 0 && p->output_shift <= 0;
 }
 
+/* How ADD, SUB and SQUARED_DIFFERENCE combine their two rescaled inputs (hydra_tfl_rescaled_binary_run). */
+enum { HYDRA_TFL_COMBINE_ADD, HYDRA_TFL_COMBINE_SUB, HYDRA_TFL_COMBINE_SQUARED_DIFFERENCE };
+
+/* One run's elements of ADD / SUB / SQUARED_DIFFERENCE (the run of hydra_tfl_broadcast_binary_s8), combined as
+ * `combine` says and rounding as `single` says (both constants at each call), by hydra_requantize_right where
+ * `right_only`. An operand that stays along the run (step 0) is rescaled once. */
+static HYDRA_ALWAYS_INLINE void hydra_tfl_rescaled_binary_loop(const int8_t *a, int32_t a_step, const int8_t *b,
+                                                               int32_t b_step, int8_t *out, int32_t n,
+                                                               const hydra_tfl_rescaled_binary_params *p,
+                                                               int32_t single, int32_t right_only, int combine)
+{
+    int32_t scaled1 = a_step == 0 ? hydra_tfl_rescale_input(p, 1, *a, single, right_only) : 0;
+    int32_t scaled2 = b_step == 0 ? hydra_tfl_rescale_input(p, 2, *b, single, right_only) : 0;
+    const int32_t m = p->output_multiplier, s = p->output_shift, zo = p->output_offset;
+    const int32_t lo = p->output_activation_min, hi = p->output_activation_max;
+    for (int32_t i = 0; i < n; i++, a += a_step, b += b_step) {
+        if (a_step != 0)
+            scaled1 = hydra_tfl_rescale_input(p, 1, *a, single, right_only);
+        if (b_step != 0)
+            scaled2 = hydra_tfl_rescale_input(p, 2, *b, single, right_only);
+        const int32_t diff = scaled1 - scaled2;
+        const int32_t value = combine == HYDRA_TFL_COMBINE_ADD ? scaled1 + scaled2
+                              : combine == HYDRA_TFL_COMBINE_SUB ? diff
+                                                                 : diff * diff;
+        out[i] = right_only ? hydra_output_right_s8(value, m, s, single, zo, lo, hi) /* |value| < 2^30 */
+                            : hydra_tfl_output_s8(hydra_tfl_requantize(value, m, s, single), zo, lo, hi);
+    }
+}
+
+/* The run with its requantisation path chosen: ADD and SUB take hydra_requantize_right where
+ * hydra_tfl_rescaled_binary_right_only allows it; SQUARED_DIFFERENCE (diff * diff may reach 2^30) never does. */
+static HYDRA_ALWAYS_INLINE void hydra_tfl_rescaled_binary_run(const int8_t *a, int32_t a_step, const int8_t *b,
+                                                              int32_t b_step, int8_t *out, int32_t n,
+                                                              const hydra_tfl_rescaled_binary_params *p,
+                                                              int32_t single, int combine)
+{
+    if (combine != HYDRA_TFL_COMBINE_SQUARED_DIFFERENCE && hydra_tfl_rescaled_binary_right_only(p))
+        hydra_tfl_rescaled_binary_loop(a, a_step, b, b_step, out, n, p, single, 1, combine);
+    else
+        hydra_tfl_rescaled_binary_loop(a, a_step, b, b_step, out, n, p, single, 0, combine);
+}
+
 /* MUL: output = offset + MBQM((a + off1) * (b + off2), M, shift), clamped to the activation range. */
 typedef struct {
     int32_t input1_shape[HYDRA_TFL_MAX_BROADCAST_DIMS];

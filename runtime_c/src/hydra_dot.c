@@ -33,26 +33,13 @@
 #endif
 
 #if defined(HYDRA_DOT_SIMD32)
-/* SXTB16 of the word rotated right by 8 (bytes 1 and 3); GCC does not fold the rotation into the
- * instruction by itself, so it is spelt out where inline assembly is known to work. */
-static int32_t sxtb16_ror8(int32_t word)
-{
-#if defined(__GNUC__)
-    int32_t r;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(word));
-    return r;
-#else
-    return __sxtb16((int32_t)((uint32_t)word >> 8));
-#endif
-}
-
 /* Four int8 as two int16 pairs: bytes 0 and 2 (even), bytes 1 and 3 (odd). */
 static void load_pairs(const int8_t *p, int32_t *even, int32_t *odd)
 {
     int32_t word;
     memcpy(&word, p, 4);
     *even = __sxtb16(word);
-    *odd = sxtb16_ror8(word);
+    *odd = hydra_sxtb16_ror8(word);
 }
 
 /* acc + a[0..3] . b[0..3] in two SMLADs. */

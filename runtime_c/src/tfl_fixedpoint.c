@@ -470,25 +470,16 @@ static inline int8_t conv_output(const hydra_tfl_conv_view *v, const int32_t *bi
 /* conv_output by hydra_requantize_right, where conv_view_right_only allows it for the whole call. */
 static inline int8_t conv_output_right(const hydra_tfl_conv_view *v, const int32_t *bias, int32_t oc, int32_t acc)
 {
-    const int32_t sum = bias != NULL ? acc + bias[oc] : acc;
-    const int32_t r = hydra_clamp_s8(
-        hydra_requantize_right(sum, v->output_multiplier[oc], v->output_shift[oc], v->single_rounding) + v->output_offset);
-    return (int8_t)(r < v->activation_min ? v->activation_min : (r > v->activation_max ? v->activation_max : r));
+    return hydra_output_right_s8(bias != NULL ? acc + bias[oc] : acc, v->output_multiplier[oc], v->output_shift[oc],
+                                 v->single_rounding, v->output_offset, v->activation_min, v->activation_max);
 }
 
 /* Whether every output of a convolution may use hydra_requantize_right: at most 2^14 products of |w (x + offset)| <=
- * 2^7 * 255 keep |acc| < 2^29, with |bias| < 2^29 the sum below 2^30; every multiplier >= 0, every shift <= 0. */
+ * 2^7 * 255 keep |acc| < 2^29 (hydra_requant_right_ok's bound). */
 static int conv_view_right_only(const hydra_tfl_conv_view *v, const int32_t *bias, int64_t products)
 {
-    if (products > (INT64_C(1) << 14))
-        return 0;
-    for (int32_t oc = 0; oc < v->output_shape[3]; oc++) {
-        const int32_t b = bias != NULL ? bias[oc] : 0;
-        if (v->output_multiplier[oc] < 0 || v->output_shift[oc] > 0 || b <= -(INT32_C(1) << 29) ||
-            b >= (INT32_C(1) << 29))
-            return 0;
-    }
-    return 1;
+    return products <= (INT64_C(1) << 14) &&
+           hydra_requant_right_ok(bias, v->output_multiplier, v->output_shift, v->output_shape[3]);
 }
 
 /* The taps of one or two output pixels (the same taps: a pair whose windows lie alike in the image) as runs of
@@ -505,35 +496,12 @@ typedef struct {
 #if defined(HYDRA_TFL_SIMD32)
 /* SXTB16 / SXTAB16 of the word rotated right by 8 (bytes 1 and 3): GCC does not fold the rotation into the
  * instruction by itself (hydra_dot.c). */
-static inline int32_t sxtb16_ror8(int32_t word)
-{
-#if defined(__GNUC__)
-    int32_t r;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(word));
-    return r;
-#else
-    return __sxtb16((int32_t)((uint32_t)word >> 8));
-#endif
-}
-
-static inline int32_t sxtab16_ror8(int32_t halves, int32_t word)
-{
-#if defined(__GNUC__)
-    int32_t r;
-    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(halves), "r"(word));
-    return r;
-#else
-    return __sxtab16(halves, (int32_t)((uint32_t)word >> 8));
-#endif
-}
-
 static inline int32_t load_word(const int8_t *p)
 {
     int32_t word;
     memcpy(&word, p, 4);
     return word;
 }
-
 
 /* acc[2 px + ch] += sum over the runs of r of w_ch[i] * (x_px[i] + offset), for pixel a (input x) and pixel b
  * (x + x_pair) when two_px, channel a (filter w) and channel b (w + w_channel) when two_ch. Each input word becomes
@@ -559,24 +527,24 @@ static HYDRA_ALWAYS_INLINE void conv_dot(const conv_runs *r, const int8_t *x, co
                 wa += 4;
                 xa += 4;
                 const int32_t wae = __sxtb16(wva), xae = __sxtab16(off2, xva);
-                const int32_t wao = sxtb16_ror8(wva), xao = sxtab16_ror8(off2, xva);
+                const int32_t wao = hydra_sxtb16_ror8(wva), xao = hydra_sxtab16_ror8(off2, xva);
                 a0 = __smlad(xao, wao, __smlad(xae, wae, a0));
                 if (two_ch) {
                     const int32_t wvb = load_word(wb);
                     wb += 4;
-                    const int32_t wbe = __sxtb16(wvb), wbo = sxtb16_ror8(wvb);
+                    const int32_t wbe = __sxtb16(wvb), wbo = hydra_sxtb16_ror8(wvb);
                     a1 = __smlad(xao, wbo, __smlad(xae, wbe, a1));
                     if (two_px) {
                         const int32_t xvb = load_word(xb);
                         xb += 4;
-                        const int32_t xbe = __sxtab16(off2, xvb), xbo = sxtab16_ror8(off2, xvb);
+                        const int32_t xbe = __sxtab16(off2, xvb), xbo = hydra_sxtab16_ror8(off2, xvb);
                         a2 = __smlad(xbo, wao, __smlad(xbe, wae, a2));
                         a3 = __smlad(xbo, wbo, __smlad(xbe, wbe, a3));
                     }
                 } else if (two_px) {
                     const int32_t xvb = load_word(xb);
                     xb += 4;
-                    const int32_t xbe = __sxtab16(off2, xvb), xbo = sxtab16_ror8(off2, xvb);
+                    const int32_t xbe = __sxtab16(off2, xvb), xbo = hydra_sxtab16_ror8(off2, xvb);
                     a2 = __smlad(xbo, wao, __smlad(xbe, wae, a2));
                 }
             }
@@ -631,16 +599,13 @@ typedef struct {
 static HYDRA_ALWAYS_INLINE int8_t conv_output_simd(const conv_ctx *c, int32_t acc, int32_t bias, int32_t multiplier,
                                                    int32_t shift)
 {
-    const int32_t single = c->single, right_only = c->right;
-    int32_t r;
-    if (right_only) {
-        r = hydra_clamp_s8(hydra_requantize_right(acc + bias, multiplier, shift, single) + c->output_offset);
-    } else {
-        acc = __qadd(acc, bias); /* QADD: the int32 sum saturated, as hydra_saturate_s32 of the int64 one */
-        const int32_t y = single ? hydra_requantize_single_inline(acc, multiplier, shift)
-                                 : hydra_requantize_double_inline(acc, multiplier, shift);
-        r = __qadd(y, c->output_offset); /* saturated beyond int32: clamped below all the same */
-    }
+    if (c->right)
+        return hydra_output_right_s8(acc + bias, multiplier, shift, c->single, c->output_offset, c->activation_min,
+                                     c->activation_max);
+    acc = __qadd(acc, bias); /* QADD: the int32 sum saturated, as hydra_saturate_s32 of the int64 one */
+    const int32_t y = c->single ? hydra_requantize_single_inline(acc, multiplier, shift)
+                                : hydra_requantize_double_inline(acc, multiplier, shift);
+    const int32_t r = __qadd(y, c->output_offset); /* saturated beyond int32: clamped below all the same */
     return (int8_t)(r < c->activation_min ? c->activation_min : (r > c->activation_max ? c->activation_max : r));
 }
 
@@ -769,9 +734,9 @@ static HYDRA_ALWAYS_INLINE void depthwise_quad(const int8_t *x, const int8_t *w,
             } else {
                 const int32_t xv = load_word(xt);
                 xe = __sxtab16(off2, xv);
-                xo = sxtab16_ror8(off2, xv);
+                xo = hydra_sxtab16_ror8(off2, xv);
             }
-            const int32_t we = __sxtb16(wv), wo = sxtb16_ror8(wv);
+            const int32_t we = __sxtb16(wv), wo = hydra_sxtb16_ror8(wv);
             a0 = __smlabb(xe, we, a0);
             a2 = __smlatt(xe, we, a2);
             a1 = __smlabb(xo, wo, a1);
@@ -784,6 +749,16 @@ static HYDRA_ALWAYS_INLINE void depthwise_quad(const int8_t *x, const int8_t *w,
     acc[3] = a3;
 }
 #endif
+
+/* out[first + j] for j < count from the channels' accumulators, by conv_output_right where `right_only` (a constant
+ * in each copy of the depthwise walk), else by conv_output. */
+static HYDRA_ALWAYS_INLINE void depthwise_outputs(const hydra_tfl_conv_view *v, const int32_t *bias, int8_t *out,
+                                                  int32_t first, const int32_t *acc, int32_t count, const int right_only)
+{
+    for (int32_t j = 0; j < count; j++)
+        out[first + j] =
+            right_only ? conv_output_right(v, bias, first + j, acc[j]) : conv_output(v, bias, first + j, acc[j]);
+}
 
 /* DEPTHWISE_CONV_2D: output channel oc reads input channel oc / depth_multiplier and filter column oc; for each
  * output pixel the in-image taps are found once, then each channel walks them with two pointer steps. */
@@ -822,18 +797,14 @@ static HYDRA_ALWAYS_INLINE void depthwise_walk(const hydra_tfl_conv_view *v, con
                     for (; ic + 4 <= in_c; ic += 4) {
                         int32_t acc[4] = {0, 0, 0, 0};
                         depthwise_quad(x + ic, w + ic, rows, taps, x_row, x_tap, w_row, out_c, offset, off2, acc, 1);
-                        for (int32_t j = 0; j < 4; j++)
-                            out[ic + j] = right_only ? conv_output_right(v, bias, ic + j, acc[j])
-                                                     : conv_output(v, bias, ic + j, acc[j]);
+                        depthwise_outputs(v, bias, out, ic, acc, 4, right_only);
                     }
                 else if (dm == 2) /* two input channels' four output channels at a time */
                     for (; ic + 2 <= in_c; ic += 2) {
                         int32_t acc[4] = {0, 0, 0, 0};
                         depthwise_quad(x + ic, w + 2 * ic, rows, taps, x_row, x_tap, w_row, out_c, offset, off2, acc,
                                        2);
-                        for (int32_t j = 0; j < 4; j++)
-                            out[2 * ic + j] = right_only ? conv_output_right(v, bias, 2 * ic + j, acc[j])
-                                                         : conv_output(v, bias, 2 * ic + j, acc[j]);
+                        depthwise_outputs(v, bias, out, 2 * ic, acc, 4, right_only);
                     }
                 else if (dm % 4 == 0) /* an input channel's dm output channels four at a time */
                     for (; ic < in_c; ic++)
@@ -841,9 +812,7 @@ static HYDRA_ALWAYS_INLINE void depthwise_walk(const hydra_tfl_conv_view *v, con
                             int32_t acc[4] = {0, 0, 0, 0};
                             depthwise_quad(x + ic, w + oc, rows, taps, x_row, x_tap, w_row, out_c, offset, off2,
                                            acc, 4);
-                            for (int32_t j = 0; j < 4; j++)
-                                out[oc + j] = right_only ? conv_output_right(v, bias, oc + j, acc[j])
-                                                         : conv_output(v, bias, oc + j, acc[j]);
+                            depthwise_outputs(v, bias, out, oc, acc, 4, right_only);
                         }
 #endif
                 /* the rest: channels left over by the quads, other depth multipliers, the portable build */
@@ -856,7 +825,7 @@ static HYDRA_ALWAYS_INLINE void depthwise_walk(const hydra_tfl_conv_view *v, con
                             for (int32_t t = 0; t < taps; t++, xt += x_tap, wt += out_c)
                                 acc += *wt * (*xt + offset);
                         }
-                        out[oc] = right_only ? conv_output_right(v, bias, oc, acc) : conv_output(v, bias, oc, acc);
+                        depthwise_outputs(v, bias, out, oc, &acc, 1, right_only);
                     }
             }
         }
@@ -1043,7 +1012,7 @@ static inline void pool_sum4(const int8_t *x, int32_t rows, int32_t taps, ptrdif
         for (int32_t k = 0; k < taps; k++, t += tap) {
             const int32_t word = load_word(t);
             even = __sxtab16(even, word);
-            odd = sxtab16_ror8(odd, word);
+            odd = hydra_sxtab16_ror8(odd, word);
         }
     }
     acc[0] = lane16(even, 0);
