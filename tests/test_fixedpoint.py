@@ -456,3 +456,30 @@ def test_quantized_multiplier_requantizes_close_to_real():
             got = fp.requantize(x, M, s, rounding=mode)
             want = np.clip(x * m, I32_MIN, I32_MAX)
             assert np.all(np.abs(got - want) <= 1 + np.abs(want) * 2.0**-30)
+
+
+# ---- the target paths of the short requantisation ------------------------------------------
+
+REQUANT_PROBE = """    int32_t x, m, s;
+    memcpy(&x, input, 4);
+    memcpy(&m, input + 4, 4);
+    memcpy(&s, input + 8, 4);
+    const int32_t d = hydra_requantize_right(x, m, s, 0), r = hydra_requantize_right(x, m, s, 1);
+    memcpy(output, &d, 4);
+    memcpy(output + 4, &r, 4);"""
+
+
+def test_requant_right_on_the_m7(tmp_path):
+    """The M7 build of hydra_requantize_right (SMMULR for the high multiply) gives requant's bits in both modes:
+    every shift in [-31, 0], x at the domain's ends and random, M at its ends (QEMU; the cross toolchain)."""
+    from target_probe import probe_folder, run_probe
+
+    rng = np.random.default_rng(12)
+    edges = [0, 1, -1, 2, -2, 3, -3, 2**29, -(2**29), 2**30 - 1, -(2**30) + 1, 2**16, -(2**16), 12345, -12345]
+    xs = edges + rng.integers(-(2**30) + 1, 2**30, 40).tolist() + rng.integers(-(2**12), 2**12, 40).tolist()
+    ms = [0, 1, 2**30, 2**30 + 1, I32_MAX - 1, I32_MAX] + rng.integers(2**30, I32_MAX, 4).tolist()
+    cases = np.array([(x, m, s) for s in range(-31, 1) for m in ms for x in xs], np.int32)
+    folder = probe_folder(tmp_path / "m7", "stm32f746", REQUANT_PROBE, 12, 8)
+    got = run_probe(folder, cases.view(np.int8).reshape(len(cases), 12)).view(np.int32).reshape(len(cases), 2)
+    for (x, m, s), (double, single) in zip(cases.tolist(), got.tolist()):
+        assert (double, single) == (oracle_requant(x, m, s, "double"), oracle_requant(x, m, s, "single")), (x, m, s)

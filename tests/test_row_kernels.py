@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from c_build import (HYDRA_ERR_ARG, HYDRA_ERR_SHAPE, HYDRA_OK, AttentionParams, LayerNormParams, LinearParams,
                      MeanPoolParams, SoftmaxAttentionParams, ptr)
+from hydra_edge.ir.graph import Node
 from hydra_edge.ops.softmax_attention import softmax_exp_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -240,6 +241,55 @@ def test_layernorm_at_the_bounds_of_its_rounding_shifts(rt, d, out_shift):
     node = Node("ln", "layernorm", ["x", "g", "b"], ["y"],
                 {"in_zp": -128, "eps_q": 1, "out_shift": out_shift, "out_zp": 0})
     np.testing.assert_array_equal(got, int_ref(node, x, gamma, beta, "double"))
+
+
+LN_PROBE_DIM = 67
+LN_PROBE = """    int32_t head[3];
+    int64_t eps;
+    static int32_t gamma[%(d)d];
+    static int64_t beta[%(d)d];
+    memcpy(head, input, 12);
+    memcpy(&eps, input + 12, 8);
+    memcpy(gamma, input + 20 + %(d)d, sizeof gamma);
+    memcpy(beta, input + 20 + %(d)d + sizeof gamma, sizeof beta);
+    const hydra_layernorm_params p = {.tokens = 1, .dim = %(d)d, .input_zero_point = head[0], .eps = eps,
+                                      .gamma = gamma, .beta = beta, .output_shift = head[2],
+                                      .output_zero_point = head[1]};
+    return (int)hydra_layernorm_s8(&p, input + 20, output);""" % {"d": LN_PROBE_DIM}
+
+
+def test_layernorm_on_the_m7(tmp_path):
+    """The M7 build of layernorm (SMMULR for z, the output's shift on two words where 41 - P <= 32 and
+    out_shift <= 31; the general loop elsewhere) against the reference, one token per case: output shifts from 0 to
+    62, eps from 1 to 2^61 (z's shift from 11 to 41), gamma and beta up to the spec's bounds (saturated outputs),
+    flat, extreme and random rows, zero points at both ends (QEMU; the cross toolchain)."""
+    from hydra_edge.ops.layernorm import int_ref
+    from target_probe import probe_folder, run_probe
+
+    d, rng = LN_PROBE_DIM, np.random.default_rng(21)
+    rows, cases = [], []
+    for i in range(160):
+        zx, zy = [(-128, 127), (127, -128), (0, 0)][i % 3] if i < 30 else rng.integers(-128, 128, 2).tolist()
+        kind = i % 5
+        x = (rng.integers(-128, 128, d) if kind == 0 else np.full(d, -128) if kind == 1 else
+             np.where(np.arange(d) % 2 == 0, -128, 127) if kind == 2 else np.full(d, 5) + (np.arange(d) == 3) if
+             kind == 3 else rng.integers(-3, 4, d))
+        out_shift = [0, 1, 15, 29, 31, 32, 40, 62][i % 8]
+        eps = [1, 2**10, 2**40, 2**61, int(rng.integers(1, 2**20))][(i // 8) % 5]
+        g_bits, b_bits = [4, 16, 31][(i // 3) % 3], [0, 30, 45, 62][(i // 4) % 4]
+        gamma = rng.integers(-(2**g_bits) + 1, 2**g_bits, d)
+        beta = rng.integers(-(2**b_bits), 2**b_bits, d, dtype=np.int64, endpoint=True)
+        head = np.array([zx, zy, out_shift], np.int32).tobytes() + np.array([eps], np.int64).tobytes()
+        rows.append(np.frombuffer(head + x.astype(np.int8).tobytes() + gamma.astype(np.int32).tobytes()
+                                  + beta.tobytes(), np.int8))
+        cases.append((x.astype(np.int8), gamma.astype(np.int32), beta, zx, zy, out_shift, eps))
+    folder = probe_folder(tmp_path / "m7", "stm32f746", LN_PROBE, len(rows[0]), d, sources=("hydra_layernorm.c",))
+    got = run_probe(folder, np.stack(rows))
+    for row, (x, gamma, beta, zx, zy, out_shift, eps) in zip(got, cases):
+        node = Node("ln", "layernorm", ["x", "g", "b"], ["y"],
+                    {"in_zp": zx, "eps_q": eps, "out_shift": out_shift, "out_zp": zy})
+        np.testing.assert_array_equal(row, int_ref(node, x[None], gamma, beta, "double")[0],
+                                      err_msg=f"zx {zx} zy {zy} out_shift {out_shift} eps {eps}")
 
 
 @given(st.integers(1, 20), st.integers(1, 40), zero_points, zero_points, st.integers(0, 2**32 - 1))

@@ -55,6 +55,13 @@ static inline int32_t hydra_floor_div_pow2_s32(int32_t x, int32_t n)
     return x >= 0 ? (x >> n) : ~(~x >> n);
 }
 
+/* The int32 whose two's-complement bits are b (a uint32 above INT32_MAX converts implementation-defined; this
+ * is defined, and GCC makes it no instruction). */
+static inline int32_t hydra_s32_from_bits(uint32_t b)
+{
+    return b <= (uint32_t)INT32_MAX ? (int32_t)b : -(int32_t)(~b) - 1;
+}
+
 /* The kernels reject a shift outside [-31, 30]; clamping keeps requant total. */
 static inline int32_t hydra_clamp_shift(int32_t shift)
 {
@@ -117,6 +124,25 @@ static HYDRA_ALWAYS_INLINE int32_t hydra_requantize(int32_t x, int32_t multiplie
                            : hydra_requantize_double_inline(x, multiplier, shift);
 }
 
+/* floor((a b + 2^31) / 2^32): the rounded high word of a product, one SMMULR with the DSP extension. */
+static inline int32_t hydra_mul_high_round(int32_t a, int32_t b)
+{
+#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_DSP) && defined(__GNUC__) && !defined(__aarch64__)
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+#else
+    return (int32_t)hydra_floor_div_pow2_s64((int64_t)a * b + (INT64_C(1) << 31), 32);
+#endif
+}
+
+/* floor((x M + 2^30) / 2^31) for |x| < 2^30 and M in [0, 2^31): SaturatingRoundingDoublingHighMul where nothing
+ * saturates, as hydra_mul_high_round(2 x, M) (2 x is in int32 by the bound). */
+static inline int32_t hydra_srdhm_unsaturated(int32_t x, int32_t multiplier)
+{
+    return hydra_mul_high_round(hydra_s32_from_bits((uint32_t)x << 1), multiplier);
+}
+
 /* requant(x, M, shift) where the kernel has checked, once per call, that nothing can saturate: |x| < 2^30,
  * shift in [-31, 0], M in [0, 2^31). Then double rounding is SaturatingRoundingDoublingHighMul as one
  * floor((x M + 2^30) / 2^31) (no left shift, no INT32_MIN * INT32_MIN) and RoundingDivideByPOT as
@@ -130,7 +156,7 @@ static HYDRA_ALWAYS_INLINE int32_t hydra_requantize_right(int32_t x, int32_t mul
         const int32_t total = 31 - shift; /* [31, 62]: |x M| + 2^(total - 1) < 2^62 */
         return (int32_t)hydra_floor_div_pow2_s64((int64_t)x * multiplier + (INT64_C(1) << (total - 1)), total);
     }
-    const int32_t y = (int32_t)hydra_floor_div_pow2_s64((int64_t)x * multiplier + (INT64_C(1) << 30), 31);
+    const int32_t y = hydra_srdhm_unsaturated(x, multiplier);
     if (shift == 0)
         return y;
     const int32_t right = -shift;

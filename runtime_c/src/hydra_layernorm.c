@@ -37,12 +37,72 @@ hydra_status hydra_layernorm_s8(const hydra_layernorm_params *params, const int8
     return st != HYDRA_OK ? st : hydra_layernorm_rows_s8(params, input, output);
 }
 
+/* floor(v / 2^n) of an int64 v whose quotient fits int32, n in [1, 31]: bits n .. n + 31 of v, from its two words
+ * (LSR, LSL, ORR: no 64-bit shift by a variable amount, which the M7 has no instruction for). */
+static HYDRA_ALWAYS_INLINE int32_t shift_down_fitting(int64_t v, int32_t n)
+{
+    const uint64_t u = (uint64_t)v; /* modular: the same bits */
+    return hydra_s32_from_bits(((uint32_t)u >> n) | ((uint32_t)(u >> 32) << (32 - n)));
+}
+
+/* floor(v / 2^n) for n in [1, 31], saturated to int32: shift_down_fitting where the bits above the quotient's
+ * are copies of its sign, else the saturated end. */
+static HYDRA_ALWAYS_INLINE int32_t shift_down_saturating(int64_t v, int32_t n)
+{
+    const int32_t q = shift_down_fitting(v, n);
+    const int32_t top = hydra_floor_div_pow2_s32(hydra_s32_from_bits((uint32_t)((uint64_t)v >> 32)), n);
+    if (top == (q < 0 ? -1 : 0))
+        return q;
+    return top < 0 ? INT32_MIN : INT32_MAX;
+}
+
+/* One token by the spec's formulas, for any shifts the check allows. */
+static void layernorm_row(const hydra_layernorm_params *params, const int8_t *x, int8_t *y, int32_t s1, int32_t inv,
+                          int32_t P)
+{
+    const int32_t D = params->dim, zx = params->input_zero_point, zy = params->output_zero_point;
+    const int32_t out_shift = params->output_shift;
+    for (int32_t i = 0; i < D; i++) {
+        const int32_t xi = x[i] - zx; /* read x[i] before y[i] is written: in place is fine */
+        /* |D xi - S1| < 2^21 (int32, so one 32 x 32 multiply) and inv < 2^31;
+         * |z| <= sqrt(D) * 2^20 <= 2^26 fits int32 */
+        const int32_t centered = D * xi - s1; /* both round shifts in range: |x| < 2^62 + 2^57 */
+        const int32_t z = (int32_t)hydra_round_shift_in_range((int64_t)centered * inv, 41 - P);
+        const int64_t a = (int64_t)z * params->gamma[i] + params->beta[i];
+        const int64_t r = hydra_round_shift_in_range(a, out_shift) + zy;
+        y[i] = (int8_t)(r < -128 ? -128 : (r > 127 ? 127 : r));
+    }
+}
+
+/* The same bits where 41 - P <= 32 and out_shift is in [1, 31] (the usual case: P >= 9; out_shift = 20 + G with
+ * G <= 11). z = round_shift(c inv, n) with c = D xi - S1 is hydra_mul_high_round(c 2^(32 - n), inv): sum_i c_i^2 =
+ * D (D S2 - S1^2) <= D v, so |c| <= sqrt(D v) < 2^(6 + b/2) for v < 2^b, while inv_sqrt's P <= (62 - b) / 2 makes
+ * n >= 10 + b/2: |c| < 2^(n - 4), and c 2^(32 - n) < 2^28 fits int32. The output's shift is done on the two words
+ * of a (no 64-bit shift by a variable amount, which the M7 has no instruction for) and saturates. */
+static void layernorm_row_short_shifts(const hydra_layernorm_params *params, const int8_t *x, int8_t *y, int32_t s1,
+                                       int32_t inv, int32_t z_shift)
+{
+    const int32_t D = params->dim, zx = params->input_zero_point, zy = params->output_zero_point;
+    const int32_t out_shift = params->output_shift;
+    const int32_t *gamma = params->gamma;
+    const int64_t *beta = params->beta;
+    const int32_t up = 32 - z_shift;
+    /* round_shift(a, s) + zy = floor((a + 2^(s-1) + zy 2^s) / 2^s); |a| < 2^57 + 2^62 leaves room for both */
+    const int64_t half_and_zy = (INT64_C(1) << (out_shift - 1)) + (int64_t)zy * (INT64_C(1) << out_shift);
+    const int32_t offset = D * zx + s1; /* D xi - S1 = D x[i] - offset */
+    for (int32_t i = 0; i < D; i++) {
+        const int32_t centered = D * x[i] - offset;
+        const int32_t z = hydra_mul_high_round(hydra_s32_from_bits((uint32_t)centered << up), inv);
+        y[i] = hydra_clamp_s8(shift_down_saturating((int64_t)z * gamma[i] + beta[i] + half_and_zy, out_shift));
+    }
+}
+
 hydra_status hydra_layernorm_rows_s8(const hydra_layernorm_params *params, const int8_t *input, int8_t *output)
 {
     if (params == NULL || input == NULL || output == NULL)
         return HYDRA_ERR_ARG;
     const int32_t T = params->tokens, D = params->dim;
-    const int32_t zx = params->input_zero_point, zy = params->output_zero_point;
+    const int32_t zx = params->input_zero_point;
     const int32_t out_shift = params->output_shift;
     const int64_t eps = params->eps;
     if (T <= 0)
@@ -63,17 +123,11 @@ hydra_status hydra_layernorm_rows_s8(const hydra_layernorm_params *params, const
         const int64_t v = (int64_t)D * s2 - (int64_t)s1 * s1 + eps;
         int32_t inv, P;
         hydra_inv_sqrt(v, &inv, &P);
-
-        for (int32_t i = 0; i < D; i++) {
-            const int32_t xi = x[i] - zx; /* read x[i] before y[i] is written: in place is fine */
-            /* |D xi - S1| < 2^21 (int32, so one 32 x 32 multiply) and inv < 2^31;
-             * |z| <= sqrt(D) * 2^20 <= 2^26 fits int32 */
-            const int32_t centered = D * xi - s1; /* both round shifts in range: |x| < 2^62 + 2^57 */
-            const int32_t z = (int32_t)hydra_round_shift_in_range((int64_t)centered * inv, 41 - P);
-            const int64_t a = (int64_t)z * params->gamma[i] + params->beta[i];
-            const int64_t r = hydra_round_shift_in_range(a, out_shift) + zy;
-            y[i] = (int8_t)(r < -128 ? -128 : (r > 127 ? 127 : r));
-        }
+        const int32_t z_shift = 41 - P;
+        if (z_shift <= 32 && out_shift >= 1 && out_shift <= 31)
+            layernorm_row_short_shifts(params, x, y, s1, inv, z_shift);
+        else
+            layernorm_row(params, x, y, s1, inv, P);
     }
     return HYDRA_OK;
 }
