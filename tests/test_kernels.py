@@ -298,8 +298,10 @@ def test_add(runner, data, shape, regime, rounding, seed):
         # (a - za) * 2^20 ~ 2^26, so sa + sb ~ 2^26; the output shift maps that to ~2^7.
         ma, mb = data.draw(st.integers(2**30, INT32_MAX), "ma"), data.draw(st.integers(2**30, INT32_MAX), "mb")
         sa, sb = 0, -data.draw(st.integers(0, 4), "sb")
+        if data.draw(st.booleans(), "exactly 1/2"):  # what the quantiser gives the larger scale (add's shift path)
+            ma = 2**30
         if data.draw(st.booleans(), "swap"):
-            sa, sb = sb, sa
+            (ma, sa), (mb, sb) = (mb, sb), (ma, sa)
         my, sy = requant_params(data, regime, 2.0**26, "y")
     else:
         (ma, sa), (mb, sb), (my, sy) = (requant_params(data, regime, 1, label) for label in "aby")

@@ -14,8 +14,8 @@ import ctypes
 import c_build
 import numpy as np
 import pytest
-from c_build import (HYDRA_ERR_ARG, HYDRA_ERR_SHAPE, HYDRA_OK, AttentionParams, LayerNormParams, LinearParams,
-                     MeanPoolParams, SoftmaxAttentionParams, ptr)
+from c_build import (HYDRA_ERR_ARG, HYDRA_ERR_SHAPE, HYDRA_OK, AddParams, AttentionParams, LayerNormParams,
+                     LinearParams, MeanPoolParams, SoftmaxAttentionParams, ptr)
 from hydra_edge.ir.graph import Node
 from hydra_edge.ops.softmax_attention import softmax_exp_table
 from hypothesis import given, settings
@@ -310,3 +310,31 @@ def test_layernorm_checked_once_then_rows_in_groups(rt, t, d, zx, zy, seed):
     assert rt.hydra_layernorm_s8_check(ctypes.byref(p)) == HYDRA_ERR_ARG
     p.tokens = 0
     assert rt.hydra_layernorm_rows_s8(ctypes.byref(p), ptr(x, np.int8), ptr(whole, np.int8)) == HYDRA_ERR_SHAPE
+
+
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_add_every_operand_pair(rt, rounding):
+    """hydra_add_s8 on all 256 x 256 operand pairs against the reference, for the paths it picks per call: a's or
+    b's multiplier exactly 1/2 (the operand of the larger scale: a shift), neither (three requantisations), a
+    left shift too large for the short requantisation, and multipliers above 1/2 with positive shifts."""
+    from hydra_edge.ops.add import int_ref
+
+    a = np.repeat(np.arange(-128, 128), 256).astype(np.int8)
+    b = np.tile(np.arange(-128, 128), 256).astype(np.int8)
+    cases = [  # left_shift, (za, ma, sa), (zb, mb, sb), (my, sy), zy
+        (20, (13, 2**30, 0), (5, 1179707089, -2), (2109372369, -19), 11),
+        (20, (-128, 1531603011, -1), (127, 2**30, 0), (1288490189, -18), -7),
+        (20, (3, 1288490189, 0), (-9, 1717986918, -3), (2**31 - 1, -20), 0),
+        (1, (0, 2**30, 0), (0, 2**30, 0), (2**30, 0), 0),
+        (23, (100, 2**30, 0), (-100, 2**30 + 1, 0), (1431655765, -22), 127),
+        (2, (7, 2**31 - 1, 1), (-3, 2**30, 0), (1840700269, 2), -128),
+    ]
+    for left, (za, ma, sa), (zb, mb, sb), (my, sy), zy in cases:
+        p = AddParams(size=len(a), left_shift=left, a_zero_point=za, a_multiplier=ma, a_shift=sa, b_zero_point=zb,
+                      b_multiplier=mb, b_shift=sb, output_multiplier=my, output_shift=sy, output_zero_point=zy,
+                      single_rounding=int(rounding == "single"))
+        got = np.zeros(len(a), np.int8)
+        assert rt.hydra_add_s8(ctypes.byref(p), ptr(a, np.int8), ptr(b, np.int8), ptr(got, np.int8)) == HYDRA_OK
+        node = Node("add", "add", ["a", "b"], ["y"], {"left_shift": left, "za": za, "ma": ma, "sa": sa, "zb": zb,
+                                                      "mb": mb, "sb": sb, "my": my, "sy": sy, "out_zp": zy})
+        np.testing.assert_array_equal(got, int_ref(node, a, b, rounding), err_msg=str((left, za, zb, zy)))
