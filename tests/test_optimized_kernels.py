@@ -39,17 +39,17 @@ def weight_rows(rng: np.random.Generator, k: int) -> np.ndarray:
                      np.full(k, 127), alternating]).astype(np.int8)
 
 
-def linear_graph(rng: np.random.Generator, k: int, zx: int) -> Graph:
+def linear_graph(rng: np.random.Generator, k: int, zx: int, tokens: int = TOKENS) -> Graph:
     w = weight_rows(rng, k)
     w = np.concatenate([w, w, w[:1]])  # the same rows at two scales, and an odd count (a row without a pair)
     n = len(w)
     fine, coarse = sensible(np.sqrt(k) * 75 * 73), sensible(k * 2**14)
     shift = np.array([fine] * 5 + [coarse] * 5 + [fine], np.int32)
     g = Graph(meta={"rounding": "double"})
-    x = act(g, "x", (TOKENS, k), zx)
+    x = act(g, "x", (tokens, k), zx)
     g.add_constant("w", w)
     g.add_constant("b", rng.integers(-50, 51, n).astype(np.int32))
-    y = act(g, "y", (TOKENS, n), 3)
+    y = act(g, "y", (tokens, n), 3)
     attrs = {"multiplier": np.full(n, 2**30 + 12345, np.int32), "shift": shift, "out_zp": np.int32(3)}
     g.add_node(Node("fc", "linear", [x, "w", "b"], [y], attrs))
     g.inputs, g.outputs = [x], [y]
@@ -84,3 +84,25 @@ def test_dot_paths_compile_strict(board, tmp_path):
     proc = subprocess.run([b.cc, *flags, f"-I{c_build.INCLUDE_DIR}", "-c", str(c_build.SRC_DIR / "hydra_dot.c"),
                            "-o", str(tmp_path / "dot.o")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_linear_token_pairs_on_m7(rounding, tmp_path):
+    """The M7's two-token path (hydra_dot_pair2_q15's LDM/SMLAD loop, the per-channel pair outputs, clamp_row's
+    SSUB8/SEL activation clamp): odd token counts (a token left alone), N % 4 rows after the blocks, K % 4 tail
+    columns, K at the pair path's bound (128) and past it (129), fused clamps, both roundings, against the reference
+    and the portable build."""
+    rng = np.random.default_rng(17)
+    for k, (lo, hi) in [(3, (-128, 127)), (4, (0, 127)), (29, (-20, 50)), (64, (-128, 127)), (67, (0, 6)),
+                        (128, (-128, 127)), (129, (0, 127))]:
+        g = linear_graph(rng, k, zx=7, tokens=5)
+        g.meta["rounding"] = rounding
+        g.nodes[0].attrs.update(act_min=lo, act_max=hi)
+        folder = tmp_path / f"k{k}"
+        emit_project(g, plan_memory(g, kernel_scratch(g)), folder, "stm32f746")
+        assert "right_only = 1" in (folder / "model.c").read_text().replace(".right_only", "right_only")
+        xs = inputs_for(rng, (5, k), 7)
+        result = validate_build(folder, g, xs)
+        assert result.ok, (k, lo, hi, result.mismatches)
+        portable = runner.run(folder, xs.reshape(len(xs), -1), extra_cppflags=PORTABLE_CPPFLAGS)
+        assert np.array_equal(portable, reference_outputs(g, xs).reshape(portable.shape)), k

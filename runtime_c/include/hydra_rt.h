@@ -143,6 +143,13 @@ static inline int32_t hydra_srdhm_unsaturated(int32_t x, int32_t multiplier)
     return hydra_mul_high_round(hydra_s32_from_bits((uint32_t)x << 1), multiplier);
 }
 
+/* RoundingDivideByPOT for right in [1, 31] where y + 2^(right-1) stays in int32: floor((y + 2^(right-1) - [y < 0])
+ * / 2^right), ties away from zero. */
+static HYDRA_ALWAYS_INLINE int32_t hydra_round_right(int32_t y, int32_t right)
+{
+    return hydra_floor_div_pow2_s32(y + (INT32_C(1) << (right - 1)) - (y < 0 ? 1 : 0), right);
+}
+
 /* requant(x, M, shift) where the kernel has checked, once per call, that nothing can saturate: |x| < 2^30,
  * shift in [-31, 0], M in [0, 2^31). Then double rounding is SaturatingRoundingDoublingHighMul as one
  * floor((x M + 2^30) / 2^31) (no left shift, no INT32_MIN * INT32_MIN) and RoundingDivideByPOT as
@@ -157,10 +164,7 @@ static HYDRA_ALWAYS_INLINE int32_t hydra_requantize_right(int32_t x, int32_t mul
         return (int32_t)hydra_floor_div_pow2_s64((int64_t)x * multiplier + (INT64_C(1) << (total - 1)), total);
     }
     const int32_t y = hydra_srdhm_unsaturated(x, multiplier);
-    if (shift == 0)
-        return y;
-    const int32_t right = -shift;
-    return hydra_floor_div_pow2_s32(y + (INT32_C(1) << (right - 1)) - (y < 0 ? 1 : 0), right);
+    return shift == 0 ? y : hydra_round_right(y, -shift);
 }
 
 /* hydra_requantize_right as functions, for the tests. */
@@ -200,6 +204,17 @@ void hydra_dot2_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, int32_t 
  * (ops/linear.py blocked_weights: per group of 4 columns the 4 rows' 4 bytes, then the n % 4 tail columns row by
  * row; 4 n bytes per block). */
 void hydra_dot4_blocked_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t blocks, int32_t *dots);
+
+#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32)
+/* Two tokens at once on the Cortex-M (hydra_linear.c): each weight word then feeds both. hydra_expand_pair_q15
+ * writes rows x0 and x1 (4 groups columns each) as int16 pairs, per group of 4 columns the words
+ * {x0[0], x0[2]}, {x0[1], x0[3]}, {x1[0], x1[2]}, {x1[1], x1[3]} (SXTB16's order); hydra_dot_pair4_q15 forms
+ * the dot products of both with the 4 rows of a weight block over those groups (linear's block layout, w at the
+ * block's start, 16 bytes a group): dots = {x0 . r0, x0 . r1, x1 . r0, x1 . r1, x0 . r2, x0 . r3, x1 . r2,
+ * x1 . r3}. */
+void hydra_expand_pair_q15(const int8_t *x0, const int8_t *x1, int32_t groups, int32_t *xq);
+void hydra_dot_pair4_q15(const int32_t *xq, const int8_t *w, int32_t groups, int32_t dots[8]);
+#endif
 
 #if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32)
 #include <arm_acle.h>

@@ -200,3 +200,82 @@ void hydra_dot4_blocked_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t 
     for (int32_t b = 0; b < blocks; b++, w += (size_t)4 * (size_t)n, dots += 4) /* one call for several blocks */
         dot4_blocked(x, w, n, dots);
 }
+
+#if defined(HYDRA_DOT_SIMD32)
+void hydra_expand_pair_q15(const int8_t *x0, const int8_t *x1, int32_t groups, int32_t *xq)
+{
+    for (int32_t g = 0; g < groups; g++, xq += 4) {
+        load_pairs(x0 + 4 * g, &xq[0], &xq[1]);
+        load_pairs(x1 + 4 * g, &xq[2], &xq[3]);
+    }
+}
+
+/* acc += {x0 . r0, x0 . r1, x1 . r0, x1 . r1} over one group of 4 columns (w: r0's 4 bytes, then r1's). */
+static HYDRA_ALWAYS_INLINE void pair2_group(const int32_t *xq, const int8_t *w, int32_t acc[4])
+{
+    int32_t we, wo;
+    load_pairs(w, &we, &wo);
+    acc[0] = __smlad(xq[1], wo, __smlad(xq[0], we, acc[0]));
+    acc[2] = __smlad(xq[3], wo, __smlad(xq[2], we, acc[2]));
+    load_pairs(w + 4, &we, &wo);
+    acc[1] = __smlad(xq[1], wo, __smlad(xq[0], we, acc[1]));
+    acc[3] = __smlad(xq[3], wo, __smlad(xq[2], we, acc[3]));
+}
+
+/* pair2_group over `groups` groups (16 bytes of w each). */
+static HYDRA_ALWAYS_INLINE void pair2_groups(const int32_t *xq, const int8_t *w, int32_t groups, int32_t acc[4])
+{
+#if defined(__GNUC__)
+    /* 16 instructions per 16 MACs: two groups a turn, each one LDM for both tokens' 4 columns and each weight word
+     * loaded and split once for 4 SMLADs. GCC's schedule of pair2_group needs 22 (separate loads and pointer
+     * steps). LDM wants its registers in ascending order, hence the fixed r8-r11. */
+    if (groups % 2 != 0) {
+        pair2_group(xq, w, acc);
+        xq += 4, w += 16, groups--;
+    }
+    if (groups == 0)
+        return;
+    register int32_t x0e __asm__("r8"), x0o __asm__("r9"), x1e __asm__("r10"), x1o __asm__("r11");
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3], word, even;
+    const int32_t *const end = xq + 4 * groups;
+#define HYDRA_PAIR2_GROUP                                          \
+    "ldm %[xq]!, {%[x0e], %[x0o], %[x1e], %[x1o]}\n\t"             \
+    "ldr %[word], [%[w], #4]\n\t" /* row 1 */                      \
+    "sxtb16 %[even], %[word]\n\t"                                  \
+    "sxtb16 %[word], %[word], ror #8\n\t"                          \
+    "smlad %[a01], %[x0e], %[even], %[a01]\n\t"                    \
+    "smlad %[a11], %[x1e], %[even], %[a11]\n\t"                    \
+    "smlad %[a01], %[x0o], %[word], %[a01]\n\t"                    \
+    "smlad %[a11], %[x1o], %[word], %[a11]\n\t"                    \
+    "ldr %[word], [%[w]], #16\n\t" /* row 0, and on to the next group */ \
+    "sxtb16 %[even], %[word]\n\t"                                  \
+    "sxtb16 %[word], %[word], ror #8\n\t"                          \
+    "smlad %[a00], %[x0e], %[even], %[a00]\n\t"                    \
+    "smlad %[a10], %[x1e], %[even], %[a10]\n\t"                    \
+    "smlad %[a00], %[x0o], %[word], %[a00]\n\t"                    \
+    "smlad %[a10], %[x1o], %[word], %[a10]\n\t"
+    __asm__("1:\n\t" HYDRA_PAIR2_GROUP HYDRA_PAIR2_GROUP
+            "cmp %[xq], %[end]\n\t"
+            "bne 1b"
+            : [xq] "+r"(xq), [w] "+r"(w), [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11),
+              [x0e] "=&r"(x0e), [x0o] "=&r"(x0o), [x1e] "=&r"(x1e), [x1o] "=&r"(x1o), [word] "=&r"(word),
+              [even] "=&r"(even)
+            : [end] "r"(end)
+            : "cc", "memory");
+#undef HYDRA_PAIR2_GROUP
+    acc[0] = a00, acc[1] = a01, acc[2] = a10, acc[3] = a11;
+#else
+    for (int32_t g = 0; g < groups; g++)
+        pair2_group(xq + 4 * g, w + 16 * g, acc);
+#endif
+}
+
+void hydra_dot_pair4_q15(const int32_t *xq, const int8_t *w, int32_t groups, int32_t dots[8])
+{
+    int32_t low[4] = {0, 0, 0, 0}, high[4] = {0, 0, 0, 0};
+    pair2_groups(xq, w, groups, low);      /* rows 0 and 1 */
+    pair2_groups(xq, w + 8, groups, high); /* rows 2 and 3 */
+    for (int32_t i = 0; i < 4; i++)
+        dots[i] = low[i], dots[4 + i] = high[i];
+}
+#endif
