@@ -50,9 +50,10 @@ def test_a_tflite_build_says_what_its_schedule_did(tmp_path):
     from model_zoo import ROOT
 
     model = ROOT / "tests" / "models" / "tfl_hydra_vit.tflite"
-    streamed = driver.compile_model(model, "host", tmp_path / "default").report["ram"]
-    assert streamed["schedule"] == "stream"
-    assert " ops in 7 token loops, run token group by token group; " in streamed["schedule_detail"]
+    result = driver.compile_model(model, "host", tmp_path / "default")
+    streamed, loops = result.report["ram"], sum(n.op == "token_loop" for n in result.graph.nodes)
+    assert streamed["schedule"] == "stream" and loops >= 2
+    assert f" ops in {loops} token loops, run token group by token group; " in streamed["schedule_detail"]
     assert streamed["schedule_detail"].endswith("in place where a kernel allows") == streamed["in_place"]
     unfused = driver.compile_model(model, "host", tmp_path / "greedy", schedule="greedy").report
     assert "Hydra core" not in unfused["ram"]["schedule_detail"]

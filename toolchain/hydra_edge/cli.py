@@ -132,8 +132,9 @@ def inspect(model: Path, lowered: bool, input_shape: tuple[int, ...] | None, tru
               help="Memory schedule: 'stream' (the default) runs the row-local ops as token loops between the steps "
                    "that need every token (attention state, keys and values, pooling); 'greedy' is TFLite Micro's "
                    "planner on the ops one by one (for an int8 .tflite: TFLM's own unfused graph).")
-@click.option("--tokens-per-step", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Tokens a token loop takes at once: more scratch RAM, fewer kernel calls.")
+@click.option("--tokens-per-step", type=click.IntRange(min=1), default=None,
+              help="Tokens a token loop takes at once: more scratch RAM, fewer kernel calls. Default: 2 (linear "
+                   "takes tokens in pairs on the Cortex-M) where that needs no more RAM than 1, else 1.")
 @_load_options
 def compile(model: Path, board: str, out: Path, calib: Path | None, rounding: str, schedule: str | None,  # noqa: A001
             tokens_per_step: int, input_shape: tuple[int, ...] | None, trust_pickle: bool,

@@ -49,6 +49,9 @@ Progress = Callable[[str, int, int], None]
 
 SCHEDULES = ("greedy", "stream")
 DEFAULT_SCHEDULE = "stream"  # token loops wherever a graph has rows to stream (one without any runs op by op)
+# Tokens a token loop's kernels take at once when the user does not say (tokens_per_step None): linear runs tokens
+# in pairs on the Cortex-M (each weight word loaded once for both), so 2 wherever its arena is no larger than 1's.
+PAIRED_TOKENS_PER_STEP = 2
 
 
 class ScheduleError(HydraEdgeError, ValueError):
@@ -124,14 +127,15 @@ def compile_graph(
     rounding: str = "double",
     progress: Progress | None = None,
     schedule: str | None = None,
-    tokens_per_step: int = 1,
+    tokens_per_step: int | None = None,
     force: bool = False,
     calib_percentile: float | None = None,
 ) -> CompileResult:
     """Lowered float IR -> quantised IR -> build folder.
 
     schedule: "greedy" or "stream" (None: DEFAULT_SCHEDULE, "stream");
-    tokens_per_step: tokens per group in a token loop (more scratch, fewer kernel calls);
+    tokens_per_step: tokens per group in a token loop (more scratch, fewer kernel calls); None: 2 where that
+    costs no arena, else 1 (with_tokens_per_step);
     calib_percentile: None for min/max ranges, or P to clip each range to its P and 100 - P percentiles.
     """
     if is_prequantised(float_graph):  # an int8 .tflite: its own quantisation, nothing to calibrate
@@ -139,7 +143,8 @@ def compile_graph(
     schedule = DEFAULT_SCHEDULE if schedule is None else schedule
     if schedule not in SCHEDULES:
         raise ScheduleError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
-    if isinstance(tokens_per_step, bool) or int(tokens_per_step) != tokens_per_step or tokens_per_step < 1:
+    if tokens_per_step is not None and (isinstance(tokens_per_step, bool) or int(tokens_per_step) != tokens_per_step
+                                        or tokens_per_step < 1):
         raise ScheduleError(f"tokens per step must be a positive integer, got {tokens_per_step!r}")
     if calib is None:
         warnings.warn(
@@ -157,13 +162,30 @@ def compile_graph(
 
 
 def plan_graph(float_graph: Graph, calib: np.ndarray, rounding: str = "double", schedule: str | None = None,
-               tokens_per_step: int = 1, tick: Callable[[int], None] | None = None,
+               tokens_per_step: int | None = None, tick: Callable[[int], None] | None = None,
                percentile: float | None = None) -> tuple[Graph, MemoryPlan]:
     """Calibrate, quantise, schedule and plan: the quantised graph as it will run, and its arena."""
     schedule = DEFAULT_SCHEDULE if schedule is None else schedule
     ranges = calibrate(float_graph, calib, tick, percentile)
-    qgraph = schedule_graph(quantize_graph(float_graph, ranges, rounding), schedule, int(tokens_per_step))
-    return qgraph, plan_memory(qgraph, kernel_scratch(qgraph), in_place=schedule == "stream")
+    quantised = quantize_graph(float_graph, ranges, rounding)
+
+    def planned(tps: int) -> tuple[Graph, MemoryPlan]:
+        g = schedule_graph(quantised, schedule, tps)
+        return g, plan_memory(g, kernel_scratch(g), in_place=schedule == "stream")
+
+    return with_tokens_per_step(planned, schedule, tokens_per_step)
+
+
+def with_tokens_per_step(planned: Callable[[int], tuple[Graph, MemoryPlan]], schedule: str | None,
+                         tokens_per_step: int | None) -> tuple[Graph, MemoryPlan]:
+    """planned(G) for the user's G; without one, G = 2 (PAIRED_TOKENS_PER_STEP) unless that plan's arena is larger
+    than G = 1's (token loops only: greedy has none)."""
+    if tokens_per_step is not None:
+        return planned(int(tokens_per_step))
+    if (schedule or DEFAULT_SCHEDULE) != "stream":
+        return planned(1)
+    single, paired = planned(1), planned(PAIRED_TOKENS_PER_STEP)
+    return paired if paired[1].arena_bytes <= single[1].arena_bytes else single
 
 
 def write_build(qgraph: Graph, plan: MemoryPlan, board: Board, out: Path, vectors: np.ndarray,
@@ -209,7 +231,7 @@ def compile_prequantised(
     calib: np.ndarray | None = None,
     rounding: str = "double",
     schedule: str | None = None,
-    tokens_per_step: int = 1,
+    tokens_per_step: int | None = None,
     force: bool = False,
 ) -> CompileResult:
     """An int8 .tflite graph -> build folder: no lowering, calibration or quantisation (the file's own).
@@ -244,15 +266,20 @@ def compile_prequantised(
         qgraph = lift_tfl_softmax(lift_tfl_hydra(qgraph))
     qgraph = legalise_tfl(qgraph)  # FULLY_CONNECTED, 1x1 CONV_2D, ADD, MEAN over tokens: native kernels, TFLM's bits
     qgraph = tabulate_tfl(qgraph)  # LOGISTIC, TANH, RSQRT, QUANTIZE: 256-entry tables of TFLM's values
-    g = schedule_graph(qgraph, schedule or DEFAULT_SCHEDULE, int(tokens_per_step))
-    g.meta.setdefault("rounding", "double")  # TFLM's, unless the graph says otherwise
-    plan = plan_memory(g, kernel_scratch(g), in_place=True)
-    if g.meta["schedule"] == "stream":  # recomputed chains (a LayerNorm of tfl ops) only where they save RAM
-        unchained = schedule_graph(qgraph, "stream", int(tokens_per_step), chains=False)
-        unchained.meta.setdefault("rounding", "double")
-        unchained_plan = plan_memory(unchained, kernel_scratch(unchained), in_place=True)
-        if unchained_plan.arena_bytes <= plan.arena_bytes:
-            g, plan = unchained, unchained_plan
+
+    def planned(tps: int) -> tuple[Graph, MemoryPlan]:
+        g = schedule_graph(qgraph, schedule or DEFAULT_SCHEDULE, tps)
+        g.meta.setdefault("rounding", "double")  # TFLM's, unless the graph says otherwise
+        plan = plan_memory(g, kernel_scratch(g), in_place=True)
+        if g.meta["schedule"] == "stream":  # recomputed chains (a LayerNorm of tfl ops) only where they save RAM
+            unchained = schedule_graph(qgraph, "stream", tps, chains=False)
+            unchained.meta.setdefault("rounding", "double")
+            unchained_plan = plan_memory(unchained, kernel_scratch(unchained), in_place=True)
+            if unchained_plan.arena_bytes <= plan.arena_bytes:
+                g, plan = unchained, unchained_plan
+        return g, plan
+
+    g, plan = with_tokens_per_step(planned, schedule, tokens_per_step)
     x = g.tensor(g.inputs[0])
     check_input_fits(g, board)  # before the test vectors (NUM_TEST_VECTORS inputs) are drawn
     rng = np.random.default_rng(0)  # seeded: extremes first, then random int8 inputs (drawn as int8)
@@ -268,7 +295,7 @@ def compile_prequantised(
     return write_build(g, plan, board, Path(out), vectors, force=force, extra_files=extra)
 
 
-def schedule_graph(qgraph: Graph, schedule: str, tokens_per_step: int = 1, chains: bool = True) -> Graph:
+def schedule_graph(qgraph: Graph, schedule: str, tokens_per_step: int | None = None, chains: bool = True) -> Graph:
     """The quantised graph as the schedule runs it: token loops for "stream" (`chains`: passes/stream.py's
     recomputed chains); meta records the choice."""
     if schedule not in SCHEDULES:
@@ -287,7 +314,7 @@ def compile_model(
     rounding: str = "double",
     progress: Progress | None = None,
     schedule: str | None = None,
-    tokens_per_step: int = 1,
+    tokens_per_step: int | None = None,
     load_options: LoadOptions | None = None,
     force: bool = False,
     calib_samples: int | None = DEFAULT_MAX_SAMPLES,
