@@ -286,7 +286,7 @@ hydra_status hydra_tfl_broadcast_binary_s8(const int32_t *a_shape, const int32_t
         a_step *= a_moves[d] ? size[d] : 1;
         b_step *= b_moves[d] ? size[d] : 1;
     }
-    const int32_t n = size[k], runs = (int32_t)(total / n);
+    const int32_t n = size[k], runs = (int32_t)total / n; /* total <= INT32_MAX: an int32 division, no __aeabi_ldivmod */
     int32_t index[N] = {0};
     int32_t ia = 0, ib = 0;
     for (int32_t r = 0; r < runs; r++) {
@@ -303,6 +303,24 @@ hydra_status hydra_tfl_broadcast_binary_s8(const int32_t *a_shape, const int32_t
         }
     }
     return HYDRA_OK;
+}
+
+void hydra_tfl_rescaled_binary_general(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int8_t *out,
+                                       int32_t n, const hydra_tfl_rescaled_binary_params *p, int combine)
+{
+    const int32_t single = p->single_rounding, unit = INT32_C(1) << p->left_shift;
+    for (int32_t i = 0; i < n; i++, a += a_step, b += b_step) {
+        const int32_t scaled1 =
+            hydra_tfl_requantize_call((p->input1_offset + *a) * unit, p->input1_multiplier, p->input1_shift, single);
+        const int32_t scaled2 =
+            hydra_tfl_requantize_call((p->input2_offset + *b) * unit, p->input2_multiplier, p->input2_shift, single);
+        const int32_t diff = scaled1 - scaled2;
+        const int32_t value = combine == HYDRA_TFL_COMBINE_ADD ? scaled1 + scaled2
+                              : combine == HYDRA_TFL_COMBINE_SUB ? diff
+                                                                 : diff * diff;
+        out[i] = hydra_tfl_output_s8(hydra_tfl_requantize_call(value, p->output_multiplier, p->output_shift, single),
+                                     p->output_offset, p->output_activation_min, p->output_activation_max);
+    }
 }
 
 /* sum(x[0 .. n)), exact. With SIMD32 a word's four bytes are summed by one USADA8 (|b - 0| of each byte of x with
@@ -325,6 +343,15 @@ static int64_t sum_run_s8(const int8_t *x, int32_t n)
     for (; i < n; i++)
         sum += x[i];
     return sum;
+}
+
+int8_t hydra_tfl_reduce_output_s8(const hydra_tfl_reduce_params *p, int64_t sum, int64_t count)
+{
+    /* the low 32 bits of sum - zp * count (modular conversions and products: no int64 multiply) */
+    const uint32_t u = (uint32_t)(uint64_t)sum - (uint32_t)p->input_zero_point * (uint32_t)(uint64_t)count;
+    return hydra_tfl_output_s8(hydra_tfl_requantize(from_u32(u), p->output_multiplier, p->output_shift,
+                                                    p->single_rounding),
+                               p->output_zero_point, -128, 127);
 }
 
 hydra_status hydra_tfl_reduce_s8(const hydra_tfl_reduce_params *p, const int8_t *input, int8_t *output)
@@ -392,11 +419,10 @@ hydra_status hydra_tfl_reduce_s8(const hydra_tfl_reduce_params *p, const int8_t 
     return HYDRA_OK;
 }
 
-/* The elements of hydra_tfl_sigmoid_s8 after its checks, rounding as `single` says: a constant at each of its two
- * calls, one loop per rounding mode, so that no element tests the params' single_rounding. */
-static inline void sigmoid_loop(const hydra_tfl_sigmoid_params *p, const int8_t *input, int8_t *output, int is_tanh,
-                                int32_t single)
+/* The elements of hydra_tfl_sigmoid_s8 after its checks. */
+static void sigmoid_loop(const hydra_tfl_sigmoid_params *p, const int8_t *input, int8_t *output, int is_tanh)
 {
+    const int32_t single = p->single_rounding;
     /* the output scale: 1/256 with zero point -128 (logistic), 1/128 with zero point 0 (tanh) */
     const int32_t output_bits = is_tanh ? 7 : 8, output_zero_point = is_tanh ? 0 : -128;
     for (int32_t i = 0; i < p->size; i++) {
@@ -424,11 +450,7 @@ hydra_status hydra_tfl_sigmoid_s8(const hydra_tfl_sigmoid_params *p, const int8_
     if (!hydra_zero_point_ok(p->input_zero_point) || p->input_left_shift < 0 || p->input_left_shift > 30 ||
         p->input_range_radius < 0)
         return HYDRA_ERR_ARG;
-    const int is_tanh = kind == HYDRA_TFL_SIGMOID_TANH;
-    if (p->single_rounding)
-        sigmoid_loop(p, input, output, is_tanh, 1);
-    else
-        sigmoid_loop(p, input, output, is_tanh, 0);
+    sigmoid_loop(p, input, output, kind == HYDRA_TFL_SIGMOID_TANH);
     return HYDRA_OK;
 }
 
