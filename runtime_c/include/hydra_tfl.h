@@ -168,13 +168,15 @@ typedef struct {
      (p)->input_offset, (p)->output_offset, (p)->output_multiplier, (p)->output_shift, (p)->activation_min,       \
      (p)->activation_max, (p)->single_rounding}
 
-/* The walk both share (tfl_fixedpoint.c), after the kernel's own shape checks: HYDRA_ERR_ARG for the window,
- * offsets, activation range or a multiplier, else every output (b, oy, ox, oc). Output channel oc reads
- * filter (oc, fy, fx, i) times input channel g * I + i (g = oc / (outputs per group), I = filter_shape[3]) for
- * CONV_2D (depthwise 0); filter (0, fy, fx, oc) times input channel oc / depth_multiplier for DEPTHWISE_CONV_2D
- * (depthwise 1). Taps outside the image are skipped. */
+/* The walks (tfl_fixedpoint.c), after the kernel's own shape checks: HYDRA_ERR_ARG for the window, offsets,
+ * activation range or a multiplier, else every output (b, oy, ox, oc). CONV_2D: output channel oc reads filter
+ * (oc, fy, fx, i) times input channel g * I + i (g = oc / (outputs per group), I = filter_shape[3]).
+ * DEPTHWISE_CONV_2D: filter (0, fy, fx, oc) times input channel oc / depth_multiplier. Taps outside the image are
+ * skipped. Two functions, so that a model links only the walk its convolutions take. */
 hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
-                                    const int32_t *bias, int8_t *output, int32_t depthwise);
+                                    const int32_t *bias, int8_t *output);
+hydra_status hydra_tfl_depthwise_walk_s8(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
+                                         const int32_t *bias, int8_t *output);
 
 /* AVERAGE_POOL_2D (sum of the taps inside the image, divided by their count rounding half away from
  * zero, no zero point involved) and MAX_POOL_2D; both clamp to the activation range. */
