@@ -19,6 +19,7 @@
 #ifndef HYDRA_RT_H
 #define HYDRA_RT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
