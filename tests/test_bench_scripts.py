@@ -1,6 +1,6 @@
 """benchmarks/vs_tflm_cmsis.py without the peer build (20 minutes) or QEMU: on fake results, its table, the
 byte-for-byte comparison, the per-op breakdown, the JSON and the plot, and that an existing peer build is
-not rebuilt."""
+not rebuilt. benchmarks/flash_size.py without a build: its linker-map split and its table."""
 
 from __future__ import annotations
 
@@ -140,3 +140,73 @@ def test_pt2_pairs_parse_and_default_only_without_models(vs):
     assert vs.bits_cell({"equal": True, "differ": []}) == "yes"
     assert vs.bits_cell({"equal": False, "differ": [{"input": 2, "bytes_differ": 3, "of": 10}]}) == \
         "no (input 2: 3 of 10 B)"
+
+
+@pytest.fixture(scope="module")
+def fs():
+    spec = importlib.util.spec_from_file_location("flash_size", ROOT / "benchmarks" / "flash_size.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+MAP = """Discarded input sections
+
+ .text.unused   0x00000000       0x40 obj/runtime/src/tfl_pad.o
+
+Linker script and memory map
+
+LOAD obj/model.o
+.isr_vector     0x00000000      0x1c8
+ .isr_vector    0x00000000      0x1c8 obj/startup_stm32f746.o
+                0x00000000                hydra_vector_table
+
+.text           0x00000200      0x1f0
+ *(.text .text.*)
+ .text.hydra_model_run
+                0x00000200       0x60 obj/model.o
+                0x00000200                hydra_model_run
+ .text.hydra_tfl_conv_walk_s8
+                0x00000260       0x80 obj/runtime/src/tfl_fixedpoint.o
+ *fill*         0x000002e0        0x4 
+ .text.hydra_linear_s8
+                0x000002e4       0x50 obj/runtime/src/hydra_linear.o
+ .text          0x00000334       0xbc /usr/lib/arm-none-eabi/lib/thumb/v7e-m+fp/hard/libc_nano.a(libc_a-memcpy.o)
+
+.rodata         0x000003f0      0x110
+ .rodata.op0_weights
+                0x000003f0      0x100 obj/model.o
+ .rodata.barrel.0
+                0x000004f0       0x10 obj/runtime/src/tfl_fixedpoint.o
+
+.bss            0x20000000      0x400
+ .bss.hydra_arena
+                0x20000000      0x400 obj/model.o
+"""
+
+
+def test_flash_map_split_by_object_and_group(fs):
+    text = fs.map_objects(MAP, {".text"})
+    assert text == {"model.o": 0x60, "tfl_fixedpoint.o": 0x80, "*fill*": 4, "hydra_linear.o": 0x50,
+                    "libc_nano.a": 0xBC}
+    assert fs.map_objects(MAP, {".rodata"}) == {"model.o": 0x100, "tfl_fixedpoint.o": 0x10}
+    assert fs.map_objects(MAP, {".bss"}) == {"model.o": 0x400}  # asked for by name only: breakdown asks for flash's
+    assert [fs.group_of("obj/model.o", "text"), fs.group_of("obj/model.o", "rodata")] == ["model", "weights"]
+    assert [fs.group_of(o) for o in ("obj/runtime/src/tfl_pad.o", "hydra_dot.o", "libc_nano.a", "main_qemu.o")] == \
+        ["tfl", "native", "harness", "harness"]
+    with pytest.raises(ValueError, match="GNU ld map"):
+        fs.map_objects("not a map", {".text"})
+
+
+def test_flash_table_with_a_baseline_and_instructions(fs):
+    groups = dict(weights=5000, model=400, tfl=9000, native=6000, harness=3400)
+    row = {"model": "tfl_small_cnn", "flash_bytes": 23800, "groups": groups, "instructions": 561000,
+           "baseline": {"flash_bytes": 15980, "groups": groups, "instructions": 1750000}}
+    lines = fs.format_table([row, {"model": "tfl_tiny_mlp", "flash_bytes": 11388, "groups": groups}]).splitlines()
+    assert lines[0].startswith("| model | flash (B) | weights (B) |") and "| ratio |" in lines[0]
+    assert lines[2] == ("| tfl_small_cnn | 23,800 | 5,000 | 400 | 9,000 | 6,000 | 3,400 | 15,980 | 1.49 | 561,000 "
+                        "| 1,750,000 |")
+    assert lines[3].endswith("| - | - | - | - |")
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
+    assert all(m.is_file() and m.suffix == ".tflite" for m in fs.default_models()) and len(fs.default_models()) >= 9
+

@@ -1,16 +1,16 @@
 """The SIMD paths of the imported-.tflite convolutions, pools, reductions and elementwise ops on the Cortex-M7, bit
 for bit.
 
-runtime_c/src/tfl_fixedpoint.c has SXTB16/SXTAB16/SMLAD (CONV_2D, groups 1: output pixels and channels in pairs)
+runtime_c/src/tfl_fixedpoint.c has SXTB16/SXTAB16/SMLAD (CONV_2D, group by group: output pixels and channels in pairs)
 and SSUB8/SEL, SXTAB16 (MAX_POOL_2D, AVERAGE_POOL_2D: four channels a word) paths beside the portable loops the
 host tests run. Each single-operator model here is compiled for the stm32f746 and run under QEMU on the extremes
 (every input -128, every input 127, a checkerboard of both) and random inputs, against the numpy reference
 (reference/tfl_linear.py, itself TFLM's bits: tests/test_tflite.py), and built again with
 -DHYDRA_PORTABLE_KERNELS: another image, the same bytes. The cases cover odd channel counts (the tails of the
 pairs and of the words: 1, 3, 5, 7), SAME and VALID padding (windows cut by the border, pixels that go alone),
-strides 1 and 2, dilation, 1x1, 3x3 and patch (4x4 stride 4) kernels, input zero points at both ends (offsets
-128 and -127), per-channel multipliers and shifts, filters of -128 and 127, and the fused activations. Needs the
-cross toolchain and QEMU (.ci/run installs them).
+strides 1 and 2, dilation, groups 1, 2 and 3, 1x1, 3x3 and patch (4x4 stride 4) kernels, input zero points at both
+ends (offsets 128 and -127), per-channel multipliers and shifts, filters of -128 and 127, and the fused activations.
+Needs the cross toolchain and QEMU (.ci/run installs them).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _scales(n: int, taps: int) -> list[float]:
     return [float(v) for v in np.geomspace(0.1, 10.0, n) / (74.0**2 * np.sqrt(taps) / 40.0)]
 
 
-def _conv(in_shape, out_c, kernel, stride, padding, zp_in, dilation=1, depthwise=False, act="NONE", seed=0):
+def _conv(in_shape, out_c, kernel, stride, padding, zp_in, dilation=1, depthwise=False, act="NONE", seed=0, groups=1):
     n, h, w, c = in_shape
     kh, kw = kernel
     eff_h, eff_w = (kh - 1) * dilation + 1, (kw - 1) * dilation + 1
@@ -60,7 +60,7 @@ def _conv(in_shape, out_c, kernel, stride, padding, zp_in, dilation=1, depthwise
     if depthwise:
         fshape, out_axis, taps = (1, kh, kw, out_c), 3, kh * kw
     else:
-        fshape, out_axis, taps = (out_c, kh, kw, c), 0, kh * kw * c
+        fshape, out_axis, taps = (out_c, kh, kw, c // groups), 0, kh * kw * c // groups
     s_in, s_out = 0.05, 0.05
     fs = _scales(out_c, taps)
     bias = np.random.default_rng(seed + 1).integers(-5000, 5000, out_c).astype(np.int32)
@@ -97,6 +97,11 @@ CASES = {
     "patch4x4_s4_c8_o3_off128": _conv((1, 8, 8, 8), 3, (4, 4), 4, "VALID", -128, seed=7),
     "conv3x3_same_dilated2_c5_o4": _conv((1, 5, 6, 5), 4, (3, 3), 1, "SAME", 20, dilation=2, seed=8),
     "conv3x3_same_s2_c12_o8_relu6": _conv((1, 8, 8, 12), 8, (3, 3), 2, "SAME", -128, act="RELU6", seed=9),
+    # CONV_2D with groups > 1: the same pixel kernels group by group (one run of a group's channels per tap), an
+    # odd channel count per group, with dilation
+    "conv3x3_same_s1_c8_o6_groups2": _conv((1, 6, 7, 8), 6, (3, 3), 1, "SAME", -128, seed=18, groups=2),
+    "conv3x3_valid_dilated2_c6_o9_groups3": _conv((1, 7, 8, 6), 9, (3, 3), 1, "VALID", 127, dilation=2, seed=19,
+                                                 groups=3),
     # DEPTHWISE_CONV_2D
     "dw3x3_same_s1_c5_dm1": _conv((1, 6, 5, 5), 5, (3, 3), 1, "SAME", -128, depthwise=True, seed=10),
     "dw3x3_same_s2_c3_dm2": _conv((1, 7, 7, 3), 6, (3, 3), 2, "SAME", 127, depthwise=True, seed=11),

@@ -19,6 +19,7 @@
 #ifndef HYDRA_RT_H
 #define HYDRA_RT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -318,6 +319,70 @@ static HYDRA_ALWAYS_INLINE int8_t hydra_channel_output_s8(const hydra_channel_ou
     const int8_t y = hydra_linear_output_s8(o->bias[n], dot, o->multiplier[n], o->shift[n], o->zy, single_rounding);
     return (int8_t)(y < o->lo ? o->lo : (y > o->hi ? o->hi : y));
 }
+
+#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
+/* The output stage above four channels at a time in NEON (the aarch64 linear kernel), the same integers:
+ * - double: SQSHL is clamp(x 2^left); SQRDMULH is hydra_srdhm exactly (sat((2 x M + 2^31) >> 32), saturating only
+ *   at INT32_MIN * INT32_MIN); RDBPOT is TFLite's fixup (x - 1 for a negative x, saturating, only INT32_MIN stays)
+ *   then SRSHL's rounding shift, floor((x - [x < 0] + 2^(r-1)) / 2^r), which the sum never overflows;
+ * - single: SMULL to int64 lanes, SRSHL by -(31 - shift) (its rounding constant added in full precision), SQXTN
+ *   saturates to int32.
+ * With right_only (the short form's bounds hold) there is no left shift; the rest is the same arithmetic, which
+ * hydra_requantize_right computes in another order. shift must be in [-31, 30], as the kernels check. */
+static HYDRA_ALWAYS_INLINE int32x4_t hydra_requantize_x4(int32x4_t x, int32x4_t multiplier, int32x4_t shift,
+                                                         int32_t single_rounding, int32_t right_only)
+{
+    if (single_rounding) {
+        const int32x4_t neg_total = vsubq_s32(shift, vdupq_n_s32(31)); /* -(31 - shift), in [-62, -1] */
+        const int64x2_t lo = vrshlq_s64(vmull_s32(vget_low_s32(x), vget_low_s32(multiplier)),
+                                        vmovl_s32(vget_low_s32(neg_total)));
+        const int64x2_t hi = vrshlq_s64(vmull_high_s32(x, multiplier), vmovl_high_s32(neg_total));
+        return vqmovn_high_s64(vqmovn_s64(lo), hi);
+    }
+    const int32x4_t right = vminq_s32(shift, vdupq_n_s32(0)); /* -right, as SRSHL takes it */
+    if (!right_only)
+        x = vqshlq_s32(x, vmaxq_s32(shift, vdupq_n_s32(0)));
+    const int32x4_t y = vqrdmulhq_s32(x, multiplier);
+    /* -1 where y < 0 and right > 0: the sign bit of y & -right */
+    const int32x4_t fixup = vshrq_n_s32(vandq_s32(y, right), 31);
+    return vrshlq_s32(vqaddq_s32(y, fixup), right);
+}
+
+/* zy + r saturated to int8 and clamped to [lo, hi], for 16 lanes: hydra_add_zero_point_s8's value (SQXTN to int16
+ * first: r beyond int16 is beyond int8 after adding zy in [-128, 127], as r beyond 9 bits there). */
+static HYDRA_ALWAYS_INLINE int8x16_t hydra_output_zero_point_x16(int32x4_t r0, int32x4_t r1, int32x4_t r2,
+                                                                 int32x4_t r3, const hydra_channel_outputs *o)
+{
+    const int16x8_t zy = vdupq_n_s16((int16_t)o->zy);
+    const int16x8_t h0 = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(r0), r1), zy);
+    const int16x8_t h1 = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(r2), r3), zy);
+    const int8x16_t y = vqmovn_high_s16(vqmovn_s16(h0), h1);
+    return vminq_s8(vmaxq_s8(y, vdupq_n_s8((int8_t)o->lo)), vdupq_n_s8((int8_t)o->hi));
+}
+
+/* hydra_channel_output_s8 for channels n .. n + 3 from their dot products. */
+static HYDRA_ALWAYS_INLINE int32x4_t hydra_channel_requant_x4(const hydra_channel_outputs *o, int32_t n, int32x4_t dot,
+                                                              int32_t single_rounding, int32_t right_only)
+{
+    /* SQADD: hydra_linear_output_s8 saturates bias + dot; under right_only the sum fits int32 anyway */
+    const int32x4_t acc = vqaddq_s32(vld1q_s32(o->bias + n), dot);
+    return hydra_requantize_x4(acc, vld1q_s32(o->multiplier + n), vld1q_s32(o->shift + n), single_rounding,
+                               right_only);
+}
+
+/* hydra_channel_output_s8 for channels n .. n + 15 from their dot products d0 (channels n .. n + 3) to d3. */
+static HYDRA_ALWAYS_INLINE int8x16_t hydra_channel_outputs_x16(const hydra_channel_outputs *o, int32_t n,
+                                                               int32x4_t d0, int32x4_t d1, int32x4_t d2,
+                                                               int32x4_t d3, int32_t single_rounding,
+                                                               int32_t right_only)
+{
+    return hydra_output_zero_point_x16(hydra_channel_requant_x4(o, n, d0, single_rounding, right_only),
+                                       hydra_channel_requant_x4(o, n + 4, d1, single_rounding, right_only),
+                                       hydra_channel_requant_x4(o, n + 8, d2, single_rounding, right_only),
+                                       hydra_channel_requant_x4(o, n + 12, d3, single_rounding, right_only), o);
+}
+#endif
 
 static inline int hydra_zero_point_ok(int32_t z)
 {

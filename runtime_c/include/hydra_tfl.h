@@ -34,10 +34,23 @@ extern "C" {
 /* TFLM's MultiplyByQuantizedMultiplier in a node's rounding mode: every params struct below whose kernel
  * requantises has a `single_rounding` field (0: TFLM's default, double rounding; else single, as a build with
  * TFLITE_SINGLE_ROUNDING or LiteRT's reference FULLY_CONNECTED), which the emitter sets from the node's
- * rounding (ops.node_rounding), as for the native kernels (hydra_rt.h). */
-static inline int32_t hydra_tfl_requantize(int32_t x, int32_t multiplier, int32_t shift, int32_t single_rounding)
+ * rounding (ops.node_rounding), as for the native kernels (hydra_rt.h). Double rounding inline; single rounding,
+ * which an imported .tflite's tfl_* kernels never run (the frontend rounds as TFLM; `--rounding single` changes only
+ * FULLY_CONNECTED, which legalises to linear), through hydra_requantize.c's function: one copy of requant a site. */
+static HYDRA_ALWAYS_INLINE int32_t hydra_tfl_requantize(int32_t x, int32_t multiplier, int32_t shift,
+                                                        int32_t single_rounding)
 {
-    return hydra_requantize(x, multiplier, shift, single_rounding);
+    return single_rounding ? hydra_requantize_single(x, multiplier, shift)
+                           : hydra_requantize_double_inline(x, multiplier, shift);
+}
+
+/* hydra_tfl_requantize through the functions of hydra_requantize.c (linked with every model) in both modes: for the
+ * cold paths the fast loops leave to a general one (a multiplier above 1, a bound a short form needs), so that each
+ * of them is a call, not a copy of requant. */
+static inline int32_t hydra_tfl_requantize_call(int32_t x, int32_t multiplier, int32_t shift, int32_t single_rounding)
+{
+    return single_rounding ? hydra_requantize_single(x, multiplier, shift)
+                           : hydra_requantize_double(x, multiplier, shift);
 }
 
 /* An int8 input offset (-zero point): [-127, 128]. */
@@ -155,13 +168,15 @@ typedef struct {
      (p)->input_offset, (p)->output_offset, (p)->output_multiplier, (p)->output_shift, (p)->activation_min,       \
      (p)->activation_max, (p)->single_rounding}
 
-/* The walk both share (tfl_fixedpoint.c), after the kernel's own shape checks: HYDRA_ERR_ARG for the window,
- * offsets, activation range or a multiplier, else every output (b, oy, ox, oc). Output channel oc reads
- * filter (oc, fy, fx, i) times input channel g * I + i (g = oc / (outputs per group), I = filter_shape[3]) for
- * CONV_2D (depthwise 0); filter (0, fy, fx, oc) times input channel oc / depth_multiplier for DEPTHWISE_CONV_2D
- * (depthwise 1). Taps outside the image are skipped. */
+/* The walks (tfl_fixedpoint.c), after the kernel's own shape checks: HYDRA_ERR_ARG for the window, offsets,
+ * activation range or a multiplier, else every output (b, oy, ox, oc). CONV_2D: output channel oc reads filter
+ * (oc, fy, fx, i) times input channel g * I + i (g = oc / (outputs per group), I = filter_shape[3]).
+ * DEPTHWISE_CONV_2D: filter (0, fy, fx, oc) times input channel oc / depth_multiplier. Taps outside the image are
+ * skipped. Two functions, so that a model links only the walk its convolutions take. */
 hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
-                                    const int32_t *bias, int8_t *output, int32_t depthwise);
+                                    const int32_t *bias, int8_t *output);
+hydra_status hydra_tfl_depthwise_walk_s8(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
+                                         const int32_t *bias, int8_t *output);
 
 /* AVERAGE_POOL_2D (sum of the taps inside the image, divided by their count rounding half away from
  * zero, no zero point involved) and MAX_POOL_2D; both clamp to the activation range. */
@@ -263,14 +278,8 @@ static inline int hydra_tfl_reduce_quant_ok(const hydra_tfl_reduce_params *p)
 
 /* QuantizedMeanOrSum's ending for one output from the exact sum of its count int8 inputs: TFLM's
  * (int32)(sum - zp * count) in wrapping int32 arithmetic (reduced modulo 2^32), MBQM, plus the output zero
- * point, clamped to int8. */
-static inline int8_t hydra_tfl_reduce_output_s8(const hydra_tfl_reduce_params *p, int64_t sum, int64_t count)
-{
-    const uint32_t u = (uint32_t)(uint64_t)(sum - (int64_t)p->input_zero_point * count);
-    const int32_t shifted = u <= (uint32_t)INT32_MAX ? (int32_t)u : -(int32_t)(~u) - 1;
-    return hydra_tfl_output_s8(hydra_tfl_requantize(shifted, p->output_multiplier, p->output_shift, p->single_rounding),
-                               p->output_zero_point, -128, 127);
-}
+ * point, clamped to int8 (tfl_fixedpoint.c; the reduction walk's and Hydra attention's kv_sum's). */
+int8_t hydra_tfl_reduce_output_s8(const hydra_tfl_reduce_params *p, int64_t sum, int64_t count);
 
 /* (end of linear section) */
 
@@ -338,70 +347,70 @@ static inline int hydra_tfl_rescaled_binary_ok(const hydra_tfl_rescaled_binary_p
                                      p->output_activation_max);
 }
 
-/* Their first step on input 1 or 2: (x + offset) * 2^left_shift, scaled by the input's multiplier < 1, rounding
- * as single_rounding says (the params', passed as a constant by each kernel's per-mode callback), by
- * hydra_requantize_right where `right_only` (hydra_tfl_rescaled_binary_right_only).
+/* Their first step on input 1 or 2 in the fast loop below: (x + offset) * 2^left_shift, scaled by the input's
+ * multiplier (>= 0, shift <= 0: hydra_tfl_rescaled_binary_fast) by hydra_requantize_right in double rounding.
  * |(x + offset) 2^20| <= 2^28, so nothing overflows int32. */
 static HYDRA_ALWAYS_INLINE int32_t hydra_tfl_rescale_input(const hydra_tfl_rescaled_binary_params *p, int input,
-                                                           int32_t x, int32_t single_rounding, int32_t right_only)
+                                                           int32_t x)
 {
     const int32_t offset = input == 1 ? p->input1_offset : p->input2_offset;
     const int32_t multiplier = input == 1 ? p->input1_multiplier : p->input2_multiplier;
     const int32_t shift = input == 1 ? p->input1_shift : p->input2_shift;
-    const int32_t shifted = (offset + x) * (INT32_C(1) << p->left_shift);
-    return right_only ? hydra_requantize_right(shifted, multiplier, shift, single_rounding)
-                      : hydra_tfl_requantize(shifted, multiplier, shift, single_rounding);
-}
-
-/* Whether every requantisation of an ADD or SUB (left_shift <= 20) may use hydra_requantize_right: each input's
- * |(x + offset) 2^20| <= 2^28 and the sum of two rescaled inputs below 2^30, so it is enough that every
- * multiplier is non-negative and every shift <= 0. */
-static inline int hydra_tfl_rescaled_binary_right_only(const hydra_tfl_rescaled_binary_params *p)
-{
-    return p->input1_multiplier >= 0 && p->input2_multiplier >= 0 && p->output_multiplier >= 0 &&
-           p->input1_shift <= 0 && p->input2_shift <= 0 && p->output_shift <= 0;
+    return hydra_requantize_right((offset + x) * (INT32_C(1) << p->left_shift), multiplier, shift, 0);
 }
 
 /* How ADD, SUB and SQUARED_DIFFERENCE combine their two rescaled inputs (hydra_tfl_rescaled_binary_run). */
 enum { HYDRA_TFL_COMBINE_ADD, HYDRA_TFL_COMBINE_SUB, HYDRA_TFL_COMBINE_SQUARED_DIFFERENCE };
 
-/* One run's elements of ADD / SUB / SQUARED_DIFFERENCE (the run of hydra_tfl_broadcast_binary_s8), combined as
- * `combine` says and rounding as `single` says (both constants at each call), by hydra_requantize_right where
- * `right_only`. An operand that stays along the run (step 0) is rescaled once. */
+/* Whether a run of ADD, SUB or SQUARED_DIFFERENCE may take the fast loop: double rounding (TFLM's) and every input
+ * multiplier >= 0 with a shift <= 0; for ADD and SUB (left_shift <= 20) the output's too, so that each requantisation
+ * may use hydra_requantize_right: each input's |(x + offset) 2^20| <= 2^28 and the sum of two rescaled inputs below
+ * 2^30. SQUARED_DIFFERENCE's output multiplier may be any size (diff * diff may reach 2^30): its output stage is the
+ * full one. */
+static inline int hydra_tfl_rescaled_binary_fast(const hydra_tfl_rescaled_binary_params *p, int combine)
+{
+    return !p->single_rounding && p->input1_multiplier >= 0 && p->input2_multiplier >= 0 && p->input1_shift <= 0 &&
+           p->input2_shift <= 0 &&
+           (combine == HYDRA_TFL_COMBINE_SQUARED_DIFFERENCE || (p->output_multiplier >= 0 && p->output_shift <= 0));
+}
+
+/* One run's elements of ADD / SUB / SQUARED_DIFFERENCE where hydra_tfl_rescaled_binary_fast allows it, combined as
+ * `combine` says (a constant at each call). An operand that stays along the run (step 0) is rescaled once. */
 static HYDRA_ALWAYS_INLINE void hydra_tfl_rescaled_binary_loop(const int8_t *a, int32_t a_step, const int8_t *b,
                                                                int32_t b_step, int8_t *out, int32_t n,
-                                                               const hydra_tfl_rescaled_binary_params *p,
-                                                               int32_t single, int32_t right_only, int combine)
+                                                               const hydra_tfl_rescaled_binary_params *p, int combine)
 {
-    int32_t scaled1 = a_step == 0 ? hydra_tfl_rescale_input(p, 1, *a, single, right_only) : 0;
-    int32_t scaled2 = b_step == 0 ? hydra_tfl_rescale_input(p, 2, *b, single, right_only) : 0;
+    int32_t scaled1 = a_step == 0 ? hydra_tfl_rescale_input(p, 1, *a) : 0;
+    int32_t scaled2 = b_step == 0 ? hydra_tfl_rescale_input(p, 2, *b) : 0;
     const int32_t m = p->output_multiplier, s = p->output_shift, zo = p->output_offset;
     const int32_t lo = p->output_activation_min, hi = p->output_activation_max;
     for (int32_t i = 0; i < n; i++, a += a_step, b += b_step) {
         if (a_step != 0)
-            scaled1 = hydra_tfl_rescale_input(p, 1, *a, single, right_only);
+            scaled1 = hydra_tfl_rescale_input(p, 1, *a);
         if (b_step != 0)
-            scaled2 = hydra_tfl_rescale_input(p, 2, *b, single, right_only);
+            scaled2 = hydra_tfl_rescale_input(p, 2, *b);
         const int32_t diff = scaled1 - scaled2;
-        const int32_t value = combine == HYDRA_TFL_COMBINE_ADD ? scaled1 + scaled2
-                              : combine == HYDRA_TFL_COMBINE_SUB ? diff
-                                                                 : diff * diff;
-        out[i] = right_only ? hydra_output_right_s8(value, m, s, single, zo, lo, hi) /* |value| < 2^30 */
-                            : hydra_tfl_output_s8(hydra_tfl_requantize(value, m, s, single), zo, lo, hi);
+        if (combine == HYDRA_TFL_COMBINE_SQUARED_DIFFERENCE)
+            out[i] = hydra_tfl_output_s8(hydra_requantize_double_inline(diff * diff, m, s), zo, lo, hi);
+        else /* |value| < 2^30 */
+            out[i] = hydra_output_right_s8(combine == HYDRA_TFL_COMBINE_ADD ? scaled1 + scaled2 : diff, m, s, 0, zo,
+                                           lo, hi);
     }
 }
 
-/* The run with its requantisation path chosen: ADD and SUB take hydra_requantize_right where
- * hydra_tfl_rescaled_binary_right_only allows it; SQUARED_DIFFERENCE (diff * diff may reach 2^30) never does. */
+/* The same elements in any case (tfl_fixedpoint.c): every requantisation through hydra_tfl_requantize_call. */
+void hydra_tfl_rescaled_binary_general(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int8_t *out,
+                                       int32_t n, const hydra_tfl_rescaled_binary_params *p, int combine);
+
+/* One run (the run callback of hydra_tfl_broadcast_binary_s8) of ADD, SUB or SQUARED_DIFFERENCE. */
 static HYDRA_ALWAYS_INLINE void hydra_tfl_rescaled_binary_run(const int8_t *a, int32_t a_step, const int8_t *b,
                                                               int32_t b_step, int8_t *out, int32_t n,
-                                                              const hydra_tfl_rescaled_binary_params *p,
-                                                              int32_t single, int combine)
+                                                              const hydra_tfl_rescaled_binary_params *p, int combine)
 {
-    if (combine != HYDRA_TFL_COMBINE_SQUARED_DIFFERENCE && hydra_tfl_rescaled_binary_right_only(p))
-        hydra_tfl_rescaled_binary_loop(a, a_step, b, b_step, out, n, p, single, 1, combine);
+    if (hydra_tfl_rescaled_binary_fast(p, combine))
+        hydra_tfl_rescaled_binary_loop(a, a_step, b, b_step, out, n, p, combine);
     else
-        hydra_tfl_rescaled_binary_loop(a, a_step, b, b_step, out, n, p, single, 0, combine);
+        hydra_tfl_rescaled_binary_general(a, a_step, b, b_step, out, n, p, combine);
 }
 
 /* MUL: output = offset + MBQM((a + off1) * (b + off2), M, shift), clamped to the activation range. */

@@ -151,6 +151,218 @@ static HYDRA_ALWAYS_INLINE void linear_rows(const hydra_linear_params *params, c
                         right_only);
 }
 
+#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
+#include <string.h> /* memcpy */
+#define HYDRA_LINEAR_NEON 1
+/* aarch64: one or (with SDOT) two tokens against 16 outputs (4 weight blocks) per pass, so that one 64-byte weight
+ * load feeds both tokens, and the output stage 16 channels at a time in NEON (hydra_channel_outputs_x16, the same
+ * integers as hydra_channel_output_s8). An exact int32 sum in another order: the same bits as linear_rows. */
+
+#if defined(__ARM_FEATURE_DOTPROD)
+#define HYDRA_LINEAR_TOKEN_PAIRS 1 /* one weight load feeds two tokens' SDOTs */
+/* A block's 4 dots. SDOT by lane: a 16-byte column group (4 rows x 4 columns) against x's 4 bytes in that lane. */
+typedef int32x4_t block_acc;
+
+static HYDRA_ALWAYS_INLINE block_acc block_acc_zero(void)
+{
+    return vdupq_n_s32(0);
+}
+
+/* 16 columns of a block: one LD1 of four registers */
+static HYDRA_ALWAYS_INLINE int8x16x4_t block_load64(const int8_t *w)
+{
+    return vld1q_s8_x4(w);
+}
+
+static HYDRA_ALWAYS_INLINE block_acc block_dot16(block_acc acc, int8x16x4_t w, int8x16_t x)
+{
+    acc = vdotq_laneq_s32(acc, w.val[0], x, 0);
+    acc = vdotq_laneq_s32(acc, w.val[1], x, 1);
+    acc = vdotq_laneq_s32(acc, w.val[2], x, 2);
+    return vdotq_laneq_s32(acc, w.val[3], x, 3);
+}
+
+/* w: one column group, x4: its 4 x bytes in every lane */
+static HYDRA_ALWAYS_INLINE block_acc block_dot4(block_acc acc, int8x16_t w, int8x16_t x4)
+{
+    return vdotq_s32(acc, w, x4);
+}
+
+static HYDRA_ALWAYS_INLINE int32x4_t block_acc_dots(block_acc acc)
+{
+    return acc;
+}
+#else
+#define HYDRA_LINEAR_TOKEN_PAIRS 0 /* a second token's 16 more accumulators would spill: SMULL dominates anyway */
+/* A block's 4 dots as two pair sums per row (rows 0-1 in low, 2-3 in high): SMULL to int16 (one product fits, two
+ * may not), SADALP adds pairs into int32 lanes, ADDP folds them at the end. */
+typedef struct {
+    int32x4_t low, high;
+} block_acc;
+
+static HYDRA_ALWAYS_INLINE block_acc block_acc_zero(void)
+{
+    const block_acc acc = {vdupq_n_s32(0), vdupq_n_s32(0)};
+    return acc;
+}
+
+static HYDRA_ALWAYS_INLINE block_acc block_dot4(block_acc acc, int8x16_t w, int8x16_t x4)
+{
+    acc.low = vpadalq_s16(acc.low, vmull_s8(vget_low_s8(w), vget_low_s8(x4)));
+    acc.high = vpadalq_s16(acc.high, vmull_high_s8(w, x4));
+    return acc;
+}
+
+/* 16 columns of a block as two LDPs: LD1's four consecutive registers cost a MOV each here, where the SMULLs keep
+ * the previous block's registers busy */
+static HYDRA_ALWAYS_INLINE int8x16x4_t block_load64(const int8_t *w)
+{
+    const int8x16x4_t v = {{vld1q_s8(w), vld1q_s8(w + 16), vld1q_s8(w + 32), vld1q_s8(w + 48)}};
+    return v;
+}
+
+static HYDRA_ALWAYS_INLINE block_acc block_dot16(block_acc acc, int8x16x4_t w, int8x16_t x)
+{
+    const int32x4_t words = vreinterpretq_s32_s8(x);
+    acc = block_dot4(acc, w.val[0], vreinterpretq_s8_s32(vdupq_laneq_s32(words, 0)));
+    acc = block_dot4(acc, w.val[1], vreinterpretq_s8_s32(vdupq_laneq_s32(words, 1)));
+    acc = block_dot4(acc, w.val[2], vreinterpretq_s8_s32(vdupq_laneq_s32(words, 2)));
+    return block_dot4(acc, w.val[3], vreinterpretq_s8_s32(vdupq_laneq_s32(words, 3)));
+}
+
+static HYDRA_ALWAYS_INLINE int32x4_t block_acc_dots(block_acc acc)
+{
+    return vpaddq_s32(acc.low, acc.high);
+}
+#endif
+
+/* The K % 4 tail columns (1 to 3) of a block's 4 rows, stored row by row: scalar. Out of line: inlined, its branch
+ * costs the hot loops registers (measured: 3 % more instructions on 64 x 64). */
+__attribute__((noinline)) static int32x4_t tail_dots(const int8_t *x, const int8_t *w, int32_t tail)
+{
+    int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (int32_t j = 0; j < tail; j++) {
+        const int32_t xj = x[j];
+        s0 += xj * w[j];
+        s1 += xj * w[tail + j];
+        s2 += xj * w[2 * tail + j];
+        s3 += xj * w[3 * tail + j];
+    }
+    return vsetq_lane_s32(s3, vsetq_lane_s32(s2, vsetq_lane_s32(s1, vdupq_n_s32(s0), 1), 2), 3);
+}
+
+/* dots[t][b] = the 4 dots of token t (of `tokens`, 1 or 2; rows K apart) with block b (of `blocks`, 1 or 4; 4 K
+ * bytes apart) in the block layout: per 4 columns 16 bytes, then the K % 4 tail row by row. Constant counts after
+ * inlining: the unrolled loops keep every accumulator in a register. */
+static HYDRA_ALWAYS_INLINE void block_dots(const int8_t *x, const int8_t *w, int32_t K, int32_t tokens, int32_t blocks,
+                                           int32x4_t dots[2][4])
+{
+    const size_t stride = (size_t)4 * (size_t)K;
+    block_acc acc[2][4];
+#pragma GCC unroll 2
+    for (int32_t t = 0; t < tokens; t++)
+#pragma GCC unroll 4
+        for (int32_t b = 0; b < blocks; b++)
+            acc[t][b] = block_acc_zero();
+    int32_t i = 0;
+    for (; i + 16 <= K; i += 16) {
+        int8x16_t xv[2];
+#pragma GCC unroll 2
+        for (int32_t t = 0; t < tokens; t++)
+            xv[t] = vld1q_s8(x + (size_t)t * (size_t)K + (size_t)i);
+#pragma GCC unroll 4
+        for (int32_t b = 0; b < blocks; b++) {
+            const int8x16x4_t wv = block_load64(w + (size_t)b * stride + (size_t)4 * (size_t)i);
+#pragma GCC unroll 2
+            for (int32_t t = 0; t < tokens; t++)
+                acc[t][b] = block_dot16(acc[t][b], wv, xv[t]);
+        }
+    }
+    for (; i + 4 <= K; i += 4)
+#pragma GCC unroll 2
+        for (int32_t t = 0; t < tokens; t++) {
+            int32_t word;
+            memcpy(&word, x + (size_t)t * (size_t)K + (size_t)i, 4);
+            const int8x16_t x4 = vreinterpretq_s8_s32(vdupq_n_s32(word));
+#pragma GCC unroll 4
+            for (int32_t b = 0; b < blocks; b++)
+                acc[t][b] = block_dot4(acc[t][b], vld1q_s8(w + (size_t)b * stride + (size_t)4 * (size_t)i), x4);
+        }
+    const int32_t tail = K - i;
+#pragma GCC unroll 2
+    for (int32_t t = 0; t < tokens; t++)
+#pragma GCC unroll 4
+        for (int32_t b = 0; b < blocks; b++) {
+            dots[t][b] = block_acc_dots(acc[t][b]);
+            if (tail > 0)
+                dots[t][b] = vaddq_s32(dots[t][b], tail_dots(x + (size_t)t * (size_t)K + (size_t)i,
+                                                             w + (size_t)b * stride + (size_t)4 * (size_t)i, tail));
+        }
+}
+
+/* `tokens` (1 or 2) rows of x into as many rows of y: 16 outputs per pass over x, then the blocks left one at a
+ * time, then the N % 4 rows after the last block as linear_rows takes them. */
+static HYDRA_ALWAYS_INLINE void neon_token_rows(const hydra_linear_params *params, const hydra_channel_outputs *o,
+                                                const int8_t *x, int8_t *y, int32_t tokens, int32_t single_rounding,
+                                                int32_t right_only)
+{
+    const int32_t K = params->in_features, N = params->out_features;
+    const int32_t full = N - N % 4;
+    const int8_t *w = params->weights;
+    int32x4_t d[2][4];
+    int32_t n = 0;
+    for (; n + 16 <= full; n += 16, w += (size_t)16 * (size_t)K) {
+        block_dots(x, w, K, tokens, 4, d);
+        /* both tokens' outputs before either store: an int8 store may alias the channel arrays */
+        const int8x16_t y0 = hydra_channel_outputs_x16(o, n, d[0][0], d[0][1], d[0][2], d[0][3], single_rounding,
+                                                       right_only);
+        if (tokens == 2) {
+            const int8x16_t y1 = hydra_channel_outputs_x16(o, n, d[1][0], d[1][1], d[1][2], d[1][3],
+                                                           single_rounding, right_only);
+            vst1q_s8(y + N + n, y1);
+        }
+        vst1q_s8(y + n, y0);
+    }
+    for (; n < full; n += 4, w += (size_t)4 * (size_t)K) {
+        block_dots(x, w, K, tokens, 1, d);
+        for (int32_t t = 0; t < tokens; t++) {
+            const int32x4_t r = hydra_channel_requant_x4(o, n, d[t][0], single_rounding, right_only);
+            const int32_t word = vgetq_lane_s32(vreinterpretq_s32_s8(hydra_output_zero_point_x16(r, r, r, r, o)), 0);
+            memcpy(y + (size_t)t * (size_t)N + (size_t)n, &word, 4);
+        }
+    }
+    for (int32_t t = 0; t < tokens; t++) {
+        const int8_t *xt = x + (size_t)t * (size_t)K, *wn = w;
+        int8_t *yt = y + (size_t)t * (size_t)N;
+        int32_t m = n;
+        for (; m + 2 <= N; m += 2, wn += (size_t)2 * (size_t)K) {
+            int32_t dots[2];
+            hydra_dot2_s8(xt, wn, wn + K, K, dots);
+            yt[m] = hydra_channel_output_s8(o, m, dots[0], single_rounding, right_only);
+            yt[m + 1] = hydra_channel_output_s8(o, m + 1, dots[1], single_rounding, right_only);
+        }
+        if (m < N)
+            yt[m] = hydra_channel_output_s8(o, m, hydra_dot_s8(xt, wn, K), single_rounding, right_only);
+    }
+}
+
+static HYDRA_ALWAYS_INLINE void neon_rows(const hydra_linear_params *params, const int8_t *input, int8_t *output,
+                                          int32_t single_rounding, int32_t right_only)
+{
+    const int32_t T = params->rows, K = params->in_features, N = params->out_features;
+    const hydra_channel_outputs out = {params->bias, params->multiplier, params->shift, params->output_zero_point,
+                                       params->activation_min, params->activation_max};
+    int32_t t = 0;
+    for (; HYDRA_LINEAR_TOKEN_PAIRS && t + 2 <= T; t += 2)
+        neon_token_rows(params, &out, input + (size_t)t * (size_t)K, output + (size_t)t * (size_t)N, 2,
+                        single_rounding, right_only);
+    for (; t < T; t++)
+        neon_token_rows(params, &out, input + (size_t)t * (size_t)K, output + (size_t)t * (size_t)N, 1,
+                        single_rounding, right_only);
+}
+#endif
+
 hydra_status hydra_linear_s8_check(const hydra_linear_params *params)
 {
     if (params == NULL || params->weights == NULL || params->bias == NULL || params->multiplier == NULL ||
@@ -178,10 +390,17 @@ hydra_status hydra_linear_rows_s8(const hydra_linear_params *params, const int8_
     if (params->rows <= 0)
         return HYDRA_ERR_SHAPE;
     /* one copy of the loop per rounding mode and requantisation path (right_only: checked by _check) */
+#if defined(HYDRA_LINEAR_NEON)
+    if (params->single_rounding)
+        params->right_only ? neon_rows(params, input, output, 1, 1) : neon_rows(params, input, output, 1, 0);
+    else
+        params->right_only ? neon_rows(params, input, output, 0, 1) : neon_rows(params, input, output, 0, 0);
+#else
     if (params->single_rounding)
         params->right_only ? linear_rows(params, input, output, 1, 1) : linear_rows(params, input, output, 1, 0);
     else
         params->right_only ? linear_rows(params, input, output, 0, 1) : linear_rows(params, input, output, 0, 0);
+#endif
     return HYDRA_OK;
 }
 

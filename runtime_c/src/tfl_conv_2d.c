@@ -2,7 +2,7 @@
  * tfl_conv_2d.c - TFLite Micro's int8 CONV_2D (reference_integer_ops::ConvPerChannel): NHWC input,
  * [O, H, W, I] filter (groups = input channels / I), strides, dilation, padding; taps outside the image
  * are skipped; per-channel MultiplyByQuantizedMultiplier, output offset, activation clamp.
- * The walk is hydra_tfl_conv_walk_s8 (tfl_fixedpoint.c), shared with DEPTHWISE_CONV_2D.
+ * The walk is hydra_tfl_conv_walk_s8 (tfl_fixedpoint.c).
  */
 #include <stddef.h>
 
@@ -24,5 +24,5 @@ hydra_status hydra_tfl_conv_2d_s8(const hydra_tfl_conv_2d_params *p, const int8_
         in_c % f_c != 0 || out_c % (in_c / f_c) != 0 || (int64_t)f_h * f_w * f_c > 33025)
         return HYDRA_ERR_SHAPE;
     const hydra_tfl_conv_view v = HYDRA_TFL_CONV_VIEW(p);
-    return hydra_tfl_conv_walk_s8(&v, input, filter, bias, output, 0);
+    return hydra_tfl_conv_walk_s8(&v, input, filter, bias, output);
 }

@@ -2,7 +2,7 @@
  * tfl_depthwise_conv_2d.c - TFLite Micro's int8 DEPTHWISE_CONV_2D (reference_integer_ops::
  * DepthwiseConvPerChannel): output channel i * depth_multiplier + m is input channel i convolved with
  * filter [1, H, W, O] column i * depth_multiplier + m; taps outside the image are skipped.
- * The walk is hydra_tfl_conv_walk_s8 (tfl_fixedpoint.c), shared with CONV_2D.
+ * The walk is hydra_tfl_depthwise_walk_s8 (tfl_fixedpoint.c).
  */
 #include <stddef.h>
 
@@ -23,5 +23,5 @@ hydra_status hydra_tfl_depthwise_conv_2d_s8(const hydra_tfl_depthwise_conv_2d_pa
         p->output_shape[0] != batches || p->output_shape[3] != out_c || (int64_t)f_h * f_w > 33025)
         return HYDRA_ERR_SHAPE;
     const hydra_tfl_conv_view v = HYDRA_TFL_CONV_VIEW(p);
-    return hydra_tfl_conv_walk_s8(&v, input, filter, bias, output, 1);
+    return hydra_tfl_depthwise_walk_s8(&v, input, filter, bias, output);
 }

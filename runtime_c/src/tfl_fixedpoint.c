@@ -286,7 +286,7 @@ hydra_status hydra_tfl_broadcast_binary_s8(const int32_t *a_shape, const int32_t
         a_step *= a_moves[d] ? size[d] : 1;
         b_step *= b_moves[d] ? size[d] : 1;
     }
-    const int32_t n = size[k], runs = (int32_t)(total / n);
+    const int32_t n = size[k], runs = (int32_t)total / n; /* total <= INT32_MAX: an int32 division, no __aeabi_ldivmod */
     int32_t index[N] = {0};
     int32_t ia = 0, ib = 0;
     for (int32_t r = 0; r < runs; r++) {
@@ -303,6 +303,24 @@ hydra_status hydra_tfl_broadcast_binary_s8(const int32_t *a_shape, const int32_t
         }
     }
     return HYDRA_OK;
+}
+
+void hydra_tfl_rescaled_binary_general(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int8_t *out,
+                                       int32_t n, const hydra_tfl_rescaled_binary_params *p, int combine)
+{
+    const int32_t single = p->single_rounding, unit = INT32_C(1) << p->left_shift;
+    for (int32_t i = 0; i < n; i++, a += a_step, b += b_step) {
+        const int32_t scaled1 =
+            hydra_tfl_requantize_call((p->input1_offset + *a) * unit, p->input1_multiplier, p->input1_shift, single);
+        const int32_t scaled2 =
+            hydra_tfl_requantize_call((p->input2_offset + *b) * unit, p->input2_multiplier, p->input2_shift, single);
+        const int32_t diff = scaled1 - scaled2;
+        const int32_t value = combine == HYDRA_TFL_COMBINE_ADD ? scaled1 + scaled2
+                              : combine == HYDRA_TFL_COMBINE_SUB ? diff
+                                                                 : diff * diff;
+        out[i] = hydra_tfl_output_s8(hydra_tfl_requantize_call(value, p->output_multiplier, p->output_shift, single),
+                                     p->output_offset, p->output_activation_min, p->output_activation_max);
+    }
 }
 
 /* sum(x[0 .. n)), exact. With SIMD32 a word's four bytes are summed by one USADA8 (|b - 0| of each byte of x with
@@ -325,6 +343,15 @@ static int64_t sum_run_s8(const int8_t *x, int32_t n)
     for (; i < n; i++)
         sum += x[i];
     return sum;
+}
+
+int8_t hydra_tfl_reduce_output_s8(const hydra_tfl_reduce_params *p, int64_t sum, int64_t count)
+{
+    /* the low 32 bits of sum - zp * count (modular conversions and products: no int64 multiply) */
+    const uint32_t u = (uint32_t)(uint64_t)sum - (uint32_t)p->input_zero_point * (uint32_t)(uint64_t)count;
+    return hydra_tfl_output_s8(hydra_tfl_requantize(from_u32(u), p->output_multiplier, p->output_shift,
+                                                    p->single_rounding),
+                               p->output_zero_point, -128, 127);
 }
 
 hydra_status hydra_tfl_reduce_s8(const hydra_tfl_reduce_params *p, const int8_t *input, int8_t *output)
@@ -392,11 +419,10 @@ hydra_status hydra_tfl_reduce_s8(const hydra_tfl_reduce_params *p, const int8_t 
     return HYDRA_OK;
 }
 
-/* The elements of hydra_tfl_sigmoid_s8 after its checks, rounding as `single` says: a constant at each of its two
- * calls, one loop per rounding mode, so that no element tests the params' single_rounding. */
-static inline void sigmoid_loop(const hydra_tfl_sigmoid_params *p, const int8_t *input, int8_t *output, int is_tanh,
-                                int32_t single)
+/* The elements of hydra_tfl_sigmoid_s8 after its checks. */
+static void sigmoid_loop(const hydra_tfl_sigmoid_params *p, const int8_t *input, int8_t *output, int is_tanh)
 {
+    const int32_t single = p->single_rounding;
     /* the output scale: 1/256 with zero point -128 (logistic), 1/128 with zero point 0 (tanh) */
     const int32_t output_bits = is_tanh ? 7 : 8, output_zero_point = is_tanh ? 0 : -128;
     for (int32_t i = 0; i < p->size; i++) {
@@ -424,20 +450,8 @@ hydra_status hydra_tfl_sigmoid_s8(const hydra_tfl_sigmoid_params *p, const int8_
     if (!hydra_zero_point_ok(p->input_zero_point) || p->input_left_shift < 0 || p->input_left_shift > 30 ||
         p->input_range_radius < 0)
         return HYDRA_ERR_ARG;
-    const int is_tanh = kind == HYDRA_TFL_SIGMOID_TANH;
-    if (p->single_rounding)
-        sigmoid_loop(p, input, output, is_tanh, 1);
-    else
-        sigmoid_loop(p, input, output, is_tanh, 0);
+    sigmoid_loop(p, input, output, kind == HYDRA_TFL_SIGMOID_TANH);
     return HYDRA_OK;
-}
-
-/* Along one dimension, the input position of tap f of output o, o * stride - padding + dilation * f, or -1
- * when it falls outside [0, size): TFLM skips those taps. */
-static int32_t conv_tap(int32_t o, int32_t stride, int32_t padding, int32_t dilation, int32_t f, int32_t size)
-{
-    const int32_t i = o * stride - padding + dilation * f;
-    return i >= 0 && i < size ? i : -1;
 }
 
 /* Along one dimension, the taps [*lo, *hi) of a window of `taps` taps `dilation` apart whose tap 0 is at input
@@ -449,37 +463,61 @@ static void tap_range(int32_t start, int32_t dilation, int32_t taps, int32_t siz
     *hi = h < taps ? h : taps;
 }
 
-/* The output stage of a convolution's accumulator: bias (saturating, as the int64 sum clamped), MBQM, output
- * offset, activation clamp. The walk has checked the shifts ([-31, 30]) and the offsets. */
-static inline int8_t conv_output(const hydra_tfl_conv_view *v, const int32_t *bias, int32_t oc, int32_t acc)
+/* A convolution's output stage, in locals (a store through int8_t * may alias the params): per output channel the
+ * bias (NULL: none), multiplier and shift; the output offset and the activation range. */
+typedef struct {
+    const int32_t *bias, *multiplier, *shift;
+    int32_t output_offset, activation_min, activation_max;
+    int32_t single; /* the params' single_rounding */
+    int32_t fast;   /* double rounding, every accumulator inside hydra_requantize_right's bounds (conv_outputs_init) */
+} conv_outputs;
+
+/* The output stage of v, `products` products per output. `fast` where the rounding is double (TFLM's: an imported
+ * .tflite's) and every output may use hydra_requantize_right: at most 2^14 products of |w (x + offset)| <= 2^7 * 255
+ * keep |acc| < 2^29 (hydra_requant_right_ok's bound). */
+static void conv_outputs_init(conv_outputs *o, const hydra_tfl_conv_view *v, const int32_t *bias, int64_t products)
 {
-#if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
-    if (bias != NULL)
-        acc = __qadd(acc, bias[oc]); /* QADD: the int32 sum saturated, as hydra_saturate_s32 of the int64 one */
-    const int32_t y = hydra_tfl_requantize(acc, v->output_multiplier[oc], v->output_shift[oc], v->single_rounding);
-    const int32_t r = __qadd(y, v->output_offset); /* saturated beyond int32: clamped below all the same */
-    return (int8_t)(r < v->activation_min ? v->activation_min : (r > v->activation_max ? v->activation_max : r));
-#else
-    if (bias != NULL)
-        acc = hydra_saturate_s32((int64_t)acc + bias[oc]);
-    const int32_t y = hydra_tfl_requantize(acc, v->output_multiplier[oc], v->output_shift[oc], v->single_rounding);
-    return hydra_tfl_output_s8(y, v->output_offset, v->activation_min, v->activation_max);
-#endif
+    o->bias = bias;
+    o->multiplier = v->output_multiplier;
+    o->shift = v->output_shift;
+    o->output_offset = v->output_offset;
+    o->activation_min = v->activation_min;
+    o->activation_max = v->activation_max;
+    o->single = v->single_rounding != 0;
+    o->fast = !o->single && products <= (INT64_C(1) << 14) &&
+              hydra_requant_right_ok(bias, v->output_multiplier, v->output_shift, v->output_shape[3]);
 }
 
-/* conv_output by hydra_requantize_right, where conv_view_right_only allows it for the whole call. */
-static inline int8_t conv_output_right(const hydra_tfl_conv_view *v, const int32_t *bias, int32_t oc, int32_t acc)
+/* The output of an accumulator, for its channel's bias (0: none), multiplier and shift: bias (saturating, as the
+ * int64 sum clamped), MBQM in the params' rounding, output offset, activation clamp. The walk has checked the shifts
+ * ([-31, 30]) and the offsets. Out of line: the calls that are not o->fast (a multiplier above 1, a bias beyond
+ * 2^29, more than 2^14 products; single rounding, which only tests ask for). */
+static HYDRA_TFL_NOINLINE int8_t conv_output_general(const conv_outputs *o, int32_t acc, int32_t bias,
+                                                     int32_t multiplier, int32_t shift)
 {
-    return hydra_output_right_s8(bias != NULL ? acc + bias[oc] : acc, v->output_multiplier[oc], v->output_shift[oc],
-                                 v->single_rounding, v->output_offset, v->activation_min, v->activation_max);
+    const int32_t y = hydra_tfl_requantize_call(hydra_saturate_s32((int64_t)acc + bias), multiplier, shift, o->single);
+    return hydra_tfl_output_s8(y, o->output_offset, o->activation_min, o->activation_max);
 }
 
-/* Whether every output of a convolution may use hydra_requantize_right: at most 2^14 products of |w (x + offset)| <=
- * 2^7 * 255 keep |acc| < 2^29 (hydra_requant_right_ok's bound). */
-static int conv_view_right_only(const hydra_tfl_conv_view *v, const int32_t *bias, int64_t products)
+/* conv_output_general's value: inline by hydra_requantize_right where o->fast. Read per output (a branch the core
+ * predicts), so that each walk is one copy. */
+static HYDRA_ALWAYS_INLINE int8_t conv_output(const conv_outputs *o, int32_t acc, int32_t bias, int32_t multiplier,
+                                              int32_t shift)
 {
-    return products <= (INT64_C(1) << 14) &&
-           hydra_requant_right_ok(bias, v->output_multiplier, v->output_shift, v->output_shape[3]);
+    if (o->fast)
+        return hydra_output_right_s8(acc + bias, multiplier, shift, 0, o->output_offset, o->activation_min,
+                                     o->activation_max);
+    return conv_output_general(o, acc, bias, multiplier, shift);
+}
+
+/* out[first + j] for j < count from the accumulators of channels first .. first + count - 1. */
+static HYDRA_ALWAYS_INLINE void conv_outputs_store(const conv_outputs *o, int8_t *out, int32_t first,
+                                                   const int32_t *acc, int32_t count)
+{
+    for (int32_t j = 0; j < count; j++) {
+        const int32_t oc = first + j;
+        out[oc] = conv_output(o, acc[j], o->bias != NULL ? o->bias[oc] : 0, o->multiplier[oc], o->shift[oc]);
+    }
 }
 
 /* The taps of one or two output pixels (the same taps: a pair whose windows lie alike in the image) as runs of
@@ -494,8 +532,6 @@ typedef struct {
 } conv_runs;
 
 #if defined(HYDRA_TFL_SIMD32)
-/* SXTB16 / SXTAB16 of the word rotated right by 8 (bytes 1 and 3): GCC does not fold the rotation into the
- * instruction by itself (hydra_dot.c). */
 static inline int32_t load_word(const int8_t *p)
 {
     int32_t word;
@@ -504,13 +540,13 @@ static inline int32_t load_word(const int8_t *p)
 }
 
 /* acc[2 px + ch] += sum over the runs of r of w_ch[i] * (x_px[i] + offset), for pixel a (input x) and pixel b
- * (x + x_pair) when two_px, channel a (filter w) and channel b (w + w_channel) when two_ch. Each input word becomes
- * two pairs of int16 x + offset (SXTAB16 adds the offset, in both halves of off2, as it sign-extends:
- * |x + offset| <= 255) that serve both channels; each filter word two pairs of int16 that serve both pixels; SMLAD
- * adds two products (|sum| < 2^31: at most 33025 taps of |w (x + offset)| <= 2^7 * 255). Each instantiation is a
- * function of its own, so that the word loop has the registers to itself. */
-static HYDRA_ALWAYS_INLINE void conv_dot(const conv_runs *r, const int8_t *x, const int8_t *w, int32_t off2,
-                                         int32_t acc[4], const int two_px, const int two_ch)
+ * (x + x_pair) when two_px, channel a (filter w) and channel b (filter w + w_b). Each input word becomes two pairs of
+ * int16 x + offset (SXTAB16 adds the offset, in both halves of off2, as it sign-extends: |x + offset| <= 255) that
+ * serve both channels; each filter word two pairs of int16 that serve both pixels; SMLAD adds two products (|sum| <
+ * 2^31: at most 33025 taps of |w (x + offset)| <= 2^7 * 255). An odd last channel passes w_b 0 (channel a twice: one
+ * copy of the word loop per pixel count, for flash). */
+static HYDRA_ALWAYS_INLINE void conv_dot(const conv_runs *r, const int8_t *x, const int8_t *w, ptrdiff_t w_b,
+                                         int32_t off2, int32_t acc[4], const int two_px)
 {
     int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     const int32_t words = r->len >> 2, tail = r->len & 3, offset = r->input_offset, runs = r->runs;
@@ -519,63 +555,51 @@ static HYDRA_ALWAYS_INLINE void conv_dot(const conv_runs *r, const int8_t *x, co
     const ptrdiff_t x_next_row = r->x_row - (ptrdiff_t)(runs - 1) * r->x_run - r->len;
     const ptrdiff_t w_next_row = r->w_row - (ptrdiff_t)(runs - 1) * r->w_run - r->len;
     const int8_t *xa = x, *wa = w;
-    const int8_t *xb = two_px ? x + r->x_pair : x, *wb = two_ch ? w + r->w_channel : w;
+    const int8_t *xb = two_px ? x + r->x_pair : x, *wb = w + w_b;
     for (int32_t row = r->rows; row > 0; row--) {
         for (int32_t u = runs; u > 0; u--) {
             for (int32_t k = words; k > 0; k--) {
-                const int32_t wva = load_word(wa), xva = load_word(xa);
+                const int32_t wva = load_word(wa), xva = load_word(xa), wvb = load_word(wb);
                 wa += 4;
                 xa += 4;
+                wb += 4;
                 const int32_t wae = __sxtb16(wva), xae = __sxtab16(off2, xva);
                 const int32_t wao = hydra_sxtb16_ror8(wva), xao = hydra_sxtab16_ror8(off2, xva);
+                const int32_t wbe = __sxtb16(wvb), wbo = hydra_sxtb16_ror8(wvb);
                 a0 = __smlad(xao, wao, __smlad(xae, wae, a0));
-                if (two_ch) {
-                    const int32_t wvb = load_word(wb);
-                    wb += 4;
-                    const int32_t wbe = __sxtb16(wvb), wbo = hydra_sxtb16_ror8(wvb);
-                    a1 = __smlad(xao, wbo, __smlad(xae, wbe, a1));
-                    if (two_px) {
-                        const int32_t xvb = load_word(xb);
-                        xb += 4;
-                        const int32_t xbe = __sxtab16(off2, xvb), xbo = hydra_sxtab16_ror8(off2, xvb);
-                        a2 = __smlad(xbo, wao, __smlad(xbe, wae, a2));
-                        a3 = __smlad(xbo, wbo, __smlad(xbe, wbe, a3));
-                    }
-                } else if (two_px) {
+                a1 = __smlad(xao, wbo, __smlad(xae, wbe, a1));
+                if (two_px) {
                     const int32_t xvb = load_word(xb);
                     xb += 4;
                     const int32_t xbe = __sxtab16(off2, xvb), xbo = hydra_sxtab16_ror8(off2, xvb);
                     a2 = __smlad(xbo, wao, __smlad(xbe, wae, a2));
+                    a3 = __smlad(xbo, wbo, __smlad(xbe, wbe, a3));
                 }
             }
             for (int32_t i = tail; i > 0; i--) {
-                const int32_t xa_i = *xa++ + offset, wa_i = *wa++;
+                const int32_t xa_i = *xa++ + offset, wa_i = *wa++, wb_i = *wb++;
                 a0 += wa_i * xa_i;
-                if (two_ch)
-                    a1 += *wb++ * xa_i;
+                a1 += wb_i * xa_i;
                 if (two_px) {
                     const int32_t xb_i = *xb++ + offset;
                     a2 += wa_i * xb_i;
-                    if (two_ch)
-                        a3 += wb[-1] * xb_i;
+                    a3 += wb_i * xb_i;
                 }
             }
             if (u > 1) { /* x dilation: one run per tap */
                 xa += x_next_run;
                 wa += w_next_run;
+                wb += w_next_run;
                 if (two_px)
                     xb += x_next_run;
-                if (two_ch)
-                    wb += w_next_run;
             }
         }
         if (row > 1) {
             xa += x_next_row;
             wa += w_next_row;
+            wb += w_next_row;
             if (two_px)
                 xb += x_next_row;
-            if (two_ch)
-                wb += w_next_row;
         }
     }
     acc[0] = a0;
@@ -584,62 +608,41 @@ static HYDRA_ALWAYS_INLINE void conv_dot(const conv_runs *r, const int8_t *x, co
     acc[3] = a3;
 }
 
-/* What the pixel kernels below need besides the runs: the output stage's params. */
+/* What the pixel kernels below need besides the runs: the output stage, the output channels (out_c) and those of
+ * the group at hand ([first, end)). */
 typedef struct {
     conv_runs r;
-    const int32_t *bias, *multiplier, *shift;
-    int32_t out_c, off2, output_offset, activation_min, activation_max;
-    int32_t single; /* the params' single_rounding, read per output */
-    int32_t right;  /* conv_view_right_only: the short requantisation, read per output */
+    conv_outputs o;
+    int32_t out_c, first, end, off2;
 } conv_ctx;
 
-/* conv_output for a channel's bias, multiplier and shift, rounding as c->single says; by hydra_requantize_right
- * where c->right (conv_view_right_only said so for the whole call). Both read per output: one copy of the pixel
- * kernels (flash), for two predictable branches per output. */
-static HYDRA_ALWAYS_INLINE int8_t conv_output_simd(const conv_ctx *c, int32_t acc, int32_t bias, int32_t multiplier,
-                                                   int32_t shift)
-{
-    if (c->right)
-        return hydra_output_right_s8(acc + bias, multiplier, shift, c->single, c->output_offset, c->activation_min,
-                                     c->activation_max);
-    acc = __qadd(acc, bias); /* QADD: the int32 sum saturated, as hydra_saturate_s32 of the int64 one */
-    const int32_t y = c->single ? hydra_requantize_single_inline(acc, multiplier, shift)
-                                : hydra_requantize_double_inline(acc, multiplier, shift);
-    const int32_t r = __qadd(y, c->output_offset); /* saturated beyond int32: clamped below all the same */
-    return (int8_t)(r < c->activation_min ? c->activation_min : (r > c->activation_max ? c->activation_max : r));
-}
-
-/* Every output channel of pixel a (out) and, when two_px, of pixel b (out + out_c), channels in pairs. */
+/* Output channels [c->first, c->end) (filters from w on) of pixel a (out) and, when two_px, of pixel b (out + out_c),
+ * channels in pairs (an odd last one through the pair's loop with channel a twice). */
 static HYDRA_ALWAYS_INLINE void conv_pixels(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out,
                                             const int two_px)
 {
-    const int32_t out_c = c->out_c;
-    int32_t oc = 0;
-    for (; oc + 2 <= out_c; oc += 2, w += 2 * c->r.w_channel) {
+    const int32_t out_c = c->out_c, end = c->end;
+    for (int32_t oc = c->first;;) {
+        const int pair = oc + 1 < end;
         int32_t acc[4] = {0, 0, 0, 0};
-        conv_dot(&c->r, x, w, c->off2, acc, two_px, 1);
+        conv_dot(&c->r, x, w, pair ? c->r.w_channel : 0, c->off2, acc, two_px);
         for (int32_t j = 0; j < 2; j++) {
-            const int32_t bias = c->bias != NULL ? c->bias[oc + j] : 0;
-            const int32_t m = c->multiplier[oc + j], sh = c->shift[oc + j];
-            out[oc + j] = conv_output_simd(c, acc[j], bias, m, sh);
+            if (j == 1 && !pair)
+                break;
+            const int32_t bias = c->o.bias != NULL ? c->o.bias[oc + j] : 0;
+            const int32_t m = c->o.multiplier[oc + j], sh = c->o.shift[oc + j];
+            out[oc + j] = conv_output(&c->o, acc[j], bias, m, sh);
             if (two_px)
-                out[out_c + oc + j] = conv_output_simd(c, acc[2 + j], bias, m, sh);
+                out[out_c + oc + j] = conv_output(&c->o, acc[2 + j], bias, m, sh);
         }
-    }
-    if (oc < out_c) {
-        int32_t acc[4] = {0, 0, 0, 0};
-        conv_dot(&c->r, x, w, c->off2, acc, two_px, 0);
-        const int32_t bias = c->bias != NULL ? c->bias[oc] : 0;
-        const int32_t m = c->multiplier[oc], sh = c->shift[oc];
-        out[oc] = conv_output_simd(c, acc[0], bias, m, sh);
-        if (two_px)
-            out[out_c + oc] = conv_output_simd(c, acc[2], bias, m, sh);
+        oc += 2;
+        if (oc >= end)
+            break;
+        w += 2 * c->r.w_channel; /* channel oc's filter: stepped only while there is one */
     }
 }
 
 /* One function per pixel count, so that each word loop has the registers to itself. */
-typedef void (*conv_pixels_fn)(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out);
-
 static HYDRA_TFL_NOINLINE void conv_pixels_2(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)
 {
     conv_pixels(c, x, w, out, 1);
@@ -650,9 +653,9 @@ static HYDRA_TFL_NOINLINE void conv_pixels_1(const conv_ctx *c, const int8_t *x,
     conv_pixels(c, x, w, out, 0);
 }
 
-/* Groups 1 on the SIMD cores: output pixels in pairs (each filter word expanded once for both) times output
- * channels in pairs (each input word expanded once for both). A pixel whose window lies in the image unlike
- * its neighbour's (at a border) goes alone; an odd last channel alone. */
+/* CONV_2D on the SIMD cores: output pixels in pairs (each filter word expanded once for both) times output
+ * channels in pairs (each input word expanded once for both), group by group (groups 1: one). A pixel whose window
+ * lies in the image unlike its neighbour's (at a border) goes alone. */
 static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter, const int32_t *bias,
                       int8_t *output)
 {
@@ -660,25 +663,25 @@ static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const i
     const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2];
     const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2], out_c = v->output_shape[3];
     const int32_t dh = v->dilation_height_factor, dw = v->dilation_width_factor;
+    const int32_t n = v->filter_shape[3];      /* input channels per group */
+    const int32_t per_group = out_c / (in_c / n); /* output channels per group */
+    /* a filter row's in-image taps are one run of taps * in_c bytes in the input when they are adjacent pixels of
+     * all the channels (no x dilation, groups 1), else one run of n bytes per tap */
+    const int contiguous = dw == 1 && n == in_c;
     const uint32_t half = (uint32_t)v->input_offset & UINT32_C(0xFFFF);
     conv_ctx c;
     c.r.x_row = dh * in_w * in_c;
     c.r.x_run = dw * in_c;
     c.r.x_pair = v->stride_width * in_c;
-    c.r.w_row = f_w * in_c;
-    c.r.w_run = in_c;
-    c.r.w_channel = f_h * f_w * in_c;
+    c.r.w_row = f_w * n;
+    c.r.w_run = n;
+    c.r.w_channel = f_h * f_w * n;
     c.r.input_offset = v->input_offset;
-    c.bias = bias;
-    c.multiplier = v->output_multiplier;
-    c.shift = v->output_shift;
+    conv_outputs_init(&c.o, v, bias, (int64_t)f_h * f_w * n);
     c.out_c = out_c;
+    c.first = 0;
+    c.end = out_c;
     c.off2 = from_u32(half | (half << 16)); /* the offset in both int16 halves */
-    c.output_offset = v->output_offset;
-    c.activation_min = v->activation_min;
-    c.activation_max = v->activation_max;
-    c.single = v->single_rounding != 0;
-    c.right = conv_view_right_only(v, bias, (int64_t)f_h * f_w * in_c);
     for (int32_t b = 0; b < v->output_shape[0]; b++)
         for (int32_t oy = 0; oy < out_h; oy++) {
             const int32_t y0 = oy * v->stride_height - v->padding_height;
@@ -693,88 +696,146 @@ static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const i
                 const int two_px = ox + 1 < out_w && lo2 == fx_lo && hi2 == fx_hi;
                 const int any = fy_hi > fy_lo && fx_hi > fx_lo;
                 c.r.rows = any ? fy_hi - fy_lo : 0;
-                c.r.runs = dw == 1 ? 1 : fx_hi - fx_lo;
-                c.r.len = dw == 1 ? (fx_hi - fx_lo) * in_c : in_c;
+                c.r.runs = contiguous ? 1 : fx_hi - fx_lo;
+                c.r.len = contiguous ? (fx_hi - fx_lo) * in_c : n;
                 /* the first in-image tap's input and filter bytes (not read when there is none) */
                 const int8_t *x = any ? input + hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo, x0 + dw * fx_lo, 0)
                                       : input;
-                const int8_t *w = any ? filter + ((ptrdiff_t)fy_lo * f_w + fx_lo) * in_c : filter;
+                const int8_t *w = any ? filter + ((ptrdiff_t)fy_lo * f_w + fx_lo) * n : filter;
                 int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, ox, 0);
-                (two_px ? conv_pixels_2 : conv_pixels_1)(&c, x, w, out);
+                if (per_group == out_c) { /* groups 1: c.first 0, c.end out_c */
+                    (two_px ? conv_pixels_2 : conv_pixels_1)(&c, x, w, out);
+                } else {
+                    for (int32_t g = 0; g * per_group < out_c; g++) {
+                        c.first = g * per_group;
+                        c.end = c.first + per_group;
+                        (two_px ? conv_pixels_2 : conv_pixels_1)(&c, x + (ptrdiff_t)g * n,
+                                                                 w + (ptrdiff_t)c.first * c.r.w_channel, out);
+                    }
+                }
                 ox += two_px ? 2 : 1;
             }
         }
 }
 #endif
 
+/* What a depthwise walk keeps for a pixel's channels: the output stage, the taps inside the image (`rows` filter
+ * rows of `taps` taps from the first one's input and filter bytes; the next tap x_tap / out_c bytes on, the next row
+ * x_row / w_row), the input offset (off2: in both int16 halves) and the depth multiplier. */
+typedef struct {
+    conv_outputs o;
+    int32_t rows, taps, out_c, dm, offset, off2;
+    ptrdiff_t x_row, x_tap, w_row;
+} depthwise_ctx;
+
 #if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
-/* acc[j] += sum over the taps of w[c + j] * (x[c + j] + offset) for four output channels c .. c + 3 of a depthwise
- * conv: with depth multiplier 1 per tap one input word and one filter word; SXTAB16 adds the offset (off2, both
- * halves) as it sign-extends channels (0, 2) and (1, 3) to int16 (|x + offset| <= 255), SMLABB / SMLATT multiply
- * one half each into a channel's own accumulator: the same integers as tap by tap. `share`: how many of the four
- * output channels read one input channel (the depth multiplier: 1; 2, two input channels; 4, or a multiple of 4,
- * one input channel), whose x + offset the halves then hold. */
-static HYDRA_ALWAYS_INLINE void depthwise_quad(const int8_t *x, const int8_t *w, int32_t rows, int32_t taps,
-                                               ptrdiff_t x_row, ptrdiff_t x_tap, ptrdiff_t w_row, ptrdiff_t w_tap,
-                                               int32_t offset, int32_t off2, int32_t acc[4], const int share)
+/* The first `quads` fours of output channels of one pixel (x, w: its first in-image tap's input and filter bytes):
+ * acc[j] = sum over the taps of w[oc + j] * (x[oc / dm] + offset) for channels oc .. oc + 3. With depth multiplier
+ * 1 per tap one input word and one filter word: SXTAB16 adds the offset (off2, both halves) as it sign-extends
+ * channels (0, 2) and (1, 3) to int16 (|x + offset| <= 255), SMLABB / SMLATT multiply one half each into a channel's
+ * own accumulator: the same integers as tap by tap. `share`: how many of the four output channels read one input
+ * channel (the depth multiplier: 1; 2, two input channels; 4, or a multiple of 4, one input channel), whose
+ * x + offset the halves then hold. */
+static HYDRA_ALWAYS_INLINE void depthwise_quads(const depthwise_ctx *c, const int8_t *x, const int8_t *w,
+                                                int8_t *out, int32_t quads, const int share)
 {
-    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    for (int32_t row = 0; row < rows; row++, x += x_row, w += w_row) {
-        const int8_t *xt = x, *wt = w;
-        for (int32_t t = 0; t < taps; t++, xt += x_tap, wt += w_tap) {
-            const int32_t wv = load_word(wt);
-            int32_t xe, xo;
-            if (share == 4) { /* x + offset of the one input channel, in both halves */
-                const uint32_t xs = (uint32_t)(*xt + offset) & UINT32_C(0xFFFF);
-                xe = xo = from_u32(xs | (xs << 16));
-            } else if (share == 2) { /* channels 0, 1 read input channel 0; channels 2, 3 input channel 1 */
-                const uint32_t x0 = (uint32_t)(xt[0] + offset) & UINT32_C(0xFFFF);
-                const uint32_t x1 = (uint32_t)(xt[1] + offset) & UINT32_C(0xFFFF);
-                xe = xo = from_u32(x0 | (x1 << 16));
-            } else {
-                const int32_t xv = load_word(xt);
-                xe = __sxtab16(off2, xv);
-                xo = hydra_sxtab16_ror8(off2, xv);
+    const int32_t rows = c->rows, taps = c->taps, offset = c->offset, off2 = c->off2;
+    const ptrdiff_t x_row = c->x_row, x_tap = c->x_tap, w_row = c->w_row, w_tap = c->out_c;
+    int32_t oc = 0, m = 0; /* m: oc's place among its input channel's dm outputs (share 4) */
+    for (int32_t q = 0; q < quads; q++, oc += 4) {
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        const int8_t *xr = x, *wr = w + oc;
+        for (int32_t row = 0; row < rows; row++, xr += x_row, wr += w_row) {
+            const int8_t *xt = xr, *wt = wr;
+            for (int32_t t = 0; t < taps; t++, xt += x_tap, wt += w_tap) {
+                const int32_t wv = load_word(wt);
+                int32_t xe, xo;
+                if (share == 4) { /* x + offset of the one input channel, in both halves */
+                    const uint32_t xs = (uint32_t)(*xt + offset) & UINT32_C(0xFFFF);
+                    xe = xo = from_u32(xs | (xs << 16));
+                } else if (share == 2) { /* channels 0, 1 read input channel 0; channels 2, 3 input channel 1 */
+                    const uint32_t x0 = (uint32_t)(xt[0] + offset) & UINT32_C(0xFFFF);
+                    const uint32_t x1 = (uint32_t)(xt[1] + offset) & UINT32_C(0xFFFF);
+                    xe = xo = from_u32(x0 | (x1 << 16));
+                } else {
+                    const int32_t xv = load_word(xt);
+                    xe = __sxtab16(off2, xv);
+                    xo = hydra_sxtab16_ror8(off2, xv);
+                }
+                const int32_t we = __sxtb16(wv), wo = hydra_sxtb16_ror8(wv);
+                a0 = __smlabb(xe, we, a0);
+                a2 = __smlatt(xe, we, a2);
+                a1 = __smlabb(xo, wo, a1);
+                a3 = __smlatt(xo, wo, a3);
             }
-            const int32_t we = __sxtb16(wv), wo = hydra_sxtb16_ror8(wv);
-            a0 = __smlabb(xe, we, a0);
-            a2 = __smlatt(xe, we, a2);
-            a1 = __smlabb(xo, wo, a1);
-            a3 = __smlatt(xo, wo, a3);
+        }
+        const int32_t acc[4] = {a0, a1, a2, a3};
+        conv_outputs_store(&c->o, out, oc, acc, 4);
+        if (share == 1) {
+            x += 4;
+        } else if (share == 2) {
+            x += 2;
+        } else if ((m += 4) == c->dm) {
+            m = 0;
+            x++;
         }
     }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
+}
+
+/* One function per share, so that each tap loop has the registers to itself; called once per pixel. */
+static HYDRA_TFL_NOINLINE void depthwise_quads_1(const depthwise_ctx *c, const int8_t *x, const int8_t *w,
+                                                 int8_t *out, int32_t quads)
+{
+    depthwise_quads(c, x, w, out, quads, 1);
+}
+
+static HYDRA_TFL_NOINLINE void depthwise_quads_2(const depthwise_ctx *c, const int8_t *x, const int8_t *w,
+                                                 int8_t *out, int32_t quads)
+{
+    depthwise_quads(c, x, w, out, quads, 2);
+}
+
+static HYDRA_TFL_NOINLINE void depthwise_quads_4(const depthwise_ctx *c, const int8_t *x, const int8_t *w,
+                                                 int8_t *out, int32_t quads)
+{
+    depthwise_quads(c, x, w, out, quads, 4);
 }
 #endif
 
-/* out[first + j] for j < count from the channels' accumulators, by conv_output_right where `right_only` (a constant
- * in each copy of the depthwise walk), else by conv_output. */
-static HYDRA_ALWAYS_INLINE void depthwise_outputs(const hydra_tfl_conv_view *v, const int32_t *bias, int8_t *out,
-                                                  int32_t first, const int32_t *acc, int32_t count, const int right_only)
-{
-    for (int32_t j = 0; j < count; j++)
-        out[first + j] =
-            right_only ? conv_output_right(v, bias, first + j, acc[j]) : conv_output(v, bias, first + j, acc[j]);
-}
-
 /* DEPTHWISE_CONV_2D: output channel oc reads input channel oc / depth_multiplier and filter column oc; for each
- * output pixel the in-image taps are found once, then each channel walks them with two pointer steps. */
-static HYDRA_ALWAYS_INLINE void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input,
-                                               const int8_t *filter, const int32_t *bias, int8_t *output,
-                                               const int right_only)
+ * output pixel the in-image taps are found once, then each channel (each four channels, on the SIMD cores with a
+ * depth multiplier of 1, 2 or a multiple of 4) walks them with two pointer steps. */
+static void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
+                           const int32_t *bias, int8_t *output)
 {
     const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2], in_c = v->input_shape[3];
     const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2];
     const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2], out_c = v->output_shape[3];
     const int32_t dh = v->dilation_height_factor, dw = v->dilation_width_factor;
     const int32_t dm = out_c / in_c, offset = v->input_offset;
-    const ptrdiff_t x_tap = (ptrdiff_t)dw * in_c, x_row = (ptrdiff_t)dh * in_w * in_c, w_row = (ptrdiff_t)f_w * out_c;
-#if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
     const uint32_t half = (uint32_t)offset & UINT32_C(0xFFFF);
-    const int32_t off2 = from_u32(half | (half << 16)); /* the offset in both int16 halves */
+    depthwise_ctx c;
+    conv_outputs_init(&c.o, v, bias, (int64_t)f_h * f_w);
+    c.out_c = out_c;
+    c.dm = dm;
+    c.offset = offset;
+    c.off2 = from_u32(half | (half << 16)); /* the offset in both int16 halves */
+    c.x_tap = (ptrdiff_t)dw * in_c;
+    c.x_row = (ptrdiff_t)dh * in_w * in_c;
+    c.w_row = (ptrdiff_t)f_w * out_c;
+    /* the output channels the quads take, 4 at a time */
+    int32_t quad_channels = 0;
+#if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
+    void (*quads)(const depthwise_ctx *, const int8_t *, const int8_t *, int8_t *, int32_t) = depthwise_quads_1;
+    if (dm == 1) { /* four channels a word: input and filter channels are contiguous */
+        quad_channels = in_c & ~3;
+    } else if (dm == 2) { /* two input channels' four output channels at a time */
+        quad_channels = 2 * (in_c & ~1);
+        quads = depthwise_quads_2;
+    } else if (dm % 4 == 0) { /* an input channel's dm output channels four at a time */
+        quad_channels = out_c;
+        quads = depthwise_quads_4;
+    }
 #endif
     for (int32_t b = 0; b < v->output_shape[0]; b++)
         for (int32_t oy = 0; oy < out_h; oy++) {
@@ -785,54 +846,42 @@ static HYDRA_ALWAYS_INLINE void depthwise_walk(const hydra_tfl_conv_view *v, con
                 const int32_t x0 = ox * v->stride_width - v->padding_width;
                 int32_t fx_lo, fx_hi;
                 tap_range(x0, dw, f_w, in_w, &fx_lo, &fx_hi);
-                const int32_t rows = fy_hi > fy_lo && fx_hi > fx_lo ? fy_hi - fy_lo : 0, taps = fx_hi - fx_lo;
-                const int8_t *x = rows > 0 ? input + hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo,
-                                                                    x0 + dw * fx_lo, 0)
-                                           : input;
-                const int8_t *w = rows > 0 ? filter + ((ptrdiff_t)fy_lo * f_w + fx_lo) * out_c : filter;
+                c.rows = fy_hi > fy_lo && fx_hi > fx_lo ? fy_hi - fy_lo : 0;
+                c.taps = fx_hi - fx_lo;
+                const int8_t *x = c.rows > 0 ? input + hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo,
+                                                                      x0 + dw * fx_lo, 0)
+                                             : input;
+                const int8_t *w = c.rows > 0 ? filter + ((ptrdiff_t)fy_lo * f_w + fx_lo) * out_c : filter;
                 int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, ox, 0);
-                int32_t ic = 0;
 #if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
-                if (dm == 1) /* four channels a word: input and filter channels are contiguous */
-                    for (; ic + 4 <= in_c; ic += 4) {
-                        int32_t acc[4] = {0, 0, 0, 0};
-                        depthwise_quad(x + ic, w + ic, rows, taps, x_row, x_tap, w_row, out_c, offset, off2, acc, 1);
-                        depthwise_outputs(v, bias, out, ic, acc, 4, right_only);
-                    }
-                else if (dm == 2) /* two input channels' four output channels at a time */
-                    for (; ic + 2 <= in_c; ic += 2) {
-                        int32_t acc[4] = {0, 0, 0, 0};
-                        depthwise_quad(x + ic, w + 2 * ic, rows, taps, x_row, x_tap, w_row, out_c, offset, off2, acc,
-                                       2);
-                        depthwise_outputs(v, bias, out, 2 * ic, acc, 4, right_only);
-                    }
-                else if (dm % 4 == 0) /* an input channel's dm output channels four at a time */
-                    for (; ic < in_c; ic++)
-                        for (int32_t oc = ic * dm; oc < (ic + 1) * dm; oc += 4) {
-                            int32_t acc[4] = {0, 0, 0, 0};
-                            depthwise_quad(x + ic, w + oc, rows, taps, x_row, x_tap, w_row, out_c, offset, off2,
-                                           acc, 4);
-                            depthwise_outputs(v, bias, out, oc, acc, 4, right_only);
-                        }
+                if (quad_channels > 0)
+                    quads(&c, x, w, out, quad_channels / 4);
 #endif
                 /* the rest: channels left over by the quads, other depth multipliers, the portable build */
-                for (int32_t oc = ic * dm; ic < in_c; ic++)
-                    for (int32_t m = 0; m < dm; m++, oc++) {
-                        int32_t acc = 0;
-                        const int8_t *xr = x + ic, *wr = w + oc;
-                        for (int32_t row = 0; row < rows; row++, xr += x_row, wr += w_row) {
-                            const int8_t *xt = xr, *wt = wr;
-                            for (int32_t t = 0; t < taps; t++, xt += x_tap, wt += out_c)
-                                acc += *wt * (*xt + offset);
-                        }
-                        depthwise_outputs(v, bias, out, oc, &acc, 1, right_only);
+                for (int32_t oc = quad_channels; oc < out_c; oc++) {
+                    int32_t acc = 0;
+                    const int8_t *xr = x + oc / dm, *wr = w + oc;
+                    for (int32_t row = 0; row < c.rows; row++, xr += c.x_row, wr += c.w_row) {
+                        const int8_t *xt = xr, *wt = wr;
+                        for (int32_t t = 0; t < c.taps; t++, xt += c.x_tap, wt += out_c)
+                            acc += *wt * (*xt + offset);
                     }
+                    conv_outputs_store(&c.o, out, oc, &acc, 1);
+                }
             }
         }
 }
 
+#if !defined(HYDRA_TFL_SIMD32)
+/* Along one dimension, the input position of tap f of output o, o * stride - padding + dilation * f, or -1
+ * when it falls outside [0, size): TFLM skips those taps. */
+static int32_t conv_tap(int32_t o, int32_t stride, int32_t padding, int32_t dilation, int32_t f, int32_t size)
+{
+    const int32_t i = o * stride - padding + dilation * f;
+    return i >= 0 && i < size ? i : -1;
+}
 
-/* Any other grouping (groups > 1), and groups 1 without the SIMD instructions: tap by tap, except that without
+/* CONV_2D without the SIMD instructions: tap by tap, except that without
  * x dilation the taps of a filter row that fall inside the image are one contiguous run of taps * in_c bytes
  * in the input (NHWC) and in the filter ([O, H, W, I]), summed in one loop in the same order as tap by tap. */
 static void conv_generic(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
@@ -844,12 +893,15 @@ static void conv_generic(const hydra_tfl_conv_view *v, const int8_t *input, cons
     const int32_t n = v->filter_shape[3];        /* input channels per output channel */
     const int32_t per_group = out_c / (in_c / n); /* output channels per group */
     const int32_t contiguous = n == in_c && v->dilation_width_factor == 1;
+    conv_outputs o;
+    conv_outputs_init(&o, v, bias, (int64_t)f_h * f_w * n);
     for (int32_t b = 0; b < v->output_shape[0]; b++)
         for (int32_t oy = 0; oy < v->output_shape[1]; oy++)
             for (int32_t ox = 0; ox < v->output_shape[2]; ox++) {
                 const int32_t x0 = ox * v->stride_width - v->padding_width; /* the input column of tap 0 */
                 const int32_t fx_lo = x0 < 0 ? -x0 : 0;
                 const int32_t fx_hi = x0 + f_w > in_w ? in_w - x0 : f_w; /* taps [fx_lo, fx_hi) are inside */
+                int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, ox, 0);
                 for (int32_t oc = 0; oc < out_c; oc++) {
                     const int32_t c0 = (oc / per_group) * n;
                     int32_t acc = 0;
@@ -879,48 +931,41 @@ static void conv_generic(const hydra_tfl_conv_view *v, const int8_t *input, cons
                                 acc += (int32_t)w[ic] * ((int32_t)x[ic] + v->input_offset);
                         }
                     }
-                    output[hydra_tfl_nhwc(v->output_shape, b, oy, ox, oc)] = conv_output(v, bias, oc, acc);
+                    conv_outputs_store(&o, out, oc, &acc, 1);
                 }
             }
 }
+#endif
 
-/* One copy of the walk per requantisation path (a constant right_only: the quads' registers to themselves). */
-static HYDRA_TFL_NOINLINE void depthwise_walk_right(const hydra_tfl_conv_view *v, const int8_t *input,
-                                                    const int8_t *filter, const int32_t *bias, int8_t *output)
+/* The checks both walks make: the window, the offsets, the activation range and every multiplier. */
+static int conv_view_ok(const hydra_tfl_conv_view *v)
 {
-    depthwise_walk(v, input, filter, bias, output, 1);
+    return hydra_tfl_window_ok(v->stride_height, v->stride_width, v->dilation_height_factor,
+                               v->dilation_width_factor, v->padding_height, v->padding_width) &&
+           hydra_tfl_input_offset_ok(v->input_offset) && hydra_zero_point_ok(v->output_offset) &&
+           hydra_tfl_activation_ok(v->activation_min, v->activation_max) &&
+           hydra_tfl_multipliers_ok(v->output_multiplier, v->output_shift, v->output_shape[3]);
 }
 
-static HYDRA_TFL_NOINLINE void depthwise_walk_general(const hydra_tfl_conv_view *v, const int8_t *input,
-                                                      const int8_t *filter, const int32_t *bias, int8_t *output)
+hydra_status hydra_tfl_depthwise_walk_s8(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
+                                         const int32_t *bias, int8_t *output)
 {
-    depthwise_walk(v, input, filter, bias, output, 0);
+    if (!conv_view_ok(v))
+        return HYDRA_ERR_ARG;
+    depthwise_walk(v, input, filter, bias, output);
+    return HYDRA_OK;
 }
 
 hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
-                                    const int32_t *bias, int8_t *output, int32_t depthwise)
+                                    const int32_t *bias, int8_t *output)
 {
-    const int32_t out_c = v->output_shape[3];
-    if (!hydra_tfl_window_ok(v->stride_height, v->stride_width, v->dilation_height_factor, v->dilation_width_factor,
-                             v->padding_height, v->padding_width) ||
-        !hydra_tfl_input_offset_ok(v->input_offset) || !hydra_zero_point_ok(v->output_offset) ||
-        !hydra_tfl_activation_ok(v->activation_min, v->activation_max) ||
-        !hydra_tfl_multipliers_ok(v->output_multiplier, v->output_shift, out_c))
+    if (!conv_view_ok(v))
         return HYDRA_ERR_ARG;
-    if (depthwise) {
-        if (conv_view_right_only(v, bias, (int64_t)v->filter_shape[1] * v->filter_shape[2]))
-            depthwise_walk_right(v, input, filter, bias, output);
-        else
-            depthwise_walk_general(v, input, filter, bias, output);
-        return HYDRA_OK;
-    }
 #if defined(HYDRA_TFL_SIMD32)
-    if (v->filter_shape[3] == v->input_shape[3]) { /* groups 1 */
-        conv_simd(v, input, filter, bias, output);
-        return HYDRA_OK;
-    }
-#endif
+    conv_simd(v, input, filter, bias, output);
+#else
     conv_generic(v, input, filter, bias, output);
+#endif
     return HYDRA_OK;
 }
 

@@ -9,18 +9,11 @@
 
 #include "hydra_tfl.h"
 
-/* The run callbacks of hydra_tfl_broadcast_binary_s8, one per rounding mode (a constant in each copy of the
- * loop, so that no element tests the params' single_rounding). */
-static void squared_difference_double(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step,
-                                      int8_t *out, int32_t n, const void *params)
+/* The run callback of hydra_tfl_broadcast_binary_s8. */
+static void squared_difference_run(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int8_t *out, int32_t n,
+                                   const void *params)
 {
-    hydra_tfl_rescaled_binary_run(a, a_step, b, b_step, out, n, params, 0, HYDRA_TFL_COMBINE_SQUARED_DIFFERENCE);
-}
-
-static void squared_difference_single(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step,
-                                      int8_t *out, int32_t n, const void *params)
-{
-    hydra_tfl_rescaled_binary_run(a, a_step, b, b_step, out, n, params, 1, HYDRA_TFL_COMBINE_SQUARED_DIFFERENCE);
+    hydra_tfl_rescaled_binary_run(a, a_step, b, b_step, out, n, params, HYDRA_TFL_COMBINE_SQUARED_DIFFERENCE);
 }
 
 hydra_status hydra_tfl_squared_difference_s8(const hydra_tfl_squared_difference_params *p, const int8_t *input1,
@@ -32,5 +25,5 @@ hydra_status hydra_tfl_squared_difference_s8(const hydra_tfl_squared_difference_
     if (!hydra_tfl_rescaled_binary_ok(p, 7) || p->input1_shift > 0 || p->input2_shift > 0)
         return HYDRA_ERR_ARG;
     return hydra_tfl_broadcast_binary_s8(p->input1_shape, p->input2_shape, p->output_shape, input1, input2, output,
-                                         p->single_rounding ? squared_difference_single : squared_difference_double, p);
+                                         squared_difference_run, p);
 }
