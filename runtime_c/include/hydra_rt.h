@@ -111,8 +111,11 @@ static inline int32_t hydra_requantize_single_inline(int32_t x, int32_t multipli
 /* Forces inlining where a kernel instantiates its loop once per rounding mode (below). */
 #if defined(__GNUC__) || defined(__clang__)
 #define HYDRA_ALWAYS_INLINE inline __attribute__((always_inline))
+#define HYDRA_NOINLINE __attribute__((noinline)) /* one copy of a cold path (flash), or a kernel whose loop then
+                                                * has the registers to itself */
 #else
 #define HYDRA_ALWAYS_INLINE inline
+#define HYDRA_NOINLINE
 #endif
 
 /* requant(x, M, shift) in a node's rounding mode (its params' single_rounding: 0 double, else single).

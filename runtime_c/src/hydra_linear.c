@@ -12,12 +12,27 @@
 /* Outputs whose dot products one hydra_dot4_blocked_s8 call forms (a multiple of 4; 64 bytes of stack). */
 #define LINEAR_CHUNK 16
 
+/* Channel n's output by the general path, in either rounding: one out-of-line copy for the uncommon cases. */
+static HYDRA_NOINLINE int8_t general_output(const hydra_channel_outputs *o, int32_t n, int32_t dot,
+                                            int32_t single_rounding)
+{
+    return hydra_channel_output_s8(o, n, dot, single_rounding, 0);
+}
+
+/* Channel n's output: inline where `fast` (double rounding and right_only: every calibrated model's outputs),
+ * else general_output. */
+static HYDRA_ALWAYS_INLINE int8_t linear_output(const hydra_channel_outputs *o, int32_t n, int32_t dot, int32_t fast,
+                                                int32_t single_rounding)
+{
+    return fast ? hydra_channel_output_s8(o, n, dot, 0, 1) : general_output(o, n, dot, single_rounding);
+}
+
 /* Outputs n0 .. N - 1 of one token (n0 a multiple of 4: the weights of rows n0 .. start at n0 K). */
 static HYDRA_ALWAYS_INLINE void linear_row_from(const hydra_linear_params *params, const hydra_channel_outputs *o,
-                                                const int8_t *x, int8_t *y, int32_t n0, int32_t single_rounding,
-                                                int32_t right_only)
+                                                const int8_t *x, int8_t *y, int32_t n0, int32_t fast)
 {
     const int32_t K = params->in_features, N = params->out_features, full = N - N % 4;
+    const int32_t single = params->single_rounding;
     const int8_t *w = params->weights + (size_t)n0 * (size_t)K;
     int32_t n = n0;
     while (n < full) { /* four outputs per pass over x, up to LINEAR_CHUNK of them per call */
@@ -25,18 +40,18 @@ static HYDRA_ALWAYS_INLINE void linear_row_from(const hydra_linear_params *param
         const int32_t count = full - n < LINEAR_CHUNK ? full - n : LINEAR_CHUNK;
         hydra_dot4_blocked_s8(x, w, K, count / 4, dots);
         for (int32_t r = 0; r < count; r++)
-            y[n + r] = hydra_channel_output_s8(o, n + r, dots[r], single_rounding, right_only);
+            y[n + r] = linear_output(o, n + r, dots[r], fast, single);
         n += count;
         w += (size_t)count * (size_t)K;
     }
     for (; n + 2 <= N; n += 2, w += (size_t)2 * (size_t)K) {
         int32_t dots[2];
         hydra_dot2_s8(x, w, w + K, K, dots);
-        y[n] = hydra_channel_output_s8(o, n, dots[0], single_rounding, right_only);
-        y[n + 1] = hydra_channel_output_s8(o, n + 1, dots[1], single_rounding, right_only);
+        y[n] = linear_output(o, n, dots[0], fast, single);
+        y[n + 1] = linear_output(o, n + 1, dots[1], fast, single);
     }
     if (n < N)
-        y[n] = hydra_channel_output_s8(o, n, hydra_dot_s8(x, w, K), single_rounding, right_only);
+        y[n] = linear_output(o, n, hydra_dot_s8(x, w, K), fast, single);
 }
 
 #if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32)
@@ -47,24 +62,16 @@ static HYDRA_ALWAYS_INLINE void linear_row_from(const hydra_linear_params *param
 #include <string.h> /* memcpy: on this target only */
 #define LINEAR_PAIR_MAX_K 128
 
-/* Channel n's outputs for two tokens (right_only), its bias, multiplier and shift loaded once (and, in double
- * rounding, the rounding shift's constant formed once), saturated to int8: the activation clamp, if any, is
- * clamp_row's. */
+/* Channel n's outputs for two tokens in linear_output's fast case, its bias, multiplier and shift loaded once and the
+ * rounding shift's constant formed once, saturated to int8: the activation clamp, if any, is clamp_row's. */
 static HYDRA_ALWAYS_INLINE void channel_pair(const hydra_channel_outputs *o, int32_t n, int32_t dot0, int32_t dot1,
-                                             int8_t *y0, int8_t *y1, int32_t single_rounding)
+                                             int8_t *y0, int8_t *y1)
 {
     const int32_t b = o->bias[n], m = o->multiplier[n], sh = o->shift[n];
-    int32_t v0, v1;
-    if (single_rounding) {
-        v0 = hydra_requantize_right(b + dot0, m, sh, 1);
-        v1 = hydra_requantize_right(b + dot1, m, sh, 1);
-    } else {
-        v0 = hydra_srdhm_unsaturated(b + dot0, m);
-        v1 = hydra_srdhm_unsaturated(b + dot1, m);
-        if (sh != 0) {
-            v0 = hydra_round_right(v0, -sh);
-            v1 = hydra_round_right(v1, -sh);
-        }
+    int32_t v0 = hydra_srdhm_unsaturated(b + dot0, m), v1 = hydra_srdhm_unsaturated(b + dot1, m);
+    if (sh != 0) {
+        v0 = hydra_round_right(v0, -sh);
+        v1 = hydra_round_right(v1, -sh);
     }
     y0[n] = hydra_clamp_s8(v0 + o->zy);
     y1[n] = hydra_clamp_s8(v1 + o->zy);
@@ -92,7 +99,7 @@ static void clamp_row(int8_t *y, int32_t n, int32_t lo, int32_t hi)
  * columns (stored row by row after the groups) in C. */
 static HYDRA_ALWAYS_INLINE void linear_token_pair(const hydra_channel_outputs *o, const int8_t *weights, int32_t K,
                                                   int32_t full, const int8_t *x0, const int8_t *x1, int8_t *y0,
-                                                  int8_t *y1, int32_t single_rounding)
+                                                  int8_t *y1)
 {
     int32_t xq[LINEAR_PAIR_MAX_K]; /* 2 tokens x K int16 */
     const int32_t groups = K / 4, tail = K % 4, cols = K - tail;
@@ -110,10 +117,10 @@ static HYDRA_ALWAYS_INLINE void linear_token_pair(const hydra_channel_outputs *o
             low[2] += b * wt[j], low[3] += b * wt[tail + j], high[2] += b * wt[2 * tail + j];
             high[3] += b * wt[3 * tail + j];
         }
-        channel_pair(o, n, low[0], low[2], y0, y1, single_rounding);
-        channel_pair(o, n + 1, low[1], low[3], y0, y1, single_rounding);
-        channel_pair(o, n + 2, high[0], high[2], y0, y1, single_rounding);
-        channel_pair(o, n + 3, high[1], high[3], y0, y1, single_rounding);
+        channel_pair(o, n, low[0], low[2], y0, y1);
+        channel_pair(o, n + 1, low[1], low[3], y0, y1);
+        channel_pair(o, n + 2, high[0], high[2], y0, y1);
+        channel_pair(o, n + 3, high[1], high[3], y0, y1);
     }
     if (o->lo > -128 || o->hi < 127) { /* a fused RELU / RELU6 */
         clamp_row(y0, full, o->lo, o->hi);
@@ -122,11 +129,10 @@ static HYDRA_ALWAYS_INLINE void linear_token_pair(const hydra_channel_outputs *o
 }
 #endif
 
-/* Every row, in one rounding mode and one requantisation path (hydra_channel_output_s8): called with constant
- * single_rounding and right_only, so each call is its own loop. The weights are in the block layout (ops/linear.py
- * blocked_weights): blocks of 4 rows, then the N % 4 rows after the last block as they are. */
+/* Every row: one copy of the loop for linear_output's fast case, one for the rest. The weights are in the block
+ * layout (ops/linear.py blocked_weights): blocks of 4 rows, then the N % 4 rows after the last block as they are. */
 static HYDRA_ALWAYS_INLINE void linear_rows(const hydra_linear_params *params, const int8_t *input, int8_t *output,
-                                            int32_t single_rounding, int32_t right_only)
+                                            int32_t fast)
 {
     const int32_t T = params->rows, K = params->in_features, N = params->out_features;
     const hydra_channel_outputs out = {params->bias, params->multiplier, params->shift, params->output_zero_point,
@@ -135,20 +141,18 @@ static HYDRA_ALWAYS_INLINE void linear_rows(const hydra_linear_params *params, c
     int32_t t = 0;
 #if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32)
     const int32_t full = N - N % 4;
-    if (right_only && K <= LINEAR_PAIR_MAX_K)
+    if (fast && K <= LINEAR_PAIR_MAX_K)
         for (; t + 2 <= T; t += 2) { /* the full blocks here, the N % 4 rows after them by the loop below */
             const int8_t *x0 = input + (size_t)t * (size_t)K;
             int8_t *y0 = output + (size_t)t * (size_t)N;
-            linear_token_pair(o, params->weights, K, full, x0, x0 + K, y0, y0 + N, single_rounding);
+            linear_token_pair(o, params->weights, K, full, x0, x0 + K, y0, y0 + N);
             if (full < N)
                 for (int32_t r = 0; r < 2; r++)
-                    linear_row_from(params, o, x0 + (size_t)r * (size_t)K, y0 + (size_t)r * (size_t)N, full,
-                                    single_rounding, right_only);
+                    linear_row_from(params, o, x0 + (size_t)r * (size_t)K, y0 + (size_t)r * (size_t)N, full, fast);
         }
 #endif
     for (; t < T; t++)
-        linear_row_from(params, o, input + (size_t)t * (size_t)K, output + (size_t)t * (size_t)N, 0, single_rounding,
-                        right_only);
+        linear_row_from(params, o, input + (size_t)t * (size_t)K, output + (size_t)t * (size_t)N, 0, fast);
 }
 
 #if !defined(HYDRA_PORTABLE_KERNELS) && defined(__aarch64__) && defined(__ARM_NEON)
@@ -395,11 +399,8 @@ hydra_status hydra_linear_rows_s8(const hydra_linear_params *params, const int8_
         params->right_only ? neon_rows(params, input, output, 1, 1) : neon_rows(params, input, output, 1, 0);
     else
         params->right_only ? neon_rows(params, input, output, 0, 1) : neon_rows(params, input, output, 0, 0);
-#else
-    if (params->single_rounding)
-        params->right_only ? linear_rows(params, input, output, 1, 1) : linear_rows(params, input, output, 1, 0);
-    else
-        params->right_only ? linear_rows(params, input, output, 0, 1) : linear_rows(params, input, output, 0, 0);
+#else /* one inline copy for the common case, the other outputs out of line (flash) */
+    linear_rows(params, input, output, !params->single_rounding && params->right_only);
 #endif
     return HYDRA_OK;
 }

@@ -22,13 +22,6 @@
 #define HYDRA_TFL_SIMD32 1
 #endif
 
-/* A kernel instantiated for one case, kept a function of its own (its loop then has the registers to itself). */
-#if defined(__GNUC__) || defined(__clang__)
-#define HYDRA_TFL_NOINLINE __attribute__((noinline))
-#else
-#define HYDRA_TFL_NOINLINE
-#endif
-
 /* uint32 -> int32 as two's complement, without the implementation-defined conversion. */
 static int32_t from_u32(uint32_t u)
 {
@@ -492,7 +485,7 @@ static void conv_outputs_init(conv_outputs *o, const hydra_tfl_conv_view *v, con
  * int64 sum clamped), MBQM in the params' rounding, output offset, activation clamp. The walk has checked the shifts
  * ([-31, 30]) and the offsets. Out of line: the calls that are not o->fast (a multiplier above 1, a bias beyond
  * 2^29, more than 2^14 products; single rounding, which only tests ask for). */
-static HYDRA_TFL_NOINLINE int8_t conv_output_general(const conv_outputs *o, int32_t acc, int32_t bias,
+static HYDRA_NOINLINE int8_t conv_output_general(const conv_outputs *o, int32_t acc, int32_t bias,
                                                      int32_t multiplier, int32_t shift)
 {
     const int32_t y = hydra_tfl_requantize_call(hydra_saturate_s32((int64_t)acc + bias), multiplier, shift, o->single);
@@ -643,12 +636,12 @@ static HYDRA_ALWAYS_INLINE void conv_pixels(const conv_ctx *c, const int8_t *x, 
 }
 
 /* One function per pixel count, so that each word loop has the registers to itself. */
-static HYDRA_TFL_NOINLINE void conv_pixels_2(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)
+static HYDRA_NOINLINE void conv_pixels_2(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)
 {
     conv_pixels(c, x, w, out, 1);
 }
 
-static HYDRA_TFL_NOINLINE void conv_pixels_1(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)
+static HYDRA_NOINLINE void conv_pixels_1(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)
 {
     conv_pixels(c, x, w, out, 0);
 }
@@ -783,19 +776,19 @@ static HYDRA_ALWAYS_INLINE void depthwise_quads(const depthwise_ctx *c, const in
 }
 
 /* One function per share, so that each tap loop has the registers to itself; called once per pixel. */
-static HYDRA_TFL_NOINLINE void depthwise_quads_1(const depthwise_ctx *c, const int8_t *x, const int8_t *w,
+static HYDRA_NOINLINE void depthwise_quads_1(const depthwise_ctx *c, const int8_t *x, const int8_t *w,
                                                  int8_t *out, int32_t quads)
 {
     depthwise_quads(c, x, w, out, quads, 1);
 }
 
-static HYDRA_TFL_NOINLINE void depthwise_quads_2(const depthwise_ctx *c, const int8_t *x, const int8_t *w,
+static HYDRA_NOINLINE void depthwise_quads_2(const depthwise_ctx *c, const int8_t *x, const int8_t *w,
                                                  int8_t *out, int32_t quads)
 {
     depthwise_quads(c, x, w, out, quads, 2);
 }
 
-static HYDRA_TFL_NOINLINE void depthwise_quads_4(const depthwise_ctx *c, const int8_t *x, const int8_t *w,
+static HYDRA_NOINLINE void depthwise_quads_4(const depthwise_ctx *c, const int8_t *x, const int8_t *w,
                                                  int8_t *out, int32_t quads)
 {
     depthwise_quads(c, x, w, out, quads, 4);
