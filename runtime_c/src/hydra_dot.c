@@ -125,8 +125,8 @@ static HYDRA_ALWAYS_INLINE void dot4_blocked(const int8_t *x, const int8_t *w, i
     int32_t i = 0;
     int32_t acc0 = 0, acc1 = 0, acc2 = 0, acc3 = 0;
 #if defined(HYDRA_DOT_SIMD32) && defined(__GNUC__)
-    /* one expanded x word feeds 4 rows, whose 16 bytes one LDM loads: 22 instructions per 16 MACs (GCC's schedule of
-     * the C below: 25). LDM wants its registers in ascending order, hence the fixed r8-r11. */
+    /* one expanded x word feeds 4 rows, whose 16 bytes one LDM loads: 21 instructions per 16 MACs, two groups a
+     * turn (GCC's schedule of the C below: 25). LDM wants its registers in ascending order, hence the fixed r8-r11. */
     const int32_t groups = n / 4;
     if (groups > 0) {
         register int32_t w0 __asm__("r8"), w1 __asm__("r9"), w2 __asm__("r10"), w3 __asm__("r11");
@@ -138,20 +138,25 @@ static HYDRA_ALWAYS_INLINE void dot4_blocked(const int8_t *x, const int8_t *w, i
     "sxtb16 %[" word "], %[" word "], ror #8\n\t"                   \
     "smlad %[" acc "], %[xe], %[even], %[" acc "]\n\t"              \
     "smlad %[" acc "], %[xo], %[" word "], %[" acc "]\n\t"
-        __asm__("1:\n\t"
-                "ldr %[xo], [%[xp]], #4\n\t"
-                "sxtb16 %[xe], %[xo]\n\t"
-                "sxtb16 %[xo], %[xo], ror #8\n\t"
-                "ldm %[w]!, {%[w0], %[w1], %[w2], %[w3]}\n\t"
-                HYDRA_DOT4_ROW("a0", "w0") HYDRA_DOT4_ROW("a1", "w1") HYDRA_DOT4_ROW("a2", "w2")
-                HYDRA_DOT4_ROW("a3", "w3")
-                "cmp %[xp], %[end]\n\t"
-                "bne 1b"
-                : [xp] "+r"(xp), [w] "+r"(w), [a0] "+r"(acc0), [a1] "+r"(acc1), [a2] "+r"(acc2), [a3] "+r"(acc3),
-                  [w0] "=&r"(w0), [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3), [xe] "=&r"(xe), [xo] "=&r"(xo),
-                  [even] "=&r"(even)
-                : [end] "r"(end)
-                : "cc", "memory");
+#define HYDRA_DOT4_GROUP                                          \
+    "ldr %[xo], [%[xp]], #4\n\t"                                  \
+    "sxtb16 %[xe], %[xo]\n\t"                                     \
+    "sxtb16 %[xo], %[xo], ror #8\n\t"                             \
+    "ldm %[w]!, {%[w0], %[w1], %[w2], %[w3]}\n\t"                 \
+    HYDRA_DOT4_ROW("a0", "w0") HYDRA_DOT4_ROW("a1", "w1") HYDRA_DOT4_ROW("a2", "w2") HYDRA_DOT4_ROW("a3", "w3")
+#define HYDRA_DOT4_OPERANDS                                                                                     \
+    : [xp] "+r"(xp), [w] "+r"(w), [a0] "+r"(acc0), [a1] "+r"(acc1), [a2] "+r"(acc2), [a3] "+r"(acc3),            \
+      [w0] "=&r"(w0), [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3), [xe] "=&r"(xe), [xo] "=&r"(xo),             \
+      [even] "=&r"(even)                                                                                        \
+    : [end] "r"(end)                                                                                            \
+    : "cc", "memory"
+        if (groups % 2 != 0)
+            __asm__(HYDRA_DOT4_GROUP HYDRA_DOT4_OPERANDS);
+        if (groups >= 2)
+            __asm__("1:\n\t" HYDRA_DOT4_GROUP HYDRA_DOT4_GROUP "cmp %[xp], %[end]\n\t"
+                    "bne 1b" HYDRA_DOT4_OPERANDS);
+#undef HYDRA_DOT4_OPERANDS
+#undef HYDRA_DOT4_GROUP
 #undef HYDRA_DOT4_ROW
         i = 4 * groups;
     }
