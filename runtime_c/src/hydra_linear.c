@@ -28,8 +28,8 @@ static HYDRA_ALWAYS_INLINE int8_t linear_output(const hydra_channel_outputs *o, 
 }
 
 /* Outputs n0 .. N - 1 of one token (n0 a multiple of 4: the weights of rows n0 .. start at n0 K). */
-static HYDRA_ALWAYS_INLINE void linear_row_from(const hydra_linear_params *params, const hydra_channel_outputs *o,
-                                                const int8_t *x, int8_t *y, int32_t n0, int32_t fast)
+static HYDRA_NOINLINE void linear_row_from(const hydra_linear_params *params, const hydra_channel_outputs *o,
+                                           const int8_t *x, int8_t *y, int32_t n0, int32_t fast)
 {
     const int32_t K = params->in_features, N = params->out_features, full = N - N % 4;
     const int32_t single = params->single_rounding;
@@ -97,9 +97,8 @@ static void clamp_row(int8_t *y, int32_t n, int32_t lo, int32_t hi)
 
 /* Tokens x0 and x1 (K <= LINEAR_PAIR_MAX_K) through every full block of 4 rows, two rows at a time; the K % 4 tail
  * columns (stored row by row after the groups) in C. */
-static HYDRA_ALWAYS_INLINE void linear_token_pair(const hydra_channel_outputs *o, const int8_t *weights, int32_t K,
-                                                  int32_t full, const int8_t *x0, const int8_t *x1, int8_t *y0,
-                                                  int8_t *y1)
+static HYDRA_NOINLINE void linear_token_pair(const hydra_channel_outputs *o, const int8_t *weights, int32_t K,
+                                             int32_t full, const int8_t *x0, const int8_t *x1, int8_t *y0, int8_t *y1)
 {
     int32_t xq[LINEAR_PAIR_MAX_K]; /* 2 tokens x K int16 */
     const int32_t groups = K / 4, tail = K % 4, cols = K - tail;
