@@ -335,19 +335,10 @@ static HYDRA_ALWAYS_INLINE void neon_token_rows(const hydra_linear_params *param
             memcpy(y + (size_t)t * (size_t)N + (size_t)n, &word, 4);
         }
     }
-    for (int32_t t = 0; t < tokens; t++) {
-        const int8_t *xt = x + (size_t)t * (size_t)K, *wn = w;
-        int8_t *yt = y + (size_t)t * (size_t)N;
-        int32_t m = n;
-        for (; m + 2 <= N; m += 2, wn += (size_t)2 * (size_t)K) {
-            int32_t dots[2];
-            hydra_dot2_s8(xt, wn, wn + K, K, dots);
-            yt[m] = hydra_channel_output_s8(o, m, dots[0], single_rounding, right_only);
-            yt[m + 1] = hydra_channel_output_s8(o, m + 1, dots[1], single_rounding, right_only);
-        }
-        if (m < N)
-            yt[m] = hydra_channel_output_s8(o, m, hydra_dot_s8(xt, wn, K), single_rounding, right_only);
-    }
+    if (n < N) /* the N % 4 rows after the blocks, as on the other targets */
+        for (int32_t t = 0; t < tokens; t++)
+            linear_row_from(params, o, x + (size_t)t * (size_t)K, y + (size_t)t * (size_t)N, n,
+                            !single_rounding && right_only);
 }
 
 static HYDRA_ALWAYS_INLINE void neon_rows(const hydra_linear_params *params, const int8_t *input, int8_t *output,
