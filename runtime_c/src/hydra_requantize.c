@@ -36,12 +36,16 @@ int64_t hydra_round_shift_s64(int64_t x, int32_t n)
 
 static int32_t bitlen_u64(uint64_t v)
 {
+#if defined(__GNUC__)
+    return v == 0 ? 0 : 64 - __builtin_clzll(v); /* CLZ on the cores that have it, instead of up to 64 turns */
+#else
     int32_t n = 0;
     while (v != 0) {
         n++;
         v >>= 1;
     }
     return n;
+#endif
 }
 
 /* isqrt(v), the largest s with s*s <= v, by the bit-by-bit method (exact). */
