@@ -722,17 +722,15 @@ typedef struct {
 } depthwise_ctx;
 
 #if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
-/* The first `quads` fours of output channels of one pixel (x, w: its first in-image tap's input and filter bytes):
- * acc[j] = sum over the taps of w[oc + j] * (x[oc / dm] + offset) for channels oc .. oc + 3. With depth multiplier
- * 1 per tap one input word and one filter word: SXTAB16 adds the offset (off2, both halves) as it sign-extends
- * channels (0, 2) and (1, 3) to int16 (|x + offset| <= 255), SMLABB / SMLATT multiply one half each into a channel's
- * own accumulator: the same integers as tap by tap. `share`: how many of the four output channels read one input
- * channel (the depth multiplier: 1; 2, two input channels; 4, or a multiple of 4, one input channel), whose
- * x + offset the halves then hold. */
+/* The first `quads` fours of output channels of one pixel (x, w: its first in-image tap's input and filter bytes)
+ * for depth multipliers 2 and 4 (or a multiple of 4; 1 is depthwise_dm1's): acc[j] = sum over the taps of
+ * w[oc + j] * (x[oc / dm] + offset) for channels oc .. oc + 3. Per tap one filter word, widened by SXTB16; the
+ * halves of xe / xo hold the x + offset its channels read (`share`: 2, two input channels; 4, one), SMLABB /
+ * SMLATT multiply one half each into a channel's own accumulator: the same integers as tap by tap. */
 static HYDRA_ALWAYS_INLINE void depthwise_quads(const depthwise_ctx *c, const int8_t *x, const int8_t *w,
                                                 int8_t *out, int32_t quads, const int share)
 {
-    const int32_t rows = c->rows, taps = c->taps, offset = c->offset, off2 = c->off2;
+    const int32_t rows = c->rows, taps = c->taps, offset = c->offset;
     const ptrdiff_t x_row = c->x_row, x_tap = c->x_tap, w_row = c->w_row, w_tap = c->out_c;
     int32_t oc = 0, m = 0; /* m: oc's place among its input channel's dm outputs (share 4) */
     for (int32_t q = 0; q < quads; q++, oc += 4) {
@@ -746,14 +744,10 @@ static HYDRA_ALWAYS_INLINE void depthwise_quads(const depthwise_ctx *c, const in
                 if (share == 4) { /* x + offset of the one input channel, in both halves */
                     const uint32_t xs = (uint32_t)(*xt + offset) & UINT32_C(0xFFFF);
                     xe = xo = from_u32(xs | (xs << 16));
-                } else if (share == 2) { /* channels 0, 1 read input channel 0; channels 2, 3 input channel 1 */
+                } else { /* channels 0, 1 read input channel 0; channels 2, 3 input channel 1 */
                     const uint32_t x0 = (uint32_t)(xt[0] + offset) & UINT32_C(0xFFFF);
                     const uint32_t x1 = (uint32_t)(xt[1] + offset) & UINT32_C(0xFFFF);
                     xe = xo = from_u32(x0 | (x1 << 16));
-                } else {
-                    const int32_t xv = load_word(xt);
-                    xe = __sxtab16(off2, xv);
-                    xo = hydra_sxtab16_ror8(off2, xv);
                 }
                 const int32_t we = __sxtb16(wv), wo = hydra_sxtb16_ror8(wv);
                 a0 = __smlabb(xe, we, a0);
@@ -764,9 +758,7 @@ static HYDRA_ALWAYS_INLINE void depthwise_quads(const depthwise_ctx *c, const in
         }
         const int32_t acc[4] = {a0, a1, a2, a3};
         conv_outputs_store(&c->o, out, oc, acc, 4);
-        if (share == 1) {
-            x += 4;
-        } else if (share == 2) {
+        if (share == 2) {
             x += 2;
         } else if ((m += 4) == c->dm) {
             m = 0;
@@ -775,13 +767,96 @@ static HYDRA_ALWAYS_INLINE void depthwise_quads(const depthwise_ctx *c, const in
     }
 }
 
-/* One function per share, so that each tap loop has the registers to itself; called once per pixel. */
-static HYDRA_NOINLINE void depthwise_quads_1(const depthwise_ctx *c, const int8_t *x, const int8_t *w,
-                                                 int8_t *out, int32_t quads)
+/* The taps of a quad a depth-multiplier-1 walk keeps widened: up to 7 x 7 (8 bytes a tap on the stack). */
+#define DEPTHWISE_DM1_MAX_TAPS 49
+
+/* One tap of four channels: the input word's channels (0, 2) and (1, 3) as int16 x + offset (SXTAB16), times the
+ * tap's widened filter pairs (we: channels 0 and 2, wo: 1 and 3), each half into its channel's accumulator. */
+static HYDRA_ALWAYS_INLINE void dm1_tap(int32_t xv, const int32_t *wide, int32_t off2, int32_t acc[4])
 {
-    depthwise_quads(c, x, w, out, quads, 1);
+    const int32_t xe = __sxtab16(off2, xv), xo = hydra_sxtab16_ror8(off2, xv);
+    acc[0] = __smlabb(xe, wide[0], acc[0]);
+    acc[2] = __smlatt(xe, wide[0], acc[2]);
+    acc[1] = __smlabb(xo, wide[1], acc[1]);
+    acc[3] = __smlatt(xo, wide[1], acc[3]);
 }
 
+/* A 3 x 3 window inside the image, unrolled: x at its first tap (row r, tap t at x + r x_row + t x_tap). */
+static HYDRA_ALWAYS_INLINE void dm1_window3x3(const int8_t *x, ptrdiff_t x_tap, ptrdiff_t x_row, const int32_t *wide,
+                                              int32_t off2, int32_t acc[4])
+{
+    const int8_t *r1 = x + x_row, *r2 = r1 + x_row;
+    dm1_tap(load_word(x), wide, off2, acc);
+    dm1_tap(load_word(x + x_tap), wide + 2, off2, acc);
+    dm1_tap(load_word(x + 2 * x_tap), wide + 4, off2, acc);
+    dm1_tap(load_word(r1), wide + 6, off2, acc);
+    dm1_tap(load_word(r1 + x_tap), wide + 8, off2, acc);
+    dm1_tap(load_word(r1 + 2 * x_tap), wide + 10, off2, acc);
+    dm1_tap(load_word(r2), wide + 12, off2, acc);
+    dm1_tap(load_word(r2 + x_tap), wide + 14, off2, acc);
+    dm1_tap(load_word(r2 + 2 * x_tap), wide + 16, off2, acc);
+}
+
+/* Depth multiplier 1, the first `quads` fours of channels over the whole image, a quad at a time: its f_h x f_w
+ * taps' filter words widened to int16 pairs once (not once per pixel), a tap then an input load, two SXTAB16 and
+ * four multiply-adds; a 3 x 3 window inside the image unrolled. The same integers as tap by tap (an exact sum, in
+ * the same int32 accumulators). */
+static HYDRA_NOINLINE void depthwise_dm1(const hydra_tfl_conv_view *v, const depthwise_ctx *c, const int8_t *input,
+                                         const int8_t *filter, int8_t *output, int32_t quads)
+{
+    const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2];
+    const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2];
+    const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2], out_c = c->out_c;
+    const int32_t dh = v->dilation_height_factor, dw = v->dilation_width_factor, off2 = c->off2;
+    const int32_t sw = v->stride_width, pw = v->padding_width;
+    const ptrdiff_t x_tap = c->x_tap, x_row = c->x_row;
+    /* the output columns whose windows lie inside the image across: [ox_lo, ox_hi) */
+    int32_t ox_lo = 0, ox_hi = out_w;
+    while (ox_lo < out_w && ox_lo * sw - pw < 0)
+        ox_lo++;
+    while (ox_hi > ox_lo && (ox_hi - 1) * sw - pw + dw * (f_w - 1) > in_w - 1)
+        ox_hi--;
+    const int unrolled = f_h == 3 && f_w == 3;
+    for (int32_t oc = 0; oc < 4 * quads; oc += 4) {
+        int32_t wide[2 * DEPTHWISE_DM1_MAX_TAPS];
+        for (int32_t t = 0; t < f_h * f_w; t++) {
+            const int32_t wv = load_word(filter + (ptrdiff_t)t * out_c + oc);
+            wide[2 * t] = __sxtb16(wv);
+            wide[2 * t + 1] = hydra_sxtb16_ror8(wv);
+        }
+        for (int32_t b = 0; b < v->output_shape[0]; b++)
+            for (int32_t oy = 0; oy < out_h; oy++) {
+                const int32_t y0 = oy * v->stride_height - v->padding_height;
+                int32_t fy_lo, fy_hi;
+                tap_range(y0, dh, f_h, in_h, &fy_lo, &fy_hi);
+                const int fast_row = unrolled && fy_lo == 0 && fy_hi == 3;
+                int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, 0, 0);
+                for (int32_t ox = 0; ox < out_w; ox++, out += out_c) {
+                    const int32_t x0 = ox * sw - pw;
+                    int32_t acc[4] = {0, 0, 0, 0};
+                    if (fast_row && ox >= ox_lo && ox < ox_hi) {
+                        dm1_window3x3(input + hydra_tfl_nhwc(v->input_shape, b, y0, x0, oc), x_tap, x_row, wide,
+                                      off2, acc);
+                    } else {
+                        int32_t fx_lo, fx_hi;
+                        tap_range(x0, dw, f_w, in_w, &fx_lo, &fx_hi);
+                        if (fy_hi > fy_lo && fx_hi > fx_lo) {
+                            const int8_t *x = input + hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo,
+                                                                     x0 + dw * fx_lo, oc);
+                            for (int32_t row = fy_lo; row < fy_hi; row++, x += x_row) {
+                                const int8_t *xt = x;
+                                for (int32_t t = fx_lo; t < fx_hi; t++, xt += x_tap)
+                                    dm1_tap(load_word(xt), wide + 2 * (row * f_w + t), off2, acc);
+                            }
+                        }
+                    }
+                    conv_outputs_store(&c->o, out, oc, acc, 4);
+                }
+            }
+    }
+}
+
+/* One function per share, so that each tap loop has the registers to itself; called once per pixel. */
 static HYDRA_NOINLINE void depthwise_quads_2(const depthwise_ctx *c, const int8_t *x, const int8_t *w,
                                                  int8_t *out, int32_t quads)
 {
@@ -819,9 +894,11 @@ static void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, co
     /* the output channels the quads take, 4 at a time */
     int32_t quad_channels = 0;
 #if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
-    void (*quads)(const depthwise_ctx *, const int8_t *, const int8_t *, int8_t *, int32_t) = depthwise_quads_1;
-    if (dm == 1) { /* four channels a word: input and filter channels are contiguous */
+    void (*quads)(const depthwise_ctx *, const int8_t *, const int8_t *, int8_t *, int32_t) = NULL;
+    if (dm == 1 && f_h * f_w <= DEPTHWISE_DM1_MAX_TAPS) { /* four channels a word, quad by quad over the image */
         quad_channels = in_c & ~3;
+        if (quad_channels > 0)
+            depthwise_dm1(v, &c, input, filter, output, quad_channels / 4);
     } else if (dm == 2) { /* two input channels' four output channels at a time */
         quad_channels = 2 * (in_c & ~1);
         quads = depthwise_quads_2;
@@ -847,7 +924,7 @@ static void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, co
                 const int8_t *w = c.rows > 0 ? filter + ((ptrdiff_t)fy_lo * f_w + fx_lo) * out_c : filter;
                 int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, ox, 0);
 #if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
-                if (quad_channels > 0)
+                if (quads != NULL && quad_channels > 0)
                     quads(&c, x, w, out, quad_channels / 4);
 #endif
                 /* the rest: channels left over by the quads, other depth multipliers, the portable build */
