@@ -94,7 +94,7 @@ def test_linear_token_pairs_on_m7(rounding, tmp_path):
     and the portable build."""
     rng = np.random.default_rng(17)
     for k, (lo, hi) in [(3, (-128, 127)), (4, (0, 127)), (29, (-20, 50)), (64, (-128, 127)), (67, (0, 6)),
-                        (128, (-128, 127)), (129, (0, 127))]:
+                        (128, (-128, 127)), (129, (0, 127)), (256, (-5, 127))]:
         g = linear_graph(rng, k, zx=7, tokens=5)
         g.meta["rounding"] = rounding
         g.nodes[0].attrs.update(act_min=lo, act_max=hi)

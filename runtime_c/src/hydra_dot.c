@@ -231,8 +231,62 @@ static HYDRA_ALWAYS_INLINE void dot4_blocked(const int8_t *x, const int8_t *w, i
     dots[3] = acc3;
 }
 
+#if defined(HYDRA_DOT_SIMD32) && defined(__GNUC__)
+/* hydra_dot4_blocked_s8 where n is a multiple of 8 (no tail, an even number of groups): every block in one assembly
+ * loop, so that a block costs its groups and ~10 instructions (the set-up of a call to dot4_blocked is ~35). The
+ * dots pointer, the block count and x live in memory operands: the loop has no register left for them. */
+static void dot4_blocks_even(const int8_t *x, const int8_t *w, int32_t n, int32_t blocks, int32_t *dots)
+{
+    register int32_t w0 __asm__("r8"), w1 __asm__("r9"), w2 __asm__("r10"), w3 __asm__("r11");
+    int32_t acc0, acc1, acc2, acc3, xe, xo, even;
+    const int8_t *xp;
+    const int8_t *const end = x + n;
+#define HYDRA_DOT4_ROW(acc, word)                                \
+    "sxtb16 %[even], %[" word "]\n\t"                             \
+    "sxtb16 %[" word "], %[" word "], ror #8\n\t"                   \
+    "smlad %[" acc "], %[xe], %[even], %[" acc "]\n\t"              \
+    "smlad %[" acc "], %[xo], %[" word "], %[" acc "]\n\t"
+#define HYDRA_DOT4_GROUP                                          \
+    "ldr %[xo], [%[xp]], #4\n\t"                                  \
+    "sxtb16 %[xe], %[xo]\n\t"                                     \
+    "sxtb16 %[xo], %[xo], ror #8\n\t"                             \
+    "ldm %[w]!, {%[w0], %[w1], %[w2], %[w3]}\n\t"                 \
+    HYDRA_DOT4_ROW("a0", "w0") HYDRA_DOT4_ROW("a1", "w1") HYDRA_DOT4_ROW("a2", "w2") HYDRA_DOT4_ROW("a3", "w3")
+    __asm__("2:\n\t"
+            "movs %[a0], #0\n\t"
+            "movs %[a1], #0\n\t"
+            "movs %[a2], #0\n\t"
+            "movs %[a3], #0\n\t"
+            "ldr %[xp], %[xm]\n\t"
+            "1:\n\t" HYDRA_DOT4_GROUP HYDRA_DOT4_GROUP
+            "cmp %[xp], %[end]\n\t"
+            "bne 1b\n\t"
+            "ldr %[even], %[dm]\n\t"
+            "strd %[a0], %[a1], [%[even]], #8\n\t"
+            "strd %[a2], %[a3], [%[even]], #8\n\t"
+            "str %[even], %[dm]\n\t"
+            "ldr %[even], %[bm]\n\t"
+            "subs %[even], %[even], #1\n\t"
+            "str %[even], %[bm]\n\t"
+            "bne 2b"
+            : [xp] "=&r"(xp), [w] "+r"(w), [a0] "=&r"(acc0), [a1] "=&r"(acc1), [a2] "=&r"(acc2), [a3] "=&r"(acc3),
+              [w0] "=&r"(w0), [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3), [xe] "=&r"(xe), [xo] "=&r"(xo),
+              [even] "=&r"(even), [dm] "+m"(dots), [bm] "+m"(blocks)
+            : [end] "r"(end), [xm] "m"(x)
+            : "cc", "memory");
+#undef HYDRA_DOT4_GROUP
+#undef HYDRA_DOT4_ROW
+}
+#endif
+
 void hydra_dot4_blocked_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t blocks, int32_t *dots)
 {
+#if defined(HYDRA_DOT_SIMD32) && defined(__GNUC__)
+    if (n > 0 && n % 8 == 0 && blocks > 0) {
+        dot4_blocks_even(x, w, n, blocks, dots);
+        return;
+    }
+#endif
     for (int32_t b = 0; b < blocks; b++, w += (size_t)4 * (size_t)n, dots += 4) /* one call for several blocks */
         dot4_blocked(x, w, n, dots);
 }

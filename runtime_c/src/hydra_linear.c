@@ -7,10 +7,36 @@
 
 #include "hydra_rt.h"
 
+#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32)
+#include <arm_acle.h>
+#include <string.h> /* memcpy: on this target only */
+#endif
+
 /* K products of at most 128 * 128 = 2^14 each: K < 2^17 keeps the int32 dot exact. */
 #define HYDRA_LINEAR_MAX_K 131071
 /* Outputs whose dot products one hydra_dot4_blocked_s8 call forms (a multiple of 4; 64 bytes of stack). */
 #define LINEAR_CHUNK 16
+
+/* y[i] clamped to [lo, hi] (a fused RELU / RELU6: the fast output stages below saturate to int8 only); on the SIMD cores
+ * four bytes a word: SSUB8 sets a lane's GE flag where y >= bound, SEL picks by it. */
+static void clamp_row(int8_t *y, int32_t n, int32_t lo, int32_t hi)
+{
+    int32_t i = 0;
+#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32)
+    const uint32_t lo4 = 0x01010101u * (uint8_t)lo, hi4 = 0x01010101u * (uint8_t)hi;
+    for (; i + 4 <= n; i += 4) {
+        uint32_t word;
+        memcpy(&word, y + i, 4);
+        (void)__ssub8(hydra_s32_from_bits(word), hydra_s32_from_bits(lo4));
+        word = __sel(word, lo4); /* max(y, lo) */
+        (void)__ssub8(hydra_s32_from_bits(word), hydra_s32_from_bits(hi4));
+        word = __sel(hi4, word); /* min(y, hi) */
+        memcpy(y + i, &word, 4);
+    }
+#endif
+    for (; i < n; i++)
+        y[i] = (int8_t)(y[i] < lo ? lo : (y[i] > hi ? hi : y[i]));
+}
 
 /* Channel n's output by the general path, in either rounding: one out-of-line copy for the uncommon cases. */
 static HYDRA_NOINLINE int8_t general_output(const hydra_channel_outputs *o, int32_t n, int32_t dot,
@@ -19,12 +45,14 @@ static HYDRA_NOINLINE int8_t general_output(const hydra_channel_outputs *o, int3
     return hydra_channel_output_s8(o, n, dot, single_rounding, 0);
 }
 
-/* Channel n's output: inline where `fast` (double rounding and right_only: every calibrated model's outputs),
- * else general_output. */
+/* Channel n's output: inline where `fast` (double rounding and right_only: every calibrated model's outputs), saturated
+ * to int8 (the activation clamp is clamp_row's, after the row), else general_output. */
 static HYDRA_ALWAYS_INLINE int8_t linear_output(const hydra_channel_outputs *o, int32_t n, int32_t dot, int32_t fast,
                                                 int32_t single_rounding)
 {
-    return fast ? hydra_channel_output_s8(o, n, dot, 0, 1) : general_output(o, n, dot, single_rounding);
+    if (fast)
+        return hydra_clamp_s8(hydra_requantize_right(o->bias[n] + dot, o->multiplier[n], o->shift[n], 0) + o->zy);
+    return general_output(o, n, dot, single_rounding);
 }
 
 /* Outputs n0 .. N - 1 of one token (n0 a multiple of 4: the weights of rows n0 .. start at n0 K). */
@@ -52,14 +80,14 @@ static HYDRA_NOINLINE void linear_row_from(const hydra_linear_params *params, co
     }
     if (n < N)
         y[n] = linear_output(o, n, hydra_dot_s8(x, w, K), fast, single);
+    if (fast && (o->lo > -128 || o->hi < 127))
+        clamp_row(y + n0, N - n0, o->lo, o->hi);
 }
 
 #if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32)
 /* Tokens in pairs on the Cortex-M (hydra_dot_pair4_q15) where the outputs take hydra_requantize_right: both rows
  * expanded to int16 once, in a stack buffer of 4 K bytes (512 at this bound; a longer row takes the one-token
  * loop). */
-#include <arm_acle.h>
-#include <string.h> /* memcpy: on this target only */
 #define LINEAR_PAIR_MAX_K 128
 
 /* Channel n's outputs for two tokens in linear_output's fast case, its bias, multiplier and shift loaded once and the
@@ -75,24 +103,6 @@ static HYDRA_ALWAYS_INLINE void channel_pair(const hydra_channel_outputs *o, int
     }
     y0[n] = hydra_clamp_s8(v0 + o->zy);
     y1[n] = hydra_clamp_s8(v1 + o->zy);
-}
-
-/* y[i] clamped to [lo, hi], four bytes a word: SSUB8 sets a lane's GE flag where y >= bound, SEL picks by it. */
-static void clamp_row(int8_t *y, int32_t n, int32_t lo, int32_t hi)
-{
-    const uint32_t lo4 = 0x01010101u * (uint8_t)lo, hi4 = 0x01010101u * (uint8_t)hi;
-    int32_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        uint32_t word;
-        memcpy(&word, y + i, 4);
-        (void)__ssub8(hydra_s32_from_bits(word), hydra_s32_from_bits(lo4));
-        word = __sel(word, lo4); /* max(y, lo) */
-        (void)__ssub8(hydra_s32_from_bits(word), hydra_s32_from_bits(hi4));
-        word = __sel(hi4, word); /* min(y, hi) */
-        memcpy(y + i, &word, 4);
-    }
-    for (; i < n; i++)
-        y[i] = (int8_t)(y[i] < lo ? lo : (y[i] > hi ? hi : y[i]));
 }
 
 /* Tokens x0 and x1 (K <= LINEAR_PAIR_MAX_K) through every full block of 4 rows, two rows at a time; the K % 4 tail
