@@ -118,6 +118,22 @@ void hydra_dot2_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, int32_t 
     dots[1] = acc1;
 }
 
+#if defined(HYDRA_DOT_SIMD32) && defined(__GNUC__)
+/* One group of 4 columns of the one-token loops (dot4_blocked, dot4_blocks_even): x's word widened once (xe, xo),
+ * the block's 16 weight bytes by one LDM into w0-w3, each row's word split by SXTB16 for two SMLADs. */
+#define HYDRA_DOT4_ROW(acc, word)                                \
+    "sxtb16 %[even], %[" word "]\n\t"                             \
+    "sxtb16 %[" word "], %[" word "], ror #8\n\t"                   \
+    "smlad %[" acc "], %[xe], %[even], %[" acc "]\n\t"              \
+    "smlad %[" acc "], %[xo], %[" word "], %[" acc "]\n\t"
+#define HYDRA_DOT4_GROUP                                          \
+    "ldr %[xo], [%[xp]], #4\n\t"                                  \
+    "sxtb16 %[xe], %[xo]\n\t"                                     \
+    "sxtb16 %[xo], %[xo], ror #8\n\t"                             \
+    "ldm %[w]!, {%[w0], %[w1], %[w2], %[w3]}\n\t"                 \
+    HYDRA_DOT4_ROW("a0", "w0") HYDRA_DOT4_ROW("a1", "w1") HYDRA_DOT4_ROW("a2", "w2") HYDRA_DOT4_ROW("a3", "w3")
+#endif
+
 /* dots[r] = x . row r of a block of 4 weight rows stored as ops/linear.py blocked_weights lays them out:
  * for each group of 4 columns the 4 rows' 4 bytes (16 bytes), then the K % 4 tail columns row by row. */
 static HYDRA_ALWAYS_INLINE void dot4_blocked(const int8_t *x, const int8_t *w, int32_t n, int32_t *dots)
@@ -133,17 +149,6 @@ static HYDRA_ALWAYS_INLINE void dot4_blocked(const int8_t *x, const int8_t *w, i
         int32_t xe, xo, even;
         const int8_t *xp = x;
         const int8_t *const end = x + 4 * groups;
-#define HYDRA_DOT4_ROW(acc, word)                                \
-    "sxtb16 %[even], %[" word "]\n\t"                             \
-    "sxtb16 %[" word "], %[" word "], ror #8\n\t"                   \
-    "smlad %[" acc "], %[xe], %[even], %[" acc "]\n\t"              \
-    "smlad %[" acc "], %[xo], %[" word "], %[" acc "]\n\t"
-#define HYDRA_DOT4_GROUP                                          \
-    "ldr %[xo], [%[xp]], #4\n\t"                                  \
-    "sxtb16 %[xe], %[xo]\n\t"                                     \
-    "sxtb16 %[xo], %[xo], ror #8\n\t"                             \
-    "ldm %[w]!, {%[w0], %[w1], %[w2], %[w3]}\n\t"                 \
-    HYDRA_DOT4_ROW("a0", "w0") HYDRA_DOT4_ROW("a1", "w1") HYDRA_DOT4_ROW("a2", "w2") HYDRA_DOT4_ROW("a3", "w3")
 #define HYDRA_DOT4_OPERANDS                                                                                     \
     : [xp] "+r"(xp), [w] "+r"(w), [a0] "+r"(acc0), [a1] "+r"(acc1), [a2] "+r"(acc2), [a3] "+r"(acc3),            \
       [w0] "=&r"(w0), [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3), [xe] "=&r"(xe), [xo] "=&r"(xo),             \
@@ -156,8 +161,6 @@ static HYDRA_ALWAYS_INLINE void dot4_blocked(const int8_t *x, const int8_t *w, i
             __asm__("1:\n\t" HYDRA_DOT4_GROUP HYDRA_DOT4_GROUP "cmp %[xp], %[end]\n\t"
                     "bne 1b" HYDRA_DOT4_OPERANDS);
 #undef HYDRA_DOT4_OPERANDS
-#undef HYDRA_DOT4_GROUP
-#undef HYDRA_DOT4_ROW
         i = 4 * groups;
     }
 #elif defined(HYDRA_DOT_SIMD32)
@@ -241,17 +244,6 @@ static void dot4_blocks_even(const int8_t *x, const int8_t *w, int32_t n, int32_
     int32_t acc0, acc1, acc2, acc3, xe, xo, even;
     const int8_t *xp;
     const int8_t *const end = x + n;
-#define HYDRA_DOT4_ROW(acc, word)                                \
-    "sxtb16 %[even], %[" word "]\n\t"                             \
-    "sxtb16 %[" word "], %[" word "], ror #8\n\t"                   \
-    "smlad %[" acc "], %[xe], %[even], %[" acc "]\n\t"              \
-    "smlad %[" acc "], %[xo], %[" word "], %[" acc "]\n\t"
-#define HYDRA_DOT4_GROUP                                          \
-    "ldr %[xo], [%[xp]], #4\n\t"                                  \
-    "sxtb16 %[xe], %[xo]\n\t"                                     \
-    "sxtb16 %[xo], %[xo], ror #8\n\t"                             \
-    "ldm %[w]!, {%[w0], %[w1], %[w2], %[w3]}\n\t"                 \
-    HYDRA_DOT4_ROW("a0", "w0") HYDRA_DOT4_ROW("a1", "w1") HYDRA_DOT4_ROW("a2", "w2") HYDRA_DOT4_ROW("a3", "w3")
     __asm__("2:\n\t"
             "movs %[a0], #0\n\t"
             "movs %[a1], #0\n\t"
@@ -274,8 +266,6 @@ static void dot4_blocks_even(const int8_t *x, const int8_t *w, int32_t n, int32_
               [even] "=&r"(even), [dm] "+m"(dots), [bm] "+m"(blocks)
             : [end] "r"(end), [xm] "m"(x)
             : "cc", "memory");
-#undef HYDRA_DOT4_GROUP
-#undef HYDRA_DOT4_ROW
 }
 #endif
 
