@@ -176,3 +176,17 @@ def test_softmax_vit_arena_is_at_most_0_6_of_op_by_op(tmp_path):
     res = driver.compile_model(_path("tfl_softmax_vit"), "host", tmp_path / "soft")
     assert res.plan.arena_bytes <= 1920 <= TARGET_ARENA < GREEDY_ARENA
     assert res.plan.arena_bytes <= 1.15 * res.report["ram"]["lower_bound_bytes"]
+
+
+@pytest.mark.parametrize("name, arena_grows", [("tfl_hydra_vit", False), ("tfl_softmax_vit", True)])
+def test_the_default_takes_two_tokens_a_step_only_where_the_arena_does_not_grow(name, arena_grows, tmp_path):
+    """Without --tokens-per-step the token loops take 2 tokens (linear's pairs on the Cortex-M) unless that plan's
+    arena is larger than 1 token's (driver.with_tokens_per_step): the Hydra ViT keeps its arena with 2, the softmax
+    one would grow (its keys and values' loops) and keeps 1."""
+    model = _path(name)
+    chosen = driver.compile_model(model, "host", tmp_path / "default")
+    one = driver.compile_model(model, "host", tmp_path / "one", tokens_per_step=1)
+    two = driver.compile_model(model, "host", tmp_path / "two", tokens_per_step=2)
+    assert (two.plan.arena_bytes > one.plan.arena_bytes) == arena_grows
+    assert chosen.report["ram"]["tokens_per_step"] == (1 if arena_grows else 2)
+    assert chosen.plan.arena_bytes == one.plan.arena_bytes
