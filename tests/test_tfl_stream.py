@@ -190,3 +190,21 @@ def test_the_default_takes_two_tokens_a_step_only_where_the_arena_does_not_grow(
     assert (two.plan.arena_bytes > one.plan.arena_bytes) == arena_grows
     assert chosen.report["ram"]["tokens_per_step"] == (1 if arena_grows else 2)
     assert chosen.plan.arena_bytes == one.plan.arena_bytes
+
+
+def test_linear_leaves_out_its_token_pairs_where_every_call_takes_one_row(tmp_path):
+    """ops/linear.py c_defines: -DHYDRA_LINEAR_ONE_ROW (no token-pair code: flash) in the Makefile of a build whose
+    linear calls all take one row (an MLP on one input; a ViT streamed one token a step), not where a token loop
+    takes two tokens a step; the one-row build gives the same bits."""
+    def makefile_defines(model, folder, **options):
+        result = driver.compile_model(_path(model), "host", tmp_path / folder, **options)
+        cppflags = next(line for line in (result.folder / "Makefile").read_text().splitlines()
+                        if line.startswith("CPPFLAGS"))
+        return result, "-DHYDRA_LINEAR_ONE_ROW" in cppflags.split()
+
+    _, mlp_one_row = makefile_defines("tfl_tiny_mlp", "mlp")
+    paired, vit_paired_one_row = makefile_defines("tfl_hydra_vit", "two", tokens_per_step=2)
+    single, vit_single_one_row = makefile_defines("tfl_hydra_vit", "one", tokens_per_step=1)
+    assert mlp_one_row and not vit_paired_one_row and vit_single_one_row
+    xs = _inputs(paired.graph.tensor(paired.graph.inputs[0]).shape)
+    assert validate_build(single.folder, single.graph, xs).ok

@@ -84,10 +84,11 @@ static HYDRA_NOINLINE void linear_row_from(const hydra_linear_params *params, co
         clamp_row(y + n0, N - n0, o->lo, o->hi);
 }
 
-#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32)
+#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32) && !defined(HYDRA_LINEAR_ONE_ROW)
 /* Tokens in pairs on the Cortex-M (hydra_dot_pair4_q15) where the outputs take hydra_requantize_right: both rows
  * expanded to int16 once, in a stack buffer of 4 K bytes (512 at this bound; a longer row takes the one-token
- * loop). */
+ * loop). Left out where the compiler says every call takes one row (ops/linear.py c_defines: flash). */
+#define LINEAR_SIMD32_PAIRS 1
 #define LINEAR_PAIR_MAX_K 128
 
 /* Channel n's outputs for two tokens in linear_output's fast case, its bias, multiplier and shift loaded once and the
@@ -148,7 +149,7 @@ static HYDRA_ALWAYS_INLINE void linear_rows(const hydra_linear_params *params, c
                                        params->activation_min, params->activation_max};
     const hydra_channel_outputs *o = &out;
     int32_t t = 0;
-#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32)
+#if defined(LINEAR_SIMD32_PAIRS)
     const int32_t full = N - N % 4;
     if (fast && K <= LINEAR_PAIR_MAX_K)
         for (; t + 2 <= T; t += 2) { /* the full blocks here, the N % 4 rows after them by the loop below */

@@ -434,13 +434,24 @@ def _rounding(graph: Graph) -> str:
     return rounding
 
 
-def runtime_sources(graph: Graph) -> list[str]:
-    """The runtime_c/src files this graph needs: the fixed-point and dot helpers, then one per op used, in a fixed order."""
+def _ops_used(graph: Graph) -> set[str]:
+    """Every op the graph runs, token loops' bodies included, and the ops their kernels call."""
     used = {node.op for node in graph.nodes}
     used |= {sub["op"] for node in graph.nodes if node.op == "token_loop" for sub in node.attrs["body"]}
-    used |= {dep for op in list(used) if op in REGISTRY for dep in REGISTRY[op].c_depends}
+    return used | {dep for op in list(used) if op in REGISTRY for dep in REGISTRY[op].c_depends}
+
+
+def runtime_sources(graph: Graph) -> list[str]:
+    """The runtime_c/src files this graph needs: the fixed-point and dot helpers, then one per op used, in a fixed order."""
+    used = _ops_used(graph)
     native = dict.fromkeys(src for op, src in OP_SOURCES.items() if op in used)  # ops may share a source file
     return list(ALWAYS_SOURCES) + list(native) + tfl_sources(graph, RUNTIME_DIR / "src")
+
+
+def runtime_defines(graph: Graph) -> list[str]:
+    """The ops' c_defines for this graph (code the build may leave out), sorted."""
+    used = _ops_used(graph)
+    return sorted({d for op in used if op in REGISTRY and REGISTRY[op].c_defines for d in REGISTRY[op].c_defines(graph)})
 
 
 # Called before each kernel call and once after the last: an instruction counter (hydra-edge bench,
@@ -599,7 +610,7 @@ def _makefile(graph: Graph, board: Board, sources: list[str]) -> str:
             "# The model's sources and flags; the board's build rules follow (boards/<board>/board.mk).",
             cc,
             f"BOARD_CFLAGS = {' '.join(board.cflags)}",
-            "CPPFLAGS = -I. -Iruntime/include",
+            "CPPFLAGS = -I. -Iruntime/include" + "".join(f" -D{d}" for d in runtime_defines(graph)),
             *extra,
             f"MODEL_SRCS = {srcs}",
             "",

@@ -10,7 +10,8 @@ in-place inputs, MACs and whether it is row-local. The stages look an op up here
     quant/quantize.py                                       quantize
     memory/planner.py, loop_plan.py                         in_place, scratch, loop_state
     passes/stream.py                                        row_inputs, reduces, macs
-    codegen/emit_c.py                                       c_source, c_depends, fields, emit, scratch, rows_field
+    codegen/emit_c.py                                       c_source, c_depends, c_defines, fields, emit, scratch,
+                                                            rows_field
     codegen/report.py (and targets/icount.py)               macs
 
 The tfl_* ops of an imported .tflite are not here (ir/tfl_ops.py, reference/tfl_*.py, codegen/emit_tfl.py).

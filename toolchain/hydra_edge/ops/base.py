@@ -39,6 +39,9 @@ class OpDef:
     c_function: str | None = None
     param_struct: str | None = None
     c_depends: tuple[str, ...] = ()  # the ops whose kernels this one calls (their sources come with it)
+    # (graph) -> macros for the build's CPPFLAGS that leave out kernel code this graph cannot reach (flash only:
+    # a build without them runs the same bits)
+    c_defines: Callable[[Graph], list[str]] | None = None
     fields: Callable[[Any, Node], list] | None = None  # (emitter, node) -> the param struct's [(field, C value)]
     emit: Callable[[Any, Node], Any] | None = None  # (emitter, node) -> codegen's Call
     scratch: Callable[[Graph, Node], int] | None = None  # scratch bytes: the C *_get_buffer_size; None: none

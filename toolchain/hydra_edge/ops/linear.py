@@ -137,9 +137,22 @@ def macs(graph: Graph, node: Node) -> int:
     return numel(x[:-1]) * k * n
 
 
+def c_defines(graph: Graph) -> list[str]:
+    """HYDRA_LINEAR_ONE_ROW where every linear call takes one row (no token loop runs one on 2+ tokens a step, no
+    whole-tensor one has 2+ rows): hydra_linear.c then leaves out the Cortex-M's token pairs (about 1.6 KB)."""
+    for node in graph.nodes:
+        if node.op == "token_loop" and int(node.attrs["tokens_per_step"]) >= 2 and any(
+                sub["op"] == "linear" for sub in node.attrs["body"]):
+            return []
+        if node.op == "linear" and numel(graph.tensor(node.inputs[0]).shape[:-1]) >= 2:
+            return []
+    return ["HYDRA_LINEAR_ONE_ROW"]
+
+
 OP = register(OpDef(
     "linear", shape, macs, float_ref=float_ref, int_ref=int_ref, quantize=quantize,
     c_source="hydra_linear.c", c_function="hydra_linear_s8", param_struct="hydra_linear_params",
+    c_defines=c_defines,
     fields=fields, emit=lambda em, node: unary_call(em, node, OP), row_local=True,
     row_inputs=(0,), rows_field="rows",
     loop_functions=("hydra_linear_s8_check", "hydra_linear_rows_s8"),
