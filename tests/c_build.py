@@ -50,6 +50,14 @@ def c_sources() -> list[Path]:
     return sorted(SRC_DIR.glob("*.c"))
 
 
+def compile_strict(board, source: str, out: Path) -> subprocess.CompletedProcess:
+    """runtime_c/src/<source> compiled (-c, to `out`) by the board's compiler with its flags, under the host tests'
+    strictest warnings (board: a boards.Board)."""
+    flags = [*STRICT_FLAGS, *EXTRA_WARNINGS, *board.cflags]
+    return subprocess.run([board.cc, *flags, f"-I{INCLUDE_DIR}", "-c", str(SRC_DIR / source), "-o", str(out)],
+                          capture_output=True, text=True)
+
+
 def have_compiler() -> bool:
     return shutil.which(CC) is not None
 

@@ -14,12 +14,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def vs():
-    spec = importlib.util.spec_from_file_location("vs_tflm_cmsis", ROOT / "benchmarks" / "vs_tflm_cmsis.py")
+def _benchmark(name: str):
+    """benchmarks/<name>.py as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def vs():
+    return _benchmark("vs_tflm_cmsis")
 
 
 def _peer(insns, arena, outs, per_op=None):
@@ -144,10 +149,7 @@ def test_pt2_pairs_parse_and_default_only_without_models(vs):
 
 @pytest.fixture(scope="module")
 def fs():
-    spec = importlib.util.spec_from_file_location("flash_size", ROOT / "benchmarks" / "flash_size.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _benchmark("flash_size")
 
 
 MAP = """Discarded input sections

@@ -363,9 +363,7 @@ KERNEL_OUTPUTS = _kernel_outputs()
 def test_linear_neon_compiles_strict(board, tmp_path):
     """The aarch64 paths of hydra_linear.c (and hydra_rt.h's NEON output stage) under the strictest warnings."""
     b = load_board(board)
-    flags = [*c_build.STRICT_FLAGS, *c_build.EXTRA_WARNINGS, *b.cflags]
-    proc = subprocess.run([b.cc, *flags, f"-I{c_build.INCLUDE_DIR}", "-c", str(c_build.SRC_DIR / "hydra_linear.c"),
-                           "-o", str(tmp_path / "linear.o")], capture_output=True, text=True)
+    proc = c_build.compile_strict(b, "hydra_linear.c", tmp_path / "linear.o")
     assert proc.returncode == 0, proc.stderr
     # the NEON kernel is the one compiled: its output stage's SQRDMULH (double rounding) is in the object
     dis = subprocess.run([b.cc.replace("gcc", "objdump"), "-d", str(tmp_path / "linear.o")], capture_output=True,

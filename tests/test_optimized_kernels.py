@@ -13,7 +13,6 @@ cross toolchains and QEMU (.ci/run installs them).
 
 from __future__ import annotations
 
-import subprocess
 
 import c_build
 import numpy as np
@@ -79,10 +78,7 @@ def test_dot_paths_on_target(board, tmp_path):
 @pytest.mark.parametrize("board", BOARDS)
 def test_dot_paths_compile_strict(board, tmp_path):
     """The target paths under the host tests' strictest warnings, with the board's compiler and flags."""
-    b = load_board(board)
-    flags = [*c_build.STRICT_FLAGS, *c_build.EXTRA_WARNINGS, *b.cflags]
-    proc = subprocess.run([b.cc, *flags, f"-I{c_build.INCLUDE_DIR}", "-c", str(c_build.SRC_DIR / "hydra_dot.c"),
-                           "-o", str(tmp_path / "dot.o")], capture_output=True, text=True)
+    proc = c_build.compile_strict(load_board(board), "hydra_dot.c", tmp_path / "dot.o")
     assert proc.returncode == 0, proc.stderr
 
 
