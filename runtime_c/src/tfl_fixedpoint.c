@@ -899,6 +899,8 @@ static void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, co
         quad_channels = in_c & ~3;
         if (quad_channels > 0)
             depthwise_dm1(v, &c, input, filter, output, quad_channels / 4);
+        if (quad_channels == out_c)
+            return; /* no channel left for the pixel walk below */
     } else if (dm == 2) { /* two input channels' four output channels at a time */
         quad_channels = 2 * (in_c & ~1);
         quads = depthwise_quads_2;
