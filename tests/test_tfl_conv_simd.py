@@ -1,7 +1,8 @@
 """The SIMD paths of the imported-.tflite convolutions, pools, reductions and elementwise ops on the Cortex-M7, bit
 for bit.
 
-runtime_c/src/tfl_fixedpoint.c has SXTB16/SXTAB16/SMLAD (CONV_2D, group by group: output pixels and channels in pairs)
+runtime_c/src/tfl_fixedpoint.c has SXTB16/SXTAB16/SMLAD (CONV_2D, group by group: two output pixels' windows
+widened into the scratch (im2col), output channels in pairs)
 and SSUB8/SEL, SXTAB16 (MAX_POOL_2D, AVERAGE_POOL_2D: four channels a word) paths beside the portable loops the
 host tests run. Each single-operator model here is compiled for the stm32f746 and run under QEMU on the extremes
 (every input -128, every input 127, a checkerboard of both) and random inputs, against the numpy reference
@@ -15,12 +16,16 @@ Needs the cross toolchain and QEMU (.ci/run installs them).
 
 from __future__ import annotations
 
+import ctypes
+
+import c_build
 import numpy as np
 import pytest
 from hydra_edge import driver
 from hydra_edge.boards import load_board
 from hydra_edge.frontend.tflite import tflite_from_bytes
 from hydra_edge.reference.int_interp import run_int
+from hydra_edge.reference.tfl_linear import scratch_bytes
 from hydra_edge.targets import runner
 from hydra_edge.targets.icount import PORTABLE_CPPFLAGS
 from tfl_single_op import TensorSpec, single_op_model
@@ -189,3 +194,40 @@ def test_reduce_and_elementwise_on_m7(case, tmp_path):
     assert len(np.unique(expected)) > 2, "outputs too uniform to test anything"
     res = driver.compile_prequantised(graph, load_board("stm32f746"), tmp_path / "build")
     np.testing.assert_array_equal(runner.run(res.folder, xs.reshape(len(xs), -1)).reshape(len(xs), -1), expected)
+
+
+class _ConvParams(ctypes.Structure):
+    """hydra_tfl_conv_2d_params (hydra_tfl.h), field for field."""
+    _fields_ = [("input_shape", ctypes.c_int32 * 4), ("filter_shape", ctypes.c_int32 * 4),
+                ("output_shape", ctypes.c_int32 * 4), ("stride_height", ctypes.c_int32),
+                ("stride_width", ctypes.c_int32), ("dilation_height_factor", ctypes.c_int32),
+                ("dilation_width_factor", ctypes.c_int32), ("padding_height", ctypes.c_int32),
+                ("padding_width", ctypes.c_int32), ("input_offset", ctypes.c_int32),
+                ("output_offset", ctypes.c_int32), ("output_multiplier", ctypes.c_void_p),
+                ("output_shift", ctypes.c_void_p), ("activation_min", ctypes.c_int32),
+                ("activation_max", ctypes.c_int32), ("single_rounding", ctypes.c_int32)]
+
+
+@pytest.mark.parametrize("filter_shape", [(16, 3, 3, 16), (16, 3, 3, 3), (8, 1, 1, 5), (64, 3, 3, 64),
+                                          (3, 4, 4, 8), (4, 1, 1, 1), (2, 10, 4, 1)])
+def test_conv_scratch_formula_is_the_kernels(filter_shape, tmp_path):
+    """CONV_2D's planned scratch (reference/tfl_linear.py scratch_bytes) is what hydra_tfl_conv_2d_get_buffer_size
+    asks for: the pair layout of two windows, and a byte window where the filter's input channels are not a
+    multiple of 4; -1 beyond 33025 taps."""
+    if not c_build.have_compiler():
+        pytest.skip(f"no C compiler ({c_build.CC})")
+    out = tmp_path / "libconv.so"
+    c_build.run_cc([*c_build.STRICT_FLAGS, "-fPIC", "-shared", f"-I{c_build.INCLUDE_DIR}",
+                    *(str(c_build.SRC_DIR / s) for s in ("hydra_requantize.c", "tfl_fixedpoint.c", "tfl_conv_2d.c")),
+                    "-o", str(out)])
+    lib = ctypes.CDLL(str(out))
+    lib.hydra_tfl_conv_2d_get_buffer_size.restype = ctypes.c_int32
+    lib.hydra_tfl_conv_2d_get_buffer_size.argtypes = [ctypes.POINTER(_ConvParams)]
+    p = _ConvParams()
+    p.filter_shape[:] = filter_shape
+    expected = scratch_bytes({"filter_shape": filter_shape}, "tfl_conv_2d")
+    assert lib.hydra_tfl_conv_2d_get_buffer_size(ctypes.byref(p)) == expected
+    k = filter_shape[1] * filter_shape[2] * filter_shape[3]
+    assert expected == (16 if filter_shape[3] % 4 == 0 else 20) * -(-k // 4)
+    p.filter_shape[:] = (1, 200, 200, 1)  # 40000 taps: the kernel refuses the shape
+    assert lib.hydra_tfl_conv_2d_get_buffer_size(ctypes.byref(p)) == -1

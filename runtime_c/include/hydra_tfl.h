@@ -145,8 +145,12 @@ typedef struct {
     int32_t single_rounding;            /* 0: double rounding (TFLM), else single */
 } hydra_tfl_depthwise_conv_2d_params;
 
+/* CONV_2D's scratch: hydra_tfl_conv_2d_get_buffer_size bytes, 4-byte aligned: two output pixels' windows as int16,
+ * 16 ceil(k / 4) for filter rows of k = H W I bytes, and where I % 4 != 0 one window as bytes, 4 ceil(k / 4) more.
+ * Every build asks for it; the portable kernels leave it unused. -1 for a filter of more than 33025 taps. */
+int32_t hydra_tfl_conv_2d_get_buffer_size(const hydra_tfl_conv_2d_params *p);
 hydra_status hydra_tfl_conv_2d_s8(const hydra_tfl_conv_2d_params *p, const int8_t *input, const int8_t *filter,
-                                  const int32_t *bias, int8_t *output);
+                                  const int32_t *bias, int8_t *output, int32_t *scratch);
 hydra_status hydra_tfl_depthwise_conv_2d_s8(const hydra_tfl_depthwise_conv_2d_params *p, const int8_t *input,
                                             const int8_t *filter, const int32_t *bias, int8_t *output);
 
@@ -172,9 +176,10 @@ typedef struct {
  * activation range or a multiplier, else every output (b, oy, ox, oc). CONV_2D: output channel oc reads filter
  * (oc, fy, fx, i) times input channel g * I + i (g = oc / (outputs per group), I = filter_shape[3]).
  * DEPTHWISE_CONV_2D: filter (0, fy, fx, oc) times input channel oc / depth_multiplier. Taps outside the image are
- * skipped. Two functions, so that a model links only the walk its convolutions take. */
+ * skipped. Two functions, so that a model links only the walk its convolutions take. The conv walk's scratch:
+ * hydra_tfl_conv_2d_get_buffer_size's bytes (not NULL on the SIMD cores, where it holds the im2col windows). */
 hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
-                                    const int32_t *bias, int8_t *output);
+                                    const int32_t *bias, int8_t *output, int32_t *scratch);
 hydra_status hydra_tfl_depthwise_walk_s8(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
                                          const int32_t *bias, int8_t *output);
 

@@ -513,17 +513,6 @@ static HYDRA_ALWAYS_INLINE void conv_outputs_store(const conv_outputs *o, int8_t
     }
 }
 
-/* The taps of one or two output pixels (the same taps: a pair whose windows lie alike in the image) as runs of
- * input and filter bytes: `rows` filter rows, each `runs` runs of `len` bytes; a run of pixel b is pixel a's
- * plus `x_pair`; the next run is x_run / w_run bytes on, the next row x_row / w_row. Without x dilation a row's
- * in-image taps are one run of taps * in_c bytes (NHWC input, [O, H, W, I] filter), else one run per tap. */
-typedef struct {
-    int32_t rows, runs, len;
-    int32_t x_row, x_run, x_pair;
-    int32_t w_row, w_run, w_channel; /* w_channel: from one output channel's filter to the next */
-    int32_t input_offset;
-} conv_runs;
-
 #if defined(HYDRA_TFL_SIMD32)
 static inline int32_t load_word(const int8_t *p)
 {
@@ -532,183 +521,300 @@ static inline int32_t load_word(const int8_t *p)
     return word;
 }
 
-/* acc[2 px + ch] += sum over the runs of r of w_ch[i] * (x_px[i] + offset), for pixel a (input x) and pixel b
- * (x + x_pair) when two_px, channel a (filter w) and channel b (filter w + w_b). Each input word becomes two pairs of
- * int16 x + offset (SXTAB16 adds the offset, in both halves of off2, as it sign-extends: |x + offset| <= 255) that
- * serve both channels; each filter word two pairs of int16 that serve both pixels; SMLAD adds two products (|sum| <
- * 2^31: at most 33025 taps of |w (x + offset)| <= 2^7 * 255). An odd last channel passes w_b 0 (channel a twice: one
- * copy of the word loop per pixel count, for flash). */
-static HYDRA_ALWAYS_INLINE void conv_dot(const conv_runs *r, const int8_t *x, const int8_t *w, ptrdiff_t w_b,
-                                         int32_t off2, int32_t acc[4], const int two_px)
-{
-    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    const int32_t words = r->len >> 2, tail = r->len & 3, offset = r->input_offset, runs = r->runs;
-    /* after a run the pointers (moved on by len) step to the row's next run; after its last run, to the next row */
-    const ptrdiff_t x_next_run = r->x_run - r->len, w_next_run = r->w_run - r->len;
-    const ptrdiff_t x_next_row = r->x_row - (ptrdiff_t)(runs - 1) * r->x_run - r->len;
-    const ptrdiff_t w_next_row = r->w_row - (ptrdiff_t)(runs - 1) * r->w_run - r->len;
-    const int8_t *xa = x, *wa = w;
-    const int8_t *xb = two_px ? x + r->x_pair : x, *wb = w + w_b;
-    for (int32_t row = r->rows; row > 0; row--) {
-        for (int32_t u = runs; u > 0; u--) {
-            for (int32_t k = words; k > 0; k--) {
-                const int32_t wva = load_word(wa), xva = load_word(xa), wvb = load_word(wb);
-                wa += 4;
-                xa += 4;
-                wb += 4;
-                const int32_t wae = __sxtb16(wva), xae = __sxtab16(off2, xva);
-                const int32_t wao = hydra_sxtb16_ror8(wva), xao = hydra_sxtab16_ror8(off2, xva);
-                const int32_t wbe = __sxtb16(wvb), wbo = hydra_sxtb16_ror8(wvb);
-                a0 = __smlad(xao, wao, __smlad(xae, wae, a0));
-                a1 = __smlad(xao, wbo, __smlad(xae, wbe, a1));
-                if (two_px) {
-                    const int32_t xvb = load_word(xb);
-                    xb += 4;
-                    const int32_t xbe = __sxtab16(off2, xvb), xbo = hydra_sxtab16_ror8(off2, xvb);
-                    a2 = __smlad(xbo, wao, __smlad(xbe, wae, a2));
-                    a3 = __smlad(xbo, wbo, __smlad(xbe, wbe, a3));
-                }
-            }
-            for (int32_t i = tail; i > 0; i--) {
-                const int32_t xa_i = *xa++ + offset, wa_i = *wa++, wb_i = *wb++;
-                a0 += wa_i * xa_i;
-                a1 += wb_i * xa_i;
-                if (two_px) {
-                    const int32_t xb_i = *xb++ + offset;
-                    a2 += wa_i * xb_i;
-                    a3 += wb_i * xb_i;
-                }
-            }
-            if (u > 1) { /* x dilation: one run per tap */
-                xa += x_next_run;
-                wa += w_next_run;
-                wb += w_next_run;
-                if (two_px)
-                    xb += x_next_run;
-            }
-        }
-        if (row > 1) {
-            xa += x_next_row;
-            wa += w_next_row;
-            wb += w_next_row;
-            if (two_px)
-                xb += x_next_row;
-        }
-    }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
-}
-
-/* What the pixel kernels below need besides the runs: the output stage, the output channels (out_c) and those of
- * the group at hand ([first, end)). */
+/* CONV_2D on the SIMD cores, as CMSIS-NN does it: the windows of two output pixels are copied (im2col) into the
+ * scratch as int16 x + offset, laid out as hydra_expand_pair_q15's groups (per 4 taps: pixel a's even and odd
+ * halves, then pixel b's), so that the input is widened once per pixel pair instead of once per output channel.
+ * A tap outside the image is copied as -offset, so x + offset is 0 there: TFLM skips such a tap, and a product of 0
+ * leaves the same sum. Filter rows are read in place ([O, H, W, I]: one row of k bytes per output channel). */
 typedef struct {
-    conv_runs r;
-    conv_outputs o;
-    int32_t out_c, first, end, off2;
-} conv_ctx;
+    const hydra_tfl_conv_view *v;
+    int32_t n;       /* input channels per group */
+    int32_t k;       /* bytes of one filter row: f_h f_w n */
+    int32_t groups4; /* groups of 4 taps in the scratch's rows: ceil(k / 4) */
+    int32_t off2;    /* the input offset in both int16 halves */
+    int8_t pad;      /* -input_offset: x + offset = 0, a tap outside the image (conv_window_bytes) */
+} conv_im2col;
 
-/* Output channels [c->first, c->end) (filters from w on) of pixel a (out) and, when two_px, of pixel b (out + out_c),
- * channels in pairs (an odd last one through the pair's loop with channel a twice). */
-static HYDRA_ALWAYS_INLINE void conv_pixels(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out,
-                                            const int two_px)
+/* `groups` groups of 4 bytes of x as int16 x + offset into one pixel's slots of the pair layout: xq[4 j] the even
+ * bytes of group j, xq[4 j + 1] the odd ones (the caller offsets xq by 2 for pixel b). */
+static void conv_widen(const int8_t *x, int32_t groups, int32_t off2, int32_t *xq)
 {
-    const int32_t out_c = c->out_c, end = c->end;
-    for (int32_t oc = c->first;;) {
-        const int pair = oc + 1 < end;
-        int32_t acc[4] = {0, 0, 0, 0};
-        conv_dot(&c->r, x, w, pair ? c->r.w_channel : 0, c->off2, acc, two_px);
-        for (int32_t j = 0; j < 2; j++) {
-            if (j == 1 && !pair)
-                break;
-            const int32_t bias = c->o.bias != NULL ? c->o.bias[oc + j] : 0;
-            const int32_t m = c->o.multiplier[oc + j], sh = c->o.shift[oc + j];
-            out[oc + j] = conv_output(&c->o, acc[j], bias, m, sh);
-            if (two_px)
-                out[out_c + oc + j] = conv_output(&c->o, acc[2 + j], bias, m, sh);
-        }
-        oc += 2;
-        if (oc >= end)
-            break;
-        w += 2 * c->r.w_channel; /* channel oc's filter: stepped only while there is one */
+    for (; groups > 0; groups--, x += 4, xq += 4) {
+        const int32_t word = load_word(x);
+        xq[0] = __sxtab16(off2, word);
+        xq[1] = hydra_sxtab16_ror8(off2, word);
     }
 }
 
-/* One function per pixel count, so that each word loop has the registers to itself. */
-static HYDRA_NOINLINE void conv_pixels_2(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)
+/* `groups` groups of one pixel's slots as taps outside the image: x + offset = 0. */
+static void conv_zero(int32_t groups, int32_t *xq)
 {
-    conv_pixels(c, x, w, out, 1);
+    for (; groups > 0; groups--, xq += 4)
+        xq[0] = xq[1] = 0;
 }
 
-static HYDRA_NOINLINE void conv_pixels_1(const conv_ctx *c, const int8_t *x, const int8_t *w, int8_t *out)
+/* The window of output pixel `pixel` (NHW order) over input channels [c0, c0 + n) into one pixel's slots of the
+ * pair layout, in the filter's (fy, fx, i) order, n % 4 == 0 (every tap whole groups): a run inside the image is
+ * widened from the input, a tap outside it is zeros. */
+static void conv_window(const conv_im2col *g, const int8_t *input, int32_t pixel, int32_t c0, int32_t *xq)
 {
-    conv_pixels(c, x, w, out, 0);
-}
-
-/* CONV_2D on the SIMD cores: output pixels in pairs (each filter word expanded once for both) times output
- * channels in pairs (each input word expanded once for both), group by group (groups 1: one). A pixel whose window
- * lies in the image unlike its neighbour's (at a border) goes alone. */
-static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter, const int32_t *bias,
-                      int8_t *output)
-{
+    const hydra_tfl_conv_view *v = g->v;
     const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2], in_c = v->input_shape[3];
-    const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2];
-    const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2], out_c = v->output_shape[3];
+    const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2], tap = g->n / 4; /* groups per tap */
+    const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2];
+    const int32_t b = pixel / (out_h * out_w), oy = pixel / out_w % out_h, ox = pixel % out_w;
+    const int32_t y0 = oy * v->stride_height - v->padding_height, x0 = ox * v->stride_width - v->padding_width;
     const int32_t dh = v->dilation_height_factor, dw = v->dilation_width_factor;
-    const int32_t n = v->filter_shape[3];      /* input channels per group */
-    const int32_t per_group = out_c / (in_c / n); /* output channels per group */
-    /* a filter row's in-image taps are one run of taps * in_c bytes in the input when they are adjacent pixels of
-     * all the channels (no x dilation, groups 1), else one run of n bytes per tap */
-    const int contiguous = dw == 1 && n == in_c;
-    const uint32_t half = (uint32_t)v->input_offset & UINT32_C(0xFFFF);
-    conv_ctx c;
-    c.r.x_row = dh * in_w * in_c;
-    c.r.x_run = dw * in_c;
-    c.r.x_pair = v->stride_width * in_c;
-    c.r.w_row = f_w * n;
-    c.r.w_run = n;
-    c.r.w_channel = f_h * f_w * n;
-    c.r.input_offset = v->input_offset;
-    conv_outputs_init(&c.o, v, bias, (int64_t)f_h * f_w * n);
-    c.out_c = out_c;
-    c.first = 0;
-    c.end = out_c;
-    c.off2 = from_u32(half | (half << 16)); /* the offset in both int16 halves */
-    for (int32_t b = 0; b < v->output_shape[0]; b++)
-        for (int32_t oy = 0; oy < out_h; oy++) {
-            const int32_t y0 = oy * v->stride_height - v->padding_height;
-            int32_t fy_lo, fy_hi;
-            tap_range(y0, dh, f_h, in_h, &fy_lo, &fy_hi);
-            for (int32_t ox = 0; ox < out_w;) {
-                const int32_t x0 = ox * v->stride_width - v->padding_width;
-                int32_t fx_lo, fx_hi, lo2 = 0, hi2 = 0;
-                tap_range(x0, dw, f_w, in_w, &fx_lo, &fx_hi);
-                if (ox + 1 < out_w)
-                    tap_range(x0 + v->stride_width, dw, f_w, in_w, &lo2, &hi2);
-                const int two_px = ox + 1 < out_w && lo2 == fx_lo && hi2 == fx_hi;
-                const int any = fy_hi > fy_lo && fx_hi > fx_lo;
-                c.r.rows = any ? fy_hi - fy_lo : 0;
-                c.r.runs = contiguous ? 1 : fx_hi - fx_lo;
-                c.r.len = contiguous ? (fx_hi - fx_lo) * in_c : n;
-                /* the first in-image tap's input and filter bytes (not read when there is none) */
-                const int8_t *x = any ? input + hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo, x0 + dw * fx_lo, 0)
-                                      : input;
-                const int8_t *w = any ? filter + ((ptrdiff_t)fy_lo * f_w + fx_lo) * n : filter;
-                int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, ox, 0);
-                if (per_group == out_c) { /* groups 1: c.first 0, c.end out_c */
-                    (two_px ? conv_pixels_2 : conv_pixels_1)(&c, x, w, out);
-                } else {
-                    for (int32_t g = 0; g * per_group < out_c; g++) {
-                        c.first = g * per_group;
-                        c.end = c.first + per_group;
-                        (two_px ? conv_pixels_2 : conv_pixels_1)(&c, x + (ptrdiff_t)g * n,
-                                                                 w + (ptrdiff_t)c.first * c.r.w_channel, out);
-                    }
-                }
-                ox += two_px ? 2 : 1;
+    int32_t fx_lo, fx_hi;
+    tap_range(x0, dw, f_w, in_w, &fx_lo, &fx_hi);
+    if (fx_hi <= fx_lo) /* no tap of a row inside the image (fx_lo may then be past the window) */
+        fx_lo = fx_hi = 0;
+    const int contiguous = dw == 1 && g->n == in_c; /* a row's in-image taps: one run of the input */
+    for (int32_t fy = 0; fy < f_h; fy++, xq += 4 * f_w * tap) {
+        const int32_t iy = y0 + dh * fy;
+        if (iy < 0 || iy >= in_h || fx_hi == fx_lo) {
+            conv_zero(f_w * tap, xq);
+            continue;
+        }
+        conv_zero(fx_lo * tap, xq);
+        const int8_t *x = input + hydra_tfl_nhwc(v->input_shape, b, iy, x0 + dw * fx_lo, c0);
+        if (contiguous) {
+            conv_widen(x, (fx_hi - fx_lo) * tap, g->off2, xq + 4 * fx_lo * tap);
+        } else {
+            for (int32_t fx = fx_lo; fx < fx_hi; fx++, x += (ptrdiff_t)dw * in_c)
+                conv_widen(x, tap, g->off2, xq + 4 * fx * tap);
+        }
+        conv_zero((f_w - fx_hi) * tap, xq + 4 * fx_hi * tap);
+    }
+}
+
+/* conv_window for n % 4 != 0 (taps straddle groups): the window as k bytes first, a tap outside the image as
+ * -offset (x + offset = 0), then pad bytes up to 4 groups4, widened as a whole. */
+static void conv_window_bytes(const conv_im2col *g, const int8_t *input, int32_t pixel, int32_t c0, int8_t *bytes,
+                              int32_t *xq)
+{
+    const hydra_tfl_conv_view *v = g->v;
+    const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2];
+    const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2], n = g->n;
+    const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2];
+    const int32_t b = pixel / (out_h * out_w), oy = pixel / out_w % out_h, ox = pixel % out_w;
+    const int32_t y0 = oy * v->stride_height - v->padding_height, x0 = ox * v->stride_width - v->padding_width;
+    const int32_t dh = v->dilation_height_factor, dw = v->dilation_width_factor;
+    int8_t *tap = bytes;
+    for (int32_t fy = 0; fy < f_h; fy++)
+        for (int32_t fx = 0; fx < f_w; fx++, tap += n) {
+            const int32_t iy = y0 + dh * fy, ix = x0 + dw * fx;
+            if (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w)
+                memcpy(tap, input + hydra_tfl_nhwc(v->input_shape, b, iy, ix, c0), (size_t)n);
+            else
+                memset(tap, g->pad, (size_t)n);
+        }
+    memset(tap, g->pad, (size_t)(4 * g->groups4 - g->k));
+    conv_widen(bytes, g->groups4, g->off2, xq);
+}
+
+/* Channel pairs per call of conv_pairs_dots: its accumulators on the stack (4 words a pair). */
+#define CONV_CHUNK_PAIRS 8
+
+/* acc[4 j + {0, 1, 2, 3}] = {a . r0, a . r1, b . r0, b . r1} for channel pairs j < pairs (rows r0 = w + 2 j k and
+ * r1 = r0 + k; `alone`: one pair whose rows are both w) over `groups` >= 1 full groups of 4 taps of the pair layout
+ * xq (pixels a, b). Per group one LDM of both pixels' words, and per row one load split by SXTB16 into even and odd
+ * bytes for 4 SMLADs: 15 instructions per 16 MACs (|sum| < 2^31: at most 33025 taps of |w (x + offset)| <= 2^7 *
+ * 255); two groups a turn (an odd count enters at the second), ~18 instructions a channel pair around them. In
+ * assembly: LDM wants ascending registers (r8-r11), and every register is taken, so the loop's end, the pair count
+ * and the accumulators' pointer live in memory operands. */
+static void conv_pairs_dots(const int32_t *xq, const int8_t *w, int32_t k, int32_t groups, int32_t pairs, int alone,
+                            int32_t *acc)
+{
+#if defined(__GNUC__)
+    register int32_t x0e __asm__("r8"), x0o __asm__("r9"), x1e __asm__("r10"), x1o __asm__("r11");
+    int32_t a00, a01, a10, a11, word, even;
+    const int32_t *xp;
+    const int8_t *wa = w, *wb = alone ? w : w + k;
+    const int32_t *const end = xq + 4 * groups;
+    const int32_t odd = groups % 2;
+    const int32_t step = 2 * k - 4 * groups; /* from a row's last full group to the next pair's row */
+#define HYDRA_CONV_PAIR_GROUP                                  \
+    "ldm %[xp]!, {%[x0e], %[x0o], %[x1e], %[x1o]}\n\t"         \
+    "ldr %[word], [%[wa]], #4\n\t"                             \
+    "sxtb16 %[even], %[word]\n\t"                              \
+    "sxtb16 %[word], %[word], ror #8\n\t"                      \
+    "smlad %[a00], %[x0e], %[even], %[a00]\n\t"                \
+    "smlad %[a10], %[x1e], %[even], %[a10]\n\t"                \
+    "smlad %[a00], %[x0o], %[word], %[a00]\n\t"                \
+    "smlad %[a10], %[x1o], %[word], %[a10]\n\t"                \
+    "ldr %[word], [%[wb]], #4\n\t"                             \
+    "sxtb16 %[even], %[word]\n\t"                              \
+    "sxtb16 %[word], %[word], ror #8\n\t"                      \
+    "smlad %[a01], %[x0e], %[even], %[a01]\n\t"                \
+    "smlad %[a11], %[x1e], %[even], %[a11]\n\t"                \
+    "smlad %[a01], %[x0o], %[word], %[a01]\n\t"                \
+    "smlad %[a11], %[x1o], %[word], %[a11]\n\t"
+    __asm__("2:\n\t"
+            "movs %[a00], #0\n\t"
+            "movs %[a01], #0\n\t"
+            "movs %[a10], #0\n\t"
+            "movs %[a11], #0\n\t"
+            "ldr %[xp], %[xq]\n\t"
+            "ldr %[even], %[odd]\n\t"
+            "cmp %[even], #0\n\t"
+            "bne 3f\n\t"
+            "1:\n\t" HYDRA_CONV_PAIR_GROUP
+            "3:\n\t" HYDRA_CONV_PAIR_GROUP
+            "ldr %[even], %[end]\n\t"
+            "cmp %[xp], %[even]\n\t"
+            "bne 1b\n\t"
+            "ldr %[word], %[acc]\n\t"
+            "strd %[a00], %[a01], [%[word]], #8\n\t"
+            "strd %[a10], %[a11], [%[word]], #8\n\t"
+            "str %[word], %[acc]\n\t"
+            "ldr %[word], %[step]\n\t"
+            "add %[wa], %[wa], %[word]\n\t"
+            "add %[wb], %[wb], %[word]\n\t"
+            "ldr %[word], %[pairs]\n\t"
+            "subs %[word], %[word], #1\n\t"
+            "str %[word], %[pairs]\n\t"
+            "bne 2b"
+            : [xp] "=&r"(xp), [wa] "+r"(wa), [wb] "+r"(wb), [a00] "=&r"(a00), [a01] "=&r"(a01), [a10] "=&r"(a10),
+              [a11] "=&r"(a11), [x0e] "=&r"(x0e), [x0o] "=&r"(x0o), [x1e] "=&r"(x1e), [x1o] "=&r"(x1o),
+              [word] "=&r"(word), [even] "=&r"(even), [acc] "+m"(acc), [pairs] "+m"(pairs)
+            : [xq] "m"(xq), [end] "m"(end), [odd] "m"(odd), [step] "m"(step)
+            : "cc", "memory");
+#undef HYDRA_CONV_PAIR_GROUP
+#else
+    for (int32_t j = 0; j < pairs; j++, acc += 4) {
+        const int8_t *wa = w + 2 * (ptrdiff_t)j * k, *wb = alone ? wa : wa + k;
+        int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+        for (int32_t i = 0; i < 4 * groups; i += 4) {
+            const int32_t va = load_word(wa + i), vb = load_word(wb + i);
+            const int32_t ae = __sxtb16(va), ao = hydra_sxtb16_ror8(va), be = __sxtb16(vb), bo = hydra_sxtb16_ror8(vb);
+            a00 = __smlad(xq[i + 1], ao, __smlad(xq[i], ae, a00));
+            a01 = __smlad(xq[i + 1], bo, __smlad(xq[i], be, a01));
+            a10 = __smlad(xq[i + 3], ao, __smlad(xq[i + 2], ae, a10));
+            a11 = __smlad(xq[i + 3], bo, __smlad(xq[i + 2], be, a11));
+        }
+        acc[0] = a00, acc[1] = a01, acc[2] = a10, acc[3] = a11;
+    }
+#endif
+}
+
+/* The first `count` (1 to 3) bytes of a row's last group as a word, the rest 0: the row may end the filter. */
+static inline int32_t conv_partial_word(const int8_t *w, int32_t count)
+{
+    uint32_t u = (uint8_t)w[0];
+    if (count > 1)
+        u |= (uint32_t)(uint8_t)w[1] << 8;
+    if (count > 2)
+        u |= (uint32_t)(uint8_t)w[2] << 16;
+    return from_u32(u);
+}
+
+/* Outputs first .. first + count - 1 of pixels a (out_a) and b (out_b: NULL, none) from conv_pairs_dots's
+ * accumulators (channel first + i: acc[4 (i / 2) + i % 2] for pixel a, 2 words on for b). */
+static HYDRA_NOINLINE void conv_chunk_outputs(const conv_outputs *o, const int32_t *acc, int32_t first, int32_t count,
+                                              int8_t *out_a, int8_t *out_b)
+{
+    const int32_t *bias = o->bias != NULL ? o->bias + first : NULL;
+    const int32_t *multiplier = o->multiplier + first, *shift = o->shift + first;
+    out_a += first;
+    if (out_b != NULL)
+        out_b += first;
+    if (o->fast && out_b != NULL) { /* hydra_output_right_s8 for both pixels, the channel's constants formed once */
+        const int32_t zo = o->output_offset, lo = o->activation_min, hi = o->activation_max;
+        for (int32_t i = 0; i < count; i++) {
+            const int32_t *a = acc + 4 * (i >> 1) + (i & 1), b = bias != NULL ? bias[i] : 0;
+            const int32_t m = multiplier[i], right = -shift[i];
+            int32_t ya = hydra_srdhm_unsaturated(a[0] + b, m), yb = hydra_srdhm_unsaturated(a[2] + b, m);
+            if (right > 0) {
+                ya = hydra_round_right(ya, right);
+                yb = hydra_round_right(yb, right);
+            }
+            ya += zo, yb += zo; /* then [lo, hi] within [-128, 127]: the int8 clamp is implied */
+            out_a[i] = (int8_t)(ya < lo ? lo : (ya > hi ? hi : ya));
+            out_b[i] = (int8_t)(yb < lo ? lo : (yb > hi ? hi : yb));
+        }
+        return;
+    }
+    for (int32_t i = 0; i < count; i++) {
+        const int32_t *a = acc + 4 * (i >> 1) + (i & 1), b = bias != NULL ? bias[i] : 0;
+        out_a[i] = conv_output(o, a[0], b, multiplier[i], shift[i]);
+        if (out_b != NULL)
+            out_b[i] = conv_output(o, a[2], b, multiplier[i], shift[i]);
+    }
+}
+
+/* Output channels [first, end) (their filter rows from w on) of pixels a (out_a) and b (out_b: NULL, none): the
+ * dots of CONV_CHUNK_PAIRS channel pairs at a time (an odd last channel alone), the k % 4 taps of the last group
+ * (tail: the group of xq there, zeros past k) added from partial words, then the outputs. */
+static void conv_pair_channels(const conv_im2col *g, const conv_outputs *o, const int32_t *xq, const int8_t *w,
+                               int32_t first, int32_t end, int8_t *out_a, int8_t *out_b)
+{
+    const int32_t k = g->k, full = k / 4, rest = k % 4;
+    const int32_t *tail = xq + 4 * full;
+    int32_t acc[4 * CONV_CHUNK_PAIRS];
+    for (int32_t oc = first; oc < end;) {
+        const int32_t left = end - oc;
+        const int alone = left == 1;
+        const int32_t pairs = alone ? 1 : (left / 2 < CONV_CHUNK_PAIRS ? left / 2 : CONV_CHUNK_PAIRS);
+        if (full > 0)
+            conv_pairs_dots(xq, w, k, full, pairs, alone, acc);
+        else
+            memset(acc, 0, sizeof acc);
+        for (int32_t j = 0; j < pairs; j++) {
+            int32_t *a = acc + 4 * j;
+            if (rest != 0) {
+                const int8_t *ra = w + 2 * (ptrdiff_t)j * k + 4 * full;
+                const int32_t va = conv_partial_word(ra, rest), vb = alone ? va : conv_partial_word(ra + k, rest);
+                const int32_t ae = __sxtb16(va), ao = hydra_sxtb16_ror8(va);
+                const int32_t be = __sxtb16(vb), bo = hydra_sxtb16_ror8(vb);
+                a[0] = __smlad(tail[1], ao, __smlad(tail[0], ae, a[0]));
+                a[1] = __smlad(tail[1], bo, __smlad(tail[0], be, a[1]));
+                a[2] = __smlad(tail[3], ao, __smlad(tail[2], ae, a[2]));
+                a[3] = __smlad(tail[3], bo, __smlad(tail[2], be, a[3]));
             }
         }
+        conv_chunk_outputs(o, acc, oc, 2 * pairs - alone, out_a, out_b);
+        oc += 2 * pairs - alone;
+        w += (2 * (ptrdiff_t)pairs - alone) * k;
+    }
+}
+
+/* CONV_2D on the SIMD cores: output pixels in pairs (NHW order, across rows; an odd last one alone), each pair's
+ * windows widened once into the scratch (hydra_tfl_conv_2d_get_buffer_size: the pair layout, 16 groups4 bytes,
+ * then, where n % 4 != 0, one window as bytes), then every output channel of the group, two at a time. */
+static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter, const int32_t *bias,
+                      int8_t *output, int32_t *scratch)
+{
+    const int32_t in_c = v->input_shape[3], out_c = v->output_shape[3];
+    const int32_t pixels = v->output_shape[0] * v->output_shape[1] * v->output_shape[2];
+    conv_im2col g;
+    g.v = v;
+    g.n = v->filter_shape[3];
+    g.k = v->filter_shape[1] * v->filter_shape[2] * g.n;
+    g.groups4 = (g.k + 3) / 4;
+    const uint32_t half = (uint32_t)v->input_offset & UINT32_C(0xFFFF);
+    g.off2 = from_u32(half | (half << 16));
+    g.pad = (int8_t)-v->input_offset; /* in [-128, 127]: the offset is in [-127, 128] */
+    conv_outputs o;
+    conv_outputs_init(&o, v, bias, g.k);
+    int8_t *bytes = (int8_t *)(void *)(scratch + 4 * g.groups4);
+    const int32_t per_group = out_c / (in_c / g.n); /* output channels per group */
+    for (int32_t first = 0; first < out_c; first += per_group) {
+        const int32_t c0 = first / per_group * g.n;
+        const int8_t *w = filter + (ptrdiff_t)first * g.k;
+        for (int32_t p = 0; p < pixels; p += 2) {
+            const int two = p + 1 < pixels; /* alone: pixel a again as b, its outputs dropped */
+            if (g.n % 4 == 0) {
+                conv_window(&g, input, p, c0, scratch);
+                conv_window(&g, input, two ? p + 1 : p, c0, scratch + 2);
+            } else {
+                conv_window_bytes(&g, input, p, c0, bytes, scratch);
+                conv_window_bytes(&g, input, two ? p + 1 : p, c0, bytes, scratch + 2);
+            }
+            int8_t *out_a = output + (ptrdiff_t)p * out_c;
+            conv_pair_channels(&g, &o, scratch, w, first, first + per_group, out_a, two ? out_a + out_c : NULL);
+        }
+    }
 }
 #endif
 
@@ -1029,13 +1135,16 @@ hydra_status hydra_tfl_depthwise_walk_s8(const hydra_tfl_conv_view *v, const int
 }
 
 hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
-                                    const int32_t *bias, int8_t *output)
+                                    const int32_t *bias, int8_t *output, int32_t *scratch)
 {
     if (!conv_view_ok(v))
         return HYDRA_ERR_ARG;
 #if defined(HYDRA_TFL_SIMD32)
-    conv_simd(v, input, filter, bias, output);
+    if (scratch == NULL)
+        return HYDRA_ERR_ARG;
+    conv_simd(v, input, filter, bias, output, scratch);
 #else
+    (void)scratch;
     conv_generic(v, input, filter, bias, output);
 #endif
     return HYDRA_OK;

@@ -79,7 +79,9 @@ def tfl_sources(graph: Graph, runtime_src: Any) -> list[str]:
 def _scratch_fn(op: str):
     if op in tfl_hydra.KERNELS:  # one formula per op of the Hydra core (whole, or split in two)
         return lambda attrs: tfl_hydra.scratch_bytes(attrs, op)
-    for mod in (tfl_linear, tfl_elementwise, tfl_softmax_attention):
+    if op in tfl_linear.KERNELS:  # CONV_2D's im2col, none for the others
+        return lambda attrs: tfl_linear.scratch_bytes(attrs, op)
+    for mod in (tfl_elementwise, tfl_softmax_attention):
         if op in getattr(mod, "KERNELS", {}):
             return getattr(mod, "scratch_bytes", None)
     return None

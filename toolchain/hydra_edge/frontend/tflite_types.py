@@ -23,7 +23,8 @@ IR node's attrs. The contract between the frontend, the reference kernels
   <one pointer per node input, in order, NULL for "">, <output pointer>
   [, int32_t *scratch])``; a kernel that needs scratch also has
   ``int32_t hydra_tfl_<op>_get_buffer_size(const hydra_tfl_<op>_params *p)``
-  (bytes) and its reference module a ``scratch_bytes(attrs) -> int``.
+  (bytes) and its reference module a ``scratch_bytes(attrs) -> int`` (tfl_linear's and tfl_hydra's also take
+  the op: ``scratch_bytes(attrs, op)``).
 - Reference kernel: ``KERNELS[ir_op](attrs, inputs, rounding) -> np.ndarray``,
   inputs as numpy arrays in node input order (None for ""), rounding "double"
   (TFLM's MultiplyByQuantizedMultiplier) or "single" (as TFLITE_SINGLE_ROUNDING
