@@ -533,6 +533,8 @@ typedef struct {
     int32_t groups4; /* groups of 4 taps in the scratch's rows: ceil(k / 4) */
     int32_t off2;    /* the input offset in both int16 halves */
     int8_t pad;      /* -input_offset: x + offset = 0, a tap outside the image (conv_window_bytes) */
+    int contiguous;  /* a row's in-image taps are one run of the input (no x dilation, groups 1) */
+    ptrdiff_t x_row, x_tap; /* input bytes from a filter row to the next, from a tap to the next */
 } conv_im2col;
 
 /* `groups` groups of 4 bytes of x as int16 x + offset into one pixel's slots of the pair layout: xq[4 j] the even
@@ -553,63 +555,83 @@ static void conv_zero(int32_t groups, int32_t *xq)
         xq[0] = xq[1] = 0;
 }
 
-/* The window of output pixel `pixel` (NHW order) over input channels [c0, c0 + n) into one pixel's slots of the
- * pair layout, in the filter's (fy, fx, i) order, n % 4 == 0 (every tap whole groups): a run inside the image is
- * widened from the input, a tap outside it is zeros. */
-static void conv_window(const conv_im2col *g, const int8_t *input, int32_t pixel, int32_t c0, int32_t *xq)
+/* Where output pixel `pixel` (NHW order)'s window lies in the input: the input row of filter row 0 (y0), a row's
+ * taps inside the image [fx_lo, fx_hi) (both 0 when none), and the input offset of row 0's tap fx_lo at channel c0
+ * (an index only where the row is inside the image; a filter row on, x_row bytes on). */
+typedef struct {
+    int32_t y0, fx_lo, fx_hi;
+    ptrdiff_t x;
+} conv_place;
+
+static conv_place conv_locate(const conv_im2col *g, int32_t pixel, int32_t c0)
 {
     const hydra_tfl_conv_view *v = g->v;
-    const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2], in_c = v->input_shape[3];
-    const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2], tap = g->n / 4; /* groups per tap */
     const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2];
     const int32_t b = pixel / (out_h * out_w), oy = pixel / out_w % out_h, ox = pixel % out_w;
-    const int32_t y0 = oy * v->stride_height - v->padding_height, x0 = ox * v->stride_width - v->padding_width;
-    const int32_t dh = v->dilation_height_factor, dw = v->dilation_width_factor;
-    int32_t fx_lo, fx_hi;
-    tap_range(x0, dw, f_w, in_w, &fx_lo, &fx_hi);
-    if (fx_hi <= fx_lo) /* no tap of a row inside the image (fx_lo may then be past the window) */
-        fx_lo = fx_hi = 0;
-    const int contiguous = dw == 1 && g->n == in_c; /* a row's in-image taps: one run of the input */
+    const int32_t x0 = ox * v->stride_width - v->padding_width, dw = v->dilation_width_factor;
+    conv_place p;
+    p.y0 = oy * v->stride_height - v->padding_height;
+    tap_range(x0, dw, v->filter_shape[2], v->input_shape[2], &p.fx_lo, &p.fx_hi);
+    if (p.fx_hi <= p.fx_lo) /* no tap of a row inside the image (fx_lo may then be past the window) */
+        p.fx_lo = p.fx_hi = 0;
+    p.x = (((ptrdiff_t)b * v->input_shape[1] + p.y0) * v->input_shape[2] + x0 + (ptrdiff_t)dw * p.fx_lo) *
+              v->input_shape[3] + c0;
+    return p;
+}
+
+/* The window of output pixel `pixel` over input channels [c0, c0 + n) into one pixel's slots of the pair layout,
+ * in the filter's (fy, fx, i) order, n % 4 == 0 (every tap whole groups): a run inside the image is widened from
+ * the input, a tap outside it is zeros. */
+static void conv_window(const conv_im2col *g, const int8_t *input, int32_t pixel, int32_t c0, int32_t *xq)
+{
+    const int32_t in_h = g->v->input_shape[1], f_h = g->v->filter_shape[1], f_w = g->v->filter_shape[2];
+    const int32_t dh = g->v->dilation_height_factor, tap = g->n / 4; /* groups per tap */
+    const conv_place p = conv_locate(g, pixel, c0);
     for (int32_t fy = 0; fy < f_h; fy++, xq += 4 * f_w * tap) {
-        const int32_t iy = y0 + dh * fy;
-        if (iy < 0 || iy >= in_h || fx_hi == fx_lo) {
+        const int32_t iy = p.y0 + dh * fy;
+        if (iy < 0 || iy >= in_h || p.fx_hi == p.fx_lo) {
             conv_zero(f_w * tap, xq);
             continue;
         }
-        conv_zero(fx_lo * tap, xq);
-        const int8_t *x = input + hydra_tfl_nhwc(v->input_shape, b, iy, x0 + dw * fx_lo, c0);
-        if (contiguous) {
-            conv_widen(x, (fx_hi - fx_lo) * tap, g->off2, xq + 4 * fx_lo * tap);
+        conv_zero(p.fx_lo * tap, xq);
+        const int8_t *x = input + p.x + fy * g->x_row;
+        if (g->contiguous) {
+            conv_widen(x, (p.fx_hi - p.fx_lo) * tap, g->off2, xq + 4 * p.fx_lo * tap);
         } else {
-            for (int32_t fx = fx_lo; fx < fx_hi; fx++, x += (ptrdiff_t)dw * in_c)
+            for (int32_t fx = p.fx_lo; fx < p.fx_hi; fx++, x += g->x_tap)
                 conv_widen(x, tap, g->off2, xq + 4 * fx * tap);
         }
-        conv_zero((f_w - fx_hi) * tap, xq + 4 * fx_hi * tap);
+        conv_zero((f_w - p.fx_hi) * tap, xq + 4 * p.fx_hi * tap);
     }
 }
 
-/* conv_window for n % 4 != 0 (taps straddle groups): the window as k bytes first, a tap outside the image as
- * -offset (x + offset = 0), then pad bytes up to 4 groups4, widened as a whole. */
+/* conv_window for n % 4 != 0 (taps straddle groups): the window as k bytes first (a tap outside the image -offset:
+ * x + offset = 0), then pad bytes up to 4 groups4, widened as a whole. */
 static void conv_window_bytes(const conv_im2col *g, const int8_t *input, int32_t pixel, int32_t c0, int8_t *bytes,
                               int32_t *xq)
 {
-    const hydra_tfl_conv_view *v = g->v;
-    const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2];
-    const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2], n = g->n;
-    const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2];
-    const int32_t b = pixel / (out_h * out_w), oy = pixel / out_w % out_h, ox = pixel % out_w;
-    const int32_t y0 = oy * v->stride_height - v->padding_height, x0 = ox * v->stride_width - v->padding_width;
-    const int32_t dh = v->dilation_height_factor, dw = v->dilation_width_factor;
-    int8_t *tap = bytes;
-    for (int32_t fy = 0; fy < f_h; fy++)
-        for (int32_t fx = 0; fx < f_w; fx++, tap += n) {
-            const int32_t iy = y0 + dh * fy, ix = x0 + dw * fx;
-            if (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w)
-                memcpy(tap, input + hydra_tfl_nhwc(v->input_shape, b, iy, ix, c0), (size_t)n);
-            else
-                memset(tap, g->pad, (size_t)n);
+    const int32_t in_h = g->v->input_shape[1], f_h = g->v->filter_shape[1], f_w = g->v->filter_shape[2];
+    const int32_t dh = g->v->dilation_height_factor, n = g->n;
+    const size_t row_bytes = (size_t)f_w * (size_t)n;
+    const conv_place p = conv_locate(g, pixel, c0);
+    int8_t *row = bytes;
+    for (int32_t fy = 0; fy < f_h; fy++, row += row_bytes) {
+        const int32_t iy = p.y0 + dh * fy;
+        if (iy < 0 || iy >= in_h || p.fx_hi == p.fx_lo) {
+            memset(row, g->pad, row_bytes);
+            continue;
         }
-    memset(tap, g->pad, (size_t)(4 * g->groups4 - g->k));
+        if (p.fx_lo > 0 || p.fx_hi < f_w || !g->contiguous)
+            memset(row, g->pad, row_bytes); /* then the in-image taps over it */
+        const int8_t *x = input + p.x + fy * g->x_row;
+        if (g->contiguous) {
+            memcpy(row + (ptrdiff_t)p.fx_lo * n, x, (size_t)(p.fx_hi - p.fx_lo) * (size_t)n);
+        } else {
+            for (int32_t fx = p.fx_lo; fx < p.fx_hi; fx++, x += g->x_tap)
+                memcpy(row + (ptrdiff_t)fx * n, x, (size_t)n);
+        }
+    }
+    memset(row, g->pad, (size_t)(4 * g->groups4 - g->k));
     conv_widen(bytes, g->groups4, g->off2, xq);
 }
 
@@ -795,6 +817,9 @@ static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const i
     const uint32_t half = (uint32_t)v->input_offset & UINT32_C(0xFFFF);
     g.off2 = from_u32(half | (half << 16));
     g.pad = (int8_t)-v->input_offset; /* in [-128, 127]: the offset is in [-127, 128] */
+    g.contiguous = v->dilation_width_factor == 1 && g.n == in_c;
+    g.x_row = (ptrdiff_t)v->dilation_height_factor * v->input_shape[2] * in_c;
+    g.x_tap = (ptrdiff_t)v->dilation_width_factor * in_c;
     conv_outputs o;
     conv_outputs_init(&o, v, bias, g.k);
     int8_t *bytes = (int8_t *)(void *)(scratch + 4 * g.groups4);
