@@ -770,6 +770,68 @@ static HYDRA_ALWAYS_INLINE void depthwise_quads(const depthwise_ctx *c, const in
 /* The taps of a quad a depth-multiplier-1 walk keeps widened: up to 7 x 7 (8 bytes a tap on the stack). */
 #define DEPTHWISE_DM1_MAX_TAPS 49
 
+/* The output stage of the quad of channels oc .. oc + 3, formed once per call for all its pixels. The quad walks
+ * double every product (filter halves 2 w, in int16 as |2 w| <= 256) and start each accumulator at 2 bias, so that
+ * acc = 2 x for hydra_requantize_right's x = bias + sum. Where o->fast (|x| < 2^30: 2 x is an int32) and every
+ * right shift r = -shift is in [1, 22] (`fast`), SMMULR(acc, M) is hydra_srdhm_unsaturated(x, M) with no shift of
+ * its own, and RoundingDivideByPOT plus the output offset are one sum and one shift:
+ * floor((y + 2^(r-1) - [y < 0] + zo 2^r) / 2^r) = floor((y + 2^(r-1) - [y < 0]) / 2^r) + zo (|y| <= 2^29 + 1 and
+ * |zo 2^r| <= 2^29 keep the sum in int32); then SSAT to int8 per channel and the activation clamp on the packed word
+ * (SSUB8 / SEL). Otherwise init is 0 and each channel takes conv_output on acc / 2 (exact: acc is even). */
+typedef struct {
+    int32_t init[4], mult[4], round[4], right[4];
+    uint32_t lo4, hi4;   /* the activation range in every byte */
+    int32_t fast, clamp; /* clamp: that range is not all of int8 */
+} dw_quad_out;
+
+static void dw_quad_out_init(dw_quad_out *s, const conv_outputs *o, int32_t oc)
+{
+    int32_t fast = o->fast;
+    for (int32_t j = 0; j < 4; j++)
+        fast = fast && o->shift[oc + j] <= -1 && o->shift[oc + j] >= -22;
+    s->fast = fast;
+    for (int32_t j = 0; j < 4; j++) {
+        const int32_t right = fast ? -o->shift[oc + j] : 1;
+        s->init[j] = fast && o->bias != NULL ? 2 * o->bias[oc + j] : 0;
+        s->mult[j] = o->multiplier[oc + j];
+        s->right[j] = right;
+        s->round[j] = (INT32_C(1) << (right - 1)) + o->output_offset * (INT32_C(1) << right);
+    }
+    s->lo4 = UINT32_C(0x01010101) * (uint8_t)o->activation_min;
+    s->hi4 = UINT32_C(0x01010101) * (uint8_t)o->activation_max;
+    s->clamp = o->activation_min > -128 || o->activation_max < 127;
+}
+
+/* A quad's outputs where its stage is not `fast`: conv_output per channel on the undoubled accumulators. */
+static HYDRA_NOINLINE void dw_quad_general(const conv_outputs *o, int8_t *out, int32_t oc, const int32_t acc2[4])
+{
+    const int32_t acc[4] = {acc2[0] / 2, acc2[1] / 2, acc2[2] / 2, acc2[3] / 2};
+    conv_outputs_store(o, out, oc, acc, 4);
+}
+
+/* out[oc .. oc + 3] from a quad's doubled accumulators (dw_quad_out). */
+static HYDRA_ALWAYS_INLINE void dw_quad_store(const dw_quad_out *s, const conv_outputs *o, int8_t *out, int32_t oc,
+                                              const int32_t acc[4])
+{
+    if (!s->fast) {
+        dw_quad_general(o, out, oc, acc);
+        return;
+    }
+    uint32_t word = 0;
+    for (int32_t j = 0; j < 4; j++) {
+        const int32_t y = hydra_mul_high_round(acc[j], s->mult[j]);
+        const int32_t q = hydra_floor_div_pow2_s32(y + (y < 0 ? -1 : 0) + s->round[j], s->right[j]);
+        word |= (uint32_t)(uint8_t)hydra_clamp_s8(q) << (8 * j);
+    }
+    if (s->clamp) {
+        (void)__ssub8(hydra_s32_from_bits(word), hydra_s32_from_bits(s->lo4));
+        word = __sel(word, s->lo4); /* max(y, lo) */
+        (void)__ssub8(hydra_s32_from_bits(word), hydra_s32_from_bits(s->hi4));
+        word = __sel(s->hi4, word); /* min(y, hi) */
+    }
+    memcpy(out + oc, &word, 4);
+}
+
 /* One tap of four channels: the input word's channels (0, 2) and (1, 3) as int16 x + offset (SXTAB16), times the
  * tap's widened filter pairs (we: channels 0 and 2, wo: 1 and 3), each half into its channel's accumulator. */
 static HYDRA_ALWAYS_INLINE void dm1_tap(int32_t xv, const int32_t *wide, int32_t off2, int32_t acc[4])
@@ -797,10 +859,25 @@ static HYDRA_ALWAYS_INLINE void dm1_window3x3(const int8_t *x, ptrdiff_t x_tap, 
     dm1_tap(load_word(r2 + 2 * x_tap), wide + 16, off2, acc);
 }
 
+/* rows x taps taps of a window from x (its first in-image tap) and wide (that tap's widened words; a filter row is
+ * 2 f_w words). */
+static HYDRA_ALWAYS_INLINE void dm1_taps(const int8_t *x, const int32_t *wide, int32_t rows, int32_t taps,
+                                         int32_t f_w, ptrdiff_t x_tap, ptrdiff_t x_row, int32_t off2, int32_t acc[4])
+{
+    for (int32_t r = 0; r < rows; r++, x += x_row, wide += 2 * f_w) {
+        const int8_t *xt = x;
+        const int32_t *wt = wide;
+        for (int32_t t = 0; t < taps; t++, xt += x_tap, wt += 2)
+            dm1_tap(load_word(xt), wt, off2, acc);
+    }
+}
+
 /* Depth multiplier 1, the first `quads` fours of channels over the whole image, a quad at a time: its f_h x f_w
- * taps' filter words widened to int16 pairs once (not once per pixel), a tap then an input load, two SXTAB16 and
- * four multiply-adds; a 3 x 3 window inside the image unrolled. The same integers as tap by tap (an exact sum, in
- * the same int32 accumulators). */
+ * taps' filter words widened (and doubled: dw_quad_out) to int16 pairs once, and its output stage formed once, not
+ * per pixel; a tap then an input load, two SXTAB16 and four multiply-adds. Per output row the columns whose windows
+ * lie inside the image across run in a loop of their own (a 3 x 3 window with its three rows in the image
+ * unrolled), the border columns walk their in-image taps. The same integers as tap by tap (an exact sum, in the
+ * same int32 accumulators). */
 static HYDRA_NOINLINE void depthwise_dm1(const hydra_tfl_conv_view *v, const depthwise_ctx *c, const int8_t *input,
                                          const int8_t *filter, int8_t *output, int32_t quads)
 {
@@ -809,7 +886,7 @@ static HYDRA_NOINLINE void depthwise_dm1(const hydra_tfl_conv_view *v, const dep
     const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2], out_c = c->out_c;
     const int32_t dh = v->dilation_height_factor, dw = v->dilation_width_factor, off2 = c->off2;
     const int32_t sw = v->stride_width, pw = v->padding_width;
-    const ptrdiff_t x_tap = c->x_tap, x_row = c->x_row;
+    const ptrdiff_t x_tap = c->x_tap, x_row = c->x_row, x_step = (ptrdiff_t)sw * out_c;
     /* the output columns whose windows lie inside the image across: [ox_lo, ox_hi) */
     int32_t ox_lo = 0, ox_hi = out_w;
     while (ox_lo < out_w && ox_lo * sw - pw < 0)
@@ -821,41 +898,54 @@ static HYDRA_NOINLINE void depthwise_dm1(const hydra_tfl_conv_view *v, const dep
         int32_t wide[2 * DEPTHWISE_DM1_MAX_TAPS];
         for (int32_t t = 0; t < f_h * f_w; t++) {
             const int32_t wv = load_word(filter + (ptrdiff_t)t * out_c + oc);
-            wide[2 * t] = __sxtb16(wv);
-            wide[2 * t + 1] = hydra_sxtb16_ror8(wv);
+            const int32_t we = __sxtb16(wv), wo = hydra_sxtb16_ror8(wv);
+            wide[2 * t] = __sadd16(we, we);
+            wide[2 * t + 1] = __sadd16(wo, wo);
         }
+        dw_quad_out s;
+        dw_quad_out_init(&s, &c->o, oc);
         for (int32_t b = 0; b < v->output_shape[0]; b++)
             for (int32_t oy = 0; oy < out_h; oy++) {
                 const int32_t y0 = oy * v->stride_height - v->padding_height;
                 int32_t fy_lo, fy_hi;
                 tap_range(y0, dh, f_h, in_h, &fy_lo, &fy_hi);
-                const int fast_row = unrolled && fy_lo == 0 && fy_hi == 3;
+                const int32_t rows = fy_hi > fy_lo ? fy_hi - fy_lo : 0;
+                /* the row's first in-image filter row: its input row at column 0, channel oc, and its widened taps */
+                const int8_t *x_y = input + (rows > 0 ? hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo, 0, oc) : 0);
+                const int32_t *w_y = wide + 2 * (rows > 0 ? fy_lo : 0) * f_w;
                 int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, 0, 0);
                 for (int32_t ox = 0; ox < out_w; ox++, out += out_c) {
-                    const int32_t x0 = ox * sw - pw;
-                    int32_t acc[4] = {0, 0, 0, 0};
-                    if (fast_row && ox >= ox_lo && ox < ox_hi) {
-                        dm1_window3x3(input + hydra_tfl_nhwc(v->input_shape, b, y0, x0, oc), x_tap, x_row, wide,
-                                      off2, acc);
-                    } else {
-                        int32_t fx_lo, fx_hi;
-                        tap_range(x0, dw, f_w, in_w, &fx_lo, &fx_hi);
-                        if (fy_hi > fy_lo && fx_hi > fx_lo) {
-                            const int8_t *x = input + hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo,
-                                                                     x0 + dw * fx_lo, oc);
-                            for (int32_t row = fy_lo; row < fy_hi; row++, x += x_row) {
-                                const int8_t *xt = x;
-                                for (int32_t t = fx_lo; t < fx_hi; t++, xt += x_tap)
-                                    dm1_tap(load_word(xt), wide + 2 * (row * f_w + t), off2, acc);
+                    if (ox == ox_lo && rows > 0) { /* the columns inside the image across, to ox_hi */
+                        const int8_t *x = x_y + (ptrdiff_t)(ox * sw - pw) * out_c;
+                        if (unrolled && rows == 3) {
+                            for (; ox < ox_hi; ox++, out += out_c, x += x_step) {
+                                int32_t acc[4] = {s.init[0], s.init[1], s.init[2], s.init[3]};
+                                dm1_window3x3(x, x_tap, x_row, w_y, off2, acc);
+                                dw_quad_store(&s, &c->o, out, oc, acc);
+                            }
+                        } else {
+                            for (; ox < ox_hi; ox++, out += out_c, x += x_step) {
+                                int32_t acc[4] = {s.init[0], s.init[1], s.init[2], s.init[3]};
+                                dm1_taps(x, w_y, rows, f_w, f_w, x_tap, x_row, off2, acc);
+                                dw_quad_store(&s, &c->o, out, oc, acc);
                             }
                         }
+                        if (ox >= out_w)
+                            break;
                     }
-                    conv_outputs_store(&c->o, out, oc, acc, 4);
+                    /* a window cut by the left or right border (or with no row in the image) */
+                    const int32_t x0 = ox * sw - pw;
+                    int32_t fx_lo, fx_hi;
+                    tap_range(x0, dw, f_w, in_w, &fx_lo, &fx_hi);
+                    int32_t acc[4] = {s.init[0], s.init[1], s.init[2], s.init[3]};
+                    if (rows > 0 && fx_hi > fx_lo)
+                        dm1_taps(x_y + (ptrdiff_t)(x0 + dw * fx_lo) * out_c, w_y + 2 * fx_lo, rows, fx_hi - fx_lo,
+                                 f_w, x_tap, x_row, off2, acc);
+                    dw_quad_store(&s, &c->o, out, oc, acc);
                 }
             }
     }
 }
-
 /* One function per share, so that each tap loop has the registers to itself; called once per pixel. */
 static HYDRA_NOINLINE void depthwise_quads_2(const depthwise_ctx *c, const int8_t *x, const int8_t *w,
                                                  int8_t *out, int32_t quads)
