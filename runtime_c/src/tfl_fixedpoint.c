@@ -802,27 +802,49 @@ static void dw_quad_out_init(dw_quad_out *s, const conv_outputs *o, int32_t oc)
     s->clamp = o->activation_min > -128 || o->activation_max < 127;
 }
 
-/* A quad's outputs where its stage is not `fast`: conv_output per channel on the undoubled accumulators. */
-static HYDRA_NOINLINE void dw_quad_general(const conv_outputs *o, int8_t *out, int32_t oc, const int32_t acc2[4])
+/* A quad's outputs where its stage is not `fast`: conv_output per channel on the undoubled accumulators (passed by
+ * value: the fast path's accumulators then stay in registers). */
+static HYDRA_NOINLINE void dw_quad_general(const conv_outputs *o, int8_t *out, int32_t oc, int32_t a0, int32_t a1,
+                                           int32_t a2, int32_t a3)
 {
-    const int32_t acc[4] = {acc2[0] / 2, acc2[1] / 2, acc2[2] / 2, acc2[3] / 2};
+    const int32_t acc[4] = {a0 / 2, a1 / 2, a2 / 2, a3 / 2};
     conv_outputs_store(o, out, oc, acc, 4);
 }
 
-/* out[oc .. oc + 3] from a quad's doubled accumulators (dw_quad_out). */
+/* word's byte at bit lsb (8, 16 or 24) replaced by the low byte of b: one BFI (GCC does not find it itself). */
+#if defined(__GNUC__)
+#define DW_INSERT_BYTE(word, b, lsb) __asm__("bfi %0, %1, #" #lsb ", #8" : "+r"(word) : "r"(b))
+#else
+#define DW_INSERT_BYTE(word, b, lsb) ((word) = ((word) & ~(UINT32_C(0xFF) << (lsb))) | (((b) & UINT32_C(0xFF)) << (lsb)))
+#endif
+
+/* Channel j of a fast quad stage: SMMULR, the rounding shift with the output offset, SSAT to int8. */
+static HYDRA_ALWAYS_INLINE uint32_t dw_channel_out(const dw_quad_out *s, int32_t j, int32_t acc)
+{
+    const int32_t y = hydra_mul_high_round(acc, s->mult[j]);
+    const int32_t q = hydra_floor_div_pow2_s32(y + (y < 0 ? -1 : 0) + s->round[j], s->right[j]);
+#if defined(__GNUC__)
+    uint32_t r; /* SSAT as an int32 (hydra_clamp_s8's int8_t would add an SXTB): its low byte is the int8 */
+    __asm__("ssat %0, #8, %1" : "=r"(r) : "r"(q));
+    return r;
+#else
+    return (uint32_t)hydra_clamp_s8(q);
+#endif
+}
+
+/* out[oc .. oc + 3] from a quad's doubled accumulators (dw_quad_out): the four bytes inserted into one word (BFI),
+ * clamped to the activation range four lanes at once, one store. */
 static HYDRA_ALWAYS_INLINE void dw_quad_store(const dw_quad_out *s, const conv_outputs *o, int8_t *out, int32_t oc,
                                               const int32_t acc[4])
 {
     if (!s->fast) {
-        dw_quad_general(o, out, oc, acc);
+        dw_quad_general(o, out, oc, acc[0], acc[1], acc[2], acc[3]);
         return;
     }
-    uint32_t word = 0;
-    for (int32_t j = 0; j < 4; j++) {
-        const int32_t y = hydra_mul_high_round(acc[j], s->mult[j]);
-        const int32_t q = hydra_floor_div_pow2_s32(y + (y < 0 ? -1 : 0) + s->round[j], s->right[j]);
-        word |= (uint32_t)(uint8_t)hydra_clamp_s8(q) << (8 * j);
-    }
+    uint32_t word = dw_channel_out(s, 0, acc[0]);
+    DW_INSERT_BYTE(word, dw_channel_out(s, 1, acc[1]), 8);
+    DW_INSERT_BYTE(word, dw_channel_out(s, 2, acc[2]), 16);
+    DW_INSERT_BYTE(word, dw_channel_out(s, 3, acc[3]), 24);
     if (s->clamp) {
         (void)__ssub8(hydra_s32_from_bits(word), hydra_s32_from_bits(s->lo4));
         word = __sel(word, s->lo4); /* max(y, lo) */
