@@ -968,6 +968,138 @@ static HYDRA_NOINLINE void depthwise_dm1(const hydra_tfl_conv_view *v, const dep
             }
     }
 }
+/* The filter words a one-input-channel walk keeps paired per quad: up to 16 filter rows of up to 4 groups of 4 taps
+ * (32 bytes a group on the stack). */
+#define DEPTHWISE_ROW_MAX_GROUPS 16
+#define DEPTHWISE_ROW_MAX_GROUPS_ACROSS 4
+
+/* Which bytes of a filter row's group of 4 taps (input columns pos .. pos + 3) a pixel reads: the word at column
+ * `at` (inside the row), shifted so that its in-image bytes land on their taps, the others replaced by the pad
+ * byte -offset (x + offset = 0: they add nothing): ((word << ls) >> rs) | pad. */
+typedef struct {
+    int32_t at;
+    uint32_t ls, rs, pad;
+} dw_group_read;
+
+/* A pixel's read of the group at input columns [pos, pos + 4) of a row of in_w >= 4 columns that it overlaps. */
+static void dw_group_read_init(dw_group_read *r, int32_t pos, int32_t in_w, uint32_t pad4)
+{
+    const int32_t at = pos < 0 ? 0 : (pos > in_w - 4 ? in_w - 4 : pos); /* the word's column, inside the row */
+    const int32_t d = pos - at;                                          /* in (-4, 4): the group overlaps the row */
+    r->at = at;
+    r->ls = d < 0 ? (uint32_t)(-8 * d) : 0; /* left border: the word's low bytes are taps -d .. 3 */
+    r->rs = d > 0 ? (uint32_t)(8 * d) : 0;  /* right border: its high bytes are taps 0 .. 3 - d */
+    r->pad = pad4 & ~((UINT32_C(0xFFFFFFFF) << r->ls) >> r->rs);
+}
+
+/* A pixel's rows of a one-input-channel window (rows from x: where `shifted` the row's column 0, else its first
+ * word's; filter pairs from p, `groups` groups a filter row, of which it reads n): per group the word (where
+ * `shifted`, through the group's read), SXTAB16 into the x + offset pairs of taps (0, 2) and (1, 3), eight SMLADs
+ * against the quad's filter pairs (per group 4 doublewords: channels (0, 1) and (2, 3) at taps (0, 2), then at taps
+ * (1, 3); one LDRD each). `one`: a single group a row (f_w <= 4), no group loop. */
+static HYDRA_ALWAYS_INLINE void dw_rows(const int8_t *x, const uint64_t *p, int32_t rows, ptrdiff_t x_row,
+                                        int32_t groups, int32_t n, const dw_group_read *reads, int32_t off2,
+                                        int32_t acc[4], const int one, const int shifted)
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (; rows > 0; rows--, x += x_row, p += 4 * groups)
+        for (int32_t g = 0; g < (one ? 1 : n); g++) {
+            uint32_t word;
+            memcpy(&word, shifted ? x + reads[g].at : x + 4 * g, 4);
+            if (shifted)
+                word = ((word << reads[g].ls) >> reads[g].rs) | reads[g].pad;
+            const int32_t xw = hydra_s32_from_bits(word);
+            const int32_t xe = __sxtab16(off2, xw), xo = hydra_sxtab16_ror8(off2, xw);
+            const uint64_t e01 = p[4 * g], e23 = p[4 * g + 1], o01 = p[4 * g + 2], o23 = p[4 * g + 3];
+            a0 = __smlad(xe, hydra_s32_from_bits((uint32_t)e01), a0);
+            a1 = __smlad(xe, hydra_s32_from_bits((uint32_t)(e01 >> 32)), a1);
+            a2 = __smlad(xe, hydra_s32_from_bits((uint32_t)e23), a2);
+            a3 = __smlad(xe, hydra_s32_from_bits((uint32_t)(e23 >> 32)), a3);
+            a0 = __smlad(xo, hydra_s32_from_bits((uint32_t)o01), a0);
+            a1 = __smlad(xo, hydra_s32_from_bits((uint32_t)(o01 >> 32)), a1);
+            a2 = __smlad(xo, hydra_s32_from_bits((uint32_t)o23), a2);
+            a3 = __smlad(xo, hydra_s32_from_bits((uint32_t)(o23 >> 32)), a3);
+        }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* One input channel (in_c 1), a depth multiplier that is a multiple of 4, no x dilation, rows of at least 4 columns:
+ * DS-CNN's first layer. A filter row's taps are adjacent input bytes, so a pixel reads them a word (4 taps) at a time,
+ * SXTAB16 making the x + offset pairs of taps (0, 2) and (1, 3), and each pair feeds one SMLAD per channel: quad by
+ * quad over the image, the quad's filter paired the same way (and doubled: dw_quad_out) once, taps past the filter's
+ * width 0. A window cut by the left or right border reads its in-row bytes shifted into place and the pad byte
+ * -offset for the others (x + offset = 0, as TFLM's skipped taps add nothing); rows outside the image are skipped.
+ * Every product is one of TFLM's or 0: the same int32 sum. */
+static HYDRA_NOINLINE void depthwise_row1(const hydra_tfl_conv_view *v, const depthwise_ctx *c, const int8_t *input,
+                                          const int8_t *filter, int8_t *output)
+{
+    const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2];
+    const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2];
+    const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2], out_c = c->out_c;
+    const int32_t dh = v->dilation_height_factor, sw = v->stride_width, pw = v->padding_width, off2 = c->off2;
+    const int32_t groups = (f_w + 3) / 4;
+    const uint32_t pad4 = UINT32_C(0x01010101) * (uint8_t)(-c->offset);
+    const ptrdiff_t x_row = c->x_row;
+    for (int32_t oc = 0; oc < out_c; oc += 4) {
+        uint64_t pairs[4 * DEPTHWISE_ROW_MAX_GROUPS];
+        for (int32_t rg = 0; rg < f_h * groups; rg++) {
+            const int32_t r = rg / groups, t0 = 4 * (rg % groups);
+            for (int32_t k = 0; k < 4; k++) { /* taps t0 + k / 2 and t0 + k / 2 + 2; channels 2 (k % 2) and + 1 */
+                const int32_t t = t0 + k / 2, ch = oc + 2 * (k % 2);
+                uint64_t both = 0;
+                for (int32_t h = 0; h < 2; h++) {
+                    const int32_t lo = t < f_w ? filter[(ptrdiff_t)(r * f_w + t) * out_c + ch + h] : 0;
+                    const int32_t hi = t + 2 < f_w ? filter[(ptrdiff_t)(r * f_w + t + 2) * out_c + ch + h] : 0;
+                    const uint32_t pair = ((uint32_t)(2 * lo) & UINT32_C(0xFFFF)) | ((uint32_t)(2 * hi) << 16);
+                    both |= (uint64_t)pair << (32 * h);
+                }
+                pairs[4 * rg + k] = both;
+            }
+        }
+        dw_quad_out s;
+        dw_quad_out_init(&s, &c->o, oc);
+        for (int32_t b = 0; b < v->output_shape[0]; b++)
+            for (int32_t oy = 0; oy < out_h; oy++) {
+                const int32_t y0 = oy * v->stride_height - v->padding_height;
+                int32_t fy_lo, fy_hi;
+                tap_range(y0, dh, f_h, in_h, &fy_lo, &fy_hi);
+                const int32_t rows = fy_hi > fy_lo ? fy_hi - fy_lo : 0;
+                const int8_t *x_y = input + (rows > 0 ? hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo, 0, 0) : 0);
+                const uint64_t *p_y = pairs + 4 * groups * (rows > 0 ? fy_lo : 0);
+                int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, 0, 0);
+                for (int32_t ox = 0; ox < out_w; ox++, out += out_c) {
+                    const int32_t x0 = ox * sw - pw;
+                    /* the groups that overlap the row: [g_lo, g_hi) */
+                    const int32_t g_lo = x0 >= 0 ? 0 : (-x0) / 4;
+                    const int32_t g_hi = x0 + 4 * groups <= in_w ? groups : (in_w - x0 + 3) / 4;
+                    int32_t acc[4] = {s.init[0], s.init[1], s.init[2], s.init[3]};
+                    if (rows > 0 && g_hi > g_lo) {
+                        const uint64_t *p = p_y + 4 * g_lo;
+                        const int32_t n = g_hi - g_lo;
+                        if (x0 >= 0 && x0 + 4 * groups <= in_w) { /* every word inside the row */
+                            if (groups == 1)
+                                dw_rows(x_y + x0, p, rows, x_row, 1, 1, NULL, off2, acc, 1, 0);
+                            else
+                                dw_rows(x_y + x0, p, rows, x_row, groups, n, NULL, off2, acc, 0, 0);
+                        } else {
+                            dw_group_read reads[DEPTHWISE_ROW_MAX_GROUPS_ACROSS];
+                            for (int32_t g = 0; g < n; g++)
+                                dw_group_read_init(&reads[g], x0 + 4 * (g_lo + g), in_w, pad4);
+                            if (groups == 1)
+                                dw_rows(x_y, p, rows, x_row, 1, 1, reads, off2, acc, 1, 1);
+                            else
+                                dw_rows(x_y, p, rows, x_row, groups, n, reads, off2, acc, 0, 1);
+                        }
+                    }
+                    dw_quad_store(&s, &c->o, out, oc, acc);
+                }
+            }
+    }
+}
+
 /* One function per share, so that each tap loop has the registers to itself; called once per pixel. */
 static HYDRA_NOINLINE void depthwise_quads_2(const depthwise_ctx *c, const int8_t *x, const int8_t *w,
                                                  int8_t *out, int32_t quads)
@@ -1013,6 +1145,10 @@ static void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, co
             depthwise_dm1(v, &c, input, filter, output, quad_channels / 4);
         if (quad_channels == out_c)
             return; /* no channel left for the pixel walk below */
+    } else if (in_c == 1 && dm % 4 == 0 && dw == 1 && in_w >= 4 && (f_w + 3) / 4 <= DEPTHWISE_ROW_MAX_GROUPS_ACROSS &&
+               f_h * ((f_w + 3) / 4) <= DEPTHWISE_ROW_MAX_GROUPS) { /* a filter row's taps a word at a time */
+        depthwise_row1(v, &c, input, filter, output);
+        return;
     } else if (dm == 2) { /* two input channels' four output channels at a time */
         quad_channels = 2 * (in_c & ~1);
         quads = depthwise_quads_2;
