@@ -115,17 +115,20 @@ CASES = {
     "dw3x3_valid_s1_c2_dm4": _conv((1, 5, 6, 2), 8, (3, 3), 1, "VALID", -128, depthwise=True, seed=16),
     "dw3x3_same_s1_c4_dm2": _conv((1, 6, 5, 4), 8, (3, 3), 1, "SAME", -128, depthwise=True, seed=17),
     # depth multiplier 1, a quad's output stage formed once (doubled products, the offset inside the rounding shift,
-    # SSAT, one word): the in-image columns' loop and the border columns' taps, the activation clamp on the word, an
-    # image one column wide (no interior), 5 x 5 stride 2 (the tap loop inside the image)
+    # SSAT, one word): the in-image columns' loop and the border columns' taps (3 x 3: 2 x 3 rows, 3 x 2 and 2 x 2
+    # border windows unrolled, also dilated), the activation clamp on the word, an image one column wide (no
+    # interior), 5 x 5 stride 2 (the tap loop inside the image)
     "dw3x3_same_s1_c16_dm1_relu6_off-127": _conv((1, 7, 5, 16), 16, (3, 3), 1, "SAME", 127, depthwise=True, act="RELU6",
                                                  seed=20),
     "dw3x3_same_s1_c8_dm1_w1": _conv((1, 4, 1, 8), 8, (3, 3), 1, "SAME", -128, depthwise=True, seed=21),
+    "dw3x3_same_dilated2_c8_dm1": _conv((1, 6, 7, 8), 8, (3, 3), 1, "SAME", -60, dilation=2, depthwise=True,
+                                        seed=32),
     "dw5x5_valid_s2_c12_dm1_relu": _conv((1, 9, 11, 12), 12, (5, 5), 2, "VALID", 40, depthwise=True, act="RELU",
                                          seed=22),
     # quads whose stage is not the fast one beside quads whose stage is: a shift of 0 (multiplier in [0.5, 1)) and
     # a right shift past 22 (multiplier below 2^-23) in one call; and multipliers above 1 (no channel fast). Small
-    # biases: the all -128 input (x + offset = 0) leaves acc = bias, so the shift-0 channel's outputs (bias < 0) are not all
-    # saturated
+    # biases: the all -128 input (x + offset = 0) leaves acc = bias, so the shift-0 channel's outputs (its bias is
+    # negative) are not all saturated
     "dw3x3_same_s1_c12_dm1_shift0_shift23": _conv(
         (1, 5, 6, 12), 12, (3, 3), 1, "SAME", -128, depthwise=True, seed=23, bias_range=150,
         scales=[0.0006, 0.002, 0.004, 0.008, 0.003, 0.001, 0.7, 0.005, 6e-8, 0.002, 0.009, 0.0008]),

@@ -815,7 +815,8 @@ static HYDRA_NOINLINE void dw_quad_general(const conv_outputs *o, int8_t *out, i
 #if defined(__GNUC__)
 #define DW_INSERT_BYTE(word, b, lsb) __asm__("bfi %0, %1, #" #lsb ", #8" : "+r"(word) : "r"(b))
 #else
-#define DW_INSERT_BYTE(word, b, lsb) ((word) = ((word) & ~(UINT32_C(0xFF) << (lsb))) | (((b) & UINT32_C(0xFF)) << (lsb)))
+#define DW_INSERT_BYTE(word, b, lsb)                                                                                   \
+    ((word) = ((word) & ~(UINT32_C(0xFF) << (lsb))) | (((b) & UINT32_C(0xFF)) << (lsb)))
 #endif
 
 /* Channel j of a fast quad stage: SMMULR, the rounding shift with the output offset, SSAT to int8. */
@@ -865,20 +866,25 @@ static HYDRA_ALWAYS_INLINE void dm1_tap(int32_t xv, const int32_t *wide, int32_t
     acc[3] = __smlatt(xo, wide[1], acc[3]);
 }
 
-/* A 3 x 3 window inside the image, unrolled: x at its first tap (row r, tap t at x + r x_row + t x_tap). */
-static HYDRA_ALWAYS_INLINE void dm1_window3x3(const int8_t *x, ptrdiff_t x_tap, ptrdiff_t x_row, const int32_t *wide,
-                                              int32_t off2, int32_t acc[4])
+/* `taps` (2 or 3) taps of a window row, unrolled: x at the first (tap t at x + t x_tap), wide at its widened words. */
+static HYDRA_ALWAYS_INLINE void dm1_row(const int8_t *x, ptrdiff_t x_tap, const int32_t *wide, int32_t off2,
+                                        int32_t acc[4], const int taps)
 {
-    const int8_t *r1 = x + x_row, *r2 = r1 + x_row;
     dm1_tap(load_word(x), wide, off2, acc);
     dm1_tap(load_word(x + x_tap), wide + 2, off2, acc);
-    dm1_tap(load_word(x + 2 * x_tap), wide + 4, off2, acc);
-    dm1_tap(load_word(r1), wide + 6, off2, acc);
-    dm1_tap(load_word(r1 + x_tap), wide + 8, off2, acc);
-    dm1_tap(load_word(r1 + 2 * x_tap), wide + 10, off2, acc);
-    dm1_tap(load_word(r2), wide + 12, off2, acc);
-    dm1_tap(load_word(r2 + x_tap), wide + 14, off2, acc);
-    dm1_tap(load_word(r2 + 2 * x_tap), wide + 16, off2, acc);
+    if (taps == 3)
+        dm1_tap(load_word(x + 2 * x_tap), wide + 4, off2, acc);
+}
+
+/* A window of `rows` x `taps` taps (each 2 or 3) of a 3 x 3 filter, unrolled: x at its first tap (row r, tap t at
+ * x + r x_row + t x_tap), wide at that tap's widened words (a filter row is 6 words on). */
+static HYDRA_ALWAYS_INLINE void dm1_window(const int8_t *x, ptrdiff_t x_tap, ptrdiff_t x_row, const int32_t *wide,
+                                           int32_t off2, int32_t acc[4], const int rows, const int taps)
+{
+    dm1_row(x, x_tap, wide, off2, acc, taps);
+    dm1_row(x + x_row, x_tap, wide + 6, off2, acc, taps);
+    if (rows == 3)
+        dm1_row(x + 2 * x_row, x_tap, wide + 12, off2, acc, taps);
 }
 
 /* rows x taps taps of a window from x (its first in-image tap) and wide (that tap's widened words; a filter row is
@@ -942,7 +948,13 @@ static HYDRA_NOINLINE void depthwise_dm1(const hydra_tfl_conv_view *v, const dep
                         if (unrolled && rows == 3) {
                             for (; ox < ox_hi; ox++, out += out_c, x += x_step) {
                                 int32_t acc[4] = {s.init[0], s.init[1], s.init[2], s.init[3]};
-                                dm1_window3x3(x, x_tap, x_row, w_y, off2, acc);
+                                dm1_window(x, x_tap, x_row, w_y, off2, acc, 3, 3);
+                                dw_quad_store(&s, &c->o, out, oc, acc);
+                            }
+                        } else if (unrolled && rows == 2) { /* the top or bottom row of a 3 x 3 SAME */
+                            for (; ox < ox_hi; ox++, out += out_c, x += x_step) {
+                                int32_t acc[4] = {s.init[0], s.init[1], s.init[2], s.init[3]};
+                                dm1_window(x, x_tap, x_row, w_y, off2, acc, 2, 3);
                                 dw_quad_store(&s, &c->o, out, oc, acc);
                             }
                         } else {
@@ -960,7 +972,10 @@ static HYDRA_NOINLINE void depthwise_dm1(const hydra_tfl_conv_view *v, const dep
                     int32_t fx_lo, fx_hi;
                     tap_range(x0, dw, f_w, in_w, &fx_lo, &fx_hi);
                     int32_t acc[4] = {s.init[0], s.init[1], s.init[2], s.init[3]};
-                    if (rows > 0 && fx_hi > fx_lo)
+                    if (unrolled && rows >= 2 && fx_hi - fx_lo == 2) /* the left or right column of a 3 x 3 SAME */
+                        dm1_window(x_y + (ptrdiff_t)(x0 + dw * fx_lo) * out_c, x_tap, x_row, w_y + 2 * fx_lo, off2, acc,
+                                   rows, 2);
+                    else if (rows > 0 && fx_hi > fx_lo)
                         dm1_taps(x_y + (ptrdiff_t)(x0 + dw * fx_lo) * out_c, w_y + 2 * fx_lo, rows, fx_hi - fx_lo,
                                  f_w, x_tap, x_row, off2, acc);
                     dw_quad_store(&s, &c->o, out, oc, acc);
