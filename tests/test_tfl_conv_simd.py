@@ -54,7 +54,8 @@ def _scales(n: int, taps: int) -> list[float]:
     return [float(v) for v in np.geomspace(0.1, 10.0, n) / (74.0**2 * np.sqrt(taps) / 40.0)]
 
 
-def _conv(in_shape, out_c, kernel, stride, padding, zp_in, dilation=1, depthwise=False, act="NONE", seed=0, groups=1):
+def _conv(in_shape, out_c, kernel, stride, padding, zp_in, dilation=1, depthwise=False, act="NONE", seed=0, groups=1,
+          scales=None, bias_range=5000):
     n, h, w, c = in_shape
     kh, kw = kernel
     eff_h, eff_w = (kh - 1) * dilation + 1, (kw - 1) * dilation + 1
@@ -67,8 +68,8 @@ def _conv(in_shape, out_c, kernel, stride, padding, zp_in, dilation=1, depthwise
     else:
         fshape, out_axis, taps = (out_c, kh, kw, c // groups), 0, kh * kw * c // groups
     s_in, s_out = 0.05, 0.05
-    fs = _scales(out_c, taps)
-    bias = np.random.default_rng(seed + 1).integers(-5000, 5000, out_c).astype(np.int32)
+    fs = _scales(out_c, taps) if scales is None else [float(v) for v in scales]
+    bias = np.random.default_rng(seed + 1).integers(-bias_range, bias_range, out_c).astype(np.int32)
     inputs = [TensorSpec(in_shape, s_in, zp_in),
               TensorSpec(fshape, fs, 0, data=_filter(fshape, seed, out_axis), quantized_dimension=out_axis),
               TensorSpec((out_c,), [s_in * s for s in fs], 0, "int32", bias)]
@@ -118,6 +119,37 @@ CASES = {
     "dw10x4_same_s2_c1_dm8": _conv((1, 13, 6, 1), 8, (10, 4), 2, "SAME", 127, depthwise=True, seed=15),
     "dw3x3_valid_s1_c2_dm4": _conv((1, 5, 6, 2), 8, (3, 3), 1, "VALID", -128, depthwise=True, seed=16),
     "dw3x3_same_s1_c4_dm2": _conv((1, 6, 5, 4), 8, (3, 3), 1, "SAME", -128, depthwise=True, seed=17),
+    # depth multiplier 1, a quad's output stage formed once (doubled products, the offset inside the rounding shift,
+    # SSAT, one word): the in-image columns' loop and the border columns' taps (3 x 3: 2 x 3 rows, 3 x 2 and 2 x 2
+    # border windows unrolled, also dilated), the activation clamp on the word, an image one column wide (no
+    # interior), 5 x 5 stride 2 (the tap loop inside the image)
+    "dw3x3_same_s1_c16_dm1_relu6_off-127": _conv((1, 7, 5, 16), 16, (3, 3), 1, "SAME", 127, depthwise=True, act="RELU6",
+                                                 seed=20),
+    "dw3x3_same_s1_c8_dm1_w1": _conv((1, 4, 1, 8), 8, (3, 3), 1, "SAME", -128, depthwise=True, seed=21),
+    "dw3x3_same_dilated2_c8_dm1": _conv((1, 6, 7, 8), 8, (3, 3), 1, "SAME", -60, dilation=2, depthwise=True,
+                                        seed=32),
+    "dw5x5_valid_s2_c12_dm1_relu": _conv((1, 9, 11, 12), 12, (5, 5), 2, "VALID", 40, depthwise=True, act="RELU",
+                                         seed=22),
+    # quads whose stage is not the fast one beside quads whose stage is: a shift of 0 (multiplier in [0.5, 1)) and
+    # a right shift past 22 (multiplier below 2^-23) in one call; and multipliers above 1 (no channel fast). Small
+    # biases: the all -128 input (x + offset = 0) leaves acc = bias, so the shift-0 channel's outputs (its bias is
+    # negative) are not all saturated
+    "dw3x3_same_s1_c12_dm1_shift0_shift23": _conv(
+        (1, 5, 6, 12), 12, (3, 3), 1, "SAME", -128, depthwise=True, seed=23, bias_range=150,
+        scales=[0.0006, 0.002, 0.004, 0.008, 0.003, 0.001, 0.7, 0.005, 6e-8, 0.002, 0.009, 0.0008]),
+    "dw3x3_same_s2_c8_dm1_multiplier_above_1": _conv((1, 6, 6, 8), 8, (3, 3), 2, "SAME", 3, depthwise=True, seed=24,
+                                                     scales=np.geomspace(0.001, 4.0, 8)),
+    # one input channel, a depth multiplier a multiple of 4 (DS-CNN's first layer, its 64 outputs): a filter row's
+    # taps a word at a time, border windows through the shifted read and the pad byte; filter widths 3 (a zero tap
+    # read past the row), 4, 7 and 8 (two groups, one past the border), 9 (three), an image exactly 4 wide, and 3
+    # wide (the quads' walk)
+    "dw10x4_same_s2_c1_dm64_off-127": _conv((1, 13, 10, 1), 64, (10, 4), 2, "SAME", 127, depthwise=True, seed=25),
+    "dw3x3_same_s1_c1_dm4_off128": _conv((1, 6, 5, 1), 4, (3, 3), 1, "SAME", -128, depthwise=True, seed=26),
+    "dw5x7_same_s1_c1_dm8_relu6": _conv((1, 6, 9, 1), 8, (5, 7), 1, "SAME", 60, depthwise=True, act="RELU6", seed=27),
+    "dw3x8_same_s1_c1_dm4": _conv((1, 4, 5, 1), 4, (3, 8), 1, "SAME", -128, depthwise=True, seed=28),
+    "dw2x9_same_s3_c1_dm12": _conv((1, 5, 10, 1), 12, (2, 9), 3, "SAME", 127, depthwise=True, seed=29),
+    "dw2x4_valid_s1_c1_dm4_w4": _conv((1, 5, 4, 1), 4, (2, 4), 1, "VALID", -128, depthwise=True, seed=30),
+    "dw3x3_same_s1_c1_dm4_w3": _conv((1, 5, 3, 1), 4, (3, 3), 1, "SAME", 127, depthwise=True, seed=31),
     # pools: four channels a word, then the tail
     "maxpool2x2_s2_valid_c7": _pool("MAX_POOL_2D", (1, 8, 6, 7), 2, 2, "VALID", -128),
     "maxpool3x3_s2_same_c5_relu6": _pool("MAX_POOL_2D", (1, 7, 6, 5), 3, 2, "SAME", 10, act="RELU6"),

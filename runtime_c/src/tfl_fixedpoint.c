@@ -901,6 +901,91 @@ static HYDRA_ALWAYS_INLINE void depthwise_quads(const depthwise_ctx *c, const in
 /* The taps of a quad a depth-multiplier-1 walk keeps widened: up to 7 x 7 (8 bytes a tap on the stack). */
 #define DEPTHWISE_DM1_MAX_TAPS 49
 
+/* The output stage of the quad of channels oc .. oc + 3, formed once per call for all its pixels. The quad walks
+ * double every product (filter halves 2 w, in int16 as |2 w| <= 256) and start each accumulator at 2 bias, so that
+ * acc = 2 x for hydra_requantize_right's x = bias + sum. Where o->fast (|x| < 2^30: 2 x is an int32) and every
+ * right shift r = -shift is in [1, 22] (`fast`), SMMULR(acc, M) is hydra_srdhm_unsaturated(x, M) with no shift of
+ * its own, and RoundingDivideByPOT plus the output offset are one sum and one shift:
+ * floor((y + 2^(r-1) - [y < 0] + zo 2^r) / 2^r) = floor((y + 2^(r-1) - [y < 0]) / 2^r) + zo (|y| <= 2^29 + 1 and
+ * |zo 2^r| <= 2^29 keep the sum in int32); then SSAT to int8 per channel and the activation clamp on the packed word
+ * (SSUB8 / SEL). Otherwise init is 0 and each channel takes conv_output on acc / 2 (exact: acc is even). */
+typedef struct {
+    int32_t init[4], mult[4], round[4], right[4];
+    uint32_t lo4, hi4;   /* the activation range in every byte */
+    int32_t fast, clamp; /* clamp: that range is not all of int8 */
+} dw_quad_out;
+
+static void dw_quad_out_init(dw_quad_out *s, const conv_outputs *o, int32_t oc)
+{
+    int32_t fast = o->fast;
+    for (int32_t j = 0; j < 4; j++)
+        fast = fast && o->shift[oc + j] <= -1 && o->shift[oc + j] >= -22;
+    s->fast = fast;
+    for (int32_t j = 0; j < 4; j++) {
+        const int32_t right = fast ? -o->shift[oc + j] : 1;
+        s->init[j] = fast && o->bias != NULL ? 2 * o->bias[oc + j] : 0;
+        s->mult[j] = o->multiplier[oc + j];
+        s->right[j] = right;
+        s->round[j] = (INT32_C(1) << (right - 1)) + o->output_offset * (INT32_C(1) << right);
+    }
+    s->lo4 = UINT32_C(0x01010101) * (uint8_t)o->activation_min;
+    s->hi4 = UINT32_C(0x01010101) * (uint8_t)o->activation_max;
+    s->clamp = o->activation_min > -128 || o->activation_max < 127;
+}
+
+/* A quad's outputs where its stage is not `fast`: conv_output per channel on the undoubled accumulators (passed by
+ * value: the fast path's accumulators then stay in registers). */
+static HYDRA_NOINLINE void dw_quad_general(const conv_outputs *o, int8_t *out, int32_t oc, int32_t a0, int32_t a1,
+                                           int32_t a2, int32_t a3)
+{
+    const int32_t acc[4] = {a0 / 2, a1 / 2, a2 / 2, a3 / 2};
+    conv_outputs_store(o, out, oc, acc, 4);
+}
+
+/* word's byte at bit lsb (8, 16 or 24) replaced by the low byte of b: one BFI (GCC does not find it itself). */
+#if defined(__GNUC__)
+#define DW_INSERT_BYTE(word, b, lsb) __asm__("bfi %0, %1, #" #lsb ", #8" : "+r"(word) : "r"(b))
+#else
+#define DW_INSERT_BYTE(word, b, lsb)                                                                                   \
+    ((word) = ((word) & ~(UINT32_C(0xFF) << (lsb))) | (((b) & UINT32_C(0xFF)) << (lsb)))
+#endif
+
+/* Channel j of a fast quad stage: SMMULR, the rounding shift with the output offset, SSAT to int8. */
+static HYDRA_ALWAYS_INLINE uint32_t dw_channel_out(const dw_quad_out *s, int32_t j, int32_t acc)
+{
+    const int32_t y = hydra_mul_high_round(acc, s->mult[j]);
+    const int32_t q = hydra_floor_div_pow2_s32(y + (y < 0 ? -1 : 0) + s->round[j], s->right[j]);
+#if defined(__GNUC__)
+    uint32_t r; /* SSAT as an int32 (hydra_clamp_s8's int8_t would add an SXTB): its low byte is the int8 */
+    __asm__("ssat %0, #8, %1" : "=r"(r) : "r"(q));
+    return r;
+#else
+    return (uint32_t)hydra_clamp_s8(q);
+#endif
+}
+
+/* out[oc .. oc + 3] from a quad's doubled accumulators (dw_quad_out): the four bytes inserted into one word (BFI),
+ * clamped to the activation range four lanes at once, one store. */
+static HYDRA_ALWAYS_INLINE void dw_quad_store(const dw_quad_out *s, const conv_outputs *o, int8_t *out, int32_t oc,
+                                              const int32_t acc[4])
+{
+    if (!s->fast) {
+        dw_quad_general(o, out, oc, acc[0], acc[1], acc[2], acc[3]);
+        return;
+    }
+    uint32_t word = dw_channel_out(s, 0, acc[0]);
+    DW_INSERT_BYTE(word, dw_channel_out(s, 1, acc[1]), 8);
+    DW_INSERT_BYTE(word, dw_channel_out(s, 2, acc[2]), 16);
+    DW_INSERT_BYTE(word, dw_channel_out(s, 3, acc[3]), 24);
+    if (s->clamp) {
+        (void)__ssub8(hydra_s32_from_bits(word), hydra_s32_from_bits(s->lo4));
+        word = __sel(word, s->lo4); /* max(y, lo) */
+        (void)__ssub8(hydra_s32_from_bits(word), hydra_s32_from_bits(s->hi4));
+        word = __sel(s->hi4, word); /* min(y, hi) */
+    }
+    memcpy(out + oc, &word, 4);
+}
+
 /* One tap of four channels: the input word's channels (0, 2) and (1, 3) as int16 x + offset (SXTAB16), times the
  * tap's widened filter pairs (we: channels 0 and 2, wo: 1 and 3), each half into its channel's accumulator. */
 static HYDRA_ALWAYS_INLINE void dm1_tap(int32_t xv, const int32_t *wide, int32_t off2, int32_t acc[4])
@@ -912,26 +997,46 @@ static HYDRA_ALWAYS_INLINE void dm1_tap(int32_t xv, const int32_t *wide, int32_t
     acc[3] = __smlatt(xo, wide[1], acc[3]);
 }
 
-/* A 3 x 3 window inside the image, unrolled: x at its first tap (row r, tap t at x + r x_row + t x_tap). */
-static HYDRA_ALWAYS_INLINE void dm1_window3x3(const int8_t *x, ptrdiff_t x_tap, ptrdiff_t x_row, const int32_t *wide,
-                                              int32_t off2, int32_t acc[4])
+/* `taps` (2 or 3) taps of a window row, unrolled: x at the first (tap t at x + t x_tap), wide at its widened words. */
+static HYDRA_ALWAYS_INLINE void dm1_row(const int8_t *x, ptrdiff_t x_tap, const int32_t *wide, int32_t off2,
+                                        int32_t acc[4], const int taps)
 {
-    const int8_t *r1 = x + x_row, *r2 = r1 + x_row;
     dm1_tap(load_word(x), wide, off2, acc);
     dm1_tap(load_word(x + x_tap), wide + 2, off2, acc);
-    dm1_tap(load_word(x + 2 * x_tap), wide + 4, off2, acc);
-    dm1_tap(load_word(r1), wide + 6, off2, acc);
-    dm1_tap(load_word(r1 + x_tap), wide + 8, off2, acc);
-    dm1_tap(load_word(r1 + 2 * x_tap), wide + 10, off2, acc);
-    dm1_tap(load_word(r2), wide + 12, off2, acc);
-    dm1_tap(load_word(r2 + x_tap), wide + 14, off2, acc);
-    dm1_tap(load_word(r2 + 2 * x_tap), wide + 16, off2, acc);
+    if (taps == 3)
+        dm1_tap(load_word(x + 2 * x_tap), wide + 4, off2, acc);
+}
+
+/* A window of `rows` x `taps` taps (each 2 or 3) of a 3 x 3 filter, unrolled: x at its first tap (row r, tap t at
+ * x + r x_row + t x_tap), wide at that tap's widened words (a filter row is 6 words on). */
+static HYDRA_ALWAYS_INLINE void dm1_window(const int8_t *x, ptrdiff_t x_tap, ptrdiff_t x_row, const int32_t *wide,
+                                           int32_t off2, int32_t acc[4], const int rows, const int taps)
+{
+    dm1_row(x, x_tap, wide, off2, acc, taps);
+    dm1_row(x + x_row, x_tap, wide + 6, off2, acc, taps);
+    if (rows == 3)
+        dm1_row(x + 2 * x_row, x_tap, wide + 12, off2, acc, taps);
+}
+
+/* rows x taps taps of a window from x (its first in-image tap) and wide (that tap's widened words; a filter row is
+ * 2 f_w words). */
+static HYDRA_ALWAYS_INLINE void dm1_taps(const int8_t *x, const int32_t *wide, int32_t rows, int32_t taps,
+                                         int32_t f_w, ptrdiff_t x_tap, ptrdiff_t x_row, int32_t off2, int32_t acc[4])
+{
+    for (int32_t r = 0; r < rows; r++, x += x_row, wide += 2 * f_w) {
+        const int8_t *xt = x;
+        const int32_t *wt = wide;
+        for (int32_t t = 0; t < taps; t++, xt += x_tap, wt += 2)
+            dm1_tap(load_word(xt), wt, off2, acc);
+    }
 }
 
 /* Depth multiplier 1, the first `quads` fours of channels over the whole image, a quad at a time: its f_h x f_w
- * taps' filter words widened to int16 pairs once (not once per pixel), a tap then an input load, two SXTAB16 and
- * four multiply-adds; a 3 x 3 window inside the image unrolled. The same integers as tap by tap (an exact sum, in
- * the same int32 accumulators). */
+ * taps' filter words widened (and doubled: dw_quad_out) to int16 pairs once, and its output stage formed once, not
+ * per pixel; a tap then an input load, two SXTAB16 and four multiply-adds. Per output row the columns whose windows
+ * lie inside the image across run in a loop of their own (a 3 x 3 window with its three rows in the image
+ * unrolled), the border columns walk their in-image taps. The same integers as tap by tap (an exact sum, in the
+ * same int32 accumulators). */
 static HYDRA_NOINLINE void depthwise_dm1(const hydra_tfl_conv_view *v, const depthwise_ctx *c, const int8_t *input,
                                          const int8_t *filter, int8_t *output, int32_t quads)
 {
@@ -940,7 +1045,7 @@ static HYDRA_NOINLINE void depthwise_dm1(const hydra_tfl_conv_view *v, const dep
     const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2], out_c = c->out_c;
     const int32_t dh = v->dilation_height_factor, dw = v->dilation_width_factor, off2 = c->off2;
     const int32_t sw = v->stride_width, pw = v->padding_width;
-    const ptrdiff_t x_tap = c->x_tap, x_row = c->x_row;
+    const ptrdiff_t x_tap = c->x_tap, x_row = c->x_row, x_step = (ptrdiff_t)sw * out_c;
     /* the output columns whose windows lie inside the image across: [ox_lo, ox_hi) */
     int32_t ox_lo = 0, ox_hi = out_w;
     while (ox_lo < out_w && ox_lo * sw - pw < 0)
@@ -952,36 +1057,190 @@ static HYDRA_NOINLINE void depthwise_dm1(const hydra_tfl_conv_view *v, const dep
         int32_t wide[2 * DEPTHWISE_DM1_MAX_TAPS];
         for (int32_t t = 0; t < f_h * f_w; t++) {
             const int32_t wv = load_word(filter + (ptrdiff_t)t * out_c + oc);
-            wide[2 * t] = __sxtb16(wv);
-            wide[2 * t + 1] = hydra_sxtb16_ror8(wv);
+            const int32_t we = __sxtb16(wv), wo = hydra_sxtb16_ror8(wv);
+            wide[2 * t] = __sadd16(we, we);
+            wide[2 * t + 1] = __sadd16(wo, wo);
         }
+        dw_quad_out s;
+        dw_quad_out_init(&s, &c->o, oc);
         for (int32_t b = 0; b < v->output_shape[0]; b++)
             for (int32_t oy = 0; oy < out_h; oy++) {
                 const int32_t y0 = oy * v->stride_height - v->padding_height;
                 int32_t fy_lo, fy_hi;
                 tap_range(y0, dh, f_h, in_h, &fy_lo, &fy_hi);
-                const int fast_row = unrolled && fy_lo == 0 && fy_hi == 3;
+                const int32_t rows = fy_hi > fy_lo ? fy_hi - fy_lo : 0;
+                /* the row's first in-image filter row: its input row at column 0, channel oc, and its widened taps */
+                const int8_t *x_y = input + (rows > 0 ? hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo, 0, oc) : 0);
+                const int32_t *w_y = wide + 2 * (rows > 0 ? fy_lo : 0) * f_w;
+                int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, 0, 0);
+                for (int32_t ox = 0; ox < out_w; ox++, out += out_c) {
+                    if (ox == ox_lo && rows > 0) { /* the columns inside the image across, to ox_hi */
+                        const int8_t *x = x_y + (ptrdiff_t)(ox * sw - pw) * out_c;
+                        if (unrolled && rows == 3) {
+                            for (; ox < ox_hi; ox++, out += out_c, x += x_step) {
+                                int32_t acc[4] = {s.init[0], s.init[1], s.init[2], s.init[3]};
+                                dm1_window(x, x_tap, x_row, w_y, off2, acc, 3, 3);
+                                dw_quad_store(&s, &c->o, out, oc, acc);
+                            }
+                        } else if (unrolled && rows == 2) { /* the top or bottom row of a 3 x 3 SAME */
+                            for (; ox < ox_hi; ox++, out += out_c, x += x_step) {
+                                int32_t acc[4] = {s.init[0], s.init[1], s.init[2], s.init[3]};
+                                dm1_window(x, x_tap, x_row, w_y, off2, acc, 2, 3);
+                                dw_quad_store(&s, &c->o, out, oc, acc);
+                            }
+                        } else {
+                            for (; ox < ox_hi; ox++, out += out_c, x += x_step) {
+                                int32_t acc[4] = {s.init[0], s.init[1], s.init[2], s.init[3]};
+                                dm1_taps(x, w_y, rows, f_w, f_w, x_tap, x_row, off2, acc);
+                                dw_quad_store(&s, &c->o, out, oc, acc);
+                            }
+                        }
+                        if (ox >= out_w)
+                            break;
+                    }
+                    /* a window cut by the left or right border (or with no row in the image) */
+                    const int32_t x0 = ox * sw - pw;
+                    int32_t fx_lo, fx_hi;
+                    tap_range(x0, dw, f_w, in_w, &fx_lo, &fx_hi);
+                    int32_t acc[4] = {s.init[0], s.init[1], s.init[2], s.init[3]};
+                    if (unrolled && rows >= 2 && fx_hi - fx_lo == 2) /* the left or right column of a 3 x 3 SAME */
+                        dm1_window(x_y + (ptrdiff_t)(x0 + dw * fx_lo) * out_c, x_tap, x_row, w_y + 2 * fx_lo, off2, acc,
+                                   rows, 2);
+                    else if (rows > 0 && fx_hi > fx_lo)
+                        dm1_taps(x_y + (ptrdiff_t)(x0 + dw * fx_lo) * out_c, w_y + 2 * fx_lo, rows, fx_hi - fx_lo,
+                                 f_w, x_tap, x_row, off2, acc);
+                    dw_quad_store(&s, &c->o, out, oc, acc);
+                }
+            }
+    }
+}
+/* The filter words a one-input-channel walk keeps paired per quad: up to 16 filter rows of up to 4 groups of 4 taps
+ * (32 bytes a group on the stack). */
+#define DEPTHWISE_ROW_MAX_GROUPS 16
+#define DEPTHWISE_ROW_MAX_GROUPS_ACROSS 4
+
+/* Which bytes of a filter row's group of 4 taps (input columns pos .. pos + 3) a pixel reads: the word at column
+ * `at` (inside the row), shifted so that its in-image bytes land on their taps, the others replaced by the pad
+ * byte -offset (x + offset = 0: they add nothing): ((word << ls) >> rs) | pad. */
+typedef struct {
+    int32_t at;
+    uint32_t ls, rs, pad;
+} dw_group_read;
+
+/* A pixel's read of the group at input columns [pos, pos + 4) of a row of in_w >= 4 columns that it overlaps. */
+static void dw_group_read_init(dw_group_read *r, int32_t pos, int32_t in_w, uint32_t pad4)
+{
+    const int32_t at = pos < 0 ? 0 : (pos > in_w - 4 ? in_w - 4 : pos); /* the word's column, inside the row */
+    const int32_t d = pos - at;                                          /* in (-4, 4): the group overlaps the row */
+    r->at = at;
+    r->ls = d < 0 ? (uint32_t)(-8 * d) : 0; /* left border: the word's low bytes are taps -d .. 3 */
+    r->rs = d > 0 ? (uint32_t)(8 * d) : 0;  /* right border: its high bytes are taps 0 .. 3 - d */
+    r->pad = pad4 & ~((UINT32_C(0xFFFFFFFF) << r->ls) >> r->rs);
+}
+
+/* A pixel's rows of a one-input-channel window (rows from x: where `shifted` the row's column 0, else its first
+ * word's; filter pairs from p, `groups` groups a filter row, of which it reads n): per group the word (where
+ * `shifted`, through the group's read), SXTAB16 into the x + offset pairs of taps (0, 2) and (1, 3), eight SMLADs
+ * against the quad's filter pairs (per group 4 doublewords: channels (0, 1) and (2, 3) at taps (0, 2), then at taps
+ * (1, 3); one LDRD each). `one`: a single group a row (f_w <= 4), no group loop. */
+static HYDRA_ALWAYS_INLINE void dw_rows(const int8_t *x, const uint64_t *p, int32_t rows, ptrdiff_t x_row,
+                                        int32_t groups, int32_t n, const dw_group_read *reads, int32_t off2,
+                                        int32_t acc[4], const int one, const int shifted)
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (; rows > 0; rows--, x += x_row, p += 4 * groups)
+        for (int32_t g = 0; g < (one ? 1 : n); g++) {
+            uint32_t word;
+            memcpy(&word, shifted ? x + reads[g].at : x + 4 * g, 4);
+            if (shifted)
+                word = ((word << reads[g].ls) >> reads[g].rs) | reads[g].pad;
+            const int32_t xw = hydra_s32_from_bits(word);
+            const int32_t xe = __sxtab16(off2, xw), xo = hydra_sxtab16_ror8(off2, xw);
+            const uint64_t e01 = p[4 * g], e23 = p[4 * g + 1], o01 = p[4 * g + 2], o23 = p[4 * g + 3];
+            a0 = __smlad(xe, hydra_s32_from_bits((uint32_t)e01), a0);
+            a1 = __smlad(xe, hydra_s32_from_bits((uint32_t)(e01 >> 32)), a1);
+            a2 = __smlad(xe, hydra_s32_from_bits((uint32_t)e23), a2);
+            a3 = __smlad(xe, hydra_s32_from_bits((uint32_t)(e23 >> 32)), a3);
+            a0 = __smlad(xo, hydra_s32_from_bits((uint32_t)o01), a0);
+            a1 = __smlad(xo, hydra_s32_from_bits((uint32_t)(o01 >> 32)), a1);
+            a2 = __smlad(xo, hydra_s32_from_bits((uint32_t)o23), a2);
+            a3 = __smlad(xo, hydra_s32_from_bits((uint32_t)(o23 >> 32)), a3);
+        }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* One input channel (in_c 1), a depth multiplier that is a multiple of 4, no x dilation, rows of at least 4 columns:
+ * DS-CNN's first layer. A filter row's taps are adjacent input bytes, so a pixel reads them a word (4 taps) at a time,
+ * SXTAB16 making the x + offset pairs of taps (0, 2) and (1, 3), and each pair feeds one SMLAD per channel: quad by
+ * quad over the image, the quad's filter paired the same way (and doubled: dw_quad_out) once, taps past the filter's
+ * width 0. A window cut by the left or right border reads its in-row bytes shifted into place and the pad byte
+ * -offset for the others (x + offset = 0, as TFLM's skipped taps add nothing); rows outside the image are skipped.
+ * Every product is one of TFLM's or 0: the same int32 sum. */
+static HYDRA_NOINLINE void depthwise_row1(const hydra_tfl_conv_view *v, const depthwise_ctx *c, const int8_t *input,
+                                          const int8_t *filter, int8_t *output)
+{
+    const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2];
+    const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2];
+    const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2], out_c = c->out_c;
+    const int32_t dh = v->dilation_height_factor, sw = v->stride_width, pw = v->padding_width, off2 = c->off2;
+    const int32_t groups = (f_w + 3) / 4;
+    const uint32_t pad4 = UINT32_C(0x01010101) * (uint8_t)(-c->offset);
+    const ptrdiff_t x_row = c->x_row;
+    for (int32_t oc = 0; oc < out_c; oc += 4) {
+        uint64_t pairs[4 * DEPTHWISE_ROW_MAX_GROUPS];
+        for (int32_t rg = 0; rg < f_h * groups; rg++) {
+            const int32_t r = rg / groups, t0 = 4 * (rg % groups);
+            for (int32_t k = 0; k < 4; k++) { /* taps t0 + k / 2 and t0 + k / 2 + 2; channels 2 (k % 2) and + 1 */
+                const int32_t t = t0 + k / 2, ch = oc + 2 * (k % 2);
+                uint64_t both = 0;
+                for (int32_t h = 0; h < 2; h++) {
+                    const int32_t lo = t < f_w ? filter[(ptrdiff_t)(r * f_w + t) * out_c + ch + h] : 0;
+                    const int32_t hi = t + 2 < f_w ? filter[(ptrdiff_t)(r * f_w + t + 2) * out_c + ch + h] : 0;
+                    const uint32_t pair = ((uint32_t)(2 * lo) & UINT32_C(0xFFFF)) | ((uint32_t)(2 * hi) << 16);
+                    both |= (uint64_t)pair << (32 * h);
+                }
+                pairs[4 * rg + k] = both;
+            }
+        }
+        dw_quad_out s;
+        dw_quad_out_init(&s, &c->o, oc);
+        for (int32_t b = 0; b < v->output_shape[0]; b++)
+            for (int32_t oy = 0; oy < out_h; oy++) {
+                const int32_t y0 = oy * v->stride_height - v->padding_height;
+                int32_t fy_lo, fy_hi;
+                tap_range(y0, dh, f_h, in_h, &fy_lo, &fy_hi);
+                const int32_t rows = fy_hi > fy_lo ? fy_hi - fy_lo : 0;
+                const int8_t *x_y = input + (rows > 0 ? hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo, 0, 0) : 0);
+                const uint64_t *p_y = pairs + 4 * groups * (rows > 0 ? fy_lo : 0);
                 int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, 0, 0);
                 for (int32_t ox = 0; ox < out_w; ox++, out += out_c) {
                     const int32_t x0 = ox * sw - pw;
-                    int32_t acc[4] = {0, 0, 0, 0};
-                    if (fast_row && ox >= ox_lo && ox < ox_hi) {
-                        dm1_window3x3(input + hydra_tfl_nhwc(v->input_shape, b, y0, x0, oc), x_tap, x_row, wide,
-                                      off2, acc);
-                    } else {
-                        int32_t fx_lo, fx_hi;
-                        tap_range(x0, dw, f_w, in_w, &fx_lo, &fx_hi);
-                        if (fy_hi > fy_lo && fx_hi > fx_lo) {
-                            const int8_t *x = input + hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo,
-                                                                     x0 + dw * fx_lo, oc);
-                            for (int32_t row = fy_lo; row < fy_hi; row++, x += x_row) {
-                                const int8_t *xt = x;
-                                for (int32_t t = fx_lo; t < fx_hi; t++, xt += x_tap)
-                                    dm1_tap(load_word(xt), wide + 2 * (row * f_w + t), off2, acc);
-                            }
+                    /* the groups that overlap the row: [g_lo, g_hi) */
+                    const int32_t g_lo = x0 >= 0 ? 0 : (-x0) / 4;
+                    const int32_t g_hi = x0 + 4 * groups <= in_w ? groups : (in_w - x0 + 3) / 4;
+                    int32_t acc[4] = {s.init[0], s.init[1], s.init[2], s.init[3]};
+                    if (rows > 0 && g_hi > g_lo) {
+                        const uint64_t *p = p_y + 4 * g_lo;
+                        const int32_t n = g_hi - g_lo;
+                        if (x0 >= 0 && x0 + 4 * groups <= in_w) { /* every word inside the row */
+                            if (groups == 1)
+                                dw_rows(x_y + x0, p, rows, x_row, 1, 1, NULL, off2, acc, 1, 0);
+                            else
+                                dw_rows(x_y + x0, p, rows, x_row, groups, n, NULL, off2, acc, 0, 0);
+                        } else {
+                            dw_group_read reads[DEPTHWISE_ROW_MAX_GROUPS_ACROSS];
+                            for (int32_t g = 0; g < n; g++)
+                                dw_group_read_init(&reads[g], x0 + 4 * (g_lo + g), in_w, pad4);
+                            if (groups == 1)
+                                dw_rows(x_y, p, rows, x_row, 1, 1, reads, off2, acc, 1, 1);
+                            else
+                                dw_rows(x_y, p, rows, x_row, groups, n, reads, off2, acc, 0, 1);
                         }
                     }
-                    conv_outputs_store(&c->o, out, oc, acc, 4);
+                    dw_quad_store(&s, &c->o, out, oc, acc);
                 }
             }
     }
@@ -1032,6 +1291,10 @@ static void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, co
             depthwise_dm1(v, &c, input, filter, output, quad_channels / 4);
         if (quad_channels == out_c)
             return; /* no channel left for the pixel walk below */
+    } else if (in_c == 1 && dm % 4 == 0 && dw == 1 && in_w >= 4 && (f_w + 3) / 4 <= DEPTHWISE_ROW_MAX_GROUPS_ACROSS &&
+               f_h * ((f_w + 3) / 4) <= DEPTHWISE_ROW_MAX_GROUPS) { /* a filter row's taps a word at a time */
+        depthwise_row1(v, &c, input, filter, output);
+        return;
     } else if (dm == 2) { /* two input channels' four output channels at a time */
         quad_channels = 2 * (in_c & ~1);
         quads = depthwise_quads_2;
