@@ -141,11 +141,11 @@ static HYDRA_ALWAYS_INLINE void expand_pair(const int8_t *x0, const int8_t *x1, 
 static HYDRA_ALWAYS_INLINE void pair_rows(const int32_t *xq, const int8_t *w, int32_t groups, int32_t b0, int32_t b1,
                                           int32_t d[4])
 {
+    /* even: groups % 4, and then a scratch register (the first group's even halves) */
     register int32_t x0e __asm__("r8"), x0o __asm__("r9"), x1e __asm__("r10"), x1o __asm__("r11");
     int32_t a00 = b0, a01 = b1, a10 = b0, a11 = b1, w0, w1, even = groups % 4;
     const int32_t *const end = xq + 4 * groups;
-    __asm__("cmp %[even], #0\n\t"
-            "beq 1f\n\t"
+    __asm__("cbz %[even], 1f\n\t"
             "cmp %[even], #2\n\t"
             "beq 3f\n\t" /* 2 groups over a multiple of 4: enter at the third */
             "bhi 2f\n\t" /* 3: at the second */
@@ -155,7 +155,7 @@ static HYDRA_ALWAYS_INLINE void pair_rows(const int32_t *xq, const int8_t *w, in
             "bne 1b"
             : [xq] "+r"(xq), [w] "+r"(w), [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11),
               [x0e] "=&r"(x0e), [x0o] "=&r"(x0o), [x1e] "=&r"(x1e), [x1o] "=&r"(x1o), [w0] "=&r"(w0), [w1] "=&r"(w1),
-              [even] "+&r"(even)
+              [even] "+&l"(even) /* CBZ takes r0-r7 */
             : [end] "r"(end)
             : "cc", "memory");
     d[0] = a00, d[1] = a01, d[2] = a10, d[3] = a11;
@@ -170,18 +170,25 @@ static HYDRA_ALWAYS_INLINE int32_t ssat8(int32_t x)
     return r;
 }
 
-/* zy + requant(acc) in linear_output's fast case for a channel's two tokens (acc: bias + dot), its rounding shift's
- * constant formed once, saturated to int8: the activation clamp, if any, is clamp_row's. */
-static HYDRA_ALWAYS_INLINE void channel_pair(int32_t m, int32_t sh, int32_t zy, int32_t acc0, int32_t acc1, int32_t *out0,
-                                             int32_t *out1)
+/* zy + requant(acc) in linear_output's fast case for a channel's two tokens (acc: bias + dot), saturated to int8: the
+ * activation clamp, if any, is clamp_row's. The rounding shift by r = -sh > 0, floor((v + 2^(r-1) - [v < 0]) / 2^r),
+ * is taken as floor((q + 1) / 2) with q = floor((v - [v < 0]) / 2^(r-1)) (the same integer: adding 2^(r-1) before
+ * dividing by 2^r adds 1 before halving q), so that the zero point joins the +1: floor((q + 1 + 2 zy) / 2) =
+ * floor((q + 1) / 2) + zy. zy2p1 = 2 zy + 1; |q| < 2^30, so no sum leaves int32. */
+static HYDRA_ALWAYS_INLINE void channel_pair(int32_t m, int32_t sh, int32_t zy, int32_t zy2p1, int32_t acc0,
+                                             int32_t acc1, int32_t *out0, int32_t *out1)
 {
     int32_t v0 = hydra_srdhm_unsaturated(acc0, m), v1 = hydra_srdhm_unsaturated(acc1, m);
     if (sh != 0) {
-        v0 = hydra_round_right(v0, -sh);
-        v1 = hydra_round_right(v1, -sh);
+        const int32_t rm1 = -sh - 1;
+        v0 = hydra_floor_div_pow2_s32(hydra_floor_div_pow2_s32(v0 - (v0 < 0 ? 1 : 0), rm1) + zy2p1, 1);
+        v1 = hydra_floor_div_pow2_s32(hydra_floor_div_pow2_s32(v1 - (v1 < 0 ? 1 : 0), rm1) + zy2p1, 1);
+    } else {
+        v0 += zy;
+        v1 += zy;
     }
-    *out0 = ssat8(v0 + zy);
-    *out1 = ssat8(v1 + zy);
+    *out0 = ssat8(v0);
+    *out1 = ssat8(v1);
 }
 
 /* The per-channel output parameters in locals (a store through int8_t * may alias the params). */
@@ -210,8 +217,8 @@ static HYDRA_ALWAYS_INLINE void pair_half(pair_outputs o, int32_t n, const int32
     /* both channels' parameters, then their four outputs, then the stores (an int8 store may alias the params) */
     const int32_t m0 = o.multiplier[n], m1 = o.multiplier[n + 1], s0 = o.shift[n], s1 = o.shift[n + 1];
     int32_t v00, v01, v10, v11; /* channel, token: in [-128, 127] */
-    channel_pair(m0, s0, o.zy, d[0], d[2], &v00, &v01);
-    channel_pair(m1, s1, o.zy, d[1], d[3], &v10, &v11);
+    channel_pair(m0, s0, o.zy, 2 * o.zy + 1, d[0], d[2], &v00, &v01);
+    channel_pair(m1, s1, o.zy, 2 * o.zy + 1, d[1], d[3], &v10, &v11);
     y0[n] = (int8_t)v00, y0[n + 1] = (int8_t)v10, y1[n] = (int8_t)v01, y1[n + 1] = (int8_t)v11;
 }
 
