@@ -482,13 +482,20 @@ hydra_status hydra_linear_s8_check(const hydra_linear_params *params)
     if (!hydra_zero_point_ok(params->output_zero_point) || params->activation_min < -128 ||
         params->activation_max > 127 || params->activation_min > params->activation_max)
         return HYDRA_ERR_ARG;
-    for (int32_t n = 0; n < N; n++)
-        if (params->shift[n] < -31 || params->shift[n] > 30)
-            return HYDRA_ERR_ARG;
-    const hydra_channel_outputs out = {params->bias, params->multiplier, params->shift, 0, 0, 0};
-    if (params->right_only != 0 && (params->right_only != 1 || !hydra_channels_right_only(&out, N, K)))
+    if (params->right_only != 0 && params->right_only != 1)
         return HYDRA_ERR_ARG;
-    return HYDRA_OK;
+    /* every shift in [-31, 30]; under right_only also what hydra_channels_right_only asks (K <= 2^15, shift <= 0,
+     * multiplier >= 0, |bias| < 2^29): one pass, its conditions or-ed (this runs once per call of a whole-tensor op) */
+    const int32_t *bias = params->bias, *multiplier = params->multiplier, *shift = params->shift;
+    const uint32_t shift_span = params->right_only ? 31u : 61u; /* shift + 31 in [0, span] */
+    uint32_t bad = params->right_only && K > 32768;
+    for (int32_t n = 0; n < N; n++) {
+        const uint32_t m_bad = params->right_only ? (uint32_t)multiplier[n] >> 31 : 0u;
+        const uint32_t b_bad = params->right_only ? (uint32_t)bias[n] + (UINT32_C(1) << 29) - 1u > (UINT32_C(1) << 30) - 2u
+                                                  : 0u;
+        bad |= ((uint32_t)shift[n] + 31u > shift_span) | m_bad | b_bad;
+    }
+    return bad ? HYDRA_ERR_ARG : HYDRA_OK;
 }
 
 hydra_status hydra_linear_rows_s8(const hydra_linear_params *params, const int8_t *input, int8_t *output)
