@@ -75,10 +75,12 @@ def test_dot_paths_on_target(board, tmp_path):
         assert np.array_equal(portable, reference_outputs(g, xs).reshape(portable.shape)), (board, k)
 
 
+@pytest.mark.parametrize("source", ["hydra_dot.c", "hydra_linear.c"])
 @pytest.mark.parametrize("board", BOARDS)
-def test_dot_paths_compile_strict(board, tmp_path):
-    """The target paths under the host tests' strictest warnings, with the board's compiler and flags."""
-    proc = c_build.compile_strict(load_board(board), "hydra_dot.c", tmp_path / "dot.o")
+def test_dot_paths_compile_strict(board, source, tmp_path):
+    """The target paths (the dot products, linear's token pairs and output stages) under the host tests' strictest
+    warnings, with the board's compiler and flags."""
+    proc = c_build.compile_strict(load_board(board), source, tmp_path / "kernel.o")
     assert proc.returncode == 0, proc.stderr
 
 
@@ -102,3 +104,49 @@ def test_linear_token_pairs_on_m7(rounding, tmp_path):
         assert result.ok, (k, lo, hi, result.mismatches)
         portable = runner.run(folder, xs.reshape(len(xs), -1), extra_cppflags=PORTABLE_CPPFLAGS)
         assert np.array_equal(portable, reference_outputs(g, xs).reshape(portable.shape)), k
+
+
+def channel_graph(rng: np.random.Generator, k: int, n: int, tokens: int, zy: int, rounding: str,
+                  clamp: tuple[int, int]) -> Graph:
+    """A linear layer whose channels all differ: random multipliers in [2^30, 2^31), shifts from 0 to 3 below the
+    sensible one (a rounding shift of 1 included), one channel of small weights with shift 0 (no rounding shift), the
+    output zero point at an end of int8, random biases."""
+    w = rng.integers(-128, 128, (n, k))
+    w[1] = rng.integers(-1, 2, k)  # shift 0 maps a small accumulator into int8
+    fine = sensible(np.sqrt(k) * 75 * 73)
+    shift = np.clip(fine - rng.integers(0, 4, n), -31, 0)
+    shift[1], shift[2] = 0, -1
+    g = Graph(meta={"rounding": rounding})
+    x = act(g, "x", (tokens, k), -3)
+    g.add_constant("w", w.astype(np.int8))
+    g.add_constant("b", rng.integers(-3000, 3001, n).astype(np.int32))
+    y = act(g, "y", (tokens, n), zy)
+    attrs = {"multiplier": rng.integers(2**30, 2**31, n).astype(np.int32), "shift": shift.astype(np.int32),
+             "out_zp": np.int32(zy), "act_min": clamp[0], "act_max": clamp[1]}
+    g.add_node(Node("fc", "linear", [x, "w", "b"], [y], attrs))
+    g.inputs, g.outputs = [x], [y]
+    return g
+
+
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_linear_pair_channels_on_m7(rounding, tmp_path):
+    """The M7's token pairs with every channel's multiplier, shift and bias its own (a channel's output stage cannot
+    take its neighbour's), shift 0 and -1, both ends of the zero point (2 zy + 1 joins the rounding), K over 4 groups
+    (K = 16m), one to three groups past them (each entry into the four-group loop) and 1 to 3 tail columns, N % 4 of
+    0 and 3, odd and even token counts, clamps; against the reference and the portable build."""
+    rng = np.random.default_rng(23)
+    cases = [(16, 8, 4, 127, (-128, 127)), (20, 11, 3, -128, (-128, 127)), (24, 12, 5, 127, (0, 127)),
+             (28, 8, 2, -128, (-128, 127)), (40, 11, 4, 5, (-20, 90)), (64, 16, 6, -128, (-128, 127)),
+             (66, 9, 5, 127, (-128, 127)), (125, 8, 4, -7, (0, 6)), (128, 12, 7, 127, (-128, 127))]
+    for k, n, tokens, zy, clamp in cases:
+        g = channel_graph(rng, k, n, tokens, zy, rounding, clamp)
+        folder = tmp_path / f"k{k}"
+        emit_project(g, plan_memory(g, kernel_scratch(g)), folder, "stm32f746")
+        assert "right_only = 1" in (folder / "model.c").read_text().replace(".right_only", "right_only")
+        xs = inputs_for(rng, (tokens, k), -3)
+        result = validate_build(folder, g, xs)
+        assert result.ok, (k, n, tokens, result.mismatches)
+        ref = reference_outputs(g, xs)
+        assert len(np.unique(ref)) > min(16, (clamp[1] - clamp[0]) // 2), k  # the outputs are not all saturated
+        portable = runner.run(folder, xs.reshape(len(xs), -1), extra_cppflags=PORTABLE_CPPFLAGS)
+        assert np.array_equal(portable, ref.reshape(portable.shape)), k

@@ -338,3 +338,42 @@ def test_add_every_operand_pair(rt, rounding):
         node = Node("add", "add", ["a", "b"], ["y"], {"left_shift": left, "za": za, "ma": ma, "sa": sa, "zb": zb,
                                                       "mb": mb, "sb": sb, "my": my, "sy": sy, "out_zp": zy})
         np.testing.assert_array_equal(got, int_ref(node, a, b, rounding), err_msg=str((left, za, zb, zy)))
+
+
+@pytest.mark.parametrize("right_only", [0, 1])
+def test_linear_check_at_its_bounds(rt, right_only):
+    """hydra_linear_s8_check's one pass over the channels: each bound at its edge, accepted, and one past it, refused,
+    in the channel it is put in (first, middle or last); under right_only also the multiplier's sign, the bias's
+    |b| < 2^29 and K <= 2^15; without it those pass and only the shift's [-31, 30] counts."""
+    n, k = 5, 3
+    w = np.zeros((n, k), np.int8)
+    b = np.zeros(n, np.int32)
+    m = np.full(n, 2**30, np.int32)
+    sh = np.full(n, -3, np.int32)
+
+    def check(K: int = k) -> int:
+        p = LinearParams(rows=1, in_features=K, out_features=n, weights=ptr(w, np.int8), bias=ptr(b, np.int32),
+                         multiplier=ptr(m, np.int32), shift=ptr(sh, np.int32), output_zero_point=0,
+                         activation_min=-128, activation_max=127, single_rounding=0, right_only=right_only)
+        return rt.hydra_linear_s8_check(ctypes.byref(p))
+
+    assert check() == HYDRA_OK
+    for c in (0, 2, n - 1):
+        for arr, ok, bad_only, bad_always in [
+            (sh, [-31, 0], [1, 30], [-32, 31, -(2**31), 2**31 - 1]),
+            (b, [2**29 - 1, -(2**29) + 1], [2**29, -(2**29), 2**31 - 1, -(2**31)], []),
+            (m, [0, 2**31 - 1], [-1, -(2**31)], []),
+        ]:
+            keep = arr[c]
+            for v in ok:
+                arr[c] = v
+                assert check() == HYDRA_OK, (c, v)
+            for v in bad_only:
+                arr[c] = v
+                assert check() == (HYDRA_ERR_ARG if right_only else HYDRA_OK), (c, v)
+            for v in bad_always:
+                arr[c] = v
+                assert check() == HYDRA_ERR_ARG, (c, v)
+            arr[c] = keep
+    assert check(32768) == HYDRA_OK
+    assert check(32769) == (HYDRA_ERR_ARG if right_only else HYDRA_OK)

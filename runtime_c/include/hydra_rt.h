@@ -210,17 +210,6 @@ void hydra_dot2_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, int32_t 
 void hydra_dot4_blocked_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t blocks, int32_t *dots);
 
 #if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32)
-/* Two tokens at once on the Cortex-M (hydra_linear.c): each weight word then feeds both. hydra_expand_pair_q15
- * writes rows x0 and x1 (4 groups columns each) as int16 pairs, per group of 4 columns the words
- * {x0[0], x0[2]}, {x0[1], x0[3]}, {x1[0], x1[2]}, {x1[1], x1[3]} (SXTB16's order); hydra_dot_pair4_q15 forms
- * the dot products of both with the 4 rows of a weight block over those groups (linear's block layout, w at the
- * block's start, 16 bytes a group): dots = {x0 . r0, x0 . r1, x1 . r0, x1 . r1, x0 . r2, x0 . r3, x1 . r2,
- * x1 . r3}. */
-void hydra_expand_pair_q15(const int8_t *x0, const int8_t *x1, int32_t groups, int32_t *xq);
-void hydra_dot_pair4_q15(const int32_t *xq, const int8_t *w, int32_t groups, int32_t dots[8]);
-#endif
-
-#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32)
 #include <arm_acle.h>
 /* SXTB16 / SXTAB16 of a word rotated right by 8 (bytes 1 and 3), for the SIMD kernels (hydra_dot.c,
  * tfl_fixedpoint.c): GCC does not fold the rotation into the instruction by itself, so it is spelt out where

@@ -84,53 +84,156 @@ static HYDRA_NOINLINE void linear_row_from(const hydra_linear_params *params, co
         clamp_row(y + n0, N - n0, o->lo, o->hi);
 }
 
-#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32) && !defined(HYDRA_LINEAR_ONE_ROW)
-/* Tokens in pairs on the Cortex-M (hydra_dot_pair4_q15) where the outputs take hydra_requantize_right: both rows
- * expanded to int16 once, in a stack buffer of 4 K bytes (512 at this bound; a longer row takes the one-token
- * loop). Left out where the compiler says every call takes one row (ops/linear.py c_defines: flash). */
+#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32) && !defined(HYDRA_LINEAR_ONE_ROW) &&            \
+    defined(__GNUC__)
+/* Tokens in pairs on the Cortex-M where the outputs take hydra_requantize_right: both rows expanded to int16 once, in
+ * a stack buffer of 4 K bytes (512 at this bound; a longer row takes the one-token loop), then each weight word feeds
+ * both tokens. Left out where the compiler says every call takes one row (ops/linear.py c_defines: flash). */
 #define LINEAR_SIMD32_PAIRS 1
 #define LINEAR_PAIR_MAX_K 128
 
-/* Channel n's outputs for two tokens in linear_output's fast case, its bias, multiplier and shift loaded once and the
- * rounding shift's constant formed once, saturated to int8: the activation clamp, if any, is clamp_row's. */
-static HYDRA_ALWAYS_INLINE void channel_pair(const hydra_channel_outputs *o, int32_t n, int32_t dot0, int32_t dot1,
-                                             int8_t *y0, int8_t *y1)
+/* Rows x0 and x1 (groups >= 1 groups of 4 columns) as int16 pairs, per group the words {x0[0], x0[2]},
+ * {x0[1], x0[3]}, {x1[0], x1[2]}, {x1[1], x1[3]} (SXTB16's order). */
+static HYDRA_ALWAYS_INLINE void expand_pair(const int8_t *x0, const int8_t *x1, int32_t groups, int32_t *xq)
 {
-    const int32_t b = o->bias[n], m = o->multiplier[n], sh = o->shift[n];
-    int32_t v0 = hydra_srdhm_unsaturated(b + dot0, m), v1 = hydra_srdhm_unsaturated(b + dot1, m);
-    if (sh != 0) {
-        v0 = hydra_round_right(v0, -sh);
-        v1 = hydra_round_right(v1, -sh);
-    }
-    y0[n] = hydra_clamp_s8(v0 + o->zy);
-    y1[n] = hydra_clamp_s8(v1 + o->zy);
+    /* one STM of the four words a group (GCC's schedule of the same in C: 15 instructions a group, here 10) */
+    register int32_t e0 __asm__("r8"), o0 __asm__("r9"), e1 __asm__("r10"), o1 __asm__("r11");
+    const int32_t *const end = xq + 4 * groups;
+    __asm__ __volatile__("1:\n\t" /* volatile: its only result is memory */
+            "ldr %[o0], [%[x0]], #4\n\t"
+            "ldr %[o1], [%[x1]], #4\n\t"
+            "sxtb16 %[e0], %[o0]\n\t"
+            "sxtb16 %[o0], %[o0], ror #8\n\t"
+            "sxtb16 %[e1], %[o1]\n\t"
+            "sxtb16 %[o1], %[o1], ror #8\n\t"
+            "stm %[xq]!, {%[e0], %[o0], %[e1], %[o1]}\n\t"
+            "cmp %[xq], %[end]\n\t"
+            "bne 1b"
+            : [x0] "+r"(x0), [x1] "+r"(x1), [xq] "+r"(xq), [e0] "=&r"(e0), [o0] "=&r"(o0), [e1] "=&r"(e1),
+              [o1] "=&r"(o1)
+            : [end] "r"(end)
+            : "cc", "memory");
 }
 
-/* Tokens x0 and x1 (K <= LINEAR_PAIR_MAX_K) through every full block of 4 rows, two rows at a time; the K % 4 tail
- * columns (stored row by row after the groups) in C. */
+/* One group of 4 columns for rows r and r + 1 of a block (their words at w and w + 4; 16 bytes a group) and both
+ * tokens: one LDM of the tokens' expanded words, one LDRD of the rows' words, each word split once by SXTB16 for 4
+ * SMLADs: 14 instructions per 16 MACs. */
+#define PAIR_GROUP                                                \
+    "ldm %[xq]!, {%[x0e], %[x0o], %[x1e], %[x1o]}\n\t"             \
+    "ldrd %[w0], %[w1], [%[w]], #16\n\t"                           \
+    "sxtb16 %[even], %[w0]\n\t"                                    \
+    "sxtb16 %[w0], %[w0], ror #8\n\t"                              \
+    "smlad %[a00], %[x0e], %[even], %[a00]\n\t"                    \
+    "smlad %[a10], %[x1e], %[even], %[a10]\n\t"                    \
+    "smlad %[a00], %[x0o], %[w0], %[a00]\n\t"                      \
+    "smlad %[a10], %[x1o], %[w0], %[a10]\n\t"                      \
+    "sxtb16 %[even], %[w1]\n\t"                                    \
+    "sxtb16 %[w1], %[w1], ror #8\n\t"                              \
+    "smlad %[a01], %[x0e], %[even], %[a01]\n\t"                    \
+    "smlad %[a11], %[x1e], %[even], %[a11]\n\t"                    \
+    "smlad %[a01], %[x0o], %[w1], %[a01]\n\t"                      \
+    "smlad %[a11], %[x1o], %[w1], %[a11]\n\t"
+
+/* d = {b0 + x0 . r, b1 + x0 . r+1, b0 + x1 . r, b1 + x1 . r+1} (b: the rows' biases) over `groups` (>= 1) groups, w at
+ * row r's first word: four groups a turn,
+ * entering the first turn at the group that leaves a multiple of four. LDM wants its registers in ascending order,
+ * hence the fixed r8-r11; the other ten operands take r0-r7, r12 and lr. */
+static HYDRA_ALWAYS_INLINE void pair_rows(const int32_t *xq, const int8_t *w, int32_t groups, int32_t b0, int32_t b1,
+                                          int32_t d[4])
+{
+    /* even: groups % 4, and then a scratch register (the first group's even halves) */
+    register int32_t x0e __asm__("r8"), x0o __asm__("r9"), x1e __asm__("r10"), x1o __asm__("r11");
+    int32_t a00 = b0, a01 = b1, a10 = b0, a11 = b1, w0, w1, even = groups % 4;
+    const int32_t *const end = xq + 4 * groups;
+    __asm__("cbz %[even], 1f\n\t"
+            "cmp %[even], #2\n\t"
+            "beq 3f\n\t" /* 2 groups over a multiple of 4: enter at the third */
+            "bhi 2f\n\t" /* 3: at the second */
+            "b 4f\n\t"   /* 1: at the fourth */
+            "1:\n\t" PAIR_GROUP "2:\n\t" PAIR_GROUP "3:\n\t" PAIR_GROUP "4:\n\t" PAIR_GROUP
+            "cmp %[xq], %[end]\n\t"
+            "bne 1b"
+            : [xq] "+r"(xq), [w] "+r"(w), [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11),
+              [x0e] "=&r"(x0e), [x0o] "=&r"(x0o), [x1e] "=&r"(x1e), [x1o] "=&r"(x1o), [w0] "=&r"(w0), [w1] "=&r"(w1),
+              [even] "+&l"(even) /* CBZ takes r0-r7 */
+            : [end] "r"(end)
+            : "cc", "memory");
+    d[0] = a00, d[1] = a01, d[2] = a10, d[3] = a11;
+}
+#undef PAIR_GROUP
+
+/* hydra_clamp_s8 as an int32 (its int8_t result costs an SXTB where the value waits for its store) */
+static HYDRA_ALWAYS_INLINE int32_t ssat8(int32_t x)
+{
+    int32_t r;
+    __asm__("ssat %0, #8, %1" : "=r"(r) : "r"(x));
+    return r;
+}
+
+/* zy + requant(acc) in linear_output's fast case for a channel's two tokens (acc: bias + dot), saturated to int8: the
+ * activation clamp, if any, is clamp_row's. The rounding shift by r = -sh > 0, floor((v + 2^(r-1) - [v < 0]) / 2^r),
+ * is taken as floor((q + 1) / 2) with q = floor((v - [v < 0]) / 2^(r-1)) (the same integer: adding 2^(r-1) before
+ * dividing by 2^r adds 1 before halving q), so that the zero point joins the +1: floor((q + 1 + 2 zy) / 2) =
+ * floor((q + 1) / 2) + zy. zy2p1 = 2 zy + 1; |q| < 2^30, so no sum leaves int32. */
+static HYDRA_ALWAYS_INLINE void channel_pair(int32_t m, int32_t sh, int32_t zy, int32_t zy2p1, int32_t acc0,
+                                             int32_t acc1, int32_t *out0, int32_t *out1)
+{
+    int32_t v0 = hydra_srdhm_unsaturated(acc0, m), v1 = hydra_srdhm_unsaturated(acc1, m);
+    if (sh != 0) {
+        const int32_t rm1 = -sh - 1;
+        v0 = hydra_floor_div_pow2_s32(hydra_floor_div_pow2_s32(v0 - (v0 < 0 ? 1 : 0), rm1) + zy2p1, 1);
+        v1 = hydra_floor_div_pow2_s32(hydra_floor_div_pow2_s32(v1 - (v1 < 0 ? 1 : 0), rm1) + zy2p1, 1);
+    } else {
+        v0 += zy;
+        v1 += zy;
+    }
+    *out0 = ssat8(v0);
+    *out1 = ssat8(v1);
+}
+
+/* The per-channel output parameters in locals (a store through int8_t * may alias the params). */
+typedef struct {
+    const int32_t *bias, *multiplier, *shift;
+    int32_t zy;
+} pair_outputs;
+
+/* Rows r, r + 1 of the block at w (r = 0 or 2; groups >= 1): their biases plus dots with both tokens, the K % 4 tail columns
+ * (stored row by row after the groups) in C, then their outputs, channels n + r and n + r + 1, at y0 and y1. */
+static HYDRA_ALWAYS_INLINE void pair_half(pair_outputs o, int32_t n, const int32_t *xq, const int8_t *w, int32_t r,
+                                          int32_t groups, int32_t tail, const int8_t *x0, const int8_t *x1, int8_t *y0,
+                                          int8_t *y1)
+{
+    int32_t d[4];
+    n += r;
+    pair_rows(xq, w + 4 * r, groups, o.bias[n], o.bias[n + 1], d);
+    if (tail > 0) {
+        const int32_t cols = 4 * groups;
+        const int8_t *wt = w + (size_t)16 * (size_t)groups + (size_t)(r * tail);
+        for (int32_t j = 0; j < tail; j++) {
+            const int32_t a = x0[cols + j], c = x1[cols + j];
+            d[0] += a * wt[j], d[1] += a * wt[tail + j], d[2] += c * wt[j], d[3] += c * wt[tail + j];
+        }
+    }
+    /* both channels' parameters, then their four outputs, then the stores (an int8 store may alias the params) */
+    const int32_t m0 = o.multiplier[n], m1 = o.multiplier[n + 1], s0 = o.shift[n], s1 = o.shift[n + 1];
+    int32_t v00, v01, v10, v11; /* channel, token: in [-128, 127] */
+    channel_pair(m0, s0, o.zy, 2 * o.zy + 1, d[0], d[2], &v00, &v01);
+    channel_pair(m1, s1, o.zy, 2 * o.zy + 1, d[1], d[3], &v10, &v11);
+    y0[n] = (int8_t)v00, y0[n + 1] = (int8_t)v10, y1[n] = (int8_t)v01, y1[n + 1] = (int8_t)v11;
+}
+
+/* Tokens x0 and x1 (4 <= K <= LINEAR_PAIR_MAX_K) through every full block of 4 rows, two rows a pass. */
 static HYDRA_NOINLINE void linear_token_pair(const hydra_channel_outputs *o, const int8_t *weights, int32_t K,
                                              int32_t full, const int8_t *x0, const int8_t *x1, int8_t *y0, int8_t *y1)
 {
     int32_t xq[LINEAR_PAIR_MAX_K]; /* 2 tokens x K int16 */
-    const int32_t groups = K / 4, tail = K % 4, cols = K - tail;
-    hydra_expand_pair_q15(x0, x1, groups, xq);
+    const int32_t groups = K / 4, tail = K % 4;
+    const pair_outputs out = {o->bias, o->multiplier, o->shift, o->zy};
+    expand_pair(x0, x1, groups, xq);
     const int8_t *w = weights;
     for (int32_t n = 0; n < full; n += 4, w += (size_t)4 * (size_t)K) {
-        int32_t dots[8]; /* rows n, n + 1 then rows n + 2, n + 3, each {x0 r0, x0 r1, x1 r0, x1 r1} */
-        hydra_dot_pair4_q15(xq, w, groups, dots);
-        int32_t *low = dots, *high = dots + 4;
-        const int8_t *wt = w + (size_t)16 * (size_t)groups;
-        for (int32_t j = 0; j < tail; j++) {
-            const int32_t a = x0[cols + j], b = x1[cols + j];
-            low[0] += a * wt[j], low[1] += a * wt[tail + j], high[0] += a * wt[2 * tail + j];
-            high[1] += a * wt[3 * tail + j];
-            low[2] += b * wt[j], low[3] += b * wt[tail + j], high[2] += b * wt[2 * tail + j];
-            high[3] += b * wt[3 * tail + j];
-        }
-        channel_pair(o, n, low[0], low[2], y0, y1);
-        channel_pair(o, n + 1, low[1], low[3], y0, y1);
-        channel_pair(o, n + 2, high[0], high[2], y0, y1);
-        channel_pair(o, n + 3, high[1], high[3], y0, y1);
+        pair_half(out, n, xq, w, 0, groups, tail, x0, x1, y0, y1);
+        pair_half(out, n, xq, w, 2, groups, tail, x0, x1, y0, y1);
     }
     if (o->lo > -128 || o->hi < 127) { /* a fused RELU / RELU6 */
         clamp_row(y0, full, o->lo, o->hi);
@@ -151,7 +254,7 @@ static HYDRA_ALWAYS_INLINE void linear_rows(const hydra_linear_params *params, c
     int32_t t = 0;
 #if defined(LINEAR_SIMD32_PAIRS)
     const int32_t full = N - N % 4;
-    if (fast && K <= LINEAR_PAIR_MAX_K)
+    if (fast && K >= 4 && K <= LINEAR_PAIR_MAX_K)
         for (; t + 2 <= T; t += 2) { /* the full blocks here, the N % 4 rows after them by the loop below */
             const int8_t *x0 = input + (size_t)t * (size_t)K;
             int8_t *y0 = output + (size_t)t * (size_t)N;
@@ -379,13 +482,20 @@ hydra_status hydra_linear_s8_check(const hydra_linear_params *params)
     if (!hydra_zero_point_ok(params->output_zero_point) || params->activation_min < -128 ||
         params->activation_max > 127 || params->activation_min > params->activation_max)
         return HYDRA_ERR_ARG;
-    for (int32_t n = 0; n < N; n++)
-        if (params->shift[n] < -31 || params->shift[n] > 30)
-            return HYDRA_ERR_ARG;
-    const hydra_channel_outputs out = {params->bias, params->multiplier, params->shift, 0, 0, 0};
-    if (params->right_only != 0 && (params->right_only != 1 || !hydra_channels_right_only(&out, N, K)))
+    if (params->right_only != 0 && params->right_only != 1)
         return HYDRA_ERR_ARG;
-    return HYDRA_OK;
+    /* every shift in [-31, 30]; under right_only also what hydra_channels_right_only asks (K <= 2^15, shift <= 0,
+     * multiplier >= 0, |bias| < 2^29): one pass, its conditions or-ed (this runs once per call of a whole-tensor op) */
+    const int32_t *bias = params->bias, *multiplier = params->multiplier, *shift = params->shift;
+    const uint32_t shift_span = params->right_only ? 31u : 61u; /* shift + 31 in [0, span] */
+    uint32_t bad = params->right_only && K > 32768;
+    for (int32_t n = 0; n < N; n++) {
+        const uint32_t m_bad = params->right_only ? (uint32_t)multiplier[n] >> 31 : 0u;
+        const uint32_t b_bad = params->right_only ? (uint32_t)bias[n] + (UINT32_C(1) << 29) - 1u > (UINT32_C(1) << 30) - 2u
+                                                  : 0u;
+        bad |= ((uint32_t)shift[n] + 31u > shift_span) | m_bad | b_bad;
+    }
+    return bad ? HYDRA_ERR_ARG : HYDRA_OK;
 }
 
 hydra_status hydra_linear_rows_s8(const hydra_linear_params *params, const int8_t *input, int8_t *output)
