@@ -103,6 +103,12 @@ CASES = {
     "patch4x4_s4_c8_o3_off128": _conv((1, 8, 8, 8), 3, (4, 4), 4, "VALID", -128, seed=7),
     "conv3x3_same_dilated2_c5_o4": _conv((1, 5, 6, 5), 4, (3, 3), 1, "SAME", 20, dilation=2, seed=8),
     "conv3x3_same_s2_c12_o8_relu6": _conv((1, 8, 8, 12), 8, (3, 3), 2, "SAME", -128, act="RELU6", seed=9),
+    # the im2col path's channel loop: 37 outputs (chunks of 8 channel pairs, then 2 pairs and a lone channel) from
+    # whole-group windows (4 input channels); 20 outputs from byte windows (3 channels: k % 4 == 3) with
+    # multipliers from 0.0001 to 4 (one above 1: the whole call takes the general output stage); an odd pixel count
+    "conv3x3_same_s1_c4_o37": _conv((1, 5, 3, 4), 37, (3, 3), 1, "SAME", -128, seed=40),
+    "conv3x3_same_s2_c3_o20_mixed_scales": _conv((1, 9, 9, 3), 20, (3, 3), 2, "SAME", 127, seed=41,
+                                                 scales=list(np.geomspace(0.0001, 4.0, 20))),
     # CONV_2D with groups > 1: the same pixel kernels group by group (one run of a group's channels per tap), an
     # odd channel count per group, with dilation
     "conv3x3_same_s1_c8_o6_groups2": _conv((1, 6, 7, 8), 6, (3, 3), 1, "SAME", -128, seed=18, groups=2),
