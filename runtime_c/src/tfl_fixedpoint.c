@@ -22,6 +22,17 @@
 #define HYDRA_TFL_SIMD32 1
 #endif
 
+/* Paths of the SIMD walks a build may leave out (flash): the compiler defines HYDRA_TFL_NO_<path> where no node of
+ * the graph takes that path, from the nodes' attrs (codegen/emit_tfl.py tfl_defines, which mirrors the dispatch
+ * conditions below). Each only drops code: the bits never depend on them, and a call that would have taken a
+ * dropped path (never one from the compiler) fails with HYDRA_ERR_ARG instead of reaching it. The portable walks
+ * (no SIMD) ignore them.
+ *   DEPTHWISE_DM1, DEPTHWISE_ROW1, DEPTHWISE_QUADS_2, DEPTHWISE_QUADS_4: depthwise_walk's fast paths;
+ *   DEPTHWISE_WALK: its pixel walk (the quads' and the channels none of them takes);
+ *   CONV_WORD_WINDOW, CONV_BYTE_WINDOW: conv_simd's window copies for input channels per group n % 4 == 0 / != 0;
+ *   POOL_MAX, POOL_AVERAGE: the pool kinds; POOL_CHANNEL: the pools' one-channel loop (depth % 4 != 0, or an
+ *   average over more than 256 taps). */
+
 /* uint32 -> int32 as two's complement, without the implementation-defined conversion. */
 static int32_t from_u32(uint32_t u)
 {
@@ -521,6 +532,8 @@ static inline int32_t load_word(const int8_t *p)
     return word;
 }
 
+#if !defined(HYDRA_TFL_NO_CONV_WORD_WINDOW) || !defined(HYDRA_TFL_NO_CONV_BYTE_WINDOW)
+#define HYDRA_TFL_CONV_SIMD 1 /* else no window copy: no CONV_2D in this build */
 /* CONV_2D on the SIMD cores, as CMSIS-NN does it: the windows of two output pixels are copied (im2col) into the
  * scratch as int16 x + offset, laid out as hydra_expand_pair_q15's groups (per 4 taps: pixel a's even and odd
  * halves, then pixel b's), so that the input is widened once per pixel pair instead of once per output channel.
@@ -548,12 +561,14 @@ static void conv_widen(const int8_t *x, int32_t groups, int32_t off2, int32_t *x
     }
 }
 
+#if !defined(HYDRA_TFL_NO_CONV_WORD_WINDOW)
 /* `groups` groups of one pixel's slots as taps outside the image: x + offset = 0. */
 static void conv_zero(int32_t groups, int32_t *xq)
 {
     for (; groups > 0; groups--, xq += 4)
         xq[0] = xq[1] = 0;
 }
+#endif
 
 /* Where output pixel `pixel` (NHW order)'s window lies in the input: the input row of filter row 0 (y0), a row's
  * taps inside the image [fx_lo, fx_hi) (both 0 when none), and the input offset of row 0's tap fx_lo at channel c0
@@ -582,6 +597,7 @@ static conv_place conv_locate(const conv_im2col *g, int32_t pixel, int32_t c0)
 /* The window of output pixel `pixel` over input channels [c0, c0 + n) into one pixel's slots of the pair layout,
  * in the filter's (fy, fx, i) order, n % 4 == 0 (every tap whole groups): a run inside the image is widened from
  * the input, a tap outside it is zeros. */
+#if !defined(HYDRA_TFL_NO_CONV_WORD_WINDOW)
 static void conv_window(const conv_im2col *g, const int8_t *input, int32_t pixel, int32_t c0, int32_t *xq)
 {
     const int32_t in_h = g->v->input_shape[1], f_h = g->v->filter_shape[1], f_w = g->v->filter_shape[2];
@@ -604,9 +620,11 @@ static void conv_window(const conv_im2col *g, const int8_t *input, int32_t pixel
         conv_zero((f_w - p.fx_hi) * tap, xq + 4 * p.fx_hi * tap);
     }
 }
+#endif
 
 /* conv_window for n % 4 != 0 (taps straddle groups): the window as k bytes first (a tap outside the image -offset:
  * x + offset = 0), then pad bytes up to 4 groups4, widened as a whole. */
+#if !defined(HYDRA_TFL_NO_CONV_BYTE_WINDOW)
 static void conv_window_bytes(const conv_im2col *g, const int8_t *input, int32_t pixel, int32_t c0, int8_t *bytes,
                               int32_t *xq)
 {
@@ -634,6 +652,18 @@ static void conv_window_bytes(const conv_im2col *g, const int8_t *input, int32_t
     memset(row, g->pad, (size_t)(4 * g->groups4 - g->k));
     conv_widen(bytes, g->groups4, g->off2, xq);
 }
+
+/* The first `count` (1 to 3) bytes of a row's last group as a word, the rest 0: the row may end the filter. */
+static inline int32_t conv_partial_word(const int8_t *w, int32_t count)
+{
+    uint32_t u = (uint8_t)w[0];
+    if (count > 1)
+        u |= (uint32_t)(uint8_t)w[1] << 8;
+    if (count > 2)
+        u |= (uint32_t)(uint8_t)w[2] << 16;
+    return from_u32(u);
+}
+#endif
 
 /* Channel pairs per call of conv_pairs_dots: its accumulators on the stack (4 words a pair). */
 #define CONV_CHUNK_PAIRS 8
@@ -720,17 +750,6 @@ static void conv_pairs_dots(const int32_t *xq, const int8_t *w, int32_t k, int32
 #endif
 }
 
-/* The first `count` (1 to 3) bytes of a row's last group as a word, the rest 0: the row may end the filter. */
-static inline int32_t conv_partial_word(const int8_t *w, int32_t count)
-{
-    uint32_t u = (uint8_t)w[0];
-    if (count > 1)
-        u |= (uint32_t)(uint8_t)w[1] << 8;
-    if (count > 2)
-        u |= (uint32_t)(uint8_t)w[2] << 16;
-    return from_u32(u);
-}
-
 /* Outputs first .. first + count - 1 of pixels a (out_a) and b (out_b: NULL, none) from conv_pairs_dots's
  * accumulators (channel first + i: acc[4 (i / 2) + i % 2] for pixel a, 2 words on for b). */
 static HYDRA_NOINLINE void conv_chunk_outputs(const conv_outputs *o, const int32_t *acc, int32_t first, int32_t count,
@@ -782,6 +801,7 @@ static void conv_pair_channels(const conv_im2col *g, const conv_outputs *o, cons
             conv_pairs_dots(xq, w, k, full, pairs, alone, acc);
         else
             memset(acc, 0, sizeof acc);
+#if !defined(HYDRA_TFL_NO_CONV_BYTE_WINDOW) /* else n % 4 == 0: k % 4 == 0 */
         for (int32_t j = 0; j < pairs; j++) {
             int32_t *a = acc + 4 * j;
             if (rest != 0) {
@@ -795,6 +815,9 @@ static void conv_pair_channels(const conv_im2col *g, const conv_outputs *o, cons
                 a[3] = __smlad(tail[3], bo, __smlad(tail[2], be, a[3]));
             }
         }
+#else
+        (void)rest, (void)tail;
+#endif
         conv_chunk_outputs(o, acc, oc, 2 * pairs - alone, out_a, out_b);
         oc += 2 * pairs - alone;
         w += (2 * (ptrdiff_t)pairs - alone) * k;
@@ -804,7 +827,7 @@ static void conv_pair_channels(const conv_im2col *g, const conv_outputs *o, cons
 /* CONV_2D on the SIMD cores: output pixels in pairs (NHW order, across rows; an odd last one alone), each pair's
  * windows widened once into the scratch (hydra_tfl_conv_2d_get_buffer_size: the pair layout, 16 groups4 bytes,
  * then, where n % 4 != 0, one window as bytes), then every output channel of the group, two at a time. */
-static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter, const int32_t *bias,
+static hydra_status conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter, const int32_t *bias,
                       int8_t *output, int32_t *scratch)
 {
     const int32_t in_c = v->input_shape[3], out_c = v->output_shape[3];
@@ -820,6 +843,14 @@ static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const i
     g.contiguous = v->dilation_width_factor == 1 && g.n == in_c;
     g.x_row = (ptrdiff_t)v->dilation_height_factor * v->input_shape[2] * in_c;
     g.x_tap = (ptrdiff_t)v->dilation_width_factor * in_c;
+#if defined(HYDRA_TFL_NO_CONV_WORD_WINDOW)
+    if (g.n % 4 == 0)
+        return HYDRA_ERR_ARG; /* left out of this build (HYDRA_TFL_NO_*) */
+#endif
+#if defined(HYDRA_TFL_NO_CONV_BYTE_WINDOW)
+    if (g.n % 4 != 0)
+        return HYDRA_ERR_ARG;
+#endif
     conv_outputs o;
     conv_outputs_init(&o, v, bias, g.k);
     int8_t *bytes = (int8_t *)(void *)(scratch + 4 * g.groups4);
@@ -829,6 +860,14 @@ static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const i
         const int8_t *w = filter + (ptrdiff_t)first * g.k;
         for (int32_t p = 0; p < pixels; p += 2) {
             const int two = p + 1 < pixels; /* alone: pixel a again as b, its outputs dropped */
+#if defined(HYDRA_TFL_NO_CONV_BYTE_WINDOW)
+            (void)bytes;
+            conv_window(&g, input, p, c0, scratch);
+            conv_window(&g, input, two ? p + 1 : p, c0, scratch + 2);
+#elif defined(HYDRA_TFL_NO_CONV_WORD_WINDOW)
+            conv_window_bytes(&g, input, p, c0, bytes, scratch);
+            conv_window_bytes(&g, input, two ? p + 1 : p, c0, bytes, scratch + 2);
+#else
             if (g.n % 4 == 0) {
                 conv_window(&g, input, p, c0, scratch);
                 conv_window(&g, input, two ? p + 1 : p, c0, scratch + 2);
@@ -836,11 +875,14 @@ static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const i
                 conv_window_bytes(&g, input, p, c0, bytes, scratch);
                 conv_window_bytes(&g, input, two ? p + 1 : p, c0, bytes, scratch + 2);
             }
+#endif
             int8_t *out_a = output + (ptrdiff_t)p * out_c;
             conv_pair_channels(&g, &o, scratch, w, first, first + per_group, out_a, two ? out_a + out_c : NULL);
         }
     }
+    return HYDRA_OK;
 }
+#endif
 #endif
 
 /* What a depthwise walk keeps for a pixel's channels: the output stage, the taps inside the image (`rows` filter
@@ -853,6 +895,31 @@ typedef struct {
 } depthwise_ctx;
 
 #if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
+#define HYDRA_TFL_DW_SIMD 1
+/* The taps of a quad a depth-multiplier-1 walk keeps widened: up to 7 x 7 (8 bytes a tap on the stack). */
+#define DEPTHWISE_DM1_MAX_TAPS 49
+/* The filter words a one-input-channel walk keeps paired per quad: up to 16 filter rows of up to 4 groups of 4 taps
+ * (32 bytes a group on the stack). */
+#define DEPTHWISE_ROW_MAX_GROUPS 16
+#define DEPTHWISE_ROW_MAX_GROUPS_ACROSS 4
+#if !defined(HYDRA_TFL_NO_DEPTHWISE_DM1)
+#define HYDRA_TFL_DW_DM1 1
+#endif
+#if !defined(HYDRA_TFL_NO_DEPTHWISE_ROW1)
+#define HYDRA_TFL_DW_ROW1 1
+#endif
+#if !defined(HYDRA_TFL_NO_DEPTHWISE_WALK) && !defined(HYDRA_TFL_NO_DEPTHWISE_QUADS_2)
+#define HYDRA_TFL_DW_QUADS_2 1
+#endif
+#if !defined(HYDRA_TFL_NO_DEPTHWISE_WALK) && !defined(HYDRA_TFL_NO_DEPTHWISE_QUADS_4)
+#define HYDRA_TFL_DW_QUADS_4 1
+#endif
+#endif
+#if !defined(HYDRA_TFL_DW_SIMD) || !defined(HYDRA_TFL_NO_DEPTHWISE_WALK)
+#define HYDRA_TFL_DW_WALK 1 /* the pixel walk: always without the SIMD paths */
+#endif
+
+#if defined(HYDRA_TFL_DW_QUADS_2) || defined(HYDRA_TFL_DW_QUADS_4)
 /* The first `quads` fours of output channels of one pixel (x, w: its first in-image tap's input and filter bytes)
  * for depth multipliers 2 and 4 (or a multiple of 4; 1 is depthwise_dm1's): acc[j] = sum over the taps of
  * w[oc + j] * (x[oc / dm] + offset) for channels oc .. oc + 3. Per tap one filter word, widened by SXTB16; the
@@ -897,9 +964,10 @@ static HYDRA_ALWAYS_INLINE void depthwise_quads(const depthwise_ctx *c, const in
         }
     }
 }
+#endif
 
-/* The taps of a quad a depth-multiplier-1 walk keeps widened: up to 7 x 7 (8 bytes a tap on the stack). */
-#define DEPTHWISE_DM1_MAX_TAPS 49
+#if defined(HYDRA_TFL_DW_DM1) || defined(HYDRA_TFL_DW_ROW1)
+
 
 /* The output stage of the quad of channels oc .. oc + 3, formed once per call for all its pixels. The quad walks
  * double every product (filter halves 2 w, in int16 as |2 w| <= 256) and start each accumulator at 2 bias, so that
@@ -986,6 +1054,9 @@ static HYDRA_ALWAYS_INLINE void dw_quad_store(const dw_quad_out *s, const conv_o
     memcpy(out + oc, &word, 4);
 }
 
+#endif
+
+#if defined(HYDRA_TFL_DW_DM1)
 /* One tap of four channels: the input word's channels (0, 2) and (1, 3) as int16 x + offset (SXTAB16), times the
  * tap's widened filter pairs (we: channels 0 and 2, wo: 1 and 3), each half into its channel's accumulator. */
 static HYDRA_ALWAYS_INLINE void dm1_tap(int32_t xv, const int32_t *wide, int32_t off2, int32_t acc[4])
@@ -1114,10 +1185,9 @@ static HYDRA_NOINLINE void depthwise_dm1(const hydra_tfl_conv_view *v, const dep
             }
     }
 }
-/* The filter words a one-input-channel walk keeps paired per quad: up to 16 filter rows of up to 4 groups of 4 taps
- * (32 bytes a group on the stack). */
-#define DEPTHWISE_ROW_MAX_GROUPS 16
-#define DEPTHWISE_ROW_MAX_GROUPS_ACROSS 4
+#endif
+
+#if defined(HYDRA_TFL_DW_ROW1)
 
 /* Which bytes of a filter row's group of 4 taps (input columns pos .. pos + 3) a pixel reads: the word at column
  * `at` (inside the row), shifted so that its in-image bytes land on their taps, the others replaced by the pad
@@ -1246,13 +1316,18 @@ static HYDRA_NOINLINE void depthwise_row1(const hydra_tfl_conv_view *v, const de
     }
 }
 
+#endif
+
 /* One function per share, so that each tap loop has the registers to itself; called once per pixel. */
+#if defined(HYDRA_TFL_DW_QUADS_2)
 static HYDRA_NOINLINE void depthwise_quads_2(const depthwise_ctx *c, const int8_t *x, const int8_t *w,
                                                  int8_t *out, int32_t quads)
 {
     depthwise_quads(c, x, w, out, quads, 2);
 }
+#endif
 
+#if defined(HYDRA_TFL_DW_QUADS_4)
 static HYDRA_NOINLINE void depthwise_quads_4(const depthwise_ctx *c, const int8_t *x, const int8_t *w,
                                                  int8_t *out, int32_t quads)
 {
@@ -1260,15 +1335,63 @@ static HYDRA_NOINLINE void depthwise_quads_4(const depthwise_ctx *c, const int8_
 }
 #endif
 
-/* DEPTHWISE_CONV_2D: output channel oc reads input channel oc / depth_multiplier and filter column oc; for each
- * output pixel the in-image taps are found once, then each channel (each four channels, on the SIMD cores with a
- * depth multiplier of 1, 2 or a multiple of 4) walks them with two pointer steps. */
-static void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
-                           const int32_t *bias, int8_t *output)
+typedef void (*depthwise_quads_fn)(const depthwise_ctx *, const int8_t *, const int8_t *, int8_t *, int32_t);
+
+#if defined(HYDRA_TFL_DW_WALK)
+/* depthwise_walk's pixel walk: for each output pixel the in-image taps found once, then the first quad_channels
+ * channels by `quads` (NULL: none), the others one at a time, each walking the taps with two pointer steps. */
+static HYDRA_ALWAYS_INLINE void depthwise_pixels(const hydra_tfl_conv_view *v, depthwise_ctx *c, const int8_t *input,
+                                                 const int8_t *filter, int8_t *output, depthwise_quads_fn quads,
+                                                 int32_t quad_channels)
 {
-    const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2], in_c = v->input_shape[3];
+    const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2];
     const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2];
-    const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2], out_c = v->output_shape[3];
+    const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2], out_c = c->out_c;
+    const int32_t dh = v->dilation_height_factor, dw = v->dilation_width_factor;
+    const int32_t dm = c->dm, offset = c->offset;
+    for (int32_t b = 0; b < v->output_shape[0]; b++)
+        for (int32_t oy = 0; oy < out_h; oy++) {
+            const int32_t y0 = oy * v->stride_height - v->padding_height;
+            int32_t fy_lo, fy_hi;
+            tap_range(y0, dh, f_h, in_h, &fy_lo, &fy_hi);
+            for (int32_t ox = 0; ox < out_w; ox++) {
+                const int32_t x0 = ox * v->stride_width - v->padding_width;
+                int32_t fx_lo, fx_hi;
+                tap_range(x0, dw, f_w, in_w, &fx_lo, &fx_hi);
+                c->rows = fy_hi > fy_lo && fx_hi > fx_lo ? fy_hi - fy_lo : 0;
+                c->taps = fx_hi - fx_lo;
+                const int8_t *x = c->rows > 0 ? input + hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo,
+                                                                       x0 + dw * fx_lo, 0)
+                                              : input;
+                const int8_t *w = c->rows > 0 ? filter + ((ptrdiff_t)fy_lo * f_w + fx_lo) * out_c : filter;
+                int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, ox, 0);
+                if (quads != NULL && quad_channels > 0)
+                    quads(c, x, w, out, quad_channels / 4);
+                /* the rest: channels left over by the quads, other depth multipliers, the portable build */
+                for (int32_t oc = quad_channels; oc < out_c; oc++) {
+                    int32_t acc = 0;
+                    const int8_t *xr = x + oc / dm, *wr = w + oc;
+                    for (int32_t row = 0; row < c->rows; row++, xr += c->x_row, wr += c->w_row) {
+                        const int8_t *xt = xr, *wt = wr;
+                        for (int32_t t = 0; t < c->taps; t++, xt += c->x_tap, wt += out_c)
+                            acc += *wt * (*xt + offset);
+                    }
+                    conv_outputs_store(&c->o, out, oc, &acc, 1);
+                }
+            }
+        }
+}
+#endif
+
+/* DEPTHWISE_CONV_2D: output channel oc reads input channel oc / depth_multiplier and filter column oc; on the SIMD
+ * cores four channels at a time where the depth multiplier is 1 (depthwise_dm1), 2 or a multiple of 4 (the quads
+ * in the pixel walk; depthwise_row1 for one input channel), else (and for any channels left) the pixel walk.
+ * HYDRA_ERR_ARG where the build left out the path the node takes (HYDRA_TFL_NO_*: never for the compiler's nodes). */
+static hydra_status depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
+                                   const int32_t *bias, int8_t *output)
+{
+    const int32_t in_w = v->input_shape[2], in_c = v->input_shape[3];
+    const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2], out_c = v->output_shape[3];
     const int32_t dh = v->dilation_height_factor, dw = v->dilation_width_factor;
     const int32_t dm = out_c / in_c, offset = v->input_offset;
     const uint32_t half = (uint32_t)offset & UINT32_C(0xFFFF);
@@ -1283,59 +1406,49 @@ static void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, co
     c.w_row = (ptrdiff_t)f_w * out_c;
     /* the output channels the quads take, 4 at a time */
     int32_t quad_channels = 0;
-#if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
-    void (*quads)(const depthwise_ctx *, const int8_t *, const int8_t *, int8_t *, int32_t) = NULL;
+    depthwise_quads_fn quads = NULL;
+#if defined(HYDRA_TFL_DW_SIMD)
     if (dm == 1 && f_h * f_w <= DEPTHWISE_DM1_MAX_TAPS) { /* four channels a word, quad by quad over the image */
+#if defined(HYDRA_TFL_DW_DM1)
         quad_channels = in_c & ~3;
         if (quad_channels > 0)
             depthwise_dm1(v, &c, input, filter, output, quad_channels / 4);
         if (quad_channels == out_c)
-            return; /* no channel left for the pixel walk below */
+            return HYDRA_OK; /* no channel left for the pixel walk below */
+#else
+        return HYDRA_ERR_ARG;
+#endif
     } else if (in_c == 1 && dm % 4 == 0 && dw == 1 && in_w >= 4 && (f_w + 3) / 4 <= DEPTHWISE_ROW_MAX_GROUPS_ACROSS &&
                f_h * ((f_w + 3) / 4) <= DEPTHWISE_ROW_MAX_GROUPS) { /* a filter row's taps a word at a time */
+#if defined(HYDRA_TFL_DW_ROW1)
         depthwise_row1(v, &c, input, filter, output);
-        return;
+        return HYDRA_OK;
+#else
+        return HYDRA_ERR_ARG;
+#endif
     } else if (dm == 2) { /* two input channels' four output channels at a time */
+#if defined(HYDRA_TFL_DW_QUADS_2)
         quad_channels = 2 * (in_c & ~1);
         quads = depthwise_quads_2;
+#else
+        return HYDRA_ERR_ARG;
+#endif
     } else if (dm % 4 == 0) { /* an input channel's dm output channels four at a time */
+#if defined(HYDRA_TFL_DW_QUADS_4)
         quad_channels = out_c;
         quads = depthwise_quads_4;
+#else
+        return HYDRA_ERR_ARG;
+#endif
     }
 #endif
-    for (int32_t b = 0; b < v->output_shape[0]; b++)
-        for (int32_t oy = 0; oy < out_h; oy++) {
-            const int32_t y0 = oy * v->stride_height - v->padding_height;
-            int32_t fy_lo, fy_hi;
-            tap_range(y0, dh, f_h, in_h, &fy_lo, &fy_hi);
-            for (int32_t ox = 0; ox < out_w; ox++) {
-                const int32_t x0 = ox * v->stride_width - v->padding_width;
-                int32_t fx_lo, fx_hi;
-                tap_range(x0, dw, f_w, in_w, &fx_lo, &fx_hi);
-                c.rows = fy_hi > fy_lo && fx_hi > fx_lo ? fy_hi - fy_lo : 0;
-                c.taps = fx_hi - fx_lo;
-                const int8_t *x = c.rows > 0 ? input + hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo,
-                                                                      x0 + dw * fx_lo, 0)
-                                             : input;
-                const int8_t *w = c.rows > 0 ? filter + ((ptrdiff_t)fy_lo * f_w + fx_lo) * out_c : filter;
-                int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, ox, 0);
-#if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
-                if (quads != NULL && quad_channels > 0)
-                    quads(&c, x, w, out, quad_channels / 4);
+#if defined(HYDRA_TFL_DW_WALK)
+    depthwise_pixels(v, &c, input, filter, output, quads, quad_channels);
+    return HYDRA_OK;
+#else
+    (void)input, (void)filter, (void)output, (void)quads, (void)quad_channels;
+    return HYDRA_ERR_ARG;
 #endif
-                /* the rest: channels left over by the quads, other depth multipliers, the portable build */
-                for (int32_t oc = quad_channels; oc < out_c; oc++) {
-                    int32_t acc = 0;
-                    const int8_t *xr = x + oc / dm, *wr = w + oc;
-                    for (int32_t row = 0; row < c.rows; row++, xr += c.x_row, wr += c.w_row) {
-                        const int8_t *xt = xr, *wt = wr;
-                        for (int32_t t = 0; t < c.taps; t++, xt += c.x_tap, wt += out_c)
-                            acc += *wt * (*xt + offset);
-                    }
-                    conv_outputs_store(&c.o, out, oc, &acc, 1);
-                }
-            }
-        }
 }
 
 #if !defined(HYDRA_TFL_SIMD32)
@@ -1418,8 +1531,7 @@ hydra_status hydra_tfl_depthwise_walk_s8(const hydra_tfl_conv_view *v, const int
 {
     if (!conv_view_ok(v))
         return HYDRA_ERR_ARG;
-    depthwise_walk(v, input, filter, bias, output);
-    return HYDRA_OK;
+    return depthwise_walk(v, input, filter, bias, output);
 }
 
 hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
@@ -1430,12 +1542,17 @@ hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *
 #if defined(HYDRA_TFL_SIMD32)
     if (scratch == NULL)
         return HYDRA_ERR_ARG;
-    conv_simd(v, input, filter, bias, output, scratch);
+#if defined(HYDRA_TFL_CONV_SIMD)
+    return conv_simd(v, input, filter, bias, output, scratch);
+#else
+    (void)input, (void)filter, (void)bias, (void)output;
+    return HYDRA_ERR_ARG; /* both window copies left out (HYDRA_TFL_NO_*) */
+#endif
 #else
     (void)scratch;
     conv_generic(v, input, filter, bias, output);
-#endif
     return HYDRA_OK;
+#endif
 }
 
 static hydra_status pool_2d_check(const hydra_tfl_pool_2d_params *p, int64_t max_taps)
@@ -1548,6 +1665,18 @@ hydra_status hydra_tfl_pool_2d_s8(const hydra_tfl_pool_2d_params *p, const int8_
     if (st != HYDRA_OK)
         return st;
     const int32_t in_h = p->input_shape[1], in_w = p->input_shape[2], depth = p->input_shape[3];
+#if defined(HYDRA_TFL_SIMD32) && defined(HYDRA_TFL_NO_POOL_MAX)
+    if (!average)
+        return HYDRA_ERR_ARG; /* left out of this build (HYDRA_TFL_NO_*) */
+#endif
+#if defined(HYDRA_TFL_SIMD32) && defined(HYDRA_TFL_NO_POOL_AVERAGE)
+    if (average)
+        return HYDRA_ERR_ARG;
+#endif
+#if defined(HYDRA_TFL_SIMD32) && defined(HYDRA_TFL_NO_POOL_CHANNEL)
+    if (depth % 4 != 0 || (average && (int64_t)p->filter_height * p->filter_width > 256))
+        return HYDRA_ERR_ARG; /* the one-channel loop, left out: every channel goes by fours */
+#endif
     const int32_t lo = p->activation_min, hi = p->activation_max;
     const ptrdiff_t tap = depth, row = (ptrdiff_t)in_w * depth;
 #if defined(HYDRA_TFL_SIMD32)
@@ -1573,21 +1702,31 @@ hydra_status hydra_tfl_pool_2d_s8(const hydra_tfl_pool_2d_params *p, const int8_
                 int32_t c = 0;
 #if defined(HYDRA_TFL_SIMD32)
                 if (!average) {
+#if !defined(HYDRA_TFL_NO_POOL_MAX)
                     for (; c + 4 <= depth; c += 4)
                         pool_max4(x + c, rows, taps, row, tap, lo4, hi4, out + c);
+#else
+                    (void)lo4, (void)hi4;
+#endif
                 } else if (count <= 256) {
+#if !defined(HYDRA_TFL_NO_POOL_AVERAGE)
                     for (; c + 4 <= depth; c += 4) {
                         int32_t acc[4];
                         pool_sum4(x + c, rows, taps, row, tap, acc);
                         for (int k = 0; k < 4; k++)
                             out[c + k] = pool_clamp(pool_average(acc[k], count), lo, hi);
                     }
+#endif
                 }
 #endif
+#if !defined(HYDRA_TFL_SIMD32) || !defined(HYDRA_TFL_NO_POOL_CHANNEL)
                 for (; c < depth; c++)
                     out[c] = pool_clamp(average ? pool_average(pool_sum(x + c, rows, taps, row, tap), count)
                                                 : pool_max(x + c, rows, taps, row, tap),
                                         lo, hi);
+#else
+                (void)c, (void)x, (void)out, (void)tap, (void)row; /* used by no path where no pool is left */
+#endif
             }
         }
     return HYDRA_OK;

@@ -76,6 +76,64 @@ def tfl_sources(graph: Graph, runtime_src: Any) -> list[str]:
     return shared + sorted({f"{TFL_SOURCE.get(op, op)}.c" for op in ops})
 
 
+# Code a build may leave out: the SIMD paths of tfl_fixedpoint.c's convolution and pool walks that no node of the
+# graph takes. Each function below is the walk's dispatch (its conditions as in the C) on a node's attrs: the paths
+# the node takes. tfl_defines says -DHYDRA_TFL_NO_<path> for every path of TFL_PATHS that no node takes (flash; the
+# bits never depend on it, and a call on a left-out path fails with HYDRA_ERR_ARG).
+TFL_PATHS = ("DEPTHWISE_DM1", "DEPTHWISE_ROW1", "DEPTHWISE_QUADS_2", "DEPTHWISE_QUADS_4", "DEPTHWISE_WALK",
+             "CONV_WORD_WINDOW", "CONV_BYTE_WINDOW", "POOL_MAX", "POOL_AVERAGE", "POOL_CHANNEL")
+DEPTHWISE_DM1_MAX_TAPS = 49  # tfl_fixedpoint.c's limits of the depthwise paths
+DEPTHWISE_ROW_MAX_GROUPS, DEPTHWISE_ROW_MAX_GROUPS_ACROSS = 16, 4
+POOL_QUAD_MAX_TAPS = 256  # an average pool's four-channel sums (int16 lanes)
+
+
+def _depthwise_paths(a: dict) -> set[str]:
+    """depthwise_walk: dm 1 (its quads while in_c >= 4, the pixel walk for in_c % 4 channels), one input channel
+    with dm % 4 == 0 (depthwise_row1), dm 2 and dm % 4 == 0 (quads in the pixel walk), else the pixel walk."""
+    in_w, in_c = int(a["input_shape"][2]), int(a["input_shape"][3])
+    f_h, f_w, out_c = int(a["filter_shape"][1]), int(a["filter_shape"][2]), int(a["output_shape"][3])
+    dm, groups = out_c // in_c, (f_w + 3) // 4
+    if dm == 1 and f_h * f_w <= DEPTHWISE_DM1_MAX_TAPS:
+        return ({"DEPTHWISE_DM1"} if in_c >= 4 else set()) | ({"DEPTHWISE_WALK"} if in_c % 4 else set())
+    if (in_c == 1 and dm % 4 == 0 and int(a["dilation_width_factor"]) == 1 and in_w >= 4
+            and groups <= DEPTHWISE_ROW_MAX_GROUPS_ACROSS and f_h * groups <= DEPTHWISE_ROW_MAX_GROUPS):
+        return {"DEPTHWISE_ROW1"}
+    if dm == 2:
+        return {"DEPTHWISE_WALK"} | ({"DEPTHWISE_QUADS_2"} if in_c >= 2 else set())
+    if dm % 4 == 0:
+        return {"DEPTHWISE_WALK", "DEPTHWISE_QUADS_4"}
+    return {"DEPTHWISE_WALK"}
+
+
+def _conv_paths(a: dict) -> set[str]:
+    """conv_simd: each pixel's window copied by words where the input channels per group n % 4 == 0, else by bytes."""
+    return {"CONV_WORD_WINDOW" if int(a["filter_shape"][3]) % 4 == 0 else "CONV_BYTE_WINDOW"}
+
+
+def _pool_paths(a: dict, kind: str) -> set[str]:
+    """hydra_tfl_pool_2d_s8: four channels a word, the one-channel loop for depth % 4 channels and for an average
+    over more than POOL_QUAD_MAX_TAPS taps."""
+    taps = int(a["filter_height"]) * int(a["filter_width"])
+    one = int(a["input_shape"][3]) % 4 != 0 or (kind == "POOL_AVERAGE" and taps > POOL_QUAD_MAX_TAPS)
+    return {kind} | ({"POOL_CHANNEL"} if one else set())
+
+
+PATHS_OF = {
+    "tfl_depthwise_conv_2d": _depthwise_paths,
+    "tfl_conv_2d": _conv_paths,
+    "tfl_max_pool_2d": lambda a: _pool_paths(a, "POOL_MAX"),
+    "tfl_average_pool_2d": lambda a: _pool_paths(a, "POOL_AVERAGE"),
+}
+
+
+def tfl_defines(graph: Graph) -> list[str]:
+    """HYDRA_TFL_NO_<path> for each path of TFL_PATHS no node of the graph (token loops' bodies included) takes."""
+    attrs = [(n.op, n.attrs) for n in graph.nodes] + [
+        (sub["op"], sub["attrs"]) for n in graph.nodes if n.op == "token_loop" for sub in n.attrs["body"]]
+    taken = set().union(*(PATHS_OF[op](a) for op, a in attrs if op in PATHS_OF))
+    return [f"HYDRA_TFL_NO_{path}" for path in TFL_PATHS if path not in taken]
+
+
 def _scratch_fn(op: str):
     if op in tfl_hydra.KERNELS:  # one formula per op of the Hydra core (whole, or split in two)
         return lambda attrs: tfl_hydra.scratch_bytes(attrs, op)

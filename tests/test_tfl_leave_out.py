@@ -1,0 +1,84 @@
+"""codegen/emit_tfl.py tfl_defines: -DHYDRA_TFL_NO_<path> in a build's CPPFLAGS for each SIMD path of
+runtime_c/src/tfl_fixedpoint.c's convolution and pool walks that no node of the graph takes (flash: the kernels of
+the paths a model never runs are left out). The bits never depend on them.
+
+- the models: which builds get which macros, and a build with them gives the reference's bits on the M7;
+- each path the compiler says a node takes is one the C takes: the single-operator models of test_tfl_conv_simd.py
+  (which run every case with its build's macros: no node reaches a left-out path), one per set of paths, built
+  again with one of their paths left out, fail with the kernel's HYDRA_ERR_ARG instead of reaching it.
+Needs the cross toolchain and QEMU (.ci/run installs them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra_edge import driver
+from hydra_edge.boards import load_board
+from hydra_edge.codegen.emit_tfl import PATHS_OF, TFL_PATHS, tfl_defines
+from hydra_edge.frontend.tflite import tflite_from_bytes
+from hydra_edge.passes.legalise_tfl import legalise_tfl
+from hydra_edge.reference.int_interp import run_int
+from hydra_edge.targets import runner
+from hydra_edge.targets.host import RunError
+from hydra_edge.validate.bitexact import validate_build
+from test_tfl_conv_simd import CASES, _inputs
+from test_tflite import _path
+from tfl_single_op import single_op_model
+
+BENCH_MODELS = Path(__file__).resolve().parents[1] / "benchmarks" / "models"
+ALL = {f"HYDRA_TFL_NO_{p}" for p in TFL_PATHS}
+
+
+def _cppflags_defines(folder: Path) -> set[str]:
+    line = next(line for line in (folder / "Makefile").read_text().splitlines() if line.startswith("CPPFLAGS"))
+    return {flag[2:] for flag in line.split() if flag.startswith("-D")}
+
+
+@pytest.mark.parametrize("model, taken", [
+    # DEPTHWISE_CONV_2D dm 2 on 8 channels (quads_2 in the pixel walk), CONV_2D on 3 and on 16 channels, both pools
+    (_path("tfl_small_cnn"), {"DEPTHWISE_QUADS_2", "DEPTHWISE_WALK", "CONV_WORD_WINDOW", "CONV_BYTE_WINDOW",
+                              "POOL_MAX", "POOL_AVERAGE"}),
+    # DS-CNN: dm 64 on one input channel (row1), dm 1 on 64 channels, one average pool; its 1x1 convolutions are linear
+    (BENCH_MODELS / "ds_cnn.tflite", {"DEPTHWISE_ROW1", "DEPTHWISE_DM1", "POOL_AVERAGE"}),
+])
+def test_models_leave_out_the_paths_they_never_take(model, taken, tmp_path):
+    res = driver.compile_model(model, "stm32f746", tmp_path / "build")
+    defines = _cppflags_defines(res.folder)
+    assert {d for d in defines if d.startswith("HYDRA_TFL_NO_")} == ALL - {f"HYDRA_TFL_NO_{p}" for p in taken}
+    xs = np.random.default_rng(0).integers(-128, 128, (3, *res.graph.tensor(res.graph.inputs[0]).shape)).astype(np.int8)
+    assert validate_build(res.folder, res.graph, xs).ok
+
+
+def _representatives() -> dict[str, tuple[str, frozenset[str]]]:
+    """One case of CASES per set of paths its node takes (not the ones legalised to linear): case -> paths."""
+    seen: dict[frozenset[str], str] = {}
+    for case in sorted(CASES):
+        op, inputs, outputs, options = CASES[case]
+        graph = legalise_tfl(tflite_from_bytes(single_op_model(op, inputs, outputs, options), f"{case}.tflite"))
+        (node,) = graph.nodes
+        if node.op in PATHS_OF:
+            seen.setdefault(frozenset(PATHS_OF[node.op](node.attrs)), case)
+    return {case: paths for paths, case in seen.items()}
+
+
+REPRESENTATIVES = _representatives()
+
+
+@pytest.mark.parametrize("case", sorted(REPRESENTATIVES))
+def test_each_path_said_taken_is_taken(case, tmp_path):
+    op, inputs, outputs, options = CASES[case]
+    graph = tflite_from_bytes(single_op_model(op, inputs, outputs, options), f"{case}.tflite")
+    paths = REPRESENTATIVES[case]
+    res = driver.compile_prequantised(graph, load_board("stm32f746"), tmp_path / "build")
+    assert paths and set(tfl_defines(res.graph)) == ALL - {f"HYDRA_TFL_NO_{p}" for p in paths}
+    assert {d for d in _cppflags_defines(res.folder) if d.startswith("HYDRA_TFL_NO_")} == set(tfl_defines(res.graph))
+    xs = _inputs(graph.tensor(graph.inputs[0]).shape, seed=1)[:2]
+    flat = xs.reshape(len(xs), -1)
+    expected = np.stack([run_int(graph, x)[0].reshape(-1) for x in xs])
+    np.testing.assert_array_equal(runner.run(res.folder, flat).reshape(len(xs), -1), expected)
+    for path in sorted(paths):
+        with pytest.raises(RunError, match="kernel error"):
+            runner.run(res.folder, flat, extra_cppflags=f"-DHYDRA_TFL_NO_{path}")
