@@ -28,6 +28,8 @@
  * dropped path (never one from the compiler) fails with HYDRA_ERR_ARG instead of reaching it. The portable walks
  * (no SIMD) ignore them.
  *   DEPTHWISE_DM1, DEPTHWISE_ROW1, DEPTHWISE_QUADS_2, DEPTHWISE_QUADS_4: depthwise_walk's fast paths;
+ *   DEPTHWISE_DM1_TAPS: depthwise_dm1's tap loop (a window other than 3 x 3 with 2 or 3 rows and 2 or 3 taps);
+ *   DEPTHWISE_ROW1_GROUPS: depthwise_row1's filters wider than 4 taps;
  *   DEPTHWISE_WALK: its pixel walk (the quads' and the channels none of them takes);
  *   CONV_WORD_WINDOW, CONV_BYTE_WINDOW: conv_simd's window copies for input channels per group n % 4 == 0 / != 0;
  *   POOL_MAX, POOL_AVERAGE: the pool kinds; POOL_CHANNEL: the pools' one-channel loop (depth % 4 != 0, or an
@@ -1089,6 +1091,7 @@ static HYDRA_ALWAYS_INLINE void dm1_window(const int8_t *x, ptrdiff_t x_tap, ptr
         dm1_row(x + 2 * x_row, x_tap, wide + 12, off2, acc, taps);
 }
 
+#if !defined(HYDRA_TFL_NO_DEPTHWISE_DM1_TAPS)
 /* rows x taps taps of a window from x (its first in-image tap) and wide (that tap's widened words; a filter row is
  * 2 f_w words). */
 static HYDRA_ALWAYS_INLINE void dm1_taps(const int8_t *x, const int32_t *wide, int32_t rows, int32_t taps,
@@ -1101,14 +1104,16 @@ static HYDRA_ALWAYS_INLINE void dm1_taps(const int8_t *x, const int32_t *wide, i
             dm1_tap(load_word(xt), wt, off2, acc);
     }
 }
+#endif
 
 /* Depth multiplier 1, the first `quads` fours of channels over the whole image, a quad at a time: its f_h x f_w
  * taps' filter words widened (and doubled: dw_quad_out) to int16 pairs once, and its output stage formed once, not
  * per pixel; a tap then an input load, two SXTAB16 and four multiply-adds. Per output row the columns whose windows
  * lie inside the image across run in a loop of their own (a 3 x 3 window with its three rows in the image
  * unrolled), the border columns walk their in-image taps. The same integers as tap by tap (an exact sum, in the
- * same int32 accumulators). */
-static HYDRA_NOINLINE void depthwise_dm1(const hydra_tfl_conv_view *v, const depthwise_ctx *c, const int8_t *input,
+ * same int32 accumulators). Nonzero where a window needs the tap loop and the build left it out
+ * (HYDRA_TFL_NO_DEPTHWISE_DM1_TAPS: every window 3 x 3 with 2 or 3 rows and, cut by the border, 2 taps). */
+static HYDRA_NOINLINE int depthwise_dm1(const hydra_tfl_conv_view *v, const depthwise_ctx *c, const int8_t *input,
                                          const int8_t *filter, int8_t *output, int32_t quads)
 {
     const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2];
@@ -1160,11 +1165,15 @@ static HYDRA_NOINLINE void depthwise_dm1(const hydra_tfl_conv_view *v, const dep
                                 dw_quad_store(&s, &c->o, out, oc, acc);
                             }
                         } else {
+#if defined(HYDRA_TFL_NO_DEPTHWISE_DM1_TAPS)
+                            return 1;
+#else
                             for (; ox < ox_hi; ox++, out += out_c, x += x_step) {
                                 int32_t acc[4] = {s.init[0], s.init[1], s.init[2], s.init[3]};
                                 dm1_taps(x, w_y, rows, f_w, f_w, x_tap, x_row, off2, acc);
                                 dw_quad_store(&s, &c->o, out, oc, acc);
                             }
+#endif
                         }
                         if (ox >= out_w)
                             break;
@@ -1178,12 +1187,17 @@ static HYDRA_NOINLINE void depthwise_dm1(const hydra_tfl_conv_view *v, const dep
                         dm1_window(x_y + (ptrdiff_t)(x0 + dw * fx_lo) * out_c, x_tap, x_row, w_y + 2 * fx_lo, off2, acc,
                                    rows, 2);
                     else if (rows > 0 && fx_hi > fx_lo)
+#if defined(HYDRA_TFL_NO_DEPTHWISE_DM1_TAPS)
+                        return 1;
+#else
                         dm1_taps(x_y + (ptrdiff_t)(x0 + dw * fx_lo) * out_c, w_y + 2 * fx_lo, rows, fx_hi - fx_lo,
                                  f_w, x_tap, x_row, off2, acc);
+#endif
                     dw_quad_store(&s, &c->o, out, oc, acc);
                 }
             }
     }
+    return 0;
 }
 #endif
 
@@ -1248,8 +1262,9 @@ static HYDRA_ALWAYS_INLINE void dw_rows(const int8_t *x, const uint64_t *p, int3
  * quad over the image, the quad's filter paired the same way (and doubled: dw_quad_out) once, taps past the filter's
  * width 0. A window cut by the left or right border reads its in-row bytes shifted into place and the pad byte
  * -offset for the others (x + offset = 0, as TFLM's skipped taps add nothing); rows outside the image are skipped.
- * Every product is one of TFLM's or 0: the same int32 sum. */
-static HYDRA_NOINLINE void depthwise_row1(const hydra_tfl_conv_view *v, const depthwise_ctx *c, const int8_t *input,
+ * Every product is one of TFLM's or 0: the same int32 sum. Nonzero where the filter is wider than one group and
+ * the build left those out (HYDRA_TFL_NO_DEPTHWISE_ROW1_GROUPS: every filter at most 4 wide). */
+static HYDRA_NOINLINE int depthwise_row1(const hydra_tfl_conv_view *v, const depthwise_ctx *c, const int8_t *input,
                                           const int8_t *filter, int8_t *output)
 {
     const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2];
@@ -1299,7 +1314,11 @@ static HYDRA_NOINLINE void depthwise_row1(const hydra_tfl_conv_view *v, const de
                             if (groups == 1)
                                 dw_rows(x_y + x0, p, rows, x_row, 1, 1, NULL, off2, acc, 1, 0);
                             else
+#if defined(HYDRA_TFL_NO_DEPTHWISE_ROW1_GROUPS)
+                                return 1;
+#else
                                 dw_rows(x_y + x0, p, rows, x_row, groups, n, NULL, off2, acc, 0, 0);
+#endif
                         } else {
                             dw_group_read reads[DEPTHWISE_ROW_MAX_GROUPS_ACROSS];
                             for (int32_t g = 0; g < n; g++)
@@ -1307,13 +1326,18 @@ static HYDRA_NOINLINE void depthwise_row1(const hydra_tfl_conv_view *v, const de
                             if (groups == 1)
                                 dw_rows(x_y, p, rows, x_row, 1, 1, reads, off2, acc, 1, 1);
                             else
+#if defined(HYDRA_TFL_NO_DEPTHWISE_ROW1_GROUPS)
+                                return 1;
+#else
                                 dw_rows(x_y, p, rows, x_row, groups, n, reads, off2, acc, 0, 1);
+#endif
                         }
                     }
                     dw_quad_store(&s, &c->o, out, oc, acc);
                 }
             }
     }
+    return 0;
 }
 
 #endif
@@ -1411,8 +1435,8 @@ static hydra_status depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *i
     if (dm == 1 && f_h * f_w <= DEPTHWISE_DM1_MAX_TAPS) { /* four channels a word, quad by quad over the image */
 #if defined(HYDRA_TFL_DW_DM1)
         quad_channels = in_c & ~3;
-        if (quad_channels > 0)
-            depthwise_dm1(v, &c, input, filter, output, quad_channels / 4);
+        if (quad_channels > 0 && depthwise_dm1(v, &c, input, filter, output, quad_channels / 4) != 0)
+            return HYDRA_ERR_ARG; /* a window the build's dm1 left out (HYDRA_TFL_NO_DEPTHWISE_DM1_TAPS) */
         if (quad_channels == out_c)
             return HYDRA_OK; /* no channel left for the pixel walk below */
 #else
@@ -1421,8 +1445,7 @@ static hydra_status depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *i
     } else if (in_c == 1 && dm % 4 == 0 && dw == 1 && in_w >= 4 && (f_w + 3) / 4 <= DEPTHWISE_ROW_MAX_GROUPS_ACROSS &&
                f_h * ((f_w + 3) / 4) <= DEPTHWISE_ROW_MAX_GROUPS) { /* a filter row's taps a word at a time */
 #if defined(HYDRA_TFL_DW_ROW1)
-        depthwise_row1(v, &c, input, filter, output);
-        return HYDRA_OK;
+        return depthwise_row1(v, &c, input, filter, output) != 0 ? HYDRA_ERR_ARG : HYDRA_OK;
 #else
         return HYDRA_ERR_ARG;
 #endif
