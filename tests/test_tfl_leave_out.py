@@ -82,3 +82,25 @@ def test_each_path_said_taken_is_taken(case, tmp_path):
     for path in sorted(paths):
         with pytest.raises(RunError, match="kernel error"):
             runner.run(res.folder, flat, extra_cppflags=f"-DHYDRA_TFL_NO_{path}")
+
+
+def test_linear_right_only_where_every_linear_rounds_twice_and_right_only(tmp_path):
+    """ops/linear.py c_defines: -DHYDRA_LINEAR_RIGHT_ONLY (no general requantisation in hydra_linear.c) where every
+    linear node rounds twice and takes right_only, not once one rounds once; the build with it gives the same bits
+    on the M7, and a node it does not fit fails with HYDRA_ERR_ARG."""
+    from hydra_edge.ops.linear import c_defines
+
+    res = driver.compile_model(_path("tfl_tiny_mlp"), "stm32f746", tmp_path / "build")
+    assert "HYDRA_LINEAR_RIGHT_ONLY" in _cppflags_defines(res.folder)
+    xs = np.random.default_rng(0).integers(-128, 128, (3, *res.graph.tensor(res.graph.inputs[0]).shape)).astype(np.int8)
+    assert validate_build(res.folder, res.graph, xs).ok
+    single = res.graph.copy()
+    node = next(n for n in single.nodes if n.op == "linear")
+    node.attrs["rounding"] = "single"
+    assert "HYDRA_LINEAR_RIGHT_ONLY" not in c_defines(single)
+    model_c = res.folder / "model.c"
+    text = model_c.read_text()
+    assert ".single_rounding = 0" in text
+    model_c.write_text(text.replace(".single_rounding = 0", ".single_rounding = 1", 1))
+    with pytest.raises(RunError, match="kernel error"):
+        runner.run(res.folder, xs.reshape(len(xs), -1))
