@@ -3,7 +3,7 @@ runtime_c/src/tfl_fixedpoint.c's convolution and pool walks that no node of the 
 the paths a model never runs are left out). The bits never depend on them.
 
 - the models: which builds get which macros, and a build with them gives the reference's bits on the M7;
-- each path the compiler says a node takes is one the C takes: the single-operator models of test_tfl_conv_simd.py
+- each path the compiler says a node takes (CONV_GENERAL_OUTPUT: a multiplier above 1) is one the C takes: the single-operator models of test_tfl_conv_simd.py
   (which run every case with its build's macros: no node reaches a left-out path), one per set of paths, built
   again with one of their paths left out, fail with the kernel's HYDRA_ERR_ARG instead of reaching it.
 Needs the cross toolchain and QEMU (.ci/run installs them).
@@ -24,12 +24,16 @@ from hydra_edge.reference.int_interp import run_int
 from hydra_edge.targets import runner
 from hydra_edge.targets.host import RunError
 from hydra_edge.validate.bitexact import validate_build
-from test_tfl_conv_simd import CASES, _inputs
+from test_tfl_conv_simd import CASES as SIMD_CASES
+from test_tfl_conv_simd import _conv, _inputs
 from test_tflite import _path
 from tfl_single_op import single_op_model
 
 BENCH_MODELS = Path(__file__).resolve().parents[1] / "benchmarks" / "models"
 ALL = {f"HYDRA_TFL_NO_{p}" for p in TFL_PATHS}
+# test_tfl_conv_simd's cases, and a CONV_2D whose multipliers go above 1 (the general output stage)
+CASES = {**SIMD_CASES, "conv3x3_same_s1_c8_o4_multiplier_above_1": _conv(
+    (1, 6, 6, 8), 4, (3, 3), 1, "SAME", 3, seed=40, scales=np.geomspace(0.001, 4.0, 4))}
 
 
 def _cppflags_defines(folder: Path) -> set[str]:
@@ -60,7 +64,7 @@ def _representatives() -> dict[str, tuple[str, frozenset[str]]]:
         graph = legalise_tfl(tflite_from_bytes(single_op_model(op, inputs, outputs, options), f"{case}.tflite"))
         (node,) = graph.nodes
         if node.op in PATHS_OF:
-            seen.setdefault(frozenset(PATHS_OF[node.op](node.attrs)), case)
+            seen.setdefault(frozenset(p for p in TFL_PATHS if f"HYDRA_TFL_NO_{p}" not in tfl_defines(graph)), case)
     return {case: paths for paths, case in seen.items()}
 
 

@@ -31,6 +31,8 @@
  *   DEPTHWISE_DM1_TAPS: depthwise_dm1's tap loop (a window other than 3 x 3 with 2 or 3 rows and 2 or 3 taps);
  *   DEPTHWISE_ROW1_GROUPS: depthwise_row1's filters wider than 4 taps;
  *   DEPTHWISE_WALK: its pixel walk (the quads' and the channels none of them takes);
+ *   CONV_GENERAL_OUTPUT: the convolutions' general output stage (a node whose outputs are not all
+ *   hydra_requantize_right's: single rounding, more than 2^14 products, a multiplier above 1 or a bias beyond 2^29);
  *   CONV_WORD_WINDOW, CONV_BYTE_WINDOW: conv_simd's window copies for input channels per group n % 4 == 0 / != 0;
  *   POOL_MAX, POOL_AVERAGE: the pool kinds; POOL_CHANNEL: the pools' one-channel loop (depth % 4 != 0, or an
  *   average over more than 256 taps). */
@@ -498,22 +500,27 @@ static void conv_outputs_init(conv_outputs *o, const hydra_tfl_conv_view *v, con
  * int64 sum clamped), MBQM in the params' rounding, output offset, activation clamp. The walk has checked the shifts
  * ([-31, 30]) and the offsets. Out of line: the calls that are not o->fast (a multiplier above 1, a bias beyond
  * 2^29, more than 2^14 products; single rounding, which only tests ask for). */
+#if !defined(HYDRA_TFL_SIMD32) || !defined(HYDRA_TFL_NO_CONV_GENERAL_OUTPUT)
+#define HYDRA_TFL_CONV_GENERAL 1 /* else every call's o->fast (the SIMD walks check it) */
 static HYDRA_NOINLINE int8_t conv_output_general(const conv_outputs *o, int32_t acc, int32_t bias,
                                                      int32_t multiplier, int32_t shift)
 {
     const int32_t y = hydra_tfl_requantize_call(hydra_saturate_s32((int64_t)acc + bias), multiplier, shift, o->single);
     return hydra_tfl_output_s8(y, o->output_offset, o->activation_min, o->activation_max);
 }
+#endif
 
 /* conv_output_general's value: inline by hydra_requantize_right where o->fast. Read per output (a branch the core
  * predicts), so that each walk is one copy. */
 static HYDRA_ALWAYS_INLINE int8_t conv_output(const conv_outputs *o, int32_t acc, int32_t bias, int32_t multiplier,
                                               int32_t shift)
 {
-    if (o->fast)
-        return hydra_output_right_s8(acc + bias, multiplier, shift, 0, o->output_offset, o->activation_min,
-                                     o->activation_max);
-    return conv_output_general(o, acc, bias, multiplier, shift);
+#if defined(HYDRA_TFL_CONV_GENERAL)
+    if (!o->fast)
+        return conv_output_general(o, acc, bias, multiplier, shift);
+#endif
+    return hydra_output_right_s8(acc + bias, multiplier, shift, 0, o->output_offset, o->activation_min,
+                                 o->activation_max);
 }
 
 /* out[first + j] for j < count from the accumulators of channels first .. first + count - 1. */
@@ -1421,6 +1428,10 @@ static hydra_status depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *i
     const uint32_t half = (uint32_t)offset & UINT32_C(0xFFFF);
     depthwise_ctx c;
     conv_outputs_init(&c.o, v, bias, (int64_t)f_h * f_w);
+#if !defined(HYDRA_TFL_CONV_GENERAL)
+    if (!c.o.fast)
+        return HYDRA_ERR_ARG; /* the general output stage, left out of this build (HYDRA_TFL_NO_*) */
+#endif
     c.out_c = out_c;
     c.dm = dm;
     c.offset = offset;
@@ -1540,6 +1551,18 @@ static void conv_generic(const hydra_tfl_conv_view *v, const int8_t *input, cons
 #endif
 
 /* The checks both walks make: the window, the offsets, the activation range and every multiplier. */
+#if !defined(HYDRA_TFL_CONV_GENERAL)
+/* Whether every output of v (`products` products each) may take the inline stage (conv_outputs_init's `fast`), the
+ * only one this build has: CONV_2D checks it before conv_simd (a check inside costs the walk registers), which then
+ * never reaches the general stage; depthwise_walk checks its own conv_outputs. */
+static HYDRA_NOINLINE int conv_view_fast(const hydra_tfl_conv_view *v, const int32_t *bias, int64_t products)
+{
+    conv_outputs o;
+    conv_outputs_init(&o, v, bias, products);
+    return o.fast;
+}
+#endif
+
 static int conv_view_ok(const hydra_tfl_conv_view *v)
 {
     return hydra_tfl_window_ok(v->stride_height, v->stride_width, v->dilation_height_factor,
@@ -1565,6 +1588,10 @@ hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *
 #if defined(HYDRA_TFL_SIMD32)
     if (scratch == NULL)
         return HYDRA_ERR_ARG;
+#if !defined(HYDRA_TFL_CONV_GENERAL)
+    if (!conv_view_fast(v, bias, (int64_t)v->filter_shape[1] * v->filter_shape[2] * v->filter_shape[3]))
+        return HYDRA_ERR_ARG; /* the general output stage, left out of this build (HYDRA_TFL_NO_*) */
+#endif
 #if defined(HYDRA_TFL_CONV_SIMD)
     return conv_simd(v, input, filter, bias, output, scratch);
 #else

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..ir.graph import Graph, Node
 from ..memory.planner import scratch_name
+from ..ops import node_rounding
 from ..reference import tfl_elementwise, tfl_hydra, tfl_linear, tfl_softmax_attention
 from .c_syntax import Call, CodegenError, c_int, status_checked
 
@@ -81,7 +82,7 @@ def tfl_sources(graph: Graph, runtime_src: Any) -> list[str]:
 # the node takes. tfl_defines says -DHYDRA_TFL_NO_<path> for every path of TFL_PATHS that no node takes (flash; the
 # bits never depend on it, and a call on a left-out path fails with HYDRA_ERR_ARG).
 TFL_PATHS = ("DEPTHWISE_DM1", "DEPTHWISE_DM1_TAPS", "DEPTHWISE_ROW1", "DEPTHWISE_ROW1_GROUPS", "DEPTHWISE_QUADS_2",
-             "DEPTHWISE_QUADS_4", "DEPTHWISE_WALK", "CONV_WORD_WINDOW", "CONV_BYTE_WINDOW", "POOL_MAX", "POOL_AVERAGE", "POOL_CHANNEL")
+             "DEPTHWISE_QUADS_4", "DEPTHWISE_WALK", "CONV_GENERAL_OUTPUT", "CONV_WORD_WINDOW", "CONV_BYTE_WINDOW", "POOL_MAX", "POOL_AVERAGE", "POOL_CHANNEL")
 DEPTHWISE_DM1_MAX_TAPS = 49  # tfl_fixedpoint.c's limits of the depthwise paths
 DEPTHWISE_ROW_MAX_GROUPS, DEPTHWISE_ROW_MAX_GROUPS_ACROSS = 16, 4
 POOL_QUAD_MAX_TAPS = 256  # an average pool's four-channel sums (int16 lanes)
@@ -161,11 +162,26 @@ PATHS_OF = {
 }
 
 
+def _conv_fast(graph: Graph, node: Node) -> bool:
+    """conv_outputs_init's `fast` for a CONV_2D or DEPTHWISE_CONV_2D node: double rounding, at most 2^14 products per
+    output, every multiplier >= 0 with a shift <= 0 and |bias| < 2^29 (hydra_requant_right_ok)."""
+    a, f = node.attrs, node.attrs["filter_shape"]
+    products = int(f[1]) * int(f[2]) * (int(f[3]) if node.op == "tfl_conv_2d" else 1)
+    bias = graph.tensor(node.inputs[2]).data if len(node.inputs) > 2 and node.inputs[2] else np.zeros(1, np.int64)
+    b, m, sh = (np.asarray(x).astype(np.int64) for x in (bias, a["output_multiplier"], a["output_shift"]))
+    return (node_rounding(node, graph.meta.get("rounding", "double")) == "double" and products <= 2**14
+            and bool((np.abs(b) < 2**29).all() and (m >= 0).all() and (sh <= 0).all()))
+
+
 def tfl_defines(graph: Graph) -> list[str]:
     """HYDRA_TFL_NO_<path> for each path of TFL_PATHS no node of the graph (token loops' bodies included) takes."""
-    attrs = [(n.op, n.attrs) for n in graph.nodes] + [
-        (sub["op"], sub["attrs"]) for n in graph.nodes if n.op == "token_loop" for sub in n.attrs["body"]]
-    taken = set().union(*(PATHS_OF[op](a) for op, a in attrs if op in PATHS_OF))
+    from ..ir.ops import node_from_dict
+
+    nodes = [node_from_dict(d) if isinstance(d, dict) else d for n in graph.nodes
+             for d in (n.attrs["body"] if n.op == "token_loop" else [n])]
+    taken = set().union(*(PATHS_OF[n.op](n.attrs) for n in nodes if n.op in PATHS_OF))
+    if any(n.op in ("tfl_conv_2d", "tfl_depthwise_conv_2d") and not _conv_fast(graph, n) for n in nodes):
+        taken.add("CONV_GENERAL_OUTPUT")
     return [f"HYDRA_TFL_NO_{path}" for path in TFL_PATHS if path not in taken]
 
 
