@@ -3,9 +3,11 @@ runtime_c/src/tfl_fixedpoint.c's convolution and pool walks that no node of the 
 the paths a model never runs are left out). The bits never depend on them.
 
 - the models: which builds get which macros, and a build with them gives the reference's bits on the M7;
-- each path the compiler says a node takes (CONV_GENERAL_OUTPUT: a multiplier above 1) is one the C takes: the single-operator models of test_tfl_conv_simd.py
-  (which run every case with its build's macros: no node reaches a left-out path), one per set of paths, built
-  again with one of their paths left out, fail with the kernel's HYDRA_ERR_ARG instead of reaching it.
+- each path the compiler says a node takes (CONV_GENERAL_OUTPUT: a multiplier above 1) is one the C takes: the
+  single-operator models of test_tfl_conv_simd.py (which run every case with its build's macros: no node reaches a
+  left-out path), one per set of paths, built again with one of their paths left out, fail with the kernel's
+  HYDRA_ERR_ARG instead of reaching it;
+- linear: HYDRA_LINEAR_RIGHT_ONLY (ops/linear.py c_defines).
 Needs the cross toolchain and QEMU (.ci/run installs them).
 """
 

@@ -836,8 +836,8 @@ static void conv_pair_channels(const conv_im2col *g, const conv_outputs *o, cons
 /* CONV_2D on the SIMD cores: output pixels in pairs (NHW order, across rows; an odd last one alone), each pair's
  * windows widened once into the scratch (hydra_tfl_conv_2d_get_buffer_size: the pair layout, 16 groups4 bytes,
  * then, where n % 4 != 0, one window as bytes), then every output channel of the group, two at a time. */
-static hydra_status conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter, const int32_t *bias,
-                      int8_t *output, int32_t *scratch)
+static hydra_status conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
+                              const int32_t *bias, int8_t *output, int32_t *scratch)
 {
     const int32_t in_c = v->input_shape[3], out_c = v->output_shape[3];
     const int32_t pixels = v->output_shape[0] * v->output_shape[1] * v->output_shape[2];

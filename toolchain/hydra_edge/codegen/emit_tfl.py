@@ -82,7 +82,8 @@ def tfl_sources(graph: Graph, runtime_src: Any) -> list[str]:
 # the node takes. tfl_defines says -DHYDRA_TFL_NO_<path> for every path of TFL_PATHS that no node takes (flash; the
 # bits never depend on it, and a call on a left-out path fails with HYDRA_ERR_ARG).
 TFL_PATHS = ("DEPTHWISE_DM1", "DEPTHWISE_DM1_TAPS", "DEPTHWISE_ROW1", "DEPTHWISE_ROW1_GROUPS", "DEPTHWISE_QUADS_2",
-             "DEPTHWISE_QUADS_4", "DEPTHWISE_WALK", "CONV_GENERAL_OUTPUT", "CONV_WORD_WINDOW", "CONV_BYTE_WINDOW", "POOL_MAX", "POOL_AVERAGE", "POOL_CHANNEL")
+             "DEPTHWISE_QUADS_4", "DEPTHWISE_WALK", "CONV_GENERAL_OUTPUT", "CONV_WORD_WINDOW", "CONV_BYTE_WINDOW",
+             "POOL_MAX", "POOL_AVERAGE", "POOL_CHANNEL")
 DEPTHWISE_DM1_MAX_TAPS = 49  # tfl_fixedpoint.c's limits of the depthwise paths
 DEPTHWISE_ROW_MAX_GROUPS, DEPTHWISE_ROW_MAX_GROUPS_ACROSS = 16, 4
 POOL_QUAD_MAX_TAPS = 256  # an average pool's four-channel sums (int16 lanes)
@@ -97,7 +98,7 @@ def _tap_range(start: int, dilation: int, taps: int, size: int) -> tuple[int, in
 def _dm1_takes_tap_loop(a: dict) -> bool:
     """depthwise_dm1 walked at compile time: whether a window takes its tap loop (dm1_taps), not the unrolled 3 x 3
     ones (3 or 2 rows inside the image; a border column's 2 taps)."""
-    (in_h, in_w), (f_h, f_w) = a["input_shape"][1:3], a["filter_shape"][1:3]
+    in_h, in_w, f_h, f_w = (int(v) for v in (*a["input_shape"][1:3], *a["filter_shape"][1:3]))
     out_h, out_w = int(a["output_shape"][1]), int(a["output_shape"][2])
     dh, dw = int(a["dilation_height_factor"]), int(a["dilation_width_factor"])
     sh, sw, ph, pw = (int(a[k]) for k in ("stride_height", "stride_width", "padding_height", "padding_width"))
@@ -109,14 +110,14 @@ def _dm1_takes_tap_loop(a: dict) -> bool:
     while ox_hi > ox_lo and (ox_hi - 1) * sw - pw + dw * (f_w - 1) > in_w - 1:
         ox_hi -= 1
     for oy in range(out_h):
-        lo, hi = _tap_range(oy * sh - ph, dh, f_h, int(in_h))
+        lo, hi = _tap_range(oy * sh - ph, dh, f_h, in_h)
         rows = hi - lo if hi > lo else 0
         if rows == 0:
             continue  # every column stores the bias alone
         if ox_lo < out_w and rows not in (2, 3):
             return True  # the columns inside the image across
         for ox in [*range(ox_lo), *range(ox_hi, out_w)] if ox_lo < out_w else range(out_w):
-            fx_lo, fx_hi = _tap_range(ox * sw - pw, dw, f_w, int(in_w))
+            fx_lo, fx_hi = _tap_range(ox * sw - pw, dw, f_w, in_w)
             if fx_hi > fx_lo and not (rows >= 2 and fx_hi - fx_lo == 2):
                 return True  # a border window other than 2 or 3 rows of 2 taps
     return False
