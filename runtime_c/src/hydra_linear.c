@@ -38,21 +38,28 @@ static void clamp_row(int8_t *y, int32_t n, int32_t lo, int32_t hi)
         y[i] = (int8_t)(y[i] < lo ? lo : (y[i] > hi ? hi : y[i]));
 }
 
-/* Channel n's output by the general path, in either rounding: one out-of-line copy for the uncommon cases. */
+#if !defined(HYDRA_LINEAR_RIGHT_ONLY)
+/* Channel n's output by the general path, in either rounding: one out-of-line copy for the uncommon cases. Left out
+ * where every node rounds twice and takes right_only (HYDRA_LINEAR_RIGHT_ONLY: ops/linear.py c_defines, flash). */
 static HYDRA_NOINLINE int8_t general_output(const hydra_channel_outputs *o, int32_t n, int32_t dot,
                                             int32_t single_rounding)
 {
     return hydra_channel_output_s8(o, n, dot, single_rounding, 0);
 }
+#endif
 
 /* Channel n's output: inline where `fast` (double rounding and right_only: every calibrated model's outputs), saturated
  * to int8 (the activation clamp is clamp_row's, after the row), else general_output. */
 static HYDRA_ALWAYS_INLINE int8_t linear_output(const hydra_channel_outputs *o, int32_t n, int32_t dot, int32_t fast,
                                                 int32_t single_rounding)
 {
-    if (fast)
-        return hydra_clamp_s8(hydra_requantize_right(o->bias[n] + dot, o->multiplier[n], o->shift[n], 0) + o->zy);
-    return general_output(o, n, dot, single_rounding);
+#if defined(HYDRA_LINEAR_RIGHT_ONLY)
+    (void)fast, (void)single_rounding; /* fast: hydra_linear_rows_s8 has checked */
+#else
+    if (!fast)
+        return general_output(o, n, dot, single_rounding);
+#endif
+    return hydra_clamp_s8(hydra_requantize_right(o->bias[n] + dot, o->multiplier[n], o->shift[n], 0) + o->zy);
 }
 
 /* Outputs n0 .. N - 1 of one token (n0 a multiple of 4: the weights of rows n0 .. start at n0 K). */
@@ -505,7 +512,15 @@ hydra_status hydra_linear_rows_s8(const hydra_linear_params *params, const int8_
     if (params->rows <= 0)
         return HYDRA_ERR_SHAPE;
     /* one copy of the loop per rounding mode and requantisation path (right_only: checked by _check) */
+#if defined(HYDRA_LINEAR_RIGHT_ONLY) /* the build's only one: double rounding, right_only */
+    if (params->single_rounding || !params->right_only)
+        return HYDRA_ERR_ARG;
 #if defined(HYDRA_LINEAR_NEON)
+    neon_rows(params, input, output, 0, 1);
+#else
+    linear_rows(params, input, output, 1);
+#endif
+#elif defined(HYDRA_LINEAR_NEON)
     if (params->single_rounding)
         params->right_only ? neon_rows(params, input, output, 1, 1) : neon_rows(params, input, output, 1, 0);
     else

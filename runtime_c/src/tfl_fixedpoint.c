@@ -22,6 +22,21 @@
 #define HYDRA_TFL_SIMD32 1
 #endif
 
+/* Paths of the SIMD walks a build may leave out (flash): the compiler defines HYDRA_TFL_NO_<path> where no node of
+ * the graph takes that path, from the nodes' attrs (codegen/emit_tfl.py tfl_defines, which mirrors the dispatch
+ * conditions below). Each only drops code: the bits never depend on them, and a call that would have taken a
+ * dropped path (never one from the compiler) fails with HYDRA_ERR_ARG instead of reaching it. The portable walks
+ * (no SIMD) ignore them.
+ *   DEPTHWISE_DM1, DEPTHWISE_ROW1, DEPTHWISE_QUADS_2, DEPTHWISE_QUADS_4: depthwise_walk's fast paths;
+ *   DEPTHWISE_DM1_TAPS: depthwise_dm1's tap loop (a window other than 3 x 3 with 2 or 3 rows and 2 or 3 taps);
+ *   DEPTHWISE_ROW1_GROUPS: depthwise_row1's filters wider than 4 taps;
+ *   DEPTHWISE_WALK: its pixel walk (the quads' and the channels none of them takes);
+ *   CONV_GENERAL_OUTPUT: the convolutions' general output stage (a node whose outputs are not all
+ *   hydra_requantize_right's: single rounding, more than 2^14 products, a multiplier above 1 or a bias beyond 2^29);
+ *   CONV_WORD_WINDOW, CONV_BYTE_WINDOW: conv_simd's window copies for input channels per group n % 4 == 0 / != 0;
+ *   POOL_MAX, POOL_AVERAGE: the pool kinds; POOL_CHANNEL: the pools' one-channel loop (depth % 4 != 0, or an
+ *   average over more than 256 taps). */
+
 /* uint32 -> int32 as two's complement, without the implementation-defined conversion. */
 static int32_t from_u32(uint32_t u)
 {
@@ -485,22 +500,27 @@ static void conv_outputs_init(conv_outputs *o, const hydra_tfl_conv_view *v, con
  * int64 sum clamped), MBQM in the params' rounding, output offset, activation clamp. The walk has checked the shifts
  * ([-31, 30]) and the offsets. Out of line: the calls that are not o->fast (a multiplier above 1, a bias beyond
  * 2^29, more than 2^14 products; single rounding, which only tests ask for). */
+#if !defined(HYDRA_TFL_SIMD32) || !defined(HYDRA_TFL_NO_CONV_GENERAL_OUTPUT)
+#define HYDRA_TFL_CONV_GENERAL 1 /* else every call's o->fast (the SIMD walks check it) */
 static HYDRA_NOINLINE int8_t conv_output_general(const conv_outputs *o, int32_t acc, int32_t bias,
                                                      int32_t multiplier, int32_t shift)
 {
     const int32_t y = hydra_tfl_requantize_call(hydra_saturate_s32((int64_t)acc + bias), multiplier, shift, o->single);
     return hydra_tfl_output_s8(y, o->output_offset, o->activation_min, o->activation_max);
 }
+#endif
 
 /* conv_output_general's value: inline by hydra_requantize_right where o->fast. Read per output (a branch the core
  * predicts), so that each walk is one copy. */
 static HYDRA_ALWAYS_INLINE int8_t conv_output(const conv_outputs *o, int32_t acc, int32_t bias, int32_t multiplier,
                                               int32_t shift)
 {
-    if (o->fast)
-        return hydra_output_right_s8(acc + bias, multiplier, shift, 0, o->output_offset, o->activation_min,
-                                     o->activation_max);
-    return conv_output_general(o, acc, bias, multiplier, shift);
+#if defined(HYDRA_TFL_CONV_GENERAL)
+    if (!o->fast)
+        return conv_output_general(o, acc, bias, multiplier, shift);
+#endif
+    return hydra_output_right_s8(acc + bias, multiplier, shift, 0, o->output_offset, o->activation_min,
+                                 o->activation_max);
 }
 
 /* out[first + j] for j < count from the accumulators of channels first .. first + count - 1. */
@@ -521,6 +541,8 @@ static inline int32_t load_word(const int8_t *p)
     return word;
 }
 
+#if !defined(HYDRA_TFL_NO_CONV_WORD_WINDOW) || !defined(HYDRA_TFL_NO_CONV_BYTE_WINDOW)
+#define HYDRA_TFL_CONV_SIMD 1 /* else no window copy: no CONV_2D in this build */
 /* CONV_2D on the SIMD cores, as CMSIS-NN does it: the windows of two output pixels are copied (im2col) into the
  * scratch as int16 x + offset, laid out as hydra_expand_pair_q15's groups (per 4 taps: pixel a's even and odd
  * halves, then pixel b's), so that the input is widened once per pixel pair instead of once per output channel.
@@ -548,12 +570,14 @@ static void conv_widen(const int8_t *x, int32_t groups, int32_t off2, int32_t *x
     }
 }
 
+#if !defined(HYDRA_TFL_NO_CONV_WORD_WINDOW)
 /* `groups` groups of one pixel's slots as taps outside the image: x + offset = 0. */
 static void conv_zero(int32_t groups, int32_t *xq)
 {
     for (; groups > 0; groups--, xq += 4)
         xq[0] = xq[1] = 0;
 }
+#endif
 
 /* Where output pixel `pixel` (NHW order)'s window lies in the input: the input row of filter row 0 (y0), a row's
  * taps inside the image [fx_lo, fx_hi) (both 0 when none), and the input offset of row 0's tap fx_lo at channel c0
@@ -582,6 +606,7 @@ static conv_place conv_locate(const conv_im2col *g, int32_t pixel, int32_t c0)
 /* The window of output pixel `pixel` over input channels [c0, c0 + n) into one pixel's slots of the pair layout,
  * in the filter's (fy, fx, i) order, n % 4 == 0 (every tap whole groups): a run inside the image is widened from
  * the input, a tap outside it is zeros. */
+#if !defined(HYDRA_TFL_NO_CONV_WORD_WINDOW)
 static void conv_window(const conv_im2col *g, const int8_t *input, int32_t pixel, int32_t c0, int32_t *xq)
 {
     const int32_t in_h = g->v->input_shape[1], f_h = g->v->filter_shape[1], f_w = g->v->filter_shape[2];
@@ -604,9 +629,11 @@ static void conv_window(const conv_im2col *g, const int8_t *input, int32_t pixel
         conv_zero((f_w - p.fx_hi) * tap, xq + 4 * p.fx_hi * tap);
     }
 }
+#endif
 
 /* conv_window for n % 4 != 0 (taps straddle groups): the window as k bytes first (a tap outside the image -offset:
  * x + offset = 0), then pad bytes up to 4 groups4, widened as a whole. */
+#if !defined(HYDRA_TFL_NO_CONV_BYTE_WINDOW)
 static void conv_window_bytes(const conv_im2col *g, const int8_t *input, int32_t pixel, int32_t c0, int8_t *bytes,
                               int32_t *xq)
 {
@@ -634,6 +661,18 @@ static void conv_window_bytes(const conv_im2col *g, const int8_t *input, int32_t
     memset(row, g->pad, (size_t)(4 * g->groups4 - g->k));
     conv_widen(bytes, g->groups4, g->off2, xq);
 }
+
+/* The first `count` (1 to 3) bytes of a row's last group as a word, the rest 0: the row may end the filter. */
+static inline int32_t conv_partial_word(const int8_t *w, int32_t count)
+{
+    uint32_t u = (uint8_t)w[0];
+    if (count > 1)
+        u |= (uint32_t)(uint8_t)w[1] << 8;
+    if (count > 2)
+        u |= (uint32_t)(uint8_t)w[2] << 16;
+    return from_u32(u);
+}
+#endif
 
 /* Channel pairs per call of conv_pairs_dots: its accumulators on the stack (4 words a pair). */
 #define CONV_CHUNK_PAIRS 8
@@ -720,17 +759,6 @@ static void conv_pairs_dots(const int32_t *xq, const int8_t *w, int32_t k, int32
 #endif
 }
 
-/* The first `count` (1 to 3) bytes of a row's last group as a word, the rest 0: the row may end the filter. */
-static inline int32_t conv_partial_word(const int8_t *w, int32_t count)
-{
-    uint32_t u = (uint8_t)w[0];
-    if (count > 1)
-        u |= (uint32_t)(uint8_t)w[1] << 8;
-    if (count > 2)
-        u |= (uint32_t)(uint8_t)w[2] << 16;
-    return from_u32(u);
-}
-
 /* Outputs first .. first + count - 1 of pixels a (out_a) and b (out_b: NULL, none) from conv_pairs_dots's
  * accumulators (channel first + i: acc[4 (i / 2) + i % 2] for pixel a, 2 words on for b). */
 static HYDRA_NOINLINE void conv_chunk_outputs(const conv_outputs *o, const int32_t *acc, int32_t first, int32_t count,
@@ -782,6 +810,7 @@ static void conv_pair_channels(const conv_im2col *g, const conv_outputs *o, cons
             conv_pairs_dots(xq, w, k, full, pairs, alone, acc);
         else
             memset(acc, 0, sizeof acc);
+#if !defined(HYDRA_TFL_NO_CONV_BYTE_WINDOW) /* else n % 4 == 0: k % 4 == 0 */
         for (int32_t j = 0; j < pairs; j++) {
             int32_t *a = acc + 4 * j;
             if (rest != 0) {
@@ -795,6 +824,9 @@ static void conv_pair_channels(const conv_im2col *g, const conv_outputs *o, cons
                 a[3] = __smlad(tail[3], bo, __smlad(tail[2], be, a[3]));
             }
         }
+#else
+        (void)rest, (void)tail;
+#endif
         conv_chunk_outputs(o, acc, oc, 2 * pairs - alone, out_a, out_b);
         oc += 2 * pairs - alone;
         w += (2 * (ptrdiff_t)pairs - alone) * k;
@@ -804,8 +836,8 @@ static void conv_pair_channels(const conv_im2col *g, const conv_outputs *o, cons
 /* CONV_2D on the SIMD cores: output pixels in pairs (NHW order, across rows; an odd last one alone), each pair's
  * windows widened once into the scratch (hydra_tfl_conv_2d_get_buffer_size: the pair layout, 16 groups4 bytes,
  * then, where n % 4 != 0, one window as bytes), then every output channel of the group, two at a time. */
-static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter, const int32_t *bias,
-                      int8_t *output, int32_t *scratch)
+static hydra_status conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
+                              const int32_t *bias, int8_t *output, int32_t *scratch)
 {
     const int32_t in_c = v->input_shape[3], out_c = v->output_shape[3];
     const int32_t pixels = v->output_shape[0] * v->output_shape[1] * v->output_shape[2];
@@ -820,6 +852,14 @@ static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const i
     g.contiguous = v->dilation_width_factor == 1 && g.n == in_c;
     g.x_row = (ptrdiff_t)v->dilation_height_factor * v->input_shape[2] * in_c;
     g.x_tap = (ptrdiff_t)v->dilation_width_factor * in_c;
+#if defined(HYDRA_TFL_NO_CONV_WORD_WINDOW)
+    if (g.n % 4 == 0)
+        return HYDRA_ERR_ARG; /* left out of this build (HYDRA_TFL_NO_*) */
+#endif
+#if defined(HYDRA_TFL_NO_CONV_BYTE_WINDOW)
+    if (g.n % 4 != 0)
+        return HYDRA_ERR_ARG;
+#endif
     conv_outputs o;
     conv_outputs_init(&o, v, bias, g.k);
     int8_t *bytes = (int8_t *)(void *)(scratch + 4 * g.groups4);
@@ -829,6 +869,14 @@ static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const i
         const int8_t *w = filter + (ptrdiff_t)first * g.k;
         for (int32_t p = 0; p < pixels; p += 2) {
             const int two = p + 1 < pixels; /* alone: pixel a again as b, its outputs dropped */
+#if defined(HYDRA_TFL_NO_CONV_BYTE_WINDOW)
+            (void)bytes;
+            conv_window(&g, input, p, c0, scratch);
+            conv_window(&g, input, two ? p + 1 : p, c0, scratch + 2);
+#elif defined(HYDRA_TFL_NO_CONV_WORD_WINDOW)
+            conv_window_bytes(&g, input, p, c0, bytes, scratch);
+            conv_window_bytes(&g, input, two ? p + 1 : p, c0, bytes, scratch + 2);
+#else
             if (g.n % 4 == 0) {
                 conv_window(&g, input, p, c0, scratch);
                 conv_window(&g, input, two ? p + 1 : p, c0, scratch + 2);
@@ -836,11 +884,14 @@ static void conv_simd(const hydra_tfl_conv_view *v, const int8_t *input, const i
                 conv_window_bytes(&g, input, p, c0, bytes, scratch);
                 conv_window_bytes(&g, input, two ? p + 1 : p, c0, bytes, scratch + 2);
             }
+#endif
             int8_t *out_a = output + (ptrdiff_t)p * out_c;
             conv_pair_channels(&g, &o, scratch, w, first, first + per_group, out_a, two ? out_a + out_c : NULL);
         }
     }
+    return HYDRA_OK;
 }
+#endif
 #endif
 
 /* What a depthwise walk keeps for a pixel's channels: the output stage, the taps inside the image (`rows` filter
@@ -853,6 +904,31 @@ typedef struct {
 } depthwise_ctx;
 
 #if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
+#define HYDRA_TFL_DW_SIMD 1
+/* The taps of a quad a depth-multiplier-1 walk keeps widened: up to 7 x 7 (8 bytes a tap on the stack). */
+#define DEPTHWISE_DM1_MAX_TAPS 49
+/* The filter words a one-input-channel walk keeps paired per quad: up to 16 filter rows of up to 4 groups of 4 taps
+ * (32 bytes a group on the stack). */
+#define DEPTHWISE_ROW_MAX_GROUPS 16
+#define DEPTHWISE_ROW_MAX_GROUPS_ACROSS 4
+#if !defined(HYDRA_TFL_NO_DEPTHWISE_DM1)
+#define HYDRA_TFL_DW_DM1 1
+#endif
+#if !defined(HYDRA_TFL_NO_DEPTHWISE_ROW1)
+#define HYDRA_TFL_DW_ROW1 1
+#endif
+#if !defined(HYDRA_TFL_NO_DEPTHWISE_WALK) && !defined(HYDRA_TFL_NO_DEPTHWISE_QUADS_2)
+#define HYDRA_TFL_DW_QUADS_2 1
+#endif
+#if !defined(HYDRA_TFL_NO_DEPTHWISE_WALK) && !defined(HYDRA_TFL_NO_DEPTHWISE_QUADS_4)
+#define HYDRA_TFL_DW_QUADS_4 1
+#endif
+#endif
+#if !defined(HYDRA_TFL_DW_SIMD) || !defined(HYDRA_TFL_NO_DEPTHWISE_WALK)
+#define HYDRA_TFL_DW_WALK 1 /* the pixel walk: always without the SIMD paths */
+#endif
+
+#if defined(HYDRA_TFL_DW_QUADS_2) || defined(HYDRA_TFL_DW_QUADS_4)
 /* The first `quads` fours of output channels of one pixel (x, w: its first in-image tap's input and filter bytes)
  * for depth multipliers 2 and 4 (or a multiple of 4; 1 is depthwise_dm1's): acc[j] = sum over the taps of
  * w[oc + j] * (x[oc / dm] + offset) for channels oc .. oc + 3. Per tap one filter word, widened by SXTB16; the
@@ -897,9 +973,10 @@ static HYDRA_ALWAYS_INLINE void depthwise_quads(const depthwise_ctx *c, const in
         }
     }
 }
+#endif
 
-/* The taps of a quad a depth-multiplier-1 walk keeps widened: up to 7 x 7 (8 bytes a tap on the stack). */
-#define DEPTHWISE_DM1_MAX_TAPS 49
+#if defined(HYDRA_TFL_DW_DM1) || defined(HYDRA_TFL_DW_ROW1)
+
 
 /* The output stage of the quad of channels oc .. oc + 3, formed once per call for all its pixels. The quad walks
  * double every product (filter halves 2 w, in int16 as |2 w| <= 256) and start each accumulator at 2 bias, so that
@@ -986,6 +1063,9 @@ static HYDRA_ALWAYS_INLINE void dw_quad_store(const dw_quad_out *s, const conv_o
     memcpy(out + oc, &word, 4);
 }
 
+#endif
+
+#if defined(HYDRA_TFL_DW_DM1)
 /* One tap of four channels: the input word's channels (0, 2) and (1, 3) as int16 x + offset (SXTAB16), times the
  * tap's widened filter pairs (we: channels 0 and 2, wo: 1 and 3), each half into its channel's accumulator. */
 static HYDRA_ALWAYS_INLINE void dm1_tap(int32_t xv, const int32_t *wide, int32_t off2, int32_t acc[4])
@@ -1018,6 +1098,7 @@ static HYDRA_ALWAYS_INLINE void dm1_window(const int8_t *x, ptrdiff_t x_tap, ptr
         dm1_row(x + 2 * x_row, x_tap, wide + 12, off2, acc, taps);
 }
 
+#if !defined(HYDRA_TFL_NO_DEPTHWISE_DM1_TAPS)
 /* rows x taps taps of a window from x (its first in-image tap) and wide (that tap's widened words; a filter row is
  * 2 f_w words). */
 static HYDRA_ALWAYS_INLINE void dm1_taps(const int8_t *x, const int32_t *wide, int32_t rows, int32_t taps,
@@ -1030,14 +1111,16 @@ static HYDRA_ALWAYS_INLINE void dm1_taps(const int8_t *x, const int32_t *wide, i
             dm1_tap(load_word(xt), wt, off2, acc);
     }
 }
+#endif
 
 /* Depth multiplier 1, the first `quads` fours of channels over the whole image, a quad at a time: its f_h x f_w
  * taps' filter words widened (and doubled: dw_quad_out) to int16 pairs once, and its output stage formed once, not
  * per pixel; a tap then an input load, two SXTAB16 and four multiply-adds. Per output row the columns whose windows
  * lie inside the image across run in a loop of their own (a 3 x 3 window with its three rows in the image
  * unrolled), the border columns walk their in-image taps. The same integers as tap by tap (an exact sum, in the
- * same int32 accumulators). */
-static HYDRA_NOINLINE void depthwise_dm1(const hydra_tfl_conv_view *v, const depthwise_ctx *c, const int8_t *input,
+ * same int32 accumulators). Nonzero where a window needs the tap loop and the build left it out
+ * (HYDRA_TFL_NO_DEPTHWISE_DM1_TAPS: every window 3 x 3 with 2 or 3 rows and, cut by the border, 2 taps). */
+static HYDRA_NOINLINE int depthwise_dm1(const hydra_tfl_conv_view *v, const depthwise_ctx *c, const int8_t *input,
                                          const int8_t *filter, int8_t *output, int32_t quads)
 {
     const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2];
@@ -1089,11 +1172,15 @@ static HYDRA_NOINLINE void depthwise_dm1(const hydra_tfl_conv_view *v, const dep
                                 dw_quad_store(&s, &c->o, out, oc, acc);
                             }
                         } else {
+#if defined(HYDRA_TFL_NO_DEPTHWISE_DM1_TAPS)
+                            return 1;
+#else
                             for (; ox < ox_hi; ox++, out += out_c, x += x_step) {
                                 int32_t acc[4] = {s.init[0], s.init[1], s.init[2], s.init[3]};
                                 dm1_taps(x, w_y, rows, f_w, f_w, x_tap, x_row, off2, acc);
                                 dw_quad_store(&s, &c->o, out, oc, acc);
                             }
+#endif
                         }
                         if (ox >= out_w)
                             break;
@@ -1107,17 +1194,21 @@ static HYDRA_NOINLINE void depthwise_dm1(const hydra_tfl_conv_view *v, const dep
                         dm1_window(x_y + (ptrdiff_t)(x0 + dw * fx_lo) * out_c, x_tap, x_row, w_y + 2 * fx_lo, off2, acc,
                                    rows, 2);
                     else if (rows > 0 && fx_hi > fx_lo)
+#if defined(HYDRA_TFL_NO_DEPTHWISE_DM1_TAPS)
+                        return 1;
+#else
                         dm1_taps(x_y + (ptrdiff_t)(x0 + dw * fx_lo) * out_c, w_y + 2 * fx_lo, rows, fx_hi - fx_lo,
                                  f_w, x_tap, x_row, off2, acc);
+#endif
                     dw_quad_store(&s, &c->o, out, oc, acc);
                 }
             }
     }
+    return 0;
 }
-/* The filter words a one-input-channel walk keeps paired per quad: up to 16 filter rows of up to 4 groups of 4 taps
- * (32 bytes a group on the stack). */
-#define DEPTHWISE_ROW_MAX_GROUPS 16
-#define DEPTHWISE_ROW_MAX_GROUPS_ACROSS 4
+#endif
+
+#if defined(HYDRA_TFL_DW_ROW1)
 
 /* Which bytes of a filter row's group of 4 taps (input columns pos .. pos + 3) a pixel reads: the word at column
  * `at` (inside the row), shifted so that its in-image bytes land on their taps, the others replaced by the pad
@@ -1178,8 +1269,9 @@ static HYDRA_ALWAYS_INLINE void dw_rows(const int8_t *x, const uint64_t *p, int3
  * quad over the image, the quad's filter paired the same way (and doubled: dw_quad_out) once, taps past the filter's
  * width 0. A window cut by the left or right border reads its in-row bytes shifted into place and the pad byte
  * -offset for the others (x + offset = 0, as TFLM's skipped taps add nothing); rows outside the image are skipped.
- * Every product is one of TFLM's or 0: the same int32 sum. */
-static HYDRA_NOINLINE void depthwise_row1(const hydra_tfl_conv_view *v, const depthwise_ctx *c, const int8_t *input,
+ * Every product is one of TFLM's or 0: the same int32 sum. Nonzero where the filter is wider than one group and
+ * the build left those out (HYDRA_TFL_NO_DEPTHWISE_ROW1_GROUPS: every filter at most 4 wide). */
+static HYDRA_NOINLINE int depthwise_row1(const hydra_tfl_conv_view *v, const depthwise_ctx *c, const int8_t *input,
                                           const int8_t *filter, int8_t *output)
 {
     const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2];
@@ -1229,7 +1321,11 @@ static HYDRA_NOINLINE void depthwise_row1(const hydra_tfl_conv_view *v, const de
                             if (groups == 1)
                                 dw_rows(x_y + x0, p, rows, x_row, 1, 1, NULL, off2, acc, 1, 0);
                             else
+#if defined(HYDRA_TFL_NO_DEPTHWISE_ROW1_GROUPS)
+                                return 1;
+#else
                                 dw_rows(x_y + x0, p, rows, x_row, groups, n, NULL, off2, acc, 0, 0);
+#endif
                         } else {
                             dw_group_read reads[DEPTHWISE_ROW_MAX_GROUPS_ACROSS];
                             for (int32_t g = 0; g < n; g++)
@@ -1237,22 +1333,32 @@ static HYDRA_NOINLINE void depthwise_row1(const hydra_tfl_conv_view *v, const de
                             if (groups == 1)
                                 dw_rows(x_y, p, rows, x_row, 1, 1, reads, off2, acc, 1, 1);
                             else
+#if defined(HYDRA_TFL_NO_DEPTHWISE_ROW1_GROUPS)
+                                return 1;
+#else
                                 dw_rows(x_y, p, rows, x_row, groups, n, reads, off2, acc, 0, 1);
+#endif
                         }
                     }
                     dw_quad_store(&s, &c->o, out, oc, acc);
                 }
             }
     }
+    return 0;
 }
 
+#endif
+
 /* One function per share, so that each tap loop has the registers to itself; called once per pixel. */
+#if defined(HYDRA_TFL_DW_QUADS_2)
 static HYDRA_NOINLINE void depthwise_quads_2(const depthwise_ctx *c, const int8_t *x, const int8_t *w,
                                                  int8_t *out, int32_t quads)
 {
     depthwise_quads(c, x, w, out, quads, 2);
 }
+#endif
 
+#if defined(HYDRA_TFL_DW_QUADS_4)
 static HYDRA_NOINLINE void depthwise_quads_4(const depthwise_ctx *c, const int8_t *x, const int8_t *w,
                                                  int8_t *out, int32_t quads)
 {
@@ -1260,49 +1366,20 @@ static HYDRA_NOINLINE void depthwise_quads_4(const depthwise_ctx *c, const int8_
 }
 #endif
 
-/* DEPTHWISE_CONV_2D: output channel oc reads input channel oc / depth_multiplier and filter column oc; for each
- * output pixel the in-image taps are found once, then each channel (each four channels, on the SIMD cores with a
- * depth multiplier of 1, 2 or a multiple of 4) walks them with two pointer steps. */
-static void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
-                           const int32_t *bias, int8_t *output)
+typedef void (*depthwise_quads_fn)(const depthwise_ctx *, const int8_t *, const int8_t *, int8_t *, int32_t);
+
+#if defined(HYDRA_TFL_DW_WALK)
+/* depthwise_walk's pixel walk: for each output pixel the in-image taps found once, then the first quad_channels
+ * channels by `quads` (NULL: none), the others one at a time, each walking the taps with two pointer steps. */
+static HYDRA_ALWAYS_INLINE void depthwise_pixels(const hydra_tfl_conv_view *v, depthwise_ctx *c, const int8_t *input,
+                                                 const int8_t *filter, int8_t *output, depthwise_quads_fn quads,
+                                                 int32_t quad_channels)
 {
-    const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2], in_c = v->input_shape[3];
+    const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2];
     const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2];
-    const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2], out_c = v->output_shape[3];
+    const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2], out_c = c->out_c;
     const int32_t dh = v->dilation_height_factor, dw = v->dilation_width_factor;
-    const int32_t dm = out_c / in_c, offset = v->input_offset;
-    const uint32_t half = (uint32_t)offset & UINT32_C(0xFFFF);
-    depthwise_ctx c;
-    conv_outputs_init(&c.o, v, bias, (int64_t)f_h * f_w);
-    c.out_c = out_c;
-    c.dm = dm;
-    c.offset = offset;
-    c.off2 = from_u32(half | (half << 16)); /* the offset in both int16 halves */
-    c.x_tap = (ptrdiff_t)dw * in_c;
-    c.x_row = (ptrdiff_t)dh * in_w * in_c;
-    c.w_row = (ptrdiff_t)f_w * out_c;
-    /* the output channels the quads take, 4 at a time */
-    int32_t quad_channels = 0;
-#if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
-    void (*quads)(const depthwise_ctx *, const int8_t *, const int8_t *, int8_t *, int32_t) = NULL;
-    if (dm == 1 && f_h * f_w <= DEPTHWISE_DM1_MAX_TAPS) { /* four channels a word, quad by quad over the image */
-        quad_channels = in_c & ~3;
-        if (quad_channels > 0)
-            depthwise_dm1(v, &c, input, filter, output, quad_channels / 4);
-        if (quad_channels == out_c)
-            return; /* no channel left for the pixel walk below */
-    } else if (in_c == 1 && dm % 4 == 0 && dw == 1 && in_w >= 4 && (f_w + 3) / 4 <= DEPTHWISE_ROW_MAX_GROUPS_ACROSS &&
-               f_h * ((f_w + 3) / 4) <= DEPTHWISE_ROW_MAX_GROUPS) { /* a filter row's taps a word at a time */
-        depthwise_row1(v, &c, input, filter, output);
-        return;
-    } else if (dm == 2) { /* two input channels' four output channels at a time */
-        quad_channels = 2 * (in_c & ~1);
-        quads = depthwise_quads_2;
-    } else if (dm % 4 == 0) { /* an input channel's dm output channels four at a time */
-        quad_channels = out_c;
-        quads = depthwise_quads_4;
-    }
-#endif
+    const int32_t dm = c->dm, offset = c->offset;
     for (int32_t b = 0; b < v->output_shape[0]; b++)
         for (int32_t oy = 0; oy < out_h; oy++) {
             const int32_t y0 = oy * v->stride_height - v->padding_height;
@@ -1312,30 +1389,100 @@ static void depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, co
                 const int32_t x0 = ox * v->stride_width - v->padding_width;
                 int32_t fx_lo, fx_hi;
                 tap_range(x0, dw, f_w, in_w, &fx_lo, &fx_hi);
-                c.rows = fy_hi > fy_lo && fx_hi > fx_lo ? fy_hi - fy_lo : 0;
-                c.taps = fx_hi - fx_lo;
-                const int8_t *x = c.rows > 0 ? input + hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo,
-                                                                      x0 + dw * fx_lo, 0)
-                                             : input;
-                const int8_t *w = c.rows > 0 ? filter + ((ptrdiff_t)fy_lo * f_w + fx_lo) * out_c : filter;
+                c->rows = fy_hi > fy_lo && fx_hi > fx_lo ? fy_hi - fy_lo : 0;
+                c->taps = fx_hi - fx_lo;
+                const int8_t *x = c->rows > 0 ? input + hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo,
+                                                                       x0 + dw * fx_lo, 0)
+                                              : input;
+                const int8_t *w = c->rows > 0 ? filter + ((ptrdiff_t)fy_lo * f_w + fx_lo) * out_c : filter;
                 int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, ox, 0);
-#if defined(HYDRA_TFL_SIMD32) && defined(__ARM_FEATURE_DSP)
                 if (quads != NULL && quad_channels > 0)
-                    quads(&c, x, w, out, quad_channels / 4);
-#endif
+                    quads(c, x, w, out, quad_channels / 4);
                 /* the rest: channels left over by the quads, other depth multipliers, the portable build */
                 for (int32_t oc = quad_channels; oc < out_c; oc++) {
                     int32_t acc = 0;
                     const int8_t *xr = x + oc / dm, *wr = w + oc;
-                    for (int32_t row = 0; row < c.rows; row++, xr += c.x_row, wr += c.w_row) {
+                    for (int32_t row = 0; row < c->rows; row++, xr += c->x_row, wr += c->w_row) {
                         const int8_t *xt = xr, *wt = wr;
-                        for (int32_t t = 0; t < c.taps; t++, xt += c.x_tap, wt += out_c)
+                        for (int32_t t = 0; t < c->taps; t++, xt += c->x_tap, wt += out_c)
                             acc += *wt * (*xt + offset);
                     }
-                    conv_outputs_store(&c.o, out, oc, &acc, 1);
+                    conv_outputs_store(&c->o, out, oc, &acc, 1);
                 }
             }
         }
+}
+#endif
+
+/* DEPTHWISE_CONV_2D: output channel oc reads input channel oc / depth_multiplier and filter column oc; on the SIMD
+ * cores four channels at a time where the depth multiplier is 1 (depthwise_dm1), 2 or a multiple of 4 (the quads
+ * in the pixel walk; depthwise_row1 for one input channel), else (and for any channels left) the pixel walk.
+ * HYDRA_ERR_ARG where the build left out the path the node takes (HYDRA_TFL_NO_*: never for the compiler's nodes). */
+static hydra_status depthwise_walk(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
+                                   const int32_t *bias, int8_t *output)
+{
+    const int32_t in_w = v->input_shape[2], in_c = v->input_shape[3];
+    const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2], out_c = v->output_shape[3];
+    const int32_t dh = v->dilation_height_factor, dw = v->dilation_width_factor;
+    const int32_t dm = out_c / in_c, offset = v->input_offset;
+    const uint32_t half = (uint32_t)offset & UINT32_C(0xFFFF);
+    depthwise_ctx c;
+    conv_outputs_init(&c.o, v, bias, (int64_t)f_h * f_w);
+#if !defined(HYDRA_TFL_CONV_GENERAL)
+    if (!c.o.fast)
+        return HYDRA_ERR_ARG; /* the general output stage, left out of this build (HYDRA_TFL_NO_*) */
+#endif
+    c.out_c = out_c;
+    c.dm = dm;
+    c.offset = offset;
+    c.off2 = from_u32(half | (half << 16)); /* the offset in both int16 halves */
+    c.x_tap = (ptrdiff_t)dw * in_c;
+    c.x_row = (ptrdiff_t)dh * in_w * in_c;
+    c.w_row = (ptrdiff_t)f_w * out_c;
+    /* the output channels the quads take, 4 at a time */
+    int32_t quad_channels = 0;
+    depthwise_quads_fn quads = NULL;
+#if defined(HYDRA_TFL_DW_SIMD)
+    if (dm == 1 && f_h * f_w <= DEPTHWISE_DM1_MAX_TAPS) { /* four channels a word, quad by quad over the image */
+#if defined(HYDRA_TFL_DW_DM1)
+        quad_channels = in_c & ~3;
+        if (quad_channels > 0 && depthwise_dm1(v, &c, input, filter, output, quad_channels / 4) != 0)
+            return HYDRA_ERR_ARG; /* a window the build's dm1 left out (HYDRA_TFL_NO_DEPTHWISE_DM1_TAPS) */
+        if (quad_channels == out_c)
+            return HYDRA_OK; /* no channel left for the pixel walk below */
+#else
+        return HYDRA_ERR_ARG;
+#endif
+    } else if (in_c == 1 && dm % 4 == 0 && dw == 1 && in_w >= 4 && (f_w + 3) / 4 <= DEPTHWISE_ROW_MAX_GROUPS_ACROSS &&
+               f_h * ((f_w + 3) / 4) <= DEPTHWISE_ROW_MAX_GROUPS) { /* a filter row's taps a word at a time */
+#if defined(HYDRA_TFL_DW_ROW1)
+        return depthwise_row1(v, &c, input, filter, output) != 0 ? HYDRA_ERR_ARG : HYDRA_OK;
+#else
+        return HYDRA_ERR_ARG;
+#endif
+    } else if (dm == 2) { /* two input channels' four output channels at a time */
+#if defined(HYDRA_TFL_DW_QUADS_2)
+        quad_channels = 2 * (in_c & ~1);
+        quads = depthwise_quads_2;
+#else
+        return HYDRA_ERR_ARG;
+#endif
+    } else if (dm % 4 == 0) { /* an input channel's dm output channels four at a time */
+#if defined(HYDRA_TFL_DW_QUADS_4)
+        quad_channels = out_c;
+        quads = depthwise_quads_4;
+#else
+        return HYDRA_ERR_ARG;
+#endif
+    }
+#endif
+#if defined(HYDRA_TFL_DW_WALK)
+    depthwise_pixels(v, &c, input, filter, output, quads, quad_channels);
+    return HYDRA_OK;
+#else
+    (void)input, (void)filter, (void)output, (void)quads, (void)quad_channels;
+    return HYDRA_ERR_ARG;
+#endif
 }
 
 #if !defined(HYDRA_TFL_SIMD32)
@@ -1404,6 +1551,18 @@ static void conv_generic(const hydra_tfl_conv_view *v, const int8_t *input, cons
 #endif
 
 /* The checks both walks make: the window, the offsets, the activation range and every multiplier. */
+#if !defined(HYDRA_TFL_CONV_GENERAL)
+/* Whether every output of v (`products` products each) may take the inline stage (conv_outputs_init's `fast`), the
+ * only one this build has: CONV_2D checks it before conv_simd (a check inside costs the walk registers), which then
+ * never reaches the general stage; depthwise_walk checks its own conv_outputs. */
+static HYDRA_NOINLINE int conv_view_fast(const hydra_tfl_conv_view *v, const int32_t *bias, int64_t products)
+{
+    conv_outputs o;
+    conv_outputs_init(&o, v, bias, products);
+    return o.fast;
+}
+#endif
+
 static int conv_view_ok(const hydra_tfl_conv_view *v)
 {
     return hydra_tfl_window_ok(v->stride_height, v->stride_width, v->dilation_height_factor,
@@ -1418,8 +1577,7 @@ hydra_status hydra_tfl_depthwise_walk_s8(const hydra_tfl_conv_view *v, const int
 {
     if (!conv_view_ok(v))
         return HYDRA_ERR_ARG;
-    depthwise_walk(v, input, filter, bias, output);
-    return HYDRA_OK;
+    return depthwise_walk(v, input, filter, bias, output);
 }
 
 hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *input, const int8_t *filter,
@@ -1430,12 +1588,21 @@ hydra_status hydra_tfl_conv_walk_s8(const hydra_tfl_conv_view *v, const int8_t *
 #if defined(HYDRA_TFL_SIMD32)
     if (scratch == NULL)
         return HYDRA_ERR_ARG;
-    conv_simd(v, input, filter, bias, output, scratch);
+#if !defined(HYDRA_TFL_CONV_GENERAL)
+    if (!conv_view_fast(v, bias, (int64_t)v->filter_shape[1] * v->filter_shape[2] * v->filter_shape[3]))
+        return HYDRA_ERR_ARG; /* the general output stage, left out of this build (HYDRA_TFL_NO_*) */
+#endif
+#if defined(HYDRA_TFL_CONV_SIMD)
+    return conv_simd(v, input, filter, bias, output, scratch);
+#else
+    (void)input, (void)filter, (void)bias, (void)output;
+    return HYDRA_ERR_ARG; /* both window copies left out (HYDRA_TFL_NO_*) */
+#endif
 #else
     (void)scratch;
     conv_generic(v, input, filter, bias, output);
-#endif
     return HYDRA_OK;
+#endif
 }
 
 static hydra_status pool_2d_check(const hydra_tfl_pool_2d_params *p, int64_t max_taps)
@@ -1548,6 +1715,18 @@ hydra_status hydra_tfl_pool_2d_s8(const hydra_tfl_pool_2d_params *p, const int8_
     if (st != HYDRA_OK)
         return st;
     const int32_t in_h = p->input_shape[1], in_w = p->input_shape[2], depth = p->input_shape[3];
+#if defined(HYDRA_TFL_SIMD32) && defined(HYDRA_TFL_NO_POOL_MAX)
+    if (!average)
+        return HYDRA_ERR_ARG; /* left out of this build (HYDRA_TFL_NO_*) */
+#endif
+#if defined(HYDRA_TFL_SIMD32) && defined(HYDRA_TFL_NO_POOL_AVERAGE)
+    if (average)
+        return HYDRA_ERR_ARG;
+#endif
+#if defined(HYDRA_TFL_SIMD32) && defined(HYDRA_TFL_NO_POOL_CHANNEL)
+    if (depth % 4 != 0 || (average && (int64_t)p->filter_height * p->filter_width > 256))
+        return HYDRA_ERR_ARG; /* the one-channel loop, left out: every channel goes by fours */
+#endif
     const int32_t lo = p->activation_min, hi = p->activation_max;
     const ptrdiff_t tap = depth, row = (ptrdiff_t)in_w * depth;
 #if defined(HYDRA_TFL_SIMD32)
@@ -1573,21 +1752,31 @@ hydra_status hydra_tfl_pool_2d_s8(const hydra_tfl_pool_2d_params *p, const int8_
                 int32_t c = 0;
 #if defined(HYDRA_TFL_SIMD32)
                 if (!average) {
+#if !defined(HYDRA_TFL_NO_POOL_MAX)
                     for (; c + 4 <= depth; c += 4)
                         pool_max4(x + c, rows, taps, row, tap, lo4, hi4, out + c);
+#else
+                    (void)lo4, (void)hi4;
+#endif
                 } else if (count <= 256) {
+#if !defined(HYDRA_TFL_NO_POOL_AVERAGE)
                     for (; c + 4 <= depth; c += 4) {
                         int32_t acc[4];
                         pool_sum4(x + c, rows, taps, row, tap, acc);
                         for (int k = 0; k < 4; k++)
                             out[c + k] = pool_clamp(pool_average(acc[k], count), lo, hi);
                     }
+#endif
                 }
 #endif
+#if !defined(HYDRA_TFL_SIMD32) || !defined(HYDRA_TFL_NO_POOL_CHANNEL)
                 for (; c < depth; c++)
                     out[c] = pool_clamp(average ? pool_average(pool_sum(x + c, rows, taps, row, tap), count)
                                                 : pool_max(x + c, rows, taps, row, tap),
                                         lo, hi);
+#else
+                (void)c, (void)x, (void)out, (void)tap, (void)row; /* used by no path where no pool is left */
+#endif
             }
         }
     return HYDRA_OK;

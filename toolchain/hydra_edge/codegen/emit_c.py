@@ -46,7 +46,7 @@ from ..memory.planner import MemoryPlan, check_no_overlap, scratch_name
 from ..ops import REGISTRY, check_shapes, node_rounding, op_def
 from ..ops.token_loop import graph_row_facts
 from .c_syntax import INT32_MAX, Call, CodegenError, c_int, indented, status_checked
-from .emit_tfl import TFL_HEADER, is_tfl, lower_tfl, tfl_scratch, tfl_sources, uses_tfl
+from .emit_tfl import TFL_HEADER, is_tfl, lower_tfl, tfl_defines, tfl_scratch, tfl_sources, uses_tfl
 
 RUNTIME_DIR = Path(__file__).resolve().parents[3] / "runtime_c"
 
@@ -449,9 +449,11 @@ def runtime_sources(graph: Graph) -> list[str]:
 
 
 def runtime_defines(graph: Graph) -> list[str]:
-    """The ops' c_defines for this graph (code the build may leave out), sorted."""
+    """The ops' c_defines and the tfl walks' left-out paths (emit_tfl.tfl_defines) for this graph (code the build
+    may leave out), sorted."""
     used = _ops_used(graph)
-    return sorted({d for op in used if op in REGISTRY and REGISTRY[op].c_defines for d in REGISTRY[op].c_defines(graph)})
+    native = {d for op in used if op in REGISTRY and REGISTRY[op].c_defines for d in REGISTRY[op].c_defines(graph)}
+    return sorted(native | (set(tfl_defines(graph)) if uses_tfl(graph) else set()))
 
 
 # Called before each kernel call and once after the last: an instruction counter (hydra-edge bench,

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..ir.graph import Graph, Node
 from ..memory.planner import scratch_name
+from ..ops import node_rounding
 from ..reference import tfl_elementwise, tfl_hydra, tfl_linear, tfl_softmax_attention
 from .c_syntax import Call, CodegenError, c_int, status_checked
 
@@ -74,6 +75,115 @@ def tfl_sources(graph: Graph, runtime_src: Any) -> list[str]:
         return []
     shared = [s for s in TFL_SHARED_SOURCES if (runtime_src / s).is_file()]
     return shared + sorted({f"{TFL_SOURCE.get(op, op)}.c" for op in ops})
+
+
+# Code a build may leave out: the SIMD paths of tfl_fixedpoint.c's convolution and pool walks that no node of the
+# graph takes. Each function below is the walk's dispatch (its conditions as in the C) on a node's attrs: the paths
+# the node takes. tfl_defines says -DHYDRA_TFL_NO_<path> for every path of TFL_PATHS that no node takes (flash; the
+# bits never depend on it, and a call on a left-out path fails with HYDRA_ERR_ARG).
+TFL_PATHS = ("DEPTHWISE_DM1", "DEPTHWISE_DM1_TAPS", "DEPTHWISE_ROW1", "DEPTHWISE_ROW1_GROUPS", "DEPTHWISE_QUADS_2",
+             "DEPTHWISE_QUADS_4", "DEPTHWISE_WALK", "CONV_GENERAL_OUTPUT", "CONV_WORD_WINDOW", "CONV_BYTE_WINDOW",
+             "POOL_MAX", "POOL_AVERAGE", "POOL_CHANNEL")
+DEPTHWISE_DM1_MAX_TAPS = 49  # tfl_fixedpoint.c's limits of the depthwise paths
+DEPTHWISE_ROW_MAX_GROUPS, DEPTHWISE_ROW_MAX_GROUPS_ACROSS = 16, 4
+POOL_QUAD_MAX_TAPS = 256  # an average pool's four-channel sums (int16 lanes)
+
+
+def _tap_range(start: int, dilation: int, taps: int, size: int) -> tuple[int, int]:
+    """tfl_fixedpoint.c tap_range: the taps [lo, hi) of a window that fall inside [0, size)."""
+    h = 0 if start > size - 1 else (size - 1 - start) // dilation + 1
+    return (0 if start >= 0 else (dilation - 1 - start) // dilation), min(h, taps)
+
+
+def _dm1_takes_tap_loop(a: dict) -> bool:
+    """depthwise_dm1 walked at compile time: whether a window takes its tap loop (dm1_taps), not the unrolled 3 x 3
+    ones (3 or 2 rows inside the image; a border column's 2 taps)."""
+    in_h, in_w, f_h, f_w = (int(v) for v in (*a["input_shape"][1:3], *a["filter_shape"][1:3]))
+    out_h, out_w = int(a["output_shape"][1]), int(a["output_shape"][2])
+    dh, dw = int(a["dilation_height_factor"]), int(a["dilation_width_factor"])
+    sh, sw, ph, pw = (int(a[k]) for k in ("stride_height", "stride_width", "padding_height", "padding_width"))
+    if (f_h, f_w) != (3, 3):
+        return True
+    ox_lo, ox_hi = 0, out_w
+    while ox_lo < out_w and ox_lo * sw - pw < 0:
+        ox_lo += 1
+    while ox_hi > ox_lo and (ox_hi - 1) * sw - pw + dw * (f_w - 1) > in_w - 1:
+        ox_hi -= 1
+    for oy in range(out_h):
+        lo, hi = _tap_range(oy * sh - ph, dh, f_h, in_h)
+        rows = hi - lo if hi > lo else 0
+        if rows == 0:
+            continue  # every column stores the bias alone
+        if ox_lo < out_w and rows not in (2, 3):
+            return True  # the columns inside the image across
+        for ox in [*range(ox_lo), *range(ox_hi, out_w)] if ox_lo < out_w else range(out_w):
+            fx_lo, fx_hi = _tap_range(ox * sw - pw, dw, f_w, in_w)
+            if fx_hi > fx_lo and not (rows >= 2 and fx_hi - fx_lo == 2):
+                return True  # a border window other than 2 or 3 rows of 2 taps
+    return False
+
+
+def _depthwise_paths(a: dict) -> set[str]:
+    """depthwise_walk: dm 1 (its quads while in_c >= 4, the pixel walk for in_c % 4 channels), one input channel
+    with dm % 4 == 0 (depthwise_row1), dm 2 and dm % 4 == 0 (quads in the pixel walk), else the pixel walk."""
+    in_w, in_c = int(a["input_shape"][2]), int(a["input_shape"][3])
+    f_h, f_w, out_c = int(a["filter_shape"][1]), int(a["filter_shape"][2]), int(a["output_shape"][3])
+    dm, groups = out_c // in_c, (f_w + 3) // 4
+    if dm == 1 and f_h * f_w <= DEPTHWISE_DM1_MAX_TAPS:
+        dm1 = {"DEPTHWISE_DM1"} | ({"DEPTHWISE_DM1_TAPS"} if _dm1_takes_tap_loop(a) else set())
+        return (dm1 if in_c >= 4 else set()) | ({"DEPTHWISE_WALK"} if in_c % 4 else set())
+    if (in_c == 1 and dm % 4 == 0 and int(a["dilation_width_factor"]) == 1 and in_w >= 4
+            and groups <= DEPTHWISE_ROW_MAX_GROUPS_ACROSS and f_h * groups <= DEPTHWISE_ROW_MAX_GROUPS):
+        return {"DEPTHWISE_ROW1"} | ({"DEPTHWISE_ROW1_GROUPS"} if groups > 1 else set())
+    if dm == 2:
+        return {"DEPTHWISE_WALK"} | ({"DEPTHWISE_QUADS_2"} if in_c >= 2 else set())
+    if dm % 4 == 0:
+        return {"DEPTHWISE_WALK", "DEPTHWISE_QUADS_4"}
+    return {"DEPTHWISE_WALK"}
+
+
+def _conv_paths(a: dict) -> set[str]:
+    """conv_simd: each pixel's window copied by words where the input channels per group n % 4 == 0, else by bytes."""
+    return {"CONV_WORD_WINDOW" if int(a["filter_shape"][3]) % 4 == 0 else "CONV_BYTE_WINDOW"}
+
+
+def _pool_paths(a: dict, kind: str) -> set[str]:
+    """hydra_tfl_pool_2d_s8: four channels a word, the one-channel loop for depth % 4 channels and for an average
+    over more than POOL_QUAD_MAX_TAPS taps."""
+    taps = int(a["filter_height"]) * int(a["filter_width"])
+    one = int(a["input_shape"][3]) % 4 != 0 or (kind == "POOL_AVERAGE" and taps > POOL_QUAD_MAX_TAPS)
+    return {kind} | ({"POOL_CHANNEL"} if one else set())
+
+
+PATHS_OF = {
+    "tfl_depthwise_conv_2d": _depthwise_paths,
+    "tfl_conv_2d": _conv_paths,
+    "tfl_max_pool_2d": lambda a: _pool_paths(a, "POOL_MAX"),
+    "tfl_average_pool_2d": lambda a: _pool_paths(a, "POOL_AVERAGE"),
+}
+
+
+def _conv_fast(graph: Graph, node: Node) -> bool:
+    """conv_outputs_init's `fast` for a CONV_2D or DEPTHWISE_CONV_2D node: double rounding, at most 2^14 products per
+    output, every multiplier >= 0 with a shift <= 0 and |bias| < 2^29 (hydra_requant_right_ok)."""
+    a, f = node.attrs, node.attrs["filter_shape"]
+    products = int(f[1]) * int(f[2]) * (int(f[3]) if node.op == "tfl_conv_2d" else 1)
+    bias = graph.tensor(node.inputs[2]).data if len(node.inputs) > 2 and node.inputs[2] else np.zeros(1, np.int64)
+    b, m, sh = (np.asarray(x).astype(np.int64) for x in (bias, a["output_multiplier"], a["output_shift"]))
+    return (node_rounding(node, graph.meta.get("rounding", "double")) == "double" and products <= 2**14
+            and bool((np.abs(b) < 2**29).all() and (m >= 0).all() and (sh <= 0).all()))
+
+
+def tfl_defines(graph: Graph) -> list[str]:
+    """HYDRA_TFL_NO_<path> for each path of TFL_PATHS no node of the graph (token loops' bodies included) takes."""
+    from ..ir.ops import node_from_dict
+
+    nodes = [node_from_dict(d) if isinstance(d, dict) else d for n in graph.nodes
+             for d in (n.attrs["body"] if n.op == "token_loop" else [n])]
+    taken = set().union(*(PATHS_OF[n.op](n.attrs) for n in nodes if n.op in PATHS_OF))
+    if any(n.op in ("tfl_conv_2d", "tfl_depthwise_conv_2d") and not _conv_fast(graph, n) for n in nodes):
+        taken.add("CONV_GENERAL_OUTPUT")
+    return [f"HYDRA_TFL_NO_{path}" for path in TFL_PATHS if path not in taken]
 
 
 def _scratch_fn(op: str):

@@ -9,8 +9,8 @@ import numpy as np
 from ..ir.graph import Graph, IRError, Node
 from ..numerics.fixedpoint import quantize_multipliers, requantize, round_half_away
 from .base import (
-    I64, INT32_MAX, OpDef, QuantizationError, Shape, clamp_attrs, clamp_s8, float_clamp, numel, quantize_array,
-    quantize_weights, register, unary_call,
+    I64, INT32_MAX, OpDef, QuantizationError, Shape, clamp_attrs, clamp_s8, float_clamp, node_rounding, numel,
+    quantize_array, quantize_weights, register, unary_call,
 )
 
 
@@ -137,16 +137,42 @@ def macs(graph: Graph, node: Node) -> int:
     return numel(x[:-1]) * k * n
 
 
-def c_defines(graph: Graph) -> list[str]:
-    """HYDRA_LINEAR_ONE_ROW where every linear call takes one row (no token loop runs one on 2+ tokens a step, no
-    whole-tensor one has 2+ rows): hydra_linear.c then leaves out the Cortex-M's token pairs (about 1.6 KB)."""
+def _one_row(graph: Graph) -> bool:
+    """Every linear call takes one row (no token loop runs one on 2+ tokens a step, no whole-tensor one has 2+ rows)."""
     for node in graph.nodes:
         if node.op == "token_loop" and int(node.attrs["tokens_per_step"]) >= 2 and any(
                 sub["op"] == "linear" for sub in node.attrs["body"]):
-            return []
+            return False
         if node.op == "linear" and numel(graph.tensor(node.inputs[0]).shape[:-1]) >= 2:
-            return []
-    return ["HYDRA_LINEAR_ONE_ROW"]
+            return False
+    return True
+
+
+def _right_only_double(graph: Graph) -> bool:
+    """Every linear node (token loops' bodies included) rounds twice and takes right_only (fields' params): its
+    outputs all take hydra_linear.c's inline requantisation."""
+    from ..ir.ops import node_from_dict
+
+    nodes = [node_from_dict(d) if isinstance(d, dict) else d for n in graph.nodes
+             for d in (n.attrs["body"] if n.op == "token_loop" else [n])]
+    default = graph.meta.get("rounding", "double")
+    for node in nodes:
+        if node.op != "linear":
+            continue
+        k = int(graph.tensor(node.inputs[1]).shape[1])
+        bias = graph.tensor(node.inputs[2]).data
+        if node_rounding(node, default) != "double" or bias is None or not right_only(
+                bias, node.attrs["multiplier"], node.attrs["shift"], k):
+            return False
+    return True
+
+
+def c_defines(graph: Graph) -> list[str]:
+    """HYDRA_LINEAR_ONE_ROW where every linear call takes one row: hydra_linear.c then leaves out the Cortex-M's
+    token pairs (about 1.6 KB). HYDRA_LINEAR_RIGHT_ONLY where every linear node rounds twice and takes right_only:
+    it leaves out the out-of-line general requantisation (a call with other params fails with HYDRA_ERR_ARG)."""
+    return (["HYDRA_LINEAR_ONE_ROW"] if _one_row(graph) else []) + (
+        ["HYDRA_LINEAR_RIGHT_ONLY"] if _right_only_double(graph) else [])
 
 
 OP = register(OpDef(
