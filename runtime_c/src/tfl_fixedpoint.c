@@ -579,39 +579,54 @@ static void conv_zero(int32_t groups, int32_t *xq)
 }
 #endif
 
-/* Where output pixel `pixel` (NHW order)'s window lies in the input: the input row of filter row 0 (y0), a row's
- * taps inside the image [fx_lo, fx_hi) (both 0 when none), and the input offset of row 0's tap fx_lo at channel c0
- * (an index only where the row is inside the image; a filter row on, x_row bytes on). */
+/* An output pixel: batch, row, column. conv_next steps it in NHW order. */
+typedef struct {
+    int32_t b, oy, ox;
+} conv_pixel;
+
+static inline conv_pixel conv_next(const hydra_tfl_conv_view *v, conv_pixel at)
+{
+    if (++at.ox == v->output_shape[2]) {
+        at.ox = 0;
+        if (++at.oy == v->output_shape[1]) {
+            at.oy = 0;
+            at.b++;
+        }
+    }
+    return at;
+}
+
+/* Where output pixel `at`'s window lies in the input: the input row of filter row 0 (y0), a row's taps inside the
+ * image [fx_lo, fx_hi) (both 0 when none), and the input offset of row 0's tap fx_lo at channel c0 (an index only
+ * where the row is inside the image; a filter row on, x_row bytes on). */
 typedef struct {
     int32_t y0, fx_lo, fx_hi;
     ptrdiff_t x;
 } conv_place;
 
-static conv_place conv_locate(const conv_im2col *g, int32_t pixel, int32_t c0)
+static conv_place conv_locate(const conv_im2col *g, conv_pixel at, int32_t c0)
 {
     const hydra_tfl_conv_view *v = g->v;
-    const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2];
-    const int32_t b = pixel / (out_h * out_w), oy = pixel / out_w % out_h, ox = pixel % out_w;
-    const int32_t x0 = ox * v->stride_width - v->padding_width, dw = v->dilation_width_factor;
+    const int32_t x0 = at.ox * v->stride_width - v->padding_width, dw = v->dilation_width_factor;
     conv_place p;
-    p.y0 = oy * v->stride_height - v->padding_height;
+    p.y0 = at.oy * v->stride_height - v->padding_height;
     tap_range(x0, dw, v->filter_shape[2], v->input_shape[2], &p.fx_lo, &p.fx_hi);
     if (p.fx_hi <= p.fx_lo) /* no tap of a row inside the image (fx_lo may then be past the window) */
         p.fx_lo = p.fx_hi = 0;
-    p.x = (((ptrdiff_t)b * v->input_shape[1] + p.y0) * v->input_shape[2] + x0 + (ptrdiff_t)dw * p.fx_lo) *
+    p.x = (((ptrdiff_t)at.b * v->input_shape[1] + p.y0) * v->input_shape[2] + x0 + (ptrdiff_t)dw * p.fx_lo) *
               v->input_shape[3] + c0;
     return p;
 }
 
-/* The window of output pixel `pixel` over input channels [c0, c0 + n) into one pixel's slots of the pair layout,
+/* The window of output pixel `at` over input channels [c0, c0 + n) into one pixel's slots of the pair layout,
  * in the filter's (fy, fx, i) order, n % 4 == 0 (every tap whole groups): a run inside the image is widened from
  * the input, a tap outside it is zeros. */
 #if !defined(HYDRA_TFL_NO_CONV_WORD_WINDOW)
-static void conv_window(const conv_im2col *g, const int8_t *input, int32_t pixel, int32_t c0, int32_t *xq)
+static void conv_window(const conv_im2col *g, const int8_t *input, conv_pixel at, int32_t c0, int32_t *xq)
 {
     const int32_t in_h = g->v->input_shape[1], f_h = g->v->filter_shape[1], f_w = g->v->filter_shape[2];
     const int32_t dh = g->v->dilation_height_factor, tap = g->n / 4; /* groups per tap */
-    const conv_place p = conv_locate(g, pixel, c0);
+    const conv_place p = conv_locate(g, at, c0);
     for (int32_t fy = 0; fy < f_h; fy++, xq += 4 * f_w * tap) {
         const int32_t iy = p.y0 + dh * fy;
         if (iy < 0 || iy >= in_h || p.fx_hi == p.fx_lo) {
@@ -631,34 +646,57 @@ static void conv_window(const conv_im2col *g, const int8_t *input, int32_t pixel
 }
 #endif
 
+#if !defined(HYDRA_TFL_NO_CONV_BYTE_WINDOW)
+/* n bytes from x to dst, a word at a time while 4 are left (the M7 loads and stores words unaligned), and n bytes
+ * of `byte` at dst: a window's runs are a few bytes, shorter than a call of memcpy or memset takes to set up. GCC
+ * would turn the loops back into those calls. */
+#if defined(__GNUC__)
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+static void conv_copy(int8_t *dst, const int8_t *x, int32_t n)
+{
+    for (; n >= 4; n -= 4, dst += 4, x += 4)
+        memcpy(dst, x, 4);
+    for (; n > 0; n--)
+        *dst++ = *x++;
+}
+
+#if defined(__GNUC__)
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+static void conv_fill(int8_t *dst, int8_t byte, int32_t n)
+{
+    for (; n > 0; n--)
+        *dst++ = byte;
+}
+
 /* conv_window for n % 4 != 0 (taps straddle groups): the window as k bytes first (a tap outside the image -offset:
  * x + offset = 0), then pad bytes up to 4 groups4, widened as a whole. */
-#if !defined(HYDRA_TFL_NO_CONV_BYTE_WINDOW)
-static void conv_window_bytes(const conv_im2col *g, const int8_t *input, int32_t pixel, int32_t c0, int8_t *bytes,
+static void conv_window_bytes(const conv_im2col *g, const int8_t *input, conv_pixel at, int32_t c0, int8_t *bytes,
                               int32_t *xq)
 {
     const int32_t in_h = g->v->input_shape[1], f_h = g->v->filter_shape[1], f_w = g->v->filter_shape[2];
     const int32_t dh = g->v->dilation_height_factor, n = g->n;
-    const size_t row_bytes = (size_t)f_w * (size_t)n;
-    const conv_place p = conv_locate(g, pixel, c0);
+    const int32_t row_bytes = f_w * n;
+    const conv_place p = conv_locate(g, at, c0);
     int8_t *row = bytes;
     for (int32_t fy = 0; fy < f_h; fy++, row += row_bytes) {
         const int32_t iy = p.y0 + dh * fy;
         if (iy < 0 || iy >= in_h || p.fx_hi == p.fx_lo) {
-            memset(row, g->pad, row_bytes);
+            conv_fill(row, g->pad, row_bytes);
             continue;
         }
         if (p.fx_lo > 0 || p.fx_hi < f_w || !g->contiguous)
-            memset(row, g->pad, row_bytes); /* then the in-image taps over it */
+            conv_fill(row, g->pad, row_bytes); /* then the in-image taps over it */
         const int8_t *x = input + p.x + fy * g->x_row;
         if (g->contiguous) {
-            memcpy(row + (ptrdiff_t)p.fx_lo * n, x, (size_t)(p.fx_hi - p.fx_lo) * (size_t)n);
+            conv_copy(row + (ptrdiff_t)p.fx_lo * n, x, (p.fx_hi - p.fx_lo) * n);
         } else {
             for (int32_t fx = p.fx_lo; fx < p.fx_hi; fx++, x += g->x_tap)
-                memcpy(row + (ptrdiff_t)fx * n, x, (size_t)n);
+                conv_copy(row + (ptrdiff_t)fx * n, x, n);
         }
     }
-    memset(row, g->pad, (size_t)(4 * g->groups4 - g->k));
+    conv_fill(row, g->pad, 4 * g->groups4 - g->k);
     conv_widen(bytes, g->groups4, g->off2, xq);
 }
 
@@ -793,43 +831,47 @@ static HYDRA_NOINLINE void conv_chunk_outputs(const conv_outputs *o, const int32
     }
 }
 
-/* Output channels [first, end) (their filter rows from w on) of pixels a (out_a) and b (out_b: NULL, none): the
- * dots of CONV_CHUNK_PAIRS channel pairs at a time (an odd last channel alone), the k % 4 taps of the last group
- * (tail: the group of xq there, zeros past k) added from partial words, then the outputs. */
+/* Output channels [first, end) (their filter rows from w on; `ends_filter`: the last is the filter's last row) of
+ * pixels a (out_a) and b (out_b: NULL, none): the dots of CONV_CHUNK_PAIRS channel pairs at a time (an odd last
+ * channel alone), then the outputs. Where k % 4 != 0 the window's last group has zeros past k. */
 static void conv_pair_channels(const conv_im2col *g, const conv_outputs *o, const int32_t *xq, const int8_t *w,
-                               int32_t first, int32_t end, int8_t *out_a, int8_t *out_b)
+                               int32_t first, int32_t end, int8_t *out_a, int8_t *out_b, int ends_filter)
 {
     const int32_t k = g->k, full = k / 4, rest = k % 4;
-    const int32_t *tail = xq + 4 * full;
     int32_t acc[4 * CONV_CHUNK_PAIRS];
     for (int32_t oc = first; oc < end;) {
         const int32_t left = end - oc;
         const int alone = left == 1;
         const int32_t pairs = alone ? 1 : (left / 2 < CONV_CHUNK_PAIRS ? left / 2 : CONV_CHUNK_PAIRS);
-        if (full > 0)
-            conv_pairs_dots(xq, w, k, full, pairs, alone, acc);
-        else
-            memset(acc, 0, sizeof acc);
+        const int32_t count = 2 * pairs - alone;
+        /* a row's last group read whole: the bytes past the row are the next row's, times x + offset = 0 (the
+         * window's pad), except after the filter's last row, whose pair takes its last k % 4 bytes one by one */
+        const int32_t whole = ends_filter && rest != 0 && oc + count == end ? pairs - 1 : pairs;
+        if (whole > 0)
+            conv_pairs_dots(xq, w, k, g->groups4, whole, alone, acc);
 #if !defined(HYDRA_TFL_NO_CONV_BYTE_WINDOW) /* else n % 4 == 0: k % 4 == 0 */
-        for (int32_t j = 0; j < pairs; j++) {
-            int32_t *a = acc + 4 * j;
-            if (rest != 0) {
-                const int8_t *ra = w + 2 * (ptrdiff_t)j * k + 4 * full;
-                const int32_t va = conv_partial_word(ra, rest), vb = alone ? va : conv_partial_word(ra + k, rest);
-                const int32_t ae = __sxtb16(va), ao = hydra_sxtb16_ror8(va);
-                const int32_t be = __sxtb16(vb), bo = hydra_sxtb16_ror8(vb);
-                a[0] = __smlad(tail[1], ao, __smlad(tail[0], ae, a[0]));
-                a[1] = __smlad(tail[1], bo, __smlad(tail[0], be, a[1]));
-                a[2] = __smlad(tail[3], ao, __smlad(tail[2], ae, a[2]));
-                a[3] = __smlad(tail[3], bo, __smlad(tail[2], be, a[3]));
-            }
+        if (whole < pairs) {
+            int32_t *a = acc + 4 * whole;
+            const int8_t *ra = w + 2 * (ptrdiff_t)whole * k, *rb = alone ? ra : ra + k;
+            const int32_t *tail = xq + 4 * full;
+            if (full > 0)
+                conv_pairs_dots(xq, ra, k, full, 1, alone, a);
+            else
+                a[0] = a[1] = a[2] = a[3] = 0;
+            const int32_t va = conv_partial_word(ra + 4 * full, rest), vb = conv_partial_word(rb + 4 * full, rest);
+            const int32_t ae = __sxtb16(va), ao = hydra_sxtb16_ror8(va);
+            const int32_t be = __sxtb16(vb), bo = hydra_sxtb16_ror8(vb);
+            a[0] = __smlad(tail[1], ao, __smlad(tail[0], ae, a[0]));
+            a[1] = __smlad(tail[1], bo, __smlad(tail[0], be, a[1]));
+            a[2] = __smlad(tail[3], ao, __smlad(tail[2], ae, a[2]));
+            a[3] = __smlad(tail[3], bo, __smlad(tail[2], be, a[3]));
         }
 #else
-        (void)rest, (void)tail;
+        (void)full, (void)rest;
 #endif
-        conv_chunk_outputs(o, acc, oc, 2 * pairs - alone, out_a, out_b);
-        oc += 2 * pairs - alone;
-        w += (2 * (ptrdiff_t)pairs - alone) * k;
+        conv_chunk_outputs(o, acc, oc, count, out_a, out_b);
+        oc += count;
+        w += (ptrdiff_t)count * k;
     }
 }
 
@@ -867,26 +909,30 @@ static hydra_status conv_simd(const hydra_tfl_conv_view *v, const int8_t *input,
     for (int32_t first = 0; first < out_c; first += per_group) {
         const int32_t c0 = first / per_group * g.n;
         const int8_t *w = filter + (ptrdiff_t)first * g.k;
+        conv_pixel at = {0, 0, 0};
         for (int32_t p = 0; p < pixels; p += 2) {
             const int two = p + 1 < pixels; /* alone: pixel a again as b, its outputs dropped */
+            const conv_pixel next = two ? conv_next(v, at) : at;
 #if defined(HYDRA_TFL_NO_CONV_BYTE_WINDOW)
             (void)bytes;
-            conv_window(&g, input, p, c0, scratch);
-            conv_window(&g, input, two ? p + 1 : p, c0, scratch + 2);
+            conv_window(&g, input, at, c0, scratch);
+            conv_window(&g, input, next, c0, scratch + 2);
 #elif defined(HYDRA_TFL_NO_CONV_WORD_WINDOW)
-            conv_window_bytes(&g, input, p, c0, bytes, scratch);
-            conv_window_bytes(&g, input, two ? p + 1 : p, c0, bytes, scratch + 2);
+            conv_window_bytes(&g, input, at, c0, bytes, scratch);
+            conv_window_bytes(&g, input, next, c0, bytes, scratch + 2);
 #else
             if (g.n % 4 == 0) {
-                conv_window(&g, input, p, c0, scratch);
-                conv_window(&g, input, two ? p + 1 : p, c0, scratch + 2);
+                conv_window(&g, input, at, c0, scratch);
+                conv_window(&g, input, next, c0, scratch + 2);
             } else {
-                conv_window_bytes(&g, input, p, c0, bytes, scratch);
-                conv_window_bytes(&g, input, two ? p + 1 : p, c0, bytes, scratch + 2);
+                conv_window_bytes(&g, input, at, c0, bytes, scratch);
+                conv_window_bytes(&g, input, next, c0, bytes, scratch + 2);
             }
 #endif
+            at = conv_next(v, next);
             int8_t *out_a = output + (ptrdiff_t)p * out_c;
-            conv_pair_channels(&g, &o, scratch, w, first, first + per_group, out_a, two ? out_a + out_c : NULL);
+            conv_pair_channels(&g, &o, scratch, w, first, first + per_group, out_a, two ? out_a + out_c : NULL,
+                               first + per_group == out_c);
         }
     }
     return HYDRA_OK;
