@@ -541,6 +541,16 @@ static inline int32_t load_word(const int8_t *p)
     return word;
 }
 
+/* Four int8 lanes clamped to [lo, hi] (lo4, hi4: the bound in every byte): SSUB8 sets a lane's GE flag where the
+ * first operand is >= the second, SEL picks by it. */
+static inline uint32_t clamp4_s8(uint32_t word, uint32_t lo4, uint32_t hi4)
+{
+    (void)__ssub8(from_u32(word), from_u32(lo4));
+    word = __sel(word, lo4); /* max(y, lo) */
+    (void)__ssub8(from_u32(word), from_u32(hi4));
+    return __sel(hi4, word); /* min(y, hi) */
+}
+
 #if !defined(HYDRA_TFL_NO_CONV_WORD_WINDOW) || !defined(HYDRA_TFL_NO_CONV_BYTE_WINDOW)
 #define HYDRA_TFL_CONV_SIMD 1 /* else no window copy: no CONV_2D in this build */
 /* CONV_2D on the SIMD cores, as CMSIS-NN does it: the windows of two output pixels are copied (im2col) into the
@@ -797,6 +807,21 @@ static void conv_pairs_dots(const int32_t *xq, const int8_t *w, int32_t k, int32
 #endif
 }
 
+/* One channel's outputs for pixels a and b (accumulators acc_a, acc_b) where the stage is fast: hydra_output_right_s8
+ * without the activation clamp (conv_chunk_outputs clamps the row after), its constants formed once. */
+static HYDRA_ALWAYS_INLINE void conv_out_pair(int32_t acc_a, int32_t acc_b, int32_t bias, int32_t multiplier,
+                                              int32_t shift, int32_t zo, int8_t *out_a, int8_t *out_b)
+{
+    int32_t ya = hydra_srdhm_unsaturated(acc_a + bias, multiplier);
+    int32_t yb = hydra_srdhm_unsaturated(acc_b + bias, multiplier);
+    if (shift < 0) {
+        ya = hydra_round_right(ya, -shift);
+        yb = hydra_round_right(yb, -shift);
+    }
+    *out_a = hydra_clamp_s8(ya + zo);
+    *out_b = hydra_clamp_s8(yb + zo);
+}
+
 /* Outputs first .. first + count - 1 of pixels a (out_a) and b (out_b: NULL, none) from conv_pairs_dots's
  * accumulators (channel first + i: acc[4 (i / 2) + i % 2] for pixel a, 2 words on for b). */
 static HYDRA_NOINLINE void conv_chunk_outputs(const conv_outputs *o, const int32_t *acc, int32_t first, int32_t count,
@@ -808,18 +833,30 @@ static HYDRA_NOINLINE void conv_chunk_outputs(const conv_outputs *o, const int32
     if (out_b != NULL)
         out_b += first;
     if (o->fast && out_b != NULL) { /* hydra_output_right_s8 for both pixels, the channel's constants formed once */
-        const int32_t zo = o->output_offset, lo = o->activation_min, hi = o->activation_max;
-        for (int32_t i = 0; i < count; i++) {
-            const int32_t *a = acc + 4 * (i >> 1) + (i & 1), b = bias != NULL ? bias[i] : 0;
-            const int32_t m = multiplier[i], right = -shift[i];
-            int32_t ya = hydra_srdhm_unsaturated(a[0] + b, m), yb = hydra_srdhm_unsaturated(a[2] + b, m);
-            if (right > 0) {
-                ya = hydra_round_right(ya, right);
-                yb = hydra_round_right(yb, right);
+        for (int32_t i = 0; i < count; i += 2, acc += 4) { /* a channel pair's accumulators */
+            conv_out_pair(acc[0], acc[2], bias != NULL ? bias[i] : 0, multiplier[i], shift[i], o->output_offset,
+                          out_a + i, out_b + i);
+            if (i + 1 < count)
+                conv_out_pair(acc[1], acc[3], bias != NULL ? bias[i + 1] : 0, multiplier[i + 1], shift[i + 1],
+                              o->output_offset, out_a + i + 1, out_b + i + 1);
+        }
+        if (o->activation_min > -128 || o->activation_max < 127) { /* a fused activation: 4 bytes a word */
+            const uint32_t lo4 = UINT32_C(0x01010101) * (uint8_t)o->activation_min;
+            const uint32_t hi4 = UINT32_C(0x01010101) * (uint8_t)o->activation_max;
+            int8_t *rows[2] = {out_a, out_b};
+            for (int r = 0; r < 2; r++) {
+                int8_t *y = rows[r];
+                int32_t i = 0;
+                for (; i + 4 <= count; i += 4) {
+                    uint32_t word;
+                    memcpy(&word, y + i, 4);
+                    word = clamp4_s8(word, lo4, hi4);
+                    memcpy(y + i, &word, 4);
+                }
+                for (; i < count; i++)
+                    y[i] = (int8_t)(y[i] < o->activation_min ? o->activation_min
+                                                              : (y[i] > o->activation_max ? o->activation_max : y[i]));
             }
-            ya += zo, yb += zo; /* then [lo, hi] within [-128, 127]: the int8 clamp is implied */
-            out_a[i] = (int8_t)(ya < lo ? lo : (ya > hi ? hi : ya));
-            out_b[i] = (int8_t)(yb < lo ? lo : (yb > hi ? hi : yb));
         }
         return;
     }
@@ -1723,10 +1760,7 @@ static inline void pool_max4(const int8_t *x, int32_t rows, int32_t taps, ptrdif
             m = __sel(word, m);
         }
     }
-    (void)__ssub8(from_u32(m), from_u32(lo4));
-    m = __sel(m, lo4); /* max(m, lo) */
-    (void)__ssub8(from_u32(m), from_u32(hi4));
-    m = __sel(hi4, m); /* min(m, hi) */
+    m = clamp4_s8(m, lo4, hi4);
     memcpy(out, &m, 4);
 }
 
