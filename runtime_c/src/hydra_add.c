@@ -46,25 +46,87 @@ static HYDRA_ALWAYS_INLINE void add_elements(const hydra_add_params *pr, const i
     }
 }
 
+/* The halved double-rounding loop below: TFLite's left shift (its constant makes the operands' scaling part of an
+ * add), the output's zero point in the output's rounding constant (y = SRDHM(v, My) with |v| < 2^30 has |y| <= 2^30,
+ * so zy 2^ry + 2^(ry-1) + y - [y < 0] stays inside int32 while ry <= 23: 127 2^23 + 2^22 + 2^30 < 2^31 and
+ * -128 2^23 - 2^30 - 1 >= -2^31), and a's zero point in b's rounding constant while rb <= 4 (below). */
+#define HYDRA_ADD_LEFT_SHIFT 20
+#define HYDRA_ADD_FOLDED_MAX_RIGHT 23
+#define HYDRA_ADD_FOLDED_MAX_B_RIGHT 4
+
+/* add_elements for double rounding, right_only, a_halved and left shift 20, with every per-element constant
+ * hoisted (the same integers):
+ *   2 sa = (a - za) 2^20                         = a 2^20 + ka                    (ka = -za 2^20)
+ *   sb   = RDBPOT(SRDHM((b - zb) 2^20, Mb), rb)  : SRDHM(x, M) for |x| < 2^30 is mul_high_round(2 x, M)
+ *          with 2 x = b 2^21 + kb                 (kb = -zb 2^21; |2 x| <= 255 2^21 < 2^29), yb below
+ *   y    = SRDHM(sa + sb, My) = mul_high_round(2 sa + 2 sb, My)       (|sa + sb| < 2^29 + 2^29 = 2^30)
+ *   out  = clamp(RDBPOT(y, ry) + zy)
+ * RDBPOT(v, r) for r >= 1 is floor((v + 2^(r-1) - [v < 0]) / 2^r) (hydra_round_right), and an integer c 2^r inside
+ * that floor is c outside it: zy rides in the output's rounding constant, and where b rounds with rb <= 4,
+ * ka / 2 = -za 2^19 in b's (sb + ka / 2 = floor((yb + 2^(rb-1) - za 2^(19+rb) - [yb < 0]) / 2^rb); |yb| < 2^28, so
+ * |yb| + 2^3 + 2^7 2^23 < 2^31), and 2 (sb + ka / 2) = 2 sb + ka. b_rounds: 0 (rb == 0), 1 (rb in [1, 4], ka
+ * folded) or 2 (rb in [5, 31]). */
+static HYDRA_ALWAYS_INLINE void add_halved_double_loop(const hydra_add_params *pr, const int8_t *a, const int8_t *b,
+                                                       int8_t *output, int32_t b_rounds)
+{
+    const int32_t ka = -pr->a_zero_point * (INT32_C(1) << HYDRA_ADD_LEFT_SHIFT);
+    const int32_t kb = -pr->b_zero_point * (INT32_C(1) << (HYDRA_ADD_LEFT_SHIFT + 1));
+    const int32_t mb = pr->b_multiplier, rb = -pr->b_shift;
+    const int32_t my = pr->output_multiplier, ry = -pr->output_shift; /* ry in [1, 23] */
+    const int32_t round_b = b_rounds == 0 ? 0
+                            : b_rounds == 1 ? (INT32_C(1) << (rb - 1)) + (ka / 2) * (INT32_C(1) << rb)
+                                            : (INT32_C(1) << (rb - 1));
+    const int32_t a_offset = b_rounds == 1 ? 0 : ka; /* what is left of a's zero point */
+    const int32_t round_y = (INT32_C(1) << (ry - 1)) + pr->output_zero_point * (INT32_C(1) << ry);
+    const int32_t size = pr->size;
+    for (int32_t i = 0; i < size; i++) {
+        const int32_t yb = hydra_mul_high_round(b[i] * (INT32_C(1) << (HYDRA_ADD_LEFT_SHIFT + 1)) + kb, mb);
+        const int32_t sb = b_rounds ? hydra_floor_div_pow2_s32(yb + round_b - (yb < 0 ? 1 : 0), rb) : yb;
+        const int32_t y = hydra_mul_high_round(a[i] * (INT32_C(1) << HYDRA_ADD_LEFT_SHIFT) + a_offset + 2 * sb, my);
+        output[i] = hydra_clamp_s8(hydra_floor_div_pow2_s32(y + round_y - (y < 0 ? 1 : 0), ry));
+    }
+}
+
+/* One copy per b_rounds: no branch in the loop, which has the registers to itself. */
+static HYDRA_NOINLINE void add_halved_double(const hydra_add_params *pr, const int8_t *a, const int8_t *b,
+                                             int8_t *output)
+{
+    if (pr->b_shift == 0)
+        add_halved_double_loop(pr, a, b, output, 0);
+    else if (pr->b_shift >= -HYDRA_ADD_FOLDED_MAX_B_RIGHT)
+        add_halved_double_loop(pr, a, b, output, 1);
+    else
+        add_halved_double_loop(pr, a, b, output, 2);
+}
+
 /* add_elements with a_halved where a or b (sa + sb is symmetric: swap them) meets it. */
 static HYDRA_ALWAYS_INLINE void add_right_only_elements(const hydra_add_params *pr, const int8_t *a, const int8_t *b,
                                                         int8_t *output, int32_t single_rounding)
 {
     const int32_t half = INT32_C(1) << 30;
-    if (pr->left_shift >= 1 && pr->a_multiplier == half && pr->a_shift == 0) {
-        add_elements(pr, a, b, output, single_rounding, 1, 1);
-    } else if (pr->left_shift >= 1 && pr->b_multiplier == half && pr->b_shift == 0) {
-        hydra_add_params swapped = *pr;
+    const int a_halved = pr->left_shift >= 1 && pr->a_multiplier == half && pr->a_shift == 0;
+    const int b_halved = !a_halved && pr->left_shift >= 1 && pr->b_multiplier == half && pr->b_shift == 0;
+    if (!a_halved && !b_halved) {
+        add_elements(pr, a, b, output, single_rounding, 1, 0);
+        return;
+    }
+    hydra_add_params swapped = *pr;
+    if (b_halved) {
         swapped.a_zero_point = pr->b_zero_point;
         swapped.a_multiplier = pr->b_multiplier;
         swapped.a_shift = pr->b_shift;
         swapped.b_zero_point = pr->a_zero_point;
         swapped.b_multiplier = pr->a_multiplier;
         swapped.b_shift = pr->a_shift;
-        add_elements(&swapped, b, a, output, single_rounding, 1, 1);
-    } else {
-        add_elements(pr, a, b, output, single_rounding, 1, 0);
+        const int8_t *t = a;
+        a = b;
+        b = t;
     }
+    if (!single_rounding && pr->left_shift == HYDRA_ADD_LEFT_SHIFT && pr->output_shift < 0 &&
+        pr->output_shift >= -HYDRA_ADD_FOLDED_MAX_RIGHT)
+        add_halved_double(&swapped, a, b, output);
+    else
+        add_elements(&swapped, a, b, output, single_rounding, 1, 1);
 }
 
 /* Whether hydra_requantize_right serves all three requantisations: |x - z| 2^left_shift <= 255 * 2^21 < 2^29,

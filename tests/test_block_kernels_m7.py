@@ -1,0 +1,119 @@
+"""The Cortex-M7 fast paths of the transformer block's kernels (add, lut, layernorm, Hydra attention, mean_pool,
+patch_embed), run on the M7 under QEMU through tests/target_probe.py, bit for bit against the reference interpreter
+(the spec) and against the same probe built with -DHYDRA_PORTABLE_KERNELS (the plain C paths on the same target).
+
+Each case is chosen to reach one path and its edges: the shifts at the bounds that pick a path, zero points at both
+ends, all-extreme and random operands. Needs the cross toolchain and QEMU (.ci/run installs them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hydra_edge.ir.graph import Node
+from hydra_edge.targets.icount import PORTABLE_CPPFLAGS
+from target_probe import probe_folder, run_probe
+
+
+def _both_builds(folder, rows: np.ndarray) -> np.ndarray:
+    """The probe's outputs with the target's kernels; the portable build of the same probe must give the same."""
+    got = run_probe(folder, rows)
+    portable = run_probe(folder, rows, extra_cppflags=PORTABLE_CPPFLAGS)
+    np.testing.assert_array_equal(got, portable)
+    return got
+
+
+# ---- add ---------------------------------------------------------------------------------------------------
+
+ADD_PROBE = """    static int8_t a[65536], b[65536], y[65536];
+    int32_t h[13];
+    memcpy(h, input, sizeof h);
+    for (int32_t i = 0; i < 65536; i++) {
+        a[i] = (int8_t)((i >> 8) - 128);
+        b[i] = (int8_t)((i & 255) - 128);
+    }
+    const hydra_add_params p = {.size = 65536, .left_shift = h[0], .a_zero_point = h[1], .a_multiplier = h[2],
+                                .a_shift = h[3], .b_zero_point = h[4], .b_multiplier = h[5], .b_shift = h[6],
+                                .output_multiplier = h[7], .output_shift = h[8], .output_zero_point = h[9],
+                                .single_rounding = h[10]};
+    int8_t *out = h[11] == 1 ? a : (h[11] == 2 ? b : y); /* in place on a, on b, or apart */
+    const int status = (int)hydra_add_s8(&p, a, b, out);
+    memcpy(output, out, 65536);
+    return status;"""
+
+# left_shift, (za, ma, sa), (zb, mb, sb), (my, sy), zy, single, where the output goes (0 apart, 1 on a, 2 on b)
+ADD_CASES = [
+    (20, (13, 2**30, 0), (5, 1179707089, -2), (2109372369, -19), 11, 0, 0),  # a halved, rb 2: a's zp folded
+    (20, (-128, 2**30, 0), (127, 2**31 - 1, -1), (2**31 - 1, -1), -128, 0, 2),  # rb 1, ry 1, extreme zero points
+    (20, (127, 2**30, 0), (-128, 2**30 + 1, -4), (2**30, -22), 127, 0, 1),  # rb 4 (last folded), ry 22 (last folded)
+    (20, (-128, 2**30, 0), (9, 1717986918, -5), (1288490189, -17), -3, 0, 0),  # rb 5: a's zp apart
+    (20, (3, 2**30, 0), (-3, 1431655765, -31), (1840700269, -20), 0, 0, 0),  # rb 31
+    (20, (60, 2**30, 0), (-60, 2**31 - 1, 0), (2063321981, -19), 4, 0, 2),  # rb 0: b's rescaling rounds nothing
+    (20, (2, 1766721061, -2), (-3, 2**30, 0), (2063321981, -19), 4, 0, 2),  # b halved: the operands swapped
+    (20, (2, 2**30, 0), (-3, 1766721061, -2), (2**31 - 1, -23), 127, 0, 0),  # ry 23, the last folded
+    (20, (2, 2**30, 0), (-3, 1766721061, -2), (2**31 - 1, -23), -128, 0, 0),
+    (20, (2, 2**30, 0), (-3, 1766721061, -2), (2**31 - 1, -24), -128, 0, 0),  # ry 24: zy apart (the general loop)
+    (20, (2, 2**30, 0), (-3, 1766721061, -2), (2063321981, 0), 4, 0, 0),  # ry 0
+    (20, (2, 2**30, 0), (-3, 1766721061, -2), (2063321981, -19), 4, 1, 0),  # single rounding
+    (19, (2, 2**30, 0), (-3, 1766721061, -2), (2063321981, -18), 4, 0, 0),  # another left shift
+    (20, (3, 1288490189, 0), (-9, 1717986918, -3), (2**31 - 1, -20), 0, 0, 0),  # neither halved
+    # b's multiplier tiny (no calibration makes it, the path allows it): b's rescaled values are small and odd or
+    # even, so its rounding ties reach the output on the row a == za (the other rows saturate)
+    *[(20, (za, 2**30, 0), (-zb, 3001, -rb), (2**31 - 1, -1), zy, 0, 0)
+      for za, zb, rb, zy in [(0, 0, 0, 0), (5, -3, 1, 1), (-128, 127, 2, -5), (127, 127, 3, 0), (1, 2, 4, 3),
+                             (-2, 9, 5, 0), (100, 100, 6, -1)]],
+]
+
+
+def test_add_on_the_m7(tmp_path):
+    """hydra_add_s8 on all 256 x 256 operand pairs for each case: every loop the kernel picks (a or b halved with
+    b's shift 0, 1 to 4 and past 4, the output shift at and past its fold bound, single rounding, other left shifts,
+    neither operand halved), in place on either operand."""
+    from hydra_edge.ops.add import int_ref
+
+    rows = np.stack([np.array([*c[:1], *c[1], *c[2], *c[3], *c[4:]], np.int32).view(np.int8) for c in ADD_CASES])
+    folder = probe_folder(tmp_path / "add", "stm32f746", ADD_PROBE, rows.shape[1], 65536, sources=("hydra_add.c",))
+    got = _both_builds(folder, rows)
+    a = np.repeat(np.arange(-128, 128), 256).astype(np.int8)
+    b = np.tile(np.arange(-128, 128), 256).astype(np.int8)
+    for out, (left, (za, ma, sa), (zb, mb, sb), (my, sy), zy, single, _) in zip(got, ADD_CASES):
+        node = Node("add", "add", ["a", "b"], ["y"], {"left_shift": left, "za": za, "ma": ma, "sa": sa, "zb": zb,
+                                                      "mb": mb, "sb": sb, "my": my, "sy": sy, "out_zp": zy})
+        want = int_ref(node, a, b, "single" if single else "double")
+        np.testing.assert_array_equal(out, want, err_msg=str((left, za, zb, sb, sy, zy, single)))
+
+
+# ---- lut -----------------------------------------------------------------------------------------------------
+
+LUT_PROBE = """    static int8_t x[263];
+    int8_t table[256];
+    int32_t n;
+    memcpy(table, input, 256);
+    memcpy(&n, input + 256, 4);
+    memcpy(x, input + 260, 263);
+    int8_t *out = n < 0 ? x : output; /* n < 0: in place, over -n elements */
+    const hydra_lut_params p = {.size = n < 0 ? -n : n, .table = table};
+    const int status = (int)hydra_lut_s8(&p, x, out);
+    if (out == x)
+        memcpy(output, x, 263);
+    return status;"""
+
+
+def test_lut_on_the_m7(tmp_path):
+    """hydra_lut_s8's four-a-turn loop and its tail: every length from 1 to 7 and 256 + 7, apart and in place, all 256
+    inputs against random tables (the bytes past the length untouched)."""
+    rng = np.random.default_rng(5)
+    rows, cases = [], []
+    for n in [1, 2, 3, 4, 5, 6, 7, 263, -1, -3, -4, -7, -263]:
+        table = rng.integers(-128, 128, 256).astype(np.int8)
+        x = np.concatenate([np.arange(-128, 128), rng.integers(-128, 128, 7)]).astype(np.int8)
+        rng.shuffle(x)
+        rows.append(np.concatenate([table, np.array([n], np.int32).view(np.int8), x]))
+        cases.append((table, n, x))
+    folder = probe_folder(tmp_path / "lut", "stm32f746", LUT_PROBE, len(rows[0]), 263, sources=("hydra_lut.c",))
+    got = _both_builds(folder, np.stack(rows))
+    for out, (table, n, x) in zip(got, cases):
+        m = abs(n)
+        want = np.zeros(263, np.int8) if n > 0 else x.copy()
+        want[:m] = table[x[:m].astype(np.int32) + 128]
+        np.testing.assert_array_equal(out, want, err_msg=str(n))
