@@ -117,3 +117,49 @@ def test_lut_on_the_m7(tmp_path):
         want = np.zeros(263, np.int8) if n > 0 else x.copy()
         want[:m] = table[x[:m].astype(np.int32) + 128]
         np.testing.assert_array_equal(out, want, err_msg=str(n))
+
+
+# ---- inv_sqrt --------------------------------------------------------------------------------------------------
+
+INV_SQRT_PROBE = """    int64_t v;
+    int32_t r[2];
+    memcpy(&v, input, 8);
+    hydra_inv_sqrt(v, &r[0], &r[1]);
+    memcpy(output, r, 8);"""
+
+
+def _inv_sqrt_cases(rng: np.random.Generator) -> list[int]:
+    """Where the Karatsuba steps and the division correct themselves: every power of two and its neighbours, squares
+    and their neighbours (of v, and of the normalised v 4^P: v = floor(k^2 / 4^P) for k in [2^30, 2^31)), the int32
+    range Hydra's phi takes, and log-uniform values."""
+    vs = {1, 2, 3, 2**62 - 1}
+    # sigma = isqrt(v 4^P) is k itself for v = k^2 >= 2^60; these k make the division's first digit take its
+    # correction on equality (found by searching every sigma)
+    vs |= {k * k for k in [2**30, 2**30 + 1, 1082163199, 1431597514, 1431597516, 2**31 - 1]}
+    for k in range(62):
+        vs |= {2**k - 1, 2**k, 2**k + 1}
+    for k in rng.integers(1, 2**31, 300).tolist():
+        vs |= {k * k - 1, k * k, k * k + 1}
+    for k in rng.integers(2**30, 2**31, 300).tolist():
+        p = int(rng.integers(0, 31))
+        vs |= {(k * k >> 2 * p) - 1, k * k >> 2 * p, (k * k >> 2 * p) + 1}
+    vs |= set(rng.integers(1, 2**31, 300).tolist())
+    vs |= {int(rng.integers(2 ** (b - 1), 2**b)) for b in rng.integers(1, 63, 600).tolist()}
+    return sorted(v for v in vs if 1 <= v < 2**62)
+
+
+def test_inv_sqrt_on_the_m7(tmp_path):
+    """hydra_inv_sqrt (the table, two Karatsuba steps of 32 bits, the last one's 33-bit quantities split, the 64 / 32
+    division in 16-bit digits) on the M7 against the spec's bit-by-bit isqrt and 64-bit division (numpy), and its
+    defined answer outside the domain."""
+    from hydra_edge.numerics import fixedpoint as fp
+
+    vs = _inv_sqrt_cases(np.random.default_rng(3))
+    outside = [0, -1, 2**62, 2**63 - 1]
+    rows = np.array(vs + outside, np.int64).view(np.int8).reshape(-1, 8)
+    folder = probe_folder(tmp_path / "isq", "stm32f746", INV_SQRT_PROBE, 8, 8)
+    got = _both_builds(folder, rows).view(np.int32).reshape(-1, 2)
+    inv, p = fp.inv_sqrt(np.array(vs, np.int64))
+    np.testing.assert_array_equal(got[:len(vs), 0], inv)
+    np.testing.assert_array_equal(got[:len(vs), 1], p)
+    assert got[len(vs):].tolist() == [[0, 0]] * len(outside)
