@@ -163,3 +163,133 @@ def test_inv_sqrt_on_the_m7(tmp_path):
     np.testing.assert_array_equal(got[:len(vs), 0], inv)
     np.testing.assert_array_equal(got[:len(vs), 1], p)
     assert got[len(vs):].tolist() == [[0, 0]] * len(outside)
+
+
+# ---- Hydra attention ---------------------------------------------------------------------------------------
+
+ATT_T, ATT_D = 6, 67
+ATT_PROBE = """    int32_t h[11];
+    static int8_t q[%(t)d * %(d)d], k[%(t)d * %(d)d], v[%(t)d * %(d)d];
+    static int32_t kv[%(d)d], scratch[%(d)d + (%(d)d + 3) / 4];
+    memcpy(h, input, sizeof h);
+    const int32_t T = h[0], D = h[1];
+    const int8_t *at = input + sizeof h;
+    memcpy(q, at, sizeof q);
+    memcpy(k, at + sizeof q, sizeof k);
+    memcpy(v, at + 2 * sizeof q, sizeof v);
+    memcpy(kv, at + 3 * sizeof q, sizeof kv);
+    const hydra_attention_params p = {.tokens = T, .dim = D, .q_zero_point = h[2], .k_zero_point = h[3],
+                                      .v_zero_point = h[4], .kv_shift = h[5], .multiplier = h[6], .shift = h[7],
+                                      .output_zero_point = h[8], .single_rounding = h[9]};
+    int status;
+    if (h[10] == 0) { /* the whole kernel, then the state by the row functions, the rows one at a time */
+        status = (int)hydra_attention_s8(&p, q, k, v, scratch, output);
+        for (int32_t d = 0; d < D; d++)
+            kv[d] = 0;
+        for (int32_t t = 0; t < T && status == 0; t++)
+            status = (int)hydra_attention_accumulate_s8(&p, k + t * D, v + t * D, 1, kv, (int8_t *)scratch);
+        if (status == 0)
+            status = (int)hydra_attention_round_state_s8(&p, kv);
+    } else { /* apply with the given state, in place on q */
+        status = (int)hydra_attention_apply_s8(&p, q, kv, T, (int8_t *)scratch, q);
+        memcpy(output, q, sizeof q);
+    }
+    memcpy(output + sizeof q, kv, sizeof kv);
+    return status;""" % {"t": ATT_T, "d": ATT_D}
+
+
+def _attention_rows(rng: np.random.Generator, t: int, d: int, z: int, kind: int) -> np.ndarray:
+    """Rows of one kind: random, flat at the zero point (phi = 0), one feature far from it (phi at +-128, clamped),
+    every feature at the far end (the largest sum of squares), or close to the zero point (small sums)."""
+    far = -128 if z >= 0 else 127
+    if kind == 0:
+        rows = rng.integers(-128, 128, (t, d))
+    elif kind == 1:
+        rows = np.full((t, d), z)
+    elif kind == 2:
+        rows = np.full((t, d), z)
+        rows[np.arange(t), rng.integers(0, d, t)] = [far if i % 2 == 0 else (127 if far == -128 else -128)
+                                                     for i in range(t)]
+    elif kind == 3:
+        rows = np.full((t, d), far)
+    else:
+        rows = np.clip(z + rng.integers(-2, 3, (t, d)), -128, 127)
+    rows = rows.copy()
+    if t > 1 and kind != 1:
+        rows[rng.integers(0, t)] = z  # a zero row among the others
+    return rows.astype(np.int8)
+
+
+def test_hydra_attention_on_the_m7(tmp_path):
+    """Hydra attention's M7 paths (four features a word: SSUB16 pairs, SMLAD for the sums of squares, SMLAW for phi,
+    SMLAB into the state; the short requantisation of the output) and their tails: D from 1 to 67, zero rows, rows
+    whose phi clamps at -128 and 127, the largest sums of squares, zero points at both ends, kv_shift up to 8; then
+    apply on given states at the short form's bounds (kv at -2^23, -2^23 + 1 and 2^23 beside a phi of -128; the
+    output shift from 1 to 23 and past it; both roundings; M at its ends)."""
+    from hydra_edge.ops.hydra_attention import apply_state, int_ref, kv_state
+
+    rng = np.random.default_rng(8)
+    rows, cases = [], []
+
+    def add(t, d, zq, zk, zv, kv_shift, m, shift, zy, single, mode, q, k, v, kv):
+        qp = np.pad(q.astype(np.int8).ravel(), (0, ATT_T * ATT_D - q.size))  # rows packed at the kernel's stride D
+        kp = np.pad(k.astype(np.int8).ravel(), (0, ATT_T * ATT_D - k.size))
+        vp = np.pad(v.astype(np.int8).ravel(), (0, ATT_T * ATT_D - v.size))
+        head = np.array([t, d, zq, zk, zv, kv_shift, m, shift, zy, single, mode], np.int32)
+        kvp = np.pad(kv.astype(np.int32), (0, ATT_D - d))
+        rows.append(np.concatenate([head.view(np.int8), qp, kp, vp, kvp.view(np.int8)]))
+        cases.append((t, d, zq, zk, zv, kv_shift, m, shift, zy, single, mode, q, k, v, kv))
+
+    for i in range(60):
+        d = [1, 3, 4, 5, 8, 64, 67][i % 7]
+        t = int(rng.integers(1, ATT_T + 1))
+        zq, zk, zv = ([-128, 127, 0][i % 3], [127, -128, 5][i % 3], [-128, 127, -3][i % 3]) if i < 21 else \
+            rng.integers(-128, 128, 3).tolist()
+        q, k = _attention_rows(rng, t, d, zq, i % 5), _attention_rows(rng, t, d, zk, (i // 5) % 5)
+        v = rng.integers(-128, 128, (t, d)) if i % 4 else np.full((t, d), -128 if zv >= 0 else 127)
+        shift = [-1, -13, -23, -24, 0, 2][i % 6]
+        add(t, d, zq, zk, zv, int(rng.integers(0, 9)), [2**30 + 12345, 2**31 - 1, 0, 1697860045][i % 4], shift,
+            int(rng.integers(-128, 128)), int(i % 5 == 4), 0, q, k, v, np.zeros(d, np.int32))
+    # apply on given states. Rows with one feature off the zero point (phi -128 on even rows, 127 on odd ones) whose
+    # state entry is at the short form's edge: kv = -2^23 makes -128 kv = 2^30 (the long form), -2^23 + 1 and 2^23
+    # are the short form's ends; with the output shifts at and past the fold's bound and the zero points at the ends
+    edge_cases = [(-1, 0, -(2**23), 2**30), (-23, -128, -(2**23), 2**30), (-23, 127, 2**23, 2**31 - 1),
+                  (-23, -128, -(2**23) + 1, 2**31 - 1), (-24, -128, -(2**23) + 1, 2**31 - 1),
+                  (-24, 127, 2**23, 2**31 - 1), (-24, 127, -(2**23) + 1, 2**31 - 1), (-12, -3, 2**23 + 1, 1697860045),
+                  (-12, 0, -(2**23) - 1, 1697860045), (-31, 5, 2**23, 2**31 - 1), (0, 0, 2**23, 2**30),
+                  (5, 0, 100, 2**30), (-13, 4, -(2**23), 0)]
+    for i, (shift, zy, edge, m) in enumerate(edge_cases * 2):
+        d = [1, 4, 5, 67][i % 4]
+        t, zq = ATT_T, [-100, 0, 9, 126][i % 4]
+        q = np.full((t, d), zq)
+        kv = rng.integers(-(2**23) + 1, 2**23 + 1, d)
+        for r in range(t):
+            q[r, r % d] = -128 if r % 2 == 0 else 127
+            kv[r % d] = edge
+        add(t, d, zq, 0, 0, 0, m, shift, zy, int(i >= len(edge_cases)), 1, q, np.zeros((t, d)), np.zeros((t, d)),
+            kv)
+    # small states, so that the outputs stay in range and the output's rounding ties (y odd and negative for a
+    # shift of 1) show; random rows
+    for i in range(24):
+        d = [3, 4, 64, 67][i % 4]
+        t, zq = int(rng.integers(1, ATT_T + 1)), int(rng.integers(-128, 128))
+        q = rng.integers(-128, 128, (t, d))
+        add(t, d, zq, 0, 0, 0, [2**30, 2**31 - 1, 1697860045][i % 3], [-1, -2, -3][(i // 3) % 3],
+            [0, -3, 100][i % 3], int(i % 8 == 7), 1, q, np.zeros((t, d)), np.zeros((t, d)), rng.integers(-6, 7, d))
+
+    folder = probe_folder(tmp_path / "att", "stm32f746", ATT_PROBE, len(rows[0]), ATT_T * ATT_D + 4 * ATT_D,
+                          sources=("hydra_attention.c",))
+    got = _both_builds(folder, np.stack(rows))
+    for out, (t, d, zq, zk, zv, kv_shift, m, shift, zy, single, mode, q, k, v, kv) in zip(got, cases):
+        node = Node("attn", "hydra_attention", ["q", "k", "v"], ["y"],
+                    {"zq": zq, "zk": zk, "zv": zv, "kv_shift": kv_shift, "multiplier": m, "shift": shift,
+                     "out_zp": zy})
+        rounding = "single" if single else "double"
+        y = out[:t * d].reshape(t, d)
+        what = f"mode {mode} t {t} d {d} z {(zq, zk, zv)} shift {shift} m {m} single {single}"
+        if mode == 0:
+            np.testing.assert_array_equal(y, int_ref(node, q, k, v, rounding), err_msg=what)
+            state = out[ATT_T * ATT_D:].view(np.int32)[:d]
+            np.testing.assert_array_equal(state, kv_state(node, k, v), err_msg=what)
+        else:
+            np.testing.assert_array_equal(y, apply_state(node, q, kv, rounding), err_msg=what)

@@ -16,6 +16,7 @@
  * each q row's phi is taken before its output row is written.
  */
 #include <stddef.h>
+#include <string.h>
 
 #include "hydra_rt.h"
 
@@ -35,27 +36,167 @@ static hydra_status check_params(const hydra_attention_params *params)
     return HYDRA_OK;
 }
 
-/* phi of one row (zero point z): clamp(round_shift(xi * inv, 54 - P)), or all zero if the row is. */
-static void phi_row(const int8_t *row, int32_t z, int32_t dim, int8_t *phi)
+#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32) && defined(__ARM_FEATURE_DSP) && \
+    defined(__GNUC__)
+#define HYDRA_ATTENTION_M7 1 /* four features a word: SXTB16 / SSUB16 pairs, SMLAD, SMLAW, SMLAB */
+
+/* z in both halfwords, for SSUB16. */
+static inline int32_t halves(int32_t z)
 {
-    int32_t ss = 0;
-    for (int32_t i = 0; i < dim; i++) {
+    return hydra_s32_from_bits(((uint32_t)z & 0xFFFFu) | ((uint32_t)z << 16));
+}
+#endif
+
+/* ss = sum_i (r[i] - z)^2 of one row: at most 2^15 features of |xi| <= 255, below 2^31. */
+static int32_t sum_squares(const int8_t *row, int32_t z, int32_t dim)
+{
+    int32_t ss = 0, i = 0;
+#ifdef HYDRA_ATTENTION_M7
+    const int32_t z2 = halves(z);
+    for (; i + 4 <= dim; i += 4) {
+        int32_t w;
+        memcpy(&w, row + i, 4);
+        const int32_t x02 = __ssub16(__sxtb16(w), z2), x13 = __ssub16(hydra_sxtb16_ror8(w), z2); /* |xi| <= 255 */
+        ss = __smlad(x13, x13, __smlad(x02, x02, ss));
+    }
+#endif
+    for (; i < dim; i++) {
         const int32_t xi = row[i] - z;
         ss += xi * xi;
     }
+    return ss;
+}
+
+/* phi_i of a row with ss >= 1: clamp(round_shift(xi * inv, n), -128, 127) with (inv, P) = inv_sqrt(ss), n = 54 - P.
+ * ss < 2^31 gives P >= 15, so n is in [24, 39] and n - 1 >= 16. */
+typedef struct {
+    int32_t inv, n;
+} phi_scale;
+
+static phi_scale row_scale(int32_t ss)
+{
+    int32_t inv, P;
+    hydra_inv_sqrt(ss, &inv, &P);
+    const phi_scale sc = {inv, 54 - P};
+    return sc;
+}
+
+/* |xi * inv| < 2^39 and n <= 39, so round_shift is in range; the result is about 128 * xi / |x|, at most 129 in
+ * magnitude */
+static HYDRA_ALWAYS_INLINE int32_t phi_one(int32_t xi, phi_scale sc)
+{
+    const int64_t r = hydra_round_shift_in_range((int64_t)xi * sc.inv, sc.n);
+    return (int32_t)(r < -128 ? -128 : (r > 127 ? 127 : r));
+}
+
+#ifdef HYDRA_ATTENTION_M7
+/* x saturated to [-128, 127], as an int32 (SSAT). */
+static HYDRA_ALWAYS_INLINE int32_t ssat8(int32_t x)
+{
+    int32_t r;
+    __asm__("ssat %0, #8, %1" : "=r"(r) : "r"(x));
+    return r;
+}
+
+/* phi_one of the bottom / top halfword of a pair: SMLAWB forms floor(inv xi / 2^16) + 2^(n-17) (no overflow: the
+ * quotient is below 2^23), and floor((floor((xi inv + 2^(n-1)) / 2^16)) / 2^(n-16)) = round_shift(xi inv, n), as
+ * 2^(n-1) is a multiple of 2^16 (n >= 17) and nested floors of divisions compose. */
+static HYDRA_ALWAYS_INLINE int32_t phi_bottom(int32_t pair, int32_t inv, int32_t half, int32_t down)
+{
+    return ssat8(hydra_floor_div_pow2_s32(__smlawb(inv, pair, half), down));
+}
+
+static HYDRA_ALWAYS_INLINE int32_t phi_top(int32_t pair, int32_t inv, int32_t half, int32_t down)
+{
+    return ssat8(hydra_floor_div_pow2_s32(__smlawt(inv, pair, half), down));
+}
+#endif
+
+/* phi of one row (zero point z) into phi[]: clamp(round_shift(xi * inv, 54 - P)), or all zero if the row is. */
+static void phi_row(const int8_t *row, int32_t z, int32_t dim, int8_t *phi)
+{
+    const int32_t ss = sum_squares(row, z, dim);
     if (ss == 0) { /* the zero-vector rule: phi(0) = 0 */
         for (int32_t i = 0; i < dim; i++)
             phi[i] = 0;
         return;
     }
-    int32_t inv, P;
-    hydra_inv_sqrt(ss, &inv, &P);
-    for (int32_t i = 0; i < dim; i++) {
-        /* |xi * inv| < 2^39 (and 54 - P <= 54), so round_shift is in range; the result is about 128 * xi / |x|, at
-         * most 129 in magnitude */
-        const int64_t r = hydra_round_shift_in_range((int64_t)(row[i] - z) * inv, 54 - P);
-        phi[i] = (int8_t)(r < -128 ? -128 : (r > 127 ? 127 : r));
+    const phi_scale sc = row_scale(ss);
+    for (int32_t i = 0; i < dim; i++)
+        phi[i] = (int8_t)phi_one(row[i] - z, sc);
+}
+
+/* acc[d] += phi_k[d] * (v[d] - zv) for one row, phi formed on the way (the same integers as phi_row, then the
+ * products). */
+static void accumulate_row(const int8_t *k, const int8_t *v, int32_t zk, int32_t zv, int32_t dim, int32_t *acc)
+{
+    const int32_t ss = sum_squares(k, zk, dim);
+    if (ss == 0)
+        return; /* phi is all zero: nothing to add */
+    const phi_scale sc = row_scale(ss);
+    int32_t d = 0;
+#ifdef HYDRA_ATTENTION_M7
+    const int32_t zk2 = halves(zk);
+    const int32_t zv2 = halves(zv);
+    const int32_t inv = sc.inv, half = INT32_C(1) << (sc.n - 17), down = sc.n - 16;
+    for (; d + 4 <= dim; d += 4) {
+        int32_t kw, vw;
+        memcpy(&kw, k + d, 4);
+        memcpy(&vw, v + d, 4);
+        const int32_t k02 = __ssub16(__sxtb16(kw), zk2), k13 = __ssub16(hydra_sxtb16_ror8(kw), zk2);
+        const int32_t v02 = __ssub16(__sxtb16(vw), zv2), v13 = __ssub16(hydra_sxtb16_ror8(vw), zv2);
+        /* phi in [-128, 127] is its own bottom halfword: SMLABB / SMLABT multiply it by v's bottom / top feature */
+        acc[d] = __smlabb(phi_bottom(k02, inv, half, down), v02, acc[d]);
+        acc[d + 1] = __smlabb(phi_bottom(k13, inv, half, down), v13, acc[d + 1]);
+        acc[d + 2] = __smlabt(phi_top(k02, inv, half, down), v02, acc[d + 2]);
+        acc[d + 3] = __smlabt(phi_top(k13, inv, half, down), v13, acc[d + 3]);
     }
+#endif
+    for (; d < dim; d++)
+        acc[d] += phi_one(k[d] - zk, sc) * (v[d] - zv);
+}
+
+/* y = clamp(zy + requant(phi * kv)) where the kernel has checked that the short form holds for every product and
+ * that the output's right shift r is in [1, 23]: double rounding, 0 <= M < 2^31, every kv in (-2^23, 2^23], so
+ * t = phi kv is in [-2^30, 2^30) (phi in [-128, 127]) and 2 t fits int32. SRDHM(t, M) is then mul_high_round(2 t, M)
+ * (|y| <= 2^30), RDBPOT(y, r) + zy = floor((y + 2^(r-1) + zy 2^r - [y < 0]) / 2^r), and zy 2^r + 2^(r-1) + y stays
+ * inside int32 for r <= 23 (127 2^23 + 2^22 + 2^30 < 2^31; -128 2^23 - 2^30 - 1 >= -2^31). */
+static HYDRA_ALWAYS_INLINE int8_t apply_one(int32_t phi, int32_t kv, int32_t multiplier, int32_t round, int32_t r)
+{
+    const int32_t t2 = hydra_s32_from_bits((uint32_t)(phi * kv) << 1);
+    const int32_t y = hydra_mul_high_round(t2, multiplier);
+    return hydra_clamp_s8(hydra_floor_div_pow2_s32(y + round - (y < 0 ? 1 : 0), r));
+}
+
+/* One query row by apply_one (its conditions checked by the caller). In place (output == q) is fine: each word of
+ * q is read before its outputs are written. */
+static void apply_row_short(const int8_t *q, const int32_t *kv, int32_t zq, int32_t zy, int32_t dim,
+                            int32_t multiplier, int32_t r, int8_t *y)
+{
+    const int32_t ss = sum_squares(q, zq, dim);
+    if (ss == 0) { /* phi = 0: zy + requant(0) = zy */
+        for (int32_t d = 0; d < dim; d++)
+            y[d] = (int8_t)zy;
+        return;
+    }
+    const phi_scale sc = row_scale(ss);
+    const int32_t round = (INT32_C(1) << (r - 1)) + zy * (INT32_C(1) << r);
+    int32_t d = 0;
+#ifdef HYDRA_ATTENTION_M7
+    const int32_t zq2 = halves(zq);
+    const int32_t inv = sc.inv, half = INT32_C(1) << (sc.n - 17), down = sc.n - 16;
+    for (; d + 4 <= dim; d += 4) {
+        int32_t qw;
+        memcpy(&qw, q + d, 4);
+        const int32_t q02 = __ssub16(__sxtb16(qw), zq2), q13 = __ssub16(hydra_sxtb16_ror8(qw), zq2);
+        y[d] = apply_one(phi_bottom(q02, inv, half, down), kv[d], multiplier, round, r);
+        y[d + 1] = apply_one(phi_bottom(q13, inv, half, down), kv[d + 1], multiplier, round, r);
+        y[d + 2] = apply_one(phi_top(q02, inv, half, down), kv[d + 2], multiplier, round, r);
+        y[d + 3] = apply_one(phi_top(q13, inv, half, down), kv[d + 3], multiplier, round, r);
+    }
+#endif
+    for (; d < dim; d++)
+        y[d] = apply_one(phi_one(q[d] - zq, sc), kv[d], multiplier, round, r);
 }
 
 int32_t hydra_attention_max_tokens(int32_t v_zero_point)
@@ -80,12 +221,8 @@ hydra_status hydra_attention_accumulate_s8(const hydra_attention_params *params,
         return HYDRA_ERR_SHAPE;
 
     /* acc[d] += phi_k[t, d] * (v[t, d] - zv); the caller keeps the total row count within T_max. */
-    for (int32_t t = 0; t < rows; t++) {
-        const int8_t *vt = v + (size_t)t * (size_t)D;
-        phi_row(k + (size_t)t * (size_t)D, zk, D, phi_scratch);
-        for (int32_t d = 0; d < D; d++)
-            acc[d] += phi_scratch[d] * (vt[d] - zv);
-    }
+    for (int32_t t = 0; t < rows; t++)
+        accumulate_row(k + (size_t)t * (size_t)D, v + (size_t)t * (size_t)D, zk, zv, D, acc);
     return HYDRA_OK;
 }
 
@@ -114,6 +251,16 @@ hydra_status hydra_attention_apply_s8(const hydra_attention_params *params, cons
     const int32_t D = params->dim, zq = params->q_zero_point, zy = params->output_zero_point;
     /* Locals: stores through int8_t * may alias the params, and the compiler would reload them. */
     const int32_t multiplier = params->multiplier, shift = params->shift, single = params->single_rounding;
+
+    /* The short requantisation (apply_one) where its conditions hold for this state: checked once per call. */
+    int short_form = !single && multiplier >= 0 && shift <= -1 && shift >= -23;
+    for (int32_t d = 0; d < D && short_form; d++)
+        short_form = (uint32_t)kv[d] + ((UINT32_C(1) << 23) - 1) < (UINT32_C(1) << 24); /* -2^23 < kv <= 2^23 */
+    if (short_form) {
+        for (int32_t t = 0; t < rows; t++)
+            apply_row_short(q + (size_t)t * (size_t)D, kv, zq, zy, D, multiplier, -shift, output + (size_t)t * (size_t)D);
+        return HYDRA_OK;
+    }
 
     /* Each query row gates the state. */
     for (int32_t t = 0; t < rows; t++) {
