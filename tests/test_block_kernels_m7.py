@@ -293,3 +293,85 @@ def test_hydra_attention_on_the_m7(tmp_path):
             np.testing.assert_array_equal(state, kv_state(node, k, v), err_msg=what)
         else:
             np.testing.assert_array_equal(y, apply_state(node, q, kv, rounding), err_msg=what)
+
+
+# ---- layernorm -------------------------------------------------------------------------------------------------
+
+LN_D = 67
+LN_PROBE = """    int32_t h[5];
+    int64_t eps;
+    static int8_t x[%(d)d];
+    static int32_t gamma[%(d)d];
+    static int64_t beta[%(d)d];
+    memcpy(h, input, sizeof h);
+    memcpy(&eps, input + 20, 8);
+    memcpy(x, input + 28, sizeof x);
+    memcpy(gamma, input + 28 + sizeof x, sizeof gamma);
+    memcpy(beta, input + 28 + sizeof x + sizeof gamma, sizeof beta);
+    const hydra_layernorm_params p = {.tokens = 1, .dim = h[4], .input_zero_point = h[0], .eps = eps,
+                                      .gamma = gamma, .beta = beta, .output_shift = h[2], .output_zero_point = h[1],
+                                      .narrow_output = h[3]};
+    output[0] = (int8_t)hydra_layernorm_s8(&p, x, output + 1); /* the status: a refused flag is a result here */
+    return 0;""" % {"d": LN_D}
+
+
+def test_layernorm_on_the_m7_narrow(tmp_path):
+    """layernorm's M7 paths: the row sums four bytes a word (USADA8, SXTB16/SMLAD; every D from 1 to 8, 64 and 67,
+    zero points at both ends, flat and extreme rows) and the narrow output (MLA, SMMULR, SMLAL, the shift on two words,
+    SSAT with ASR #1) where the compiler's narrow_output holds: gamma and beta at its bounds (and the saturated
+    outputs they give), output shifts 2 to 31, eps from 1 to 2^61 (z's shift from 11 to 41: the rows whose z takes
+    the general loop); and _check refusing the flag where a bound fails, against the reference."""
+    from hydra_edge.ops.layernorm import int_ref, narrow_output
+
+    rng = np.random.default_rng(31)
+    rows, cases = [], []
+    for i in range(220):
+        d = [1, 2, 3, 4, 5, 6, 7, 8, 64, 67][i % 10]
+        zx, zy = [(-128, 127), (127, -128), (0, 0), (3, -2)][i % 4] if i < 40 else rng.integers(-128, 128, 2).tolist()
+        kind = (i // 10) % 5
+        x = (rng.integers(-128, 128, d) if kind == 0 else np.full(d, -128) if kind == 1 else
+             np.where(np.arange(d) % 2 == 0, -128, 127) if kind == 2 else np.full(d, 5) + (np.arange(d) == 3) if
+             kind == 3 else rng.integers(-3, 4, d))
+        s = [29, 2, 3, 20, 31, 30, 25, 1][i % 8]
+        eps = [55, 1, 2**20, 2**40, 2**61][(i // 7) % 5] if i % 3 else 55
+        g_max, b_max = min(2 ** (s + 1), 2**31 - 1), 2 ** (s + 28)
+        if i % 4 == 0:  # at the bounds
+            gamma = np.where(rng.integers(0, 2, d) == 1, g_max, -g_max)
+            beta = np.where(rng.integers(0, 2, d) == 1, b_max, -b_max).astype(np.int64)
+        else:  # as calibration makes them: |gamma| near 2^15, beta a few output steps
+            gamma = rng.integers(-min(2**15, g_max), min(2**15, g_max) + 1, d)
+            beta = rng.integers(-(2**(s + 7)), 2**(s + 7) + 1, d, dtype=np.int64)
+        assert narrow_output(gamma, beta, s) == (s >= 2)
+        if s == 1:  # out_shift 1: the flag must be refused
+            want_status = 1
+        elif i % 11 == 5:  # a bound broken by one: the flag must be refused
+            j = int(rng.integers(0, d))
+            if i % 2:
+                beta[j] = b_max + 1
+            elif g_max < 2**31 - 1:
+                gamma[j] = -g_max - 1
+            else:
+                beta[j] = -b_max - 1
+            want_status = 1
+        else:
+            want_status = 0
+        head = np.array([zx, zy, s, 1, d], np.int32).tobytes() + np.array([eps], np.int64).tobytes()
+        xs = np.zeros(LN_D, np.int8)
+        xs[:d] = x
+        g = np.zeros(LN_D, np.int32)
+        g[:d] = gamma
+        b = np.zeros(LN_D, np.int64)
+        b[:d] = beta
+        rows.append(np.frombuffer(head + xs.tobytes() + g.tobytes() + b.tobytes(), np.int8))
+        cases.append((x.astype(np.int8), gamma.astype(np.int32), beta, zx, zy, s, eps, d, want_status))
+    folder = probe_folder(tmp_path / "ln", "stm32f746", LN_PROBE, len(rows[0]), 1 + LN_D,
+                          sources=("hydra_layernorm.c",))
+    got = _both_builds(folder, np.stack(rows))
+    for out, (x, gamma, beta, zx, zy, s, eps, d, want_status) in zip(got, cases):
+        what = f"d {d} zx {zx} zy {zy} out_shift {s} eps {eps}"
+        assert out[0] == want_status, what
+        if want_status:
+            continue
+        node = Node("ln", "layernorm", ["x", "g", "b"], ["y"],
+                    {"in_zp": zx, "eps_q": eps, "out_shift": s, "out_zp": zy})
+        np.testing.assert_array_equal(out[1:1 + d], int_ref(node, x[None], gamma, beta, "double")[0], err_msg=what)

@@ -509,6 +509,11 @@ typedef struct {
     const int64_t *beta;   /* beta_q [dim] */
     int32_t output_shift;
     int32_t output_zero_point;
+    /* 1: out_shift s is in [2, 31] and every |gamma_q| <= 2^(s+1), |beta_q| <= 2^(s+28), so that each output's
+     * z gamma_q + beta_q is below 2^(s+29) and its shift takes 32-bit words (the compiler sets it; _check refuses it
+     * where it does not hold, so that _rows need not look); 0 (or a struct left zero): the general path. The same
+     * bits either way. */
+    int32_t narrow_output;
 } hydra_layernorm_params;
 
 hydra_status hydra_layernorm_s8(const hydra_layernorm_params *params, const int8_t *input, int8_t *output);

@@ -4,6 +4,7 @@
  * shifted down by out_shift. Works in place (output == input).
  */
 #include <stddef.h>
+#include <string.h>
 
 #include "hydra_rt.h"
 
@@ -26,6 +27,15 @@ hydra_status hydra_layernorm_s8_check(const hydra_layernorm_params *params)
     for (int32_t i = 0; i < D; i++)
         if (params->beta[i] < -(INT64_C(1) << 62) || params->beta[i] > (INT64_C(1) << 62))
             return HYDRA_ERR_ARG;
+    if (params->narrow_output != 0) { /* the bounds the narrow path relies on */
+        if (params->narrow_output != 1 || out_shift < 2 || out_shift > 31)
+            return HYDRA_ERR_ARG;
+        const int64_t g_max = INT64_C(1) << (out_shift + 1), b_max = INT64_C(1) << (out_shift + 28);
+        for (int32_t i = 0; i < D; i++)
+            if (params->gamma[i] < -g_max || params->gamma[i] > g_max || params->beta[i] < -b_max ||
+                params->beta[i] > b_max)
+                return HYDRA_ERR_ARG;
+    }
     return HYDRA_OK;
 }
 
@@ -97,6 +107,98 @@ static void layernorm_row_short_shifts(const hydra_layernorm_params *params, con
     }
 }
 
+#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32) && defined(__ARM_FEATURE_SAT) && \
+    defined(__GNUC__)
+#define HYDRA_LAYERNORM_M7 1
+#endif
+
+/* clamp(floor(t / 2), -128, 127): one SSAT with its operand shifted where the target has it. */
+static HYDRA_ALWAYS_INLINE int8_t clamp_s8_half(int32_t t)
+{
+#ifdef HYDRA_LAYERNORM_M7
+    int32_t r;
+    __asm__("ssat %0, #8, %1, asr #1" : "=r"(r) : "r"(t));
+    return (int8_t)r;
+#else
+    return hydra_clamp_s8(hydra_floor_div_pow2_s32(t, 1));
+#endif
+}
+
+/* layernorm_row_short_shifts where the params' narrow_output holds (checked by _check): s = out_shift in [2, 31],
+ * |gamma_q| <= 2^(s+1), |beta_q| <= 2^(s+28). z comes from SMMULR of c 2^(32-n) < 2^28 and inv < 2^31, so |z| < 2^27,
+ * and A = z gamma_q + beta_q has |A| < 2^(s+28) + 2^(s+28) = 2^(s+29). Then
+ *     round_shift(A, s) + zy = floor((floor(A / 2^(s-1)) + 1 + 2 zy) / 2)
+ * (nested floors compose; 2^(s-1) 2 = 2^s), where t = floor(A / 2^(s-1)) has |t| < 2^30 + 1, so it is bits s-1 ..
+ * s+30 of A's two words, and t + 1 + 2 zy stays in int32. The halving and the clamp are one SSAT on the M7.
+ * c 2^(32-n) = D x 2^(32-n) - (D zx + S1) 2^(32-n) is one multiply-add in 32-bit arithmetic modulo 2^32: the result
+ * is below 2^28 (layernorm_row_short_shifts' bound), so the wrap of its terms does not show. */
+static void layernorm_row_narrow(const hydra_layernorm_params *params, const int8_t *x, int8_t *y, int32_t s1,
+                                 int32_t inv, int32_t z_shift)
+{
+    const int32_t D = params->dim, zx = params->input_zero_point, zy = params->output_zero_point;
+    const int32_t down = params->output_shift - 1; /* in [1, 30] */
+    const int32_t *gamma = params->gamma;
+    const int64_t *beta = params->beta;
+    const int32_t up = 32 - z_shift;
+    const uint32_t scale = (uint32_t)D << up, neg_offset = 0u - ((uint32_t)(D * zx + s1) << up); /* modulo 2^32 */
+    const int32_t round = 1 + 2 * zy;
+    for (int32_t i = 0; i < D; i++) {
+#ifdef HYDRA_LAYERNORM_M7
+        /* MLA and SMLAL spelt out: GCC otherwise turns the first into MUL and SUB and loads the int64 in halves */
+        int32_t c;
+        __asm__("mla %0, %1, %2, %3" : "=r"(c) : "r"((int32_t)x[i]), "r"(scale), "r"(neg_offset));
+        const int32_t z = hydra_mul_high_round(c, inv);
+        int64_t acc = beta[i];
+        __asm__("smlal %Q0, %R0, %1, %2" : "+r"(acc) : "r"(z), "r"(gamma[i]));
+        const uint64_t a = (uint64_t)acc;
+#else
+        const int32_t c = hydra_s32_from_bits((uint32_t)(int32_t)x[i] * scale + neg_offset);
+        const int32_t z = hydra_mul_high_round(c, inv);
+        const uint64_t a = (uint64_t)((int64_t)z * gamma[i] + beta[i]); /* modular: the same bits */
+#endif
+        /* bits down .. down + 31 of a: LSR, LSL, ORR */
+        const uint32_t t = ((uint32_t)a >> down) | ((uint32_t)(a >> 32) << (32 - down));
+        y[i] = clamp_s8_half(hydra_s32_from_bits(t) + round);
+    }
+}
+
+/* S1 = sum (x - zx) and S2 = sum (x - zx)^2 of a row: |xi| <= 255 and D <= 4096 keep both inside int32. On the M7
+ * the raw sums first, four bytes a word (USADA8 of the bytes biased to unsigned for sum x, SXTB16 pairs and SMLAD
+ * for sum x^2), then S1 = sum x - D zx and S2 = sum x^2 - 2 zx sum x + D zx^2: the same integers (each term below
+ * 2^31 in magnitude: sum x^2 <= 2^26, |2 zx sum x| <= 2^27, D zx^2 <= 2^26). */
+static void row_sums(const int8_t *x, int32_t D, int32_t zx, int32_t *s1_out, int32_t *s2_out)
+{
+    int32_t i = 0;
+#ifdef HYDRA_LAYERNORM_M7
+    uint32_t biased = 0; /* sum (x + 128) */
+    int32_t sxx = 0;
+    for (; i + 4 <= D; i += 4) {
+        uint32_t w;
+        memcpy(&w, x + i, 4);
+        biased = __usada8(w ^ 0x80808080u, 0u, biased);
+        const int32_t e = __sxtb16((int32_t)w), o = hydra_sxtb16_ror8((int32_t)w);
+        sxx = __smlad(o, o, __smlad(e, e, sxx));
+    }
+    int32_t sx = (int32_t)biased - 128 * i;
+    for (int32_t j = i; j < D; j++) {
+        sx += x[j];
+        sxx += x[j] * x[j];
+    }
+    *s1_out = sx - D * zx;
+    *s2_out = sxx - 2 * zx * sx + D * zx * zx;
+    return;
+#else
+    int32_t s1 = 0, s2 = 0;
+    for (; i < D; i++) {
+        const int32_t xi = x[i] - zx;
+        s1 += xi;
+        s2 += xi * xi;
+    }
+    *s1_out = s1;
+    *s2_out = s2;
+#endif
+}
+
 hydra_status hydra_layernorm_rows_s8(const hydra_layernorm_params *params, const int8_t *input, int8_t *output)
 {
     if (params == NULL || input == NULL || output == NULL)
@@ -113,18 +215,16 @@ hydra_status hydra_layernorm_rows_s8(const hydra_layernorm_params *params, const
         int8_t *y = output + (size_t)t * (size_t)D;
 
         /* |xi| <= 255, so S2 <= 4096 * 255^2 < 2^31 */
-        int32_t s1 = 0, s2 = 0;
-        for (int32_t i = 0; i < D; i++) {
-            const int32_t xi = x[i] - zx;
-            s1 += xi;
-            s2 += xi * xi;
-        }
+        int32_t s1, s2;
+        row_sums(x, D, zx, &s1, &s2);
         /* D * S2 - S1^2 >= 0 (Cauchy-Schwarz) and eps >= 1, so v >= 1 */
         const int64_t v = (int64_t)D * s2 - (int64_t)s1 * s1 + eps;
         int32_t inv, P;
         hydra_inv_sqrt(v, &inv, &P);
         const int32_t z_shift = 41 - P;
-        if (z_shift <= 32 && out_shift >= 1 && out_shift <= 31)
+        if (z_shift <= 32 && params->narrow_output)
+            layernorm_row_narrow(params, x, y, s1, inv, z_shift);
+        else if (z_shift <= 32 && out_shift >= 1 && out_shift <= 31)
             layernorm_row_short_shifts(params, x, y, s1, inv, z_shift);
         else
             layernorm_row(params, x, y, s1, inv, P);
