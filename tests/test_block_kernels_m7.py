@@ -375,3 +375,54 @@ def test_layernorm_on_the_m7_narrow(tmp_path):
         node = Node("ln", "layernorm", ["x", "g", "b"], ["y"],
                     {"in_zp": zx, "eps_q": eps, "out_shift": s, "out_zp": zy})
         np.testing.assert_array_equal(out[1:1 + d], int_ref(node, x[None], gamma, beta, "double")[0], err_msg=what)
+
+
+# ---- patch_embed -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_patch_embed_on_the_m7(rounding, tmp_path):
+    """patch_embed on the M7: patches of at most 128 bytes gathered two at a time into linear's rows (its token
+    pairs, and a lone last patch where the count is odd), D with and without a remainder of 4, K not a multiple of 4,
+    at the gather bound (128) and past it (the per-row dot2 path on [D, C, p, p] weights), a prefix row, extreme and
+    random operands, biases that keep the short requantisation and ones that do not; against the reference and the
+    portable build."""
+    from hydra_edge.codegen.emit_c import emit_project, kernel_scratch
+    from hydra_edge.ir.graph import Graph
+    from hydra_edge.memory.planner import plan_memory
+    from hydra_edge.targets import runner
+    from hydra_edge.validate.bitexact import reference_outputs, validate_build
+    from test_kernels import act, inputs_for
+
+    rng = np.random.default_rng(23)
+    # channels, patch, patches down, patches across, D, prefix rows, bias bound
+    for c, p, hy, wx, d, prefix, bias_bound in [(3, 4, 3, 3, 64, 0, 999), (3, 2, 1, 3, 5, 1, 2**29 + 5),
+                                                (2, 8, 1, 2, 13, 0, 999), (1, 3, 2, 2, 4, 2, 50),
+                                                (3, 7, 1, 3, 6, 0, 999), (1, 1, 1, 1, 3, 0, 9)]:
+        k = c * p * p
+        g = Graph(meta={"rounding": rounding})
+        zx, zy = int(rng.integers(-128, 128)), int(rng.integers(-20, 20))
+        x = act(g, "x", (c, hy * p, wx * p), zx)
+        w = rng.integers(-127, 128, (d, c, p, p))
+        w[0] = -127  # every product of channel 0 at its extreme with an all -128 input
+        g.add_constant("w", w.astype(np.int8))
+        g.add_constant("b", rng.integers(-bias_bound, bias_bound + 1, d).astype(np.int32))
+        inputs = [x, "w", "b"]
+        if prefix:
+            g.add_constant("cls", rng.integers(-128, 128, (prefix, d)).astype(np.int8))
+            inputs.append("cls")
+        y = act(g, "y", (prefix + hy * wx, d), zy)
+        m = rng.integers(2**30, 2**31 - 1, d).astype(np.int32)
+        s = np.full(d, -int(np.ceil(np.log2(np.sqrt(k) * 75 * 73 / 64))), np.int32)
+        g.add_node(Node("embed", "patch_embed", inputs, [y], {"patch": p, "multiplier": m, "shift": s,
+                                                               "out_zp": np.int32(zy)}))
+        g.inputs, g.outputs = [x], [y]
+        folder = tmp_path / f"pe{k}_{d}"
+        emit_project(g, plan_memory(g, kernel_scratch(g)), folder, "stm32f746")
+        assert ("_blocked" in (folder / "model.c").read_text()) == (k <= 128)
+        xs = inputs_for(rng, g.tensor(x).shape, zx)
+        xs[0] = -128
+        result = validate_build(folder, g, xs)
+        assert result.ok, (k, d, result.mismatches)
+        portable = runner.run(folder, xs.reshape(len(xs), -1), extra_cppflags=PORTABLE_CPPFLAGS)
+        assert np.array_equal(portable, reference_outputs(g, xs).reshape(portable.shape)), (k, d)

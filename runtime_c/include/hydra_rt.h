@@ -425,7 +425,8 @@ typedef struct {
     int32_t channels, height, width; /* input [C][H][W] */
     int32_t patch;                   /* kernel = stride */
     int32_t embed_dim;               /* D */
-    const int8_t *weights;           /* [D][C][patch][patch] */
+    const int8_t *weights;           /* [D][C][patch][patch]; where C patch^2 <= 128 (HYDRA_PATCH_GATHER_MAX), as
+                                      * [D][C patch^2] in linear's block layout (hydra_linear_params.weights) */
     const int32_t *bias;             /* [D], input zero point folded in */
     const int32_t *multiplier;       /* [D] */
     const int32_t *shift;            /* [D] */

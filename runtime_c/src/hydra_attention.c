@@ -16,7 +16,6 @@
  * each q row's phi is taken before its output row is written.
  */
 #include <stddef.h>
-#include <string.h>
 
 #include "hydra_rt.h"
 
@@ -39,6 +38,7 @@ static hydra_status check_params(const hydra_attention_params *params)
 #if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32) && defined(__ARM_FEATURE_DSP) && \
     defined(__GNUC__)
 #define HYDRA_ATTENTION_M7 1 /* four features a word: SXTB16 / SSUB16 pairs, SMLAD, SMLAW, SMLAB */
+#include <string.h>              /* memcpy (the words), on this target only */
 
 /* z in both halfwords, for SSUB16. */
 static inline int32_t halves(int32_t z)

@@ -4,7 +4,6 @@
  * shifted down by out_shift. Works in place (output == input).
  */
 #include <stddef.h>
-#include <string.h>
 
 #include "hydra_rt.h"
 
@@ -110,6 +109,8 @@ static void layernorm_row_short_shifts(const hydra_layernorm_params *params, con
 #if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32) && defined(__ARM_FEATURE_SAT) && \
     defined(__GNUC__)
 #define HYDRA_LAYERNORM_M7 1
+#include <arm_acle.h>
+#include <string.h> /* memcpy (the words), on this target only */
 #endif
 
 /* clamp(floor(t / 2), -128, 127): one SSAT with its operand shifted where the target has it. */
