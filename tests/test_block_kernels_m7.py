@@ -318,21 +318,21 @@ LN_PROBE = """    int32_t h[5];
 def test_layernorm_on_the_m7_narrow(tmp_path):
     """layernorm's M7 paths: the row sums four bytes a word (USADA8, SXTB16/SMLAD; every D from 1 to 8, 64 and 67,
     zero points at both ends, flat and extreme rows) and the narrow output (MLA, SMMULR, SMLAL, the shift on two words,
-    SSAT with ASR #1) where the compiler's narrow_output holds: gamma and beta at its bounds (and the saturated
-    outputs they give), output shifts 2 to 31, eps from 1 to 2^61 (z's shift from 11 to 41: the rows whose z takes
+    SSAT with ASR #1; a copy of the loop per output shift from 20 to 31) where the compiler's narrow_output holds:
+    gamma and beta at its bounds (and the saturated outputs they give), every output shift from 2 to 31, eps from 1 to 2^61 (z's shift from 11 to 41: the rows whose z takes
     the general loop); and _check refusing the flag where a bound fails, against the reference."""
     from hydra_edge.ops.layernorm import int_ref, narrow_output
 
     rng = np.random.default_rng(31)
     rows, cases = [], []
-    for i in range(220):
+    for i in range(248):
         d = [1, 2, 3, 4, 5, 6, 7, 8, 64, 67][i % 10]
         zx, zy = [(-128, 127), (127, -128), (0, 0), (3, -2)][i % 4] if i < 40 else rng.integers(-128, 128, 2).tolist()
         kind = (i // 10) % 5
         x = (rng.integers(-128, 128, d) if kind == 0 else np.full(d, -128) if kind == 1 else
              np.where(np.arange(d) % 2 == 0, -128, 127) if kind == 2 else np.full(d, 5) + (np.arange(d) == 3) if
              kind == 3 else rng.integers(-3, 4, d))
-        s = [29, 2, 3, 20, 31, 30, 25, 1][i % 8]
+        s = 1 + i % 31  # every output shift: the copies of the loop for 20 to 31, the general one below
         eps = [55, 1, 2**20, 2**40, 2**61][(i // 7) % 5] if i % 3 else 55
         g_max, b_max = min(2 ** (s + 1), 2**31 - 1), 2 ** (s + 28)
         if i % 4 == 0:  # at the bounds

@@ -133,34 +133,64 @@ static HYDRA_ALWAYS_INLINE int8_t clamp_s8_half(int32_t t)
  * s+30 of A's two words, and t + 1 + 2 zy stays in int32. The halving and the clamp are one SSAT on the M7.
  * c 2^(32-n) = D x 2^(32-n) - (D zx + S1) 2^(32-n) is one multiply-add in 32-bit arithmetic modulo 2^32: the result
  * is below 2^28 (layernorm_row_short_shifts' bound), so the wrap of its terms does not show. */
-static void layernorm_row_narrow(const hydra_layernorm_params *params, const int8_t *x, int8_t *y, int32_t s1,
-                                 int32_t inv, int32_t z_shift)
+static HYDRA_ALWAYS_INLINE void narrow_row_at(const hydra_layernorm_params *params, const int8_t *x, int8_t *y,
+                                              int32_t s1, int32_t inv, int32_t z_shift, int32_t down)
 {
     const int32_t D = params->dim, zx = params->input_zero_point, zy = params->output_zero_point;
-    const int32_t down = params->output_shift - 1; /* in [1, 30] */
     const int32_t *gamma = params->gamma;
     const int64_t *beta = params->beta;
     const int32_t up = 32 - z_shift;
     const uint32_t scale = (uint32_t)D << up, neg_offset = 0u - ((uint32_t)(D * zx + s1) << up); /* modulo 2^32 */
-    const int32_t round = 1 + 2 * zy;
+    const uint32_t round = (uint32_t)(1 + 2 * zy);
     for (int32_t i = 0; i < D; i++) {
 #ifdef HYDRA_LAYERNORM_M7
         /* MLA and SMLAL spelt out: GCC otherwise turns the first into MUL and SUB and loads the int64 in halves */
         int32_t c;
         __asm__("mla %0, %1, %2, %3" : "=r"(c) : "r"((int32_t)x[i]), "r"(scale), "r"(neg_offset));
         const int32_t z = hydra_mul_high_round(c, inv);
-        int64_t acc = beta[i];
-        __asm__("smlal %Q0, %R0, %1, %2" : "+r"(acc) : "r"(z), "r"(gamma[i]));
-        const uint64_t a = (uint64_t)acc;
+        const uint64_t b = (uint64_t)beta[i];
+        uint32_t lo = (uint32_t)b, hi = (uint32_t)(b >> 32);
+        __asm__("smlal %0, %1, %2, %3" : "+r"(lo), "+r"(hi) : "r"(z), "r"(gamma[i]));
 #else
         const int32_t c = hydra_s32_from_bits((uint32_t)(int32_t)x[i] * scale + neg_offset);
         const int32_t z = hydra_mul_high_round(c, inv);
         const uint64_t a = (uint64_t)((int64_t)z * gamma[i] + beta[i]); /* modular: the same bits */
+        const uint32_t lo = (uint32_t)a, hi = (uint32_t)(a >> 32);
 #endif
-        /* bits down .. down + 31 of a: LSR, LSL, ORR */
-        const uint32_t t = ((uint32_t)a >> down) | ((uint32_t)(a >> 32) << (32 - down));
-        y[i] = clamp_s8_half(hydra_s32_from_bits(t) + round);
+        /* bits down .. down + 31 of a, plus the rounding constant, modulo 2^32 (the true sum fits int32): the two
+         * shifted words occupy disjoint bits, so OR is ADD, and with a constant down each is one ADD with a
+         * shifted operand */
+        uint32_t t = round + (lo >> down);
+#ifdef HYDRA_LAYERNORM_M7
+        __asm__("" : "+r"(t)); /* keeps GCC from reassociating the two ADDs (it would add a MOV) */
+#endif
+        t += hi << (32 - down);
+        y[i] = clamp_s8_half(hydra_s32_from_bits(t));
     }
+}
+
+/* narrow_row_at with s - 1 a constant for the output shifts that calibration gives (s = 20 + G, G in [0, 11]) on
+ * the M7, where an immediate shift is part of an ADD (one copy per shift, about 100 bytes each); any other shift,
+ * and every shift elsewhere, in one copy. */
+static void layernorm_row_narrow(const hydra_layernorm_params *params, const int8_t *x, int8_t *y, int32_t s1,
+                                 int32_t inv, int32_t z_shift)
+{
+    const int32_t down = params->output_shift - 1; /* in [1, 30] */
+#ifdef HYDRA_LAYERNORM_M7
+#define HYDRA_NARROW_AT(n)                                   \
+    case n:                                                  \
+        narrow_row_at(params, x, y, s1, inv, z_shift, n);    \
+        return;
+    switch (down) {
+        HYDRA_NARROW_AT(19) HYDRA_NARROW_AT(20) HYDRA_NARROW_AT(21) HYDRA_NARROW_AT(22) HYDRA_NARROW_AT(23)
+        HYDRA_NARROW_AT(24) HYDRA_NARROW_AT(25) HYDRA_NARROW_AT(26) HYDRA_NARROW_AT(27) HYDRA_NARROW_AT(28)
+        HYDRA_NARROW_AT(29) HYDRA_NARROW_AT(30)
+    default:
+        break;
+    }
+#undef HYDRA_NARROW_AT
+#endif
+    narrow_row_at(params, x, y, s1, inv, z_shift, down);
 }
 
 /* S1 = sum (x - zx) and S2 = sum (x - zx)^2 of a row: |xi| <= 255 and D <= 4096 keep both inside int32. On the M7
