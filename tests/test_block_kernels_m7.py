@@ -319,8 +319,9 @@ def test_layernorm_on_the_m7_narrow(tmp_path):
     """layernorm's M7 paths: the row sums four bytes a word (USADA8, SXTB16/SMLAD; every D from 1 to 8, 64 and 67,
     zero points at both ends, flat and extreme rows) and the narrow output (MLA, SMMULR, SMLAL, the shift on two words,
     SSAT with ASR #1; a copy of the loop per output shift from 20 to 31) where the compiler's narrow_output holds:
-    gamma and beta at its bounds (and the saturated outputs they give), every output shift from 2 to 31, eps from 1 to 2^61 (z's shift from 11 to 41: the rows whose z takes
-    the general loop); and _check refusing the flag where a bound fails, against the reference."""
+    gamma and beta at its bounds (and the saturated outputs they give), every output shift from 2 to 31, eps from 1
+    to 2^61 (z's shift from 11 to 41: the rows whose z takes the general loop); and _check refusing the flag where a
+    bound fails (and for an output shift of 1), against the reference."""
     from hydra_edge.ops.layernorm import int_ref, narrow_output
 
     rng = np.random.default_rng(31)

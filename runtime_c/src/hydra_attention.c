@@ -258,7 +258,8 @@ hydra_status hydra_attention_apply_s8(const hydra_attention_params *params, cons
         short_form = (uint32_t)kv[d] + ((UINT32_C(1) << 23) - 1) < (UINT32_C(1) << 24); /* -2^23 < kv <= 2^23 */
     if (short_form) {
         for (int32_t t = 0; t < rows; t++)
-            apply_row_short(q + (size_t)t * (size_t)D, kv, zq, zy, D, multiplier, -shift, output + (size_t)t * (size_t)D);
+            apply_row_short(q + (size_t)t * (size_t)D, kv, zq, zy, D, multiplier, -shift,
+                            output + (size_t)t * (size_t)D);
         return HYDRA_OK;
     }
 
