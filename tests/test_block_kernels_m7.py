@@ -427,3 +427,52 @@ def test_patch_embed_on_the_m7(rounding, tmp_path):
         assert result.ok, (k, d, result.mismatches)
         portable = runner.run(folder, xs.reshape(len(xs), -1), extra_cppflags=PORTABLE_CPPFLAGS)
         assert np.array_equal(portable, reference_outputs(g, xs).reshape(portable.shape)), (k, d)
+
+
+# ---- mean_pool -----------------------------------------------------------------------------------------------
+
+MP_T, MP_D = 9, 67
+MP_PROBE = """    int32_t h[8];
+    static int8_t x[%(t)d * %(d)d];
+    static int32_t acc[%(d)d];
+    memcpy(h, input, sizeof h);
+    memcpy(x, input + sizeof h, sizeof x);
+    const hydra_mean_pool_params p = {.tokens = h[0], .dim = h[1], .input_zero_point = h[2], .multiplier = h[3],
+                                      .shift = h[4], .output_zero_point = h[5], .single_rounding = h[6]};
+    int status = (int)hydra_mean_pool_s8(&p, x, output);
+    hydra_mean_pool_begin_s8(&p, acc);
+    for (int32_t t = 0; t < h[0] && status == 0; t += h[7]) /* groups of h[7] rows, the last one shorter */
+        status = (int)hydra_mean_pool_accumulate_s8(&p, x + t * h[1], h[0] - t < h[7] ? h[0] - t : h[7], acc);
+    if (status == 0)
+        status = (int)hydra_mean_pool_finish_s8(&p, acc, output + %(d)d);
+    return status;""" % {"t": MP_T, "d": MP_D}
+
+
+def test_mean_pool_on_the_m7(tmp_path):
+    """mean_pool's M7 accumulation (two rows at a time, four features a word: SXTB16, SXTAB16, SSUB16, SXTAH) and its
+    tails (an odd row in a group, D % 4), in groups of 1 to 4 rows and whole, zero points at both ends, rows all at one
+    end (the widest lanes), against the reference."""
+    from hydra_edge.ops.mean_pool import int_ref
+
+    rng = np.random.default_rng(41)
+    rows, cases = [], []
+    for i in range(60):
+        t, d = [(9, 67), (2, 4), (3, 5), (4, 64), (1, 3), (5, 8)][i % 6]
+        zx = [-128, 127, 0, 5][i % 4] if i < 20 else int(rng.integers(-128, 128))
+        x = rng.integers(-128, 128, (t, d)) if i % 3 else np.full((t, d), 127 if zx < 0 else -128)
+        m, shift = int(rng.integers(2**30, 2**31)), int(rng.integers(-5, 0))  # sums of up to 9 rows into int8
+        if i % 7 == 3:  # rows close to the zero point at a scale near 1: every unit of the sums shows
+            x, shift = np.clip(zx + rng.integers(-3, 4, (t, d)), -128, 127), 0
+        head = np.array([t, d, zx, m, shift, int(rng.integers(-128, 128)), i % 5 == 4, [1, 2, 3, 4][i % 4]], np.int32)
+        xs = np.zeros(MP_T * MP_D, np.int8)
+        xs[:t * d] = x.ravel()
+        rows.append(np.concatenate([head.view(np.int8), xs]))
+        cases.append((x.astype(np.int8), head))
+    folder = probe_folder(tmp_path / "mp", "stm32f746", MP_PROBE, len(rows[0]), 2 * MP_D,
+                          sources=("hydra_mean_pool.c",))
+    got = _both_builds(folder, np.stack(rows))
+    for out, (x, (t, d, zx, m, shift, zy, single, group)) in zip(got, cases):
+        node = Node("mean", "mean_pool", ["x"], ["y"], {"in_zp": zx, "multiplier": m, "shift": shift, "out_zp": zy})
+        want = int_ref(node, x, "single" if single else "double")
+        np.testing.assert_array_equal(out[:d], want, err_msg=str((t, d, zx, group)))
+        np.testing.assert_array_equal(out[MP_D:MP_D + d], want, err_msg=str((t, d, zx, group)))

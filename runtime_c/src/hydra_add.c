@@ -110,8 +110,9 @@ static HYDRA_ALWAYS_INLINE void add_right_only_elements(const hydra_add_params *
         add_elements(pr, a, b, output, single_rounding, 1, 0);
         return;
     }
-    hydra_add_params swapped = *pr;
+    hydra_add_params swapped;
     if (b_halved) {
+        swapped = *pr;
         swapped.a_zero_point = pr->b_zero_point;
         swapped.a_multiplier = pr->b_multiplier;
         swapped.a_shift = pr->b_shift;
@@ -121,12 +122,13 @@ static HYDRA_ALWAYS_INLINE void add_right_only_elements(const hydra_add_params *
         const int8_t *t = a;
         a = b;
         b = t;
+        pr = &swapped;
     }
     if (!single_rounding && pr->left_shift == HYDRA_ADD_LEFT_SHIFT && pr->output_shift < 0 &&
         pr->output_shift >= -HYDRA_ADD_FOLDED_MAX_RIGHT)
-        add_halved_double(&swapped, a, b, output);
+        add_halved_double(pr, a, b, output);
     else
-        add_elements(&swapped, a, b, output, single_rounding, 1, 1);
+        add_elements(pr, a, b, output, single_rounding, 1, 1);
 }
 
 /* Whether hydra_requantize_right serves all three requantisations: |x - z| 2^left_shift <= 255 * 2^21 < 2^29,
