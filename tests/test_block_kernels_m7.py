@@ -269,12 +269,12 @@ def test_hydra_attention_on_the_m7(tmp_path):
         add(t, d, zq, 0, 0, 0, m, shift, zy, int(i >= len(edge_cases)), 1, q, np.zeros((t, d)), np.zeros((t, d)),
             kv)
     # small states, so that the outputs stay in range and the output's rounding ties (y odd and negative for a
-    # shift of 1) show; random rows
+    # shift of 1) show; random rows; multipliers at and below 2^30 (the short form needs M >= 2^30)
     for i in range(24):
         d = [3, 4, 64, 67][i % 4]
         t, zq = int(rng.integers(1, ATT_T + 1)), int(rng.integers(-128, 128))
         q = rng.integers(-128, 128, (t, d))
-        add(t, d, zq, 0, 0, 0, [2**30, 2**31 - 1, 1697860045][i % 3], [-1, -2, -3][(i // 3) % 3],
+        add(t, d, zq, 0, 0, 0, [2**30, 2**31 - 1, 1697860045, 2**30 - 1, 0][i % 5], [-1, -2, -3][(i // 3) % 3],
             [0, -3, 100][i % 3], int(i % 8 == 7), 1, q, np.zeros((t, d)), np.zeros((t, d)), rng.integers(-6, 7, d))
 
     folder = probe_folder(tmp_path / "att", "stm32f746", ATT_PROBE, len(rows[0]), ATT_T * ATT_D + 4 * ATT_D,

@@ -157,14 +157,22 @@ static void accumulate_row(const int8_t *k, const int8_t *v, int32_t zk, int32_t
 }
 
 /* y = clamp(zy + requant(phi * kv)) where the kernel has checked that the short form holds for every product and
- * that the output's right shift r is in [1, 23]: double rounding, 0 <= M < 2^31, every kv in (-2^23, 2^23], so
+ * that the output's right shift r is in [1, 23]: double rounding, 2^30 <= M < 2^31, every kv in (-2^23, 2^23], so
  * t = phi kv is in [-2^30, 2^30) (phi in [-128, 127]) and 2 t fits int32. SRDHM(t, M) is then mul_high_round(2 t, M)
  * (|y| <= 2^30), RDBPOT(y, r) + zy = floor((y + 2^(r-1) + zy 2^r - [y < 0]) / 2^r), and zy 2^r + 2^(r-1) + y stays
- * inside int32 for r <= 23 (127 2^23 + 2^22 + 2^30 < 2^31; -128 2^23 - 2^30 - 1 >= -2^31). */
+ * inside int32 for r <= 23 (127 2^23 + 2^22 + 2^30 < 2^31; -128 2^23 - 2^30 - 1 >= -2^31).
+ * On the M7 the doubling rides in the multiplier: m2 = 2 M - 2^32 (an int32, as M >= 2^30), and SMMLAR(t, m2, t) =
+ * t + floor((t m2 + 2^31) / 2^32) = floor((2 t M + 2^31) / 2^32), the same y in one instruction. */
 static HYDRA_ALWAYS_INLINE int8_t apply_one(int32_t phi, int32_t kv, int32_t multiplier, int32_t round, int32_t r)
 {
+#ifdef HYDRA_ATTENTION_M7
+    const int32_t t = phi * kv, m2 = multiplier; /* the caller passes m2 here */
+    int32_t y;
+    __asm__("smmlar %0, %1, %2, %1" : "=r"(y) : "r"(t), "r"(m2));
+#else
     const int32_t t2 = hydra_s32_from_bits((uint32_t)(phi * kv) << 1);
     const int32_t y = hydra_mul_high_round(t2, multiplier);
+#endif
     return hydra_clamp_s8(hydra_floor_div_pow2_s32(y + round - (y < 0 ? 1 : 0), r));
 }
 
@@ -183,6 +191,7 @@ static void apply_row_short(const int8_t *q, const int32_t *kv, int32_t zq, int3
     const int32_t round = (INT32_C(1) << (r - 1)) + zy * (INT32_C(1) << r);
     int32_t d = 0;
 #ifdef HYDRA_ATTENTION_M7
+    multiplier = hydra_s32_from_bits((uint32_t)multiplier << 1); /* m2 of apply_one */
     const int32_t zq2 = halves(zq);
     const int32_t inv = sc.inv, half = INT32_C(1) << (sc.n - 17), down = sc.n - 16;
     for (; d + 4 <= dim; d += 4) {
@@ -253,9 +262,13 @@ hydra_status hydra_attention_apply_s8(const hydra_attention_params *params, cons
     const int32_t multiplier = params->multiplier, shift = params->shift, single = params->single_rounding;
 
     /* The short requantisation (apply_one) where its conditions hold for this state: checked once per call. */
-    int short_form = !single && multiplier >= 0 && shift <= -1 && shift >= -23;
-    for (int32_t d = 0; d < D && short_form; d++)
-        short_form = (uint32_t)kv[d] + ((UINT32_C(1) << 23) - 1) < (UINT32_C(1) << 24); /* -2^23 < kv <= 2^23 */
+    int short_form = !single && multiplier >= (INT32_C(1) << 30) && shift <= -1 && shift >= -23;
+    if (short_form) { /* every kv in (-2^23, 2^23]: kv + 2^23 - 1 in [0, 2^24) as a uint32, so their OR is too */
+        uint32_t any = 0;
+        for (int32_t d = 0; d < D; d++)
+            any |= (uint32_t)kv[d] + ((UINT32_C(1) << 23) - 1);
+        short_form = any < (UINT32_C(1) << 24);
+    }
     if (short_form) {
         for (int32_t t = 0; t < rows; t++)
             apply_row_short(q + (size_t)t * (size_t)D, kv, zq, zy, D, multiplier, -shift,
