@@ -106,18 +106,20 @@ LUT_PROBE = """    static int8_t x[263];
     return status;"""
 
 
-def test_lut_on_the_m7(tmp_path):
-    """hydra_lut_s8's four-a-turn loop and its tail: every length from 1 to 7 and 256 + 7, apart and in place, all 256
-    inputs against random tables (the bytes past the length untouched)."""
+@pytest.mark.parametrize("board", ["stm32f746", "jetson-orin"])
+def test_lut_on_the_m7(board, tmp_path):
+    """hydra_lut_s8's four-a-turn loop and its tail (and aarch64's 16 lanes by TBL/TBX): every length from 1 to 7,
+    15 to 17 and 256 + 7, apart and in place, all 256 inputs against random tables (the bytes past the length
+    untouched)."""
     rng = np.random.default_rng(5)
     rows, cases = [], []
-    for n in [1, 2, 3, 4, 5, 6, 7, 263, -1, -3, -4, -7, -263]:
+    for n in [1, 2, 3, 4, 5, 6, 7, 15, 16, 17, 263, -1, -3, -4, -7, -16, -17, -263]:
         table = rng.integers(-128, 128, 256).astype(np.int8)
         x = np.concatenate([np.arange(-128, 128), rng.integers(-128, 128, 7)]).astype(np.int8)
         rng.shuffle(x)
         rows.append(np.concatenate([table, np.array([n], np.int32).view(np.int8), x]))
         cases.append((table, n, x))
-    folder = probe_folder(tmp_path / "lut", "stm32f746", LUT_PROBE, len(rows[0]), 263, sources=("hydra_lut.c",))
+    folder = probe_folder(tmp_path / "lut", board, LUT_PROBE, len(rows[0]), 263, sources=("hydra_lut.c",))
     got = _both_builds(folder, np.stack(rows))
     for out, (table, n, x) in zip(got, cases):
         m = abs(n)
