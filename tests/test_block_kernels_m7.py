@@ -320,17 +320,20 @@ LN_PROBE = """    int32_t h[5];
     const hydra_layernorm_params p = {.tokens = 1, .dim = h[4], .input_zero_point = h[0], .eps = eps,
                                       .gamma = gamma, .beta = beta, .output_shift = h[2], .output_zero_point = h[1],
                                       .narrow_output = h[3]};
+    memset(output, 0, 1 + %(d)d); /* a refused call writes nothing */
     output[0] = (int8_t)hydra_layernorm_s8(&p, x, output + 1); /* the status: a refused flag is a result here */
     return 0;""" % {"d": LN_D}
 
 
-def test_layernorm_on_the_m7_narrow(tmp_path):
+@pytest.mark.parametrize("board", ["stm32f746", "jetson-orin"])
+def test_layernorm_on_the_m7_narrow(board, tmp_path):
     """layernorm's M7 paths: the row sums four bytes a word (USADA8, SXTB16/SMLAD; every D from 1 to 8, 64 and 67,
     zero points at both ends, flat and extreme rows) and the narrow output (MLA, SMMULR, SMLAL, the shift on two words,
     SSAT with ASR #1; a copy of the loop per output shift from 20 to 31) where the compiler's narrow_output holds:
     gamma and beta at its bounds (and the saturated outputs they give), every output shift from 2 to 31, eps from 1
     to 2^61 (z's shift from 11 to 41: the rows whose z takes the general loop); and _check refusing the flag where a
-    bound fails (and for an output shift of 1), against the reference."""
+    bound fails (and for an output shift of 1), against the reference. Also without the flag at the spec's widest
+    shifts (0, 32, 40, 62), gamma and beta: on aarch64 every row takes the int64 NEON lanes (and its D % 8 tail)."""
     from hydra_edge.ops.layernorm import int_ref, narrow_output
 
     rng = np.random.default_rng(31)
@@ -365,7 +368,12 @@ def test_layernorm_on_the_m7_narrow(tmp_path):
             want_status = 1
         else:
             want_status = 0
-        head = np.array([zx, zy, s, 1, d], np.int32).tobytes() + np.array([eps], np.int64).tobytes()
+        narrow = 1
+        if i % 13 == 7:  # no flag, the spec's widest shifts and constants
+            s, narrow, want_status = [0, 32, 40, 62][(i // 13) % 4], 0, 0
+            gamma = rng.integers(-(2**31) + 1, 2**31, d)
+            beta = rng.integers(-(2**62), 2**62, d, dtype=np.int64, endpoint=True)
+        head = np.array([zx, zy, s, narrow, d], np.int32).tobytes() + np.array([eps], np.int64).tobytes()
         xs = np.zeros(LN_D, np.int8)
         xs[:d] = x
         g = np.zeros(LN_D, np.int32)
@@ -374,7 +382,7 @@ def test_layernorm_on_the_m7_narrow(tmp_path):
         b[:d] = beta
         rows.append(np.frombuffer(head + xs.tobytes() + g.tobytes() + b.tobytes(), np.int8))
         cases.append((x.astype(np.int8), gamma.astype(np.int32), beta, zx, zy, s, eps, d, want_status))
-    folder = probe_folder(tmp_path / "ln", "stm32f746", LN_PROBE, len(rows[0]), 1 + LN_D,
+    folder = probe_folder(tmp_path / "ln", board, LN_PROBE, len(rows[0]), 1 + LN_D,
                           sources=("hydra_layernorm.c",))
     got = _both_builds(folder, np.stack(rows))
     for out, (x, gamma, beta, zx, zy, s, eps, d, want_status) in zip(got, cases):

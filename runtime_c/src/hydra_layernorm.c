@@ -65,13 +65,13 @@ static HYDRA_ALWAYS_INLINE int32_t shift_down_saturating(int64_t v, int32_t n)
     return top < 0 ? INT32_MIN : INT32_MAX;
 }
 
-/* One token by the spec's formulas, for any shifts the check allows. */
+/* One token by the spec's formulas, for any shifts the check allows (elements from .. D - 1). */
 static void layernorm_row(const hydra_layernorm_params *params, const int8_t *x, int8_t *y, int32_t s1, int32_t inv,
-                          int32_t P)
+                          int32_t P, int32_t from)
 {
     const int32_t D = params->dim, zx = params->input_zero_point, zy = params->output_zero_point;
     const int32_t out_shift = params->output_shift;
-    for (int32_t i = 0; i < D; i++) {
+    for (int32_t i = from; i < D; i++) {
         const int32_t xi = x[i] - zx; /* read x[i] before y[i] is written: in place is fine */
         /* |D xi - S1| < 2^21 (int32, so one 32 x 32 multiply) and inv < 2^31;
          * |z| <= sqrt(D) * 2^20 <= 2^26 fits int32 */
@@ -111,6 +111,47 @@ static void layernorm_row_short_shifts(const hydra_layernorm_params *params, con
 #define HYDRA_LAYERNORM_M7 1
 #include <arm_acle.h>
 #include <string.h> /* memcpy (the words), on this target only */
+#endif
+
+#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__aarch64__) && defined(__ARM_NEON)
+#define HYDRA_LAYERNORM_NEON 1
+#include <arm_neon.h>
+
+/* Every row by the spec's formulas in int64 lanes, eight elements a turn (aarch64), for any shifts the check allows:
+ * c = D x - (D zx + S1) (int32: below 2^21), z = round_shift(c inv, 41 - P) as SMULL to int64 and SRSHL by -(41 - P)
+ * (SRSHL's rounding shift is floor((v + 2^(n-1)) / 2^n), formed without overflow), narrowed (|z| <= 2^26),
+ * a = z gamma_q + beta_q by SMLAL into int64 lanes (no overflow: the check's bounds), round_shift(a, out_shift) by
+ * SRSHL again (a shift of 0 leaves a), then zy added and the clamp by saturating narrows (SQXTN to int32 and int16,
+ * SQADD of zy in int16, SQXTN to int8: a value past int16 is past int8 either way). The tail: layernorm_row. */
+static void layernorm_row_neon(const hydra_layernorm_params *params, const int8_t *x, int8_t *y, int32_t s1,
+                               int32_t inv, int32_t P)
+{
+    const int32_t D = params->dim, zx = params->input_zero_point;
+    const int64x2_t neg_n = vdupq_n_s64(-(41 - P)), neg_s = vdupq_n_s64(-params->output_shift);
+    const int32x4_t neg_offset = vdupq_n_s32(-(D * zx + s1));
+    const int32x4_t inv4 = vdupq_n_s32(inv);
+    const int16x8_t zy = vdupq_n_s16((int16_t)params->output_zero_point);
+    const int32_t *gamma = params->gamma;
+    const int64_t *beta = params->beta;
+    int32_t i = 0;
+    for (; i + 8 <= D; i += 8) {
+        const int16x8_t x8 = vmovl_s8(vld1_s8(x + i)); /* read before y is written: in place is fine */
+        int32x4_t r[2];
+        for (int h = 0; h < 2; h++) {
+            const int32x4_t c = vmlaq_n_s32(neg_offset, h ? vmovl_high_s16(x8) : vmovl_s16(vget_low_s16(x8)), D);
+            const int64x2_t z_lo = vrshlq_s64(vmull_s32(vget_low_s32(c), vget_low_s32(inv4)), neg_n);
+            const int64x2_t z_hi = vrshlq_s64(vmull_high_s32(c, inv4), neg_n);
+            const int32x4_t z = vmovn_high_s64(vmovn_s64(z_lo), z_hi);
+            const int32x4_t g = vld1q_s32(gamma + i + 4 * h);
+            const int64x2_t a_lo = vmlal_s32(vld1q_s64(beta + i + 4 * h), vget_low_s32(z), vget_low_s32(g));
+            const int64x2_t a_hi = vmlal_high_s32(vld1q_s64(beta + i + 4 * h + 2), z, g);
+            r[h] = vqmovn_high_s64(vqmovn_s64(vrshlq_s64(a_lo, neg_s)), vrshlq_s64(a_hi, neg_s));
+        }
+        const int16x8_t v = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(r[0]), r[1]), zy);
+        vst1_s8(y + i, vqmovn_s16(v));
+    }
+    layernorm_row(params, x, y, s1, inv, P, i); /* the last D % 8 elements */
+}
 #endif
 
 /* clamp(floor(t / 2), -128, 127): one SSAT with its operand shifted where the target has it. */
@@ -218,6 +259,24 @@ static void row_sums(const int8_t *x, int32_t D, int32_t zx, int32_t *s1_out, in
     *s1_out = sx - D * zx;
     *s2_out = sxx - 2 * zx * sx + D * zx * zx;
     return;
+#elif defined(HYDRA_LAYERNORM_NEON)
+    /* The raw sums sixteen bytes a turn (SADDLP / SADALP for sum x; SMULL of the bytes to int16, |x^2| <= 2^14, then
+     * SADALP for sum x^2), then S1 and S2 as on the M7 above: the same integers. */
+    int32x4_t vx = vdupq_n_s32(0), vxx = vdupq_n_s32(0);
+    for (; i + 16 <= D; i += 16) {
+        const int8x16_t w = vld1q_s8(x + i);
+        vx = vpadalq_s16(vx, vpaddlq_s8(w));
+        vxx = vpadalq_s16(vxx, vmull_s8(vget_low_s8(w), vget_low_s8(w)));
+        vxx = vpadalq_s16(vxx, vmull_high_s8(w, w));
+    }
+    int32_t sx = vaddvq_s32(vx), sxx = vaddvq_s32(vxx);
+    for (int32_t j = i; j < D; j++) {
+        sx += x[j];
+        sxx += x[j] * x[j];
+    }
+    *s1_out = sx - D * zx;
+    *s2_out = sxx - 2 * zx * sx + D * zx * zx;
+    return;
 #else
     int32_t s1 = 0, s2 = 0;
     for (; i < D; i++) {
@@ -253,12 +312,16 @@ hydra_status hydra_layernorm_rows_s8(const hydra_layernorm_params *params, const
         int32_t inv, P;
         hydra_inv_sqrt(v, &inv, &P);
         const int32_t z_shift = 41 - P;
+#ifdef HYDRA_LAYERNORM_NEON
+        layernorm_row_neon(params, x, y, s1, inv, P);
+        continue;
+#endif
         if (z_shift <= 32 && params->narrow_output)
             layernorm_row_narrow(params, x, y, s1, inv, z_shift);
         else if (z_shift <= 32 && out_shift >= 1 && out_shift <= 31)
             layernorm_row_short_shifts(params, x, y, s1, inv, z_shift);
         else
-            layernorm_row(params, x, y, s1, inv, P);
+            layernorm_row(params, x, y, s1, inv, P, 0);
     }
     return HYDRA_OK;
 }
