@@ -98,6 +98,7 @@ LUT_PROBE = """    static int8_t x[263];
     memcpy(table, input, 256);
     memcpy(&n, input + 256, 4);
     memcpy(x, input + 260, 263);
+    memset(output, 0, 263); /* the bytes past the length stay 0 in every build */
     int8_t *out = n < 0 ? x : output; /* n < 0: in place, over -n elements */
     const hydra_lut_params p = {.size = n < 0 ? -n : n, .table = table};
     const int status = (int)hydra_lut_s8(&p, x, out);
@@ -183,6 +184,7 @@ ATT_PROBE = """    int32_t h[11];
     memcpy(h, input, sizeof h);
     const int32_t T = h[0], D = h[1];
     const int8_t *at = input + sizeof h;
+    memset(output, 0, sizeof q + sizeof kv); /* the bytes past T x D stay 0 in every build */
     memcpy(q, at, sizeof q);
     memcpy(k, at + sizeof q, sizeof k);
     memcpy(v, at + 2 * sizeof q, sizeof v);
@@ -229,13 +231,17 @@ def _attention_rows(rng: np.random.Generator, t: int, d: int, z: int, kind: int)
     return rows.astype(np.int8)
 
 
-def test_hydra_attention_on_the_m7(tmp_path):
+@pytest.mark.parametrize("board", ["stm32f746", "jetson-orin"])
+def test_hydra_attention_on_the_m7(board, tmp_path):
     """Hydra attention's M7 paths (four features a word: SSUB16 pairs, SMLAD for the sums of squares, SMLAW for phi,
     SMLAB into the state; the short requantisation of the output) and their tails: D from 1 to 67, zero rows, rows
     whose phi clamps at -128 and 127, the largest sums of squares, zero points at both ends, kv_shift up to 8; then
     apply on given states at the short form's bounds (kv at -2^23, -2^23 + 1 and 2^23 beside a phi of -128; the
-    output shift from 1 to 23 and past it; both roundings; M at its ends)."""
-    from hydra_edge.ops.hydra_attention import apply_state, int_ref, kv_state
+    output shift from 1 to 23 and past it; both roundings; M at its ends). On aarch64 the same cases take the NEON
+    lanes (eight features a turn: SMLAL of phi into the state, hydra_requantize_x4 for the outputs) and tails."""
+    from hydra_edge.numerics.fixedpoint import requantize
+    from hydra_edge.ops.base import clamp_s8
+    from hydra_edge.ops.hydra_attention import apply_state, int_ref, kv_state, phi
 
     rng = np.random.default_rng(8)
     rows, cases = [], []
@@ -266,7 +272,10 @@ def test_hydra_attention_on_the_m7(tmp_path):
                   (-23, -128, -(2**23) + 1, 2**31 - 1), (-24, -128, -(2**23) + 1, 2**31 - 1),
                   (-24, 127, 2**23, 2**31 - 1), (-24, 127, -(2**23) + 1, 2**31 - 1), (-12, -3, 2**23 + 1, 1697860045),
                   (-12, 0, -(2**23) - 1, 1697860045), (-31, 5, 2**23, 2**31 - 1), (0, 0, 2**23, 2**30),
-                  (5, 0, 100, 2**30), (-13, 4, -(2**23), 0)]
+                  (5, 0, 100, 2**30), (-13, 4, -(2**23), 0),
+                  # states past any short form: products that overflow int32 (the general path saturates them)
+                  (-20, 0, 2**30, 2**30), (-20, 0, -(2**31), 2**31 - 1), (-20, 5, 2**31 - 1, 2**30),
+                  (-20, 0, -(2**24), 2**30), (-20, 0, 2**24 + 1, 2**30)]
     for i, (shift, zy, edge, m) in enumerate(edge_cases * 2):
         d = [1, 4, 5, 67][i % 4]
         t, zq = ATT_T, [-100, 0, 9, 126][i % 4]
@@ -286,7 +295,7 @@ def test_hydra_attention_on_the_m7(tmp_path):
         add(t, d, zq, 0, 0, 0, [2**30, 2**31 - 1, 1697860045, 2**30 - 1, 0][i % 5], [-1, -2, -3][(i // 3) % 3],
             [0, -3, 100][i % 3], int(i % 8 == 7), 1, q, np.zeros((t, d)), np.zeros((t, d)), rng.integers(-6, 7, d))
 
-    folder = probe_folder(tmp_path / "att", "stm32f746", ATT_PROBE, len(rows[0]), ATT_T * ATT_D + 4 * ATT_D,
+    folder = probe_folder(tmp_path / "att", board, ATT_PROBE, len(rows[0]), ATT_T * ATT_D + 4 * ATT_D,
                           sources=("hydra_attention.c",))
     got = _both_builds(folder, np.stack(rows))
     for out, (t, d, zq, zk, zv, kv_shift, m, shift, zy, single, mode, q, k, v, kv) in zip(got, cases):
@@ -300,8 +309,11 @@ def test_hydra_attention_on_the_m7(tmp_path):
             np.testing.assert_array_equal(y, int_ref(node, q, k, v, rounding), err_msg=what)
             state = out[ATT_T * ATT_D:].view(np.int32)[:d]
             np.testing.assert_array_equal(state, kv_state(node, k, v), err_msg=what)
-        else:
+        elif np.abs(kv).max() <= 2**23:  # the spec's states (kv_shift's bound)
             np.testing.assert_array_equal(y, apply_state(node, q, kv, rounding), err_msg=what)
+        else:  # past the spec's bound the kernel saturates each product to int32 (never wraps)
+            prod = np.clip(phi(q, zq) * kv.astype(np.int64), -(2**31), 2**31 - 1)
+            np.testing.assert_array_equal(y, clamp_s8(zy + requantize(prod, m, shift, rounding)), err_msg=what)
 
 
 # ---- layernorm -------------------------------------------------------------------------------------------------
@@ -454,6 +466,7 @@ MP_PROBE = """    int32_t h[8];
     static int32_t acc[%(d)d];
     memcpy(h, input, sizeof h);
     memcpy(x, input + sizeof h, sizeof x);
+    memset(output, 0, 2 * %(d)d);
     const hydra_mean_pool_params p = {.tokens = h[0], .dim = h[1], .input_zero_point = h[2], .multiplier = h[3],
                                       .shift = h[4], .output_zero_point = h[5], .single_rounding = h[6]};
     int status = (int)hydra_mean_pool_s8(&p, x, output);

@@ -47,10 +47,24 @@ static inline int32_t halves(int32_t z)
 }
 #endif
 
+#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__aarch64__) && defined(__ARM_NEON)
+#define HYDRA_ATTENTION_NEON 1 /* eight features a turn in NEON lanes (aarch64) */
+#include <arm_neon.h>
+#endif
+
 /* ss = sum_i (r[i] - z)^2 of one row: at most 2^15 features of |xi| <= 255, below 2^31. */
 static int32_t sum_squares(const int8_t *row, int32_t z, int32_t dim)
 {
     int32_t ss = 0, i = 0;
+#ifdef HYDRA_ATTENTION_NEON
+    const int16x8_t z8 = vdupq_n_s16((int16_t)z);
+    int32x4_t acc = vdupq_n_s32(0);
+    for (; i + 8 <= dim; i += 8) {
+        const int16x8_t x = vsubq_s16(vmovl_s8(vld1_s8(row + i)), z8); /* |xi| <= 255 */
+        acc = vmlal_high_s16(vmlal_s16(acc, vget_low_s16(x), vget_low_s16(x)), x, x);
+    }
+    ss = vaddvq_s32(acc);
+#endif
 #ifdef HYDRA_ATTENTION_M7
     const int32_t z2 = halves(z);
     for (; i + 4 <= dim; i += 4) {
@@ -112,6 +126,23 @@ static HYDRA_ALWAYS_INLINE int32_t phi_top(int32_t pair, int32_t inv, int32_t ha
 }
 #endif
 
+#ifdef HYDRA_ATTENTION_NEON
+/* phi_one of eight features (int16 lanes, |xi| <= 255): SMULL to int64 lanes, SRSHL by -n (round_shift: SRSHL's
+ * rounding shift is floor((v + 2^(n-1)) / 2^n)), narrowed (|phi| <= 129 before the clamp) and clamped to int8's
+ * range, as int16 lanes. */
+static HYDRA_ALWAYS_INLINE int16x8_t phi_x8(int16x8_t xi, int32x4_t inv4, int64x2_t neg_n)
+{
+    const int32x4_t lo = vmovl_s16(vget_low_s16(xi)), hi = vmovl_high_s16(xi);
+    const int64x2_t p0 = vrshlq_s64(vmull_s32(vget_low_s32(lo), vget_low_s32(inv4)), neg_n);
+    const int64x2_t p1 = vrshlq_s64(vmull_high_s32(lo, inv4), neg_n);
+    const int64x2_t p2 = vrshlq_s64(vmull_s32(vget_low_s32(hi), vget_low_s32(inv4)), neg_n);
+    const int64x2_t p3 = vrshlq_s64(vmull_high_s32(hi, inv4), neg_n);
+    const int16x8_t r = vcombine_s16(vmovn_s32(vmovn_high_s64(vmovn_s64(p0), p1)),
+                                     vmovn_s32(vmovn_high_s64(vmovn_s64(p2), p3)));
+    return vmaxq_s16(vminq_s16(r, vdupq_n_s16(127)), vdupq_n_s16(-128));
+}
+#endif
+
 /* phi of one row (zero point z) into phi[]: clamp(round_shift(xi * inv, 54 - P)), or all zero if the row is. */
 static void phi_row(const int8_t *row, int32_t z, int32_t dim, int8_t *phi)
 {
@@ -135,6 +166,18 @@ static void accumulate_row(const int8_t *k, const int8_t *v, int32_t zk, int32_t
         return; /* phi is all zero: nothing to add */
     const phi_scale sc = row_scale(ss);
     int32_t d = 0;
+#ifdef HYDRA_ATTENTION_NEON
+    /* |phi (v - zv)| <= 128 * 255 fits int16 lanes: SMLAL widens the products into the int32 sums */
+    const int16x8_t zk8 = vdupq_n_s16((int16_t)zk), zv8 = vdupq_n_s16((int16_t)zv);
+    const int32x4_t inv4 = vdupq_n_s32(sc.inv);
+    const int64x2_t neg_n = vdupq_n_s64(-sc.n);
+    for (; d + 8 <= dim; d += 8) {
+        const int16x8_t phi = phi_x8(vsubq_s16(vmovl_s8(vld1_s8(k + d)), zk8), inv4, neg_n);
+        const int16x8_t vz = vsubq_s16(vmovl_s8(vld1_s8(v + d)), zv8);
+        vst1q_s32(acc + d, vmlal_s16(vld1q_s32(acc + d), vget_low_s16(phi), vget_low_s16(vz)));
+        vst1q_s32(acc + d + 4, vmlal_high_s16(vld1q_s32(acc + d + 4), phi, vz));
+    }
+#endif
 #ifdef HYDRA_ATTENTION_M7
     const int32_t zk2 = halves(zk);
     const int32_t zv2 = halves(zv);
@@ -208,6 +251,40 @@ static void apply_row_short(const int8_t *q, const int32_t *kv, int32_t zq, int3
         y[d] = apply_one(phi_one(q[d] - zq, sc), kv[d], multiplier, round, r);
 }
 
+#ifdef HYDRA_ATTENTION_NEON
+/* One query row where every |kv| <= 2^23 (checked by the caller), so that t = phi kv is exact in int32 lanes:
+ * eight features a turn, y = zy + requant(t) by hydra_requantize_x4 (the NEON form of hydra_requantize, either
+ * rounding, any shift) and saturating narrows (hydra_add_zero_point_s8's value); the tail by the scalar steps. In
+ * place (output == q) is fine: eight q bytes are read before their outputs are written. */
+static void apply_row_neon(const int8_t *q, const int32_t *kv, const hydra_attention_params *params, int8_t *y)
+{
+    const int32_t dim = params->dim, zq = params->q_zero_point, zy = params->output_zero_point;
+    const int32_t multiplier = params->multiplier, shift = params->shift, single = params->single_rounding;
+    const int32_t ss = sum_squares(q, zq, dim);
+    if (ss == 0) { /* phi = 0: zy + requant(0) = zy */
+        for (int32_t d = 0; d < dim; d++)
+            y[d] = (int8_t)zy;
+        return;
+    }
+    const phi_scale sc = row_scale(ss);
+    const int16x8_t zq8 = vdupq_n_s16((int16_t)zq), zy8 = vdupq_n_s16((int16_t)zy);
+    const int32x4_t inv4 = vdupq_n_s32(sc.inv), m4 = vdupq_n_s32(multiplier), s4 = vdupq_n_s32(shift);
+    const int64x2_t neg_n = vdupq_n_s64(-sc.n);
+    int32_t d = 0;
+    for (; d + 8 <= dim; d += 8) {
+        const int16x8_t phi = phi_x8(vsubq_s16(vmovl_s8(vld1_s8(q + d)), zq8), inv4, neg_n);
+        const int32x4_t t0 = vmulq_s32(vmovl_s16(vget_low_s16(phi)), vld1q_s32(kv + d));
+        const int32x4_t t1 = vmulq_s32(vmovl_high_s16(phi), vld1q_s32(kv + d + 4));
+        const int32x4_t r0 = hydra_requantize_x4(t0, m4, s4, single, 0);
+        const int32x4_t r1 = hydra_requantize_x4(t1, m4, s4, single, 0);
+        vst1_s8(y + d, vqmovn_s16(vqaddq_s16(vqmovn_high_s32(vqmovn_s32(r0), r1), zy8)));
+    }
+    for (; d < dim; d++)
+        y[d] = hydra_add_zero_point_s8(hydra_requantize(phi_one(q[d] - zq, sc) * kv[d], multiplier, shift, single),
+                                       zy);
+}
+#endif
+
 int32_t hydra_attention_max_tokens(int32_t v_zero_point)
 {
     if (!hydra_zero_point_ok(v_zero_point))
@@ -261,6 +338,20 @@ hydra_status hydra_attention_apply_s8(const hydra_attention_params *params, cons
     /* Locals: stores through int8_t * may alias the params, and the compiler would reload them. */
     const int32_t multiplier = params->multiplier, shift = params->shift, single = params->single_rounding;
 
+#ifdef HYDRA_ATTENTION_NEON
+    { /* every |kv| <= 2^23: kv + 2^23 in [0, 2^24] as a uint32 */
+        uint32_t worst = 0;
+        for (int32_t d = 0; d < D; d++) {
+            const uint32_t u = (uint32_t)kv[d] + (UINT32_C(1) << 23);
+            worst = u > worst ? u : worst;
+        }
+        if (worst <= (UINT32_C(1) << 24)) {
+            for (int32_t t = 0; t < rows; t++)
+                apply_row_neon(q + (size_t)t * (size_t)D, kv, params, output + (size_t)t * (size_t)D);
+            return HYDRA_OK;
+        }
+    }
+#endif
     /* The short requantisation (apply_one) where its conditions hold for this state: checked once per call. */
     int short_form = !single && multiplier >= (INT32_C(1) << 30) && shift <= -1 && shift >= -23;
     if (short_form) { /* every kv in (-2^23, 2^23]: kv + 2^23 - 1 in [0, 2^24) as a uint32, so their OR is too */
