@@ -123,7 +123,7 @@ class PatchEmbedParams(ctypes.Structure):
 
 class LayerNormParams(ctypes.Structure):
     _fields_ = [("tokens", _i32), ("dim", _i32), ("input_zero_point", _i32), ("eps", _i64), ("gamma", _p),
-                ("beta", _p), ("output_shift", _i32), ("output_zero_point", _i32)]
+                ("beta", _p), ("output_shift", _i32), ("output_zero_point", _i32), ("narrow_output", _i32)]
 
 
 class LutParams(ctypes.Structure):

@@ -377,3 +377,41 @@ def test_linear_check_at_its_bounds(rt, right_only):
             arr[c] = keep
     assert check(32768) == HYDRA_OK
     assert check(32769) == (HYDRA_ERR_ARG if right_only else HYDRA_OK)
+
+
+@given(st.integers(1, 70), zero_points, zero_points, st.integers(2, 31), st.booleans(), st.integers(0, 2**32 - 1))
+@settings(max_examples=40, deadline=None)
+def test_layernorm_narrow_output_gives_the_same_bits(rt, d, zx, zy, out_shift, at_bounds, seed):
+    """narrow_output (the compiler's flag: out_shift in [2, 31], |gamma_q| <= 2^(s+1), |beta_q| <= 2^(s+28)) takes
+    the 32-bit output shift: the same bytes as the general path and the reference, under UBSan; _check refuses the flag
+    where a bound fails."""
+    from hydra_edge.ops.layernorm import int_ref, narrow_output
+
+    rng = np.random.default_rng(seed)
+    s = out_shift
+    g_max, b_max = min(2 ** (s + 1), 2**31 - 1), 2 ** (s + 28)
+    x = rng.integers(-128, 128, (3, d)).astype(np.int8)
+    x[1] = zx  # a flat row
+    if at_bounds:
+        gamma = np.where(rng.integers(0, 2, d) == 1, g_max, -g_max).astype(np.int32)
+        beta = np.where(rng.integers(0, 2, d) == 1, b_max, -b_max).astype(np.int64)
+    else:
+        gamma = rng.integers(-min(2**15, g_max), min(2**15, g_max) + 1, d).astype(np.int32)
+        beta = rng.integers(-(2 ** (s + 7)), 2 ** (s + 7) + 1, d, dtype=np.int64)
+    assert narrow_output(gamma, beta, s)
+    eps = int(rng.choice([1, 55, 2**20, 2**40]))
+    outs = []
+    for narrow in (0, 1):
+        p = LayerNormParams(tokens=3, dim=d, input_zero_point=zx, eps=eps, gamma=ptr(gamma, np.int32),
+                            beta=ptr(beta, np.int64), output_shift=s, output_zero_point=zy, narrow_output=narrow)
+        out = np.zeros((3, d), np.int8)
+        assert rt.hydra_layernorm_s8(ctypes.byref(p), ptr(x, np.int8), ptr(out, np.int8)) == HYDRA_OK
+        outs.append(out)
+    np.testing.assert_array_equal(outs[1], outs[0])
+    node = Node("ln", "layernorm", ["x", "g", "b"], ["y"], {"in_zp": zx, "eps_q": eps, "out_shift": s, "out_zp": zy})
+    np.testing.assert_array_equal(outs[1], int_ref(node, x, gamma, beta, "double"))
+    beta[d - 1] = b_max + 1
+    assert not narrow_output(gamma, beta, s)
+    assert rt.hydra_layernorm_s8_check(ctypes.byref(p)) == HYDRA_ERR_ARG
+    p.narrow_output, p.output_shift = 1, 1
+    assert rt.hydra_layernorm_s8_check(ctypes.byref(p)) == HYDRA_ERR_ARG

@@ -240,7 +240,7 @@ static void layernorm(void)
                     g[i] = i % 2 ? INT32_MAX : INT32_MIN;
                     bt[i] = i % 3 == 0 ? (INT64_C(1) << 62) : i % 3 == 1 ? -(INT64_C(1) << 62) : 0;
                 }
-                hydra_layernorm_params p = {T, D, zx, e ? INT64_C(1) << 61 : 1, g, bt, e ? 0 : 62, -128};
+                hydra_layernorm_params p = {T, D, zx, e ? INT64_C(1) << 61 : 1, g, bt, e ? 0 : 62, -128, 0};
                 CHECK(hydra_layernorm_s8(&p, x, y) == HYDRA_OK);
                 CHECK(hydra_layernorm_s8(&p, x, x) == HYDRA_OK); /* in place */
                 CHECK(memcmp(x, y, (size_t)T * D) == 0);

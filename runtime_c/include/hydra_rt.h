@@ -414,7 +414,8 @@ typedef struct {
     int32_t channels, height, width; /* input [C][H][W] */
     int32_t patch;                   /* kernel = stride */
     int32_t embed_dim;               /* D */
-    const int8_t *weights;           /* [D][C][patch][patch] */
+    const int8_t *weights;           /* [D][C][patch][patch]; where C patch^2 <= 128 (HYDRA_PATCH_GATHER_MAX), as
+                                      * [D][C patch^2] in linear's block layout (hydra_linear_params.weights) */
     const int32_t *bias;             /* [D], input zero point folded in */
     const int32_t *multiplier;       /* [D] */
     const int32_t *shift;            /* [D] */
@@ -498,6 +499,11 @@ typedef struct {
     const int64_t *beta;   /* beta_q [dim] */
     int32_t output_shift;
     int32_t output_zero_point;
+    /* 1: out_shift s is in [2, 31] and every |gamma_q| <= 2^(s+1), |beta_q| <= 2^(s+28), so that each output's
+     * z gamma_q + beta_q is below 2^(s+29) and its shift takes 32-bit words (the compiler sets it; _check refuses it
+     * where it does not hold, so that _rows need not look); 0 (or a struct left zero): the general path. The same
+     * bits either way. */
+    int32_t narrow_output;
 } hydra_layernorm_params;
 
 hydra_status hydra_layernorm_s8(const hydra_layernorm_params *params, const int8_t *input, int8_t *output);

@@ -6,6 +6,33 @@
 
 #include "hydra_rt.h"
 
+#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32) && defined(__GNUC__)
+#define HYDRA_MEAN_POOL_M7 1
+#include <arm_acle.h>
+#include <string.h> /* memcpy (the words), on this target only */
+
+/* z in both halfwords, for SSUB16. */
+static inline int32_t halves(int32_t z)
+{
+    return hydra_s32_from_bits(((uint32_t)z & 0xFFFFu) | ((uint32_t)z << 16));
+}
+
+/* acc + the bottom / top halfword of pair, sign-extended (SXTAH). */
+static inline int32_t sxtah(int32_t acc, int32_t pair)
+{
+    int32_t r;
+    __asm__("sxtah %0, %1, %2" : "=r"(r) : "r"(acc), "r"(pair));
+    return r;
+}
+
+static inline int32_t sxtah_top(int32_t acc, int32_t pair)
+{
+    int32_t r;
+    __asm__("sxtah %0, %1, %2, ror #16" : "=r"(r) : "r"(acc), "r"(pair));
+    return r;
+}
+#endif
+
 /* |x - zx| <= 255: at most (2^31 - 1) / 255 tokens keep the int32 sum exact. */
 #define HYDRA_MEAN_POOL_MAX_TOKENS (INT32_MAX / 255)
 
@@ -65,7 +92,31 @@ hydra_status hydra_mean_pool_accumulate_s8(const hydra_mean_pool_params *params,
         return HYDRA_ERR_SHAPE;
     const int32_t D = params->dim, zx = params->input_zero_point;
     /* The caller's rows add up to tokens: the sums stay within the int32 bound of the whole kernel. */
-    for (int32_t t = 0; t < rows; t++) {
+    int32_t t = 0;
+#ifdef HYDRA_MEAN_POOL_M7
+    /* Two rows at a time, four features a word: SXTB16 of the first row's word, SXTAB16 adds the second's (16-bit
+     * lanes x0 + x1 - 2 zx in [-510, 510] after SSUB16), SXTAH adds a lane to its int32 sum: the same integers as
+     * adding (x0 - zx) and then (x1 - zx). */
+    const int32_t z2 = halves(2 * zx);
+    for (; t + 2 <= rows; t += 2) {
+        const int8_t *r0 = input + (size_t)t * (size_t)D, *r1 = r0 + D;
+        int32_t d = 0;
+        for (; d + 4 <= D; d += 4) {
+            int32_t w0, w1;
+            memcpy(&w0, r0 + d, 4);
+            memcpy(&w1, r1 + d, 4);
+            const int32_t e = __ssub16(__sxtab16(__sxtb16(w0), w1), z2);                /* features d, d + 2 */
+            const int32_t o = __ssub16(hydra_sxtab16_ror8(hydra_sxtb16_ror8(w0), w1), z2); /* d + 1, d + 3 */
+            acc[d] = sxtah(acc[d], e);
+            acc[d + 1] = sxtah(acc[d + 1], o);
+            acc[d + 2] = sxtah_top(acc[d + 2], e);
+            acc[d + 3] = sxtah_top(acc[d + 3], o);
+        }
+        for (; d < D; d++)
+            acc[d] += (r0[d] - zx) + (r1[d] - zx);
+    }
+#endif
+    for (; t < rows; t++) {
         const int8_t *row = input + (size_t)t * (size_t)D;
         for (int32_t d = 0; d < D; d++)
             acc[d] += row[d] - zx;

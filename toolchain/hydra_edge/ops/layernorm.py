@@ -73,7 +73,18 @@ def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
         ("beta", em.const(node, 2, "int64")),
         ("output_shift", em.scalar(node, "out_shift", lo=0, hi=62)),
         ("output_zero_point", em.zp(node, "out_zp")),
+        ("narrow_output", "1" if narrow_output(em.tensor(node, 1).data, beta, int(node.attrs["out_shift"])) else "0"),
     ]
+
+
+def narrow_output(gamma: np.ndarray, beta: np.ndarray, out_shift: int) -> bool:
+    """hydra_layernorm_params.narrow_output at compile time (runtime_c/include/hydra_rt.h): out_shift s in [2, 31],
+    every |gamma_q| <= 2^(s+1) and |beta_q| <= 2^(s+28), so that the C shifts each output's sum on 32-bit words."""
+    if not 2 <= out_shift <= 31:
+        return False
+    g = np.abs(np.asarray(gamma).astype(np.int64))
+    b = np.abs(np.asarray(beta).astype(np.int64))
+    return bool((g <= 2 ** (out_shift + 1)).all() and (b <= 2 ** (out_shift + 28)).all())
 
 
 def macs(graph: Graph, node: Node) -> int:  # [T, D], or a LayerNorm's [D] (a norm of the pooled vector)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..ir.graph import Graph, IRError, Node
+from .linear import blocked_weights
 from .linear import int_ref as linear_int_ref
 from .linear import quantize as linear_quantize
 from .base import INT32_MAX, OpDef, Shape, register, unary_call
@@ -59,7 +60,7 @@ def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
         ("width", str(wd)),
         ("patch", em.scalar(node, "patch", lo=1)),
         ("embed_dim", str(d)),
-        ("weights", em.const(node, 1, "int8")),
+        ("weights", patch_weights(em, node)),
         ("bias", em.const(node, 2, "int32")),
         ("multiplier", em.attr_array(node, "multiplier", d)),
         ("shift", em.attr_array(node, "shift", d)),
@@ -68,6 +69,20 @@ def fields(em: Any, node: Node) -> list[tuple[str, Any]]:
         ("prefix_tokens", str(em.tensor(node, 3).shape[0]) if len(node.inputs) > 3 else "0"),
         ("prefix", em.const(node, 3, "int8") if len(node.inputs) > 3 else "NULL"),
     ]
+
+
+# hydra_patch_embed.c's HYDRA_PATCH_GATHER_MAX: a patch of at most this many bytes is gathered and run through
+# hydra_linear_rows_s8, which reads its weights in linear's block layout.
+PATCH_GATHER_MAX = 128
+
+
+def patch_weights(em: Any, node: Node) -> str:
+    """The weights as the kernel reads them: [D, C*p*p] in linear's block layout (ops/linear.py blocked_weights)
+    where the patch has at most PATCH_GATHER_MAX bytes, else [D, C, p, p] as they are."""
+    d, c, p, _ = em.tensor(node, 1).shape
+    if c * p * p > PATCH_GATHER_MAX:
+        return em.const(node, 1, "int8")
+    return em.const(node, 1, "int8", layout=lambda w: blocked_weights(w.reshape(d, -1)), suffix="_blocked")
 
 
 def macs(graph: Graph, node: Node) -> int:
@@ -80,4 +95,5 @@ OP = register(OpDef(
     "patch_embed", shape, macs, float_ref=float_ref, int_ref=int_ref, quantize=linear_quantize,
     c_source="hydra_patch_embed.c", c_function="hydra_patch_embed_s8", param_struct="hydra_patch_embed_params",
     fields=fields, emit=lambda em, node: unary_call(em, node, OP),
+    c_depends=("linear",),  # hydra_linear_rows_s8 for the gathered patches
 ))
