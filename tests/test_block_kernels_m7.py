@@ -420,6 +420,8 @@ def test_patch_embed_on_the_m7(rounding, tmp_path):
     from hydra_edge.codegen.emit_c import emit_project, kernel_scratch
     from hydra_edge.ir.graph import Graph
     from hydra_edge.memory.planner import plan_memory
+    from hydra_edge.ops.linear import c_defines as linear_defines
+    from hydra_edge.ops.linear import right_only
     from hydra_edge.targets import runner
     from hydra_edge.validate.bitexact import reference_outputs, validate_build
     from test_kernels import act, inputs_for
@@ -447,6 +449,10 @@ def test_patch_embed_on_the_m7(rounding, tmp_path):
         g.add_node(Node("embed", "patch_embed", inputs, [y], {"patch": p, "multiplier": m, "shift": s,
                                                                "out_zp": np.int32(zy)}))
         g.inputs, g.outputs = [x], [y]
+        # linear's kernel serves the gathered patches: it keeps its general requantisation unless this node rounds
+        # twice and takes the short form (ops/linear.py LINEAR_CALLERS)
+        assert ("HYDRA_LINEAR_RIGHT_ONLY" in linear_defines(g)) == (
+            rounding == "double" and right_only(g.tensor("b").data, m, s, k))
         folder = tmp_path / f"pe{k}_{d}"
         emit_project(g, plan_memory(g, kernel_scratch(g)), folder, "stm32f746")
         assert ("_blocked" in (folder / "model.c").read_text()) == (k <= 128)

@@ -148,18 +148,23 @@ def _one_row(graph: Graph) -> bool:
     return True
 
 
+# ops whose kernels also call hydra_linear.c (their OpDef's c_depends): patch_embed runs small patches through it
+LINEAR_CALLERS = ("linear", "patch_embed")
+
+
 def _right_only_double(graph: Graph) -> bool:
-    """Every linear node (token loops' bodies included) rounds twice and takes right_only (fields' params): its
-    outputs all take hydra_linear.c's inline requantisation."""
+    """Every node that may call linear's kernel (LINEAR_CALLERS, token loops' bodies included) rounds twice and takes
+    right_only (fields' params; a patch_embed's K is its patch, C p p): its outputs all take hydra_linear.c's inline
+    requantisation."""
     from ..ir.ops import node_from_dict
 
     nodes = [node_from_dict(d) if isinstance(d, dict) else d for n in graph.nodes
              for d in (n.attrs["body"] if n.op == "token_loop" else [n])]
     default = graph.meta.get("rounding", "double")
     for node in nodes:
-        if node.op != "linear":
+        if node.op not in LINEAR_CALLERS:
             continue
-        k = int(graph.tensor(node.inputs[1]).shape[1])
+        k = numel(graph.tensor(node.inputs[1]).shape[1:])
         bias = graph.tensor(node.inputs[2]).data
         if node_rounding(node, default) != "double" or bias is None or not right_only(
                 bias, node.attrs["multiplier"], node.attrs["shift"], k):
@@ -169,8 +174,9 @@ def _right_only_double(graph: Graph) -> bool:
 
 def c_defines(graph: Graph) -> list[str]:
     """HYDRA_LINEAR_ONE_ROW where every linear call takes one row: hydra_linear.c then leaves out the Cortex-M's
-    token pairs (about 1.6 KB). HYDRA_LINEAR_RIGHT_ONLY where every linear node rounds twice and takes right_only:
-    it leaves out the out-of-line general requantisation (a call with other params fails with HYDRA_ERR_ARG)."""
+    token pairs (about 1.6 KB). HYDRA_LINEAR_RIGHT_ONLY where every node that may call the kernel (LINEAR_CALLERS)
+    rounds twice and takes right_only: it leaves out the out-of-line general requantisation (a call with other params
+    fails with HYDRA_ERR_ARG)."""
     return (["HYDRA_LINEAR_ONE_ROW"] if _one_row(graph) else []) + (
         ["HYDRA_LINEAR_RIGHT_ONLY"] if _right_only_double(graph) else [])
 
