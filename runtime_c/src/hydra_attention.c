@@ -219,18 +219,28 @@ static HYDRA_ALWAYS_INLINE int8_t apply_one(int32_t phi, int32_t kv, int32_t mul
     return hydra_clamp_s8(hydra_floor_div_pow2_s32(y + round - (y < 0 ? 1 : 0), r));
 }
 
+/* phi's scale of query row q into *sc (1), or 0 where the row is its zero point throughout: phi = 0, so every output
+ * is zy + requant(0) = zy, written here. */
+static int query_scale(const int8_t *q, int32_t zq, int32_t dim, int32_t zy, int8_t *y, phi_scale *sc)
+{
+    const int32_t ss = sum_squares(q, zq, dim);
+    if (ss == 0) {
+        for (int32_t d = 0; d < dim; d++)
+            y[d] = (int8_t)zy;
+        return 0;
+    }
+    *sc = row_scale(ss);
+    return 1;
+}
+
 /* One query row by apply_one (its conditions checked by the caller). In place (output == q) is fine: each word of
  * q is read before its outputs are written. */
 static void apply_row_short(const int8_t *q, const int32_t *kv, int32_t zq, int32_t zy, int32_t dim,
                             int32_t multiplier, int32_t r, int8_t *y)
 {
-    const int32_t ss = sum_squares(q, zq, dim);
-    if (ss == 0) { /* phi = 0: zy + requant(0) = zy */
-        for (int32_t d = 0; d < dim; d++)
-            y[d] = (int8_t)zy;
+    phi_scale sc;
+    if (!query_scale(q, zq, dim, zy, y, &sc))
         return;
-    }
-    const phi_scale sc = row_scale(ss);
     const int32_t round = (INT32_C(1) << (r - 1)) + zy * (INT32_C(1) << r);
     int32_t d = 0;
 #ifdef HYDRA_ATTENTION_M7
@@ -260,13 +270,9 @@ static void apply_row_neon(const int8_t *q, const int32_t *kv, const hydra_atten
 {
     const int32_t dim = params->dim, zq = params->q_zero_point, zy = params->output_zero_point;
     const int32_t multiplier = params->multiplier, shift = params->shift, single = params->single_rounding;
-    const int32_t ss = sum_squares(q, zq, dim);
-    if (ss == 0) { /* phi = 0: zy + requant(0) = zy */
-        for (int32_t d = 0; d < dim; d++)
-            y[d] = (int8_t)zy;
+    phi_scale sc;
+    if (!query_scale(q, zq, dim, zy, y, &sc))
         return;
-    }
-    const phi_scale sc = row_scale(ss);
     const int16x8_t zq8 = vdupq_n_s16((int16_t)zq), zy8 = vdupq_n_s16((int16_t)zy);
     const int32x4_t inv4 = vdupq_n_s32(sc.inv), m4 = vdupq_n_s32(multiplier), s4 = vdupq_n_s32(shift);
     const int64x2_t neg_n = vdupq_n_s64(-sc.n);
