@@ -235,6 +235,16 @@ static inline int32_t hydra_sxtab16_ror8(int32_t halves, int32_t word)
     return __sxtab16(halves, (int32_t)((uint32_t)word >> 8));
 #endif
 }
+
+/* Four int8 lanes clamped to [lo, hi] (lo4, hi4: the bound in every byte): SSUB8 sets a lane's GE flag where the
+ * first operand is >= the second, SEL picks by it. */
+static inline uint32_t hydra_clamp4_s8(uint32_t word, uint32_t lo4, uint32_t hi4)
+{
+    (void)__ssub8(hydra_s32_from_bits(word), hydra_s32_from_bits(lo4));
+    word = __sel(word, lo4); /* max(y, lo) */
+    (void)__ssub8(hydra_s32_from_bits(word), hydra_s32_from_bits(hi4));
+    return __sel(hi4, word); /* min(y, hi) */
+}
 #endif
 
 /* x saturated to int8: one SSAT where the target has it (the same value). */
@@ -248,6 +258,10 @@ static inline int8_t hydra_clamp_s8(int32_t x)
     return (int8_t)(x < -128 ? -128 : (x > 127 ? 127 : x));
 #endif
 }
+
+/* y[i] clamped to [lo, hi] for i < n (a fused activation after an output stage that saturated to int8 only;
+ * hydra_requantize.c): on the SIMD cores four bytes a word (hydra_clamp4_s8). */
+void hydra_clamp_row_s8(int8_t *y, int32_t n, int32_t lo, int32_t hi);
 
 /* zy + r as int8; r is saturated to 9 bits first so the sum cannot overflow. */
 static inline int8_t hydra_add_zero_point_s8(int32_t r, int32_t zy)

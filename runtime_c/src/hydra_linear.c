@@ -7,36 +7,10 @@
 
 #include "hydra_rt.h"
 
-#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32)
-#include <arm_acle.h>
-#include <string.h> /* memcpy: on this target only */
-#endif
-
 /* K products of at most 128 * 128 = 2^14 each: K < 2^17 keeps the int32 dot exact. */
 #define HYDRA_LINEAR_MAX_K 131071
 /* Outputs whose dot products one hydra_dot4_blocked_s8 call forms (a multiple of 4; 64 bytes of stack). */
 #define LINEAR_CHUNK 16
-
-/* y[i] clamped to [lo, hi] (a fused RELU / RELU6: the fast output stages below saturate to int8 only); on the SIMD cores
- * four bytes a word: SSUB8 sets a lane's GE flag where y >= bound, SEL picks by it. */
-static void clamp_row(int8_t *y, int32_t n, int32_t lo, int32_t hi)
-{
-    int32_t i = 0;
-#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32)
-    const uint32_t lo4 = 0x01010101u * (uint8_t)lo, hi4 = 0x01010101u * (uint8_t)hi;
-    for (; i + 4 <= n; i += 4) {
-        uint32_t word;
-        memcpy(&word, y + i, 4);
-        (void)__ssub8(hydra_s32_from_bits(word), hydra_s32_from_bits(lo4));
-        word = __sel(word, lo4); /* max(y, lo) */
-        (void)__ssub8(hydra_s32_from_bits(word), hydra_s32_from_bits(hi4));
-        word = __sel(hi4, word); /* min(y, hi) */
-        memcpy(y + i, &word, 4);
-    }
-#endif
-    for (; i < n; i++)
-        y[i] = (int8_t)(y[i] < lo ? lo : (y[i] > hi ? hi : y[i]));
-}
 
 #if !defined(HYDRA_LINEAR_RIGHT_ONLY)
 /* Channel n's output by the general path, in either rounding: one out-of-line copy for the uncommon cases. Left out
@@ -49,7 +23,7 @@ static HYDRA_NOINLINE int8_t general_output(const hydra_channel_outputs *o, int3
 #endif
 
 /* Channel n's output: inline where `fast` (double rounding and right_only: every calibrated model's outputs), saturated
- * to int8 (the activation clamp is clamp_row's, after the row), else general_output. */
+ * to int8 (the activation clamp is hydra_clamp_row_s8's, after the row), else general_output. */
 static HYDRA_ALWAYS_INLINE int8_t linear_output(const hydra_channel_outputs *o, int32_t n, int32_t dot, int32_t fast,
                                                 int32_t single_rounding)
 {
@@ -88,7 +62,7 @@ static HYDRA_NOINLINE void linear_row_from(const hydra_linear_params *params, co
     if (n < N)
         y[n] = linear_output(o, n, hydra_dot_s8(x, w, K), fast, single);
     if (fast && (o->lo > -128 || o->hi < 127))
-        clamp_row(y + n0, N - n0, o->lo, o->hi);
+        hydra_clamp_row_s8(y + n0, N - n0, o->lo, o->hi);
 }
 
 #if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32) && !defined(HYDRA_LINEAR_ONE_ROW) &&            \
@@ -178,7 +152,7 @@ static HYDRA_ALWAYS_INLINE int32_t ssat8(int32_t x)
 }
 
 /* zy + requant(acc) in linear_output's fast case for a channel's two tokens (acc: bias + dot), saturated to int8: the
- * activation clamp, if any, is clamp_row's. The rounding shift by r = -sh > 0, floor((v + 2^(r-1) - [v < 0]) / 2^r),
+ * activation clamp, if any, is hydra_clamp_row_s8's. The rounding shift by r = -sh > 0, floor((v + 2^(r-1) - [v < 0]) / 2^r),
  * is taken as floor((q + 1) / 2) with q = floor((v - [v < 0]) / 2^(r-1)) (the same integer: adding 2^(r-1) before
  * dividing by 2^r adds 1 before halving q), so that the zero point joins the +1: floor((q + 1 + 2 zy) / 2) =
  * floor((q + 1) / 2) + zy. zy2p1 = 2 zy + 1; |q| < 2^30, so no sum leaves int32. */
@@ -243,8 +217,8 @@ static HYDRA_NOINLINE void linear_token_pair(const hydra_channel_outputs *o, con
         pair_half(out, n, xq, w, 2, groups, tail, x0, x1, y0, y1);
     }
     if (o->lo > -128 || o->hi < 127) { /* a fused RELU / RELU6 */
-        clamp_row(y0, full, o->lo, o->hi);
-        clamp_row(y1, full, o->lo, o->hi);
+        hydra_clamp_row_s8(y0, full, o->lo, o->hi);
+        hydra_clamp_row_s8(y1, full, o->lo, o->hi);
     }
 }
 #endif

@@ -9,6 +9,10 @@
 
 #include "hydra_rt.h"
 
+#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32)
+#include <string.h> /* memcpy: on this target only */
+#endif
+
 int32_t hydra_requantize_double(int32_t x, int32_t multiplier, int32_t shift)
 {
     return hydra_requantize_double_inline(x, multiplier, shift);
@@ -27,6 +31,22 @@ int32_t hydra_requantize_right_double(int32_t x, int32_t multiplier, int32_t shi
 int32_t hydra_requantize_right_single(int32_t x, int32_t multiplier, int32_t shift)
 {
     return hydra_requantize_right(x, multiplier, shift, 1);
+}
+
+void hydra_clamp_row_s8(int8_t *y, int32_t n, int32_t lo, int32_t hi)
+{
+    int32_t i = 0;
+#if !defined(HYDRA_PORTABLE_KERNELS) && defined(__ARM_FEATURE_SIMD32)
+    const uint32_t lo4 = UINT32_C(0x01010101) * (uint8_t)lo, hi4 = UINT32_C(0x01010101) * (uint8_t)hi;
+    for (; i + 4 <= n; i += 4) {
+        uint32_t word;
+        memcpy(&word, y + i, 4);
+        word = hydra_clamp4_s8(word, lo4, hi4);
+        memcpy(y + i, &word, 4);
+    }
+#endif
+    for (; i < n; i++)
+        y[i] = (int8_t)(y[i] < lo ? lo : (y[i] > hi ? hi : y[i]));
 }
 
 int64_t hydra_round_shift_s64(int64_t x, int32_t n)

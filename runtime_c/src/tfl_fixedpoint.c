@@ -541,16 +541,6 @@ static inline int32_t load_word(const int8_t *p)
     return word;
 }
 
-/* Four int8 lanes clamped to [lo, hi] (lo4, hi4: the bound in every byte): SSUB8 sets a lane's GE flag where the
- * first operand is >= the second, SEL picks by it. */
-static inline uint32_t clamp4_s8(uint32_t word, uint32_t lo4, uint32_t hi4)
-{
-    (void)__ssub8(from_u32(word), from_u32(lo4));
-    word = __sel(word, lo4); /* max(y, lo) */
-    (void)__ssub8(from_u32(word), from_u32(hi4));
-    return __sel(hi4, word); /* min(y, hi) */
-}
-
 #if !defined(HYDRA_TFL_NO_CONV_WORD_WINDOW) || !defined(HYDRA_TFL_NO_CONV_BYTE_WINDOW)
 #define HYDRA_TFL_CONV_SIMD 1 /* else no window copy: no CONV_2D in this build */
 /* CONV_2D on the SIMD cores, as CMSIS-NN does it: the windows of two output pixels are copied (im2col) into the
@@ -840,23 +830,9 @@ static HYDRA_NOINLINE void conv_chunk_outputs(const conv_outputs *o, const int32
                 conv_out_pair(acc[1], acc[3], bias != NULL ? bias[i + 1] : 0, multiplier[i + 1], shift[i + 1],
                               o->output_offset, out_a + i + 1, out_b + i + 1);
         }
-        if (o->activation_min > -128 || o->activation_max < 127) { /* a fused activation: 4 bytes a word */
-            const uint32_t lo4 = UINT32_C(0x01010101) * (uint8_t)o->activation_min;
-            const uint32_t hi4 = UINT32_C(0x01010101) * (uint8_t)o->activation_max;
-            int8_t *rows[2] = {out_a, out_b};
-            for (int r = 0; r < 2; r++) {
-                int8_t *y = rows[r];
-                int32_t i = 0;
-                for (; i + 4 <= count; i += 4) {
-                    uint32_t word;
-                    memcpy(&word, y + i, 4);
-                    word = clamp4_s8(word, lo4, hi4);
-                    memcpy(y + i, &word, 4);
-                }
-                for (; i < count; i++)
-                    y[i] = (int8_t)(y[i] < o->activation_min ? o->activation_min
-                                                              : (y[i] > o->activation_max ? o->activation_max : y[i]));
-            }
+        if (o->activation_min > -128 || o->activation_max < 127) { /* a fused activation, after the stage */
+            hydra_clamp_row_s8(out_a, count, o->activation_min, o->activation_max);
+            hydra_clamp_row_s8(out_b, count, o->activation_min, o->activation_max);
         }
         return;
     }
@@ -976,6 +952,27 @@ static hydra_status conv_simd(const hydra_tfl_conv_view *v, const int8_t *input,
 }
 #endif
 #endif
+
+/* Output row oy (batch b)'s filter rows inside the image: how many (0: none) and, where any, the first one and the
+ * input offset of its input row at column 0, channel c (both 0 where none). */
+typedef struct {
+    int32_t rows, fy_lo;
+    size_t x;
+} dw_span;
+
+static inline dw_span dw_span_at(const hydra_tfl_conv_view *v, int32_t b, int32_t oy, int32_t c)
+{
+    const int32_t dh = v->dilation_height_factor, y0 = oy * v->stride_height - v->padding_height;
+    int32_t fy_lo, fy_hi;
+    tap_range(y0, dh, v->filter_shape[1], v->input_shape[1], &fy_lo, &fy_hi);
+    dw_span sp = {0, 0, 0};
+    if (fy_hi > fy_lo) {
+        sp.rows = fy_hi - fy_lo;
+        sp.fy_lo = fy_lo;
+        sp.x = hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo, 0, c);
+    }
+    return sp;
+}
 
 /* What a depthwise walk keeps for a pixel's channels: the output stage, the taps inside the image (`rows` filter
  * rows of `taps` taps from the first one's input and filter bytes; the next tap x_tap / out_c bytes on, the next row
@@ -1206,10 +1203,10 @@ static HYDRA_ALWAYS_INLINE void dm1_taps(const int8_t *x, const int32_t *wide, i
 static HYDRA_NOINLINE int depthwise_dm1(const hydra_tfl_conv_view *v, const depthwise_ctx *c, const int8_t *input,
                                          const int8_t *filter, int8_t *output, int32_t quads)
 {
-    const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2];
+    const int32_t in_w = v->input_shape[2];
     const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2];
     const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2], out_c = c->out_c;
-    const int32_t dh = v->dilation_height_factor, dw = v->dilation_width_factor, off2 = c->off2;
+    const int32_t dw = v->dilation_width_factor, off2 = c->off2;
     const int32_t sw = v->stride_width, pw = v->padding_width;
     const ptrdiff_t x_tap = c->x_tap, x_row = c->x_row, x_step = (ptrdiff_t)sw * out_c;
     /* the output columns whose windows lie inside the image across: [ox_lo, ox_hi) */
@@ -1231,13 +1228,11 @@ static HYDRA_NOINLINE int depthwise_dm1(const hydra_tfl_conv_view *v, const dept
         dw_quad_out_init(&s, &c->o, oc);
         for (int32_t b = 0; b < v->output_shape[0]; b++)
             for (int32_t oy = 0; oy < out_h; oy++) {
-                const int32_t y0 = oy * v->stride_height - v->padding_height;
-                int32_t fy_lo, fy_hi;
-                tap_range(y0, dh, f_h, in_h, &fy_lo, &fy_hi);
-                const int32_t rows = fy_hi > fy_lo ? fy_hi - fy_lo : 0;
+                const dw_span sp = dw_span_at(v, b, oy, oc);
+                const int32_t rows = sp.rows;
                 /* the row's first in-image filter row: its input row at column 0, channel oc, and its widened taps */
-                const int8_t *x_y = input + (rows > 0 ? hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo, 0, oc) : 0);
-                const int32_t *w_y = wide + 2 * (rows > 0 ? fy_lo : 0) * f_w;
+                const int8_t *x_y = input + sp.x;
+                const int32_t *w_y = wide + 2 * sp.fy_lo * f_w;
                 int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, 0, 0);
                 for (int32_t ox = 0; ox < out_w; ox++, out += out_c) {
                     if (ox == ox_lo && rows > 0) { /* the columns inside the image across, to ox_hi */
@@ -1357,10 +1352,10 @@ static HYDRA_ALWAYS_INLINE void dw_rows(const int8_t *x, const uint64_t *p, int3
 static HYDRA_NOINLINE int depthwise_row1(const hydra_tfl_conv_view *v, const depthwise_ctx *c, const int8_t *input,
                                           const int8_t *filter, int8_t *output)
 {
-    const int32_t in_h = v->input_shape[1], in_w = v->input_shape[2];
+    const int32_t in_w = v->input_shape[2];
     const int32_t f_h = v->filter_shape[1], f_w = v->filter_shape[2];
     const int32_t out_h = v->output_shape[1], out_w = v->output_shape[2], out_c = c->out_c;
-    const int32_t dh = v->dilation_height_factor, sw = v->stride_width, pw = v->padding_width, off2 = c->off2;
+    const int32_t sw = v->stride_width, pw = v->padding_width, off2 = c->off2;
     const int32_t groups = (f_w + 3) / 4;
     const uint32_t pad4 = UINT32_C(0x01010101) * (uint8_t)(-c->offset);
     const ptrdiff_t x_row = c->x_row;
@@ -1384,12 +1379,10 @@ static HYDRA_NOINLINE int depthwise_row1(const hydra_tfl_conv_view *v, const dep
         dw_quad_out_init(&s, &c->o, oc);
         for (int32_t b = 0; b < v->output_shape[0]; b++)
             for (int32_t oy = 0; oy < out_h; oy++) {
-                const int32_t y0 = oy * v->stride_height - v->padding_height;
-                int32_t fy_lo, fy_hi;
-                tap_range(y0, dh, f_h, in_h, &fy_lo, &fy_hi);
-                const int32_t rows = fy_hi > fy_lo ? fy_hi - fy_lo : 0;
-                const int8_t *x_y = input + (rows > 0 ? hydra_tfl_nhwc(v->input_shape, b, y0 + dh * fy_lo, 0, 0) : 0);
-                const uint64_t *p_y = pairs + 4 * groups * (rows > 0 ? fy_lo : 0);
+                const dw_span sp = dw_span_at(v, b, oy, 0);
+                const int32_t rows = sp.rows;
+                const int8_t *x_y = input + sp.x;
+                const uint64_t *p_y = pairs + 4 * groups * sp.fy_lo;
                 int8_t *out = output + hydra_tfl_nhwc(v->output_shape, b, oy, 0, 0);
                 for (int32_t ox = 0; ox < out_w; ox++, out += out_c) {
                     const int32_t x0 = ox * sw - pw;
@@ -1760,7 +1753,7 @@ static inline void pool_max4(const int8_t *x, int32_t rows, int32_t taps, ptrdif
             m = __sel(word, m);
         }
     }
-    m = clamp4_s8(m, lo4, hi4);
+    m = hydra_clamp4_s8(m, lo4, hi4);
     memcpy(out, &m, 4);
 }
 
