@@ -86,7 +86,7 @@ def test_dot_paths_compile_strict(board, source, tmp_path):
 
 @pytest.mark.parametrize("rounding", ["double", "single"])
 def test_linear_token_pairs_on_m7(rounding, tmp_path):
-    """The M7's two-token path (hydra_dot_pair2_q15's LDM/SMLAD loop, the per-channel pair outputs, clamp_row's
+    """The M7's two-token path (hydra_linear.c's LDM/SMLAD pair loop, the per-channel pair outputs, hydra_clamp_row_s8's
     SSUB8/SEL activation clamp): odd token counts (a token left alone), N % 4 rows after the blocks, K % 4 tail
     columns, K at the pair path's bound (128) and past it (129), fused clamps, both roundings, against the reference
     and the portable build."""

@@ -544,7 +544,7 @@ static inline int32_t load_word(const int8_t *p)
 #if !defined(HYDRA_TFL_NO_CONV_WORD_WINDOW) || !defined(HYDRA_TFL_NO_CONV_BYTE_WINDOW)
 #define HYDRA_TFL_CONV_SIMD 1 /* else no window copy: no CONV_2D in this build */
 /* CONV_2D on the SIMD cores, as CMSIS-NN does it: the windows of two output pixels are copied (im2col) into the
- * scratch as int16 x + offset, laid out as hydra_expand_pair_q15's groups (per 4 taps: pixel a's even and odd
+ * scratch as int16 x + offset, laid out as linear's token-pair groups (per 4 taps: pixel a's even and odd
  * halves, then pixel b's), so that the input is widened once per pixel pair instead of once per output channel.
  * A tap outside the image is copied as -offset, so x + offset is 0 there: TFLM skips such a tap, and a product of 0
  * leaves the same sum. Filter rows are read in place ([O, H, W, I]: one row of k bytes per output channel). */
