@@ -1,7 +1,8 @@
 """Flash of every int8 .tflite model's stm32f746 image, split by where the bytes come from; optionally against an
 older commit.
 
-    python benchmarks/flash_size.py [--models M.tflite ...] [--baseline REV] [--icount] [--json FILE]
+    python benchmarks/flash_size.py [--models M.tflite ...] [--optimize auto|speed|size] [--baseline REV] [--icount]
+                                    [--json FILE]
 
 Compiles each model (by default the test models tests/models/tfl_*.tflite and benchmarks/models/*.tflite) for
 the stm32f746 with `hydra-edge compile`, builds the emulation image (`make`: fw-qemu.elf) and reads its flash, text +
@@ -14,7 +15,8 @@ it by the object each input section came from:
     native     runtime/src/hydra_*.o: the native kernels a legalised op runs (linear, add, mean_pool, lut, ...)
     harness    main_qemu.o, startup_stm32f746.o, newlib-nano and libgcc, alignment
 
-`--baseline REV` builds the same models with the compiler and runtime of REV (a temporary `git worktree`, removed
+`--optimize` is passed to compile (default: compile's own, auto: size for a model under 16 KB of constants); the
+table says what each build was for (report.json "code"). `--baseline REV` builds the same models with the compiler and runtime of REV (a temporary `git worktree`, removed
 afterwards) and adds its flash and the ratio; `--icount` adds the instructions per inference (`hydra-edge bench`,
 QEMU's instruction-counting plugin) on both sides. Prints a table and writes benchmarks/results/flash_size.json.
 """
@@ -130,8 +132,9 @@ def hydra_edge(tree: Path, *args: str, timeout: float = 900) -> subprocess.Compl
                           timeout=timeout)
 
 
-def measure(tree: Path, model: Path, folder: Path, icount: bool, jobs: int) -> dict:
-    done = hydra_edge(tree, "compile", str(model), "--board", BOARD, "-o", str(folder), "--force")
+def measure(tree: Path, model: Path, folder: Path, icount: bool, jobs: int, optimize: str | None = None) -> dict:
+    extra = ["--optimize", optimize] if optimize else []
+    done = hydra_edge(tree, "compile", str(model), "--board", BOARD, "-o", str(folder), "--force", *extra)
     if done.returncode != 0:
         raise RuntimeError(f"compile {model.name} at {tree}: {done.stderr.strip()[-2000:]}")
     done = subprocess.run(["make", "-s", "-C", str(folder), f"-j{jobs}", "fw-qemu.elf"], capture_output=True,
@@ -139,6 +142,8 @@ def measure(tree: Path, model: Path, folder: Path, icount: bool, jobs: int) -> d
     if done.returncode != 0:
         raise RuntimeError(f"make {model.name} at {tree}: {done.stderr.strip()[-2000:]}")
     row = breakdown(folder)
+    code = json.loads((folder / "report.json").read_text()).get("code")
+    row["built_for"] = code["optimize"] if code else "speed"  # before --optimize: the fast paths, -O2
     if icount:
         done = hydra_edge(tree, "bench", str(folder), "--json")
         if done.returncode != 0:
@@ -151,14 +156,14 @@ def format_table(rows: list[dict]) -> str:
     """A Markdown table: one row per model."""
     base = any("baseline" in r for r in rows)
     icount = any("instructions" in r for r in rows)
-    head = ["model", "flash (B)", *[f"{g} (B)" for g in GROUPS]]
+    head = ["model", "built for", "flash (B)", *[f"{g} (B)" for g in GROUPS]]
     if base:
         head += ["baseline flash (B)", "ratio"]
     if icount:
         head += ["instructions"] + (["baseline instructions"] if base else [])
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r in rows:
-        cells = [r["model"], f"{r['flash_bytes']:,}", *[f"{r['groups'][g]:,}" for g in GROUPS]]
+        cells = [r["model"], r["built_for"], f"{r['flash_bytes']:,}", *[f"{r['groups'][g]:,}" for g in GROUPS]]
         b = r.get("baseline")
         if base:
             cells += [f"{b['flash_bytes']:,}", f"{r['flash_bytes'] / b['flash_bytes']:.2f}"] if b else ["-", "-"]
@@ -174,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", type=Path, default=None,
                     help="int8 .tflite files (default: tests/models/tfl_*.tflite and benchmarks/models/*.tflite)")
+    ap.add_argument("--optimize", choices=("auto", "speed", "size"), default=None,
+                    help="what to build the code for (default: compile's, auto); the baseline gets no such option")
     ap.add_argument("--baseline", metavar="REV", default=None, help="also build them at this commit (git worktree)")
     ap.add_argument("--icount", action="store_true", help="also count instructions per inference (hydra-edge bench)")
     ap.add_argument("--jobs", type=int, default=2, help="make -j")
@@ -195,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             for model in models:
                 t0 = time.perf_counter()
                 row = {"model": model.stem, "file": _shown(model),
-                       **measure(ROOT, model, tmp / model.stem, args.icount, args.jobs)}
+                       **measure(ROOT, model, tmp / model.stem, args.icount, args.jobs, args.optimize)}
                 if base_tree is not None:
                     row["baseline"] = measure(base_tree, model, tmp / f"{model.stem}-baseline", args.icount,
                                               args.jobs)
@@ -211,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "board": BOARD, "commit": head,
-                                     "baseline": args.baseline, "flash": "text + rodata + data of fw-qemu.elf",
+                                     "optimize": args.optimize or "auto", "baseline": args.baseline, "flash": "text + rodata + data of fw-qemu.elf",
                                      "rows": rows}, indent=1) + "\n")
     print(f"wrote {args.json}")
     return 0

@@ -211,7 +211,8 @@ def run_hydra(model: Path, x: np.ndarray, out: Path, per_op: bool) -> dict:
     note = runner.measure_for_report(out)               # as report: the ELF figures of both images
     if note:
         raise BenchError(note)
-    measured = json.loads((out / REPORT_FILE).read_text())["measured"]
+    report = json.loads((out / REPORT_FILE).read_text())
+    measured = report["measured"]
     image = measured["image"]
     counted = bench(out, runs=1, x=rows)
     each = counted["inference"]["instructions_each"]
@@ -225,6 +226,7 @@ def run_hydra(model: Path, x: np.ndarray, out: Path, per_op: bool) -> dict:
         "ram_image_bytes": image["ram_bytes"],
         "stack_used_bytes": measured["stack_used_bytes"],
         "flash_bytes": image["flash_bytes"],
+        "built_for": report["code"]["optimize"],  # compile's --optimize auto: size under 16 KB of constants
         "bit_exact_vs_reference": check.ok,
         "outputs_hex": [bytes(r.astype(np.int8).tobytes()).hex() for r in outputs],
         "seconds": round(time.perf_counter() - t0, 1),
@@ -340,7 +342,8 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         t, h = r["tflm"]["cmsis_nn"], r["hydra_edge"]
         ratio_s = "-" if r["instructions_ratio"] is None else f"{r['instructions_ratio']:.2f}"
-        cells = [r["model"], _n(t["instructions_mean"]), _n(h["instructions_mean"]), ratio_s]
+        size = " (built for size)" if h.get("built_for") == "size" else ""
+        cells = [r["model"], _n(t["instructions_mean"]), _n(h["instructions_mean"]) + size, ratio_s]
         if with_ref:
             cells.append(_n(r["tflm"]["ref"]["instructions_mean"]) if "ref" in r["tflm"] else "-")
         cells += [_n(t["smallest_arena_bytes"]), f"{_n(h['ram_in_use_bytes'])} ({_n(h['arena_bytes'])})",

@@ -83,6 +83,15 @@ def test_table_has_one_row_per_model_with_ratios_and_verdicts(vs):
     assert all(line.count("|") == table[0].count("|") for line in table)  # a well-formed Markdown table
 
 
+def test_table_says_which_builds_are_for_size(vs):
+    rows = _rows(vs)
+    rows[0]["hydra_edge"]["built_for"] = "size"
+    rows[1]["hydra_edge"]["built_for"] = "speed"
+    table = vs.format_table(rows).splitlines()
+    assert table[2].startswith("| tfl_a | 1,000 | 1,500 (built for size) | 1.50 |")
+    assert table[3].startswith("| tfl_b | 4,001 | 3,000 | 0.75 |")
+
+
 def test_table_without_the_ref_variant_has_no_ref_column(vs):
     rows = _rows(vs)[:1]
     assert "ref kernels" not in vs.format_table(rows)
@@ -202,12 +211,13 @@ def test_flash_map_split_by_object_and_group(fs):
 
 def test_flash_table_with_a_baseline_and_instructions(fs):
     groups = dict(weights=5000, model=400, tfl=9000, native=6000, harness=3400)
-    row = {"model": "tfl_small_cnn", "flash_bytes": 23800, "groups": groups, "instructions": 561000,
-           "baseline": {"flash_bytes": 15980, "groups": groups, "instructions": 1750000}}
-    lines = fs.format_table([row, {"model": "tfl_tiny_mlp", "flash_bytes": 11388, "groups": groups}]).splitlines()
-    assert lines[0].startswith("| model | flash (B) | weights (B) |") and "| ratio |" in lines[0]
-    assert lines[2] == ("| tfl_small_cnn | 23,800 | 5,000 | 400 | 9,000 | 6,000 | 3,400 | 15,980 | 1.49 | 561,000 "
-                        "| 1,750,000 |")
+    row = {"model": "tfl_small_cnn", "built_for": "size", "flash_bytes": 23800, "groups": groups,
+           "instructions": 561000, "baseline": {"flash_bytes": 15980, "groups": groups, "instructions": 1750000}}
+    lines = fs.format_table([row, {"model": "tfl_tiny_mlp", "built_for": "speed", "flash_bytes": 11388,
+                                   "groups": groups}]).splitlines()
+    assert lines[0].startswith("| model | built for | flash (B) | weights (B) |") and "| ratio |" in lines[0]
+    assert lines[2] == ("| tfl_small_cnn | size | 23,800 | 5,000 | 400 | 9,000 | 6,000 | 3,400 | 15,980 | 1.49 "
+                        "| 561,000 | 1,750,000 |")
     assert lines[3].endswith("| - | - | - | - |")
     assert all(line.count("|") == lines[0].count("|") for line in lines)
     assert all(m.is_file() and m.suffix == ".tflite" for m in fs.default_models()) and len(fs.default_models()) >= 9

@@ -175,7 +175,8 @@ def test_build_folder_layout(tmp_path):
     assert "#define HYDRA_MODEL_OUTPUT_BYTES 10" in model_h
     assert f"#define HYDRA_MODEL_ARENA_BYTES {plan.arena_bytes}" in model_h
     makefile = (folder / "Makefile").read_text()
-    assert "CC ?= cc" in makefile and "-std=c99 -O2 -Wall -Wextra -Werror -pedantic" in makefile
+    assert "CC ?= cc" in makefile and "-std=c99 $(OPT) -Wall -Wextra -Werror -pedantic" in makefile
+    assert "\nOPT = -O2\n" in makefile  # a hand-built graph's meta says no goal: speed
     assert "ROUNDING" not in makefile  # rounding is per node (the params), never a build define
     assert "-fsanitize=address,undefined -fno-sanitize-recover=all -g" in makefile
     assert (folder / "main.c").read_text() == (load_board("host").folder / "main.c").read_text()

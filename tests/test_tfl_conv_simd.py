@@ -175,13 +175,35 @@ def test_simd_paths_match_reference_on_m7(case, tmp_path):
     xs = _inputs(graph.tensor(graph.inputs[0]).shape, seed=len(case))
     expected = np.stack([run_int(graph, x)[0].reshape(-1) for x in xs])
     assert len(np.unique(expected)) > 4, "outputs too uniform to test anything"
-    res = driver.compile_prequantised(graph, load_board("stm32f746"), tmp_path / "build")
+    res = driver.compile_prequantised(graph, load_board("stm32f746"), tmp_path / "build", optimize="speed")
     flat = xs.reshape(len(xs), -1)
     np.testing.assert_array_equal(runner.run(res.folder, flat).reshape(len(xs), -1), expected)
     image = runner.build(res.folder).read_bytes()
     assert runner.build(res.folder, extra_cppflags=PORTABLE_CPPFLAGS).read_bytes() != image
     portable = runner.run(res.folder, flat, extra_cppflags=PORTABLE_CPPFLAGS)
     np.testing.assert_array_equal(portable.reshape(len(xs), -1), expected)
+
+
+@pytest.mark.parametrize("case", ["patch4x4_s4_c8_o3_off128", "conv3x3_same_s2_c12_o8_relu6", "conv3x3_same_s1_c4_o37",
+                                  "conv3x3_same_s1_c8_o6_groups2"])
+def test_byte_window_takes_every_conv_in_a_build_for_size(case, tmp_path):
+    """--optimize size leaves the word window out (HYDRA_TFL_NO_CONV_WORD_WINDOW, at -Os): convolutions on a multiple
+    of 4 input channels per group then take the byte window, in the larger scratch planned for it, with the same
+    bits; the speed build of the same model takes the word window."""
+    op, inputs, outputs, options = CASES[case]
+    graph = tflite_from_bytes(single_op_model(op, inputs, outputs, options), f"{case}.tflite")
+    assert int(graph.nodes[0].attrs["filter_shape"][3]) % 4 == 0
+    xs = _inputs(graph.tensor(graph.inputs[0]).shape, seed=len(case))
+    expected = np.stack([run_int(graph, x)[0].reshape(-1) for x in xs])
+    builds = {goal: driver.compile_prequantised(graph, load_board("stm32f746"), tmp_path / goal, optimize=goal)
+              for goal in ("speed", "size")}
+    makefile = (builds["size"].folder / "Makefile").read_text()
+    assert "-DHYDRA_TFL_NO_CONV_WORD_WINDOW" in makefile and "\nOPT = -Os\n" in makefile
+    assert "-DHYDRA_TFL_NO_CONV_WORD_WINDOW" not in (builds["speed"].folder / "Makefile").read_text()
+    scratch = {goal: max(b.size for b in res.plan.buffers if b.name.endswith("scratch")) for goal, res in builds.items()}
+    assert scratch["size"] == scratch["speed"] * 20 // 16
+    flat = xs.reshape(len(xs), -1)
+    np.testing.assert_array_equal(runner.run(builds["size"].folder, flat).reshape(len(xs), -1), expected)
 
 
 @pytest.mark.parametrize("case", ["conv3x3_same_s1_c3_o5_off128", "patch4x4_s4_c8_o3_off128"])
@@ -192,7 +214,7 @@ def test_single_rounding_conv_on_m7(case, tmp_path):
     graph.meta["rounding"] = "single"
     xs = _inputs(graph.tensor(graph.inputs[0]).shape, seed=len(case))
     expected = np.stack([run_int(graph, x)[0].reshape(-1) for x in xs])
-    res = driver.compile_prequantised(graph, load_board("stm32f746"), tmp_path / "build")
+    res = driver.compile_prequantised(graph, load_board("stm32f746"), tmp_path / "build", optimize="speed")
     assert ".single_rounding = 1" in (res.folder / "model.c").read_text()
     np.testing.assert_array_equal(runner.run(res.folder, xs.reshape(len(xs), -1)).reshape(len(xs), -1), expected)
 
@@ -230,7 +252,7 @@ def test_reduce_and_elementwise_on_m7(case, tmp_path):
     xs = _inputs(graph.tensor(graph.inputs[0]).shape, seed=len(case))
     expected = np.stack([run_int(graph, x)[0].reshape(-1) for x in xs])
     assert len(np.unique(expected)) > 2, "outputs too uniform to test anything"
-    res = driver.compile_prequantised(graph, load_board("stm32f746"), tmp_path / "build")
+    res = driver.compile_prequantised(graph, load_board("stm32f746"), tmp_path / "build", optimize="speed")
     np.testing.assert_array_equal(runner.run(res.folder, xs.reshape(len(xs), -1)).reshape(len(xs), -1), expected)
 
 
@@ -246,16 +268,18 @@ class _ConvParams(ctypes.Structure):
                 ("activation_max", ctypes.c_int32), ("single_rounding", ctypes.c_int32)]
 
 
+@pytest.mark.parametrize("byte_window", [False, True], ids=["speed", "size"])
 @pytest.mark.parametrize("filter_shape", [(16, 3, 3, 16), (16, 3, 3, 3), (8, 1, 1, 5), (64, 3, 3, 64),
                                           (3, 4, 4, 8), (4, 1, 1, 1), (2, 10, 4, 1)])
-def test_conv_scratch_formula_is_the_kernels(filter_shape, tmp_path):
+def test_conv_scratch_formula_is_the_kernels(filter_shape, byte_window, tmp_path):
     """CONV_2D's planned scratch (reference/tfl_linear.py scratch_bytes) is what hydra_tfl_conv_2d_get_buffer_size
     asks for: the pair layout of two windows, and a byte window where the filter's input channels are not a
-    multiple of 4; -1 beyond 33025 taps."""
+    multiple of 4, or for every filter in a build for size (-DHYDRA_TFL_NO_CONV_WORD_WINDOW); -1 beyond 33025 taps."""
     if not c_build.have_compiler():
         pytest.skip(f"no C compiler ({c_build.CC})")
     out = tmp_path / "libconv.so"
     c_build.run_cc([*c_build.STRICT_FLAGS, "-fPIC", "-shared", f"-I{c_build.INCLUDE_DIR}",
+                    *(["-DHYDRA_TFL_NO_CONV_WORD_WINDOW"] if byte_window else []),
                     *(str(c_build.SRC_DIR / s) for s in ("hydra_requantize.c", "tfl_fixedpoint.c", "tfl_conv_2d.c")),
                     "-o", str(out)])
     lib = ctypes.CDLL(str(out))
@@ -263,9 +287,9 @@ def test_conv_scratch_formula_is_the_kernels(filter_shape, tmp_path):
     lib.hydra_tfl_conv_2d_get_buffer_size.argtypes = [ctypes.POINTER(_ConvParams)]
     p = _ConvParams()
     p.filter_shape[:] = filter_shape
-    expected = scratch_bytes({"filter_shape": filter_shape}, "tfl_conv_2d")
+    expected = scratch_bytes({"filter_shape": filter_shape}, "tfl_conv_2d", byte_window=byte_window)
     assert lib.hydra_tfl_conv_2d_get_buffer_size(ctypes.byref(p)) == expected
     k = filter_shape[1] * filter_shape[2] * filter_shape[3]
-    assert expected == (16 if filter_shape[3] % 4 == 0 else 20) * -(-k // 4)
+    assert expected == (16 if filter_shape[3] % 4 == 0 and not byte_window else 20) * -(-k // 4)
     p.filter_shape[:] = (1, 200, 200, 1)  # 40000 taps: the kernel refuses the shape
     assert lib.hydra_tfl_conv_2d_get_buffer_size(ctypes.byref(p)) == -1

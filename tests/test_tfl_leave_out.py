@@ -43,15 +43,18 @@ def _cppflags_defines(folder: Path) -> set[str]:
     return {flag[2:] for flag in line.split() if flag.startswith("-D")}
 
 
-@pytest.mark.parametrize("model, taken", [
+@pytest.mark.parametrize("model, optimize, taken", [
     # DEPTHWISE_CONV_2D dm 2 on 8 channels (quads_2 in the pixel walk), CONV_2D on 3 and on 16 channels, both pools
-    (_path("tfl_small_cnn"), {"DEPTHWISE_QUADS_2", "DEPTHWISE_WALK", "CONV_WORD_WINDOW", "CONV_BYTE_WINDOW",
-                              "POOL_MAX", "POOL_AVERAGE"}),
+    (_path("tfl_small_cnn"), "speed", {"DEPTHWISE_QUADS_2", "DEPTHWISE_WALK", "CONV_WORD_WINDOW", "CONV_BYTE_WINDOW",
+                                       "POOL_MAX", "POOL_AVERAGE"}),
+    # the same for size (auto's choice for its 4 KB of constants): the 16-channel CONV_2D by the byte window too
+    (_path("tfl_small_cnn"), "auto", {"DEPTHWISE_QUADS_2", "DEPTHWISE_WALK", "CONV_BYTE_WINDOW", "POOL_MAX",
+                                      "POOL_AVERAGE"}),
     # DS-CNN: dm 64 on one input channel (row1), dm 1 on 64 channels, one average pool; its 1x1 convolutions are linear
-    (BENCH_MODELS / "ds_cnn.tflite", {"DEPTHWISE_ROW1", "DEPTHWISE_DM1", "POOL_AVERAGE"}),
+    (BENCH_MODELS / "ds_cnn.tflite", "auto", {"DEPTHWISE_ROW1", "DEPTHWISE_DM1", "POOL_AVERAGE"}),
 ])
-def test_models_leave_out_the_paths_they_never_take(model, taken, tmp_path):
-    res = driver.compile_model(model, "stm32f746", tmp_path / "build")
+def test_models_leave_out_the_paths_they_never_take(model, optimize, taken, tmp_path):
+    res = driver.compile_model(model, "stm32f746", tmp_path / "build", optimize=optimize)
     defines = _cppflags_defines(res.folder)
     assert {d for d in defines if d.startswith("HYDRA_TFL_NO_")} == ALL - {f"HYDRA_TFL_NO_{p}" for p in taken}
     xs = np.random.default_rng(0).integers(-128, 128, (3, *res.graph.tensor(res.graph.inputs[0]).shape)).astype(np.int8)
@@ -78,7 +81,7 @@ def test_each_path_said_taken_is_taken(case, tmp_path):
     op, inputs, outputs, options = CASES[case]
     graph = tflite_from_bytes(single_op_model(op, inputs, outputs, options), f"{case}.tflite")
     paths = REPRESENTATIVES[case]
-    res = driver.compile_prequantised(graph, load_board("stm32f746"), tmp_path / "build")
+    res = driver.compile_prequantised(graph, load_board("stm32f746"), tmp_path / "build", optimize="speed")
     assert paths and set(tfl_defines(res.graph)) == ALL - {f"HYDRA_TFL_NO_{p}" for p in paths}
     assert {d for d in _cppflags_defines(res.folder) if d.startswith("HYDRA_TFL_NO_")} == set(tfl_defines(res.graph))
     xs = _inputs(graph.tensor(graph.inputs[0]).shape, seed=1)[:2]

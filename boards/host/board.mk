@@ -2,7 +2,8 @@
 #   make              builds ./model
 #   make SANITIZE=1   builds ./model-asan with AddressSanitizer and UBSan
 #   make EXTRA_CPPFLAGS=-DHYDRA_PORTABLE_KERNELS   the plain C kernels (bench); objects follow the flags
-CFLAGS = -std=c99 -O2 -Wall -Wextra -Werror -pedantic
+OPT ?= -O2  # the model's Makefile says -O2 or -Os (hydra-edge compile --optimize); objects follow it
+CFLAGS = -std=c99 $(OPT) -Wall -Wextra -Werror -pedantic
 SRCS = main.c $(MODEL_SRCS)
 
 ifeq ($(SANITIZE),1)
@@ -19,7 +20,7 @@ OBJS = $(SRCS:%.c=$(OBJDIR)/%.o)
 # Objects are rebuilt when the preprocessor flags change (a portable-kernels build, then a normal one).
 ALL_CPPFLAGS = $(CPPFLAGS) $(EXTRA_CPPFLAGS)
 FLAGS_STAMP = $(OBJDIR)/cppflags.txt
-$(shell mkdir -p $(OBJDIR) && (echo '$(ALL_CPPFLAGS)' | cmp -s - $(FLAGS_STAMP) || echo '$(ALL_CPPFLAGS)' > $(FLAGS_STAMP)))
+$(shell mkdir -p $(OBJDIR) && (echo '$(ALL_CPPFLAGS) $(OPT)' | cmp -s - $(FLAGS_STAMP) || echo '$(ALL_CPPFLAGS) $(OPT)' > $(FLAGS_STAMP)))
 
 all: $(TARGET)
 

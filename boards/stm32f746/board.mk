@@ -4,7 +4,8 @@
 #   make EXTRA_CPPFLAGS=-DHYDRA_PLANT_FAULT   a harness that faults (tests); objects follow the flags
 #   CC, BOARD_CFLAGS (-mcpu=cortex-m7 -mthumb -mfloat-abi=hard -mfpu=fpv5-sp-d16), STACK_BYTES: from board.toml
 OBJCOPY = arm-none-eabi-objcopy
-CFLAGS = -std=c99 -O2 -Wall -Wextra -Werror -pedantic -g -ffunction-sections -fdata-sections
+OPT ?= -O2  # the model's Makefile says -O2 or -Os (hydra-edge compile --optimize); objects follow it
+CFLAGS = -std=c99 $(OPT) -Wall -Wextra -Werror -pedantic -g -ffunction-sections -fdata-sections
 LDFLAGS = -nostartfiles --specs=nano.specs -Wl,--gc-sections -L. -Wl,--defsym=__stack_size=$(STACK_BYTES)
 LDLIBS = -lc -lgcc
 STACK_BYTES ?= 4096
@@ -18,7 +19,7 @@ DEVICE_OBJS = $(DEVICE_SRCS:%.c=$(OBJDIR)/%.o)
 # Objects are rebuilt when the preprocessor flags change (a planted-fault build, then a normal one).
 ALL_CPPFLAGS = $(CPPFLAGS) $(EXTRA_CPPFLAGS)
 FLAGS_STAMP = $(OBJDIR)/cppflags.txt
-$(shell mkdir -p $(OBJDIR) && (echo '$(ALL_CPPFLAGS)' | cmp -s - $(FLAGS_STAMP) || echo '$(ALL_CPPFLAGS)' > $(FLAGS_STAMP)))
+$(shell mkdir -p $(OBJDIR) && (echo '$(ALL_CPPFLAGS) $(OPT)' | cmp -s - $(FLAGS_STAMP) || echo '$(ALL_CPPFLAGS) $(OPT)' > $(FLAGS_STAMP)))
 
 all: fw-qemu.elf
 

@@ -234,10 +234,12 @@ static HYDRA_ALWAYS_INLINE void dot4_blocked(const int8_t *x, const int8_t *w, i
     dots[3] = acc3;
 }
 
-#if defined(HYDRA_DOT_SIMD32) && defined(__GNUC__)
+#if defined(HYDRA_DOT_SIMD32) && defined(__GNUC__) && !defined(HYDRA_DOT4_NO_EVEN_BLOCKS)
+#define HYDRA_DOT4_EVEN_BLOCKS 1
 /* hydra_dot4_blocked_s8 where n is a multiple of 8 (no tail, an even number of groups): every block in one assembly
  * loop, so that a block costs its groups and ~10 instructions (the set-up of a call to dot4_blocked is ~35). The
- * dots pointer, the block count and x live in memory operands: the loop has no register left for them. */
+ * dots pointer, the block count and x live in memory operands: the loop has no register left for them. Left out of
+ * a build for size (HYDRA_DOT4_NO_EVEN_BLOCKS, ops/linear.py c_defines: ~260 B): dot4_blocked takes those too. */
 static void dot4_blocks_even(const int8_t *x, const int8_t *w, int32_t n, int32_t blocks, int32_t *dots)
 {
     register int32_t w0 __asm__("r8"), w1 __asm__("r9"), w2 __asm__("r10"), w3 __asm__("r11");
@@ -271,7 +273,7 @@ static void dot4_blocks_even(const int8_t *x, const int8_t *w, int32_t n, int32_
 
 void hydra_dot4_blocked_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t blocks, int32_t *dots)
 {
-#if defined(HYDRA_DOT_SIMD32) && defined(__GNUC__)
+#if defined(HYDRA_DOT4_EVEN_BLOCKS)
     if (n > 0 && n % 8 == 0 && blocks > 0) {
         dot4_blocks_even(x, w, n, blocks, dots);
         return;

@@ -17,7 +17,11 @@ int32_t hydra_tfl_conv_2d_get_buffer_size(const hydra_tfl_conv_2d_params *p)
     if (p->filter_shape[1] <= 0 || p->filter_shape[2] <= 0 || p->filter_shape[3] <= 0 || k > 33025)
         return -1;
     const int64_t groups = (k + 3) / 4; /* of 4 taps */
+#if defined(HYDRA_TFL_NO_CONV_WORD_WINDOW) /* every window copied as bytes first (a build for size) */
+    return (int32_t)(20 * groups);
+#else
     return (int32_t)(p->filter_shape[3] % 4 == 0 ? 16 * groups : 20 * groups);
+#endif
 }
 
 hydra_status hydra_tfl_conv_2d_s8(const hydra_tfl_conv_2d_params *p, const int8_t *input, const int8_t *filter,

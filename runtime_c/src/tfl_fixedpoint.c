@@ -34,6 +34,8 @@
  *   CONV_GENERAL_OUTPUT: the convolutions' general output stage (a node whose outputs are not all
  *   hydra_requantize_right's: single rounding, more than 2^14 products, a multiplier above 1 or a bias beyond 2^29);
  *   CONV_WORD_WINDOW, CONV_BYTE_WINDOW: conv_simd's window copies for input channels per group n % 4 == 0 / != 0;
+ *   without CONV_WORD_WINDOW (a build for size, optimize.py) the byte copy takes every window, in the larger
+ *   scratch hydra_tfl_conv_2d_get_buffer_size then asks for;
  *   POOL_MAX, POOL_AVERAGE: the pool kinds; POOL_CHANNEL: the pools' one-channel loop (depth % 4 != 0, or an
  *   average over more than 256 taps). */
 
@@ -670,7 +672,8 @@ static void conv_fill(int8_t *dst, int8_t byte, int32_t n)
         *dst++ = byte;
 }
 
-/* conv_window for n % 4 != 0 (taps straddle groups): the window as k bytes first (a tap outside the image -offset:
+/* conv_window for n % 4 != 0 (taps straddle groups), and for every n where the build left conv_window out: the
+ * window as k bytes first (a tap outside the image -offset:
  * x + offset = 0), then pad bytes up to 4 groups4, widened as a whole. */
 static void conv_window_bytes(const conv_im2col *g, const int8_t *input, conv_pixel at, int32_t c0, int8_t *bytes,
                               int32_t *xq)
@@ -813,7 +816,9 @@ static HYDRA_ALWAYS_INLINE void conv_out_pair(int32_t acc_a, int32_t acc_b, int3
 }
 
 /* Outputs first .. first + count - 1 of pixels a (out_a) and b (out_b: NULL, none) from conv_pairs_dots's
- * accumulators (channel first + i: acc[4 (i / 2) + i % 2] for pixel a, 2 words on for b). */
+ * accumulators (channel first + i: acc[4 (i / 2) + i % 2] for pixel a, 2 words on for b). A pixel alone was
+ * summed twice (conv_simd: a again as b), so b's accumulators are a's: where the stage is fast, the pair stage
+ * writes them over a's (the same bytes) instead of a second, one-pixel copy of the stage. */
 static HYDRA_NOINLINE void conv_chunk_outputs(const conv_outputs *o, const int32_t *acc, int32_t first, int32_t count,
                                               int8_t *out_a, int8_t *out_b)
 {
@@ -822,7 +827,14 @@ static HYDRA_NOINLINE void conv_chunk_outputs(const conv_outputs *o, const int32
     out_a += first;
     if (out_b != NULL)
         out_b += first;
-    if (o->fast && out_b != NULL) { /* hydra_output_right_s8 for both pixels, the channel's constants formed once */
+#if defined(HYDRA_TFL_CONV_GENERAL)
+    if (o->fast) {
+#else
+    { /* every output fast: conv_view_fast has checked */
+#endif
+        if (out_b == NULL)
+            out_b = out_a;
+        /* hydra_output_right_s8 for both pixels, the channel's constants formed once */
         for (int32_t i = 0; i < count; i += 2, acc += 4) { /* a channel pair's accumulators */
             conv_out_pair(acc[0], acc[2], bias != NULL ? bias[i] : 0, multiplier[i], shift[i], o->output_offset,
                           out_a + i, out_b + i);
@@ -832,16 +844,19 @@ static HYDRA_NOINLINE void conv_chunk_outputs(const conv_outputs *o, const int32
         }
         if (o->activation_min > -128 || o->activation_max < 127) { /* a fused activation, after the stage */
             hydra_clamp_row_s8(out_a, count, o->activation_min, o->activation_max);
-            hydra_clamp_row_s8(out_b, count, o->activation_min, o->activation_max);
+            if (out_b != out_a)
+                hydra_clamp_row_s8(out_b, count, o->activation_min, o->activation_max);
         }
         return;
     }
+#if defined(HYDRA_TFL_CONV_GENERAL)
     for (int32_t i = 0; i < count; i++) {
         const int32_t *a = acc + 4 * (i >> 1) + (i & 1), b = bias != NULL ? bias[i] : 0;
         out_a[i] = conv_output(o, a[0], b, multiplier[i], shift[i]);
         if (out_b != NULL)
             out_b[i] = conv_output(o, a[2], b, multiplier[i], shift[i]);
     }
+#endif
 }
 
 /* Output channels [first, end) (their filter rows from w on; `ends_filter`: the last is the filter's last row) of
@@ -907,10 +922,6 @@ static hydra_status conv_simd(const hydra_tfl_conv_view *v, const int8_t *input,
     g.contiguous = v->dilation_width_factor == 1 && g.n == in_c;
     g.x_row = (ptrdiff_t)v->dilation_height_factor * v->input_shape[2] * in_c;
     g.x_tap = (ptrdiff_t)v->dilation_width_factor * in_c;
-#if defined(HYDRA_TFL_NO_CONV_WORD_WINDOW)
-    if (g.n % 4 == 0)
-        return HYDRA_ERR_ARG; /* left out of this build (HYDRA_TFL_NO_*) */
-#endif
 #if defined(HYDRA_TFL_NO_CONV_BYTE_WINDOW)
     if (g.n % 4 != 0)
         return HYDRA_ERR_ARG;

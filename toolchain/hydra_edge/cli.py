@@ -135,9 +135,13 @@ def inspect(model: Path, lowered: bool, input_shape: tuple[int, ...] | None, tru
 @click.option("--tokens-per-step", type=click.IntRange(min=1), default=None,
               help="Tokens a token loop takes at once: more scratch RAM, fewer kernel calls. Default: 2 (linear "
                    "takes tokens in pairs on the Cortex-M) where that needs no more RAM than 1, else 1.")
+@click.option("--optimize", type=click.Choice(["auto", "speed", "size"]), default="auto", show_default=True,
+              help="What the kernels' code is built for, with the same bits either way: 'speed' (-O2 and every "
+                   "SIMD fast path a node takes), 'size' (-Os and one path where speed builds two), 'auto' (size "
+                   "for a model under 16 KB of constants, whose image is mostly the kernels' code; else speed).")
 @_load_options
 def compile(model: Path, board: str, out: Path, calib: Path | None, rounding: str, schedule: str | None,  # noqa: A001
-            tokens_per_step: int, input_shape: tuple[int, ...] | None, trust_pickle: bool,
+            tokens_per_step: int, optimize: str, input_shape: tuple[int, ...] | None, trust_pickle: bool,
             module_class: str | None, force: bool, calib_samples: int, calib_percentile: float | None) -> None:
     """Compile MODEL to int8 C in a self-contained build folder."""
     from rich.progress import Progress
@@ -153,7 +157,8 @@ def compile(model: Path, board: str, out: Path, calib: Path | None, rounding: st
 
         result = driver.compile_model(model, board, out, calib, rounding, progress, schedule, tokens_per_step,
                                       _options(input_shape, trust_pickle, module_class), force=force,
-                                      calib_samples=calib_samples, calib_percentile=calib_percentile)
+                                      calib_samples=calib_samples, calib_percentile=calib_percentile,
+                                      optimize=optimize)
     click.echo(format_report(result.report))
     click.echo(f"memory timeline: {result.folder / driver.MEMORY_PLOT}")
     click.echo(f"wrote {result.folder}/ (build with 'make -C {result.folder}', check with 'hydra-edge validate {result.folder}')")

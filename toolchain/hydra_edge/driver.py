@@ -27,6 +27,7 @@ import numpy as np
 from .boards import Board, load_board
 from .build_manifest import REPORT_FILE, TEST_VECTORS, read_manifest
 from .codegen.emit_c import emit_project, kernel_scratch
+from .optimize import CodeGoal, choose_goal
 from .codegen.report import MEMORY_PLOT, build_report, plot_memory
 from .errors import HydraEdgeError
 from .ir.graph import Graph
@@ -130,16 +131,19 @@ def compile_graph(
     tokens_per_step: int | None = None,
     force: bool = False,
     calib_percentile: float | None = None,
+    optimize: str = "auto",
 ) -> CompileResult:
     """Lowered float IR -> quantised IR -> build folder.
 
     schedule: "greedy" or "stream" (None: DEFAULT_SCHEDULE, "stream");
     tokens_per_step: tokens per group in a token loop (more scratch, fewer kernel calls); None: 2 where that
     costs no arena, else 1 (with_tokens_per_step);
-    calib_percentile: None for min/max ranges, or P to clip each range to its P and 100 - P percentiles.
+    calib_percentile: None for min/max ranges, or P to clip each range to its P and 100 - P percentiles;
+    optimize: "auto", "speed" or "size": what the build's code is optimised for (codegen/optimize.py).
     """
     if is_prequantised(float_graph):  # an int8 .tflite: its own quantisation, nothing to calibrate
-        return compile_prequantised(float_graph, board, out, calib, rounding, schedule, tokens_per_step, force)
+        return compile_prequantised(float_graph, board, out, calib, rounding, schedule, tokens_per_step, force,
+                                    optimize)
     schedule = DEFAULT_SCHEDULE if schedule is None else schedule
     if schedule not in SCHEDULES:
         raise ScheduleError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
@@ -155,7 +159,8 @@ def compile_graph(
         )
         calib = fallback_calibration(float_graph)
     tick = (lambda i: progress("calibrate", i, len(calib))) if progress else None
-    qgraph, plan = plan_graph(float_graph, calib, rounding, schedule, tokens_per_step, tick, calib_percentile)
+    qgraph, plan = plan_graph(float_graph, calib, rounding, schedule, tokens_per_step, tick, calib_percentile,
+                              optimize)
     in_q = qgraph.tensor(qgraph.inputs[0]).quant
     vectors = quantize_array(calib[:NUM_TEST_VECTORS], in_q.scalar_scale, in_q.scalar_zero_point)
     return write_build(qgraph, plan, board, Path(out), vectors, force=force)
@@ -163,14 +168,15 @@ def compile_graph(
 
 def plan_graph(float_graph: Graph, calib: np.ndarray, rounding: str = "double", schedule: str | None = None,
                tokens_per_step: int | None = None, tick: Callable[[int], None] | None = None,
-               percentile: float | None = None) -> tuple[Graph, MemoryPlan]:
+               percentile: float | None = None, optimize: str = "auto") -> tuple[Graph, MemoryPlan]:
     """Calibrate, quantise, schedule and plan: the quantised graph as it will run, and its arena."""
     schedule = DEFAULT_SCHEDULE if schedule is None else schedule
     ranges = calibrate(float_graph, calib, tick, percentile)
     quantised = quantize_graph(float_graph, ranges, rounding)
+    goal = choose_goal(quantised, optimize)
 
     def planned(tps: int) -> tuple[Graph, MemoryPlan]:
-        g = schedule_graph(quantised, schedule, tps)
+        g = schedule_graph(quantised, schedule, tps, goal=goal)
         return g, plan_memory(g, kernel_scratch(g), in_place=schedule == "stream")
 
     return with_tokens_per_step(planned, schedule, tokens_per_step)
@@ -233,6 +239,7 @@ def compile_prequantised(
     schedule: str | None = None,
     tokens_per_step: int | None = None,
     force: bool = False,
+    optimize: str = "auto",
 ) -> CompileResult:
     """An int8 .tflite graph -> build folder: no lowering, calibration or quantisation (the file's own).
 
@@ -266,13 +273,14 @@ def compile_prequantised(
         qgraph = lift_tfl_softmax(lift_tfl_hydra(qgraph))
     qgraph = legalise_tfl(qgraph)  # FULLY_CONNECTED, 1x1 CONV_2D, ADD, MEAN over tokens: native kernels, TFLM's bits
     qgraph = tabulate_tfl(qgraph)  # LOGISTIC, TANH, RSQRT, QUANTIZE: 256-entry tables of TFLM's values
+    goal = choose_goal(qgraph, optimize)
 
     def planned(tps: int) -> tuple[Graph, MemoryPlan]:
-        g = schedule_graph(qgraph, schedule or DEFAULT_SCHEDULE, tps)
+        g = schedule_graph(qgraph, schedule or DEFAULT_SCHEDULE, tps, goal=goal)
         g.meta.setdefault("rounding", "double")  # TFLM's, unless the graph says otherwise
         plan = plan_memory(g, kernel_scratch(g), in_place=True)
         if g.meta["schedule"] == "stream":  # recomputed chains (a LayerNorm of tfl ops) only where they save RAM
-            unchained = schedule_graph(qgraph, "stream", tps, chains=False)
+            unchained = schedule_graph(qgraph, "stream", tps, chains=False, goal=goal)
             unchained.meta.setdefault("rounding", "double")
             unchained_plan = plan_memory(unchained, kernel_scratch(unchained), in_place=True)
             if unchained_plan.arena_bytes <= plan.arena_bytes:
@@ -295,14 +303,16 @@ def compile_prequantised(
     return write_build(g, plan, board, Path(out), vectors, force=force, extra_files=extra)
 
 
-def schedule_graph(qgraph: Graph, schedule: str, tokens_per_step: int | None = None, chains: bool = True) -> Graph:
+def schedule_graph(qgraph: Graph, schedule: str, tokens_per_step: int | None = None, chains: bool = True,
+                   goal: CodeGoal | None = None) -> Graph:
     """The quantised graph as the schedule runs it: token loops for "stream" (`chains`: passes/stream.py's
-    recomputed chains); meta records the choice."""
+    recomputed chains); meta records the choice and the code's goal (default: auto's for this graph)."""
     if schedule not in SCHEDULES:
         raise ScheduleError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
     g = schedule_token_loops(qgraph, tokens_per_step, chains) if schedule == "stream" else qgraph.copy()
     g.meta["schedule"] = schedule
     g.meta["tokens_per_step"] = int(tokens_per_step)
+    g.meta.update((goal or choose_goal(qgraph)).meta())
     return g
 
 
@@ -319,11 +329,12 @@ def compile_model(
     force: bool = False,
     calib_samples: int | None = DEFAULT_MAX_SAMPLES,
     calib_percentile: float | None = None,
+    optimize: str = "auto",
 ) -> CompileResult:
     """The model file -> build folder `out` (see write_build; force as there).
 
     calib_samples: read at most the first N samples of calib_path (load_calibration);
-    calib_percentile: see compile_graph.
+    calib_percentile, optimize: see compile_graph.
     """
     check_output(out, model_path, force)  # a bad -o before any work
     board = load_board(board_name)
@@ -331,11 +342,11 @@ def compile_model(
     check_input_fits(graph, board)  # an input over the board's RAM: refused before anything large is made
     if is_prequantised(graph):  # an int8 .tflite is already in its final op set
         calib = np.zeros((1,)) if calib_path else None  # only its presence matters: it is ignored, with a warning
-        return compile_prequantised(graph, board, out, calib, rounding, schedule, tokens_per_step, force)
+        return compile_prequantised(graph, board, out, calib, rounding, schedule, tokens_per_step, force, optimize)
     graph = lower_to_ir(graph)
     calib = load_calibration(calib_path, graph, calib_samples) if calib_path else None
     return compile_graph(graph, board, out, calib, rounding, progress, schedule, tokens_per_step, force,
-                         calib_percentile)
+                         calib_percentile, optimize)
 
 
 def load_build(folder: str | Path) -> tuple[dict, Graph]:

@@ -46,6 +46,7 @@ from ..memory.planner import MemoryPlan, check_no_overlap, scratch_name
 from ..ops import REGISTRY, check_shapes, node_rounding, op_def
 from ..ops.token_loop import graph_row_facts
 from .c_syntax import INT32_MAX, Call, CodegenError, c_int, indented, status_checked
+from ..optimize import opt_level
 from .emit_tfl import TFL_HEADER, is_tfl, lower_tfl, tfl_defines, tfl_scratch, tfl_sources, uses_tfl
 
 RUNTIME_DIR = Path(__file__).resolve().parents[3] / "runtime_c"
@@ -612,6 +613,7 @@ def _makefile(graph: Graph, board: Board, sources: list[str]) -> str:
             "# The model's sources and flags; the board's build rules follow (boards/<board>/board.mk).",
             cc,
             f"BOARD_CFLAGS = {' '.join(board.cflags)}",
+            f"OPT = {opt_level(graph)}",
             "CPPFLAGS = -I. -Iruntime/include" + "".join(f" -D{d}" for d in runtime_defines(graph)),
             *extra,
             f"MODEL_SRCS = {srcs}",

@@ -27,6 +27,7 @@ import numpy as np
 from ..ir.graph import Graph, Node
 from ..memory.planner import scratch_name
 from ..ops import node_rounding
+from ..optimize import for_size
 from ..reference import tfl_elementwise, tfl_hydra, tfl_linear, tfl_softmax_attention
 from .c_syntax import Call, CodegenError, c_int, status_checked
 
@@ -142,9 +143,10 @@ def _depthwise_paths(a: dict) -> set[str]:
     return {"DEPTHWISE_WALK"}
 
 
-def _conv_paths(a: dict) -> set[str]:
-    """conv_simd: each pixel's window copied by words where the input channels per group n % 4 == 0, else by bytes."""
-    return {"CONV_WORD_WINDOW" if int(a["filter_shape"][3]) % 4 == 0 else "CONV_BYTE_WINDOW"}
+def _conv_paths(a: dict, size: bool) -> set[str]:
+    """conv_simd: each pixel's window copied by words where the input channels per group n % 4 == 0, else by bytes;
+    by bytes always in a build for size (optimize.py: the word window left out)."""
+    return {"CONV_WORD_WINDOW" if int(a["filter_shape"][3]) % 4 == 0 and not size else "CONV_BYTE_WINDOW"}
 
 
 def _pool_paths(a: dict, kind: str) -> set[str]:
@@ -155,11 +157,11 @@ def _pool_paths(a: dict, kind: str) -> set[str]:
     return {kind} | ({"POOL_CHANNEL"} if one else set())
 
 
-PATHS_OF = {
-    "tfl_depthwise_conv_2d": _depthwise_paths,
+PATHS_OF = {  # op -> (attrs, for size) -> the paths a node takes
+    "tfl_depthwise_conv_2d": lambda a, size: _depthwise_paths(a),
     "tfl_conv_2d": _conv_paths,
-    "tfl_max_pool_2d": lambda a: _pool_paths(a, "POOL_MAX"),
-    "tfl_average_pool_2d": lambda a: _pool_paths(a, "POOL_AVERAGE"),
+    "tfl_max_pool_2d": lambda a, size: _pool_paths(a, "POOL_MAX"),
+    "tfl_average_pool_2d": lambda a, size: _pool_paths(a, "POOL_AVERAGE"),
 }
 
 
@@ -180,17 +182,18 @@ def tfl_defines(graph: Graph) -> list[str]:
 
     nodes = [node_from_dict(d) if isinstance(d, dict) else d for n in graph.nodes
              for d in (n.attrs["body"] if n.op == "token_loop" else [n])]
-    taken = set().union(*(PATHS_OF[n.op](n.attrs) for n in nodes if n.op in PATHS_OF))
+    size = for_size(graph)
+    taken = set().union(*(PATHS_OF[n.op](n.attrs, size) for n in nodes if n.op in PATHS_OF))
     if any(n.op in ("tfl_conv_2d", "tfl_depthwise_conv_2d") and not _conv_fast(graph, n) for n in nodes):
         taken.add("CONV_GENERAL_OUTPUT")
     return [f"HYDRA_TFL_NO_{path}" for path in TFL_PATHS if path not in taken]
 
 
-def _scratch_fn(op: str):
+def _scratch_fn(op: str, size: bool):
     if op in tfl_hydra.KERNELS:  # one formula per op of the Hydra core (whole, or split in two)
         return lambda attrs: tfl_hydra.scratch_bytes(attrs, op)
-    if op in tfl_linear.KERNELS:  # CONV_2D's im2col, none for the others
-        return lambda attrs: tfl_linear.scratch_bytes(attrs, op)
+    if op in tfl_linear.KERNELS:  # CONV_2D's im2col (every window by bytes in a build for size), none for the others
+        return lambda attrs: tfl_linear.scratch_bytes(attrs, op, byte_window=size)
     for mod in (tfl_elementwise, tfl_softmax_attention):
         if op in getattr(mod, "KERNELS", {}):
             return getattr(mod, "scratch_bytes", None)
@@ -202,7 +205,7 @@ def tfl_scratch(graph: Graph) -> dict[str, int]:
     out: dict[str, int] = {}
     for node in graph.nodes:
         if is_tfl(node.op):
-            fn = _scratch_fn(node.op)
+            fn = _scratch_fn(node.op, for_size(graph))
             size = int(fn(node.attrs)) if fn is not None else 0
             if size > 0:
                 out[node.name] = size

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..ir.graph import Graph, Node
+from ..optimize import OPTIMIZE_REASON_META, for_size
 from ..ops.token_loop import body_nodes
 from ..ops import op_def
 from ..memory.planner import (
@@ -154,6 +155,8 @@ def build_report(graph: Graph, plan: MemoryPlan) -> dict[str, Any]:
             "largest_op_bytes": largest_op,
         },
         "flash": {"weights_bytes": weights, "params_bytes": attrs, "total_bytes": weights + attrs},
+        "code": {"optimize": "size" if for_size(graph) else "speed",
+                 "reason": str(graph.meta.get(OPTIMIZE_REASON_META, ""))},
         "macs": sum(op["macs"] for op in ops),
         "ops": ops,
     }
@@ -188,6 +191,11 @@ def schedule_detail(graph: Graph, plan: MemoryPlan) -> str:
     return "; ".join(parts)
 
 
+def _code_line(code: dict[str, str]) -> str:
+    reason = f" ({code['reason']})" if code.get("reason") else ""
+    return f"code   built for {code['optimize']}{reason}"
+
+
 def format_report(report: dict[str, Any]) -> str:
     ram, flash = report["ram"], report["flash"]
     schedule = f"   schedule {ram['schedule']}" if "schedule" in ram else ""
@@ -201,6 +209,7 @@ def format_report(report: dict[str, Any]) -> str:
         *([f"       {ram['schedule_detail']}"] if ram.get("schedule_detail") else []),
         f"flash  weights {flash['weights_bytes']:,} B   params {flash['params_bytes']:,} B   "
         f"total {flash['total_bytes']:,} B",
+        *([_code_line(report["code"])] if "code" in report else []),
         f"MACs   {report['macs']:,}",
         "",
     ]

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..ir.graph import Graph, IRError, Node
+from ..optimize import for_size
 from ..numerics.fixedpoint import quantize_multipliers, requantize, round_half_away
 from .base import (
     I64, INT32_MAX, OpDef, QuantizationError, Shape, clamp_attrs, clamp_s8, float_clamp, node_rounding, numel,
@@ -173,11 +174,15 @@ def _right_only_double(graph: Graph) -> bool:
 
 
 def c_defines(graph: Graph) -> list[str]:
-    """HYDRA_LINEAR_ONE_ROW where every linear call takes one row: hydra_linear.c then leaves out the Cortex-M's
-    token pairs (about 1.6 KB). HYDRA_LINEAR_RIGHT_ONLY where every node that may call the kernel (LINEAR_CALLERS)
-    rounds twice and takes right_only: it leaves out the out-of-line general requantisation (a call with other params
-    fails with HYDRA_ERR_ARG)."""
-    return (["HYDRA_LINEAR_ONE_ROW"] if _one_row(graph) else []) + (
+    """Code hydra_linear.c and hydra_dot.c may leave out (flash; the bits never depend on it):
+    HYDRA_LINEAR_ONE_ROW where every linear call takes one row, or the build is for size (optimize.py): the Cortex-M's
+    token pairs (about 1.5 KB); HYDRA_DOT4_NO_EVEN_BLOCKS in a build for size: the one-token loop's even-block
+    assembly (~260 B); HYDRA_LINEAR_RIGHT_ONLY where every node that may call the kernel (LINEAR_CALLERS) rounds twice
+    and takes right_only: the out-of-line general requantisation (a call with other params fails with
+    HYDRA_ERR_ARG)."""
+    size = for_size(graph)
+    return (["HYDRA_LINEAR_ONE_ROW"] if size or _one_row(graph) else []) + (
+        ["HYDRA_DOT4_NO_EVEN_BLOCKS"] if size else []) + (
         ["HYDRA_LINEAR_RIGHT_ONLY"] if _right_only_double(graph) else [])
 
 

@@ -161,16 +161,17 @@ def requantize_sum(a: dict, s: np.ndarray, rounding: str) -> np.ndarray:
     return _out(shifted, a["output_multiplier"], a["output_shift"], a["output_zero_point"], -128, 127, rounding)
 
 
-def scratch_bytes(attrs: dict, op: str) -> int:
+def scratch_bytes(attrs: dict, op: str, byte_window: bool = False) -> int:
     """The C kernel's scratch (hydra_tfl_conv_2d_get_buffer_size): CONV_2D's, two output pixels' windows as int16,
-    16 ceil(k / 4) bytes for filter rows of k = H W I bytes, and where I % 4 != 0 one window as bytes, 4 ceil(k / 4)
-    more (the SIMD cores' im2col; every build plans it). The other kernels of this family need none (sums and
-    transposes are indexed in place)."""
+    16 ceil(k / 4) bytes for filter rows of k = H W I bytes, and where the window is copied as bytes first (I % 4 != 0,
+    or every CONV_2D where `byte_window`: a build for size, HYDRA_TFL_NO_CONV_WORD_WINDOW) one window as bytes,
+    4 ceil(k / 4) more (the SIMD cores' im2col; every build plans it). The other kernels of this family need none
+    (sums and transposes are indexed in place)."""
     if op != "tfl_conv_2d":
         return 0
     _, f_h, f_w, f_c = (int(d) for d in attrs["filter_shape"])
     groups = (f_h * f_w * f_c + 3) // 4
-    return (16 if f_c % 4 == 0 else 20) * groups
+    return (16 if f_c % 4 == 0 and not byte_window else 20) * groups
 
 
 KERNELS: dict[str, Callable[[dict, list, str], np.ndarray]] = {
