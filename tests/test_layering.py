@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "toolchain" / "hydra_edge"
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     # Errors, the IR, the numerics (fixed point, gemmlowp-style), and what both codegen and targets read:
     # the build folder's manifest (build.json, report.json), the board descriptions, the folder helpers.
-    ("base", ("hydra_edge", "errors", "ir", "numerics", "build_manifest", "boards", "outdir")),
+    ("base", ("hydra_edge", "errors", "ir", "numerics", "build_manifest", "boards", "outdir", "optimize")),
     # One file per native op (issue 16, part 1): its shape rule, references, quantisation step and kernel
     # description. Built on the IR and the numerics only, so that every later stage can ask it; the
     # emitter and the quantiser reach an op's code duck-typed, never the other way round.

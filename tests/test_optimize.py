@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hydra_edge import driver
-from hydra_edge.optimize import AUTO_SIZE_BELOW, OptimizeError, choose_goal
+from hydra_edge.codegen.report import constant_bytes
+from hydra_edge.optimize import AUTO_SIZE_BELOW, CodeGoal, OptimizeError, choose_goal
 from hydra_edge.targets import runner
 from hydra_edge.targets.elf import image_sizes
 from hydra_edge.validate.bitexact import validate_build
@@ -34,19 +35,17 @@ def _makefile(folder) -> tuple[str, set[str]]:
 @pytest.mark.parametrize("model, goal", [("tfl_small_cnn", "size"), ("tfl_tiny_mlp", "size"),
                                          ("tfl_hydra_vit", "speed")])
 def test_auto_chooses_by_the_models_constants(model, goal):
-    graph = driver.load_model(_path(model))
-    chosen = choose_goal(graph)
-    assert chosen.goal == goal and chosen.reason.startswith("auto: ")
-    constants = int(chosen.reason.split()[1].replace(",", ""))
+    constants = constant_bytes(driver.load_model(_path(model)))
+    chosen = choose_goal(constants)
+    assert chosen.goal == goal and chosen.reason.startswith(f"auto: {constants:,} B of model constants")
     assert (constants < AUTO_SIZE_BELOW) == (goal == "size")
     for explicit in ("speed", "size"):
-        assert choose_goal(graph, explicit).goal == explicit
+        assert choose_goal(constants, explicit) == CodeGoal(explicit, f"--optimize {explicit}")
 
 
 def test_a_bad_optimize_value_is_refused():
-    graph = driver.load_model(_path("tfl_tiny_mlp"))
     with pytest.raises(OptimizeError, match="auto, speed, size"):
-        choose_goal(graph, "fast")
+        choose_goal(1000, "fast")
     result = invoke("compile", _path("tfl_tiny_mlp"), "--optimize", "fast")
     assert_clean_error(result, "fast", "auto", "speed", "size")
 

@@ -28,7 +28,7 @@ from .boards import Board, load_board
 from .build_manifest import REPORT_FILE, TEST_VECTORS, read_manifest
 from .codegen.emit_c import emit_project, kernel_scratch
 from .optimize import CodeGoal, choose_goal
-from .codegen.report import MEMORY_PLOT, build_report, plot_memory
+from .codegen.report import MEMORY_PLOT, build_report, constant_bytes, plot_memory
 from .errors import HydraEdgeError
 from .ir.graph import Graph
 from .ir.serialize import load_graph
@@ -173,7 +173,7 @@ def plan_graph(float_graph: Graph, calib: np.ndarray, rounding: str = "double", 
     schedule = DEFAULT_SCHEDULE if schedule is None else schedule
     ranges = calibrate(float_graph, calib, tick, percentile)
     quantised = quantize_graph(float_graph, ranges, rounding)
-    goal = choose_goal(quantised, optimize)
+    goal = choose_goal(constant_bytes(quantised), optimize)
 
     def planned(tps: int) -> tuple[Graph, MemoryPlan]:
         g = schedule_graph(quantised, schedule, tps, goal=goal)
@@ -273,7 +273,7 @@ def compile_prequantised(
         qgraph = lift_tfl_softmax(lift_tfl_hydra(qgraph))
     qgraph = legalise_tfl(qgraph)  # FULLY_CONNECTED, 1x1 CONV_2D, ADD, MEAN over tokens: native kernels, TFLM's bits
     qgraph = tabulate_tfl(qgraph)  # LOGISTIC, TANH, RSQRT, QUANTIZE: 256-entry tables of TFLM's values
-    goal = choose_goal(qgraph, optimize)
+    goal = choose_goal(constant_bytes(qgraph), optimize)
 
     def planned(tps: int) -> tuple[Graph, MemoryPlan]:
         g = schedule_graph(qgraph, schedule or DEFAULT_SCHEDULE, tps, goal=goal)
@@ -312,7 +312,7 @@ def schedule_graph(qgraph: Graph, schedule: str, tokens_per_step: int | None = N
     g = schedule_token_loops(qgraph, tokens_per_step, chains) if schedule == "stream" else qgraph.copy()
     g.meta["schedule"] = schedule
     g.meta["tokens_per_step"] = int(tokens_per_step)
-    g.meta.update((goal or choose_goal(qgraph)).meta())
+    g.meta.update((goal or choose_goal(constant_bytes(qgraph))).meta())
     return g
 
 

@@ -94,6 +94,18 @@ def node_flash_bytes(graph: Graph, node: Node, seen: set) -> tuple[int, int]:
     return weights, params
 
 
+def flash_bytes(graph: Graph) -> tuple[int, int]:
+    """(weights, params) of the whole graph, identical arrays counted once (as model.c defines them)."""
+    seen: set = set()
+    per_node = [node_flash_bytes(graph, node, seen) for node in graph.nodes]
+    return sum(w for w, _ in per_node), sum(a for _, a in per_node)
+
+
+def constant_bytes(graph: Graph) -> int:
+    """The model's constants in flash: weights and params (the report's flash total; optimize.py's auto reads it)."""
+    return sum(flash_bytes(graph))
+
+
 def plan_scratch(plan: MemoryPlan) -> dict[str, int]:
     """Scratch bytes per node, as planned."""
     return {b.name[: -len(SCRATCH_SUFFIX)]: b.size for b in plan.buffers if b.name.endswith(SCRATCH_SUFFIX)}
@@ -131,10 +143,7 @@ def build_report(graph: Graph, plan: MemoryPlan) -> dict[str, Any]:
                 "source": node.source,
             }
         )
-    seen: set = set()  # identical arrays are one array in model.c: counted once
-    per_node = [node_flash_bytes(graph, node, seen) for node in graph.nodes]
-    weights = sum(w for w, _ in per_node)
-    attrs = sum(a for _, a in per_node)
+    weights, attrs = flash_bytes(graph)
     return {
         "model": {
             "inputs": [{"name": n_, "shape": list(graph.tensor(n_).shape)} for n_ in graph.inputs],
