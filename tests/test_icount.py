@@ -21,6 +21,7 @@ from hydra_edge.ir.serialize import load_graph
 from hydra_edge.models.hydra_vit import HydraViTConfig
 from hydra_edge.passes.pipeline import lower_to_ir
 from hydra_edge.targets import icount
+from hydra_edge.targets.functions import OUTSIDE, FunctionCountError, by_function, parse_pc_counts
 from hydra_edge.boards import load_board
 from model_zoo import calibration_inputs, export_model
 
@@ -220,6 +221,31 @@ def test_model_counts_are_repeatable_and_regions_sum_up(aarch64_model, plugin):
     assert both["ops"] == ops
 
 
+def test_functions_add_up_to_the_run_on_aarch64(aarch64_model, plugin, tmp_path):
+    """qemu-aarch64 (a static Linux image): the per-address counts of one run, mapped to the image's functions
+    (libc's start-up and I/O among them), add up to the run's total."""
+    board = load_board("jetson-nano")
+    x = np.load(aarch64_model / driver.TEST_VECTORS)[:1]
+    pcs = tmp_path / "pcs.txt"
+    counts = icount.count_build(aarch64_model, x, board=board, build=False, pcs=pcs)
+    rows = by_function(parse_pc_counts(pcs.read_text()), aarch64_model / "model")
+    names = {r["function"]: r["instructions"] for r in rows}
+    assert sum(names.values()) == counts.total and OUTSIDE not in names
+    assert {"main", "hydra_model_run", OP_MARKER, "hydra_linear_rows_s8"} <= set(names)
+    assert names[OP_MARKER] % len(counts.hits) == 0  # the same instructions at every call
+    assert rows == sorted(rows, key=lambda r: -r["instructions"])
+
+
+def test_pc_counts_are_added_up_per_address_and_bad_files_refused():
+    assert parse_pc_counts("hydra-edge-pc-counts 1\n10 3\n14 1\n10 2\n") == {0x10: 5, 0x14: 1}
+    with pytest.raises(FunctionCountError, match="not a per-address count file"):
+        parse_pc_counts("hydra-edge-insn-count 1\n")
+    with pytest.raises(FunctionCountError, match="out of memory"):
+        parse_pc_counts("hydra-edge-pc-counts 1\nerror out of memory counting instruction addresses\n")
+    with pytest.raises(FunctionCountError, match="unreadable line"):
+        parse_pc_counts("hydra-edge-pc-counts 1\n10\n")
+
+
 def test_bench_refuses_a_native_board(aarch64_model):
     with pytest.raises(icount.IcountError, match="runs natively"):
         icount.launch(aarch64_model, load_board("host"), aarch64_model / "model", "in.bin", "out.bin")
@@ -257,3 +283,13 @@ def test_bench_cli_on_stm32f746(tmp_path):
     assert portable["inference"]["instructions"] != data["inference"]["instructions"]
     again = CliRunner().invoke(main, ["bench", str(folder), "--json"])
     assert json.loads(again.output)["inference"] == data["inference"]
+    # Per function (the plugin's per-address counts, the image's symbols): the whole run, every instruction in a
+    # function, the same per-op counts as without
+    by_fn = CliRunner().invoke(main, ["bench", str(folder), "--functions"])
+    assert by_fn.exit_code == 0, by_fn.output
+    assert "by function (the whole run;" in by_fn.output
+    counted = json.loads((folder / icount.BENCH_JSON).read_text())
+    names = {f["function"]: f["instructions"] for f in counted["functions"]}
+    assert sum(names.values()) == counted["run"]["instructions"] and OUTSIDE not in names
+    assert {OP_MARKER, "hydra_model_run", "hydra_linear_rows_s8", "Reset_Handler"} <= set(names)
+    assert counted["inference"] == data["inference"]

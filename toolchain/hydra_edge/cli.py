@@ -385,7 +385,10 @@ def flash(build: Path, tool: str | None, dry_run: bool) -> None:
 @click.option("--portable-kernels", "portable", is_flag=True,
               help="Build the kernels' plain C paths instead of the target's SIMD ones (the same bits; "
                    "written to BUILD/bench-portable.json). The next validate or run rebuilds the SIMD ones.")
-def bench(build: Path, as_json: bool, runs: int, timeout: float, portable: bool) -> None:
+@click.option("--functions", is_flag=True,
+              help="Also count the instructions of each function of the image (the whole run, the first run): "
+                   "which kernel loops, helpers and library calls the time goes to.")
+def bench(build: Path, as_json: bool, runs: int, timeout: float, portable: bool, functions: bool) -> None:
     """Instructions per op and per inference of BUILD on its emulated board, and MACs per instruction.
 
     QEMU counts executed instructions (exactly, with a TCG plugin), not cycles.
@@ -396,7 +399,7 @@ def bench(build: Path, as_json: bool, runs: int, timeout: float, portable: bool)
     driver.read_manifest(build)
     read_report(build)  # its per-op figures go into the result: refused here if damaged
     try:
-        result = run_bench(build, runs=runs, timeout=timeout, portable=portable)
+        result = run_bench(build, runs=runs, timeout=timeout, portable=portable, functions=functions)
     except IcountError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

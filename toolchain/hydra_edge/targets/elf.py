@@ -26,6 +26,7 @@ from ..errors import HydraEdgeError
 
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
 SHT_SYMTAB, SHT_NOBITS = 2, 8
+STT_NOTYPE, STT_FUNC = 0, 2
 ARENA_SYMBOL = "hydra_arena"
 
 
@@ -50,6 +51,8 @@ class Symbol:
     name: str
     value: int
     size: int
+    kind: int = 0  # STT_*: the low nibble of st_info
+    section: int = 0  # st_shndx: the index of its section (SHN_ABS for an absolute value)
 
 
 class Elf:
@@ -96,11 +99,11 @@ class Elf:
             fmt, step = ("<IBBHQQ", 24) if self.is64 else ("<IIIBBH", 16)
             for o in range(sec.offset, sec.offset + sec.size, sec.entsize or step):
                 if self.is64:
-                    name, _info, _other, _shndx, value, size = struct.unpack_from(fmt, self.data, o)
+                    name, info, _other, shndx, value, size = struct.unpack_from(fmt, self.data, o)
                 else:
-                    name, value, size, _info, _other, _shndx = struct.unpack_from(fmt, self.data, o)
+                    name, value, size, info, _other, shndx = struct.unpack_from(fmt, self.data, o)
                 if name:
-                    out.append(Symbol(self._str(strtab.offset, name), value, size))
+                    out.append(Symbol(self._str(strtab.offset, name), value, size, info & 0xF, shndx))
         return out
 
     def symbol(self, name: str) -> Symbol | None:

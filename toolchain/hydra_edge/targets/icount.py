@@ -16,6 +16,7 @@ same input, same count), so they compare kernels and builds, not seconds.
     elf_symbol(elf, name)               a symbol's address from the ELF symbol table
     count(cmd, marker, cwd=...)         run one emulator command under the plugin -> Counts
     bench(folder, runs=1)               build, run, map regions to ops -> JSON-able dict
+                                        (functions=True: and instructions per function, functions.py)
     format_bench(result)                the tables `hydra-edge bench` prints
 """
 
@@ -38,6 +39,7 @@ from ..boards import Board, load_board
 from ..build_manifest import REPORT_FILE, TEST_VECTORS, read_manifest
 from ..codegen.emit_c import OP_MARKER
 from ..errors import HydraEdgeError
+from .functions import by_function, format_functions, parse_pc_counts
 
 PLUGIN_SOURCE = Path(__file__).resolve().parent / "plugin" / "insn_count.c"
 PLUGIN_CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", "-shared", "-fPIC",
@@ -205,11 +207,13 @@ def parse_counts(text: str) -> Counts:
 
 
 def count(cmd: list[str], marker: int | None = None, cwd: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT,
-          env: dict[str, str] | None = None, plugin: Path | None = None) -> tuple[Counts, subprocess.CompletedProcess]:
+          env: dict[str, str] | None = None, plugin: Path | None = None,
+          pcs: Path | None = None) -> tuple[Counts, subprocess.CompletedProcess]:
     """Run a QEMU command line with the counting plugin; returns the counts and the finished process.
 
     `cmd[0]` must be a QEMU binary (qemu-system-*, qemu-<arch>); the plugin options go right after it,
-    before the guest program of user-mode QEMU. A non-zero exit is an IcountError.
+    before the guest program of user-mode QEMU. A non-zero exit is an IcountError. `pcs`: where the plugin
+    also writes each instruction address's count (functions.py reads it).
     """
     exe = shutil.which(cmd[0]) if cmd else None
     if exe is None:
@@ -218,7 +222,8 @@ def count(cmd: list[str], marker: int | None = None, cwd: str | Path | None = No
     plugin = plugin or plugin_path()
     with tempfile.TemporaryDirectory(prefix="hydra-icount-") as tmp:
         out = Path(tmp) / "counts.txt"
-        opts = f"{plugin},out={out}" + (f",marker={marker:#x}" if marker is not None else "")
+        opts = (f"{plugin},out={out}" + (f",marker={marker:#x}" if marker is not None else "")
+                + (f",pcs={pcs}" if pcs is not None else ""))
         full = [exe, "-plugin", opts, "-d", "plugin", *cmd[1:]]
         try:
             proc = subprocess.run(full, cwd=cwd, capture_output=True, timeout=timeout, env=env)
@@ -357,11 +362,12 @@ def _input_row(folder: Path, manifest: dict[str, Any], x: np.ndarray | None) -> 
 
 def count_build(folder: str | Path, x: np.ndarray | None = None, board: Board | None = None,
                 timeout: float = DEFAULT_TIMEOUT, build: bool = True, extra_cppflags: str = "",
-                image: Path | None = None) -> Counts:
+                image: Path | None = None, pcs: Path | None = None) -> Counts:
     """Build (make) and run a build folder once on its emulated board; returns the raw counts.
 
     `x`: int8 inputs, one or more (default: the build's first test vector); each is one inference.
     `image`: an image built already (a private copy, host.built_image): counted as it is, no make.
+    `pcs`: a file for the per-address counts too (count's).
 
     The run happens in a fresh folder holding a copy of the image and the input under fixed names, so
     that nothing of the caller's paths or environment reaches the guest and the count is repeatable.
@@ -382,7 +388,7 @@ def count_build(folder: str | Path, x: np.ndarray | None = None, board: Board | 
         shutil.copy2(image, local)
         (run_dir / "in.bin").write_bytes(data)
         how = launch(folder, board, local, "in.bin", "out.bin")
-        counts, _ = count(how.argv, marker, cwd=run_dir, timeout=timeout, env=how.env)
+        counts, _ = count(how.argv, marker, cwd=run_dir, timeout=timeout, env=how.env, pcs=pcs)
     return counts
 
 
@@ -430,12 +436,13 @@ def map_ops(counts: Counts, graph, report_ops: list[dict] | None = None) -> dict
 
 
 def bench(folder: str | Path, runs: int = 1, x: np.ndarray | None = None, timeout: float = DEFAULT_TIMEOUT,
-          write: bool = True, portable: bool = False) -> dict[str, Any]:
+          write: bool = True, portable: bool = False, functions: bool = False) -> dict[str, Any]:
     """Instruction counts of a build on its emulated board: per op and per inference (see the module doc).
 
     Runs the emulator `runs` times (>= 1) on the same input; `repeatable` says whether all runs counted
     the same. `portable` builds the kernels' plain C paths (-DHYDRA_PORTABLE_KERNELS) instead of the
-    target's SIMD ones: the same bits, to measure what the SIMD paths save. Writes BUILD/bench.json
+    target's SIMD ones: the same bits, to measure what the SIMD paths save. `functions` adds the first run's
+    instructions per function of the image ("functions": targets/functions.py). Writes BUILD/bench.json
     (BUILD/bench-portable.json) unless write=False, atomically; a read-only folder is built in a private
     copy and nothing is written (the result's "not_written" says so).
     """
@@ -456,9 +463,12 @@ def bench(folder: str | Path, runs: int = 1, x: np.ndarray | None = None, timeou
     def make_image(f: Path) -> Path:
         return build_image(f, board, manifest, timeout, cppflags)
 
-    with host.built_image(folder, make_image, "hydra-bench-") as built:  # one build, a private copy for every run
-        all_counts = [count_build(folder, x, board, timeout, extra_cppflags=cppflags, image=built.image)
-                      for _ in range(runs)]
+    with host.built_image(folder, make_image, "hydra-bench-") as built, \
+            tempfile.TemporaryDirectory(prefix="hydra-pcs-") as tmp:  # one build, a private copy for every run
+        pcs = Path(tmp) / "pcs.txt" if functions else None
+        all_counts = [count_build(folder, x, board, timeout, extra_cppflags=cppflags, image=built.image,
+                                  pcs=pcs if i == 0 else None) for i in range(runs)]
+        per_function = by_function(parse_pc_counts(pcs.read_text()), built.image) if pcs is not None else None
     result = {
         "format": "hydra-edge-bench",
         "version": 1,
@@ -472,6 +482,8 @@ def bench(folder: str | Path, runs: int = 1, x: np.ndarray | None = None, timeou
         "run_totals": [c.total for c in all_counts],
         **map_ops(all_counts[0], graph, report_ops),
     }
+    if per_function is not None:
+        result["functions"] = per_function
     if write and built.writable:
         with host.folder_lock(folder):
             atomic_write(folder / (BENCH_PORTABLE_JSON if portable else BENCH_JSON), json.dumps(result, indent=1) + "\n")
@@ -505,7 +517,8 @@ def format_bench(result: dict[str, Any]) -> str:
         f"{_ratio(inf['macs_per_instruction'])} MACs/instruction",
         f"whole run      {run['instructions']:,} instructions (with start-up and I/O: "
         f"{run['before_first_op']:,} before the first op, {run['after_last_op']:,} after the last)",
-        "",
-        f"note: {result['note']}",
     ]
+    if "functions" in result:
+        lines += ["", *format_functions(result["functions"])]
+    lines += ["", f"note: {result['note']}"]
     return "\n".join(lines)
