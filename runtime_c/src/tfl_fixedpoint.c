@@ -673,8 +673,8 @@ static void conv_fill(int8_t *dst, int8_t byte, int32_t n)
 }
 
 /* conv_window for n % 4 != 0 (taps straddle groups), and for every n where the build left conv_window out: the
- * window as k bytes first (a tap outside the image -offset:
- * x + offset = 0), then pad bytes up to 4 groups4, widened as a whole. */
+ * window as k bytes first (a tap outside the image -offset: x + offset = 0), then pad bytes up to 4 groups4, widened
+ * as a whole. */
 static void conv_window_bytes(const conv_im2col *g, const int8_t *input, conv_pixel at, int32_t c0, int8_t *bytes,
                               int32_t *xq)
 {

@@ -27,13 +27,13 @@ import numpy as np
 from .boards import Board, load_board
 from .build_manifest import REPORT_FILE, TEST_VECTORS, read_manifest
 from .codegen.emit_c import emit_project, kernel_scratch
-from .optimize import CodeGoal, choose_goal
 from .codegen.report import MEMORY_PLOT, build_report, constant_bytes, plot_memory
 from .errors import HydraEdgeError
 from .ir.graph import Graph
 from .ir.serialize import load_graph
 from .memory.planner import MemoryPlan, plan_memory
 from .ops import node_rounding
+from .optimize import CodeGoal, choose_goal
 from .outdir import check_output, staged_build
 from .passes.legalise_tfl import legalise_tfl
 from .quant.tabulate_tfl import tabulate_tfl
@@ -139,7 +139,7 @@ def compile_graph(
     tokens_per_step: tokens per group in a token loop (more scratch, fewer kernel calls); None: 2 where that
     costs no arena, else 1 (with_tokens_per_step);
     calib_percentile: None for min/max ranges, or P to clip each range to its P and 100 - P percentiles;
-    optimize: "auto", "speed" or "size": what the build's code is optimised for (codegen/optimize.py).
+    optimize: "auto", "speed" or "size": what the build's code is optimised for (optimize.py).
     """
     if is_prequantised(float_graph):  # an int8 .tflite: its own quantisation, nothing to calibrate
         return compile_prequantised(float_graph, board, out, calib, rounding, schedule, tokens_per_step, force,
