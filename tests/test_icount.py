@@ -256,7 +256,7 @@ def test_env_prefix_becomes_the_environment():
     assert icount._split_env(["qemu-aarch64", "x"]) == (["qemu-aarch64", "x"], None)
 
 
-def test_bench_cli_on_stm32f746(tmp_path):
+def test_bench_cli_on_stm32f746(tmp_path, monkeypatch):
     need("arm-none-eabi-gcc", "qemu-system-arm", "make")
     graph = lower_to_ir(load_pt2(export_model(TINY, tmp_path)))
     folder = driver.compile_graph(graph, load_board("stm32f746"), tmp_path / "build", calibration_inputs(TINY)).folder
@@ -293,3 +293,11 @@ def test_bench_cli_on_stm32f746(tmp_path):
     assert sum(names.values()) == counted["run"]["instructions"] and OUTSIDE not in names
     assert {OP_MARKER, "hydra_model_run", "hydra_linear_rows_s8", "Reset_Handler"} <= set(names)
     assert counted["inference"] == data["inference"]
+
+    def unreadable(text):
+        raise FunctionCountError("the counting plugin: out of memory counting instruction addresses")
+
+    monkeypatch.setattr(icount, "parse_pc_counts", unreadable)  # a plugin file it cannot use: one error line
+    failed = CliRunner().invoke(main, ["bench", str(folder), "--functions"])
+    assert failed.exit_code == 1 and "error: counting instructions per function: the counting plugin: out of memory" \
+        in failed.output and "Traceback" not in failed.output

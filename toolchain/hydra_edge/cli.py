@@ -18,6 +18,7 @@ from . import __version__, driver
 from .build_manifest import COMPILE_AGAIN, REPORT_FILE, TEST_VECTORS, damaged, read_report
 from .cli_search import evaluate, search, train
 from .errors import HydraEdgeError
+from .optimize import AUTO_SIZE_BELOW, OPTIMIZE_CHOICES
 from .outdir import atomic_write
 
 DEBUG_ENV = "HYDRA_EDGE_DEBUG"
@@ -135,10 +136,11 @@ def inspect(model: Path, lowered: bool, input_shape: tuple[int, ...] | None, tru
 @click.option("--tokens-per-step", type=click.IntRange(min=1), default=None,
               help="Tokens a token loop takes at once: more scratch RAM, fewer kernel calls. Default: 2 (linear "
                    "takes tokens in pairs on the Cortex-M) where that needs no more RAM than 1, else 1.")
-@click.option("--optimize", type=click.Choice(["auto", "speed", "size"]), default="auto", show_default=True,
+@click.option("--optimize", type=click.Choice(OPTIMIZE_CHOICES), default="auto", show_default=True,
               help="What the kernels' code is built for, with the same bits either way: 'speed' (-O2 and every "
                    "SIMD fast path a node takes), 'size' (-Os and one path where speed builds two), 'auto' (size "
-                   "for a model under 16 KB of constants, whose image is mostly the kernels' code; else speed).")
+                   f"for a model under {AUTO_SIZE_BELOW // 1024} KB of constants, whose image is mostly the "
+                   "kernels' code; else speed).")
 @_load_options
 def compile(model: Path, board: str, out: Path, calib: Path | None, rounding: str, schedule: str | None,  # noqa: A001
             tokens_per_step: int, optimize: str, input_shape: tuple[int, ...] | None, trust_pickle: bool,

@@ -92,6 +92,6 @@ def format_functions(rows: list[dict], top: int = 20) -> list[str]:
                         [[r["function"], f"{r['instructions']:,}", f"{100 * r['share']:.1f}%"] for r in shown],
                         right={1, 2})
     if rest:
-        n = sum(r["instructions"] for r in rest)
-        lines.append(f"... {len(rest)} more functions: {n:,} instructions ({100 * n / sum(r['instructions'] for r in rows):.1f}%)")
+        n, run = sum(r["instructions"] for r in rest), sum(r["instructions"] for r in rows)
+        lines.append(f"... {len(rest)} more functions: {n:,} instructions ({100 * n / run:.1f}%)")
     return lines

@@ -39,7 +39,8 @@ from ..boards import Board, load_board
 from ..build_manifest import REPORT_FILE, TEST_VECTORS, read_manifest
 from ..codegen.emit_c import OP_MARKER
 from ..errors import HydraEdgeError
-from .functions import by_function, format_functions, parse_pc_counts
+from .elf import ElfError
+from .functions import FunctionCountError, by_function, format_functions, parse_pc_counts
 
 PLUGIN_SOURCE = Path(__file__).resolve().parent / "plugin" / "insn_count.c"
 PLUGIN_CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", "-shared", "-fPIC",
@@ -468,7 +469,10 @@ def bench(folder: str | Path, runs: int = 1, x: np.ndarray | None = None, timeou
         pcs = Path(tmp) / "pcs.txt" if functions else None
         all_counts = [count_build(folder, x, board, timeout, extra_cppflags=cppflags, image=built.image,
                                   pcs=pcs if i == 0 else None) for i in range(runs)]
-        per_function = by_function(parse_pc_counts(pcs.read_text()), built.image) if pcs is not None else None
+        try:
+            per_function = by_function(parse_pc_counts(pcs.read_text()), built.image) if pcs is not None else None
+        except (FunctionCountError, ElfError, OSError) as exc:
+            raise IcountError(f"counting instructions per function: {exc}") from None
     result = {
         "format": "hydra-edge-bench",
         "version": 1,
