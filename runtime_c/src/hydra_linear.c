@@ -466,15 +466,22 @@ hydra_status hydra_linear_s8_check(const hydra_linear_params *params)
     if (params->right_only != 0 && params->right_only != 1)
         return HYDRA_ERR_ARG;
     /* every shift in [-31, 30]; under right_only also what hydra_channels_right_only asks (K <= 2^15, shift <= 0,
-     * multiplier >= 0, |bias| < 2^29): one pass, its conditions or-ed (this runs once per call of a whole-tensor op) */
+     * multiplier >= 0, |bias| < 2^29). This runs once per call of a whole-tensor op: one pass per case, each condition
+     * or-ed into its own word (shift + 31 in [0, 31] for every channel: their OR is; a negative multiplier: bit 31 of
+     * the OR of all) and tested after the loop. */
     const int32_t *bias = params->bias, *multiplier = params->multiplier, *shift = params->shift;
-    const uint32_t shift_span = params->right_only ? 31u : 61u; /* shift + 31 in [0, span] */
-    uint32_t bad = params->right_only && K > 32768;
-    for (int32_t n = 0; n < N; n++) {
-        const uint32_t m_bad = params->right_only ? (uint32_t)multiplier[n] >> 31 : 0u;
-        const uint32_t b_bad = params->right_only ? (uint32_t)bias[n] + (UINT32_C(1) << 29) - 1u > (UINT32_C(1) << 30) - 2u
-                                                  : 0u;
-        bad |= ((uint32_t)shift[n] + 31u > shift_span) | m_bad | b_bad;
+    uint32_t bad = 0;
+    if (params->right_only) {
+        uint32_t shifts = 0, signs = 0;
+        for (int32_t n = 0; n < N; n++) {
+            shifts |= (uint32_t)shift[n] + 31u;
+            signs |= (uint32_t)multiplier[n];
+            bad |= (uint32_t)bias[n] + (UINT32_C(1) << 29) - 1u > (UINT32_C(1) << 30) - 2u;
+        }
+        bad |= (shifts > 31u) | (signs >> 31) | (K > 32768);
+    } else {
+        for (int32_t n = 0; n < N; n++)
+            bad |= (uint32_t)shift[n] + 31u > 61u;
     }
     return bad ? HYDRA_ERR_ARG : HYDRA_OK;
 }
