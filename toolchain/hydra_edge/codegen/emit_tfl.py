@@ -27,6 +27,7 @@ import numpy as np
 from ..ir.graph import Graph, Node
 from ..memory.planner import scratch_name
 from ..ops import node_rounding
+from ..ops.token_loop import flat_nodes
 from ..optimize import for_size
 from ..reference import tfl_elementwise, tfl_hydra, tfl_linear, tfl_softmax_attention
 from .c_syntax import Call, CodegenError, c_int, status_checked
@@ -178,10 +179,7 @@ def _conv_fast(graph: Graph, node: Node) -> bool:
 
 def tfl_defines(graph: Graph) -> list[str]:
     """HYDRA_TFL_NO_<path> for each path of TFL_PATHS no node of the graph (token loops' bodies included) takes."""
-    from ..ir.ops import node_from_dict
-
-    nodes = [node_from_dict(d) if isinstance(d, dict) else d for n in graph.nodes
-             for d in (n.attrs["body"] if n.op == "token_loop" else [n])]
+    nodes = flat_nodes(graph)
     size = for_size(graph)
     taken = set().union(*(PATHS_OF[n.op](n.attrs, size) for n in nodes if n.op in PATHS_OF))
     if any(n.op in ("tfl_conv_2d", "tfl_depthwise_conv_2d") and not _conv_fast(graph, n) for n in nodes):
@@ -203,12 +201,13 @@ def _scratch_fn(op: str, size: bool):
 def tfl_scratch(graph: Graph) -> dict[str, int]:
     """Scratch bytes of each tfl node that needs any (the reference module's scratch_bytes(attrs))."""
     out: dict[str, int] = {}
+    size = for_size(graph)
     for node in graph.nodes:
         if is_tfl(node.op):
-            fn = _scratch_fn(node.op, for_size(graph))
-            size = int(fn(node.attrs)) if fn is not None else 0
-            if size > 0:
-                out[node.name] = size
+            fn = _scratch_fn(node.op, size)
+            n = int(fn(node.attrs)) if fn is not None else 0
+            if n > 0:
+                out[node.name] = n
     return out
 
 

@@ -157,12 +157,10 @@ def _right_only_double(graph: Graph) -> bool:
     """Every node that may call linear's kernel (LINEAR_CALLERS, token loops' bodies included) rounds twice and takes
     right_only (fields' params; a patch_embed's K is its patch, C p p): its outputs all take hydra_linear.c's inline
     requantisation."""
-    from ..ir.ops import node_from_dict
+    from .token_loop import flat_nodes  # a sibling op module: imported when called, not at registration
 
-    nodes = [node_from_dict(d) if isinstance(d, dict) else d for n in graph.nodes
-             for d in (n.attrs["body"] if n.op == "token_loop" else [n])]
     default = graph.meta.get("rounding", "double")
-    for node in nodes:
+    for node in flat_nodes(graph):
         if node.op not in LINEAR_CALLERS:
             continue
         k = numel(graph.tensor(node.inputs[1]).shape[1:])

@@ -73,6 +73,11 @@ def body_nodes(node: Node) -> list[Node]:
     return nodes
 
 
+def flat_nodes(graph: Graph) -> list[Node]:
+    """Every node the graph runs, in order: its own, and a token loop's body in the loop's place."""
+    return [sub for node in graph.nodes for sub in (body_nodes(node) if node.op == "token_loop" else [node])]
+
+
 def shape(node: Node, shapes: list[Shape]) -> Shape:
     body = body_nodes(node)
     tokens, tps = node.attrs.get("tokens"), node.attrs.get("tokens_per_step")

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..codegen.report import node_flash_bytes
 from ..ir.graph import Graph
-from ..ops.token_loop import body_nodes
+from ..ops.token_loop import flat_nodes
 from ..memory.planner import MemoryPlan, MemoryPlanError, live_bytes_per_node
 from ..boards import Board
 
@@ -121,10 +121,9 @@ def ram_suggestions(graph: Graph, plan: MemoryPlan, step: int) -> list[str]:
 
 def _token_tensor(graph: Graph):
     """The token buffer [T, D] of a ViT (a layernorm's input, in a token loop or not), or None."""
-    for node in graph.nodes:
-        for sub in (body_nodes(node) if node.op == "token_loop" else [node]):
-            if sub.op == "layernorm" and len(graph.tensor(sub.inputs[0]).shape) == 2:
-                return graph.tensor(sub.inputs[0])
+    for node in flat_nodes(graph):
+        if node.op == "layernorm" and len(graph.tensor(node.inputs[0]).shape) == 2:
+            return graph.tensor(node.inputs[0])
     return None
 
 
