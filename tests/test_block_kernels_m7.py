@@ -423,6 +423,7 @@ def test_patch_embed_on_the_m7(rounding, tmp_path):
     from hydra_edge.ops.linear import c_defines as linear_defines
     from hydra_edge.ops.linear import right_only
     from hydra_edge.targets import runner
+    from hydra_edge.targets.host import RunError
     from hydra_edge.validate.bitexact import reference_outputs, validate_build
     from test_kernels import act, inputs_for
 
@@ -462,6 +463,9 @@ def test_patch_embed_on_the_m7(rounding, tmp_path):
         assert result.ok, (k, d, result.mismatches)
         portable = runner.run(folder, xs.reshape(len(xs), -1), extra_cppflags=PORTABLE_CPPFLAGS)
         assert np.array_equal(portable, reference_outputs(g, xs).reshape(portable.shape)), (k, d)
+        if rounding == "single" and k <= 128:  # a linear built without what these params need: refused, not zeros
+            with pytest.raises(RunError, match="kernel error"):
+                runner.run(folder, xs.reshape(len(xs), -1), extra_cppflags="-DHYDRA_LINEAR_RIGHT_ONLY")
 
 
 # ---- mean_pool -----------------------------------------------------------------------------------------------

@@ -46,7 +46,9 @@ static hydra_status gathered_patches(const hydra_patch_embed_params *params, con
                 }
         }
         lp.rows = n;
-        hydra_linear_rows_s8(&lp, rows, output + (size_t)t * (size_t)D);
+        const hydra_status rs = hydra_linear_rows_s8(&lp, rows, output + (size_t)t * (size_t)D);
+        if (rs != HYDRA_OK) /* a build whose linear left out what these params need (HYDRA_LINEAR_RIGHT_ONLY) */
+            return rs;
     }
     return HYDRA_OK;
 }
